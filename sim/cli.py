@@ -1,0 +1,185 @@
+"""The ``startsim`` command line: an edge that parses options, calls the library, prints, and turns
+startsim's errors into exit code 2 with one line on stderr (never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sim import scenario as scenarios
+from sim.errors import StartsimError, UsageError
+from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
+from sim.runner import simulate as run_simulation
+from sim.stats import summarize
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Simulate, load-test and size the database path of a fleet that cold-starts at once.",
+)
+err = Console(stderr=True)
+
+ScenarioArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="A built-in scenario's name (see `startsim scenarios`) or a TOML file. "
+        "Default: the built-in staging-incident."
+    ),
+]
+Replications = Annotated[
+    int, typer.Option("--replications", "-n", min=1, help="Independent replications to simulate.")
+]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Master seed; same seed, same output.")]
+Jobs = Annotated[
+    int | None, typer.Option("--jobs", "-j", min=1, help="Processes to use (default: every core).")
+]
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr, shown only on a terminal so pipes and CI logs stay clean."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rep", file=sys.stderr, disable=None, leave=False)
+
+
+@app.command()
+def simulate(
+    scenario: ScenarioArg = None,
+    replications: Replications = 200,
+    seed: Seed = 0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write scenario, summary and per-attempt records to this folder."
+        ),
+    ] = None,
+    jobs: Jobs = None,
+) -> None:
+    """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
+    sc = scenarios.resolve(scenario)
+    with progress_bar(replications, f"simulate {sc.name}") as bar:
+        res = run_simulation(sc, replications, seed, jobs, progress=bar.update)
+    summary = {
+        "scenario": sc.name,
+        **summarize(
+            res.attempts,
+            res.fleet,
+            instances=sc.fleet.instances,
+            min_size=sc.pool.min_size,
+            seed=seed,
+        ),
+    }
+    if out is not None:
+        write_json(out / "summary.json", summary)
+        write_csv(out / "attempts.csv", res.attempts)
+        write_csv(out / "replications.csv", res.fleet)
+        atomic_write(out / "scenario.toml", scenario_toml(sc))
+    if json_out:
+        typer.echo(dumps(summary))
+    else:
+        Console().print(summary_table(sc, summary))
+        if out is not None:
+            err.print(f"wrote {out}/summary.json, attempts.csv, replications.csv, scenario.toml")
+
+
+def summary_table(sc: scenarios.Scenario, s: dict) -> Table:
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.2f} %"
+
+    def sec(x):
+        return "never" if x is None else f"{x:.1f} s"
+
+    table = Table(
+        title=f"{sc.name}: {s['replications']} replications, seed {s['seed']}",
+        show_header=True,
+        header_style="bold",
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("95 % interval / detail", justify="right")
+    t = s["p_db_init_timeout"]
+    table.add_row(
+        f"P(db init > {sc.startup.db_init_timeout_s:g} s timeout) per attempt",
+        pct(t["estimate"]),
+        f"{pct(t['ci_low'])} – {pct(t['ci_high'])}",
+    )
+    f = s["p_start_failure"]
+    table.add_row(
+        "P(start attempt fails) per attempt",
+        pct(f["estimate"]),
+        f"{pct(f['ci_low'])} – {pct(f['ci_high'])}",
+    )
+    table.add_row("P(first start succeeds) per instance", pct(s["p_first_start_success"]), "")
+    table.add_row(
+        "never ready within horizon", pct(s["never_ready_fraction"]), f"horizon {sc.horizon_s:g} s"
+    )
+    r = s["fleet_ready_s"]
+    table.add_row(
+        "fleet ready (all instances) p50",
+        sec(r["p50"]),
+        f"p95 {sec(r['p95'])}, p99 {sec(r['p99'])}",
+    )
+    table.add_row("restarts per instance", f"{s['restarts_per_instance']:.2f}", "")
+    pk = s["peak_db_connections"]
+    table.add_row(
+        "peak database connections p50",
+        f"{pk['p50']:.0f}",
+        f"max {pk['max']} of {sc.database.free_slots} usable",
+    )
+    wa = s["work_amplification"]
+    table.add_row(
+        "work amplification",
+        "—" if wa is None else f"{wa:.2f}×",
+        "connection attempts ÷ connections needed",
+    )
+    return table
+
+
+@app.command("scenarios")
+def list_scenarios() -> None:
+    """List the scenarios shipped with startsim."""
+    table = Table(show_header=True, header_style="bold")
+    for col in ("name", "instances", "min/max pool", "timeout", "max_connections", "description"):
+        table.add_column(col)
+    for name in scenarios.builtin_names():
+        sc = scenarios.resolve(name)
+        table.add_row(
+            name,
+            str(sc.fleet.instances),
+            f"{sc.pool.min_size}/{sc.pool.max_size}",
+            f"{sc.startup.db_init_timeout_s:g} s",
+            str(sc.database.max_connections),
+            sc.description,
+        )
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    """Console-script entry point: startsim's own errors become exit code 2, without traceback."""
+    try:
+        app(standalone_mode=False)
+    except StartsimError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+__all__ = ["UsageError", "app", "main"]

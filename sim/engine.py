@@ -1,0 +1,420 @@
+"""The discrete-event engine: one replication of a fleet cold-starting through a connector into a
+connection-limited PostgreSQL, with pool starts, retries and restart loops.
+
+``run_replication(scenario, seed)`` returns a :class:`Replication`: flat per-attempt records and the
+fleet's figures. The semantics are written out in ``docs/model.md``; this module follows it line by
+line. The kernel is a heap of ``(time, seq, handler, args)`` entries: each handler is a short method
+that changes the state and schedules what follows. Nothing here touches files, network or terminal.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.scenario import Scenario
+
+# Outcomes of one start attempt (a container's life from start to ready or exit).
+READY, TIMEOUT, REJECTED, ERROR = "ready", "timeout", "rejected", "error"
+# Why a pool start (or the attempt) failed.
+R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = "deadline", "53300", "connect_timeout"
+
+# States of one connection attempt.
+QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+
+# Independent random streams per replication, one per role, so that changing one parameter
+# (a timeout, a pool size) leaves the other draws where they were: common random numbers.
+STREAMS = ("arrival", "before_db", "setup", "accept", "queries", "after_db", "scale_up")
+
+
+class _Stream:
+    """Draws one value at a time from a distribution, sampling numpy in blocks for speed."""
+
+    __slots__ = ("_buf", "_dist", "_i", "_rng")
+
+    def __init__(self, dist, rng: np.random.Generator) -> None:
+        self._dist, self._rng, self._buf, self._i = dist, rng, [], 0
+
+    def __call__(self) -> float:
+        if self._i == len(self._buf):
+            self._buf, self._i = self._dist.sample(self._rng, 256).tolist(), 0
+        self._i += 1
+        return self._buf[self._i - 1]
+
+
+class _Conn:
+    __slots__ = ("inst", "pool", "state")
+
+    def __init__(self, inst: _Instance, pool: int) -> None:
+        self.inst, self.pool, self.state = inst, pool, QUEUED
+
+
+class _Instance:
+    """One container instance across its restarts."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_start",
+        "conn_attempts",
+        "conns",
+        "deadline_at",
+        "held",
+        "idx",
+        "in_init",
+        "init_start",
+        "pending",
+        "pool",
+        "pool_starts",
+        "ready_at",
+    )
+
+    def __init__(self, idx: int) -> None:
+        self.idx = idx
+        self.attempt = 0  # 1-based number of the current start attempt
+        self.pool = 0  # generation of the current pool start; stale events compare against it
+        self.in_init = False
+        self.conns: dict[_Conn, None] = {}  # every live connection, in flight or held, in order
+        self.held = 0
+        self.pending = 0  # connections the current pool start still waits for
+        self.ready_at = math.inf
+        self.attempt_start = self.init_start = self.deadline_at = 0.0
+        self.conn_attempts = self.pool_starts = 0
+
+
+@dataclass
+class Replication:
+    """What one replication produced: per-attempt columns and fleet-level figures."""
+
+    attempts: dict[str, list] = field(default_factory=lambda: {k: [] for k in ATTEMPT_COLUMNS})
+    fleet_ready_s: float = math.inf  # when the last instance became ready; inf if one never did
+    peak_db_connections: int = 0
+    connector_instances_end: int = 0
+    connection_attempts: int = 0  # connections opened by database init, all attempts
+    instances_ready: int = 0
+    timeline: dict[str, list] | None = None
+
+
+ATTEMPT_COLUMNS = (
+    "instance",
+    "attempt",
+    "start_s",
+    "db_init_start_s",
+    "db_init_s",
+    "outcome",
+    "reason",
+    "connections_held",
+    "connection_attempts",
+    "pool_starts",
+)
+
+
+class Engine:
+    """State and event handlers of one replication. Use :func:`run_replication`."""
+
+    def __init__(self, sc: Scenario, rng: np.random.Generator, timeline: bool = False) -> None:
+        self.sc = sc
+        rngs = dict(zip(STREAMS, rng.spawn(len(STREAMS)), strict=True))
+        self.draw_before = _Stream(sc.startup.before_db_s, rngs["before_db"])
+        self.draw_setup = _Stream(sc.connector.setup_s, rngs["setup"])
+        self.draw_accept = _Stream(sc.database.accept_s, rngs["accept"])
+        self.draw_queries = _Stream(sc.startup.init_queries_s, rngs["queries"])
+        self.draw_after = _Stream(sc.startup.after_db_s, rngs["after_db"])
+        self.draw_scale = _Stream(sc.connector.scale_up_delay_s, rngs["scale_up"])
+        self.arrival_rng = rngs["arrival"]
+        self.now = 0.0
+        self._heap: list = []
+        self._seq = 0
+        # connector
+        self.cx_instances = sc.connector.min_instances
+        self.cx_busy = 0
+        self.cx_queue: deque[_Conn] = deque()
+        self.cx_waiting = 0  # live entries in cx_queue (cancelled ones are skipped lazily)
+        self.cx_scaling = False
+        # database
+        self.db_free = sc.database.free_slots
+        self.out = Replication()
+        self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
+        self.timeline = (
+            {"t": [], "db_connections": [], "connector_instances": [], "instances_ready": []}
+            if timeline
+            else None
+        )
+
+    # -- kernel --------------------------------------------------------------------------------
+    def at(self, t: float, handler, *args) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, handler, args))
+
+    def run(self) -> Replication:
+        for inst, t in zip(self.instances, arrival_times(self.sc, self.arrival_rng), strict=True):
+            self.at(t, self.start_attempt, inst)
+        heap = self._heap
+        while heap:
+            self.now, _, handler, args = heapq.heappop(heap)
+            handler(*args)
+        return self._finish()
+
+    def _finish(self) -> Replication:
+        out = self.out
+        out.connector_instances_end = self.cx_instances
+        ready = [i.ready_at for i in self.instances]
+        out.instances_ready = sum(r <= self.sc.horizon_s for r in ready)
+        out.fleet_ready_s = max(ready) if out.instances_ready == len(ready) else math.inf
+        out.timeline = self.timeline
+        return out
+
+    def _sample(self) -> None:
+        if self.timeline is not None:
+            tl = self.timeline
+            tl["t"].append(self.now)
+            tl["db_connections"].append(self.sc.database.free_slots - self.db_free)
+            tl["connector_instances"].append(self.cx_instances)
+            tl["instances_ready"].append(sum(i.ready_at <= self.now for i in self.instances))
+
+    # -- a container's life --------------------------------------------------------------------
+    def start_attempt(self, inst: _Instance) -> None:
+        if self.now >= self.sc.horizon_s:
+            return  # no new start after the horizon: that instance counts as never ready
+        inst.attempt += 1
+        inst.attempt_start = self.now
+        inst.conn_attempts = inst.pool_starts = 0
+        self.at(self.now + self.draw_before(), self.begin_db_init, inst)
+
+    def begin_db_init(self, inst: _Instance) -> None:
+        inst.in_init = True
+        inst.init_start = self.now
+        inst.deadline_at = self.now + self.sc.startup.db_init_timeout_s
+        self.at(inst.deadline_at, self.deadline, inst, inst.attempt)
+        self.start_pool(inst)
+
+    def start_pool(self, inst: _Instance) -> None:
+        """asyncpg ``create_pool``: the first connection alone, then the rest concurrently."""
+        inst.pool += 1
+        inst.pool_starts += 1
+        if self.sc.pool.min_size == 0:
+            self.run_queries(inst)
+            return
+        inst.pending = self.sc.pool.min_size
+        self.open_conn(inst, inst.pool)
+
+    def pool_conn_ready(self, inst: _Instance, conn: _Conn) -> None:
+        if conn.pool != inst.pool or not inst.in_init:
+            return  # a straggler of a failed pool start ("hold"): it simply stays held
+        inst.pending -= 1
+        if inst.pending == 0:
+            self.run_queries(inst)
+        elif inst.pending == self.sc.pool.min_size - 1:
+            for _ in range(inst.pending):
+                self.open_conn(inst, inst.pool)
+
+    def run_queries(self, inst: _Instance) -> None:
+        self.at(self.now + self.draw_queries(), self.db_init_done, inst, inst.pool)
+
+    def db_init_done(self, inst: _Instance, pool: int) -> None:
+        if pool != inst.pool or not inst.in_init:
+            return
+        inst.in_init = False
+        self._record(inst, READY, "")
+        self._settle_ready_pool(inst)
+        self.at(self.now + self.draw_after(), self.became_ready, inst)
+
+    def _settle_ready_pool(self, inst: _Instance) -> None:
+        """A ready instance keeps ``held_when_ready`` pool connections: close extras, open more."""
+        want = self.sc.pool.held_when_ready
+        pool_conns = [c for c in inst.conns if c.state == HELD and c.pool == inst.pool]
+        for conn in pool_conns[want:]:
+            self.release(conn)
+        inst.pool += 1  # later connections belong to no pool start
+        for _ in range(want - len(pool_conns)):
+            self.open_conn(inst, inst.pool, counted=False)
+
+    def became_ready(self, inst: _Instance) -> None:
+        inst.ready_at = self.now
+        self._sample()
+
+    def pool_failed(self, inst: _Instance, reason: str) -> None:
+        inst.pool += 1  # events of the failed pool start are now stale
+        if self.sc.pool.on_failure == "close":
+            self._cancel_all(inst)
+        backoff = self.sc.pool.retry_backoff_s
+        if backoff > 0:
+            if self.now + backoff < inst.deadline_at:
+                self.at(self.now + backoff, self.retry, inst, inst.attempt)
+            return  # otherwise the deadline ends the attempt while it waits
+        outcome = REJECTED if reason == R_53300 else ERROR
+        self.exit(inst, outcome, reason)
+
+    def retry(self, inst: _Instance, attempt: int) -> None:
+        if inst.attempt == attempt and inst.in_init:
+            self.start_pool(inst)
+
+    def deadline(self, inst: _Instance, attempt: int) -> None:
+        if inst.attempt == attempt and inst.in_init:
+            self.exit(inst, TIMEOUT, R_DEADLINE)
+
+    def exit(self, inst: _Instance, outcome: str, reason: str) -> None:
+        """Exit code 3: record, drop every connection, and schedule the restart."""
+        inst.in_init = False
+        inst.pool += 1
+        self._record(inst, outcome, reason)
+        release_s = self.sc.restart.exit_release_s
+        if release_s > 0:  # the server notices the dead client late: its slots stay taken a while
+            for conn in [c for c in inst.conns if c.state == HELD]:
+                self._drop(conn)
+                self.at(self.now + release_s, self._free_slot)
+        self._cancel_all(inst)
+        restart = self.sc.restart
+        if inst.attempt <= restart.restarts_allowed:
+            self.at(self.now + restart.backoff_s(inst.attempt), self.start_attempt, inst)
+
+    def _record(self, inst: _Instance, outcome: str, reason: str) -> None:
+        cols = self.out.attempts
+        for key, value in (
+            ("instance", inst.idx),
+            ("attempt", inst.attempt),
+            ("start_s", inst.attempt_start),
+            ("db_init_start_s", inst.init_start),
+            ("db_init_s", self.now - inst.init_start),
+            ("outcome", outcome),
+            ("reason", reason),
+            ("connections_held", inst.held),
+            ("connection_attempts", inst.conn_attempts),
+            ("pool_starts", inst.pool_starts),
+        ):
+            cols[key].append(value)
+        self.out.connection_attempts += inst.conn_attempts
+
+    # -- one connection: connector, then database --------------------------------------------
+    def open_conn(self, inst: _Instance, pool: int, counted: bool = True) -> None:
+        conn = _Conn(inst, pool)
+        inst.conns[conn] = None
+        if counted:
+            inst.conn_attempts += 1
+        self.at(self.now + self.sc.pool.connect_timeout_s, self.conn_timeout, conn)
+        if self.cx_busy < self.cx_capacity:
+            self._begin_setup(conn)
+        else:
+            self.cx_queue.append(conn)
+            self.cx_waiting += 1
+            self._maybe_scale()
+
+    @property
+    def cx_capacity(self) -> int:
+        return self.sc.connector.setups_per_instance * self.cx_instances
+
+    def _begin_setup(self, conn: _Conn) -> None:
+        conn.state = SETUP
+        self.cx_busy += 1
+        self.at(self.now + self.draw_setup(), self.setup_done, conn)
+
+    def _serve_queue(self) -> None:
+        while self.cx_waiting and self.cx_busy < self.cx_capacity:
+            conn = self.cx_queue.popleft()
+            if conn.state == QUEUED:
+                self.cx_waiting -= 1
+                self._begin_setup(conn)
+
+    def _maybe_scale(self) -> None:
+        cx = self.sc.connector
+        if self.cx_waiting and not self.cx_scaling and self.cx_instances < cx.max_instances:
+            self.cx_scaling = True
+            self.at(self.now + self.draw_scale(), self.scaled_up)
+
+    def scaled_up(self) -> None:
+        self.cx_instances += 1
+        self.cx_scaling = False
+        self._serve_queue()
+        self._maybe_scale()
+        self._sample()
+
+    def setup_done(self, conn: _Conn) -> None:
+        if conn.state != SETUP:
+            return  # cancelled during set-up; its capacity was returned then
+        self.cx_busy -= 1
+        self._serve_queue()
+        conn.state = ACCEPT
+        self.at(self.now + self.draw_accept(), self.accept_done, conn)
+
+    def accept_done(self, conn: _Conn) -> None:
+        if conn.state != ACCEPT:
+            return
+        inst = conn.inst
+        if self.db_free == 0:
+            self._drop(conn)
+            if conn.pool == inst.pool and inst.in_init:
+                self.pool_failed(inst, R_53300)  # SQLSTATE 53300: too many clients
+            return
+        self.db_free -= 1
+        conn.state = HELD
+        inst.held += 1
+        held = self.sc.database.free_slots - self.db_free
+        if held > self.out.peak_db_connections:
+            self.out.peak_db_connections = held
+        self._sample()
+        self.pool_conn_ready(inst, conn)
+
+    def conn_timeout(self, conn: _Conn) -> None:
+        if conn.state in (HELD, GONE):
+            return
+        inst = conn.inst
+        self.cancel(conn)
+        if conn.pool == inst.pool and inst.in_init:
+            self.pool_failed(inst, R_CONNECT_TIMEOUT)
+
+    def cancel(self, conn: _Conn, serve: bool = True) -> None:
+        """The client gives the connection up, wherever it is."""
+        if conn.state == QUEUED:
+            self.cx_waiting -= 1
+        elif conn.state == SETUP:
+            self.cx_busy -= 1
+        elif conn.state == HELD:
+            self.release(conn)
+            return
+        self._drop(conn)
+        if serve:
+            self._serve_queue()
+
+    def _cancel_all(self, inst: _Instance) -> None:
+        for conn in list(inst.conns):
+            self.cancel(conn, serve=False)
+        self._serve_queue()
+
+    def release(self, conn: _Conn) -> None:
+        self._drop(conn)
+        self._free_slot()
+
+    def _free_slot(self) -> None:
+        self.db_free += 1
+        self._sample()
+
+    def _drop(self, conn: _Conn) -> None:
+        if conn.state == HELD:
+            conn.inst.held -= 1
+        conn.state = GONE
+        conn.inst.conns.pop(conn, None)
+
+
+def arrival_times(sc: Scenario, rng: np.random.Generator) -> list[float]:
+    """When each instance starts: all at once, spread uniformly, Poisson, or in waves."""
+    fleet = sc.fleet
+    n = fleet.instances
+    if fleet.arrival == "burst":
+        return [0.0] * n
+    if fleet.arrival == "uniform":
+        return np.sort(rng.uniform(0.0, fleet.window_s, n)).tolist()
+    if fleet.arrival == "poisson":
+        return np.cumsum(rng.exponential(1.0 / fleet.rate_per_s, n)).tolist()
+    return [w.at_s for w in fleet.waves for _ in range(w.count)]
+
+
+def run_replication(
+    sc: Scenario, seed: np.random.SeedSequence | int, timeline: bool = False
+) -> Replication:
+    """Simulate one replication. The same seed gives the same records, on any machine."""
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(seed)
+    return Engine(sc, np.random.Generator(np.random.PCG64(seed)), timeline).run()

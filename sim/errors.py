@@ -1,0 +1,40 @@
+"""Every error startsim raises on purpose, in one place.
+
+    StartsimError                 base: the CLI turns any of these into a message and exit code 2
+    ├── ScenarioError             a scenario file or override is wrong (names file, field, value)
+    ├── UsageError                a command's options cannot be satisfied (bad --vary, target, …)
+    └── TargetError               a load test would reach a host the user did not name
+
+Only the CLI turns these into exit codes; library code raises them and nothing else exits.
+"""
+
+
+class StartsimError(Exception):
+    """Base class: a mistake in what the user asked for, reported without a traceback."""
+
+
+class ScenarioError(StartsimError):
+    """A scenario is invalid. The message names the source, the field and the value."""
+
+    def __init__(self, source: str, field: str, value: object, problem: str) -> None:
+        self.source, self.field, self.value, self.problem = source, field, value, problem
+        shown = "(missing)" if value is _MISSING else repr(value)
+        where = f"{field} = {shown}: " if field else ""
+        super().__init__(f"{source}: {where}{problem}")
+
+
+class UsageError(StartsimError):
+    """Options that cannot work together, or a target that cannot be met."""
+
+
+class TargetError(StartsimError):
+    """A load-test target outside loopback that the user did not allow explicitly."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(missing)"
+
+
+_MISSING = _Missing()
+MISSING = _MISSING

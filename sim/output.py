@@ -1,0 +1,70 @@
+"""Writing results: every file appears whole or not at all (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from sim.scenario import Scenario
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinity as null."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(jsonable(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, dumps(obj) + "\n")
+
+
+def scenario_toml(sc: Scenario) -> str:
+    return tomli_w.dumps(sc.to_dict())
+
+
+def columns_csv(columns: dict[str, np.ndarray]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = list(columns)
+    writer.writerow(keys)
+    arrays = [np.asarray(columns[k]).tolist() for k in keys]
+    writer.writerows(zip(*arrays, strict=True))
+    return buf.getvalue()
+
+
+def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
+    atomic_write(path, columns_csv(columns))

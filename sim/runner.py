@@ -1,0 +1,118 @@
+"""Many replications of one scenario, across cores, with results as flat numpy columns.
+
+Replication ``i`` always draws from ``SeedSequence(seed, spawn_key=(i,))``, so the same seed gives
+the same numbers whether the replications run in one process or in many.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.engine import ATTEMPT_COLUMNS, run_replication
+from sim.scenario import Scenario
+
+FLEET_COLUMNS = (
+    "replication",
+    "fleet_ready_s",
+    "peak_db_connections",
+    "connector_instances_end",
+    "connection_attempts",
+    "instances_ready",
+    "rejected_attempts",
+    "timed_out_attempts",
+    "attempts",
+)
+
+
+@dataclass(frozen=True)
+class Results:
+    """Every attempt of every replication (``attempts``) and one row per replication (``fleet``)."""
+
+    scenario: Scenario
+    seed: int
+    attempts: dict[str, np.ndarray]
+    fleet: dict[str, np.ndarray]
+
+    @property
+    def replications(self) -> int:
+        return len(self.fleet["replication"])
+
+
+def replication_seed(seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(seed, spawn_key=(index,))
+
+
+def run_chunk(sc: Scenario, seed: int, indices: range) -> tuple[dict, dict]:
+    """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster."""
+    attempts = {k: [] for k in ("replication", *ATTEMPT_COLUMNS)}
+    fleet = {k: [] for k in FLEET_COLUMNS}
+    for i in indices:
+        rep = run_replication(sc, replication_seed(seed, i))
+        outcomes = rep.attempts["outcome"]
+        attempts["replication"] += [i] * len(outcomes)
+        for key in ATTEMPT_COLUMNS:
+            attempts[key] += rep.attempts[key]
+        for key, value in (
+            ("replication", i),
+            ("fleet_ready_s", rep.fleet_ready_s),
+            ("peak_db_connections", rep.peak_db_connections),
+            ("connector_instances_end", rep.connector_instances_end),
+            ("connection_attempts", rep.connection_attempts),
+            ("instances_ready", rep.instances_ready),
+            ("rejected_attempts", outcomes.count("rejected")),
+            ("timed_out_attempts", outcomes.count("timeout")),
+            ("attempts", len(outcomes)),
+        ):
+            fleet[key].append(value)
+    return attempts, fleet
+
+
+def _columns(parts: list[dict]) -> dict[str, np.ndarray]:
+    keys = parts[0].keys()
+    return {k: np.asarray([v for p in parts for v in p[k]]) for k in keys}
+
+
+def chunks(replications: int, pieces: int) -> list[range]:
+    size = max(1, -(-replications // pieces))
+    return [range(a, min(a + size, replications)) for a in range(0, replications, size)]
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def simulate(
+    sc: Scenario,
+    replications: int = 200,
+    seed: int = 0,
+    jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Results:
+    """Run ``replications`` replications on ``jobs`` processes (default: every core)."""
+    jobs = default_jobs() if jobs is None else jobs
+    # Small chunks keep the progress bar moving and the cores evenly loaded.
+    pieces = chunks(replications, max(1, min(replications, jobs * 8)))
+    results: list[tuple[dict, dict]] = []
+    if jobs <= 1 or len(pieces) == 1:
+        for piece in pieces:
+            results.append(run_chunk(sc, seed, piece))
+            if progress:
+                progress(len(piece))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(run_chunk, sc, seed, piece) for piece in pieces]
+            for piece, fut in zip(pieces, futures, strict=True):
+                results.append(fut.result())
+                if progress:
+                    progress(len(piece))
+    return Results(
+        scenario=sc,
+        seed=seed,
+        attempts=_columns([a for a, _ in results]),
+        fleet=_columns([f for _, f in results]),
+    )
