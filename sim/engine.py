@@ -9,10 +9,11 @@ that changes the state and schedules what follows. Nothing here touches files, n
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -127,9 +128,10 @@ class Engine:
         self.arrival_rng = rngs["arrival"]
         self.now = 0.0
         self._heap: list = []
-        self._seq = 0
+        self._seq = itertools.count()
         # connector
         self.cx_instances = sc.connector.min_instances
+        self.cx_capacity = sc.connector.setups_per_instance * self.cx_instances
         self.cx_busy = 0
         self.cx_queue: deque[_Conn] = deque()
         self.cx_waiting = 0  # live entries in cx_queue (cancelled ones are skipped lazily)
@@ -146,15 +148,15 @@ class Engine:
 
     # -- kernel --------------------------------------------------------------------------------
     def at(self, t: float, handler, *args) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, handler, args))
+        # The sequence number keeps simultaneous events in the order they were scheduled.
+        heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
         for inst, t in zip(self.instances, arrival_times(self.sc, self.arrival_rng), strict=True):
             self.at(t, self.start_attempt, inst)
         heap = self._heap
         while heap:
-            self.now, _, handler, args = heapq.heappop(heap)
+            self.now, _, handler, args = heappop(heap)
             handler(*args)
         return self._finish()
 
@@ -294,17 +296,17 @@ class Engine:
         inst.conns[conn] = None
         if counted:
             inst.conn_attempts += 1
-        self.at(self.now + self.sc.pool.connect_timeout_s, self.conn_timeout, conn)
+        timeout_at = self.now + self.sc.pool.connect_timeout_s
+        if not (counted and timeout_at >= inst.deadline_at):
+            # A connect timeout at or after the deadline changes nothing: the deadline comes first
+            # and abandons the connection. Skipping it saves a quarter of the events.
+            self.at(timeout_at, self.conn_timeout, conn)
         if self.cx_busy < self.cx_capacity:
             self._begin_setup(conn)
         else:
             self.cx_queue.append(conn)
             self.cx_waiting += 1
             self._maybe_scale()
-
-    @property
-    def cx_capacity(self) -> int:
-        return self.sc.connector.setups_per_instance * self.cx_instances
 
     def _begin_setup(self, conn: _Conn) -> None:
         conn.state = SETUP
@@ -326,6 +328,7 @@ class Engine:
 
     def scaled_up(self) -> None:
         self.cx_instances += 1
+        self.cx_capacity += self.sc.connector.setups_per_instance
         self.cx_scaling = False
         self._serve_queue()
         self._maybe_scale()
