@@ -1,0 +1,67 @@
+"""Scenarios for the model tests: a neutral base where nothing takes time and nothing is scarce,
+so that each test switches on exactly the mechanism it checks, by dotted overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sim.scenario import Scenario, from_dict
+
+
+def const(value: float) -> dict[str, Any]:
+    return {"dist": "constant", "value": value}
+
+
+def uniform(low: float, high: float) -> dict[str, Any]:
+    return {"dist": "uniform", "low": low, "high": high}
+
+
+def exponential(mean: float) -> dict[str, Any]:
+    return {"dist": "exponential", "mean": mean}
+
+
+# One instance, one connection, zero durations, room for everything, no retry and no restart.
+BASE: dict[str, Any] = {
+    "name": "test",
+    "horizon_s": 10_000.0,
+    "fleet": {"instances": 1, "arrival": "burst"},
+    "startup": {
+        "before_db_s": const(0.0),
+        "db_init_timeout_s": 1000.0,
+        "init_queries_s": const(0.0),
+        "after_db_s": const(0.0),
+    },
+    "pool": {
+        "min_size": 1,
+        "max_size": 10,
+        "held_when_ready": 1,
+        "connect_timeout_s": 1000.0,
+        "on_failure": "close",
+        "retry_backoff_s": 0.0,
+    },
+    "connector": {
+        "min_instances": 1,
+        "max_instances": 1,
+        "setups_per_instance": 1000,
+        "setup_s": const(0.0),
+        "scale_up_delay_s": const(0.0),
+    },
+    "database": {
+        "max_connections": 10_000,
+        "reserved_connections": 0,
+        "other_connections": 0,
+        "accept_s": const(0.0),
+    },
+    "restart": {
+        "policy": "none",
+        "initial_backoff_s": 10.0,
+        "max_backoff_s": 300.0,
+        "max_restarts": 20,
+        "exit_release_s": 0.0,
+    },
+}
+
+
+def scenario(overrides: dict[str, Any] | None = None) -> Scenario:
+    """The base scenario with dotted fields replaced, e.g. ``{"pool.min_size": 3}``."""
+    return from_dict(BASE, "tests").with_overrides(overrides or {}, "tests")
