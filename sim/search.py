@@ -1,0 +1,175 @@
+"""The timeout search: the smallest database-init timeout whose simulated failure bound meets a
+target, found by galloping from a guess to a bracket and bisecting, every step a simulation.
+
+Why a search and not a quantile: a timeout changes the dynamics (an exit frees slots, a restart adds
+load later), so the share of inits that exceed ``T`` in a run without a deadline is only a guess of
+what happens with the deadline ``T``. The guess starts the search; every value reported was
+simulated at exactly that value, with the same seed (common random numbers) at every step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import norm
+
+from sim.runner import Results
+from sim.scenario import Scenario
+from sim.stats import clustered_proportion
+from sim.sweep import Executor, Serial, evaluate, summary_of
+
+TIMEOUT = "startup.db_init_timeout_s"
+RESOLUTION_S = 0.5  # timeouts are searched on a half-second grid: values an ADR can quote as is
+BASE_REPLICATIONS = 1000
+
+
+def zero_failure_replications(alpha: float, confidence: float) -> int:
+    """Replications whose Wilson upper bound with no failure at all reaches ``alpha``.
+
+    With no failure seen, stats.clustered_proportion counts each replication once, and the Wilson
+    bound for 0 of n is z² / (n + z²), so n ≥ z² (1 − alpha) / alpha.
+    """
+    z = float(norm.ppf(0.5 + confidence / 2))
+    return math.ceil(z * z * (1 - alpha) / alpha)
+
+
+def replications_for(alpha: float, confidence: float, floor: int = BASE_REPLICATIONS) -> int:
+    """A quarter more than the zero-failure minimum, so a few failures can still pass."""
+    return max(floor, math.ceil(1.25 * zero_failure_replications(alpha, confidence)))
+
+
+# -- simulating, with a cache --------------------------------------------------------------------
+
+
+class Lab:
+    """Runs scenarios at one seed; the same scenario and replication count is simulated once."""
+
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        seed: int = 0,
+        confidence: float = 0.95,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.executor = executor or Serial()
+        self.seed, self.confidence, self.progress = seed, confidence, progress
+        self._cache: dict[str, Results] = {}
+        self.instance_starts = 0  # simulated instance starts, for throughput figures
+
+    def run(self, sc: Scenario, replications: int) -> Results:
+        key = json.dumps([sc.to_dict(), replications], sort_keys=True, default=str)
+        if key not in self._cache:
+            res = evaluate(sc, replications, self.seed, self.executor, self.progress)
+            self.instance_starts += sc.fleet.instances * replications
+            self._cache[key] = res
+        return self._cache[key]
+
+    def summary(self, sc: Scenario, replications: int) -> dict:
+        return summary_of(self.run(sc, replications), self.confidence)
+
+
+def at_timeout(sc: Scenario, timeout_s: float) -> Scenario:
+    return sc.with_overrides({TIMEOUT: float(timeout_s)})
+
+
+# -- the timeout search --------------------------------------------------------------------------
+
+
+@dataclass
+class TimeoutSearch:
+    """The smallest verified timeout on the grid, with every step the search simulated."""
+
+    target_success: float
+    replications: int
+    timeout_s: float | None
+    p_db_init_timeout: dict | None  # at timeout_s
+    steps: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "target_success": self.target_success,
+            "replications": self.replications,
+            "timeout_s": self.timeout_s,
+            "p_db_init_timeout": self.p_db_init_timeout,
+            "steps": sorted(self.steps, key=lambda s: s["timeout_s"]),
+        }
+
+
+def failure_hits(res: Results, timeout_s: float) -> np.ndarray:
+    """Attempts of a run at a long deadline that a deadline ``timeout_s`` would have failed."""
+    a = res.attempts
+    return (a["outcome"] != "ready") | (a["db_init_s"] > timeout_s)
+
+
+def guess_timeout(probe: Results, alpha: float, confidence: float, ceiling_s: float) -> float:
+    """First guess from a run at a long deadline: the smallest grid value whose bound, computed as
+    if the deadline changed nothing else, meets ``alpha``; the ceiling if none does."""
+    rep = probe.attempts["replication"]
+    lo, hi = 1, int(ceiling_s / RESOLUTION_S)
+
+    def ok(k: int) -> bool:
+        hits = failure_hits(probe, k * RESOLUTION_S)
+        return clustered_proportion(hits, rep, confidence).ci_high <= alpha
+
+    if not ok(hi):
+        return hi * RESOLUTION_S
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return hi * RESOLUTION_S
+
+
+def search_timeout(
+    lab: Lab,
+    sc: Scenario,
+    target_success: float,
+    replications: int,
+    guess_s: float,
+    ceiling_s: float,
+) -> TimeoutSearch:
+    """Gallop from the guess to a bracket, then bisect; each step is a simulation at that value."""
+    alpha = 1 - target_success
+    out = TimeoutSearch(target_success, replications, None, None)
+    top = max(1, int(ceiling_s / RESOLUTION_S))
+
+    def ok(k: int) -> bool:
+        p = lab.summary(at_timeout(sc, k * RESOLUTION_S), replications)["p_db_init_timeout"]
+        out.steps.append({"timeout_s": k * RESOLUTION_S, **p, "meets": p["ci_high"] <= alpha})
+        return p["ci_high"] <= alpha
+
+    k = min(top, max(1, math.ceil(guess_s / RESOLUTION_S)))
+    if ok(k):
+        lo, hi = _gallop_down(ok, k)
+    else:
+        lo, hi = _gallop_up(ok, k, top)
+        if hi is None:
+            return out
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    out.timeout_s = hi * RESOLUTION_S
+    out.p_db_init_timeout = next(s for s in out.steps if s["timeout_s"] == out.timeout_s)
+    return out
+
+
+def _gallop_down(ok: Callable[[int], bool], k: int) -> tuple[int, int]:
+    hi, step = k, 1
+    while hi - step >= 1:
+        if not ok(hi - step):
+            return hi - step, hi
+        hi, step = hi - step, step * 2
+    return 0, hi  # grid value 0 (no deadline at all) is never a candidate
+
+
+def _gallop_up(ok: Callable[[int], bool], k: int, top: int) -> tuple[int, int | None]:
+    lo, step = k, 1
+    while lo < top:
+        hi = min(top, lo + step)
+        if ok(hi):
+            return lo, hi
+        lo, step = hi, step * 2
+    return lo, None

@@ -1,0 +1,165 @@
+"""Sizing by arithmetic and by simulation: the fleet's connection demand against the free slots,
+the pool's min_size / max_size and largest fleet, and the connector floor that keeps the scale-out
+off the start-up path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sim.scenario import Scenario
+from sim.search import Lab
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The fleet's connections against the free slots, by arithmetic alone."""
+
+    instances: int
+    min_size: int
+    max_size: int
+    held_when_ready: int
+    free_slots: int
+    max_connections: int
+
+    @classmethod
+    def of(cls, sc: Scenario) -> Demand:
+        p, db = sc.pool, sc.database
+        return cls(
+            sc.fleet.instances,
+            p.min_size,
+            p.max_size,
+            p.held_when_ready,
+            db.free_slots,
+            db.max_connections,
+        )
+
+    @property
+    def at_start(self) -> int:
+        return self.instances * self.min_size
+
+    @property
+    def held(self) -> int:
+        return self.instances * self.held_when_ready
+
+    @property
+    def at_most(self) -> int:
+        return self.instances * self.max_size
+
+    @property
+    def held_fits(self) -> bool:
+        return self.held <= self.free_slots
+
+    @property
+    def start_fits(self) -> bool:
+        return self.at_start <= self.free_slots
+
+    def as_dict(self) -> dict:
+        return {
+            "instances_x_min_size": self.at_start,
+            "instances_x_held_when_ready": self.held,
+            "instances_x_max_size": self.at_most,
+            "free_slots": self.free_slots,
+            "max_connections": self.max_connections,
+            "start_fits": self.start_fits,
+            "held_fits": self.held_fits,
+        }
+
+
+def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> dict:
+    """min_size, max_size and the largest fleet; or the fleet cap and a pooler when none fits."""
+    d = Demand.of(sc)
+    tasks = sc.pool.held_when_ready if tasks is None else tasks
+    # HikariCP's pool-locking rule: T tasks each needing C connections at once deadlock below
+    # T × (C − 1) + 1 (platform-facts.md, "Drivers and pools").
+    locking = tasks * (connections_per_task - 1) + 1
+    fit = d.free_slots // d.instances
+    need = max(locking, 1)
+    fits = fit >= need
+    max_size = max(need, min(d.max_size, fit)) if fits else None
+    per_instance = max_size if fits else max(need, min(d.max_size, d.held_when_ready) or 1)
+    return {
+        "min_size": min(d.min_size, 1),
+        "max_size": max_size,
+        "held_when_ready": None if max_size is None else min(d.held_when_ready, max_size),
+        "pool_locking_bound": locking,
+        "tasks": tasks,
+        "connections_per_task": connections_per_task,
+        "fit_max_size": fit,
+        "pool_setting_fits": fits,
+        "largest_fleet_current_max_size": d.free_slots // d.max_size,
+        "largest_fleet": d.free_slots // per_instance,
+        "largest_fleet_max_size": per_instance,
+        "pgbouncer": None if fits else _pgbouncer(d, need),
+        "demand": d.as_dict(),
+    }
+
+
+def _pgbouncer(d: Demand, need: int) -> dict:
+    # PgBouncer queues clients instead of rejecting them (53300), waiting at most query_wait_timeout
+    # (default 120 s): platform-facts.md, "Drivers and pools".
+    return {
+        "max_client_conn": d.instances * max(need, d.max_size),
+        "default_pool_size": d.free_slots,
+        "query_wait_timeout_s": 120,
+    }
+
+
+def pool_fix(sc: Scenario, advice: dict) -> tuple[str, dict] | None:
+    """The overrides that make the pool fit, or the fleet cap when no pool setting does."""
+    if advice["pool_setting_fits"]:
+        over = {
+            "pool.min_size": advice["min_size"],
+            "pool.max_size": advice["max_size"],
+            "pool.held_when_ready": advice["held_when_ready"],
+        }
+        changed = {k: v for k, v in over.items() if _get(sc, k) != v}
+        return ("pool sized to fit", over) if changed else None
+    if sc.fleet.arrival == "waves" or advice["largest_fleet"] < 1:
+        return None  # a wave schedule names its counts; capping it is the user's call
+    return "fleet capped", {"fleet.instances": advice["largest_fleet"], "pool.min_size": 1}
+
+
+def _get(sc: Scenario, dotted: str) -> Any:
+    node: Any = sc.to_dict()
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+# -- the connector -------------------------------------------------------------------------------
+
+
+def connector_floor(lab: Lab, sc: Scenario, target_success: float, replications: int) -> dict:
+    """The smallest ``min_instances`` with which the start-up meets the target without any
+    scale-out: simulated with ``max_instances`` pinned to it, so no scale-out can ever arrive."""
+    cx = sc.connector
+    alpha = 1 - target_success
+    steps = []
+
+    def ok(m: int) -> bool:
+        over = {"connector.min_instances": m, "connector.max_instances": m}
+        p = lab.summary(sc.with_overrides(over), replications)["p_db_init_timeout"]
+        steps.append({"min_instances": m, **p, "meets": p["ci_high"] <= alpha})
+        return p["ci_high"] <= alpha
+
+    setups = sc.fleet.instances * max(sc.pool.min_size, 1)
+    out = {
+        "current_min_instances": cx.min_instances,
+        "max_instances": cx.max_instances,
+        "setups_at_start": setups,
+        "instances_for_all_at_once": math.ceil(setups / cx.setups_per_instance),
+        "timeout_s": sc.startup.db_init_timeout_s,
+        "min_instances": None,
+        "steps": steps,
+    }
+    lo, hi = cx.min_instances - 1, cx.max_instances
+    if not ok(hi):
+        return out
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    out["min_instances"] = hi
+    return out

@@ -1,0 +1,295 @@
+"""Sweeps: a cartesian grid over dotted scenario fields, every point simulated with the same seed.
+
+Replication ``i`` of every grid point draws from ``SeedSequence(seed, spawn_key=(i,))`` and the
+engine keeps one random stream per role, so neighbouring points see the same arrivals, set-ups and
+scale-up delays: they differ by their parameters, not by noise (common random numbers).
+
+Work goes to any executor with ``submit(fn, *args)`` returning something with ``.result()``: the
+:class:`Serial` one here, a ``ProcessPoolExecutor`` or a Dask client wrapped at the edge. Points
+come back in grid order, so an edge that appends each row as it arrives keeps a prefix of the grid
+and ``--resume`` only has to skip what is already written. Nothing here touches files or terminals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from sim.errors import UsageError
+from sim.runner import Results, chunks, run_chunk
+from sim.scenario import Scenario, field_names
+from sim.stats import summarize
+
+
+class Executor(Protocol):
+    workers: int
+
+    def submit(self, fn: Callable, *args: Any) -> Any: ...
+
+
+class _Done:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+class Serial:
+    """Runs each task when it is submitted, in this process."""
+
+    workers = 1
+
+    def submit(self, fn: Callable, *args: Any) -> _Done:
+        return _Done(fn(*args))
+
+
+class Pooled:
+    """A ``concurrent.futures`` executor (or anything with ``submit``) as an :class:`Executor`."""
+
+    def __init__(self, pool: Any, workers: int) -> None:
+        self.pool, self.workers = pool, max(1, workers)
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+
+# -- the grid ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Fields and their values; points are the cartesian product, last field varying fastest."""
+
+    fields: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]
+
+    def points(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.fields, combo, strict=True)) for combo in self.combos()]
+
+    def combos(self) -> list[tuple[Any, ...]]:
+        return list(itertools.product(*self.values))
+
+    def __len__(self) -> int:
+        return math.prod(len(v) for v in self.values)
+
+    def as_dict(self) -> dict[str, list]:
+        return {f: list(v) for f, v in zip(self.fields, self.values, strict=True)}
+
+
+def parse_vary(specs: Sequence[str], base: Scenario) -> Grid:
+    """``["pool.min_size=1,5", …]`` into a validated grid; every point is checked up front."""
+    if not specs:
+        raise UsageError("--vary: give at least one FIELD=V1,V2,… (e.g. pool.min_size=1,5)")
+    fields, values = [], []
+    for spec in specs:
+        field, parsed = _parse_one(spec, base)
+        if field in fields:
+            raise UsageError(f"--vary {spec!r}: {field} is already varied by another --vary")
+        fields.append(field)
+        values.append(tuple(parsed))
+    grid = Grid(tuple(fields), tuple(values))
+    for point in grid.points():
+        base.with_overrides(point, source=f"--vary {_point_label(point)}")
+    return grid
+
+
+def _parse_one(spec: str, base: Scenario) -> tuple[str, list]:
+    field, sep, raw = spec.partition("=")
+    field = field.strip()
+    if not sep or not field:
+        raise UsageError(f"--vary {spec!r}: expected FIELD=V1,V2,… (e.g. pool.min_size=1,5)")
+    if field not in field_names(base):
+        raise UsageError(
+            f"--vary {spec!r}: no scenario field {field!r}; fields: {', '.join(field_names(base))}"
+        )
+    kind = _field_type(base, field)
+    items = [v.strip() for v in raw.split(",")]
+    if not any(items):
+        raise UsageError(f"--vary {spec!r}: the list of values for {field} is empty")
+    if "" in items:
+        raise UsageError(f"--vary {spec!r}: an empty value in the list for {field}")
+    parsed = [_convert(field, kind, v) for v in items]
+    seen = set()
+    for text, value in zip(items, parsed, strict=True):
+        if value in seen:
+            raise UsageError(f"--vary {spec!r}: {field} lists {text!r} twice")
+        seen.add(value)
+    return field, parsed
+
+
+def _field_type(base: Scenario, field: str) -> type:
+    node: Any = base.to_dict()
+    for part in field.split("."):
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int | float | str):
+        raise UsageError(
+            f"--vary {field}: only number and text fields can be varied; "
+            f"{field} is {type(node).__name__} ({node!r})"
+        )
+    return type(node)
+
+
+def _convert(field: str, kind: type, text: str) -> Any:
+    if kind is str:
+        return text
+    try:
+        value = kind(text)
+    except ValueError:
+        need = "a whole number" if kind is int else "a number"
+        raise UsageError(f"--vary {field}={text!r}: {field} needs {need}") from None
+    if kind is float and not math.isfinite(value):
+        raise UsageError(f"--vary {field}={text!r}: {field} needs a finite number")
+    return value
+
+
+def _point_label(point: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in point.items())
+
+
+# -- evaluating points ---------------------------------------------------------------------------
+
+
+def run_points(
+    scenarios: Iterable[Scenario],
+    replications: int,
+    seed: int,
+    executor: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Results]:
+    """Simulate each scenario (same seed: common random numbers) and yield Results in order."""
+    executor = executor or Serial()
+    pieces = chunks(replications, max(1, min(replications, executor.workers)))
+    window: deque = deque()
+    # Two points in flight keep every worker busy while the oldest point is being collected.
+    ahead = 2
+    for sc in scenarios:
+        window.append((sc, [executor.submit(run_chunk, sc, seed, p) for p in pieces]))
+        if len(window) > ahead:
+            yield _collect(*window.popleft(), pieces, seed, progress)
+    while window:
+        yield _collect(*window.popleft(), pieces, seed, progress)
+
+
+def _collect(sc, futures, pieces, seed, progress) -> Results:
+    parts = []
+    for piece, fut in zip(pieces, futures, strict=True):
+        parts.append(fut.result())
+        if progress:
+            progress(len(piece))
+    return Results(
+        scenario=sc,
+        seed=seed,
+        attempts=_columns([a for a, _ in parts]),
+        fleet=_columns([f for _, f in parts]),
+    )
+
+
+def _columns(parts: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.asarray([v for p in parts for v in p[k]]) for k in parts[0]}
+
+
+def evaluate(
+    sc: Scenario,
+    replications: int,
+    seed: int,
+    executor: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Results:
+    """One scenario's replications, split across the executor's workers."""
+    return next(run_points([sc], replications, seed, executor, progress))
+
+
+def summary_of(res: Results, confidence: float) -> dict:
+    """``startsim simulate``'s summary of one set of results."""
+    sc = res.scenario
+    return summarize(
+        res.attempts,
+        res.fleet,
+        instances=sc.fleet.instances,
+        min_size=sc.pool.min_size,
+        seed=res.seed,
+        confidence=confidence,
+    )
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+ROW_FIGURES = (
+    "replications",
+    "attempts",
+    "p_start_failure",
+    "p_start_failure_low",
+    "p_start_failure_high",
+    "p_db_init_timeout",
+    "p_db_init_timeout_low",
+    "p_db_init_timeout_high",
+    "p_first_start_success",
+    "never_ready_fraction",
+    "fleet_ready_p50_s",
+    "fleet_ready_p95_s",
+    "fleet_ready_p99_s",
+    "restarts_per_instance",
+    "work_amplification",
+    "peak_db_connections_p50",
+    "peak_db_connections_max",
+    "free_slots",
+)
+
+
+def row_columns(grid: Grid) -> list[str]:
+    return ["point", *grid.fields, *ROW_FIGURES]
+
+
+def flat_row(summary: dict, free_slots: int) -> dict[str, Any]:
+    """One sweep row's figures from a summary (``None`` where a figure does not exist)."""
+    f, t = summary["p_start_failure"], summary["p_db_init_timeout"]
+    ready, peak = summary["fleet_ready_s"], summary["peak_db_connections"]
+    return {
+        "replications": summary["replications"],
+        "attempts": summary["attempts"],
+        "p_start_failure": f["estimate"],
+        "p_start_failure_low": f["ci_low"],
+        "p_start_failure_high": f["ci_high"],
+        "p_db_init_timeout": t["estimate"],
+        "p_db_init_timeout_low": t["ci_low"],
+        "p_db_init_timeout_high": t["ci_high"],
+        "p_first_start_success": summary["p_first_start_success"],
+        "never_ready_fraction": summary["never_ready_fraction"],
+        "fleet_ready_p50_s": ready["p50"],
+        "fleet_ready_p95_s": ready["p95"],
+        "fleet_ready_p99_s": ready["p99"],
+        "restarts_per_instance": summary["restarts_per_instance"],
+        "work_amplification": summary["work_amplification"],
+        "peak_db_connections_p50": peak["p50"],
+        "peak_db_connections_max": peak["max"],
+        "free_slots": free_slots,
+    }
+
+
+def run_grid(
+    base: Scenario,
+    grid: Grid,
+    replications: int,
+    seed: int,
+    *,
+    confidence: float = 0.95,
+    executor: Executor | None = None,
+    skip: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Rows of the sweep in grid order, starting after the first ``skip`` points (resume)."""
+    points = grid.points()[skip:]
+    scenarios = (base.with_overrides(p, source="--vary") for p in points)
+    results = run_points(scenarios, replications, seed, executor, progress)
+    for index, (point, res) in enumerate(zip(points, results, strict=True), start=skip):
+        summary = summary_of(res, confidence)
+        yield {"point": index, **point, **flat_row(summary, res.scenario.database.free_slots)}
