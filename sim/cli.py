@@ -163,6 +163,12 @@ def list_scenarios() -> None:
     Console(width=160).print(table)
 
 
+# sweep and recommend live in sim/report/cli.py; one line here registers them.
+from sim.report.cli import register as _register_reports  # noqa: E402
+
+_register_reports(app)
+
+
 def main() -> None:
     """Console-script entry point: startsim's own errors become exit code 2, without traceback."""
     try:
@@ -183,3 +189,8 @@ def main() -> None:
 
 
 __all__ = ["UsageError", "app", "main"]
+
+# Load-campaign commands live with the harness (loadtests/); they import Locust only when run.
+from loadtests.cli import register as _register_loadtests  # noqa: E402
+
+_register_loadtests(app)

@@ -1,0 +1,82 @@
+"""asyncio inside a gevent process: one event loop in a real OS thread, greenlets wait on a watcher.
+
+Locust monkey-patches threads, sockets and selectors for gevent; asyncpg needs asyncio. The loop
+runs in a native thread (the original ``start_new_thread``) over an unpatched epoll selector, so it
+never enters gevent's hub. A greenlet submits a coroutine with ``call_soon_threadsafe`` and waits
+on a gevent ``async_`` watcher, which the loop thread may signal safely (facts: locust issue 1251,
+"one asyncio loop in a real OS thread ... waits on a gevent async watcher"). Other greenlets keep
+running while one waits: no user blocks the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _original(module: str, name: str, fallback: Any) -> Any:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return fallback
+    return monkey.get_original(module, name)
+
+
+class AsyncioBridge:
+    """Runs coroutines on a private asyncio loop in a native thread; ``run`` waits gevent-safely."""
+
+    def __init__(self) -> None:
+        start_thread = _original("_thread", "start_new_thread", None)
+        if start_thread is None:
+            import _thread
+
+            start_thread = _thread.start_new_thread
+        epoll = _original("selectors", "EpollSelector", getattr(selectors, "EpollSelector", None))
+        selector = epoll() if epoll is not None else selectors.SelectSelector()
+        self.loop = asyncio.SelectorEventLoop(selector)
+        start_thread(self._serve, ())
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop; block this greenlet (not the process) until it finishes.
+
+        If the greenlet is killed while waiting (Locust stopping a user), the task is cancelled.
+        """
+        import gevent
+        from gevent.hub import Waiter
+
+        hub = gevent.get_hub()
+        watcher = hub.loop.async_()
+        waiter = Waiter(hub)
+        # Start the watcher before submitting: a send() that comes first would be lost.
+        watcher.start(waiter.switch, None)
+        box: dict[str, asyncio.Future] = {}
+
+        def submit() -> None:
+            task = self.loop.create_task(coro)
+            box["task"] = task
+            task.add_done_callback(lambda _t: watcher.send())
+
+        try:
+            self.loop.call_soon_threadsafe(submit)
+            waiter.get()
+        except BaseException:
+            self.loop.call_soon_threadsafe(lambda: box["task"].cancel() if box else None)
+            raise
+        finally:
+            watcher.close()
+        return box["task"].result()
+
+    def run_blocking(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run ``coro`` from a thread outside gevent (or at exit): plain blocking wait."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)

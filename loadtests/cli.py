@@ -1,0 +1,191 @@
+"""``startsim loadtest``, ``loadtest-worker`` and ``connector-emulator``, added to the main app.
+
+Locust and asyncpg are imported inside the commands, so ``startsim simulate`` never loads gevent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+ScenarioArg = Annotated[
+    str | None,
+    typer.Argument(help="A built-in scenario's name or a TOML file. Default: staging-incident."),
+]
+Dsn = Annotated[
+    str,
+    typer.Option(
+        "--dsn",
+        help="postgresql://USER[:PASSWORD]@HOST:PORT/DB. Prefer PGPASSWORD or ~/.pgpass for the "
+        "password; it is never printed or stored either way.",
+    ),
+]
+AllowTarget = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-target",
+        help="A non-loopback host this run may reach (repeat for several). Loopback is always "
+        "allowed; nothing else is without this.",
+    ),
+]
+
+
+def loadtest(
+    scenario: ScenarioArg = None,
+    dsn: Dsn = ...,
+    via_emulator: Annotated[
+        bool,
+        typer.Option("--via-emulator", help="Connect through the connector emulator."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=0, help="Local Locust workers (0: one process).")
+    ] = 0,
+    remote_workers: Annotated[
+        int,
+        typer.Option(
+            "--remote-workers",
+            min=0,
+            help="Workers on other hosts to wait for (`startsim loadtest-worker` there).",
+        ),
+    ] = 0,
+    master_bind: Annotated[
+        str,
+        typer.Option(
+            "--master-bind",
+            help="HOST:PORT the master listens on for workers (port 0: any free port).",
+        ),
+    ] = "127.0.0.1:0",
+    out: Annotated[Path, typer.Option("--out", help="Results folder.")] = Path("results"),
+    allow_target: AllowTarget = None,
+    max_instances: Annotated[
+        int, typer.Option("--max-instances", min=1, help="Hard limit on fleet.instances.")
+    ] = 500,
+    max_duration: Annotated[
+        float,
+        typer.Option("--max-duration", min=1.0, help="Hard limit on the run, seconds."),
+    ] = 900.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every random draw.")] = 0,
+) -> None:
+    """Cold-start the scenario's fleet for real against PostgreSQL (Locust + asyncpg)."""
+    from loadtests import campaign
+    from sim import scenario as scenarios
+
+    opts = campaign.Options(
+        sc=scenarios.resolve(scenario),
+        dsn=dsn,
+        via_emulator=via_emulator,
+        workers=workers,
+        remote_workers=remote_workers,
+        master_bind=master_bind,
+        out=out,
+        allow_targets=list(allow_target or []),
+        max_instances=max_instances,
+        max_duration_s=max_duration,
+        seed=seed,
+    )
+    n = opts.sc.fleet.instances
+
+    def show(counts: dict) -> None:
+        err.print(
+            f"started {counts['started']}/{n} · ready {counts['ready']} · "
+            f"failed attempts {counts['failed_attempts']}",
+            highlight=False,
+        )
+
+    result = campaign.run(opts, progress=show)
+    s = result.summary
+    err.print(
+        f"{s['outcomes']['ready']} ready, {s['attempts'] - s['outcomes']['ready']} failed attempts "
+        f"of {s['attempts']}; wrote {result.run_dir}",
+        highlight=False,
+    )
+    if result.interrupted:
+        raise KeyboardInterrupt
+
+
+def loadtest_worker(
+    scenario: ScenarioArg = None,
+    dsn: Dsn = ...,
+    master: Annotated[
+        str, typer.Option("--master", help="The master's HOST:PORT (its --master-bind).")
+    ] = "127.0.0.1:5557",
+    allow_target: AllowTarget = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+) -> None:
+    """Run one Locust worker for a campaign whose master runs elsewhere (distributed mode)."""
+    from loadtests import campaign, safety
+    from sim import scenario as scenarios
+    from sim.output import atomic_write, scenario_toml
+
+    sc = scenarios.resolve(scenario)
+    target = safety.parse_dsn(dsn)
+    safety.check_target(target.host, list(allow_target or []))
+    where = safety.parse_host_port(master, "--master")
+    safety.check_target(where.host, list(allow_target or []), "--master")
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
+    atomic_write(folder / "scenario.toml", scenario_toml(sc))
+    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"), STARTSIM_DSN=dsn)
+    env["STARTSIM_SEED"] = str(seed)
+    cmd = campaign.locust_cmd(
+        "--worker", "--master-host", where.host, "--master-port", str(where.port)
+    )
+    import subprocess
+
+    sys.exit(subprocess.call(cmd, env=env))
+
+
+def connector_emulator(
+    scenario: ScenarioArg = None,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to accept clients on.")] = ...,
+    upstream: Annotated[str, typer.Option("--upstream", help="HOST:PORT of PostgreSQL.")] = ...,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Append the instance-count log here (JSON lines).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    allow_target: AllowTarget = None,
+) -> None:
+    """A TCP proxy with the scenario's connector semantics (capacity, FIFO queue, scale-outs)."""
+    import asyncio
+    import signal
+
+    from loadtests import safety
+    from loadtests.emulator import Emulator, run
+    from sim import scenario as scenarios
+
+    sc = scenarios.resolve(scenario)
+    allowed = list(allow_target or [])
+    where = safety.parse_host_port(listen, "--listen")
+    to = safety.parse_host_port(upstream, "--upstream")
+    safety.check_target(where.host, allowed, "--listen")
+    safety.check_target(to.host, allowed, "--upstream")
+    emulator = Emulator(sc.connector, (where.host, where.port), (to.host, to.port), seed, log)
+
+    def ready(port: int) -> None:
+        print(f"listening on {where.host}:{port}", flush=True)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await run(emulator, ready)
+        except asyncio.CancelledError:
+            await emulator.close()
+
+    asyncio.run(main())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("loadtest")(loadtest)
+    app.command("loadtest-worker")(loadtest_worker)
+    app.command("connector-emulator")(connector_emulator)

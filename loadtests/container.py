@@ -1,0 +1,271 @@
+"""One container instance's start attempts, for real, in asyncio: the same semantics as the model.
+
+An attempt waits ``before_db_s``, then runs database init under the ``db_init_timeout_s`` deadline:
+``asyncpg.create_pool(min_size, max_size, timeout=connect_timeout_s)`` and the init queries. A
+failed pool start either closes what it opened (``on_failure = "close"``) or keeps it until the
+container exits (``"hold"``); a retry follows after ``retry_backoff_s`` if it fits before the
+deadline. Past the deadline (or with no retry) the attempt exits; its connections go
+``exit_release_s`` later. Once ready, the instance holds ``held_when_ready`` connections until
+:meth:`Instance.close`.
+
+Nothing here knows about gevent or Locust: the harness runs it through :mod:`loadtests.bridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from sim.engine import ERROR, R_53300, R_CONNECT_TIMEOUT, R_DEADLINE, READY, REJECTED, TIMEOUT
+from sim.scenario import Scenario
+
+APPLICATION_NAME = "startsim-loadtest"
+R_ERROR = "error"
+
+
+class Gauge:
+    """Connections this process holds open now, and the most since the last :meth:`take_peak`."""
+
+    def __init__(self) -> None:
+        self.open_now = 0
+        self.peak = 0
+        self.opened_total = 0
+
+    def opened(self) -> None:
+        self.open_now += 1
+        self.opened_total += 1
+        self.peak = max(self.peak, self.open_now)
+
+    def closed(self) -> None:
+        self.open_now -= 1
+
+    def take_peak(self) -> int:
+        peak, self.peak = self.peak, self.open_now
+        return peak
+
+
+class TrackedConnection(asyncpg.Connection):
+    """A connection the harness can pin open: a failed pool's ``terminate()`` then leaves it be.
+
+    asyncpg (0.30+) terminates a failed pool's connections; ``on_failure = "hold"`` models pools
+    that keep them (facts: gang allocation, measured against PostgreSQL 15), so pinned ones stay
+    until the container exits.
+    """
+
+    pinned = False
+
+    def terminate(self) -> None:
+        if not self.pinned:
+            super().terminate()
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        if not self.pinned:
+            await super().close(timeout=timeout)
+
+    async def close_for_real(self) -> None:
+        self.pinned = False
+        try:
+            await asyncio.wait_for(super().close(), 2.0)
+        except (Exception, asyncio.CancelledError):
+            super().terminate()
+
+
+@dataclass
+class AttemptResult:
+    """What one start attempt did; :mod:`loadtests.records` adds the run's identifiers."""
+
+    attempt: int
+    start_unix_s: float
+    end_unix_s: float = 0.0
+    before_db_s: float = 0.0
+    db_init_s: float = 0.0
+    after_db_s: float = 0.0
+    ready_unix_s: float | None = None
+    outcome: str = ERROR
+    reason: str = ""
+    error_class: str = ""
+    sqlstate: str = ""
+    error_message: str = ""
+    connection_attempts: int = 0
+    connections_opened: int = 0
+    connections_held: int = 0
+    pool_starts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Instance:
+    """One container across its attempts. Call :meth:`attempt`, then :meth:`close` at the end."""
+
+    def __init__(
+        self, sc: Scenario, dsn: str, rng: np.random.Generator, gauge: Gauge, secret: str = ""
+    ) -> None:
+        self.sc, self.dsn, self.rng, self.gauge, self.secret = sc, dsn, rng, gauge, secret
+        self.pool: asyncpg.Pool | None = None
+        self.checked_out: list[asyncpg.Connection] = []
+        self.conns: set[TrackedConnection] = set()  # every live connection, any pool start
+        self.releases: set[asyncio.Task] = set()
+        self.generation = 0  # current pool start; stragglers of older ones compare against it
+        self.in_init = False  # connections opened during database init count as its attempts
+        self.result: AttemptResult | None = None
+
+    def draw(self, dist) -> float:
+        return float(dist.sample(self.rng, 1)[0])
+
+    async def attempt(self, number: int) -> AttemptResult:
+        """One start attempt: before-db phase, database init, after-db phase (if ready)."""
+        res = self.result = AttemptResult(number, time.time())
+        await asyncio.sleep(self.draw(self.sc.startup.before_db_s))
+        init_start = time.time()
+        res.before_db_s = init_start - res.start_unix_s
+        try:
+            self.in_init = True
+            async with asyncio.timeout(self.sc.startup.db_init_timeout_s):
+                await self._db_init(res)
+            res.outcome, res.reason = READY, ""
+        except TimeoutError:
+            res.outcome, res.reason = TIMEOUT, R_DEADLINE
+        except _Exit:
+            pass
+        finally:
+            self.in_init = False
+        res.db_init_s = time.time() - init_start
+        res.connections_held = len(self.conns)
+        if res.outcome == READY:
+            await self._settle_ready()
+            after_start = time.time()
+            await asyncio.sleep(self.draw(self.sc.startup.after_db_s))
+            res.ready_unix_s = time.time()
+            res.after_db_s = res.ready_unix_s - after_start
+        else:
+            self._exit()
+        res.end_unix_s = time.time()
+        return res
+
+    async def _db_init(self, res: AttemptResult) -> None:
+        pool_cfg = self.sc.pool
+        deadline = time.monotonic() + self.sc.startup.db_init_timeout_s
+        while True:
+            try:
+                await self._start_pool(res)
+                queries_s = self.draw(self.sc.startup.init_queries_s)
+                await self.pool.execute("select pg_sleep($1)", queries_s)
+                return
+            except Exception as exc:
+                self._pool_failed(res, exc)
+            backoff = pool_cfg.retry_backoff_s
+            if backoff <= 0:
+                res.outcome = REJECTED if res.reason == R_53300 else ERROR
+                raise _Exit
+            # No room for the retry before the deadline: the deadline ends the attempt meanwhile.
+            await asyncio.sleep(backoff if time.monotonic() + backoff < deadline else 3600.0)
+
+    async def _start_pool(self, res: AttemptResult) -> None:
+        self.generation += 1
+        res.pool_starts += 1
+        generation = self.generation
+        pool_cfg = self.sc.pool
+
+        async def connect(*args, **kwargs):
+            res.connection_attempts += self.in_init
+            con = await asyncpg.connect(*args, **kwargs)
+            self._adopt(con, res)
+            if generation != self.generation and pool_cfg.on_failure == "close":
+                await con.close_for_real()  # a straggler of a pool start already given up
+            return con
+
+        self.pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=pool_cfg.min_size,
+            max_size=pool_cfg.max_size,
+            timeout=pool_cfg.connect_timeout_s,
+            connect=connect,
+            connection_class=TrackedConnection,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
+
+    def _adopt(self, con: TrackedConnection, res: AttemptResult) -> None:
+        con.pinned = self.sc.pool.on_failure == "hold"
+        self.conns.add(con)
+        res.connections_opened += 1
+        self.gauge.opened()
+        con.add_termination_listener(self._on_terminated)
+
+    def _on_terminated(self, con: TrackedConnection) -> None:
+        if con in self.conns:
+            self.conns.discard(con)
+            self.gauge.closed()
+
+    def _pool_failed(self, res: AttemptResult, exc: Exception) -> None:
+        self.generation += 1  # stragglers of this pool start are now stale
+        res.error_class = type(exc).__name__
+        res.sqlstate = getattr(exc, "sqlstate", "") or ""
+        res.error_message = self._redact(str(exc))[:200]
+        if res.sqlstate == "53300":
+            res.reason = R_53300
+        elif isinstance(exc, TimeoutError):
+            res.reason = R_CONNECT_TIMEOUT
+        else:
+            res.reason = R_ERROR
+        if self.sc.pool.on_failure == "close":
+            for con in list(self.conns):
+                self._spawn(con.close_for_real())
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+    async def _settle_ready(self) -> None:
+        """Keep ``held_when_ready`` connections checked out; close what init opened beyond that."""
+        want = self.sc.pool.held_when_ready
+        for con in list(self.conns):
+            con.pinned = False
+        idle = self.pool.get_idle_size()
+        for _ in range(max(want, idle)):
+            self.checked_out.append(await self.pool.acquire())
+        for con in self.checked_out[want:]:
+            # Closed while checked out, so the pool does not replace it (no min-size upkeep).
+            await con.close()
+
+    def _exit(self) -> None:
+        """The container exits: every connection goes, ``exit_release_s`` later if set."""
+        self.generation += 1
+        delay_s = self.sc.restart.exit_release_s
+        for con in list(self.conns):
+            self._spawn(self._release_later(con, delay_s))
+        self.pool, self.checked_out = None, []
+
+    async def _release_later(self, con: TrackedConnection, delay_s: float) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        await con.close_for_real()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.releases.add(task)
+        task.add_done_callback(self.releases.discard)
+
+    async def close(self) -> None:
+        """End of the run: close every connection this instance still has, now."""
+        self.generation += 1
+        for task in list(self.releases):
+            task.cancel()
+        pool, self.pool = self.pool, None
+        for con in list(self.conns):
+            con.pinned = False
+        if pool is not None:
+            for con in self.checked_out:
+                await pool.release(con)
+            try:
+                await asyncio.wait_for(pool.close(), 5.0)
+            except (Exception, asyncio.CancelledError):
+                pool.terminate()
+        await asyncio.gather(*(c.close_for_real() for c in list(self.conns)))
+        self.checked_out = []
+
+
+class _Exit(Exception):
+    """Database init gave up before the deadline (no retry): the container exits now."""

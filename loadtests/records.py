@@ -1,0 +1,129 @@
+"""Raw attempt records: one JSON line per start attempt, appended and flushed one by one, so a run
+that is interrupted keeps every attempt it finished. Summaries are pure functions over them.
+
+A record (times are Unix seconds and durations seconds, both rounded to the millisecond)::
+
+    {"run_id": "20261129T061500Z-gang-allocation", "worker": 0, "instance": 7, "attempt": 1,
+     "start_unix_s": 1764396900.123, "end_unix_s": 1764396900.456, "before_db_s": 0.0,
+     "db_init_s": 0.333, "after_db_s": 0.0, "ready_unix_s": null, "outcome": "rejected",
+     "reason": "53300", "error_class": "TooManyConnectionsError", "sqlstate": "53300",
+     "error_message": "sorry, too many clients already", "connection_attempts": 3,
+     "connections_opened": 2, "connections_held": 2, "pool_starts": 1, "final": true}
+
+Locust rounds response times of 10 s and more to whole seconds (facts: locust/stats.py), so
+threshold probabilities come from these records, never from Locust's statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from sim.scenario import Scenario
+from sim.stats import summarize
+
+RECORDS_FILE = "records.jsonl"
+CONNECTIONS_FILE = "connections.jsonl"
+
+
+def make_record(res, *, run_id: str, worker: int, instance: int, final: bool) -> dict[str, Any]:
+    """A flat record from an :class:`~loadtests.container.AttemptResult`, ms precision."""
+    rec: dict[str, Any] = {"run_id": run_id, "worker": worker, "instance": instance}
+    for key, value in asdict(res).items():
+        if key == "extra":
+            continue
+        rec[key] = round(value, 3) if isinstance(value, float) else value
+    rec["final"] = final
+    return rec
+
+
+class JsonlSink:
+    """Appends one JSON object per line and flushes after each: finished lines survive a kill."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (lives with sink)
+
+    def write(self, obj: dict[str, Any]) -> None:
+        self._file.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line; a last line cut short by a kill is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def peak_connections(samples: list[dict[str, Any]], bin_s: float = 0.1) -> int:
+    """Fleet-wide peak from per-worker samples ``{t_unix_s, worker, open, peak}``.
+
+    Each sample carries the worker's peak since its previous sample; summing per-worker peaks in
+    the same time bin is exact with one worker and an upper bound with several.
+    """
+    bins: dict[int, dict[int, int]] = {}
+    for s in samples:
+        per_worker = bins.setdefault(int(s["t_unix_s"] / bin_s), {})
+        per_worker[s["worker"]] = max(per_worker.get(s["worker"], 0), s["peak"])
+    return max((sum(w.values()) for w in bins.values()), default=0)
+
+
+def attempt_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The columns :func:`sim.stats.summarize` reads; a campaign is one replication."""
+    return {
+        "replication": np.zeros(len(records), dtype=int),
+        "attempt": np.asarray([r["attempt"] for r in records], dtype=int),
+        "outcome": np.asarray([r["outcome"] for r in records], dtype=str),
+    }
+
+
+def fleet_columns(
+    records: list[dict[str, Any]], samples: list[dict[str, Any]], instances: int
+) -> dict[str, np.ndarray]:
+    firsts = [r["start_unix_s"] for r in records if r["attempt"] == 1]
+    t0 = min(firsts, default=0.0)
+    ready = {r["instance"]: r["ready_unix_s"] for r in records if r["ready_unix_s"] is not None}
+    fleet_ready_s = max(ready.values()) - t0 if len(ready) >= instances else math.inf
+    return {
+        "replication": np.asarray([0]),
+        "fleet_ready_s": np.asarray([fleet_ready_s]),
+        "peak_db_connections": np.asarray([peak_connections(samples)]),
+        "connection_attempts": np.asarray([sum(r["connection_attempts"] for r in records)]),
+        "instances_ready": np.asarray([len(ready)]),
+    }
+
+
+def summarize_records(
+    sc: Scenario,
+    records: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The summary in the ``startsim simulate --json`` shape, from one campaign's raw records."""
+    instances = sc.fleet.instances
+    return {
+        "scenario": sc.name,
+        **summarize(
+            attempt_columns(records),
+            fleet_columns(records, samples, instances),
+            instances=instances,
+            min_size=sc.pool.min_size,
+            seed=seed,
+        ),
+    }
