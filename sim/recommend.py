@@ -34,7 +34,7 @@ from sim.search import (
     search_timeout,
     zero_failure_replications,
 )
-from sim.sizing import Demand, connector_floor, pool_advice, pool_fix
+from sim.sizing import Demand, connector_floor, get_field, pool_advice, pool_fix
 from sim.sweep import Grid, summary_of
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
@@ -285,6 +285,7 @@ def _candidates(lab, sc, settings, n, main, timeout, advice, connector, fix) -> 
         together["pool.min_size"] = 1
     if m and m != sc.connector.min_instances:
         together["connector.min_instances"] = m
+    together = {k: v for k, v in together.items() if get_field(sc, k) != v}
     if together:
         options.append(("all recommended changes", together))
     rows, seen = [], set()

@@ -115,14 +115,14 @@ def pool_fix(sc: Scenario, advice: dict) -> tuple[str, dict] | None:
             "pool.max_size": advice["max_size"],
             "pool.held_when_ready": advice["held_when_ready"],
         }
-        changed = {k: v for k, v in over.items() if _get(sc, k) != v}
+        changed = {k: v for k, v in over.items() if get_field(sc, k) != v}
         return ("pool sized to fit", over) if changed else None
     if sc.fleet.arrival == "waves" or advice["largest_fleet"] < 1:
         return None  # a wave schedule names its counts; capping it is the user's call
     return "fleet capped", {"fleet.instances": advice["largest_fleet"], "pool.min_size": 1}
 
 
-def _get(sc: Scenario, dotted: str) -> Any:
+def get_field(sc: Scenario, dotted: str) -> Any:
     node: Any = sc.to_dict()
     for part in dotted.split("."):
         node = node[part]

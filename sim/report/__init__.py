@@ -1,0 +1,1 @@
+"""Edges that turn recommendations and sweeps into files: figures, the ADR, the CLI commands."""

@@ -1,0 +1,324 @@
+"""The decision record: Markdown that reads well pasted into a repository's ``docs/adr/``.
+
+``render`` takes the recommendation's plain data (summary.json), the scenario and the figures'
+file names and returns text; writing it is the caller's job. Vendor figures cite
+``platform-facts.md`` (the team's reference of sourced platform facts) by section.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sim.scenario import Scenario
+
+FACTS = "platform-facts.md"
+
+
+def render(data: dict, sc: Scenario, figures: dict[str, str], command: str, created: str) -> str:
+    """The whole ADR. ``figures`` maps a role (cdf, heatmap, timeline, restarts) to a file name."""
+    parts = [
+        _title(data, sc),
+        _context(data, sc, figures),
+        _decision(data, sc),
+        _options(data, sc),
+        _consequences(data, sc, figures),
+        _method(data, command, created),
+    ]
+    return "\n\n".join(p.strip() for p in parts) + "\n"
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _sec(x: float | None) -> str:
+    return "never (some instance not ready)" if x is None else f"{x:.1f} s"
+
+
+def _interval(p: dict, conf: float) -> str:
+    return f"{_pct(p['estimate'])} ({conf:.0%} interval {_pct(p['ci_low'])} – {_pct(p['ci_high'])})"
+
+
+def _title(data: dict, sc: Scenario) -> str:
+    return (
+        f"# ADR: database-init timeout and connection pool for {sc.name}\n\n"
+        f"- **Status:** proposed\n"
+        f"- **Target:** at least {data['target_success']:.4g} of start attempts finish database "
+        f"init within the timeout, shown at {data['confidence']:.0%} confidence\n"
+        f"- **Evidence:** simulated with startsim; every value below was verified by simulating "
+        f"it, not read off a single run"
+    )
+
+
+def _current(data: dict) -> dict[str, Any]:
+    for row in data["candidates"]:
+        if not row["overrides"]:
+            return row
+    return data["candidates"][-1]
+
+
+def _context(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
+    cur, t, demand = _current(data), data["timeout"], data["pool"]["demand"]
+    conf = data["confidence"]
+    lines = [
+        "## Context",
+        "",
+        f"{sc.description or sc.name}.",
+        "",
+        f"- Fleet: {sc.fleet.instances} instances, arrival `{sc.fleet.arrival}`; each opens "
+        f"`pool.min_size` = {sc.pool.min_size} connections during database init and holds "
+        f"{sc.pool.held_when_ready} once ready (`pool.max_size` = {sc.pool.max_size}).",
+        f"- Database: `max_connections` = {sc.database.max_connections}, of which "
+        f"{demand['free_slots']} are free for the application.",
+        f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
+        f"{sc.connector.setups_per_instance} connection set-ups at once per instance; a "
+        f"scale-out takes {_dist(sc.connector.scale_up_delay_s)} (Serverless VPC Access publishes "
+        f"no figure: {FACTS}, connector section).",
+        f"- Database-init timeout today: {t['current_s']:g} s; the container exits with code 3 "
+        f"past it and restarts with backoff ({sc.restart.policy}, first "
+        f"{sc.restart.initial_backoff_s:g} s).",
+        "",
+        f"Simulated today ({cur['replications']} replications): P(start attempt fails) "
+        f"{_interval(cur['p_start_failure'], conf)}; P(db init reaches the timeout) "
+        f"{_interval(cur['p_db_init_timeout'], conf)}; fleet ready p95 "
+        f"{_sec(cur['fleet_ready_p95_s'])}; {cur['restarts_per_instance']:.2f} restarts per "
+        f"instance; work amplification {_num(cur['work_amplification'])}×.",
+    ]
+    if t["db_init_p50_s"] is not None:
+        lines += [
+            "",
+            f"Without a binding deadline ({t['probe_timeout_s']:g} s, {t['probe_replications']} "
+            f"replications) database init takes {t['db_init_p50_s']:.1f} s at the median and "
+            f"{t['aws_p999_s']:.1f} s at p99.9.",
+        ]
+    lines += [
+        "",
+        f"Connection demand: instances × min_size = {demand['instances_x_min_size']}, "
+        f"instances × held = {demand['instances_x_held_when_ready']}, instances × max_size = "
+        f"{demand['instances_x_max_size']}, against {demand['free_slots']} free slots.",
+    ]
+    if not data["verdict"]["timeout_helps"]:
+        lines += ["", f"**No timeout helps:** {data['verdict']['reason']}."]
+    for role, caption in (
+        ("cdf", "Database-init duration with the current and recommended timeouts"),
+        ("timeline", "One replication: connections held vs the limit, connector, instances ready"),
+    ):
+        if role in figures:
+            lines += ["", f"![{caption}]({figures[role]})"]
+    return "\n".join(lines)
+
+
+def _dist(d: Any) -> str:
+    kind = d.dist
+    if kind == "uniform":
+        return f"{d.low:g}–{d.high:g} s (uniform)"
+    if kind == "constant":
+        return f"{d.value:g} s"
+    if kind == "lognormal":
+        return f"a median {d.median:g} s (lognormal)"
+    return f"a mean {d.mean():.3g} s ({kind})"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _decision(data: dict, sc: Scenario) -> str:
+    d, pool, cx = data["decision"], data["pool"], data["connector"]
+    target = data["target_success"]
+    lines = ["## Decision", ""]
+    if d["configuration"] is None:
+        lines.append(
+            "No candidate configuration met the target in simulation; see Options considered "
+            "and raise the database's slots or put a pooler in front (below)."
+        )
+    else:
+        changes = _changes(d["overrides"], sc) or "no change to the configuration"
+        lines.append(f"Adopt **{d['configuration']}**: {changes}.")
+    lines.append("")
+    n = 1
+    if d["db_init_timeout_s"] is not None:
+        lines.append(
+            f"{n}. `startup.db_init_timeout_s` = **{d['db_init_timeout_s']:g} s**. The smallest "
+            f"timeout that meets the target in simulation is "
+            f"{_opt_s(d['smallest_timeout_s'])}"
+            + (" for the configuration as it is today" if data["verdict"]["timeout_helps"] else "")
+            + f"; below it the upper bound on P(db init reaches the timeout) exceeds "
+            f"{_pct(1 - target, 3)}."
+        )
+        n += 1
+    if not data["verdict"]["timeout_helps"]:
+        lines.append(f"{n}. Do not raise the timeout: {data['verdict']['reason']}.")
+        n += 1
+    lines.append(f"{n}. {_pool_line(pool, sc)}")
+    n += 1
+    if cx.get("min_instances") is not None:
+        lines.append(
+            f"{n}. Connector `min_instances` = **{cx['min_instances']}** (today "
+            f"{cx['current_min_instances']}): with it the fleet starts within "
+            f"{cx['timeout_s']:g} s even if no scale-out ever arrives, so the 10–30 s scale-out "
+            f"leaves the start-up path (Serverless VPC Access allows 2–9 minimum instances: "
+            f"{FACTS}, connector section)."
+        )
+    elif cx.get("skipped"):
+        lines.append(f"{n}. Connector: not sized, because the {cx['skipped']}.")
+    else:
+        lines.append(
+            f"{n}. Connector: no `min_instances` up to {cx['max_instances']} lets the start-up "
+            f"meet the target without a scale-out; {cx['setups_at_start']} set-ups at start "
+            f"would need {cx['instances_for_all_at_once']} instances to run all at once."
+        )
+    return "\n".join(lines)
+
+
+def _opt_s(x: float | None) -> str:
+    return "none up to the longest timeout tried" if x is None else f"{x:g} s"
+
+
+def _changes(over: dict, sc: Scenario) -> str:
+    data = sc.to_dict()
+    out = []
+    for dotted, value in over.items():
+        sec, leaf = dotted.split(".")
+        out.append(f"`{dotted}` {data[sec][leaf]} → {value}")
+    return ", ".join(out)
+
+
+def _pool_line(pool: dict, sc: Scenario) -> str:
+    d = pool["demand"]
+    lock = (
+        f"the pool-locking bound T × (C − 1) + 1 = {pool['tasks']} × "
+        f"({pool['connections_per_task']} − 1) + 1 = {pool['pool_locking_bound']} (HikariCP, "
+        f"{FACTS}, drivers and pools)"
+    )
+    if pool["pool_setting_fits"]:
+        return (
+            f"Pool: `min_size` = **{pool['min_size']}** (connections opened at start; the rest "
+            f"open on demand), `max_size` (pool_size + max_overflow) = **{pool['max_size']}**, "
+            f"so that instances × max_size = {sc.fleet.instances * pool['max_size']} "
+            f"stays within {d['free_slots']} free slots; it respects {lock}. The largest fleet "
+            f"at that size is **{pool['largest_fleet']}** instances (today's max_size "
+            f"{sc.pool.max_size} fits {pool['largest_fleet_current_max_size']})."
+        )
+    pgb = pool["pgbouncer"]
+    return (
+        f"Pool: no `max_size` fits: {sc.fleet.instances} instances need at least "
+        f"{pool['largest_fleet_max_size']} each ({lock}), but only {pool['fit_max_size']} each "
+        f"fit in {d['free_slots']} free slots. Cap the fleet at **{pool['largest_fleet']}** "
+        f"instances, or put PgBouncer in front: `default_pool_size` ≤ {pgb['default_pool_size']}, "
+        f"`max_client_conn` ≥ {pgb['max_client_conn']}; it turns rejections into waiting, "
+        f"bounded by `query_wait_timeout` ({pgb['query_wait_timeout_s']} s by default; "
+        f"{FACTS}, drivers and pools)."
+    )
+
+
+def _options(data: dict, sc: Scenario) -> str:
+    conf = data["confidence"]
+    lines = [
+        "## Options considered",
+        "",
+        f"Ranked: meets the target first (upper bound of P(start attempt fails) ≤ "
+        f"{_pct(1 - data['target_success'], 3)}), then by fleet time-to-ready p95. "
+        f"Intervals are {conf:.0%} cluster-aware Wilson intervals; same seed for every row.",
+        "",
+        "| # | option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
+        "| work ampl. | restarts / instance | replications |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(data["candidates"], 1):
+        f = r["p_start_failure"]
+        lines.append(
+            f"| {i} | {r['name']} | {_pct(f['estimate'])} | {_pct(f['ci_low'])} – "
+            f"{_pct(f['ci_high'])} | {'yes' if r['meets_target'] else 'no'} | "
+            f"{_sec(r['fleet_ready_p95_s'])} | {r['peak_db_connections_max']} / "
+            f"{r['free_slots']} | {_num(r['work_amplification'])} | "
+            f"{r['restarts_per_instance']:.3f} | {r['replications']} |"
+        )
+    lines += ["", _targets_table(data)]
+    return "\n".join(lines)
+
+
+def _targets_table(data: dict) -> str:
+    t = data["timeout"]
+    lines = [
+        "Timeouts for common targets (smallest verified value on a 0.5 s grid), and the value "
+        "AWS's guidance gives: the downstream's p99.9, i.e. 0.1 % false timeouts "
+        f"(AWS Builders' Library, {FACTS}, restarts and timeouts):",
+        "",
+        "| target | timeout | P(db init reaches it), upper bound | replications |",
+        "|---|---|---|---|",
+    ]
+    for row in t["by_target"]:
+        p = row["p_db_init_timeout"]
+        reps = row["replications"]
+        lines.append(
+            f"| {row['target_success']:.4g} | {_opt_s(row['timeout_s'])} | "
+            f"{_pct(p['ci_high'], 3) if p else '—'} | "
+            f"{reps if reps else 'too few to show it'} |"
+        )
+    if t["aws_timeout_s"] is not None:
+        ratio = t["db_init_p999_over_p50"]
+        lines.append(
+            f"| AWS p99.9 | {t['aws_timeout_s']:g} s (p99.9 = {t['aws_p999_s']:.2f} s, "
+            f"{_num(ratio)}× the median) | see its row above | {t['probe_replications']} |"
+        )
+    return "\n".join(lines)
+
+
+def _consequences(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
+    d = data["decision"]
+    lines = ["## Consequences", ""]
+    if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] > sc.startup.db_init_timeout_s:
+        lines.append(
+            f"- A database that is really down is noticed after {d['db_init_timeout_s']:g} s "
+            f"instead of {sc.startup.db_init_timeout_s:g} s; the restart backoff follows."
+        )
+    if data["verdict"]["timeout_helps"]:
+        lines.append(
+            "- The timeout is sized for this fleet and this connector: a larger deploy wave or a "
+            "slower scale-out needs a new run (see the heatmap)."
+        )
+    else:
+        lines.append(
+            "- Raising the timeout is not an option: waiting longer keeps rejected instances in "
+            "a longer restart loop and multiplies connection attempts (see the restarts figure)."
+        )
+    pool = data["pool"]
+    if pool["max_size"] is not None and pool["max_size"] < sc.pool.max_size:
+        lines.append(
+            f"- With `max_size` {pool['max_size']} a burst of traffic waits for a pooled "
+            f"connection instead of opening more; size the pool's checkout timeout accordingly."
+        )
+    if data["connector"].get("min_instances"):
+        lines.append(
+            "- Connector instances above the minimum are billed while idle, and the connector "
+            f"never scales in ({FACTS}, connector section)."
+        )
+    lines += [
+        "- The scale-out delay and per-instance set-up capacity are model parameters calibrated "
+        f"from the staging incident, not published figures ({FACTS}); re-run `startsim "
+        "recommend` when a load campaign measures them.",
+        "",
+        _figure_links(figures),
+    ]
+    return "\n".join(lines)
+
+
+def _figure_links(figs: dict[str, str]) -> str:
+    lines = []
+    for role, caption in (
+        ("heatmap", "P(start attempt fails) over timeout and fleet size"),
+        ("restarts", "Restarts and work amplification against fleet size"),
+    ):
+        if role in figs:
+            lines.append(f"![{caption}]({figs[role]})")
+    return "\n\n".join(lines)
+
+
+def _method(data: dict, command: str, created: str) -> str:
+    return (
+        "## How this was computed\n\n"
+        f"`{command}` on {created}: seed {data['seed']}, {data['replications']} replications per "
+        f"decision point, confidence {data['confidence']:.0%}. Method: `docs/recommend.md`. "
+        "Figures and numbers: `summary.json` in this folder."
+    )

@@ -1,0 +1,188 @@
+"""The report's matplotlib figures. Each takes plain data and returns a Figure; ``save`` writes it.
+
+Every axis carries its unit and every figure a title that says what it shows, so a figure pasted
+alone into a review still reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, and work on a machine without a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sim.output import atomic_write
+
+FIGSIZE = (7.5, 4.8)
+
+
+def save(fig: Figure, folder: Path, stem: str, svg: bool = False) -> list[str]:
+    """Write ``stem.png`` (and ``stem.svg``) atomically; return the file names written."""
+    import io
+
+    names = []
+    for ext in ("png", "svg") if svg else ("png",):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=100, bbox_inches="tight", metadata=_metadata(ext))
+        atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
+        names.append(f"{stem}.{ext}")
+    plt.close(fig)
+    return names
+
+
+def _metadata(ext: str) -> dict:
+    # No creation date or software version in the files: the same run gives the same bytes.
+    return {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
+
+
+def db_init_cdf(
+    durations_s: np.ndarray,
+    marks: Sequence[tuple[str, float]],
+    target_success: float,
+    subtitle: str,
+) -> Figure:
+    """CDF of database-init duration and, below, its tail on a log scale with the target line."""
+    x = np.sort(np.asarray(durations_s, dtype=float))
+    n = x.size
+    cdf = np.arange(1, n + 1) / n
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    top.step(x, cdf, where="post", color="C0", label="simulated db init")
+    top.set_ylabel("P(db init ≤ t)")
+    top.set_ylim(0, 1.02)
+    tail = 1 - cdf + 1 / n  # P(db init ≥ t) as counted, never 0 on a log axis
+    bottom.step(x, tail, where="post", color="C0")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("P(db init ≥ t), log scale")
+    bottom.set_xlabel("database-init duration t (s)")
+    bottom.axhline(1 - target_success, color="grey", ls=":", lw=1)
+    bottom.annotate(
+        f"target: {100 * (1 - target_success):g} % may exceed the timeout",
+        (x[0] if n else 0, 1 - target_success),
+        xytext=(2, 3),
+        textcoords="offset points",
+        fontsize=8,
+        color="grey",
+    )
+    for i, (label, seconds) in enumerate(marks):
+        for ax in (top, bottom):
+            ax.axvline(seconds, color=f"C{i + 1}", ls="--", lw=1.2, label=f"{label}: {seconds:g} s")
+    top.legend(loc="lower right", fontsize=8)
+    top.set_title(f"Database-init duration, without a binding deadline\n{subtitle}", fontsize=10)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(
+    rows: list[dict],
+    x_field: str,
+    y_field: str,
+    value: str = "p_start_failure",
+    subtitle: str = "",
+) -> Figure:
+    """P(start fails) (or another row figure) over two swept fields, each cell labelled."""
+    xs = sorted({r[x_field] for r in rows})
+    ys = sorted({r[y_field] for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        v = r[value]
+        grid[ys.index(r[y_field]), xs.index(r[x_field])] = np.nan if v is None else float(v)
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    im = ax.imshow(grid * 100, origin="lower", aspect="auto", cmap="magma_r", vmin=0, vmax=100)
+    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=8)
+    ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=8)
+    ax.set_xlabel(_axis_label(x_field))
+    ax.set_ylabel(_axis_label(y_field))
+    for (j, i), v in np.ndenumerate(grid):
+        if not math.isnan(v):
+            txt = "0" if v == 0 else f"{100 * v:.2g}"
+            ax.text(i, j, txt, ha="center", va="center", fontsize=7, color=_ink(v))
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label(f"{_value_label(value)} (%)")
+    ax.set_title(f"{_value_label(value)} (%)\n{subtitle}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _ink(v: float) -> str:
+    return "white" if v > 0.5 else "black"
+
+
+def _axis_label(field: str) -> str:
+    labels = {
+        "startup.db_init_timeout_s": "database-init timeout (s)",
+        "fleet.instances": "fleet size (instances starting at once)",
+        "pool.min_size": "pool min_size (connections opened at start)",
+        "pool.max_size": "pool max_size (connections per instance)",
+        "connector.min_instances": "connector min_instances",
+    }
+    if field in labels:
+        return labels[field]
+    return f"{field} (s)" if field.endswith("_s") else field
+
+
+def _value_label(value: str) -> str:
+    return {
+        "p_start_failure": "P(start attempt fails)",
+        "p_db_init_timeout": "P(db init reaches the timeout)",
+    }.get(value, value)
+
+
+def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connections: int) -> Figure:
+    """One replication per column: connections held vs the limit, connector instances, ready."""
+    fig, axes = plt.subplots(3, len(panels), figsize=(5.2 * len(panels), 7.2), squeeze=False)
+    fig.subplots_adjust(hspace=0.35)
+    for col, (title, tl) in enumerate(panels):
+        conns, cx, ready = axes[0][col], axes[1][col], axes[2][col]
+        t = [0.0, *tl["t"]]
+        conns.step(t, [0, *tl["db_connections"]], where="post", label="held by the fleet")
+        conns.axhline(free_slots, color="C3", ls="--", lw=1, label=f"free slots ({free_slots})")
+        conns.axhline(max_connections, color="grey", ls=":", lw=1, label="max_connections")
+        conns.set_ylabel("connections")
+        conns.set_title(title, fontsize=10)
+        conns.legend(fontsize=7, loc="lower right")
+        first_cx = tl["connector_instances"][0] if tl["connector_instances"] else 0
+        cx.step(t, [first_cx, *tl["connector_instances"]], where="post", color="C1")
+        cx.set_ylabel("connector instances")
+        cx.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ready.step(t, [0, *tl["instances_ready"]], where="post", color="C2")
+        ready.set_ylabel("instances ready")
+        ready.set_xlabel("time since the deploy (s)")
+        for ax in (conns, cx, ready):
+            ax.grid(alpha=0.3)
+            ax.set_xlim(left=0)
+    fig.suptitle("One replication's timeline (same random draws in each column)", fontsize=11)
+    return fig
+
+
+def restarts_vs_fleet(
+    series: Sequence[tuple[str, list[dict]]], fleet_field: str = "fleet.instances"
+) -> Figure:
+    """Restarts per instance and work amplification against fleet size, one line per timeout."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for label, rows in series:
+        rows = sorted(rows, key=lambda r: r[fleet_field])
+        x = [r[fleet_field] for r in rows]
+        left.plot(x, [r["restarts_per_instance"] for r in rows], marker="o", label=label)
+        right.plot(x, [r["work_amplification"] for r in rows], marker="o", label=label)
+    left.set_ylabel("restarts per instance")
+    right.set_ylabel("work amplification (attempts ÷ needed, ×)")
+    right.axhline(1.0, color="grey", ls=":", lw=1)
+    for ax in (left, right):
+        ax.set_xlabel(_axis_label(fleet_field))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "The restart loop's feedback: more instances, more retries per instance", fontsize=11
+    )
+    fig.tight_layout()
+    return fig
