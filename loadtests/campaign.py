@@ -125,7 +125,7 @@ def run(opts: Options, progress: Callable[[dict], None] | None = None) -> Outcom
 
 
 def _describe(opts: Options, run_id: str, limit_s: float) -> dict:
-    import locust
+    from importlib.metadata import version
 
     return {
         "run_id": run_id,
@@ -138,7 +138,7 @@ def _describe(opts: Options, run_id: str, limit_s: float) -> dict:
         "limit_s": limit_s,
         "seed": opts.seed,
         "started_unix_s": round(time.time(), 3),
-        "locust_version": locust.__version__,
+        "locust_version": version("locust"),  # not imported here: it patches for gevent
     }
 
 

@@ -105,9 +105,13 @@ def loadtest(
         f"{s['outcomes']['ready']} ready, {s['attempts'] - s['outcomes']['ready']} failed attempts "
         f"of {s['attempts']}; wrote {result.run_dir}",
         highlight=False,
+        soft_wrap=True,
     )
     if result.interrupted:
-        raise KeyboardInterrupt
+        # sys.exit here, not KeyboardInterrupt: typer turns that into a return value that
+        # sim.cli.main drops (exit code 0).
+        err.print("interrupted: every record finished so far is kept")
+        sys.exit(130)
 
 
 def loadtest_worker(

@@ -235,7 +235,10 @@ class Instance:
         self.generation += 1
         delay_s = self.sc.restart.exit_release_s
         for con in list(self.conns):
+            con.pinned = True  # the pool goes now; its connections go when released below
             self._spawn(self._release_later(con, delay_s))
+        if self.pool is not None:
+            self.pool.terminate()  # no min-size upkeep reconnecting for a container that exited
         self.pool, self.checked_out = None, []
 
     async def _release_later(self, con: TrackedConnection, delay_s: float) -> None:

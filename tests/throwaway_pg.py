@@ -132,3 +132,12 @@ def start_server(max_connections: int = 20) -> ThrowawayServer:
     server.start()
     server.psql(f"create role {ROLE} login password '{PASSWORD}'")
     return server
+
+
+def running_server(max_connections: int = 20):
+    """Body of a pytest fixture: a server for the fixture's scope, stopped and deleted after."""
+    server = start_server(max_connections)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,214 @@
+"""Load campaigns against a real, throwaway PostgreSQL (no mocks): outcomes, gang allocation,
+distributed mode, clean stops, safety. Each campaign is a few instances for a few seconds."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from throwaway_pg import PASSWORD, running_server
+
+from loadtests.records import read_jsonl
+from sim.stats import SUMMARY_KEYS
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A throwaway server with max_connections 20: 17 slots for the test role."""
+    yield from running_server(max_connections=20)
+
+
+STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
+
+BASE = """
+name = "{name}"
+horizon_s = {horizon_s}
+[fleet]
+instances = {instances}
+arrival = "burst"
+[startup]
+before_db_s = {{ dist = "constant", value = 0.0 }}
+db_init_timeout_s = {timeout_s}
+init_queries_s = {{ dist = "constant", value = {queries_s} }}
+after_db_s = {{ dist = "constant", value = 0.0 }}
+[pool]
+min_size = {min_size}
+max_size = {min_size}
+held_when_ready = {min_size}
+connect_timeout_s = 3.0
+on_failure = "{on_failure}"
+retry_backoff_s = 0.0
+[database]
+max_connections = 20
+reserved_connections = 3
+[restart]
+policy = "{policy}"
+initial_backoff_s = 0.2
+max_restarts = {max_restarts}
+exit_release_s = {exit_release_s}
+[connector]
+min_instances = 1
+max_instances = 2
+setups_per_instance = 2
+setup_s = {{ dist = "constant", value = 1.0 }}
+scale_up_delay_s = {{ dist = "constant", value = 0.5 }}
+"""
+
+
+def scenario_file(tmp_path: Path, **fields) -> Path:
+    values = dict(
+        name="t",
+        horizon_s=60.0,
+        instances=5,
+        timeout_s=10.0,
+        queries_s=0.01,
+        min_size=2,
+        on_failure="close",
+        policy="none",
+        max_restarts=0,
+        exit_release_s=0.0,
+    )
+    values.update(fields)
+    path = tmp_path / f"{values['name']}.toml"
+    path.write_text(BASE.format(**values), encoding="utf-8")
+    return path
+
+
+def startsim(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*STARTSIM, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def campaign(server, tmp_path: Path, scenario: Path, *extra: str) -> tuple[Path, list[dict]]:
+    """Run ``startsim loadtest``; check the run left nothing behind and leaked no password."""
+    out = tmp_path / "results"
+    res = startsim("loadtest", str(scenario), "--dsn", server.dsn, "--out", str(out), *extra)
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.iterdir()
+    assert_clean(server, run_dir, res.stdout + res.stderr)
+    return run_dir, read_jsonl(run_dir / "records.jsonl")
+
+
+def assert_clean(server, run_dir: Path, terminal: str) -> None:
+    assert server.wait_no_harness_connections() == 0, "the harness left connections open"
+    assert PASSWORD not in terminal
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_a_burst_that_fits_starts_every_instance(pg_server, tmp_path):
+    sc = scenario_file(tmp_path, name="fits", instances=5, min_size=2)  # 10 of 17 slots
+    run_dir, records = campaign(pg_server, tmp_path, sc)
+    assert sorted(r["instance"] for r in records) == list(range(5))
+    assert {r["outcome"] for r in records} == {"ready"}
+    assert all(r["connections_opened"] == 2 and r["run_id"] == run_dir.name for r in records)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["p_first_start_success"] == 1.0
+    assert summary["peak_db_connections"]["max"] == 10
+    stats = (run_dir / "locust_stats.csv").read_text()
+    assert "db_init" in stats  # every attempt was also a Locust request event
+    for name in ("scenario.toml", "campaign.json", "connections.jsonl"):
+        assert (run_dir / name).exists()
+
+
+def test_a_burst_over_the_free_slots_is_rejected_with_53300(pg_server, tmp_path):
+    # 12 instances × 3 connections = 36 against 17 free slots; failed pools close.
+    sc = scenario_file(tmp_path, name="over", instances=12, min_size=3)
+    _, records = campaign(pg_server, tmp_path, sc)
+    rejected = [r for r in records if r["outcome"] == "rejected"]
+    assert rejected
+    assert {r["sqlstate"] for r in rejected} == {"53300"}
+    assert {r["error_class"] for r in rejected} == {"TooManyConnectionsError"}
+
+
+def test_failed_pools_that_hold_fail_more_than_slot_arithmetic(pg_server, tmp_path):
+    # Slot arithmetic: 17 // 3 = 5 instances fit, so 7 of 12 should fail. Failed pools that keep
+    # their connections (until the run ends) take slots the others needed: gang allocation.
+    sc = scenario_file(
+        tmp_path, name="hold", instances=12, min_size=3, on_failure="hold", exit_release_s=600.0
+    )
+    _, records = campaign(pg_server, tmp_path, sc)
+    failed = sum(r["outcome"] != "ready" for r in records)
+    assert len(records) == 12
+    assert failed > 12 - 17 // 3
+
+
+def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path):
+    # Master and two workers on loopback; the emulator carries 2 set-ups of 1 s at once and
+    # scales out once after 0.5 s, so the 6 set-ups finish in three pairs.
+    sc = scenario_file(tmp_path, name="dist", instances=6, min_size=1)
+    run_dir, records = campaign(pg_server, tmp_path, sc, "--workers", "2", "--via-emulator")
+    assert len(records) == 6
+    assert len({r["instance"] for r in records}) == 6
+    assert {r["worker"] for r in records} == {0, 1}
+    assert {r["outcome"] for r in records} == {"ready"}
+    log = read_jsonl(run_dir / "emulator.jsonl")
+    assert [e["instances"] for e in log if e["event"] == "scale_out"] == [2]
+    assert max(r["db_init_s"] for r in records) == pytest.approx(2.0, abs=0.4)
+
+
+def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
+    # Every attempt times out (queries take 5 s, the deadline is 0.5 s) and restarts: a run
+    # that would go on for minutes; Ctrl-C stops it.
+    sc = scenario_file(
+        tmp_path,
+        name="loop",
+        instances=3,
+        timeout_s=0.5,
+        queries_s=5.0,
+        policy="fixed",
+        max_restarts=1000,
+        horizon_s=600.0,
+    )
+    out = tmp_path / "results"
+    args = ["loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(out)]
+    proc = subprocess.Popen(
+        [*STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        files = list(out.glob("*/records.jsonl"))
+        if files and len(files[0].read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    (run_dir,) = out.iterdir()
+    records = read_jsonl(run_dir / "records.jsonl")
+    assert len(records) >= 4
+    assert {r["outcome"] for r in records} == {"timeout"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["attempts"] == len(records)
+    assert_clean(pg_server, run_dir, stdout + stderr)
+
+
+def test_a_non_loopback_target_needs_allow_target(tmp_path):
+    dsn = f"postgresql://app:{PASSWORD}@10.11.12.13:5432/app"
+    out = tmp_path / "results"
+    res = startsim("loadtest", "--dsn", dsn, "--out", str(out), timeout_s=60)
+    assert res.returncode == 2
+    assert "10.11.12.13" in res.stderr and "--allow-target" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert PASSWORD not in res.stdout + res.stderr
+    assert not out.exists()
+
+
+def test_more_instances_than_the_hard_limit_exits_2(tmp_path):
+    sc = scenario_file(tmp_path, name="big", instances=50)
+    dsn = "postgresql://app@127.0.0.1:1/app"
+    res = startsim("loadtest", str(sc), "--dsn", dsn, "--max-instances", "10", timeout_s=60)
+    assert res.returncode == 2
+    assert "fleet.instances = 50" in res.stderr and "--max-instances" in res.stderr
+    assert "Traceback" not in res.stderr
