@@ -30,6 +30,7 @@ from sim.search import Lab
 from sim.sweep import Grid, Pooled, Serial, parse_vary, row_columns, run_grid
 
 RESULTS = Path("results")
+DASK_CONNECT_TIMEOUT_S = 10.0
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +102,7 @@ def _dask(address: str) -> Iterator[DaskExecutor]:
     except ImportError:
         raise UsageError("--dask needs dask.distributed: pip install 'startsim[dask]'") from None
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(
             f"--dask {address!r}: cannot reach a Dask scheduler there ({exc})"

@@ -1,0 +1,189 @@
+"""The recommender against answers known in advance, and its verdict when no timeout can work.
+
+Scenarios are tiny (2 to 6 instances, constant durations) and run in this process, so the whole
+file takes seconds. Seeds are pinned; the brackets say why a pinned result is not luck.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from builders import const, scenario, uniform
+
+from sim.errors import UsageError
+from sim.recommend import Settings, recommend
+from sim.runner import simulate
+from sim.search import RESOLUTION_S, Lab, zero_failure_replications
+from sim.sizing import pool_advice
+from sim.stats import wilson
+from sim.sweep import summary_of
+
+# -- known answer: a uniform scale-up delay the second instance must wait for ------------------
+
+# As in test_engine_statistical: instance 0's 31 s set-up holds the connector's only slot, so
+# instance 1 waits for the scale-out, D ~ Uniform(10, 30), then takes 31 + 0.5 + 0.25 s:
+# its db init is D + 31.75 exactly, instance 0's is 31.75. No restarts: two attempts per
+# replication, so P(an attempt reaches timeout T) = ½ · P(D > T − 31.75) = ½ (61.75 − T) / 20,
+# and the timeout whose true failure share is alpha is T(alpha) = 61.75 − 40 · alpha.
+LOW_S, HIGH_S, FIXED_S = 10.0, 30.0, 31.75
+WAIT_FOR_SCALE_OUT = {
+    "fleet.instances": 2,
+    "connector.max_instances": 2,
+    "connector.setups_per_instance": 1,
+    "connector.setup_s": const(31.0),
+    "connector.scale_up_delay_s": uniform(LOW_S, HIGH_S),
+    "database.accept_s": const(0.5),
+    "startup.init_queries_s": const(0.25),
+    "startup.db_init_timeout_s": 45.0,
+}
+
+
+def analytic_timeout(alpha: float) -> float:
+    return FIXED_S + HIGH_S - 2 * alpha * (HIGH_S - LOW_S)
+
+
+def p_true(timeout_s: float) -> float:
+    return min(0.5, max(0.0, 0.5 * (FIXED_S + HIGH_S - timeout_s) / (HIGH_S - LOW_S)))
+
+
+@pytest.fixture(scope="module")
+def known():
+    sc = scenario(WAIT_FOR_SCALE_OUT)
+    return recommend(sc, Settings(target_success=0.95, replications=1000, seed=3))
+
+
+def test_recommended_timeout_brackets_the_analytic_value(known):
+    alpha = 0.05
+    got = known.decision["smallest_timeout_s"]
+    # The bound is an upper confidence bound, so the answer sits above T(alpha) = 59.75 s. With
+    # 2,000 attempts the Wilson bound lies within about 0.01 of the estimate, so the search stops
+    # before the true share falls to alpha / 2 (T = 60.75 s): one grid step is the only slack.
+    assert analytic_timeout(alpha) <= got <= analytic_timeout(alpha / 2) + RESOLUTION_S, got
+    assert p_true(got) <= alpha < p_true(got - RESOLUTION_S) + 0.02
+
+
+def test_each_reported_timeout_was_simulated_at_that_value(known):
+    search = known.timeout["search"]
+    assert search["timeout_s"] == known.timeout["recommended_s"]
+    steps = {s["timeout_s"]: s for s in search["steps"]}
+    assert steps[search["timeout_s"]]["meets"]
+    below = search["timeout_s"] - RESOLUTION_S
+    assert below in steps and not steps[below]["meets"]  # the next value down was tried and failed
+    # Re-simulating at the answer reproduces the search's figure: common random numbers.
+    sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": search["timeout_s"]})
+    again = summary_of(simulate(sc, 1000, 3, jobs=1), 0.95)["p_db_init_timeout"]
+    assert again["ci_high"] == pytest.approx(steps[search["timeout_s"]]["ci_high"])
+
+
+def test_common_targets_are_ordered_and_the_unshowable_one_is_said_so(known):
+    rows = {r["target_success"]: r for r in known.timeout["by_target"]}
+    assert rows[0.95]["timeout_s"] <= rows[0.99]["timeout_s"]
+    # 1,000 replications cannot show 0.999 (it needs 3,838 with no failure at all).
+    assert zero_failure_replications(0.001, 0.95) > 1000
+    assert rows[0.999]["timeout_s"] is None and rows[0.999]["replications"] is None
+    assert analytic_timeout(0.01) <= rows[0.99]["timeout_s"]
+
+
+def test_aws_p999_is_the_db_init_p999(known):
+    # The untimed db init is 31.75 s (instance 0) or D + 31.75: its p99.9 is near 61.75 − 0.04.
+    t = known.timeout
+    assert FIXED_S + HIGH_S - 0.1 <= t["aws_p999_s"] <= FIXED_S + HIGH_S
+    assert t["aws_timeout_s"] == math.ceil(t["aws_p999_s"] / RESOLUTION_S) * RESOLUTION_S
+
+
+def test_recommendation_is_deterministic_under_a_seed(known):
+    again = recommend(scenario(WAIT_FOR_SCALE_OUT), Settings(0.95, replications=1000, seed=3))
+    assert again.as_dict() == known.as_dict()
+
+
+# -- no timeout helps: held connections cannot fit ------------------------------------------------
+
+# 6 instances each hold 5 connections once ready: 30 against 12 free slots. Only 2 instances can
+# ever be ready, whatever the timeout; pool max_size 12 // 6 = 2 makes the fleet fit.
+STORM = {
+    "horizon_s": 120.0,
+    "fleet.instances": 6,
+    "pool.min_size": 5,
+    "pool.max_size": 10,
+    "pool.held_when_ready": 5,
+    "pool.retry_backoff_s": 1.0,
+    "connector.setup_s": const(0.01),
+    "database.max_connections": 15,
+    "database.reserved_connections": 3,
+    "database.accept_s": const(0.005),
+    "startup.before_db_s": const(0.5),
+    "startup.after_db_s": const(0.5),
+    "startup.db_init_timeout_s": 20.0,
+    "restart.policy": "exponential",
+}
+
+
+@pytest.fixture(scope="module")
+def storm():
+    return recommend(scenario(STORM), Settings(target_success=0.99, replications=400, seed=1))
+
+
+def test_no_timeout_helps_when_held_connections_cannot_fit(storm):
+    v = storm.verdict
+    assert v["timeout_helps"] is False
+    assert "6 × 5 = 30" in v["reason"] and "12 free slots" in v["reason"]
+    assert "53300" in v["reason"] and "restart loop" in v["reason"]
+    assert storm.timeout["recommended_s"] is None
+    assert v["at_max_timeout"]["never_ready_fraction"] == pytest.approx(4 / 6)
+
+
+def test_the_pool_fix_recommended_instead_meets_the_target_when_simulated(storm):
+    assert storm.pool["max_size"] == 2 and storm.pool["min_size"] == 1
+    d = storm.decision
+    assert d["configuration"] is not None and d["overrides"]["pool.max_size"] == 2
+    # Simulate the decision independently, with another seed: it meets the target.
+    fixed = scenario(STORM).with_overrides(d["overrides"])
+    s = summary_of(simulate(fixed, 400, 99, jobs=1), 0.95)
+    assert s["p_start_failure"]["ci_high"] <= 0.01
+    assert s["never_ready_fraction"] == 0
+
+
+def test_candidates_are_ranked_meeting_first(storm):
+    meets = [c["meets_target"] for c in storm.candidates]
+    assert meets == sorted(meets, reverse=True)
+    current = next(c for c in storm.candidates if not c["overrides"])
+    assert not current["meets_target"] and current["peak_db_connections_max"] == 12
+
+
+def test_fleet_cap_and_pgbouncer_when_no_pool_setting_fits():
+    # Tasks needing 2 connections at once: the pool-locking bound 5 × (2 − 1) + 1 = 6 per instance
+    # is more than the 2 per instance that fit, so the fleet must shrink or a pooler must queue.
+    advice = pool_advice(scenario(STORM), tasks=5, connections_per_task=2)
+    assert advice["pool_locking_bound"] == 6
+    assert advice["pool_setting_fits"] is False and advice["max_size"] is None
+    assert advice["largest_fleet"] == 12 // 6
+    assert advice["pgbouncer"] == {
+        "max_client_conn": 6 * 10,
+        "default_pool_size": 12,
+        "query_wait_timeout_s": 120,
+    }
+
+
+# -- targets that cannot be shown -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, 1.5, -0.1])
+def test_target_outside_zero_one_is_a_usage_error(target):
+    with pytest.raises(UsageError, match="--target-success"):
+        Settings(target_success=target).check()
+
+
+def test_target_too_fine_for_the_replications_says_how_many_are_needed():
+    need = zero_failure_replications(0.0001, 0.95)
+    with pytest.raises(UsageError, match=f"--replications {need}"):
+        Settings(target_success=0.9999, replications=500).check()
+    # The bound for no failure in `need` replications really reaches the target.
+    assert wilson(0, need, 0.95)[1] <= 0.0001 < wilson(0, need - 1, 0.95)[1]
+
+
+def test_lab_simulates_each_point_once():
+    lab = Lab()
+    sc = scenario(WAIT_FOR_SCALE_OUT)
+    first = lab.run(sc, 50)
+    assert lab.run(sc, 50) is first and lab.instance_starts == 100
