@@ -1,0 +1,311 @@
+"""A second, independent implementation of ``docs/model.md`` in SimPy, for the tests only.
+
+Written from the document, not from ``sim/engine.py``: every container attempt, database init and
+connection is a SimPy process, and giving a connection up is an ``Interrupt`` to its process. It is
+slower than the engine and meant to be read next to the document, rule by rule.
+
+It covers what ``tests/test_reference.py`` uses and leaves out the rest:
+
+- arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
+- no timeline, and the attempt records carry only what the comparison needs;
+- its random draws come from one generator in its own order, so it agrees with the engine in
+  distribution, never draw for draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from sim.scenario import Scenario
+
+# Where a connection is (docs/model.md, "One connection").
+QUEUED, SETUP, ACCEPT, HELD, GONE = "queued", "setup", "accept", "held", "gone"
+
+
+@dataclass
+class Conn:
+    """One connection attempt; ``pool`` is the pool start it belongs to (None: background)."""
+
+    pool: int | None
+    stage: str = QUEUED
+    grant: simpy.Event | None = None
+    proc: simpy.Process | None = None
+
+
+@dataclass
+class Instance:
+    idx: int
+    attempt: int = 0
+    pool: int = 0  # number of the current pool start
+    tried: int = 0  # connections database init asked for in this attempt
+    conns: list[Conn] = field(default_factory=list)  # in flight or held
+    ready_at: float = math.inf
+
+
+@dataclass
+class Result:
+    attempts: list[dict]
+    fleet_ready_s: float
+    instances_ready: int
+    peak_db_connections: int
+    connector_instances_end: int
+
+
+class Connector:
+    """``setups_per_instance × instances`` concurrent set-ups, one FIFO queue, scale-outs."""
+
+    def __init__(self, env: simpy.Environment, sc: Scenario, draw) -> None:
+        self.env, self.cfg, self.draw = env, sc.connector, draw
+        self.instances = sc.connector.min_instances
+        self.busy = 0
+        self.queue: list[simpy.Event] = []
+        self.scaling = False
+
+    def request(self) -> simpy.Event:
+        grant = self.env.event()
+        self.queue.append(grant)
+        self._serve()
+        if self.queue and not self.scaling and self.instances < self.cfg.max_instances:
+            self.scaling = True
+            self.env.process(self._scale_out())
+        return grant
+
+    def give_up(self, grant: simpy.Event) -> None:
+        """A queued connection leaves the queue; one already granted frees its set-up."""
+        if grant in self.queue:
+            self.queue.remove(grant)
+        else:
+            self.release()
+
+    def release(self) -> None:
+        self.busy -= 1
+        self._serve()
+
+    def _serve(self) -> None:
+        while self.queue and self.busy < self.cfg.setups_per_instance * self.instances:
+            self.busy += 1
+            self.queue.pop(0).succeed()
+
+    def _scale_out(self):
+        # One scale-out at a time; it keeps going while connections wait, up to max_instances.
+        while True:
+            yield self.env.timeout(self.draw(self.cfg.scale_up_delay_s))
+            self.instances += 1
+            self._serve()
+            if not (self.queue and self.instances < self.cfg.max_instances):
+                self.scaling = False
+                return
+
+
+class Database:
+    def __init__(self, sc: Scenario) -> None:
+        db = sc.database
+        self.free = db.max_connections - db.reserved_connections - db.other_connections
+        self.usable = self.free
+        self.peak = 0
+
+    def take(self) -> bool:
+        if self.free == 0:
+            return False  # 53300: too many clients
+        self.free -= 1
+        self.peak = max(self.peak, self.usable - self.free)
+        return True
+
+    def give_back(self) -> None:
+        self.free += 1
+
+
+class Model:
+    def __init__(self, sc: Scenario, seed: int) -> None:
+        if sc.fleet.arrival not in ("burst", "uniform"):
+            raise NotImplementedError(f"arrival {sc.fleet.arrival!r}: not in the reference model")
+        self.sc = sc
+        self.rng = np.random.default_rng(seed)
+        self.env = simpy.Environment()
+        self.connector = Connector(self.env, sc, self.draw)
+        self.db = Database(sc)
+        self.records: list[dict] = []
+
+    def draw(self, dist) -> float:
+        return float(dist.sample(self.rng, 1)[0])
+
+    def run(self) -> Result:
+        fleet = self.sc.fleet
+        if fleet.arrival == "burst":
+            starts = [0.0] * fleet.instances
+        else:
+            starts = sorted(self.rng.uniform(0.0, fleet.window_s, fleet.instances))
+        instances = [Instance(i) for i in range(fleet.instances)]
+        for inst, t in zip(instances, starts, strict=True):
+            self.env.process(self.life(inst, t))
+        self.env.run()
+        horizon = self.sc.horizon_s
+        ready = sum(i.ready_at <= horizon for i in instances)
+        return Result(
+            attempts=self.records,
+            fleet_ready_s=max(i.ready_at for i in instances)
+            if ready == len(instances)
+            else math.inf,
+            instances_ready=ready,
+            peak_db_connections=self.db.peak,
+            connector_instances_end=self.connector.instances,
+        )
+
+    # -- a container: attempts, exits, restarts -----------------------------------------------
+    def life(self, inst: Instance, arrival_s: float):
+        env, sc = self.env, self.sc
+        yield env.timeout(arrival_s)
+        while env.now < sc.horizon_s:  # no attempt starts at or after the horizon
+            inst.attempt += 1
+            record = {"instance": inst.idx, "attempt": inst.attempt, "start_s": env.now}
+            record["pool_starts"] = inst.tried = 0
+            yield env.timeout(self.draw(sc.startup.before_db_s))
+            t0 = env.now
+            init = env.process(self.db_init(inst, t0 + sc.startup.db_init_timeout_s, record))
+            deadline = env.timeout(sc.startup.db_init_timeout_s)
+            yield init | deadline
+            if init.triggered:
+                outcome, reason = init.value
+            else:
+                init.interrupt()  # database init is cut short wherever it is
+                outcome, reason = "timeout", "deadline"
+            record.update(outcome=outcome, reason=reason, db_init_s=env.now - t0)
+            record["connection_attempts"] = inst.tried
+            self.records.append(record)
+            if outcome == "ready":
+                self.keep_when_ready(inst)
+                yield env.timeout(self.draw(sc.startup.after_db_s))
+                inst.ready_at = env.now
+                return
+            self.exit(inst)
+            restart = sc.restart
+            allowed = 0 if restart.policy == "none" else restart.max_restarts
+            if inst.attempt > allowed:
+                return
+            if restart.policy == "fixed":
+                backoff = restart.initial_backoff_s
+            else:
+                backoff = min(
+                    restart.initial_backoff_s * 2 ** (inst.attempt - 1), restart.max_backoff_s
+                )
+            yield env.timeout(backoff)
+
+    def exit(self, inst: Instance) -> None:
+        """Close what the container holds (the server frees it after exit_release_s), abandon the
+        rest."""
+        release_s = self.sc.restart.exit_release_s
+        for conn in inst.conns:
+            if conn.stage == HELD and release_s > 0:
+                conn.stage = GONE
+                self.env.timeout(release_s).callbacks.append(lambda _: self.db.give_back())
+            else:
+                self.abandon(conn)
+        inst.conns = []
+
+    def keep_when_ready(self, inst: Instance) -> None:
+        want = self.sc.pool.held_when_ready
+        mine = [c for c in inst.conns if c.pool == inst.pool and c.stage == HELD]
+        for conn in mine[want:]:
+            self.abandon(conn)
+        for _ in range(want - len(mine)):
+            self.open(inst, None)  # background: nobody waits for it
+        inst.pool += 1
+
+    # -- database init: pool starts and retries -----------------------------------------------
+    def db_init(self, inst: Instance, deadline_s: float, record: dict):
+        env, pool = self.env, self.sc.pool
+        try:
+            while True:
+                failure = yield from self.pool_start(inst, record)
+                if failure is None:
+                    yield env.timeout(self.draw(self.sc.startup.init_queries_s))
+                    return "ready", ""
+                if pool.on_failure == "close":
+                    for conn in [c for c in inst.conns if c.pool == inst.pool]:
+                        self.abandon(conn)
+                if pool.retry_backoff_s == 0:
+                    return ("rejected" if failure == "53300" else "error"), failure
+                if env.now + pool.retry_backoff_s < deadline_s:
+                    yield env.timeout(pool.retry_backoff_s)
+                else:
+                    yield env.event()  # nothing more to try: wait for the deadline
+        except simpy.Interrupt:
+            return "timeout", "deadline"
+
+    def pool_start(self, inst: Instance, record: dict):
+        """asyncpg's create_pool: one connection, then min_size − 1 at once; the first failure
+        fails it. Returns None or the failure's reason."""
+        inst.pool += 1
+        record["pool_starts"] += 1
+        size = self.sc.pool.min_size
+        if size == 0:
+            return None
+        result = yield self.open(inst, inst.pool).proc
+        if result != HELD:
+            return result
+        pending = [self.open(inst, inst.pool).proc for _ in range(size - 1)]
+        while pending:
+            yield self.env.any_of(pending)
+            for proc in [p for p in pending if p.triggered]:
+                if proc.value != HELD:
+                    return proc.value
+                pending.remove(proc)
+        return None
+
+    # -- one connection -----------------------------------------------------------------------
+    def open(self, inst: Instance, pool: int | None) -> Conn:
+        conn = Conn(pool)
+        inst.conns.append(conn)
+        if pool is not None:  # background connections are not database-init work
+            inst.tried += 1
+        conn.proc = self.env.process(self.connect(inst, conn))
+        # The client gives up connect_timeout_s after it started, wherever the connection is.
+        watchdog = self.env.timeout(self.sc.pool.connect_timeout_s)
+        watchdog.callbacks.append(lambda _: self.interrupt(conn, "connect_timeout"))
+        return conn
+
+    def connect(self, inst: Instance, conn: Conn):
+        env = self.env
+        try:
+            conn.grant = self.connector.request()
+            yield conn.grant
+            conn.stage = SETUP
+            yield env.timeout(self.draw(self.sc.connector.setup_s))
+            self.connector.release()
+            conn.stage = ACCEPT
+            yield env.timeout(self.draw(self.sc.database.accept_s))
+            if not self.db.take():
+                conn.stage = GONE
+                if conn in inst.conns:
+                    inst.conns.remove(conn)
+                return "53300"
+            conn.stage = HELD
+            return HELD
+        except simpy.Interrupt as stop:
+            if conn.stage == QUEUED:
+                self.connector.give_up(conn.grant)
+            elif conn.stage == SETUP:
+                self.connector.release()
+            conn.stage = GONE
+            if conn in inst.conns:
+                inst.conns.remove(conn)
+            return stop.cause
+
+    def interrupt(self, conn: Conn, cause: str) -> None:
+        if conn.stage in (QUEUED, SETUP, ACCEPT) and conn.proc.is_alive:
+            conn.proc.interrupt(cause)
+
+    def abandon(self, conn: Conn) -> None:
+        if conn.stage == HELD:
+            conn.stage = GONE
+            self.db.give_back()
+        else:
+            self.interrupt(conn, "abandoned")
+
+
+def run(sc: Scenario, seed: int) -> Result:
+    return Model(sc, seed).run()

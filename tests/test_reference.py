@@ -1,0 +1,166 @@
+"""The engine and an independent SimPy implementation of docs/model.md agree in distribution.
+
+Replications are independent, so each figure's mean has a standard error from the spread across
+replications; the two models' means must not differ by more than a two-sided z test allows at a
+family-wise level of 0.001 (Bonferroni over the figures). Both models draw different random numbers,
+so agreement is in distribution, never draw for draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import reference_simpy
+from builders import scenario, uniform
+from scipy import stats
+
+from sim.runner import simulate
+
+REPLICATIONS = 300
+ALPHA = 0.001
+FIGURES = (  # per replication
+    "attempts",
+    "timeouts",
+    "first_start_ready",
+    "instances_ready",
+    "fleet_ready_s (never = horizon)",
+    "peak_db_connections",
+    "connection_attempts",
+    "connector_instances_end",
+)
+
+
+def lognormal(median: float, sigma: float) -> dict:
+    return {"dist": "lognormal", "median": median, "sigma": sigma}
+
+
+# 10 instances over 5 s, 4 connections each through a connector of 1 × 3 set-ups that scales out to
+# 3 after 5-25 s, into 22 usable slots (40 needed at once, 20 kept by ready instances); a 15 s
+# deadline, retries every second, exponential restarts with a 3 s late release by the server.
+MIXED = {
+    "horizon_s": 400.0,
+    "fleet.instances": 10,
+    "fleet.arrival": "uniform",
+    "fleet.window_s": 5.0,
+    "startup.before_db_s": lognormal(1.0, 0.3),
+    "startup.db_init_timeout_s": 15.0,
+    "startup.init_queries_s": lognormal(0.2, 0.5),
+    "startup.after_db_s": lognormal(1.0, 0.2),
+    "pool.min_size": 4,
+    "pool.max_size": 6,
+    "pool.held_when_ready": 2,
+    "pool.connect_timeout_s": 8.0,
+    "pool.retry_backoff_s": 1.0,
+    "connector.min_instances": 1,
+    "connector.max_instances": 3,
+    "connector.setups_per_instance": 3,
+    "connector.setup_s": lognormal(1.0, 0.5),
+    "connector.scale_up_delay_s": uniform(5.0, 25.0),
+    "database.max_connections": 24,
+    "database.reserved_connections": 2,
+    "database.accept_s": lognormal(0.01, 0.5),
+    "restart.policy": "exponential",
+    "restart.initial_backoff_s": 5.0,
+    "restart.max_backoff_s": 40.0,
+    "restart.max_restarts": 5,
+    "restart.exit_release_s": 3.0,
+}
+
+
+def engine_figures(sc) -> dict[str, np.ndarray]:
+    res = simulate(sc, REPLICATIONS, seed=2024, jobs=1)
+    a, f = res.attempts, res.fleet
+    per_rep = np.bincount(a["replication"], minlength=REPLICATIONS)
+    first_ok = (a["attempt"] == 1) & (a["outcome"] == "ready")
+    return {
+        "attempts": per_rep,
+        "timeouts": f["timed_out_attempts"],
+        "first_start_ready": np.bincount(
+            a["replication"], weights=first_ok, minlength=per_rep.size
+        ),
+        "instances_ready": f["instances_ready"],
+        "fleet_ready_s (never = horizon)": np.minimum(f["fleet_ready_s"], sc.horizon_s),
+        "peak_db_connections": f["peak_db_connections"],
+        "connection_attempts": f["connection_attempts"],
+        "connector_instances_end": f["connector_instances_end"],
+    }
+
+
+def reference_figures(sc) -> dict[str, np.ndarray]:
+    rows = {k: [] for k in FIGURES}
+    for i in range(REPLICATIONS):
+        rep = reference_simpy.run(sc, seed=10_000 + i)
+        att = rep.attempts
+        rows["attempts"].append(len(att))
+        rows["timeouts"].append(sum(r["outcome"] == "timeout" for r in att))
+        rows["first_start_ready"].append(
+            sum(r["attempt"] == 1 and r["outcome"] == "ready" for r in att)
+        )
+        rows["instances_ready"].append(rep.instances_ready)
+        rows["fleet_ready_s (never = horizon)"].append(min(rep.fleet_ready_s, sc.horizon_s))
+        rows["peak_db_connections"].append(rep.peak_db_connections)
+        rows["connection_attempts"].append(sum(r["connection_attempts"] for r in att))
+        rows["connector_instances_end"].append(rep.connector_instances_end)
+    return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """Ratio of sums over replications and its standard error (delta method, clusters i.i.d.)."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    r = num.sum() / den.sum()
+    n = num.size
+    se = math.sqrt(np.sum((num - r * den) ** 2) / (n - 1) / n) / den.mean()
+    return r, se
+
+
+def mean_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, float)
+    return x.mean(), x.std(ddof=1) / math.sqrt(x.size)
+
+
+@pytest.mark.parametrize("on_failure", ["hold", "close"])
+def test_engine_agrees_with_the_simpy_reference(on_failure):
+    sc = scenario({**MIXED, "pool.on_failure": on_failure})
+    eng, ref = engine_figures(sc), reference_figures(sc)
+    comparisons = {name: (mean_se(eng[name]), mean_se(ref[name])) for name in FIGURES}
+    comparisons["P(db init timeout) per attempt"] = (
+        ratio(eng["timeouts"], eng["attempts"]),
+        ratio(ref["timeouts"], ref["attempts"]),
+    )
+    instances = sc.fleet.instances
+    comparisons["restarts per instance"] = (
+        mean_se((eng["attempts"] - instances) / instances),
+        mean_se((ref["attempts"] - instances) / instances),
+    )
+    z_crit = stats.norm.ppf(1 - ALPHA / 2 / len(comparisons))  # ≈ 3.9 for 10 figures
+    report, bad = [], []
+    for name, ((m_e, se_e), (m_r, se_r)) in comparisons.items():
+        se = math.hypot(se_e, se_r)
+        z = 0.0 if se == 0 and m_e == m_r else (m_e - m_r) / se if se else math.inf
+        report.append(f"{name}: engine {m_e:.4g} ± {se_e:.2g}, reference {m_r:.4g} ± {se_r:.2g}")
+        if abs(z) > z_crit:
+            bad.append(f"{name} (z = {z:.2f})")
+    assert not bad, f"disagree beyond |z| > {z_crit:.2f}: {bad}\n" + "\n".join(report)
+    # The scenario exercises what it is meant to: timeouts, restarts, a full database.
+    assert ref["timeouts"].sum() > 0 and eng["timeouts"].sum() > 0
+    assert eng["peak_db_connections"].max() == 22
+
+
+def test_reference_model_reproduces_a_hand_computed_case():
+    # The reference on docs/model.md's simplest scale-out: 6 connections, 1 × 2 set-ups of 12 s,
+    # scale-outs of 5 s up to 3 instances → set-ups end at 12, 12, 17, 17, 22, 22 (see
+    # test_engine_exact.test_scale_out_joins_at_exactly_the_delay).
+    sc = scenario(
+        {
+            "fleet.instances": 6,
+            "connector.max_instances": 3,
+            "connector.setups_per_instance": 2,
+            "connector.setup_s": {"dist": "constant", "value": 12.0},
+            "connector.scale_up_delay_s": {"dist": "constant", "value": 5.0},
+        }
+    )
+    rep = reference_simpy.run(sc, seed=0)
+    assert sorted(r["db_init_s"] for r in rep.attempts) == [12.0, 12.0, 17.0, 17.0, 22.0, 22.0]
+    assert rep.connector_instances_end == 3
