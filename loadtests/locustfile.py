@@ -20,8 +20,9 @@ import numpy as np
 from locust import User, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.arrivals import ArrivalPlan
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, JsonlSink, make_record
-from loadtests.shapes import ArrivalPlan, ArrivalShape
+from loadtests.shapes import ArrivalShape
 from sim import scenario as scenarios
 from sim.engine import READY
 from sim.output import write_json

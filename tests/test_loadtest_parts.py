@@ -1,0 +1,245 @@
+"""Pieces of the load harness: arrival plans, target safety, records to summary, the asyncio bridge
+under gevent, and the connector emulator against a real PostgreSQL with hand-computed timings.
+
+Locust monkey-patches whatever process imports it, so the bridge test runs in a child process and
+nothing here imports ``locust`` or ``loadtests.shapes``/``locustfile`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+
+import asyncpg
+import pytest
+from throwaway_pg import PASSWORD, running_server
+
+from loadtests import safety
+from loadtests.arrivals import BURST_RATE_PER_S, ArrivalPlan
+from loadtests.emulator import Emulator
+from loadtests.records import peak_connections, summarize_records
+from sim import scenario as scenarios
+from sim.errors import TargetError, UsageError
+from sim.runner import simulate
+from sim.stats import summarize
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    yield from running_server(max_connections=20)
+
+
+# -- arrival plans ------------------------------------------------------------------------------
+def test_a_burst_starts_everyone_at_once():
+    assert ArrivalPlan([0.0] * 7).tick(0.0, 0) == (7, BURST_RATE_PER_S)
+
+
+def test_waves_start_on_time_spread_over_the_tick_before():
+    plan = ArrivalPlan([0.0, 0.0, 5.0, 5.0, 5.0])
+    assert plan.tick(0.0, 0) == (2, BURST_RATE_PER_S)
+    assert plan.tick(3.0, 2) == (2, BURST_RATE_PER_S)  # nothing new due: keep what we have
+    assert plan.tick(4.5, 2) == (5, 3.0)  # three due within the next second: 3 per s
+    assert plan.tick(5.0, 2) == (5, BURST_RATE_PER_S)  # already due: at once
+
+
+def test_plans_follow_the_scenario_arrivals():
+    base = scenarios.resolve("staging-incident")
+    waves = base.with_overrides(
+        {
+            "fleet.arrival": "waves",
+            "fleet.waves": [{"at_s": 0.0, "count": 10}, {"at_s": 30.0, "count": 30}],
+        }
+    )
+    plan = ArrivalPlan.for_scenario(waves, seed=0)
+    assert (plan.due(0.0), plan.due(29.9), plan.due(30.0)) == (10, 10, 40)
+    uniform = base.with_overrides({"fleet.arrival": "uniform", "fleet.window_s": 20.0})
+    plan = ArrivalPlan.for_scenario(uniform, seed=0)
+    assert plan.due(20.0) == 40 and 0 < plan.due(10.0) < 40
+    poisson = base.with_overrides({"fleet.arrival": "poisson", "fleet.rate_per_s": 4.0})
+    assert ArrivalPlan.for_scenario(poisson, seed=1).times_s == sorted(
+        ArrivalPlan.for_scenario(poisson, seed=1).times_s
+    )
+
+
+# -- safety -------------------------------------------------------------------------------------
+def test_loopback_and_named_targets_pass_others_do_not():
+    for host in ("127.0.0.1", "127.8.9.1", "::1", "localhost", "/var/run/postgresql"):
+        safety.check_target(host, [])
+    safety.check_target("db.staging.internal", ["db.staging.internal"])
+    with pytest.raises(TargetError, match=r"'db\.staging\.internal'.*--allow-target"):
+        safety.check_target("db.staging.internal", ["other"])
+
+
+def test_dsn_handling_never_shows_the_password():
+    dsn = f"postgresql://app:{PASSWORD}@127.0.0.1:6432/appdb?sslmode=disable"
+    assert PASSWORD not in safety.redact_dsn(dsn)
+    assert safety.redact_dsn(dsn) == "postgresql://app:***@127.0.0.1:6432/appdb?sslmode=disable"
+    moved = safety.with_host_port(dsn, "127.0.0.1", 7000)
+    assert moved == f"postgresql://app:{PASSWORD}@127.0.0.1:7000/appdb?sslmode=disable"
+    assert safety.dsn_password(dsn) == PASSWORD
+    with pytest.raises(UsageError, match="postgresql://") as info:
+        safety.parse_dsn(f"mysql://app:{PASSWORD}@h/db")
+    assert PASSWORD not in str(info.value)
+    with pytest.raises(UsageError, match="--listen = 'nope'"):
+        safety.parse_host_port("nope", "--listen")
+
+
+# -- records ------------------------------------------------------------------------------------
+def _record(instance, attempt, outcome, start, ready=None):
+    return {
+        "instance": instance,
+        "attempt": attempt,
+        "outcome": outcome,
+        "start_unix_s": start,
+        "ready_unix_s": ready,
+        "connection_attempts": 2,
+    }
+
+
+def test_a_campaign_summary_has_the_simulation_summary_shape():
+    sc = scenarios.resolve("gang-allocation").with_overrides({"fleet.instances": 2})
+    records = [
+        _record(0, 1, "ready", 100.0, 100.5),
+        _record(1, 1, "rejected", 100.0),
+        _record(1, 2, "ready", 110.0, 112.0),
+    ]
+    samples = [{"t_unix_s": 100.2, "worker": 0, "open": 5, "peak": 5}]
+    measured = summarize_records(sc, records, samples, seed=0)
+    res = simulate(sc, replications=2, seed=0, jobs=1)
+    simulated = summarize(res.attempts, res.fleet, instances=2, min_size=3, seed=0)
+    assert set(simulated) <= set(measured)
+    assert measured["fleet_ready_s"]["p50"] == pytest.approx(12.0)
+    assert measured["p_first_start_success"] == 0.5
+    assert measured["restarts_per_instance"] == 0.5
+    assert measured["work_amplification"] == pytest.approx(6 / 6)
+
+
+def test_peak_sums_workers_in_the_same_instant():
+    samples = [
+        {"t_unix_s": 1.00, "worker": 0, "open": 3, "peak": 4},
+        {"t_unix_s": 1.05, "worker": 1, "open": 2, "peak": 5},
+        {"t_unix_s": 2.00, "worker": 0, "open": 1, "peak": 6},
+    ]
+    assert peak_connections(samples) == 9
+
+
+# -- the bridge under gevent ----------------------------------------------------------------------
+BRIDGE_CHILD = textwrap.dedent(
+    """
+    import asyncio, time
+    import locust  # monkey-patches the process for gevent, as in a real run
+    import gevent
+    from loadtests.bridge import AsyncioBridge
+
+    bridge = AsyncioBridge()
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    async def wait(i):
+        await asyncio.sleep(0.5)
+        return i
+
+    gevent.spawn(ticker)
+    start = time.monotonic()
+    users = [gevent.spawn(bridge.run, wait(i)) for i in range(200)]
+    gevent.joinall(users)
+    took = time.monotonic() - start
+    during = sum(start < t < start + 0.5 for t in ticks)
+    print(sorted(u.value for u in users) == list(range(200)), round(took, 2), during)
+    """
+)
+
+
+def test_users_waiting_on_asyncio_never_block_the_worker():
+    out = subprocess.run(
+        [sys.executable, "-c", BRIDGE_CHILD], capture_output=True, text=True, timeout=60
+    )
+    ok, took_s, ticks_during = out.stdout.split()
+    assert ok == "True", out.stderr
+    # 200 waits of 0.5 s one after another would take 100 s; concurrently about 0.5 s.
+    assert float(took_s) < 20
+    assert int(ticks_during) > 5  # other greenlets kept running while every user waited
+
+
+# -- the connector emulator ---------------------------------------------------------------------
+def _cx(setups, min_i, max_i, setup_s, delay_s):
+    return scenarios.Connector.model_validate(
+        {
+            "min_instances": min_i,
+            "max_instances": max_i,
+            "setups_per_instance": setups,
+            "setup_s": {"dist": "constant", "value": setup_s},
+            "scale_up_delay_s": {"dist": "constant", "value": delay_s},
+        }
+    )
+
+
+async def _connect_times(emulator, dsn, n, timeout_s=10.0):
+    start = time.monotonic()
+
+    async def one():
+        con = await asyncpg.connect(dsn, timeout=timeout_s)
+        took = time.monotonic() - start
+        assert await con.fetchval("select 41 + 1") == 42  # bytes relayed both ways
+        return took, con
+
+    results = await asyncio.gather(*(one() for _ in range(n)))
+    for _, con in results:
+        await con.close()
+    return sorted(t for t, _ in results)
+
+
+def test_setups_beyond_capacity_wait_for_the_scale_up_delay(pg_server, tmp_path):
+    # Capacity 2 (one instance × 2 set-ups), set-ups of 1 s, one scale-out after 0.5 s.
+    # Four at once: two finish at 1.0 s; the other two start when the second instance arrives
+    # at 0.5 s and finish at 1.5 s (without it they would wait for a place until 1.0, end 2.0).
+    cx = _cx(setups=2, min_i=1, max_i=2, setup_s=1.0, delay_s=0.5)
+
+    async def main():
+        log = tmp_path / "emulator.jsonl"
+        emu = Emulator(cx, ("127.0.0.1", 0), ("127.0.0.1", pg_server.port), log_path=log)
+        await emu.start()
+        serving = asyncio.ensure_future(emu.serve())
+        dsn = safety.with_host_port(pg_server.dsn, "127.0.0.1", emu.port)
+        try:
+            return await _connect_times(emu, dsn, 4), emu.model.instances
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    times, instances = asyncio.run(main())
+    assert instances == 2
+    assert times[0] == pytest.approx(1.0, abs=0.25) and times[1] == pytest.approx(1.0, abs=0.25)
+    assert times[2] == pytest.approx(1.5, abs=0.25) and times[3] == pytest.approx(1.5, abs=0.25)
+    assert pg_server.wait_no_harness_connections() == 0
+
+
+def test_a_client_that_gives_up_leaves_the_queue(pg_server):
+    cx = _cx(setups=1, min_i=1, max_i=1, setup_s=1.0, delay_s=0.0)
+
+    async def main():
+        emu = Emulator(cx, ("127.0.0.1", 0), ("127.0.0.1", pg_server.port))
+        await emu.start()
+        serving = asyncio.ensure_future(emu.serve())
+        dsn = safety.with_host_port(pg_server.dsn, "127.0.0.1", emu.port)
+        try:
+            first = asyncio.ensure_future(asyncpg.connect(dsn))
+            await asyncio.sleep(0.1)
+            with pytest.raises(TimeoutError):
+                await asyncpg.connect(dsn, timeout=0.3)
+            await asyncio.sleep(0.1)
+            queued = len(emu.model.queue)
+            await (await first).close()
+            return queued
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    assert asyncio.run(main()) == 0
