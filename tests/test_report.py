@@ -1,0 +1,128 @@
+"""``startsim recommend``'s report folder: the ADR parses as Markdown, has the sections a decision
+record needs, and every figure it links exists; summary.json carries the decision; impossible
+targets exit 2 with a message and write nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+import tomli_w
+from builders import const, scenario, uniform
+from markdown_it import MarkdownIt
+
+from sim.cli import main
+
+# Three instances behind a one-slot connector that scales out after 2–6 s: it needs a timeout
+# above the current 4 s, so every part of the report has something to say.
+SMALL = {
+    "horizon_s": 120.0,
+    "fleet.instances": 3,
+    "pool.min_size": 2,
+    "pool.max_size": 10,
+    "pool.held_when_ready": 2,
+    "connector.max_instances": 3,
+    "connector.setups_per_instance": 1,
+    "connector.setup_s": const(1.0),
+    "connector.scale_up_delay_s": uniform(2.0, 6.0),
+    "database.max_connections": 20,
+    "startup.db_init_timeout_s": 4.0,
+    "restart.policy": "exponential",
+    "restart.max_restarts": 3,
+}
+
+
+def call_main(*args: str) -> int:
+    saved, sys.argv = sys.argv, ["startsim", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        sys.argv = saved
+    return 0
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    path = root / "small.toml"
+    path.write_text(tomli_w.dumps(scenario(SMALL).to_dict()), encoding="utf-8")
+    out = root / "out"
+    args = ["recommend", str(path), "-n", "400", "--jobs", "1", "--svg", "--out", str(out)]
+    assert call_main(*args) == 0
+    return out
+
+
+def links(markdown: str) -> tuple[list[str], list[str]]:
+    """Image sources and link targets, from the parsed token stream (not a regex)."""
+    images, hrefs = [], []
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        for child in token.children or []:
+            if child.type == "image":
+                images.append(child.attrGet("src"))
+            elif child.type == "link_open":
+                hrefs.append(child.attrGet("href"))
+    return images, hrefs
+
+
+def test_adr_parses_and_every_linked_figure_exists(report):
+    text = (report / "adr.md").read_text(encoding="utf-8")
+    images, hrefs = links(text)
+    assert len(images) == 4
+    for target in images + hrefs:
+        assert (report / target).is_file(), target
+        assert (report / target).stat().st_size > 5_000
+    for png in images:  # SVG on request, next to each PNG
+        assert (report / png.replace(".png", ".svg")).is_file()
+
+
+def test_adr_has_the_sections_of_a_decision_record(report):
+    text = (report / "adr.md").read_text(encoding="utf-8")
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings[0].startswith("ADR: ")
+    assert headings[1:5] == ["Context", "Decision", "Options considered", "Consequences"]
+    assert "**Status:** proposed" in text
+    assert any(t.type == "table_open" for t in tokens)  # the options table renders as a table
+    assert "T × (C − 1) + 1" in text and "platform-facts.md" in text and "p99.9" in text
+
+
+def test_options_table_has_one_row_per_candidate(report):
+    data = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    text = (report / "adr.md").read_text(encoding="utf-8")
+    rows = [ln for ln in text.splitlines() if re.match(r"\| \d+ \| ", ln)]
+    assert len(rows) == len(data["candidates"]) >= 3
+    assert data["candidates"][0]["name"] in rows[0]
+
+
+def test_summary_carries_the_decision_and_the_figures(report):
+    data = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    for key in ("verdict", "decision", "timeout", "pool", "connector", "candidates", "figures"):
+        assert key in data
+    assert data["verdict"]["timeout_helps"] is True
+    d = data["decision"]
+    assert d["smallest_timeout_s"] > 4.0  # the current 4 s is too short behind a 2–6 s scale-out
+    assert f"**{d['db_init_timeout_s']:g} s**" in (report / "adr.md").read_text(encoding="utf-8")
+    assert set(data["figures"]) == {"cdf", "heatmap", "timeline", "restarts"}
+    assert data["figure_grid"]["vary"]["fleet.instances"] == [1, 2, 3, 4]
+    assert (report / "scenario.toml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--target-success", "1"], "between 0 and 1"),
+        (["--target-success", "0.99999", "-n", "50"], "--replications 384143"),
+        (["--confidence", "1.5"], "--confidence 1.5"),
+        (["--max-timeout", "0.1"], "--max-timeout 0.1"),
+    ],
+)
+def test_impossible_targets_exit_2_and_write_nothing(capsys, tmp_path, args, says):
+    out = tmp_path / "o"
+    assert call_main("recommend", "--jobs", "1", "--out", str(out), *args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err and "Traceback" not in err
+    assert not out.exists()
