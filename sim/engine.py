@@ -138,6 +138,9 @@ class Engine:
         self.cx_scaling = False
         # database
         self.db_free = sc.database.free_slots
+        # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
+        # instance retries and becomes ready): their connect timeouts still matter then.
+        self.stragglers_outlive = sc.pool.on_failure == "hold" and sc.pool.retry_backoff_s > 0
         self.out = Replication()
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         self.timeline = (
@@ -297,7 +300,7 @@ class Engine:
         if counted:
             inst.conn_attempts += 1
         timeout_at = self.now + self.sc.pool.connect_timeout_s
-        if not (counted and timeout_at >= inst.deadline_at):
+        if not (counted and timeout_at >= inst.deadline_at and not self.stragglers_outlive):
             # A connect timeout at or after the deadline changes nothing: the deadline comes first
             # and abandons the connection. Skipping it saves a quarter of the events.
             self.at(timeout_at, self.conn_timeout, conn)
