@@ -102,9 +102,14 @@ class Instance:
     """One container across its attempts. Call :meth:`attempt`, then :meth:`close` at the end."""
 
     def __init__(
-        self, sc: Scenario, dsn: str, rng: np.random.Generator, gauge: Gauge, secret: str = ""
+        self,
+        sc: Scenario,
+        dsn: str,
+        rng: np.random.Generator,
+        gauge: Gauge,
+        secrets: tuple[str, ...] = (),
     ) -> None:
-        self.sc, self.dsn, self.rng, self.gauge, self.secret = sc, dsn, rng, gauge, secret
+        self.sc, self.dsn, self.rng, self.gauge, self.secrets = sc, dsn, rng, gauge, secrets
         self.pool: asyncpg.Pool | None = None
         self.checked_out: list[asyncpg.Connection] = []
         self.conns: set[TrackedConnection] = set()  # every live connection, any pool start
@@ -216,7 +221,9 @@ class Instance:
                 self._spawn(con.close_for_real())
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def _settle_ready(self) -> None:
         """Keep ``held_when_ready`` connections checked out; close what init opened beyond that."""

@@ -11,7 +11,6 @@ JSON line, so a campaign's connector can be compared with the simulated one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import deque
@@ -21,8 +20,6 @@ from typing import IO
 import numpy as np
 
 from sim.scenario import Connector
-
-RELAY_CHUNK = 256 * 1024
 
 
 class ConnectorModel:
@@ -108,7 +105,12 @@ class ConnectorModel:
 
 
 class Emulator:
-    """The proxy: ``await serve()`` listens until cancelled."""
+    """The proxy: ``await serve()`` listens until cancelled.
+
+    Relaying uses asyncio protocols, not streams: each chunk received is written straight to the
+    other side's transport, with reading paused while that side's buffer is full. That keeps the
+    proxy out of the way of the bytes (``benchmarks/loadtest_bench.py`` measures what it adds).
+    """
 
     def __init__(
         self,
@@ -124,10 +126,11 @@ class Emulator:
         self.model = ConnectorModel(cx, rng, self._log)
         self.port: int | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self.clients: set[_Client] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, *self.listen, backlog=4096)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Client(self), *self.listen, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def serve(self) -> None:
@@ -141,62 +144,99 @@ class Emulator:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in list(self.clients):
+            client.abort()
         if self._log is not None:
             self.model._note("stop")
             self._log.close()
             self._log = self.model.log = None
 
-    async def _client(self, c_reader, c_writer) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
+
+class _Relay(asyncio.Protocol):
+    """Bytes from one transport to its peer, with back-pressure both ways."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Relay | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is not None and self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+        return True  # keep our own sending side open until the peer closes it
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.transport.resume_reading()
+
+
+class _Client(_Relay):
+    """A client connection: queued for a set-up, then relayed to a fresh upstream connection.
+
+    Until the upstream is there, what the client sends (PostgreSQL clients speak first) is kept;
+    a client that hangs up during its set-up leaves the queue at once.
+    """
+
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__()
+        self.emulator = emulator
+        self.early = bytearray()
+        self.task: asyncio.Task | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.emulator.clients.add(self)
+        self.task = asyncio.get_running_loop().create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self.early.extend(data)
+        else:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is None:
+            self.abort()  # gone during set-up: the set-up is cancelled
+            return False
+        return super().eof_received()
+
+    def connection_lost(self, exc) -> None:
+        self.emulator.clients.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        super().connection_lost(exc)
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.transport.close()
+
+    async def _connect(self) -> None:
         try:
-            await self._setup_and_relay(c_reader, c_writer)
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            c_writer.close()
-
-    async def _setup_and_relay(self, c_reader, c_writer) -> None:
-        # Keep reading while the set-up waits: what the client sends (PostgreSQL clients speak
-        # first) is kept for the upstream, and a client that gives up leaves the queue at once.
-        early = bytearray()
-
-        async def collect() -> None:
-            while data := await c_reader.read(RELAY_CHUNK):
-                early.extend(data)
-
-        collector = asyncio.ensure_future(collect())
-        setup = asyncio.ensure_future(self.model.setup())
-        try:
-            done, _ = await asyncio.wait({setup, collector}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (setup, collector):
-                if not fut.done():
-                    fut.cancel()
-            await asyncio.gather(setup, collector, return_exceptions=True)
-        if setup not in done or setup.cancelled() or setup.exception() is not None:
-            return  # the client went away during set-up
-        u_reader, u_writer = await asyncio.open_connection(*self.upstream)
-        try:
-            if early:
-                u_writer.write(bytes(early))
-            await asyncio.gather(_pump(c_reader, u_writer), _pump(u_reader, c_writer))
-        finally:
-            u_writer.close()
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(RELAY_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            writer.write_eof()
+            await self.emulator.model.setup()
+            loop = asyncio.get_running_loop()
+            _, upstream = await loop.create_connection(_Relay, *self.emulator.upstream)
+        except OSError:
+            self.transport.close()
+            return
+        if self.transport.is_closing():
+            upstream.transport.close()
+            return
+        upstream.peer, self.peer = self, upstream
+        if self.early:
+            upstream.transport.write(bytes(self.early))
+            self.early.clear()
 
 
 async def run(emulator: Emulator, ready=None) -> None:

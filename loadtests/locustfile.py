@@ -124,8 +124,8 @@ class Campaign:
 
         number = next(self._numbers)
         seq = np.random.SeedSequence(self.settings.seed, spawn_key=(self.worker, number))
-        secret = self.settings.secrets[0] if self.settings.secrets else ""
-        inst = Instance(self.sc, self.settings.dsn, np.random.default_rng(seq), self.gauge, secret)
+        rng = np.random.default_rng(seq)
+        inst = Instance(self.sc, self.settings.dsn, rng, self.gauge, self.settings.secrets)
         self.instances.append(inst)
         if self.is_worker:
             self.runner.send_message("startsim_started", None)
