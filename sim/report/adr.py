@@ -138,12 +138,17 @@ def _decision(data: dict, sc: Scenario) -> str:
     lines.append("")
     n = 1
     if d["db_init_timeout_s"] is not None:
+        keep = d["db_init_timeout_s"] == sc.startup.db_init_timeout_s
+        where = (
+            "for the configuration as it is today"
+            if data["verdict"]["timeout_helps"]
+            else "once the change above is made"
+        )
         lines.append(
-            f"{n}. `startup.db_init_timeout_s` = **{d['db_init_timeout_s']:g} s**. The smallest "
-            f"timeout that meets the target in simulation is "
-            f"{_opt_s(d['smallest_timeout_s'])}"
-            + (" for the configuration as it is today" if data["verdict"]["timeout_helps"] else "")
-            + f"; below it the upper bound on P(db init reaches the timeout) exceeds "
+            f"{n}. {'Keep' if keep else 'Set'} `startup.db_init_timeout_s` = "
+            f"**{d['db_init_timeout_s']:g} s**: it meets the target in the configuration adopted. "
+            f"The smallest timeout that meets it is {_opt_s(d['smallest_timeout_s'])} {where}; "
+            f"below that the upper bound on P(db init reaches the timeout) exceeds "
             f"{_pct(1 - target, 3)}."
         )
         n += 1
