@@ -71,6 +71,11 @@ def check(opts: Options) -> safety.Target:
     if opts.remote_workers:
         bind = safety.parse_host_port(opts.master_bind, "--master-bind")
         safety.check_target(bind.host, opts.allow_targets, "--master-bind")
+        if bind.port == 0:
+            raise UsageError(
+                f"--master-bind = {opts.master_bind!r}: remote workers need a fixed port "
+                "(e.g. 10.0.0.5:5557) to pass to `startsim loadtest-worker --master`"
+            )
     return target
 
 

@@ -203,6 +203,12 @@ def test_a_non_loopback_target_needs_allow_target(tmp_path):
     assert "Traceback" not in res.stderr
     assert PASSWORD not in res.stdout + res.stderr
     assert not out.exists()
+    worker = startsim("loadtest-worker", "--dsn", dsn, "--master", "127.0.0.1:5557", timeout_s=60)
+    assert worker.returncode == 2 and "--allow-target 10.11.12.13" in worker.stderr
+    emulator = startsim(
+        "connector-emulator", "--listen", "127.0.0.1:0", "--upstream", "10.11.12.13:5432"
+    )
+    assert emulator.returncode == 2 and "--upstream host = '10.11.12.13'" in emulator.stderr
 
 
 def test_more_instances_than_the_hard_limit_exits_2(tmp_path):

@@ -243,3 +243,21 @@ def test_a_client_that_gives_up_leaves_the_queue(pg_server):
             await asyncio.gather(serving, return_exceptions=True)
 
     assert asyncio.run(main()) == 0
+
+
+def test_the_documented_record_format_is_the_real_one():
+    """docs/loadtests.md shows a record and a table of its fields: both match what is written."""
+    import json
+    import re
+    from pathlib import Path
+
+    from loadtests.container import AttemptResult
+    from loadtests.records import make_record
+
+    doc = (Path(__file__).parent.parent / "docs" / "loadtests.md").read_text(encoding="utf-8")
+    example = json.loads(re.search(r"```json\n(.*?)```", doc, flags=re.S).group(1))
+    real = make_record(AttemptResult(1, 0.0), run_id="r", worker=0, instance=0, final=True)
+    assert list(example) == list(real)
+    table = doc.split("### Record format", 1)[1]
+    for key in real:
+        assert f"`{key}`" in table, key
