@@ -23,6 +23,8 @@ ALPHA = 0.001
 FIGURES = (  # per replication
     "attempts",
     "timeouts",
+    "rejected",
+    "errors",
     "first_start_ready",
     "instances_ready",
     "fleet_ready_s (never = horizon)",
@@ -72,14 +74,15 @@ MIXED = {
 def engine_figures(sc) -> dict[str, np.ndarray]:
     res = simulate(sc, REPLICATIONS, seed=2024, jobs=1)
     a, f = res.attempts, res.fleet
-    per_rep = np.bincount(a["replication"], minlength=REPLICATIONS)
+    n = REPLICATIONS
+    per_rep = np.bincount(a["replication"], minlength=n)
     first_ok = (a["attempt"] == 1) & (a["outcome"] == "ready")
     return {
         "attempts": per_rep,
         "timeouts": f["timed_out_attempts"],
-        "first_start_ready": np.bincount(
-            a["replication"], weights=first_ok, minlength=per_rep.size
-        ),
+        "rejected": f["rejected_attempts"],
+        "errors": np.bincount(a["replication"], weights=a["outcome"] == "error", minlength=n),
+        "first_start_ready": np.bincount(a["replication"], weights=first_ok, minlength=n),
         "instances_ready": f["instances_ready"],
         "fleet_ready_s (never = horizon)": np.minimum(f["fleet_ready_s"], sc.horizon_s),
         "peak_db_connections": f["peak_db_connections"],
@@ -95,6 +98,8 @@ def reference_figures(sc) -> dict[str, np.ndarray]:
         att = rep.attempts
         rows["attempts"].append(len(att))
         rows["timeouts"].append(sum(r["outcome"] == "timeout" for r in att))
+        rows["rejected"].append(sum(r["outcome"] == "rejected" for r in att))
+        rows["errors"].append(sum(r["outcome"] == "error" for r in att))
         rows["first_start_ready"].append(
             sum(r["attempt"] == 1 and r["outcome"] == "ready" for r in att)
         )
@@ -120,9 +125,23 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
     return x.mean(), x.std(ddof=1) / math.sqrt(x.size)
 
 
-@pytest.mark.parametrize("on_failure", ["hold", "close"])
-def test_engine_agrees_with_the_simpy_reference(on_failure):
-    sc = scenario({**MIXED, "pool.on_failure": on_failure})
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"pool.on_failure": "hold"},
+        {"pool.on_failure": "close"},
+        # No retry: failed pool starts end the attempt (rejected / error), fixed restarts.
+        {
+            "pool.on_failure": "hold",
+            "pool.retry_backoff_s": 0.0,
+            "pool.connect_timeout_s": 4.0,
+            "restart.policy": "fixed",
+        },
+    ],
+    ids=["hold", "close", "hold-no-retry"],
+)
+def test_engine_agrees_with_the_simpy_reference(variant):
+    sc = scenario({**MIXED, **variant})
     eng, ref = engine_figures(sc), reference_figures(sc)
     comparisons = {name: (mean_se(eng[name]), mean_se(ref[name])) for name in FIGURES}
     comparisons["P(db init timeout) per attempt"] = (
@@ -134,7 +153,7 @@ def test_engine_agrees_with_the_simpy_reference(on_failure):
         mean_se((eng["attempts"] - instances) / instances),
         mean_se((ref["attempts"] - instances) / instances),
     )
-    z_crit = stats.norm.ppf(1 - ALPHA / 2 / len(comparisons))  # ≈ 3.9 for 10 figures
+    z_crit = stats.norm.ppf(1 - ALPHA / 2 / len(comparisons))  # ≈ 3.9 for 12 figures
     report, bad = [], []
     for name, ((m_e, se_e), (m_r, se_r)) in comparisons.items():
         se = math.hypot(se_e, se_r)
@@ -143,8 +162,10 @@ def test_engine_agrees_with_the_simpy_reference(on_failure):
         if abs(z) > z_crit:
             bad.append(f"{name} (z = {z:.2f})")
     assert not bad, f"disagree beyond |z| > {z_crit:.2f}: {bad}\n" + "\n".join(report)
-    # The scenario exercises what it is meant to: timeouts, restarts, a full database.
-    assert ref["timeouts"].sum() > 0 and eng["timeouts"].sum() > 0
+    # The scenario exercises what it is meant to: failures, restarts, a full database.
+    failures = ("timeouts",) if sc.pool.retry_backoff_s > 0 else ("rejected", "errors")
+    for name in failures:
+        assert eng[name].sum() > 0 and ref[name].sum() > 0, name
     assert eng["peak_db_connections"].max() == 22
 
 
