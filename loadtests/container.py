@@ -198,7 +198,8 @@ class Instance:
         self.conns.add(con)
         res.connections_opened += 1
         self.gauge.opened()
-        con.add_termination_listener(self._on_terminated)
+        # asyncpg passes the pool's proxy while checked out, so bind the connection itself.
+        con.add_termination_listener(lambda _ref, con=con: self._on_terminated(con))
 
     def _on_terminated(self, con: TrackedConnection) -> None:
         if con in self.conns:
@@ -230,12 +231,16 @@ class Instance:
         want = self.sc.pool.held_when_ready
         for con in list(self.conns):
             con.pinned = False
+        # asyncpg 0.31+ reopens closed connections up to min_size; the model's ready instance
+        # keeps held_when_ready (a lazy pool), so lower that floor (a private attribute).
+        self.pool._minsize = min(self.pool._minsize, want)
         idle = self.pool.get_idle_size()
         for _ in range(max(want, idle)):
             self.checked_out.append(await self.pool.acquire())
-        for con in self.checked_out[want:]:
-            # Closed while checked out, so the pool does not replace it (no min-size upkeep).
+        extra, self.checked_out = self.checked_out[want:], self.checked_out[:want]
+        for con in extra:
             await con.close()
+            await self.pool.release(con)
 
     def _exit(self) -> None:
         """The container exits: every connection goes, ``exit_release_s`` later if set."""

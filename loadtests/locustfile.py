@@ -191,6 +191,12 @@ def _housekeeping(camp: Campaign) -> None:
         gevent.sleep(SAMPLE_EVERY_S)
 
 
+@events.test_start.add_listener
+def _on_test_start(**_kw) -> None:
+    if CAMPAIGN is not None:
+        CAMPAIGN.t0 = time.monotonic()  # the horizon counts from the start, not from process start
+
+
 @events.test_stop.add_listener
 def _on_test_stop(**_kw) -> None:
     if CAMPAIGN is not None:

@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import asyncpg
+import numpy as np
 import pytest
 from throwaway_pg import PASSWORD, running_server
 
@@ -261,3 +262,28 @@ def test_the_documented_record_format_is_the_real_one():
     table = doc.split("### Record format", 1)[1]
     for key in real:
         assert f"`{key}`" in table, key
+
+
+# -- one instance, no Locust ----------------------------------------------------------------------
+@pytest.mark.parametrize(("min_size", "held"), [(4, 1), (2, 5)])
+def test_a_ready_instance_holds_held_when_ready_connections(pg_server, min_size, held):
+    from loadtests.container import Gauge, Instance
+
+    sc = scenarios.resolve("gang-allocation").with_overrides(
+        {"pool.min_size": min_size, "pool.max_size": 6, "pool.held_when_ready": held}
+    )
+
+    async def main():
+        gauge = Gauge()
+        inst = Instance(sc, pg_server.dsn, np.random.default_rng(0), gauge, (PASSWORD,))
+        res = await inst.attempt(1)
+        await asyncio.sleep(0.2)  # let asyncpg's own upkeep run, if it would reopen any
+        on_server, open_now = pg_server.harness_connections(), gauge.open_now
+        await inst.close()
+        await asyncio.sleep(0.1)
+        return res, on_server, open_now, gauge.open_now
+
+    res, on_server, open_now, after = asyncio.run(main())
+    assert res.outcome == "ready" and res.connection_attempts == min_size
+    assert on_server == open_now == held
+    assert after == 0 and pg_server.wait_no_harness_connections() == 0
