@@ -182,21 +182,13 @@ class Model:
                 inst.ready_at = env.now
                 return
             self.exit(inst)
-            restart = sc.restart
-            allowed = 0 if restart.policy == "none" else restart.max_restarts
-            if inst.attempt > allowed:
+            backoff_s = restart_backoff_s(sc, inst.attempt)
+            if backoff_s is None:
                 return
-            if restart.policy == "fixed":
-                backoff = restart.initial_backoff_s
-            else:
-                backoff = min(
-                    restart.initial_backoff_s * 2 ** (inst.attempt - 1), restart.max_backoff_s
-                )
-            yield env.timeout(backoff)
+            yield env.timeout(backoff_s)
 
     def exit(self, inst: Instance) -> None:
-        """Close what the container holds (the server frees it after exit_release_s), abandon the
-        rest."""
+        """Close what it holds (freed by the server after exit_release_s); abandon the rest."""
         release_s = self.sc.restart.exit_release_s
         for conn in inst.conns:
             if conn.stage == HELD and release_s > 0:
@@ -305,6 +297,16 @@ class Model:
             self.db.give_back()
         else:
             self.interrupt(conn, "abandoned")
+
+
+def restart_backoff_s(sc: Scenario, k: int) -> float | None:
+    """Pause before restart k (1-based), or None when no restart k is allowed."""
+    restart = sc.restart
+    if restart.policy == "none" or k > restart.max_restarts:
+        return None
+    if restart.policy == "fixed":
+        return restart.initial_backoff_s
+    return min(restart.initial_backoff_s * 2 ** (k - 1), restart.max_backoff_s)
 
 
 def run(sc: Scenario, seed: int) -> Result:
