@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 SUMMARY_KEYS = (
     "p_db_init_timeout",
@@ -57,7 +57,7 @@ def wilson(events: float, trials: float, confidence: float = 0.95) -> tuple[floa
     """Wilson score interval for a binomial proportion (``trials`` may be fractional)."""
     if trials <= 0:
         return 0.0, 1.0
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = events / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = (
