@@ -106,17 +106,23 @@ def failure_hits(res: Results, timeout_s: float) -> np.ndarray:
 
 
 def guess_timeout(probe: Results, alpha: float, confidence: float, ceiling_s: float) -> float:
-    """First guess from a run at a long deadline: the smallest grid value whose bound, computed as
-    if the deadline changed nothing else, meets ``alpha``; the ceiling if none does."""
+    """First guess from a run at a long deadline, as if the deadline changed nothing else: the
+    smallest grid value whose bound meets ``alpha``; when the probe has too few replications to
+    show ``alpha`` at all, the smallest whose estimate is ``alpha / 2``; the ceiling if none."""
     rep = probe.attempts["replication"]
-    lo, hi = 1, int(ceiling_s / RESOLUTION_S)
+    top = int(ceiling_s / RESOLUTION_S)
 
-    def ok(k: int) -> bool:
+    def bound_ok(k: int) -> bool:
         hits = failure_hits(probe, k * RESOLUTION_S)
         return clustered_proportion(hits, rep, confidence).ci_high <= alpha
 
-    if not ok(hi):
-        return hi * RESOLUTION_S
+    def estimate_ok(k: int) -> bool:
+        return float(np.mean(failure_hits(probe, k * RESOLUTION_S))) <= alpha / 2
+
+    ok = bound_ok if bound_ok(top) else estimate_ok
+    if not ok(top):
+        return top * RESOLUTION_S
+    lo, hi = 1, top
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)

@@ -14,7 +14,7 @@ from builders import const, scenario, uniform
 from sim.errors import UsageError
 from sim.recommend import Settings, recommend
 from sim.runner import simulate
-from sim.search import RESOLUTION_S, Lab, zero_failure_replications
+from sim.search import RESOLUTION_S, Lab, guess_timeout, zero_failure_replications
 from sim.sizing import pool_advice
 from sim.stats import wilson
 from sim.sweep import summary_of
@@ -187,3 +187,11 @@ def test_lab_simulates_each_point_once():
     sc = scenario(WAIT_FOR_SCALE_OUT)
     first = lab.run(sc, 50)
     assert lab.run(sc, 50) is first and lab.instance_starts == 100
+
+
+def test_guess_falls_back_to_the_estimate_when_the_probe_cannot_show_the_target():
+    # 200 replications cannot show 0.999 by their bound; the guess must still land near the
+    # longest init (61.75 s), not at the ceiling, or the search would crawl down from 120 s.
+    sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": 120.0})
+    guess = guess_timeout(simulate(sc, 200, 0, jobs=1), 0.001, 0.95, 120.0)
+    assert FIXED_S + LOW_S < guess <= FIXED_S + HIGH_S + RESOLUTION_S
