@@ -52,6 +52,7 @@ class Outcome:
     run_dir: Path
     summary: dict
     interrupted: bool = False
+    locust_exit_code: int | None = 0
 
 
 def check(opts: Options) -> safety.Target:
@@ -126,7 +127,8 @@ def run(opts: Options, progress: Callable[[dict], None] | None = None) -> Outcom
     summary["run_id"] = run_id
     summary["interrupted"] = interrupted
     write_json(run_dir / "summary.json", summary)
-    return Outcome(run_dir, summary, interrupted)
+    code = children[0].returncode if children else None
+    return Outcome(run_dir, summary, interrupted, code)
 
 
 def _describe(opts: Options, run_id: str, limit_s: float) -> dict:
@@ -229,13 +231,16 @@ def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
     ]
     for host in opts.allow_targets:
         cmd += ["--allow-target", host]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    errors = run_dir / "emulator.out"
+    with open(errors, "ab") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+        )
     line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT"
     if not line.startswith("listening on "):
         proc.kill()
-        raise UsageError(f"the connector emulator did not start: {line}{proc.stderr.read()}")
+        proc.wait()
+        raise UsageError(f"the connector emulator did not start: {errors.read_text()[-500:]}")
     return proc, int(line.strip().rpartition(":")[2])
 
 

@@ -107,6 +107,12 @@ def loadtest(
         highlight=False,
         soft_wrap=True,
     )
+    if result.locust_exit_code not in (0, None) and not result.interrupted:
+        err.print(
+            f"Locust exited with code {result.locust_exit_code}: see {result.run_dir}/locust.out",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.interrupted:
         # sys.exit here, not KeyboardInterrupt: typer turns that into a return value that
         # sim.cli.main drops (exit code 0).
