@@ -13,9 +13,9 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from sim.runner import Results
 from sim.scenario import Scenario
@@ -33,7 +33,7 @@ def zero_failure_replications(alpha: float, confidence: float) -> int:
     With no failure seen, stats.clustered_proportion counts each replication once, and the Wilson
     bound for 0 of n is z² / (n + z²), so n ≥ z² (1 − alpha) / alpha.
     """
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     return math.ceil(z * z * (1 - alpha) / alpha)
 
 
