@@ -154,7 +154,8 @@ def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path
     assert {r["outcome"] for r in records} == {"ready"}
     log = read_jsonl(run_dir / "emulator.jsonl")
     assert [e["instances"] for e in log if e["event"] == "scale_out"] == [2]
-    assert max(r["db_init_s"] for r in records) == pytest.approx(2.0, abs=0.4)
+    # Pairs end at 1.0, 1.5 and 2.0 s; without the scale-out the last pair would end at 3.0 s.
+    assert 1.8 <= max(r["db_init_s"] for r in records) < 3.0  # spawns differ by a few ms
 
 
 def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
