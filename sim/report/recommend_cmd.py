@@ -109,7 +109,7 @@ def recommend_cmd(
         typer.echo(dumps(data))
     else:
         Console().print(recommend_table(sc, data))
-        Console().print(candidates_table(data))
+        Console(width=140).print(candidates_table(data))
         Console(stderr=True).print(f"wrote {out}/adr.md, summary.json and figures")
 
 
