@@ -2,8 +2,8 @@
 
 Arrival times come from the model's own :func:`sim.engine.arrival_times` (burst, uniform over a
 window, Poisson, waves of ``{at_s, count}``), so a campaign and a simulation start instances on the
-same plan. Locust ticks a load shape about once a second (facts: locust shape.py), so each tick
-asks for the users due in the coming second, spawned at the rate that spreads them over it.
+same plan. Locust ticks a load shape about once a second (facts: locust shape.py); each tick
+starts, at once, every user due by then.
 No Locust import here: importing Locust monkey-patches the process for gevent.
 """
 
@@ -16,7 +16,6 @@ import numpy as np
 from sim.engine import arrival_times
 from sim.scenario import Scenario
 
-TICK_S = 1.0
 BURST_RATE_PER_S = 10_000.0
 
 
@@ -35,10 +34,9 @@ class ArrivalPlan:
         return bisect.bisect_right(self.times_s, t_s)
 
     def tick(self, t_s: float, have: int) -> tuple[int, float]:
-        """(users to have, spawn rate per s) given ``have`` started: the next tick's arrivals."""
-        want = self.due(t_s + TICK_S)
-        if want <= have:
-            return have, BURST_RATE_PER_S
-        if self.due(t_s) >= want:
-            return want, BURST_RATE_PER_S  # all of them are due already: start them at once
-        return want, max((want - have) / TICK_S, 1.0)
+        """(users to have, spawn rate per s): every user due by ``t_s``, started at once.
+
+        Never early: an instance due at 2.0 s starts at the first tick at or after 2.0 s, so
+        arrivals are late by less than one tick (the records hold the real start times).
+        """
+        return max(self.due(t_s), have), BURST_RATE_PER_S

@@ -38,12 +38,12 @@ def test_a_burst_starts_everyone_at_once():
     assert ArrivalPlan([0.0] * 7).tick(0.0, 0) == (7, BURST_RATE_PER_S)
 
 
-def test_waves_start_on_time_spread_over_the_tick_before():
+def test_waves_start_at_the_first_tick_at_or_after_their_time():
     plan = ArrivalPlan([0.0, 0.0, 5.0, 5.0, 5.0])
     assert plan.tick(0.0, 0) == (2, BURST_RATE_PER_S)
-    assert plan.tick(3.0, 2) == (2, BURST_RATE_PER_S)  # nothing new due: keep what we have
-    assert plan.tick(4.5, 2) == (5, 3.0)  # three due within the next second: 3 per s
-    assert plan.tick(5.0, 2) == (5, BURST_RATE_PER_S)  # already due: at once
+    assert plan.tick(4.99, 2) == (2, BURST_RATE_PER_S)  # never early
+    assert plan.tick(5.0, 2) == (5, BURST_RATE_PER_S)
+    assert plan.tick(6.0, 5) == (5, BURST_RATE_PER_S)
 
 
 def test_plans_follow_the_scenario_arrivals():
