@@ -232,4 +232,4 @@ def test_waves_start_on_their_times(pg_server, tmp_path):
     t0 = min(r["start_unix_s"] for r in records)
     starts = sorted(r["start_unix_s"] - t0 for r in records)
     # Locust ticks shapes once a second: never early, late by less than a tick.
-    assert starts[1] < 0.5 and 2.0 <= starts[2] <= starts[3] < 3.0
+    assert starts[1] < 0.5 and 1.9 <= starts[2] <= starts[3] < 3.0  # t0: the first spawn
