@@ -158,7 +158,10 @@ def connector_emulator(
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to accept clients on.")] = ...,
     upstream: Annotated[str, typer.Option("--upstream", help="HOST:PORT of PostgreSQL.")] = ...,
     log: Annotated[
-        Path | None, typer.Option("--log", help="Append the instance-count log here (JSON lines).")
+        Path | None,
+        typer.Option(
+            "--log", help="Append the instance-count log here (JSON lines); default: stdout."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     allow_target: AllowTarget = None,
@@ -177,7 +180,14 @@ def connector_emulator(
     to = safety.parse_host_port(upstream, "--upstream")
     safety.check_target(where.host, allowed, "--listen")
     safety.check_target(to.host, allowed, "--upstream")
-    emulator = Emulator(sc.connector, (where.host, where.port), (to.host, to.port), seed, log)
+    emulator = Emulator(
+        sc.connector,
+        (where.host, where.port),
+        (to.host, to.port),
+        seed,
+        log_path=log,
+        log_stream=sys.stdout if log is None else None,
+    )
 
     def ready(port: int) -> None:
         print(f"listening on {where.host}:{port}", flush=True)

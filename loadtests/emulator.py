@@ -33,7 +33,6 @@ class ConnectorModel:
         self.scaling = False
         self.t0 = time.monotonic()
         self.setups = 0
-        self._note("start")
 
     @property
     def capacity(self) -> int:
@@ -42,7 +41,7 @@ class ConnectorModel:
     def _draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
 
-    def _note(self, event: str) -> None:
+    def note(self, event: str) -> None:
         if self.log is None:
             return
         line = {
@@ -99,7 +98,7 @@ class ConnectorModel:
         await asyncio.sleep(self._draw(self.cx.scale_up_delay_s))
         self.instances += 1
         self.scaling = False
-        self._note("scale_out")
+        self.note("scale_out")
         self._serve()
         self._maybe_scale()
 
@@ -119,9 +118,12 @@ class Emulator:
         upstream: tuple[str, int],
         seed: int = 0,
         log_path: Path | None = None,
+        log_stream: IO[str] | None = None,
     ) -> None:
         self.listen, self.upstream = listen, upstream
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+        self._owns_log = self._log is not None
+        self._log = self._log or log_stream
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
         self.model = ConnectorModel(cx, rng, self._log)
         self.port: int | None = None
@@ -147,8 +149,9 @@ class Emulator:
         for client in list(self.clients):
             client.abort()
         if self._log is not None:
-            self.model._note("stop")
-            self._log.close()
+            self.model.note("stop")
+            if self._owns_log:
+                self._log.close()
             self._log = self.model.log = None
 
 
@@ -244,4 +247,5 @@ async def run(emulator: Emulator, ready=None) -> None:
     await emulator.start()
     if ready is not None:
         ready(emulator.port)
+    emulator.model.note("start")
     await emulator.serve()
