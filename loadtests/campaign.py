@@ -263,14 +263,23 @@ def _read_progress(run_dir: Path) -> dict | None:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM (each stops gracefully), wait, then kill whatever is left."""
+    """SIGTERM (each stops gracefully), wait, then kill whatever is left.
+
+    A second Ctrl-C kills them at once: the kernel closes their sockets, so the server still
+    gets every connection back; only records in flight are lost.
+    """
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     end = time.monotonic() + STOP_GRACE_S
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    try:
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    except KeyboardInterrupt:
+        for proc in procs:
             proc.kill()
-            proc.wait()
+        raise
