@@ -4,6 +4,7 @@ distributed mode, clean stops, safety. Each campaign is a few instances for a fe
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -81,16 +82,19 @@ def scenario_file(tmp_path: Path, **fields) -> Path:
     return path
 
 
-def startsim(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+def startsim(*args: str, timeout_s: float = 120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*STARTSIM, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        [*STARTSIM, *args], capture_output=True, text=True, timeout=timeout_s, check=False, env=env
     )
 
 
-def campaign(server, tmp_path: Path, scenario: Path, *extra: str) -> tuple[Path, list[dict]]:
+def campaign(
+    server, tmp_path: Path, scenario: Path, *extra: str, dsn: str | None = None, env=None
+) -> tuple[Path, list[dict]]:
     """Run ``startsim loadtest``; check the run left nothing behind and leaked no password."""
     out = tmp_path / "results"
-    res = startsim("loadtest", str(scenario), "--dsn", server.dsn, "--out", str(out), *extra)
+    dsn = dsn or server.dsn
+    res = startsim("loadtest", str(scenario), "--dsn", dsn, "--out", str(out), *extra, env=env)
     assert res.returncode == 0, res.stderr
     (run_dir,) = out.iterdir()
     assert_clean(server, run_dir, res.stdout + res.stderr)
@@ -119,6 +123,18 @@ def test_a_burst_that_fits_starts_every_instance(pg_server, tmp_path):
     assert "db_init" in stats  # every attempt was also a Locust request event
     for name in ("scenario.toml", "campaign.json", "connections.jsonl"):
         assert (run_dir / name).exists()
+
+
+def test_the_password_may_come_from_the_environment(pg_server, tmp_path):
+    sc = scenario_file(tmp_path, name="env", instances=2, min_size=1)
+    env = dict(os.environ, PGPASSWORD=PASSWORD)
+    run_dir, records = campaign(
+        pg_server, tmp_path, sc, dsn=pg_server.dsn_without_password, env=env
+    )
+    assert {r["outcome"] for r in records} == {"ready"}
+    assert json.loads((run_dir / "campaign.json").read_text())["target"] == (
+        pg_server.dsn_without_password
+    )
 
 
 def test_a_burst_over_the_free_slots_is_rejected_with_53300(pg_server, tmp_path):

@@ -33,6 +33,12 @@ def pg_server():
     yield from running_server(max_connections=20)
 
 
+def test_the_simulation_core_never_loads_locust_or_asyncpg():
+    code = "import sys, sim.cli; print(sorted({'gevent', 'locust', 'asyncpg'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # -- arrival plans ------------------------------------------------------------------------------
 def test_a_burst_starts_everyone_at_once():
     assert ArrivalPlan([0.0] * 7).tick(0.0, 0) == (7, BURST_RATE_PER_S)
