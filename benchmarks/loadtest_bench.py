@@ -8,7 +8,8 @@ Measured side by side in one run, against one throwaway PostgreSQL (TCP on 127.0
    with C concurrent instances, each connecting, running ``SELECT 1`` and closing, over and over.
    Target: at least 80 % of pgbench's rate.
 3. The connector emulator (a ``startsim connector-emulator`` process with no set-up delay): added
-   round-trip latency per query and relayed throughput, against a direct connection.
+   round-trip latency per query and relayed throughput, against a direct connection (medians of
+   five rounds taken in turns).
 
 Usage: ``python benchmarks/loadtest_bench.py [--clients 200] [--seconds 8]``. Needs ``pgbench``:
 on PATH (Debian/Ubuntu: ``apt-get install -y postgresql-client``) or else the copy shipped with
@@ -22,6 +23,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,6 +158,15 @@ async def throughput_mb_s(dsn: str, rows: int) -> float:
     return received / took / 1e6
 
 
+def alternating(measure, direct: str, via: str, size: int, rounds: int = 5) -> tuple[float, float]:
+    """Medians of direct and emulated runs taken in turns, so that load from other work on a
+    shared machine falls on both sides alike."""
+    pairs = [
+        (asyncio.run(measure(direct, size)), asyncio.run(measure(via, size))) for _ in range(rounds)
+    ]
+    return statistics.median(d for d, _ in pairs), statistics.median(v for _, v in pairs)
+
+
 async def asyncpg_connect(dsn: str):
     import asyncpg
 
@@ -183,10 +194,8 @@ def main() -> None:
 
         emulator, port = start_emulator(server)
         via = with_host_port(server.dsn, "127.0.0.1", port)
-        direct_rt = asyncio.run(round_trip_s(server.dsn, 3000))
-        via_rt = asyncio.run(round_trip_s(via, 3000))
-        direct_tp = asyncio.run(throughput_mb_s(server.dsn, 100_000))
-        via_tp = asyncio.run(throughput_mb_s(via, 100_000))
+        direct_rt, via_rt = alternating(round_trip_s, server.dsn, via, 3000)
+        direct_tp, via_tp = alternating(throughput_mb_s, server.dsn, via, 100_000)
         via_rate = harness_rate(via, args.clients, args.seconds)
         print(f"round trip direct                {direct_rt * 1e6:9.0f} µs")
         print(f"round trip via emulator          {via_rt * 1e6:9.0f} µs")
