@@ -172,7 +172,7 @@ _register_reports(app)
 def main() -> None:
     """Console-script entry point: startsim's own errors become exit code 2, without traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except StartsimError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -186,6 +186,12 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # Without standalone mode click returns, rather than raises, the code of typer.Exit (Ctrl-C
+    # inside a command becomes Exit(130)): pass it on.
+    if isinstance(code, int) and code:
+        if code == 130:
+            err.print("interrupted")
+        sys.exit(code)
 
 
 __all__ = ["UsageError", "app", "main"]

@@ -104,12 +104,16 @@ def simulate(
             if progress:
                 progress(len(piece))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        try:
             futures = [pool.submit(run_chunk, sc, seed, piece) for piece in pieces]
             for piece, fut in zip(pieces, futures, strict=True):
                 results.append(fut.result())
                 if progress:
                     progress(len(piece))
+        finally:
+            # On Ctrl-C, drop the chunks not started instead of running them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
     return Results(
         scenario=sc,
         seed=seed,
