@@ -72,8 +72,8 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
         f"{demand['free_slots']} are free for the application.",
         f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
         f"{sc.connector.setups_per_instance} connection set-ups at once per instance; a "
-        f"scale-out takes {_dist(sc.connector.scale_up_delay_s)} (Serverless VPC Access publishes "
-        f"no figure: {FACTS}, connector section).",
+        f"scale-out takes {_dist(sc.connector.scale_up_delay_s)}; Serverless VPC Access does not "
+        f"publish this figure, 10–30 s is the staging observation ({FACTS}, connector section).",
         f"- Database-init timeout today: {t['current_s']:g} s; the container exits with code 3 "
         f"past it and restarts with backoff ({sc.restart.policy}, first "
         f"{sc.restart.initial_backoff_s:g} s).",
@@ -161,8 +161,9 @@ def _decision(data: dict, sc: Scenario) -> str:
         lines.append(
             f"{n}. Connector `min_instances` = **{cx['min_instances']}** (today "
             f"{cx['current_min_instances']}): with it the fleet starts within "
-            f"{cx['timeout_s']:g} s even if no scale-out ever arrives, so the 10–30 s scale-out "
-            f"leaves the start-up path (Serverless VPC Access allows 2–9 minimum instances: "
+            f"{cx['timeout_s']:g} s even if no scale-out ever arrives, so the scale-out, "
+            f"{_dist(sc.connector.scale_up_delay_s)}, leaves the start-up path "
+            f"(Serverless VPC Access allows 2–9 minimum instances: "
             f"{FACTS}, connector section)."
         )
     elif cx.get("skipped"):
