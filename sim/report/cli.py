@@ -86,8 +86,15 @@ def executor(jobs: int | None, dask: str | None) -> Iterator[Any]:
     if jobs <= 1:
         yield Serial()
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
         yield Pooled(pool, jobs)
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed: drop the queued chunks instead of finishing them; only
+        # the chunks already running are waited for. Rows written so far stay for --resume.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _dask(address: str) -> Iterator[DaskExecutor]:
