@@ -5,7 +5,8 @@ independent: a replication where the connector scales late fails many attempts a
 them as if independent gives intervals far too narrow. ``clustered_proportion`` therefore widens a
 Wilson interval by the design effect measured between replications (the ratio estimator's
 cluster-robust variance), and assumes the worst (one observation per replication) when no failure
-or no success was seen and the correlation cannot be measured. See ``docs/model.md``.
+or no success was seen and the correlation cannot be measured, shrinking towards that worst case
+when only a few replications saw an event. See ``docs/model.md``.
 
 The same functions summarise measured load campaigns (one "replication" per run), so simulated and
 measured summaries line up key by key.
@@ -88,11 +89,22 @@ def clustered_proportion(
 
 
 def _effective_trials(p, per_k, per_n, n, clusters) -> float:
-    if p in (0.0, 1.0) or clusters < 2:
-        # No variation to measure the correlation from: count each replication once (worst case).
-        return float(clusters) if clusters >= 2 else float(n)
+    """Trials over the design effect, shrunk towards the worst case when events are few.
+
+    The worst case is perfect correlation within a replication (design effect = mean attempts per
+    replication: each fleet start counts once). The measured design effect gets the weight of the
+    replications that saw both kinds of outcome, the worst case the weight of one, so that one
+    event in a thousand replications does not narrow the bound forty-fold over none.
+    """
+    if clusters < 2:
+        return float(n)
+    worst = n / clusters
+    informative = min(np.count_nonzero(per_k), np.count_nonzero(per_n - per_k))
+    if informative == 0:
+        return float(clusters)
     var_cluster = clusters / (clusters - 1) * np.sum((per_k - p * per_n) ** 2) / n**2
-    deff = var_cluster / (p * (1 - p) / n)
+    measured = max(var_cluster / (p * (1 - p) / n), 1.0)
+    deff = (worst + informative * measured) / (1 + informative)
     return float(n / max(deff, 1.0))
 
 
