@@ -181,7 +181,7 @@ def recommend_table(sc, data: dict) -> Table:
     )
     table.add_column("recommendation")
     table.add_column("value", justify="right")
-    table.add_column("detail")
+    table.add_column("detail", overflow="fold")
 
     def sec(x):
         return "—" if x is None else f"{x:g} s"
@@ -189,7 +189,7 @@ def recommend_table(sc, data: dict) -> Table:
     table.add_row(
         "configuration to adopt",
         d["configuration"] or "none met the target",
-        ", ".join(f"{k}={val}" for k, val in (d["overrides"] or {}).items()),
+        "\n".join(f"{k} = {val}" for k, val in (d["overrides"] or {}).items()),
     )
     table.add_row(
         "db init timeout",
