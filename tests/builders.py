@@ -3,8 +3,10 @@ so that each test switches on exactly the mechanism it checks, by dotted overrid
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from sim.cli import main
 from sim.scenario import Scenario, from_dict
 
 
@@ -65,3 +67,31 @@ BASE: dict[str, Any] = {
 def scenario(overrides: dict[str, Any] | None = None) -> Scenario:
     """The base scenario with dotted fields replaced, e.g. ``{"pool.min_size": 3}``."""
     return from_dict(BASE, "tests").with_overrides(overrides or {}, "tests")
+
+
+# Two instances, one set-up slot: instance 0's 31 s set-up holds it, so instance 1's connection
+# waits exactly until the second connector instance joins at D ~ Uniform(10, 30) (the scale-out
+# starts when it queues, at t = 0), then takes 31 + accept 0.5 + queries 0.25. So instance 1's db
+# init lasts D + 31.75 exactly and instance 0's 31.75: a known answer for timeout questions.
+LOW_S, HIGH_S, FIXED_S = 10.0, 30.0, 31.75
+WAIT_FOR_SCALE_OUT: dict[str, Any] = {
+    "fleet.instances": 2,
+    "connector.max_instances": 2,
+    "connector.setups_per_instance": 1,
+    "connector.setup_s": const(31.0),
+    "connector.scale_up_delay_s": uniform(LOW_S, HIGH_S),
+    "database.accept_s": const(0.5),
+    "startup.init_queries_s": const(0.25),
+}
+
+
+def call_main(*args: str) -> int:
+    """``startsim ARGS`` through the console script's entry point; returns the exit code."""
+    saved, sys.argv = sys.argv, ["startsim", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        sys.argv = saved
+    return 0

@@ -11,7 +11,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from builders import const, exponential, scenario, uniform
+from builders import (
+    FIXED_S,
+    HIGH_S,
+    LOW_S,
+    WAIT_FOR_SCALE_OUT,
+    exponential,
+    scenario,
+)
 from scipy import stats
 
 from sim.engine import run_replication
@@ -37,16 +44,7 @@ def t_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
 # queries 0.25: db_init_s = D + 31.75 exactly. With timeout T = 49.75:
 #   P(instance 1 times out) = P(D + 31.75 > T) = P(D > 18) = (30 − 18) / (30 − 10) = 0.6,
 # while instance 0 (31.75 s) never does.
-LOW_S, HIGH_S, FIXED_S = 10.0, 30.0, 31.75
-SCALE_OUT = {
-    "fleet.instances": 2,
-    "connector.max_instances": 2,
-    "connector.setups_per_instance": 1,
-    "connector.setup_s": const(31.0),
-    "connector.scale_up_delay_s": uniform(LOW_S, HIGH_S),
-    "database.accept_s": const(0.5),
-    "startup.init_queries_s": const(0.25),
-}
+SCALE_OUT = WAIT_FOR_SCALE_OUT
 
 
 def second_instance(sc, replications: int, seed: int) -> dict[str, np.ndarray]:

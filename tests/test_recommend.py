@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from builders import const, scenario, uniform
+from builders import FIXED_S, HIGH_S, LOW_S, WAIT_FOR_SCALE_OUT, const, scenario
 
 from sim.errors import UsageError
 from sim.recommend import Settings, recommend
@@ -26,17 +26,7 @@ from sim.sweep import summary_of
 # its db init is D + 31.75 exactly, instance 0's is 31.75. No restarts: two attempts per
 # replication, so P(an attempt reaches timeout T) = ½ · P(D > T − 31.75) = ½ (61.75 − T) / 20,
 # and the timeout whose true failure share is alpha is T(alpha) = 61.75 − 40 · alpha.
-LOW_S, HIGH_S, FIXED_S = 10.0, 30.0, 31.75
-WAIT_FOR_SCALE_OUT = {
-    "fleet.instances": 2,
-    "connector.max_instances": 2,
-    "connector.setups_per_instance": 1,
-    "connector.setup_s": const(31.0),
-    "connector.scale_up_delay_s": uniform(LOW_S, HIGH_S),
-    "database.accept_s": const(0.5),
-    "startup.init_queries_s": const(0.25),
-    "startup.db_init_timeout_s": 45.0,
-}
+WAIT_FOR_SCALE_OUT = {**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": 45.0}
 
 
 def analytic_timeout(alpha: float) -> float:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 import tomli_w
-from builders import const, scenario, uniform
+from builders import call_main, const, scenario, uniform
 from markdown_it import MarkdownIt
-
-from sim.cli import main
 
 # Three instances behind a one-slot connector that scales out after 2–6 s: it needs a timeout
 # above the current 4 s, so every part of the report has something to say.
@@ -32,17 +29,6 @@ SMALL = {
     "restart.policy": "exponential",
     "restart.max_restarts": 3,
 }
-
-
-def call_main(*args: str) -> int:
-    saved, sys.argv = sys.argv, ["startsim", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code or 0
-    finally:
-        sys.argv = saved
-    return 0
 
 
 @pytest.fixture(scope="module")

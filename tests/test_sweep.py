@@ -7,13 +7,11 @@ messages are the real ones; one test runs the installed ``startsim`` in a subpro
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import tomli_w
-from builders import const, scenario, uniform
+from builders import call_main, const, scenario, uniform
 
-from sim.cli import main
 from sim.errors import UsageError
 from sim.sweep import Grid, parse_vary, run_grid
 
@@ -40,18 +38,6 @@ def scenario_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("sc") / "small.toml"
     path.write_text(tomli_w.dumps(scenario(SMALL).to_dict()), encoding="utf-8")
     return str(path)
-
-
-def call_main(*args: str) -> int:
-    """``startsim ARGS`` through the console script's entry point; returns the exit code."""
-    saved, sys.argv = sys.argv, ["startsim", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code or 0
-    finally:
-        sys.argv = saved
-    return 0
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
