@@ -13,10 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.errors import StartsimError, UsageError
+from sim.errors import StartsimError
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
+from sim.report.cli import Jobs, ScenarioArg, Seed, pct, progress_bar
 from sim.runner import simulate as run_simulation
-from sim.stats import summarize
+from sim.sweep import summary_of
 
 app = typer.Typer(
     add_completion=False,
@@ -25,27 +26,9 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-ScenarioArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="A built-in scenario's name (see `startsim scenarios`) or a TOML file. "
-        "Default: the built-in staging-incident."
-    ),
-]
 Replications = Annotated[
     int, typer.Option("--replications", "-n", min=1, help="Independent replications to simulate.")
 ]
-Seed = Annotated[int, typer.Option("--seed", min=0, help="Master seed; same seed, same output.")]
-Jobs = Annotated[
-    int | None, typer.Option("--jobs", "-j", min=1, help="Processes to use (default: every core).")
-]
-
-
-def progress_bar(total: int, desc: str):
-    """A tqdm bar on stderr, shown only on a terminal so pipes and CI logs stay clean."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="rep", file=sys.stderr, disable=None, leave=False)
 
 
 @app.command()
@@ -68,16 +51,7 @@ def simulate(
     sc = scenarios.resolve(scenario)
     with progress_bar(replications, f"simulate {sc.name}") as bar:
         res = run_simulation(sc, replications, seed, jobs, progress=bar.update)
-    summary = {
-        "scenario": sc.name,
-        **summarize(
-            res.attempts,
-            res.fleet,
-            instances=sc.fleet.instances,
-            min_size=sc.pool.min_size,
-            seed=seed,
-        ),
-    }
+    summary = {"scenario": sc.name, **summary_of(res, confidence=0.95)}
     if out is not None:
         write_json(out / "summary.json", summary)
         write_csv(out / "attempts.csv", res.attempts)
@@ -92,9 +66,6 @@ def simulate(
 
 
 def summary_table(sc: scenarios.Scenario, s: dict) -> Table:
-    def pct(x):
-        return "—" if x is None else f"{100 * x:.2f} %"
-
     def sec(x):
         return "never" if x is None else f"{x:.1f} s"
 
@@ -194,7 +165,7 @@ def main() -> None:
         sys.exit(code)
 
 
-__all__ = ["UsageError", "app", "main"]
+__all__ = ["app", "main"]
 
 # Load-campaign commands live with the harness (loadtests/); they import Locust only when run.
 from loadtests.cli import register as _register_loadtests  # noqa: E402

@@ -59,9 +59,14 @@ Confidence = Annotated[
 Svg = Annotated[bool, typer.Option("--svg", help="Write each figure as SVG too.")]
 
 
-def progress(desc: str, total: int | None = None):
-    from sim.cli import progress_bar
+def progress_bar(total: int | None, desc: str):
+    """A tqdm bar on stderr, shown only on a terminal so pipes and CI logs stay clean."""
+    from tqdm import tqdm
 
+    return tqdm(total=total, desc=desc, unit="rep", file=sys.stderr, disable=None, leave=False)
+
+
+def progress(desc: str, total: int | None = None):
     return progress_bar(total, desc)
 
 
