@@ -1,10 +1,5 @@
 """Recommendations: a database-init timeout, pool sizes and a connector floor, each one verified by
-simulating the scenario with it, never read off a single run.
-
-Why a search and not a quantile: a timeout changes the dynamics (an exit frees slots, a restart adds
-load later), so the share of inits that exceed ``T`` in a run without a deadline is only a guess of
-what happens with the deadline ``T``. The guess starts the search; every value reported here was
-simulated at exactly that value, with the same seed (common random numbers) at every step.
+simulating the scenario with it, never read off a single run (why: :mod:`sim.search`).
 
 The criterion is the one ``startsim simulate`` prints: the upper end of the cluster-aware Wilson
 interval on P(database init reaches its deadline), per attempt, must not exceed ``1 − target``.
@@ -34,7 +29,7 @@ from sim.search import (
     search_timeout,
     zero_failure_replications,
 )
-from sim.sizing import Demand, connector_floor, get_field, pool_advice, pool_fix
+from sim.sizing import Demand, connector_floor, pool_advice, pool_fix
 from sim.sweep import Grid, summary_of
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
@@ -175,7 +170,9 @@ def _searches(lab, sc, settings, plan, probe, ceiling, feasible) -> dict[float, 
 def _timeout_section(sc, settings, probe, searches, plan) -> dict:
     ok = probe.attempts["outcome"] == "ready"
     durations = probe.attempts["db_init_s"][ok]
-    p50, p999 = (float(np.percentile(durations, q)) for q in (50, 99.9)) if ok.any() else (0, 0)
+    p50 = p999 = None
+    if ok.any():
+        p50, p999 = (float(np.percentile(durations, q)) for q in (50, 99.9))
     main = searches.get(settings.target_success)
     return {
         "current_s": sc.startup.db_init_timeout_s,
@@ -193,10 +190,10 @@ def _timeout_section(sc, settings, probe, searches, plan) -> dict:
         ],
         # AWS Builders' Library: a timeout at the downstream's p99.9 (0.1 % false timeouts),
         # padded when p99.9 is close to p50 (platform-facts.md, "Restarts and timeouts").
-        "aws_p999_s": p999 if ok.any() else None,
-        "aws_timeout_s": _on_grid(p999) if ok.any() else None,
-        "db_init_p50_s": p50 if ok.any() else None,
-        "db_init_p999_over_p50": p999 / p50 if ok.any() and p50 > 0 else None,
+        "aws_p999_s": p999,
+        "aws_timeout_s": None if p999 is None else _on_grid(p999),
+        "db_init_p50_s": p50,
+        "db_init_p999_over_p50": p999 / p50 if p50 else None,
         "probe_timeout_s": probe.scenario.startup.db_init_timeout_s,
         "probe_replications": probe.replications,
     }
@@ -290,7 +287,7 @@ def _candidates(lab, sc, settings, n, main, timeout, advice, connector, fix) -> 
         together["pool.min_size"] = 1
     if m and m != sc.connector.min_instances:
         together["connector.min_instances"] = m
-    together = {k: v for k, v in together.items() if get_field(sc, k) != v}
+    together = {k: v for k, v in together.items() if sc.get(k) != v}
     if together:
         options.append(("all recommended changes", together))
     rows, seen = [], set()

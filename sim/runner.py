@@ -7,9 +7,11 @@ the same numbers whether the replications run in one process or in many.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -86,6 +88,94 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+class Executor(Protocol):
+    workers: int
+
+    def submit(self, fn: Callable, *args: Any) -> Any: ...
+
+
+class _Later:
+    """A task of :class:`Serial`: it runs when its result is asked for, so progress follows it."""
+
+    __slots__ = ("_args", "_fn")
+
+    def __init__(self, fn: Callable, args: tuple) -> None:
+        self._fn, self._args = fn, args
+
+    def result(self) -> Any:
+        return self._fn(*self._args)
+
+
+class Serial:
+    """Runs each task in this process, when its result is collected."""
+
+    workers = 1
+
+    def submit(self, fn: Callable, *args: Any) -> _Later:
+        return _Later(fn, args)
+
+
+class Pooled:
+    """A ``concurrent.futures`` executor (or anything with ``submit``) as an :class:`Executor`."""
+
+    def __init__(self, pool: Any, workers: int) -> None:
+        self.pool, self.workers = pool, max(1, workers)
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+
+def run_points(
+    scenarios: Iterable[Scenario],
+    replications: int,
+    seed: int,
+    executor: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+    pieces_per_point: int | None = None,
+) -> Iterator[Results]:
+    """Simulate each scenario (same seed: common random numbers) and yield Results in order.
+
+    Each point is split into ``pieces_per_point`` chunks (default: one per worker)."""
+    executor = executor or Serial()
+    per_point = pieces_per_point or executor.workers
+    pieces = chunks(replications, max(1, min(replications, per_point)))
+    window: deque = deque()
+    # Two points in flight keep every worker busy while the oldest point is being collected.
+    ahead = 2
+    for sc in scenarios:
+        window.append((sc, [executor.submit(run_chunk, sc, seed, p) for p in pieces]))
+        if len(window) > ahead:
+            yield _collect(*window.popleft(), pieces, seed, progress)
+    while window:
+        yield _collect(*window.popleft(), pieces, seed, progress)
+
+
+def _collect(sc, futures, pieces, seed, progress) -> Results:
+    parts = []
+    for piece, fut in zip(pieces, futures, strict=True):
+        parts.append(fut.result())
+        if progress:
+            progress(len(piece))
+    return Results(
+        scenario=sc,
+        seed=seed,
+        attempts=_columns([a for a, _ in parts]),
+        fleet=_columns([f for _, f in parts]),
+    )
+
+
+def evaluate(
+    sc: Scenario,
+    replications: int,
+    seed: int,
+    executor: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+    pieces_per_point: int | None = None,
+) -> Results:
+    """One scenario's replications, split across the executor's workers."""
+    return next(run_points([sc], replications, seed, executor, progress, pieces_per_point))
+
+
 def simulate(
     sc: Scenario,
     replications: int = 200,
@@ -96,27 +186,12 @@ def simulate(
     """Run ``replications`` replications on ``jobs`` processes (default: every core)."""
     jobs = default_jobs() if jobs is None else jobs
     # Small chunks keep the progress bar moving and the cores evenly loaded.
-    pieces = chunks(replications, max(1, min(replications, jobs * 8)))
-    results: list[tuple[dict, dict]] = []
-    if jobs <= 1 or len(pieces) == 1:
-        for piece in pieces:
-            results.append(run_chunk(sc, seed, piece))
-            if progress:
-                progress(len(piece))
-    else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        try:
-            futures = [pool.submit(run_chunk, sc, seed, piece) for piece in pieces]
-            for piece, fut in zip(pieces, futures, strict=True):
-                results.append(fut.result())
-                if progress:
-                    progress(len(piece))
-        finally:
-            # On Ctrl-C, drop the chunks not started instead of running them all first.
-            pool.shutdown(wait=True, cancel_futures=True)
-    return Results(
-        scenario=sc,
-        seed=seed,
-        attempts=_columns([a for a, _ in results]),
-        fleet=_columns([f for _, f in results]),
-    )
+    pieces = jobs * 8
+    if jobs <= 1:
+        return evaluate(sc, replications, seed, Serial(), progress, pieces)
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
+        return evaluate(sc, replications, seed, Pooled(pool, jobs), progress, pieces)
+    finally:
+        # On Ctrl-C, drop the chunks not started instead of running them all first.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -168,6 +168,13 @@ class Scenario(_Section):
         """Plain data in the TOML layout (field names as users write them)."""
         return self.model_dump(by_alias=True, exclude_defaults=False)
 
+    def get(self, dotted: str) -> Any:
+        """A field's value by its dotted name, e.g. ``sc.get("pool.min_size")``."""
+        node: Any = self.to_dict()
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
     def with_overrides(self, overrides: dict[str, Any], source: str = "override") -> Scenario:
         """A copy with dotted fields replaced, e.g. ``{"startup.db_init_timeout_s": 30.0}``."""
         data = self.to_dict()

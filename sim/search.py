@@ -17,10 +17,10 @@ from statistics import NormalDist
 
 import numpy as np
 
-from sim.runner import Results
+from sim.runner import Executor, Results, Serial, evaluate
 from sim.scenario import Scenario
 from sim.stats import clustered_proportion
-from sim.sweep import Executor, Serial, evaluate, summary_of
+from sim.sweep import summary_of
 
 TIMEOUT = "startup.db_init_timeout_s"
 RESOLUTION_S = 0.5  # timeouts are searched on a half-second grid: values an ADR can quote as is

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from sim.scenario import Scenario
 from sim.search import Lab
@@ -74,12 +73,11 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> d
     tasks = sc.pool.held_when_ready if tasks is None else tasks
     # HikariCP's pool-locking rule: T tasks each needing C connections at once deadlock below
     # T × (C − 1) + 1 (platform-facts.md, "Drivers and pools").
-    locking = tasks * (connections_per_task - 1) + 1
+    locking = tasks * (connections_per_task - 1) + 1  # ≥ 1: the floor of any pool
     fit = d.free_slots // d.instances
-    need = max(locking, 1)
-    fits = fit >= need
-    max_size = max(need, min(d.max_size, fit)) if fits else None
-    per_instance = max_size if fits else max(need, min(d.max_size, d.held_when_ready) or 1)
+    fits = fit >= locking
+    max_size = max(locking, min(d.max_size, fit)) if fits else None
+    per_instance = max_size if fits else max(locking, min(d.max_size, d.held_when_ready) or 1)
     return {
         "min_size": min(d.min_size, 1),
         "max_size": max_size,
@@ -92,7 +90,7 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> d
         "largest_fleet_current_max_size": d.free_slots // d.max_size,
         "largest_fleet": d.free_slots // per_instance,
         "largest_fleet_max_size": per_instance,
-        "pgbouncer": None if fits else _pgbouncer(d, need),
+        "pgbouncer": None if fits else _pgbouncer(d, locking),
         "demand": d.as_dict(),
     }
 
@@ -115,18 +113,11 @@ def pool_fix(sc: Scenario, advice: dict) -> tuple[str, dict] | None:
             "pool.max_size": advice["max_size"],
             "pool.held_when_ready": advice["held_when_ready"],
         }
-        changed = {k: v for k, v in over.items() if get_field(sc, k) != v}
+        changed = {k: v for k, v in over.items() if sc.get(k) != v}
         return ("pool sized to fit", over) if changed else None
     if sc.fleet.arrival == "waves" or advice["largest_fleet"] < 1:
         return None  # a wave schedule names its counts; capping it is the user's call
     return "fleet capped", {"fleet.instances": advice["largest_fleet"], "pool.min_size": 1}
-
-
-def get_field(sc: Scenario, dotted: str) -> Any:
-    node: Any = sc.to_dict()
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 # -- the connector -------------------------------------------------------------------------------

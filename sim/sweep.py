@@ -4,63 +4,23 @@ Replication ``i`` of every grid point draws from ``SeedSequence(seed, spawn_key=
 engine keeps one random stream per role, so neighbouring points see the same arrivals, set-ups and
 scale-up delays: they differ by their parameters, not by noise (common random numbers).
 
-Work goes to any executor with ``submit(fn, *args)`` returning something with ``.result()``: the
-:class:`Serial` one here, a ``ProcessPoolExecutor`` or a Dask client wrapped at the edge. Points
-come back in grid order, so an edge that appends each row as it arrives keeps a prefix of the grid
-and ``--resume`` only has to skip what is already written. Nothing here touches files or terminals.
+Points run on any executor of :mod:`sim.runner` and come back in grid order, so an edge that
+appends each row as it arrives keeps a prefix of the grid and ``--resume`` only has to skip what is
+already written. Nothing here touches files or terminals.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from sim.errors import UsageError
-from sim.runner import Results, chunks, run_chunk
+from sim.runner import Executor, Results, run_points
 from sim.scenario import Scenario, field_names
 from sim.stats import summarize
-
-
-class Executor(Protocol):
-    workers: int
-
-    def submit(self, fn: Callable, *args: Any) -> Any: ...
-
-
-class _Done:
-    __slots__ = ("_value",)
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def result(self) -> Any:
-        return self._value
-
-
-class Serial:
-    """Runs each task when it is submitted, in this process."""
-
-    workers = 1
-
-    def submit(self, fn: Callable, *args: Any) -> _Done:
-        return _Done(fn(*args))
-
-
-class Pooled:
-    """A ``concurrent.futures`` executor (or anything with ``submit``) as an :class:`Executor`."""
-
-    def __init__(self, pool: Any, workers: int) -> None:
-        self.pool, self.workers = pool, max(1, workers)
-
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        return self.pool.submit(fn, *args)
-
 
 # -- the grid ------------------------------------------------------------------------------------
 
@@ -127,9 +87,7 @@ def _parse_one(spec: str, base: Scenario) -> tuple[str, list]:
 
 
 def _field_type(base: Scenario, field: str) -> type:
-    node: Any = base.to_dict()
-    for part in field.split("."):
-        node = node[part]
+    node = base.get(field)
     if isinstance(node, bool) or not isinstance(node, int | float | str):
         raise UsageError(
             f"--vary {field}: only number and text fields can be varied; "
@@ -153,59 +111,6 @@ def _convert(field: str, kind: type, text: str) -> Any:
 
 def _point_label(point: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in point.items())
-
-
-# -- evaluating points ---------------------------------------------------------------------------
-
-
-def run_points(
-    scenarios: Iterable[Scenario],
-    replications: int,
-    seed: int,
-    executor: Executor | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[Results]:
-    """Simulate each scenario (same seed: common random numbers) and yield Results in order."""
-    executor = executor or Serial()
-    pieces = chunks(replications, max(1, min(replications, executor.workers)))
-    window: deque = deque()
-    # Two points in flight keep every worker busy while the oldest point is being collected.
-    ahead = 2
-    for sc in scenarios:
-        window.append((sc, [executor.submit(run_chunk, sc, seed, p) for p in pieces]))
-        if len(window) > ahead:
-            yield _collect(*window.popleft(), pieces, seed, progress)
-    while window:
-        yield _collect(*window.popleft(), pieces, seed, progress)
-
-
-def _collect(sc, futures, pieces, seed, progress) -> Results:
-    parts = []
-    for piece, fut in zip(pieces, futures, strict=True):
-        parts.append(fut.result())
-        if progress:
-            progress(len(piece))
-    return Results(
-        scenario=sc,
-        seed=seed,
-        attempts=_columns([a for a, _ in parts]),
-        fleet=_columns([f for _, f in parts]),
-    )
-
-
-def _columns(parts: list[dict]) -> dict[str, np.ndarray]:
-    return {k: np.asarray([v for p in parts for v in p[k]]) for k in parts[0]}
-
-
-def evaluate(
-    sc: Scenario,
-    replications: int,
-    seed: int,
-    executor: Executor | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Results:
-    """One scenario's replications, split across the executor's workers."""
-    return next(run_points([sc], replications, seed, executor, progress))
 
 
 def summary_of(res: Results, confidence: float) -> dict:

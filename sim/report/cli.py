@@ -16,8 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.errors import UsageError
-from sim.runner import default_jobs
-from sim.sweep import Pooled, Serial
+from sim.runner import Pooled, Serial, default_jobs
 
 RESULTS = Path("results")
 DASK_CONNECT_TIMEOUT_S = 10.0

@@ -155,7 +155,7 @@ def _timeline(sc, data):
     from sim.report import figures
 
     seed = replication_seed(data["seed"], 0)
-    panels = [("today: " + _short(sc, {}), run_replication(sc, seed, timeline=True).timeline)]
+    panels = [("today: " + _short(sc), run_replication(sc, seed, timeline=True).timeline)]
     over = data["decision"]["overrides"]
     if over:
         chosen = sc.with_overrides(over)
@@ -168,7 +168,7 @@ def _timeline(sc, data):
     return figures.timeline(panels, sc.database.free_slots, sc.database.max_connections)
 
 
-def _short(sc, over: dict) -> str:
+def _short(sc) -> str:
     return f"timeout {sc.startup.db_init_timeout_s:g} s, min_size {sc.pool.min_size}"
 
 
