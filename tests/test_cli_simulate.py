@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from console import STARTSIM
 
 from sim import scenario as scenarios
 
-STARTSIM = shutil.which("startsim") or pytest.fail("the startsim console script is not installed")
 N = "20"  # replications per run
 
 
@@ -23,7 +23,7 @@ def start(*args: str) -> subprocess.Popen:
     # A wide "terminal", so the table's rows are not wrapped across lines.
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.Popen(
-        [STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [str(STARTSIM), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 

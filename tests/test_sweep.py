@@ -6,8 +6,7 @@ messages are the real ones; one test runs the installed ``startsim`` in a subpro
 
 from __future__ import annotations
 
-import subprocess
-
+import console
 import pytest
 import tomli_w
 from builders import call_main, const, scenario, uniform
@@ -185,11 +184,6 @@ def test_values_are_parsed_to_the_field_type():
 
 
 def test_the_installed_command_exits_2_without_traceback(tmp_path):
-    proc = subprocess.run(
-        ["startsim", "sweep", "--vary", "fleet.nosuch=1", "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = console.run("sweep", "--vary", "fleet.nosuch=1", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "fleet.nosuch" in proc.stderr and "Traceback" not in proc.stderr
