@@ -21,6 +21,7 @@ from sim.sweep import summary_of
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags show as flags, not "--json <bool>"
     no_args_is_help=True,
     help="Simulate, load-test and size the database path of a fleet that cold-starts at once.",
 )
@@ -141,28 +142,51 @@ _register_reports(app)
 
 
 def main() -> None:
-    """Console-script entry point: startsim's own errors become exit code 2, without traceback."""
+    """Console-script entry point: every mistake of the user's (startsim's own errors and the
+    command line's usage errors alike) becomes one line on stderr and exit code 2, never a
+    traceback; Ctrl-C becomes 130."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
     try:
         code = app(standalone_mode=False)
     except StartsimError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _fail(str(exc))
+    except NoArgsIsHelpError as exc:  # bare `startsim`: its help, as a usage error
+        exc.show()
         sys.exit(2)
+    except ClickException as exc:  # typer's own click: unknown option, bad value, missing option
+        _fail(_usage_message(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
     # Without standalone mode click returns, rather than raises, the code of typer.Exit (Ctrl-C
     # inside a command becomes Exit(130)): pass it on.
     if isinstance(code, int) and code:
         if code == 130:
             err.print("interrupted")
         sys.exit(code)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(
+        f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True
+    )
+    sys.exit(code)
+
+
+def _usage_message(exc) -> str:
+    """Click's message, with the value the user gave for a bad option (click names only the
+    option), and where to look: ``--jobs 0: … (see 'startsim simulate --help')``."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    args = sys.argv[1:]
+    for opt in getattr(getattr(exc, "param", None), "opts", ()):
+        for i, arg in enumerate(args):
+            if arg == opt and i + 1 < len(args):
+                return f"{opt} {args[i + 1]}: {exc.message}{hint}"
+            if arg.startswith(opt + "="):
+                return f"{opt} {arg[len(opt) + 1 :]}: {exc.message}{hint}"
+    return exc.format_message() + hint
 
 
 __all__ = ["app", "main"]
