@@ -189,7 +189,7 @@ def _timeout_section(sc, settings, probe, searches, plan) -> dict:
             for t in plan
         ],
         # AWS Builders' Library: a timeout at the downstream's p99.9 (0.1 % false timeouts),
-        # padded when p99.9 is close to p50 (platform-facts.md, "Restarts and timeouts").
+        # padded when p99.9 is close to p50 (docs/sources.md#aws-p999-timeout-rule).
         "aws_p999_s": p999,
         "aws_timeout_s": None if p999 is None else _on_grid(p999),
         "db_init_p50_s": p50,

@@ -72,7 +72,7 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> d
     d = Demand.of(sc)
     tasks = sc.pool.held_when_ready if tasks is None else tasks
     # HikariCP's pool-locking rule: T tasks each needing C connections at once deadlock below
-    # T × (C − 1) + 1 (platform-facts.md, "Drivers and pools").
+    # T × (C − 1) + 1 (docs/sources.md#pool-locking-bound).
     locking = tasks * (connections_per_task - 1) + 1  # ≥ 1: the floor of any pool
     fit = d.free_slots // d.instances
     fits = fit >= locking
@@ -97,7 +97,7 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> d
 
 def _pgbouncer(d: Demand, need: int) -> dict:
     # PgBouncer queues clients instead of rejecting them (53300), waiting at most query_wait_timeout
-    # (default 120 s): platform-facts.md, "Drivers and pools".
+    # (default 120 s): docs/sources.md#pgbouncer-waiting.
     return {
         "max_client_conn": d.instances * max(need, d.max_size),
         "default_pool_size": d.free_slots,
