@@ -10,6 +10,7 @@ import re
 import pytest
 import tomli_w
 from builders import call_main, const, scenario, uniform
+from doclinks import problems
 from markdown_it import MarkdownIt
 
 # Three instances behind a one-slot connector that scales out after 2–6 s: it needs a timeout
@@ -58,11 +59,13 @@ def test_adr_parses_and_every_linked_figure_exists(report):
     text = (report / "adr.md").read_text(encoding="utf-8")
     images, hrefs = links(text)
     assert len(images) == 4
-    for target in images + hrefs:
+    for target in images:
         assert (report / target).is_file(), target
         assert (report / target).stat().st_size > 5_000
     for png in images:  # SVG on request, next to each PNG
         assert (report / png.replace(".png", ".svg")).is_file()
+    assert any("sources.md#" in href for href in hrefs)
+    assert problems(text, report) == []  # the citations land on docs/sources.md's entries
 
 
 def test_adr_has_the_sections_of_a_decision_record(report):
@@ -73,7 +76,8 @@ def test_adr_has_the_sections_of_a_decision_record(report):
     assert headings[1:5] == ["Context", "Decision", "Options considered", "Consequences"]
     assert "**Status:** proposed" in text
     assert any(t.type == "table_open" for t in tokens)  # the options table renders as a table
-    assert "T × (C − 1) + 1" in text and "platform-facts.md" in text and "p99.9" in text
+    assert "T × (C − 1) + 1" in text and "sources.md#pool-locking-bound" in text
+    assert "p99.9" in text
 
 
 def test_options_table_has_one_row_per_candidate(report):

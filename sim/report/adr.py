@@ -1,30 +1,66 @@
 """The decision record: Markdown that reads well pasted into a repository's ``docs/adr/``.
 
 ``render`` takes the recommendation's plain data (summary.json), the scenario and the figures'
-file names and returns text; writing it is the caller's job. Vendor figures cite
-``platform-facts.md`` (the team's reference of sourced platform facts) by section.
+file names and returns text; writing it is the caller's job. Vendor figures link to their entry
+in startsim's ``docs/sources.md`` (figure, confidence, public source).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sim.scenario import Scenario
 
-FACTS = "platform-facts.md"
+Cite = Callable[..., str]
+
+# startsim's docs folder in a source checkout; absent when startsim is installed from a wheel.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def render(data: dict, sc: Scenario, figures: dict[str, str], command: str, created: str) -> str:
-    """The whole ADR. ``figures`` maps a role (cdf, heatmap, timeline, restarts) to a file name."""
+def docs_href(folder: Path) -> str | None:
+    """startsim's ``docs/`` as a relative link from ``folder`` (where the ADR is written), so the
+    citations resolve; None when the docs are not on this machine."""
+    if not (DOCS / "sources.md").is_file():
+        return None
+    return Path(os.path.relpath(DOCS, Path(folder).resolve())).as_posix()
+
+
+def render(
+    data: dict,
+    sc: Scenario,
+    figures: dict[str, str],
+    command: str,
+    created: str,
+    docs: str | None = None,
+) -> str:
+    """The whole ADR. ``figures`` maps a role (cdf, heatmap, timeline, restarts) to a file name;
+    ``docs`` is startsim's docs folder seen from the ADR (``docs_href``); None cites by name."""
+    cite = _citer(docs)
     parts = [
         _title(data, sc),
-        _context(data, sc, figures),
-        _decision(data, sc),
-        _options(data, sc),
-        _consequences(data, sc, figures),
-        _method(data, command, created),
+        _context(data, sc, figures, cite),
+        _decision(data, sc, cite),
+        _options(data, sc, cite),
+        _consequences(data, sc, figures, cite),
+        _method(data, command, created, cite),
     ]
     return "\n\n".join(p.strip() for p in parts) + "\n"
+
+
+def _citer(docs: str | None) -> Cite:
+    """``cite(page, anchor, label)``: a link into startsim's docs, or its name when there is no
+    link to make."""
+
+    def cite(page: str, anchor: str = "", label: str = "") -> str:
+        target = f"{page}#{anchor}" if anchor else page
+        if docs is None:
+            return f"startsim's `docs/{target}`"
+        return f"[{label or 'docs/' + page}]({docs}/{target})"
+
+    return cite
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -57,7 +93,7 @@ def _current(data: dict) -> dict[str, Any]:
     return data["candidates"][-1]
 
 
-def _context(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
+def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     cur, t, demand = _current(data), data["timeout"], data["pool"]["demand"]
     conf = data["confidence"]
     lines = [
@@ -73,7 +109,8 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
         f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
         f"{sc.connector.setups_per_instance} connection set-ups at once per instance; a "
         f"scale-out takes {_dist(sc.connector.scale_up_delay_s)}; Serverless VPC Access does not "
-        f"publish this figure, 10–30 s is the staging observation ({FACTS}, connector section).",
+        f"publish this figure, 10–30 s is the staging observation "
+        f"({cite('sources.md', 'connector-scale-out-delay', 'sources')}).",
         f"- Database-init timeout today: {t['current_s']:g} s; the container exits with code 3 "
         f"past it and restarts with backoff ({sc.restart.policy}, first "
         f"{sc.restart.initial_backoff_s:g} s).",
@@ -123,7 +160,7 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
-def _decision(data: dict, sc: Scenario) -> str:
+def _decision(data: dict, sc: Scenario, cite: Cite) -> str:
     d, pool, cx = data["decision"], data["pool"], data["connector"]
     target = data["target_success"]
     lines = ["## Decision", ""]
@@ -155,7 +192,7 @@ def _decision(data: dict, sc: Scenario) -> str:
     if not data["verdict"]["timeout_helps"]:
         lines.append(f"{n}. Do not raise the timeout: {data['verdict']['reason']}.")
         n += 1
-    lines.append(f"{n}. {_pool_line(pool, sc)}")
+    lines.append(f"{n}. {_pool_line(pool, sc, cite)}")
     n += 1
     if cx.get("min_instances") is not None:
         lines.append(
@@ -164,7 +201,7 @@ def _decision(data: dict, sc: Scenario) -> str:
             f"{cx['timeout_s']:g} s even if no scale-out ever arrives, so the scale-out, "
             f"{_dist(sc.connector.scale_up_delay_s)}, leaves the start-up path "
             f"(Serverless VPC Access allows 2–9 minimum instances: "
-            f"{FACTS}, connector section)."
+            f"{cite('sources.md', 'connector-instance-range', 'sources')})."
         )
     elif cx.get("skipped"):
         lines.append(f"{n}. Connector: not sized, because the {cx['skipped']}.")
@@ -190,12 +227,12 @@ def _changes(over: dict, sc: Scenario) -> str:
     return ", ".join(out)
 
 
-def _pool_line(pool: dict, sc: Scenario) -> str:
+def _pool_line(pool: dict, sc: Scenario, cite: Cite) -> str:
     d = pool["demand"]
     lock = (
         f"the pool-locking bound T × (C − 1) + 1 = {pool['tasks']} × "
-        f"({pool['connections_per_task']} − 1) + 1 = {pool['pool_locking_bound']} (HikariCP, "
-        f"{FACTS}, drivers and pools)"
+        f"({pool['connections_per_task']} − 1) + 1 = {pool['pool_locking_bound']} (HikariCP: "
+        f"{cite('sources.md', 'pool-locking-bound', 'sources')})"
     )
     if pool["pool_setting_fits"]:
         return (
@@ -213,12 +250,12 @@ def _pool_line(pool: dict, sc: Scenario) -> str:
         f"fit in {d['free_slots']} free slots. Cap the fleet at **{pool['largest_fleet']}** "
         f"instances, or put PgBouncer in front: `default_pool_size` ≤ {pgb['default_pool_size']}, "
         f"`max_client_conn` ≥ {pgb['max_client_conn']}; it turns rejections into waiting, "
-        f"bounded by `query_wait_timeout` ({pgb['query_wait_timeout_s']} s by default; "
-        f"{FACTS}, drivers and pools)."
+        f"bounded by `query_wait_timeout` ({pgb['query_wait_timeout_s']} s by default: "
+        f"{cite('sources.md', 'pgbouncer-waiting', 'sources')})."
     )
 
 
-def _options(data: dict, sc: Scenario) -> str:
+def _options(data: dict, sc: Scenario, cite: Cite) -> str:
     conf = data["confidence"]
     lines = [
         "## Options considered",
@@ -240,16 +277,16 @@ def _options(data: dict, sc: Scenario) -> str:
             f"{r['free_slots']} | {_num(r['work_amplification'])} | "
             f"{r['restarts_per_instance']:.3f} | {r['replications']} |"
         )
-    lines += ["", _targets_table(data)]
+    lines += ["", _targets_table(data, cite)]
     return "\n".join(lines)
 
 
-def _targets_table(data: dict) -> str:
+def _targets_table(data: dict, cite: Cite) -> str:
     t = data["timeout"]
     lines = [
         "Timeouts for common targets (smallest verified value on a 0.5 s grid), and the value "
         "AWS's guidance gives: the downstream's p99.9, i.e. 0.1 % false timeouts "
-        f"(AWS Builders' Library, {FACTS}, restarts and timeouts):",
+        f"(AWS Builders' Library: {cite('sources.md', 'aws-p999-timeout-rule', 'sources')}):",
         "",
         "| target | timeout | P(db init reaches it), upper bound | replications |",
         "|---|---|---|---|",
@@ -272,7 +309,7 @@ def _targets_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def _consequences(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
+def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     d = data["decision"]
     lines = ["## Consequences", ""]
     if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] > sc.startup.db_init_timeout_s:
@@ -299,11 +336,12 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str]) -> str:
     if data["connector"].get("min_instances"):
         lines.append(
             "- Connector instances above the minimum are billed while idle, and the connector "
-            f"never scales in ({FACTS}, connector section)."
+            f"never scales in ({cite('sources.md', 'connector-never-scales-in', 'sources')})."
         )
     lines += [
         "- The scale-out delay and per-instance set-up capacity are model parameters calibrated "
-        f"from the staging incident, not published figures ({FACTS}); re-run `startsim "
+        f"from the staging incident, not published figures "
+        f"({cite('sources.md', 'connector-set-up-capacity', 'sources')}); re-run `startsim "
         "recommend` when a load campaign measures them.",
         "",
         _figure_links(figures),
@@ -322,10 +360,10 @@ def _figure_links(figs: dict[str, str]) -> str:
     return "\n\n".join(lines)
 
 
-def _method(data: dict, command: str, created: str) -> str:
+def _method(data: dict, command: str, created: str, cite: Cite) -> str:
     return (
         "## How this was computed\n\n"
         f"`{command}` on {created}: seed {data['seed']}, {data['replications']} replications per "
-        f"decision point, confidence {data['confidence']:.0%}. Method: `docs/recommend.md`. "
+        f"decision point, confidence {data['confidence']:.0%}. Method: {cite('recommend.md')}. "
         "Figures and numbers: `summary.json` in this folder."
     )

@@ -104,7 +104,8 @@ def recommend_cmd(
     from sim.report import adr
 
     created = datetime.now(UTC).strftime("%Y-%m-%d")
-    atomic_write(out / "adr.md", adr.render(data, sc, data["figures"], command_line(), created))
+    text = adr.render(data, sc, data["figures"], command_line(), created, adr.docs_href(out))
+    atomic_write(out / "adr.md", text)
     if json_out:
         typer.echo(dumps(data))
     else:
