@@ -21,6 +21,8 @@ _MD = MarkdownIt("commonmark").enable("table")
 # A repository path named in text: starts a word (not the tail of a URL or of ../docs/), ends on a
 # word character or a slash, so the full stop after it is not part of it.
 BARE = re.compile(r"(?<![\w/.-])(docs/(?:[\w.-]*[\w/])?)(?:#([\w-]+))?")
+# A relative path named in text, `../…`: resolved from the text's folder like a link.
+UP = re.compile(r"(?<![\w/.-])((?:\.\./)+(?:[\w.-]*[\w/])?)")
 HTML_ID = re.compile(r"""<a\s[^>]*?\b(?:id|name)\s*=\s*["']([^"']+)["']""")
 HEADING_ID = re.compile(r"\s*\{#([\w-]+)\}\s*$")
 
@@ -86,8 +88,9 @@ def _resolve(target: Path, anchor: str | None, source: str, confined: bool) -> s
 
 def problems(text: str, base: Path, *, markdown: bool = True) -> list[str]:
     """What does not resolve in ``text``: its Markdown links relative to ``base`` (the folder the
-    text is in), and its bare `docs/…` mentions relative to the repository's root. A text inside
-    the repository may not link out of it; one outside (an ADR written elsewhere) may."""
+    text is in), its bare `docs/…` mentions relative to the repository's root and its bare `../…`
+    mentions relative to ``base``. A text inside the repository may not point out of it; one
+    outside (an ADR written elsewhere) may."""
     confined = base.resolve().is_relative_to(REPO)
     out = []
     for href in links(text) if markdown else []:
@@ -106,4 +109,6 @@ def problems(text: str, base: Path, *, markdown: bool = True) -> list[str]:
     for match in BARE.finditer(text):
         path, anchor = match.groups()
         out.append(_resolve(REPO / path, anchor, match.group(0), True))
+    for match in UP.finditer(text):
+        out.append(_resolve(base / match.group(1), None, match.group(0), confined))
     return [p for p in out if p]
