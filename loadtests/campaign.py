@@ -22,7 +22,7 @@ from pathlib import Path
 from loadtests import safety
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
-from sim.output import atomic_write, scenario_toml, write_json
+from sim.output import atomic_write, safe_folder_name, scenario_toml, write_json
 from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -83,7 +83,7 @@ def check(opts: Options) -> safety.Target:
 def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for n in range(100):
-        run_id = f"{stamp}-{name}" + (f"-{n}" if n else "")
+        run_id = f"{stamp}-{safe_folder_name(name)}" + (f"-{n}" if n else "")
         run_dir = out / run_id
         try:
             run_dir.mkdir(parents=True)

@@ -137,6 +137,11 @@ def _ceiling(sc: Scenario, settings: Settings) -> float:
     ceiling = settings.max_timeout_s or min(sc.horizon_s, max(120.0, 3 * current))
     if not math.isfinite(ceiling) or ceiling < RESOLUTION_S:
         raise UsageError(f"--max-timeout {ceiling}: must be a finite number of at least 0.5 s")
+    if ceiling > sc.horizon_s:
+        raise UsageError(
+            f"--max-timeout {ceiling:g}: must not exceed the scenario's horizon_s "
+            f"({sc.horizon_s:g}); a longer deadline is cut short by the end of the simulation"
+        )
     return ceiling
 
 

@@ -2,11 +2,13 @@
 
 Attempts in one replication share a connector, a database and each other's load, so they are not
 independent: a replication where the connector scales late fails many attempts at once. Pooling
-them as if independent gives intervals far too narrow. ``clustered_proportion`` therefore widens a
-Wilson interval by the design effect measured between replications (the ratio estimator's
-cluster-robust variance), and assumes the worst (one observation per replication) when no failure
-or no success was seen and the correlation cannot be measured, shrinking towards that worst case
-when only a few replications saw an event. See ``docs/model.md``.
+them as if independent gives intervals far too narrow. ``clustered_proportion`` therefore gives a
+Wilson interval at an effective sample size: trials over a cautious design effect, measured from
+the pairs of events sharing a replication and shrunk towards the worst case (each replication
+counts once) when few replications saw the rarer outcome. Its upper bound is the largest such bound
+over the data and every configuration with fewer events, so more failures never lower it; with no
+failure each replication counts once; with one attempt per replication it is the Wilson interval.
+See ``docs/model.md`` (statistics) and ``benchmarks/coverage_study.py``.
 
 The same functions summarise measured load campaigns (one "replication" per run), so simulated and
 measured summaries line up key by key.
@@ -59,53 +61,105 @@ def wilson(events: float, trials: float, confidence: float = 0.95) -> tuple[floa
     if trials <= 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = events / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = (
-        z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    )
-    low = 0.0 if events <= 0 else max(0.0, centre - half)
-    high = 1.0 if events >= trials else min(1.0, centre + half)
-    return low, high
+    low = 1.0 - float(_wilson_high(1.0 - events / trials, trials, z))
+    return max(0.0, low), float(_wilson_high(events / trials, trials, z))
+
+
+def _wilson_high(p, trials, z):
+    """Upper Wilson bound at share ``p`` (arrays allowed); exactly 1 when ``p`` is 1."""
+    centre = p + z * z / (2 * trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return np.where(p >= 1, 1.0, np.minimum(1.0, (centre + half) / (1 + z * z / trials)))
 
 
 def clustered_proportion(
     hits: np.ndarray, cluster: np.ndarray, confidence: float = 0.95
 ) -> Proportion:
-    """Proportion of ``hits`` (booleans) with a Wilson interval at the effective sample size."""
+    """Share of ``hits`` (booleans), with an interval for attempts clustered by ``cluster``."""
     hits = np.asarray(hits, dtype=bool)
-    n = hits.size
+    if hits.size == 0:
+        return Proportion(math.nan, 0.0, 1.0, 0, 0, 0.0)
+    _, idx = np.unique(np.asarray(cluster), return_inverse=True)
+    return cluster_proportion(np.bincount(idx, weights=hits), np.bincount(idx), confidence)
+
+
+def cluster_proportion(
+    events: np.ndarray, trials: np.ndarray, confidence: float = 0.95
+) -> Proportion:
+    """The same from counts per cluster: ``events[c]`` of ``trials[c]`` attempts in cluster c.
+
+    The lower bound is the mirror of the upper bound of the other outcome, so the interval of
+    1 − p is the mirror of the interval of p. A single cluster gets the plain Wilson interval.
+    """
+    events = np.asarray(events, dtype=np.int64)
+    trials = np.asarray(trials, dtype=np.int64)
+    if np.any(events < 0) or np.any(events > trials):
+        raise ValueError(f"events per cluster must lie in [0, trials]: {events} of {trials}")
+    n, k = int(trials.sum()), int(events.sum())
     if n == 0:
         return Proportion(math.nan, 0.0, 1.0, 0, 0, 0.0)
-    k = int(hits.sum())
-    p = k / n
-    _, idx = np.unique(np.asarray(cluster), return_inverse=True)
-    per_k = np.bincount(idx, weights=hits)
-    per_n = np.bincount(idx)
-    clusters = per_n.size
-    n_eff = _effective_trials(p, per_k, per_n, n, clusters)
-    low, high = wilson(p * n_eff, n_eff, confidence)
-    return Proportion(p, low, high, k, n, n_eff)
+    if trials.size < 2:
+        # One replication (a load campaign): no spread between replications to measure.
+        return Proportion(k / n, *wilson(k, n, confidence), k, n, float(n))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    high, n_eff = _upper_bound(events, trials, z)
+    low = 1.0 - _upper_bound(trials - events, trials, z)[0]
+    return Proportion(k / n, max(0.0, low), high, k, n, n_eff)
 
 
-def _effective_trials(p, per_k, per_n, n, clusters) -> float:
-    """Trials over the design effect, shrunk towards the worst case when events are few.
+def _upper_bound(events: np.ndarray, trials: np.ndarray, z: float) -> tuple[float, float]:
+    """Largest Wilson bound over the data and every sub-configuration with fewer events.
 
-    The worst case is perfect correlation within a replication (design effect = mean attempts per
-    replication: each fleet start counts once). The measured design effect gets the weight of the
-    replications that saw both kinds of outcome, the worst case the weight of one, so that one
-    event in a thousand replications does not narrow the bound forty-fold over none.
+    Taking the largest is what makes the bound monotone: adding an event only adds
+    sub-configurations. Among sub-configurations with ``j`` events the most clustered one (events
+    taken from the fullest clusters first) has the largest design effect, hence the largest bound,
+    so one candidate per ``j`` is enough, and only the ``j`` whose worst-case bound could beat the
+    data's own. Returns the bound and the data's effective trials.
     """
-    if clusters < 2:
-        return float(n)
-    worst = n / clusters
-    informative = min(np.count_nonzero(per_k), np.count_nonzero(per_n - per_k))
-    if informative == 0:
-        return float(clusters)
-    var_cluster = clusters / (clusters - 1) * np.sum((per_k - p * per_n) ** 2) / n**2
-    measured = max(var_cluster / (p * (1 - p) / n), 1.0)
-    deff = (worst + informative * measured) / (1 + informative)
-    return float(n / max(deff, 1.0))
+    n = float(trials.sum())
+    same_cluster_pairs = float(np.sum(trials * (trials - 1.0)))
+    counts = np.sort(events[events > 0])[::-1].astype(float)
+    full = np.concatenate(([0.0], np.cumsum(counts)))
+    full_pairs = np.concatenate(([0.0], np.cumsum(counts * (counts - 1))))
+    deff = design_effect_bound(full[-1], full_pairs[-1], n, same_cluster_pairs)
+    own = float(_wilson_high(full[-1] / n, n / deff, z))
+    # Shares whose Wilson bound at the worst design effect is below ``own``: ``own`` inverted.
+    worst_n = n / (1.0 + same_cluster_pairs / n)
+    below = own - z * math.sqrt(own * (1.0 - own) / worst_n)
+    j = np.arange(max(0.0, math.floor(n * below) - 1.0), full[-1])
+    filled = np.searchsorted(full, j, side="right") - 1
+    rest = j - full[filled]
+    pairs = full_pairs[filled] + rest * (rest - 1)
+    bounds = _wilson_high(j / n, n / design_effect_bound(j, pairs, n, same_cluster_pairs), z)
+    return max(own, float(bounds.max(initial=0.0))), n / float(deff)
+
+
+def design_effect_bound(events, event_pairs, trials, same_cluster_pairs):
+    """A cautious design effect from the events and the pairs of events sharing a cluster.
+
+    ``trials`` attempts form ``same_cluster_pairs`` ordered pairs within clusters (Σ m(m − 1)).
+    Under any within-cluster correlation ρ the expected count of event pairs is
+    ``same_cluster_pairs × (p² + ρ p (1 − p))``: that gives the moment estimate of ρ and of the
+    design effect 1 + ρ Σ m(m − 1) / n (for equal clusters, exactly the ratio estimator's
+    cluster-robust variance over the binomial one). It is shrunk towards the worst case (ρ = 1,
+    each cluster counts once) with the worst case weighted as one cluster and the estimate as the
+    effective number of clusters holding the rarer outcome (k² / Σ k_c², or the same for the
+    other outcome); with no event it is the worst case. For fixed ``events`` the result grows
+    with ``event_pairs``, which the monotone bound relies on.
+    """
+    events = np.asarray(events, dtype=float)
+    squares = same_cluster_pairs + trials  # Σ m²
+    worst = squares / trials
+    p = events / trials
+    spread = np.maximum(trials * p * (1 - p), 1e-300)
+    measured = np.clip(1.0 + (event_pairs - p * p * same_cluster_pairs) / spread, 1.0, worst)
+    # Σ (m − k)² for the other outcome, with Σ m k taken as (Σ m² / n) k: exact for equal clusters.
+    other_squares = squares - 2 * worst * events + event_pairs + events
+    informative = np.minimum(
+        events**2 / np.maximum(event_pairs + events, 1.0),
+        (trials - events) ** 2 / np.maximum(other_squares, 1.0),
+    )
+    return np.clip((worst + informative * measured) / (1.0 + informative), 1.0, worst)
 
 
 def percentiles(values: np.ndarray, qs=(50, 95, 99)) -> dict[str, float | None]:

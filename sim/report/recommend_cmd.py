@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sim import scenario as scenarios
 from sim.engine import run_replication
-from sim.output import atomic_write, dumps, scenario_toml, write_json
+from sim.output import atomic_write, dumps, safe_folder_name, scenario_toml, write_json
 from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.cli import (
     RESULTS,
@@ -87,7 +87,7 @@ def recommend_cmd(
     )
     settings.check()
     sc = scenarios.resolve(scenario)
-    out = out or RESULTS / f"{stamp()}-{sc.name}"
+    out = out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}"
     with executor(jobs, dask) as ex, progress(f"recommend {sc.name}") as bar:
         lab = Lab(ex, seed, confidence, progress=bar.update)
         rec = recommend(sc, settings, lab)

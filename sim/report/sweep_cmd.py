@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sim import scenario as scenarios
 from sim.errors import UsageError
-from sim.output import atomic_write, dumps, write_json
+from sim.output import atomic_write, dumps, safe_folder_name, write_json
 from sim.report.cli import (
     RESULTS,
     Confidence,
@@ -66,7 +66,7 @@ def sweep(
     check_confidence(confidence)
     if resume and out is None:
         raise UsageError("--resume needs --out DIR: the folder of the sweep to continue")
-    out = out or RESULTS / f"{stamp()}-{sc.name}-sweep"
+    out = out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}-sweep"
     meta = {
         "scenario": sc.to_dict(),
         "vary": grid.as_dict(),
