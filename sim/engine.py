@@ -127,6 +127,10 @@ class Engine:
         self.draw_scale = _Stream(sc.connector.scale_up_delay_s, rngs["scale_up"])
         self.arrival_rng = rngs["arrival"]
         self.now = 0.0
+        # The run ends one deadline after the horizon: every attempt's outcome is decided by then
+        # (no database init begins after the horizon); later events (stragglers, slot releases)
+        # would only be work, so they are never processed.
+        self.end_s = sc.horizon_s + sc.startup.db_init_timeout_s
         self._heap: list = []
         self._seq = itertools.count()
         # connector
@@ -158,7 +162,7 @@ class Engine:
         for inst, t in zip(self.instances, arrival_times(self.sc, self.arrival_rng), strict=True):
             self.at(t, self.start_attempt, inst)
         heap = self._heap
-        while heap:
+        while heap and heap[0][0] <= self.end_s:
             self.now, _, handler, args = heappop(heap)
             handler(*args)
         return self._finish()
@@ -190,6 +194,8 @@ class Engine:
         self.at(self.now + self.draw_before(), self.begin_db_init, inst)
 
     def begin_db_init(self, inst: _Instance) -> None:
+        if self.now > self.sc.horizon_s:
+            return  # like a start after the horizon: never ready, and no record
         inst.in_init = True
         inst.init_start = self.now
         inst.deadline_at = self.now + self.sc.startup.db_init_timeout_s

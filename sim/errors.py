@@ -18,9 +18,14 @@ class ScenarioError(StartsimError):
 
     def __init__(self, source: str, field: str, value: object, problem: str) -> None:
         self.source, self.field, self.value, self.problem = source, field, value, problem
-        shown = "(missing)" if value is _MISSING else repr(value)
+        shown = "(missing)" if value is _MISSING else _short(repr(value))
         where = f"{field} = {shown}: " if field else ""
         super().__init__(f"{source}: {where}{problem}")
+
+
+def _short(text: str, limit: int = 120) -> str:
+    # A value may be a list of 100,000 measurements: the message stays one readable line.
+    return text if len(text) <= limit else f"{text[: limit - 20]} … ({len(text):,} characters)"
 
 
 class UsageError(StartsimError):

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,18 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def safe_folder_name(name: str, max_bytes: int = 100) -> str:
+    """``name`` as one folder-name component that cannot leave its parent: word characters, ``.``
+    and ``-`` only, no leading dot, at most ``max_bytes`` bytes of UTF-8; ``"scenario"`` if empty.
+
+    >>> safe_folder_name("../../etc/passwd")
+    'etc-passwd'
+    """
+    cleaned = re.sub(r"[^\w.-]+", "-", name).strip(".-")
+    cleaned = cleaned.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore").rstrip(".-")
+    return cleaned or "scenario"
 
 
 def _umask() -> int:

@@ -1,7 +1,8 @@
 """The scenario: one validated, immutable description of a cold-start situation, loaded from TOML.
 
 Section and field names are a contract with users' files and scripts: add fields, never rename.
-Every duration is in seconds. ``docs/scenario.md`` documents each field and its default.
+Every duration is in seconds. ``docs/scenario.md`` documents each field and its default, and the
+limits below: each keeps one replication within memory and time on one machine.
 """
 
 from __future__ import annotations
@@ -15,16 +16,32 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from sim.distributions import Constant, Distribution, LogNormal, Uniform
+from sim.distributions import (
+    MAX_DURATION_S,
+    Constant,
+    Distribution,
+    LogNormal,
+    PositiveSeconds,
+    Seconds,
+    Uniform,
+)
 from sim.errors import MISSING, ScenarioError
+
+# Limits on one replication; docs/scenario.md gives each with its reason. The engine keeps an
+# object of a few hundred bytes per instance, per attempt record and per connection in flight.
+MAX_INSTANCES = 100_000
+MAX_ATTEMPTS = 1_000_000  # instances × (restarts + 1): attempt records, ~0.3 kB each
+MAX_OPENING = 2_000_000  # instances × connections each opens at once: ~0.3 kB each in flight
+MAX_CONNECTIONS = 262_143  # PostgreSQL's own ceiling on max_connections (MAX_BACKENDS, 2^18 − 1)
+MAX_POOL_STARTS = 10_000  # pool starts per attempt: db_init_timeout_s ÷ retry_backoff_s
+MAX_NAME_LENGTH = 100
 
 
 class FieldProblem(Exception):
@@ -36,23 +53,52 @@ class FieldProblem(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+
+def _at_most(limit: int, why: str):
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"must be at most {limit:,}: {why}")
+        return value
+
+    return check
 
 
 class Wave(_Section):
-    at_s: NonNegativeFloat
+    at_s: Seconds
     count: PositiveInt
 
 
 class Fleet(_Section):
     instances: PositiveInt = 20
     arrival: Literal["burst", "uniform", "poisson", "waves"] = "burst"
-    window_s: NonNegativeFloat = 0.0
-    rate_per_s: PositiveFloat = 1.0
+    window_s: Seconds = 0.0
+    rate_per_s: Annotated[float, Field(gt=0)] = 1.0
     waves: list[Wave] = Field(default_factory=list)
+
+    _instances = field_validator("instances")(
+        _at_most(MAX_INSTANCES, "one replication keeps every instance in memory")
+    )
+
+    @field_validator("rate_per_s")
+    @classmethod
+    def _rate(cls, rate: float) -> float:
+        if 1 / rate > MAX_DURATION_S:
+            raise ValueError(f"must be at least {1 / MAX_DURATION_S:g}: one arrival per 1e+12 s")
+        return rate
 
     @model_validator(mode="after")
     def _waves_match(self) -> Fleet:
+        if self.waves and self.arrival != "waves":
+            raise FieldProblem(
+                "fleet.waves",
+                [w.model_dump() for w in self.waves],
+                f"only used with arrival 'waves' (arrival is {self.arrival!r}); "
+                'set arrival = "waves" or remove waves',
+            )
         if self.arrival == "waves":
             total = sum(w.count for w in self.waves)
             if total != self.instances:
@@ -66,7 +112,7 @@ class Fleet(_Section):
 
 class Startup(_Section):
     before_db_s: Distribution = LogNormal(dist="lognormal", median=2.0, sigma=0.3)
-    db_init_timeout_s: PositiveFloat = 20.0
+    db_init_timeout_s: PositiveSeconds = 20.0
     init_queries_s: Distribution = LogNormal(dist="lognormal", median=0.05, sigma=0.5)
     after_db_s: Distribution = Constant(dist="constant", value=3.0)
 
@@ -75,9 +121,13 @@ class Pool(_Section):
     min_size: NonNegativeInt = 20
     max_size: PositiveInt = 50
     held_when_ready: NonNegativeInt = 20
-    connect_timeout_s: PositiveFloat = 10.0
+    connect_timeout_s: PositiveSeconds = 10.0
     on_failure: Literal["close", "hold"] = "close"
-    retry_backoff_s: NonNegativeFloat = 1.0
+    retry_backoff_s: Seconds = 1.0
+
+    _max_size = field_validator("max_size")(
+        _at_most(MAX_CONNECTIONS, "no PostgreSQL server accepts more connections")
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> Pool:
@@ -118,6 +168,10 @@ class Database(_Section):
     other_connections: NonNegativeInt = 0
     accept_s: Distribution = LogNormal(dist="lognormal", median=0.005, sigma=0.5)
 
+    _max_connections = field_validator("max_connections")(
+        _at_most(MAX_CONNECTIONS, "PostgreSQL's own limit (MAX_BACKENDS)")
+    )
+
     @model_validator(mode="after")
     def _room(self) -> Database:
         if self.free_slots < 1:
@@ -137,16 +191,18 @@ class Database(_Section):
 
 class Restart(_Section):
     policy: Literal["none", "fixed", "exponential"] = "exponential"
-    initial_backoff_s: NonNegativeFloat = 10.0
-    max_backoff_s: NonNegativeFloat = 300.0
+    initial_backoff_s: Seconds = 10.0
+    max_backoff_s: Seconds = 300.0
     max_restarts: NonNegativeInt = 20
-    exit_release_s: NonNegativeFloat = 0.0
+    exit_release_s: Seconds = 0.0
 
     def backoff_s(self, restart: int) -> float:
         """Pause before restart ``restart`` (1-based): Kubernetes-style 10, 20, 40 … 300 s."""
         if self.policy == "fixed":
             return self.initial_backoff_s
-        return min(self.initial_backoff_s * 2 ** (restart - 1), self.max_backoff_s)
+        # 2.0 ** 1000 keeps the product a float (inf at worst, then capped), never an OverflowError.
+        doubling = 2.0 ** min(restart - 1, 1000)
+        return min(self.initial_backoff_s * doubling, self.max_backoff_s)
 
     @property
     def restarts_allowed(self) -> int:
@@ -154,15 +210,31 @@ class Restart(_Section):
 
 
 class Scenario(_Section):
-    name: Annotated[str, Field(min_length=1)] = "scenario"
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "scenario"
     description: str = ""
-    horizon_s: PositiveFloat = 600.0
+    horizon_s: PositiveSeconds = 600.0
     fleet: Fleet = Fleet()
     startup: Startup = Startup()
     pool: Pool = Pool()
     connector: Connector = Connector()
     database: Database = Database()
     restart: Restart = Restart()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe(cls, name: str) -> str:
+        # The name ends results folders' names (results/<time>-<name>): it must not leave them.
+        if "/" in name or "\\" in name or ".." in name:
+            raise ValueError("must not contain '/', '\\' or '..': it names results folders")
+        if any(not ch.isprintable() for ch in name):
+            raise ValueError("must not contain control characters: it names results folders")
+        return name
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Scenario:
+        for check in (_deadline_within_horizon, _attempts_bounded, _opening_bounded, _retries):
+            check(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the TOML layout (field names as users write them)."""
@@ -181,6 +253,54 @@ class Scenario(_Section):
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
         return from_dict(data, source)
+
+
+def _deadline_within_horizon(sc: Scenario) -> None:
+    # The engine simulates up to horizon_s plus one deadline (docs/model.md): a longer deadline
+    # would be cut short, and it only ever decides attempts that began before the horizon.
+    deadline_s = sc.startup.db_init_timeout_s
+    if deadline_s > sc.horizon_s:
+        raise FieldProblem(
+            "startup.db_init_timeout_s",
+            deadline_s,
+            f"must not exceed horizon_s ({sc.horizon_s:g}): the simulation ends one deadline "
+            f"after the horizon; raise horizon_s to {deadline_s:g} or more, or shorten it",
+        )
+
+
+def _attempts_bounded(sc: Scenario) -> None:
+    attempts = sc.fleet.instances * (sc.restart.restarts_allowed + 1)
+    if attempts > MAX_ATTEMPTS:
+        raise FieldProblem(
+            "restart.max_restarts",
+            sc.restart.max_restarts,
+            f"fleet.instances ({sc.fleet.instances:,}) × (max_restarts + 1) = {attempts:,} "
+            f"attempt records per replication; at most {MAX_ATTEMPTS:,} fit in memory",
+        )
+
+
+def _opening_bounded(sc: Scenario) -> None:
+    each = max(sc.pool.min_size, sc.pool.held_when_ready)
+    opening = sc.fleet.instances * each
+    if opening > MAX_OPENING:
+        raise FieldProblem(
+            "pool.min_size",
+            sc.pool.min_size,
+            f"fleet.instances ({sc.fleet.instances:,}) × max(min_size, held_when_ready) = "
+            f"{opening:,} connections opened at once; at most {MAX_OPENING:,} fit in memory",
+        )
+
+
+def _retries(sc: Scenario) -> None:
+    backoff_s, deadline_s = sc.pool.retry_backoff_s, sc.startup.db_init_timeout_s
+    if backoff_s > 0 and deadline_s / backoff_s > MAX_POOL_STARTS:
+        raise FieldProblem(
+            "pool.retry_backoff_s",
+            backoff_s,
+            f"allows up to {deadline_s / backoff_s:,.0f} pool starts per attempt within "
+            f"startup.db_init_timeout_s ({deadline_s:g}); at most {MAX_POOL_STARTS:,}: use 0 "
+            f"(no retry) or at least {deadline_s / MAX_POOL_STARTS:g} s",
+        )
 
 
 def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
@@ -251,10 +371,20 @@ def load(path: str | Path) -> Scenario:
 
 
 def loads(text: str, source: str = "<scenario>") -> Scenario:
+    # A byte-order mark (Windows editors write one) is not TOML but says nothing: skip it.
+    text = text.removeprefix("\ufeff")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", MISSING, f"not valid TOML ({exc})") from None
+    if not data:
+        raise ScenarioError(
+            source,
+            "",
+            MISSING,
+            'sets no field (is it the right file?); a scenario needs at least name = "…", '
+            "every other field has a default",
+        )
     return from_dict(data, source)
 
 

@@ -414,6 +414,7 @@ def test_arrival_at_or_after_the_horizon_never_starts():
     sc = scenario(
         {
             "horizon_s": 10.0,
+            "startup.db_init_timeout_s": 10.0,
             "fleet.instances": 2,
             "fleet.arrival": "waves",
             "fleet.waves": [{"at_s": 0.0, "count": 1}, {"at_s": 10.0, "count": 1}],
@@ -426,9 +427,16 @@ def test_arrival_at_or_after_the_horizon_never_starts():
 
 
 def test_ready_after_the_horizon_counts_as_never_ready():
-    # Horizon 10; db init 12 s: the attempt (started at 0) finishes and is recorded as ready, but
-    # the instance was not ready by the horizon.
-    sc = scenario({"horizon_s": 10.0, "connector.setup_s": const(12.0)})
+    # Horizon 10; db init 8 s, then 3 s to healthy: the attempt (started at 0) finishes its db init
+    # and is recorded as ready, but the instance was not ready by the horizon.
+    sc = scenario(
+        {
+            "horizon_s": 10.0,
+            "startup.db_init_timeout_s": 10.0,
+            "connector.setup_s": const(8.0),
+            "startup.after_db_s": const(3.0),
+        }
+    )
     (row,) = attempts(sc)
     assert row["outcome"] == "ready"
     rep = run_replication(sc, 0)
