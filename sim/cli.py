@@ -15,7 +15,7 @@ from rich.table import Table
 from sim import scenario as scenarios
 from sim.errors import StartsimError
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
-from sim.report.cli import Jobs, ScenarioArg, Seed, pct, progress_bar
+from sim.report.cli import Jobs, ScenarioArg, Seed, pct, prepare_out, progress_bar
 from sim.runner import simulate as run_simulation
 from sim.sweep import summary_of
 
@@ -50,14 +50,16 @@ def simulate(
 ) -> None:
     """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
     sc = scenarios.resolve(scenario)
+    if out is not None:
+        prepare_out(out)
     with progress_bar(replications, f"simulate {sc.name}") as bar:
         res = run_simulation(sc, replications, seed, jobs, progress=bar.update)
     summary = {"scenario": sc.name, **summary_of(res, confidence=0.95)}
-    if out is not None:
-        write_json(out / "summary.json", summary)
+    if out is not None:  # each file whole; summary.json last, so its presence means complete
+        atomic_write(out / "scenario.toml", scenario_toml(sc))
         write_csv(out / "attempts.csv", res.attempts)
         write_csv(out / "replications.csv", res.fleet)
-        atomic_write(out / "scenario.toml", scenario_toml(sc))
+        write_json(out / "summary.json", summary)
     if json_out:
         typer.echo(dumps(summary))
     else:

@@ -64,6 +64,25 @@ class Settings:
                     f"Use --replications {need} or more"
                 )
 
+    def check_ceiling(self, sc: Scenario) -> None:
+        """The longest timeout searched must be a finite deadline no shorter than today's (the
+        probe runs there and must see every init today's deadline lets finish) and within the
+        horizon (the run must be long enough to show it)."""
+        ceiling = self.max_timeout_s
+        if ceiling is None:
+            return
+        current = sc.startup.db_init_timeout_s
+        if not math.isfinite(ceiling) or ceiling < max(current, RESOLUTION_S):
+            raise UsageError(
+                f"--max-timeout {ceiling:g}: must be a finite number of seconds no shorter than "
+                f"the scenario's startup.db_init_timeout_s ({current:g})"
+            )
+        if ceiling > sc.horizon_s:
+            raise UsageError(
+                f"--max-timeout {ceiling:g}: longer than the scenario's horizon_s "
+                f"({sc.horizon_s:g}); raise horizon_s to consider it"
+            )
+
 
 @dataclass
 class Recommendation:
@@ -133,16 +152,10 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
 
 
 def _ceiling(sc: Scenario, settings: Settings) -> float:
-    current = sc.startup.db_init_timeout_s
-    ceiling = settings.max_timeout_s or min(sc.horizon_s, max(120.0, 3 * current))
-    if not math.isfinite(ceiling) or ceiling < RESOLUTION_S:
-        raise UsageError(f"--max-timeout {ceiling}: must be a finite number of at least 0.5 s")
-    if ceiling > sc.horizon_s:
-        raise UsageError(
-            f"--max-timeout {ceiling:g}: must not exceed the scenario's horizon_s "
-            f"({sc.horizon_s:g}); a longer deadline is cut short by the end of the simulation"
-        )
-    return ceiling
+    settings.check_ceiling(sc)
+    if settings.max_timeout_s is not None:
+        return settings.max_timeout_s
+    return min(sc.horizon_s, max(120.0, 3 * sc.startup.db_init_timeout_s))
 
 
 def _target_plan(settings: Settings, n: int) -> dict[float, int | None]:

@@ -54,15 +54,23 @@ class Lab:
         seed: int = 0,
         confidence: float = 0.95,
         progress: Callable[[int], None] | None = None,
+        on_point: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``progress(n)`` after every n replications; ``on_point(k, replications)`` before the
+        k-th new simulation, so a progress bar can show each one's total and ETA."""
         self.executor = executor or Serial()
         self.seed, self.confidence, self.progress = seed, confidence, progress
+        self.on_point = on_point
+        self.points = 0  # simulations run (cached repeats not counted)
         self._cache: dict[str, Results] = {}
         self.instance_starts = 0  # simulated instance starts, for throughput figures
 
     def run(self, sc: Scenario, replications: int) -> Results:
         key = json.dumps([sc.to_dict(), replications], sort_keys=True, default=str)
         if key not in self._cache:
+            self.points += 1
+            if self.on_point:
+                self.on_point(self.points, replications)
             res = evaluate(sc, replications, self.seed, self.executor, self.progress)
             self.instance_starts += sc.fleet.instances * replications
             self._cache[key] = res

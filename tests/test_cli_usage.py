@@ -83,3 +83,39 @@ def test_help_renders_flags_as_flags():
     assert res.returncode == 0, res.stderr
     assert "--json" in res.stdout and "--svg" in res.stdout
     assert "<bool>" not in res.stdout
+
+
+def test_simulate_out_writes_summary_last(tmp_path, monkeypatch):
+    """Interrupted while writing records: no summary.json, so no complete-looking folder."""
+    from builders import call_main
+
+    import sim.cli
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim.cli, "write_csv", interrupted)
+    out = tmp_path / "o"
+    assert call_main("simulate", "-n", "2", "--jobs", "1", "--out", str(out)) == 130
+    assert not (out / "summary.json").exists()
+
+
+def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    runs = [
+        ("simulate", "--out", str(afile)),
+        ("simulate", "--out", str(afile / "sub")),
+        ("sweep", "--vary", "pool.min_size=1", "--out", str(afile / "sub")),
+        ("recommend", "--out", str(afile / "sub")),
+    ]
+    procs = [
+        subprocess.Popen([str(STARTSIM), *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for a in runs
+    ]
+    for args, p in zip(runs, procs, strict=True):
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 2, (args, err)
+        line = err.decode().strip()
+        assert line.startswith(f"error: --out {args[-1]}") and "\n" not in line, line
+    assert afile.read_text(encoding="utf-8") == "x"

@@ -108,6 +108,10 @@ def test_summary_carries_the_decision_and_the_figures(report):
         (["--target-success", "0.99999", "-n", "50"], "--replications 384143"),
         (["--confidence", "1.5"], "--confidence 1.5"),
         (["--max-timeout", "0.1"], "--max-timeout 0.1"),
+        (["--max-timeout", "0"], "no shorter than the scenario's startup.db_init_timeout_s"),
+        (["--max-timeout", "10"], "--max-timeout 10"),
+        (["--max-timeout", "inf"], "--max-timeout inf"),
+        (["--max-timeout", "1e9"], "horizon_s"),
     ],
 )
 def test_impossible_targets_exit_2_and_write_nothing(capsys, tmp_path, args, says):
@@ -116,3 +120,29 @@ def test_impossible_targets_exit_2_and_write_nothing(capsys, tmp_path, args, say
     err = " ".join(capsys.readouterr().err.split())
     assert says in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_hopeless_scenario_is_answered_not_searched(tmp_path):
+    """5 instances × min_size 20 against 10 free slots: no start can ever succeed. The verdict is
+    "no timeout helps", the pool fix is simulated, and the report (CDF without a single finished
+    init included) is written."""
+    path = tmp_path / "hopeless.toml"
+    sc = scenario(
+        {
+            **SMALL,
+            "fleet.instances": 5,
+            "pool.min_size": 20,
+            "pool.max_size": 20,
+            "pool.held_when_ready": 20,
+            "database.max_connections": 13,
+        }
+    )
+    path.write_text(tomli_w.dumps(sc.to_dict()), encoding="utf-8")
+    out = tmp_path / "o"
+    args = ("--target-success", "0.9", "-n", "60", "--jobs", "1", "--out", str(out))
+    assert call_main("recommend", str(path), *args) == 0
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert data["verdict"]["timeout_helps"] is False
+    assert f"{sc.database.free_slots} free slots" in data["verdict"]["reason"]
+    assert data["fix"]["search"]["timeout_s"] is not None  # the pool fix meets the target
+    assert (out / "db-init-cdf.png").stat().st_size > 0

@@ -4,6 +4,7 @@ in ``sweep_cmd.py`` and ``recommend_cmd.py``: edges that run the library and wri
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -121,6 +122,20 @@ def _dask(address: str) -> Iterator[DaskExecutor]:
 def check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
         raise UsageError(f"--confidence {confidence}: must be between 0 and 1 exclusive")
+
+
+def prepare_out(folder: Path, option: str = "--out") -> Path:
+    """Create the output folder before any work, so a folder that cannot be written is refused
+    at once, not after minutes of simulation. Call it once every other input is checked."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {folder}: cannot create it ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {folder}: not writable")
+    return folder
 
 
 def stamp() -> str:

@@ -52,8 +52,13 @@ def db_init_cdf(
     """CDF of database-init duration and, below, its tail on a log scale with the target line."""
     x = np.sort(np.asarray(durations_s, dtype=float))
     n = x.size
-    cdf = np.arange(1, n + 1) / n
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    if n == 0:  # a hopeless scenario: say so instead of drawing an empty curve
+        top.text(0.5, 0.5, "no database init finished", ha="center", va="center")
+        x, n = np.zeros(1), 1
+        cdf = np.zeros(1)
+    else:
+        cdf = np.arange(1, n + 1) / n
     top.step(x, cdf, where="post", color="C0", label="simulated db init")
     top.set_ylabel("P(db init ≤ t)")
     top.set_ylim(0, 1.02)

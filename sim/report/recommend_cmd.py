@@ -25,6 +25,7 @@ from sim.report.cli import (
     command_line,
     executor,
     pct,
+    prepare_out,
     progress,
     stamp,
 )
@@ -87,13 +88,31 @@ def recommend_cmd(
     )
     settings.check()
     sc = scenarios.resolve(scenario)
-    out = out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}"
-    with executor(jobs, dask) as ex, progress(f"recommend {sc.name}") as bar:
-        lab = Lab(ex, seed, confidence, progress=bar.update)
-        rec = recommend(sc, settings, lab)
+    settings.check_ceiling(sc)
+    out = prepare_out(out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}")
+    with executor(jobs, dask) as ex:
+        with progress(f"recommend {sc.name}") as bar:
+
+            def point(k: int, reps: int) -> None:  # each simulation: its own total and ETA
+                bar.set_description(f"recommend {sc.name}: simulation {k}")
+                bar.reset(total=reps)
+
+            lab = Lab(ex, seed, confidence, progress=bar.update, on_point=point)
+            rec = recommend(sc, settings, lab)
         grid = figure_grid(sc, rec)
         grid_reps = figure_replications(sc, settings)
-        rows = list(run_grid(sc, grid, grid_reps, seed, confidence=confidence, executor=ex))
+        with progress(f"figures {sc.name}: {len(grid)} cells", len(grid) * grid_reps) as bar:
+            rows = list(
+                run_grid(
+                    sc,
+                    grid,
+                    grid_reps,
+                    seed,
+                    confidence=confidence,
+                    executor=ex,
+                    progress=bar.update,
+                )
+            )
     data = rec.as_dict()
     data["figure_grid"] = {"vary": grid.as_dict(), "replications": grid_reps, "rows": rows}
     grid_starts = sum(r.get("fleet.instances", sc.fleet.instances) for r in rows) * grid_reps

@@ -27,6 +27,7 @@ from sim.report.cli import (
     check_confidence,
     executor,
     pct,
+    prepare_out,
     progress,
     stamp,
 )
@@ -66,7 +67,7 @@ def sweep(
     check_confidence(confidence)
     if resume and out is None:
         raise UsageError("--resume needs --out DIR: the folder of the sweep to continue")
-    out = out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}-sweep"
+    out = prepare_out(out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}-sweep")
     meta = {
         "scenario": sc.to_dict(),
         "vary": grid.as_dict(),
