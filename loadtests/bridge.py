@@ -6,12 +6,18 @@ never enters gevent's hub. A greenlet submits a coroutine with ``call_soon_threa
 on a gevent ``async_`` watcher, which the loop thread may signal safely (facts: locust issue 1251,
 "one asyncio loop in a real OS thread ... waits on a gevent async watcher"). Other greenlets keep
 running while one waits: no user blocks the worker.
+
+The loop's executor work (``getaddrinfo`` for a host name, above all) runs in native threads too,
+with the unpatched ``socket.getaddrinfo``: asyncio's default executor would start patched threads,
+greenlets of a hub that the loop thread never runs, so a DSN naming ``localhost`` hung every
+connection and then the process's exit (the campaign ran on for the watchdog's 60 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
+import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -26,6 +32,47 @@ def _original(module: str, name: str, fallback: Any) -> Any:
     return monkey.get_original(module, name)
 
 
+class NativeThreadLoop(asyncio.SelectorEventLoop):
+    """An event loop whose executor calls run in native threads, never in gevent's."""
+
+    def __init__(self, selector, start_thread) -> None:
+        super().__init__(selector)
+        self._start_thread = start_thread
+        self._getaddrinfo = _original("socket", "getaddrinfo", socket.getaddrinfo)
+        self._getnameinfo = _original("socket", "getnameinfo", socket.getnameinfo)
+
+    def run_in_executor(self, executor, func, *args):
+        if executor is not None:
+            return super().run_in_executor(executor, func, *args)
+        future = self.create_future()
+
+        def settle(result, error) -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            try:
+                result, error = func(*args), None
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            self.call_soon_threadsafe(settle, result, error)
+
+        self._start_thread(work, ())
+        return future
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        return await self.run_in_executor(
+            None, self._getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        return await self.run_in_executor(None, self._getnameinfo, sockaddr, flags)
+
+
 class AsyncioBridge:
     """Runs coroutines on a private asyncio loop in a native thread; ``run`` waits gevent-safely."""
 
@@ -37,7 +84,7 @@ class AsyncioBridge:
             start_thread = _thread.start_new_thread
         epoll = _original("selectors", "EpollSelector", getattr(selectors, "EpollSelector", None))
         selector = epoll() if epoll is not None else selectors.SelectSelector()
-        self.loop = asyncio.SelectorEventLoop(selector)
+        self.loop = NativeThreadLoop(selector, start_thread)
         start_thread(self._serve, ())
 
     def _serve(self) -> None:

@@ -3,23 +3,30 @@
 Locust and the emulator run as child processes, each in its own session, so that Ctrl-C reaches only
 this process, which then stops them in order: Locust first (its users close every connection and
 the last records are written), then the emulator (its log is closed), then the summary is written
-from whatever records exist. The password travels to children in the environment only.
+from whatever records exist. SIGTERM and SIGHUP stop a campaign the same way, and a child whose
+parent dies anyway (``kill -9``) gets SIGTERM from the kernel, so none runs on alone. The password
+travels to children in the environment only.
+
+Before anything starts, the target is resolved and checked (:mod:`loadtests.safety`) and connected
+to once (:mod:`loadtests.preflight`): a misconfigured target is an error, not a measurement.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtests import safety
+from loadtests import preflight, safety
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
 from sim.output import atomic_write, safe_folder_name, scenario_toml, write_json
@@ -30,6 +37,8 @@ EMULATOR_LOG = "emulator.jsonl"
 STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
 LIMIT_GRACE_S = 60.0  # past --max-duration, the watchdog stops the run itself
 STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h  # stop a campaign as Ctrl-C (SIGINT) does
 
 
 @dataclass
@@ -44,7 +53,7 @@ class Options:
     allow_targets: list[str] = field(default_factory=list)
     max_instances: int = 500
     max_duration_s: float = 900.0
-    seed: int = 0
+    seed: int | None = None  # None: a fresh seed, recorded in campaign.json and summary.json
 
 
 @dataclass
@@ -53,31 +62,44 @@ class Outcome:
     summary: dict
     interrupted: bool = False
     locust_exit_code: int | None = 0
+    stop_signal: int | None = None  # SIGINT, SIGTERM or SIGHUP when interrupted
+    records: list[dict] = field(default_factory=list)
 
 
-def check(opts: Options) -> safety.Target:
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled exactly as Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def fresh_seed() -> int:
+    """A new seed for a campaign: repeated campaigns draw afresh unless --seed is given."""
+    return secrets.randbits(32)
+
+
+def check(opts: Options) -> safety.Resolved:
     """Every refusal happens here, before anything starts."""
-    target = safety.parse_dsn(opts.dsn)
-    safety.check_target(target.host, opts.allow_targets)
+    resolved = safety.resolve_dsn(opts.dsn, opts.allow_targets)
     n = opts.sc.fleet.instances
     if n > opts.max_instances:
         raise UsageError(
             f"fleet.instances = {n}: exceeds the hard limit --max-instances {opts.max_instances}; "
             "raise --max-instances to run it"
         )
-    if opts.via_emulator and target.host.startswith("/"):
+    if opts.via_emulator and all(t.is_unix for t in resolved.targets):
         raise UsageError(
-            f"--dsn host = {target.host!r}: --via-emulator needs a TCP host, not a Unix socket"
+            f"--dsn host = {resolved.targets[0].host!r}: --via-emulator needs a TCP host, "
+            "not a Unix socket"
         )
-    if opts.remote_workers:
-        bind = safety.parse_host_port(opts.master_bind, "--master-bind")
-        safety.check_target(bind.host, opts.allow_targets, "--master-bind")
-        if bind.port == 0:
-            raise UsageError(
-                f"--master-bind = {opts.master_bind!r}: remote workers need a fixed port "
-                "(e.g. 10.0.0.5:5557) to pass to `startsim loadtest-worker --master`"
-            )
-    return target
+    bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
+    if opts.remote_workers and bind.port == 0:
+        raise UsageError(
+            f"--master-bind = {opts.master_bind!r}: remote workers need a fixed port "
+            "(e.g. 10.0.0.5:5557) to pass to `startsim loadtest-worker --master`"
+        )
+    return resolved
 
 
 def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
@@ -93,51 +115,91 @@ def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
     raise UsageError(f"--out = {str(out)!r}: cannot create a fresh run folder")
 
 
-def run(opts: Options, progress: Callable[[dict], None] | None = None) -> Outcome:
-    """Run the campaign; on KeyboardInterrupt stop cleanly and return ``interrupted=True``."""
-    target = check(opts)
+def run(
+    opts: Options,
+    progress: Callable[[dict], None] | None = None,
+    started: Callable[[int, Path], None] | None = None,
+) -> Outcome:
+    """Run the campaign; on Ctrl-C, SIGTERM or SIGHUP stop cleanly, ``interrupted=True``.
+
+    ``started(seed, run_dir)`` is called once every check has passed and the run begins.
+    """
+    with _signals_stop():
+        return _run(opts, progress, started)
+
+
+def _run(opts: Options, progress, started) -> Outcome:
+    resolved = check(opts)
+    if opts.seed is None:
+        opts.seed = fresh_seed()
+    secrets_ = tuple(s for s in (safety.dsn_password(opts.dsn), resolved.password) if s)
+    reached = preflight.check_connection(
+        opts.dsn, resolved, opts.sc.pool.connect_timeout_s, secrets_
+    )
     run_id, run_dir = new_run_dir(opts.out, opts.sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(opts.sc))
     limit_s = min(opts.sc.horizon_s, opts.max_duration_s)
-    write_json(run_dir / "campaign.json", _describe(opts, run_id, limit_s))
+    write_json(run_dir / "campaign.json", _describe(opts, run_id, limit_s, resolved))
+    if started is not None:
+        started(opts.seed, run_dir)
     children: list[subprocess.Popen] = []
     emulator = None
-    interrupted = False
+    stop_signal = None
     try:
-        dsn = opts.dsn
+        targets = resolved.connect_kwargs()
         if opts.via_emulator:
-            emulator, port = _start_emulator(run_dir, target, opts)
-            dsn = safety.with_host_port(opts.dsn, "127.0.0.1", port)
-        env = _child_env(opts, dsn, run_id, run_dir, limit_s)
+            if reached.is_unix:  # the emulator relays TCP: the first TCP address checked
+                reached = next(t for t in resolved.targets if not t.is_unix)
+            emulator, port = _start_emulator(run_dir, reached, opts)
+            targets = {"host": ["127.0.0.1"], "port": [port]}
+        env = _child_env(opts, resolved, targets, run_id, run_dir, limit_s)
         children = _start_locust(run_dir, env, opts)
         _watch(children[0], run_dir, limit_s, progress)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        stop_signal = getattr(exc, "signum", signal.SIGINT)
     finally:
         _stop(children[:1])  # the master (or the local run) first: it tells its workers to quit
         _stop(children[1:])
         if emulator is not None:
             _stop([emulator])
-    summary = summarize_records(
-        opts.sc,
-        read_jsonl(run_dir / RECORDS_FILE),
-        read_jsonl(run_dir / CONNECTIONS_FILE),
-        opts.seed,
-    )
+    records = read_jsonl(run_dir / RECORDS_FILE)
+    summary = summarize_records(opts.sc, records, read_jsonl(run_dir / CONNECTIONS_FILE), opts.seed)
     summary["run_id"] = run_id
-    summary["interrupted"] = interrupted
+    summary["interrupted"] = stop_signal is not None
+    summary["stop_signal"] = None if stop_signal is None else signal.Signals(stop_signal).name
     write_json(run_dir / "summary.json", summary)
     code = children[0].returncode if children else None
-    return Outcome(run_dir, summary, interrupted, code)
+    return Outcome(run_dir, summary, stop_signal is not None, code, stop_signal, records)
 
 
-def _describe(opts: Options, run_id: str, limit_s: float) -> dict:
+@contextmanager
+def _signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Stopped` (a KeyboardInterrupt) while a campaign runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a library caller keeps its own
+        return
+
+    def stop(signum, _frame):
+        raise Stopped(signum)
+
+    saved = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _describe(opts: Options, run_id: str, limit_s: float, resolved: safety.Resolved) -> dict:
     from importlib.metadata import version
 
     return {
         "run_id": run_id,
         "scenario": opts.sc.name,
         "target": safety.redact_dsn(opts.dsn),
+        "addresses": [str(t) for t in resolved.targets],  # what was checked, and dialled
         "via_emulator": opts.via_emulator,
         "workers": opts.workers,
         "remote_workers": opts.remote_workers,
@@ -149,11 +211,30 @@ def _describe(opts: Options, run_id: str, limit_s: float) -> dict:
     }
 
 
-def _child_env(opts: Options, dsn: str, run_id: str, run_dir: Path, limit_s: float) -> dict:
+def target_env(dsn: str, resolved: safety.Resolved, targets: dict) -> dict:
+    """What a Locust process needs to dial exactly the checked addresses, password included.
+
+    The password asyncpg found for the DSN as written (``~/.pgpass`` matches the host name) goes
+    in ``PGPASSWORD``: children dial addresses, which a ``.pgpass`` line for the name would miss.
+    """
+    env = {"STARTSIM_DSN": dsn, "STARTSIM_TARGETS": json.dumps(targets)}
+    if resolved.password is not None:
+        env["PGPASSWORD"] = resolved.password
+    return env
+
+
+def _child_env(
+    opts: Options,
+    resolved: safety.Resolved,
+    targets: dict,
+    run_id: str,
+    run_dir: Path,
+    limit_s: float,
+) -> dict:
     env = dict(os.environ)
+    env.update(target_env(opts.dsn, resolved, targets))
     env.update(
         STARTSIM_SCENARIO=str(run_dir / "scenario.toml"),
-        STARTSIM_DSN=dsn,
         STARTSIM_RUN_ID=run_id,
         STARTSIM_OUT=str(run_dir),
         STARTSIM_SEED=str(opts.seed),
@@ -172,7 +253,16 @@ def _spawn(cmd: list[str], env: dict, out_path: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=die_with_parent,
         )
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM from the kernel if startsim dies (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def locust_cmd(*extra: str) -> list[str]:
@@ -186,7 +276,7 @@ def _start_locust(run_dir: Path, env: dict, opts: Options) -> list[subprocess.Po
     if expected == 0:
         logfile = ["--logfile", str(run_dir / "locust.log")]
         return [_spawn(locust_cmd(*common, *stats, *logfile), env, run_dir / "locust.out")]
-    bind = safety.parse_host_port(opts.master_bind, "--master-bind")
+    bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     port = bind.port or _free_port(bind.host)
     master = [
         "--master",
@@ -223,7 +313,7 @@ def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
         "--listen",
         "127.0.0.1:0",
         "--upstream",
-        f"{target.host}:{target.port}",
+        str(target),
         "--log",
         str(run_dir / EMULATOR_LOG),
         "--seed",
@@ -234,7 +324,12 @@ def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
     errors = run_dir / "emulator.out"
     with open(errors, "ab") as err:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT"
     if not line.startswith("listening on "):
@@ -265,8 +360,9 @@ def _read_progress(run_dir: Path) -> dict | None:
 def _stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM (each stops gracefully), wait, then kill whatever is left.
 
-    A second Ctrl-C kills them at once: the kernel closes their sockets, so the server still
-    gets every connection back; only records in flight are lost.
+    A second Ctrl-C (or SIGTERM) kills them at once: the kernel closes their sockets, so the
+    server still gets every connection back; only records in flight are lost. The summary of
+    the records finished so far is still written.
     """
     for proc in procs:
         if proc.poll() is None:
@@ -282,4 +378,5 @@ def _stop(procs: list[subprocess.Popen]) -> None:
     except KeyboardInterrupt:
         for proc in procs:
             proc.kill()
-        raise
+        for proc in procs:
+            proc.wait()

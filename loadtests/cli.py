@@ -6,6 +6,7 @@ Locust and asyncpg are imported inside the commands, so ``startsim simulate`` ne
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -71,10 +72,18 @@ def loadtest(
         float,
         typer.Option("--max-duration", min=1.0, help="Hard limit on the run, seconds."),
     ] = 900.0,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every random draw.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            min=0,
+            help="Seed of every random draw (default: a fresh one, printed and recorded).",
+        ),
+    ] = None,
 ) -> None:
     """Cold-start the scenario's fleet for real against PostgreSQL (Locust + asyncpg)."""
     from loadtests import campaign
+    from loadtests.records import error_causes
     from sim import scenario as scenarios
 
     opts = campaign.Options(
@@ -93,20 +102,34 @@ def loadtest(
     n = opts.sc.fleet.instances
 
     def show(counts: dict) -> None:
-        err.print(
+        errors = counts.get("errors", 0)
+        line = (
             f"started {counts['started']}/{n} · ready {counts['ready']} · "
-            f"failed attempts {counts['failed_attempts']}",
+            f"failed attempts {counts['failed_attempts']}"
+        )
+        err.print(line + (f" ({errors} errors)" if errors else ""), highlight=False)
+
+    def started(seed: int, run_dir: Path) -> None:
+        err.print(
+            f"seed {seed} (--seed {seed} repeats this campaign's draws); writing {run_dir}",
             highlight=False,
+            soft_wrap=True,
         )
 
-    result = campaign.run(opts, progress=show)
+    result = campaign.run(opts, progress=show, started=started)
     s = result.summary
+    outcomes = s["outcomes"]
+    kinds = ("timeout", "rejected", "error")
+    failed = ", ".join(f"{outcomes[k]} {k}" for k in kinds if outcomes[k])
     err.print(
-        f"{s['outcomes']['ready']} ready, {s['attempts'] - s['outcomes']['ready']} failed attempts "
-        f"of {s['attempts']}; wrote {result.run_dir}",
+        f"{outcomes['ready']} ready, {s['attempts'] - outcomes['ready']} failed attempts "
+        f"of {s['attempts']}" + (f" ({failed})" if failed else "") + f"; wrote {result.run_dir}",
         highlight=False,
         soft_wrap=True,
     )
+    for count, cause in error_causes(result.records):
+        # Not the start-up path's congestion: the target refused these (see records.jsonl).
+        err.print(f"error × {count}: {cause}", highlight=False, soft_wrap=True)
     if result.locust_exit_code not in (0, None) and not result.interrupted:
         err.print(
             f"Locust exited with code {result.locust_exit_code}: see {result.run_dir}/locust.out",
@@ -115,9 +138,10 @@ def loadtest(
         )
     if result.interrupted:
         # sys.exit here, not KeyboardInterrupt: typer turns that into a return value that
-        # sim.cli.main drops (exit code 0).
-        err.print("interrupted: every record finished so far is kept")
-        sys.exit(130)
+        # sim.cli.main drops (exit code 0). 128 + the signal, as a shell reports it.
+        name = signal.Signals(result.stop_signal).name
+        err.print(f"interrupted ({name}): every record finished so far is kept", highlight=False)
+        sys.exit(128 + result.stop_signal)
 
 
 def loadtest_worker(
@@ -127,30 +151,37 @@ def loadtest_worker(
         str, typer.Option("--master", help="The master's HOST:PORT (its --master-bind).")
     ] = "127.0.0.1:5557",
     allow_target: AllowTarget = None,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", min=0, help="Seed of this worker's draws (default: a fresh one)."),
+    ] = None,
 ) -> None:
     """Run one Locust worker for a campaign whose master runs elsewhere (distributed mode)."""
-    from loadtests import campaign, safety
+    import tempfile
+
+    from loadtests import campaign, preflight, safety
     from sim import scenario as scenarios
     from sim.output import atomic_write, scenario_toml
 
     sc = scenarios.resolve(scenario)
-    target = safety.parse_dsn(dsn)
-    safety.check_target(target.host, list(allow_target or []))
-    where = safety.parse_host_port(master, "--master")
-    safety.check_target(where.host, list(allow_target or []), "--master")
-    import tempfile
-
+    allowed = list(allow_target or [])
+    resolved = safety.resolve_dsn(dsn, allowed)
+    where = safety.check_host_port(master, "--master", allowed)
+    secrets = (safety.dsn_password(dsn), resolved.password or "")
+    preflight.check_connection(dsn, resolved, sc.pool.connect_timeout_s, secrets)
+    seed = campaign.fresh_seed() if seed is None else seed
+    err.print(f"seed {seed}", highlight=False)
     folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
     atomic_write(folder / "scenario.toml", scenario_toml(sc))
-    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"), STARTSIM_DSN=dsn)
+    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"))
+    env.update(campaign.target_env(dsn, resolved, resolved.connect_kwargs()))
     env["STARTSIM_SEED"] = str(seed)
     cmd = campaign.locust_cmd(
         "--worker", "--master-host", where.host, "--master-port", str(where.port)
     )
-    import subprocess
-
-    sys.exit(subprocess.call(cmd, env=env))
+    # Become the worker (exec): a signal meant for it reaches it, and nothing is left orphaned.
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
 
 
 def connector_emulator(
@@ -176,10 +207,8 @@ def connector_emulator(
 
     sc = scenarios.resolve(scenario)
     allowed = list(allow_target or [])
-    where = safety.parse_host_port(listen, "--listen")
-    to = safety.parse_host_port(upstream, "--upstream")
-    safety.check_target(where.host, allowed, "--listen")
-    safety.check_target(to.host, allowed, "--upstream")
+    where = safety.check_host_port(listen, "--listen", allowed)
+    to = safety.check_host_port(upstream, "--upstream", allowed)
     emulator = Emulator(
         sc.connector,
         (where.host, where.port),

@@ -26,6 +26,24 @@ from sim.scenario import Scenario
 
 APPLICATION_NAME = "startsim-loadtest"
 R_ERROR = "error"
+# Failures that are not the start-up path's congestion but a misconfigured target: retrying within
+# the deadline cannot help, so the attempt ends at once as outcome "error" with one of these.
+R_AUTH, R_DATABASE, R_REFUSED = "auth", "database", "refused"
+SQLSTATE_REASONS = {"28000": R_AUTH, "28P01": R_AUTH, "3D000": R_DATABASE, "42501": R_AUTH}
+
+
+def failure_reason(exc: BaseException) -> tuple[str, bool]:
+    """(reason, fatal) of a failed pool start; fatal ones are the target's, not the load's."""
+    sqlstate = getattr(exc, "sqlstate", "") or ""
+    if sqlstate == "53300":
+        return R_53300, False
+    if sqlstate in SQLSTATE_REASONS:
+        return SQLSTATE_REASONS[sqlstate], True
+    if isinstance(exc, TimeoutError):
+        return R_CONNECT_TIMEOUT, False
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
+        return R_REFUSED, True  # nothing listens there (TCP port, or Unix socket path)
+    return R_ERROR, False
 
 
 class Gauge:
@@ -108,8 +126,14 @@ class Instance:
         rng: np.random.Generator,
         gauge: Gauge,
         secrets: tuple[str, ...] = (),
+        targets: dict | None = None,
     ) -> None:
         self.sc, self.dsn, self.rng, self.gauge, self.secrets = sc, dsn, rng, gauge, secrets
+        if targets is None:  # loopback only: the harness always passes checked targets
+            from loadtests.safety import resolve_dsn
+
+            targets = resolve_dsn(dsn, []).connect_kwargs()
+        self.targets = targets  # host=[...], port=[...]: what asyncpg dials, and nothing else
         self.pool: asyncpg.Pool | None = None
         self.checked_out: list[asyncpg.Connection] = []
         self.conns: set[TrackedConnection] = set()  # every live connection, any pool start
@@ -161,8 +185,11 @@ class Instance:
                 await self.pool.execute("select pg_sleep($1)", queries_s)
                 return
             except Exception as exc:
-                self._pool_failed(res, exc)
+                fatal = self._pool_failed(res, exc)
             backoff = pool_cfg.retry_backoff_s
+            if fatal:
+                res.outcome = ERROR  # the target is misconfigured: no retry can help
+                raise _Exit
             if backoff <= 0:
                 res.outcome = REJECTED if res.reason == R_53300 else ERROR
                 raise _Exit
@@ -185,6 +212,7 @@ class Instance:
 
         self.pool = await asyncpg.create_pool(
             self.dsn,
+            **self.targets,
             min_size=pool_cfg.min_size,
             max_size=pool_cfg.max_size,
             timeout=pool_cfg.connect_timeout_s,
@@ -206,20 +234,17 @@ class Instance:
             self.conns.discard(con)
             self.gauge.closed()
 
-    def _pool_failed(self, res: AttemptResult, exc: Exception) -> None:
+    def _pool_failed(self, res: AttemptResult, exc: Exception) -> bool:
+        """Record the failure; True when it is the target's (no retry can help)."""
         self.generation += 1  # stragglers of this pool start are now stale
         res.error_class = type(exc).__name__
         res.sqlstate = getattr(exc, "sqlstate", "") or ""
         res.error_message = self._redact(str(exc))[:200]
-        if res.sqlstate == "53300":
-            res.reason = R_53300
-        elif isinstance(exc, TimeoutError):
-            res.reason = R_CONNECT_TIMEOUT
-        else:
-            res.reason = R_ERROR
+        res.reason, fatal = failure_reason(exc)
         if self.sc.pool.on_failure == "close":
             for con in list(self.conns):
                 self._spawn(con.close_for_real())
+        return fatal
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:

@@ -68,9 +68,10 @@ class ConnectorModel:
                 await fut  # the place is handed over already counted in ``busy``
             except asyncio.CancelledError:
                 if fut.done() and not fut.cancelled():
-                    self._give_back()
-                else:
+                    self._give_back()  # served in the same loop step as the hang-up
+                elif fut in self.queue:
                     self.queue.remove(fut)
+                # else: _serve already popped (and skipped) the cancelled future
                 raise
         try:
             await asyncio.sleep(self._draw(self.cx.setup_s))

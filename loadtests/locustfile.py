@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from loadtests.arrivals import ArrivalPlan
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, JsonlSink, make_record
 from loadtests.shapes import ArrivalShape
 from sim import scenario as scenarios
-from sim.engine import READY
+from sim.engine import ERROR, READY
 from sim.output import write_json
 
 SAMPLE_EVERY_S = 0.1
@@ -36,6 +37,7 @@ INSTANCE_STRIDE = 1_000_000  # instance ids: worker index × stride + the worker
 class Settings:
     scenario_path: str
     dsn: str
+    targets: dict  # {"host": [...], "port": [...]}: the checked addresses, passed to asyncpg
     run_id: str
     out_dir: Path | None  # only where records are written: the master, or a local run
     seed: int
@@ -52,6 +54,7 @@ class Settings:
         return cls(
             scenario_path=env["STARTSIM_SCENARIO"],
             dsn=env["STARTSIM_DSN"],
+            targets=json.loads(env["STARTSIM_TARGETS"]),
             run_id=env.get("STARTSIM_RUN_ID", "run"),
             out_dir=Path(out) if out else None,
             seed=int(env.get("STARTSIM_SEED", "0")),
@@ -75,7 +78,7 @@ class Campaign:
         self.is_worker = isinstance(self.runner, WorkerRunner)
         self.worker = getattr(self.runner, "worker_index", 0) if self.is_worker else 0
         self.t0 = time.monotonic()
-        self.counts = {"started": 0, "ready": 0, "failed_attempts": 0, "finished": 0}
+        self.counts = {"started": 0, "ready": 0, "failed_attempts": 0, "errors": 0, "finished": 0}
         self.instances: list = []
         self._numbers = itertools.count()
         self.records = self.samples = None
@@ -109,6 +112,7 @@ class Campaign:
             self.records.write(rec)
         self.counts["ready"] += rec["outcome"] == READY
         self.counts["failed_attempts"] += rec["outcome"] != READY
+        self.counts["errors"] += rec["outcome"] == ERROR
         self.counts["finished"] += rec["final"]
 
     def finished(self) -> bool:
@@ -125,7 +129,14 @@ class Campaign:
         number = next(self._numbers)
         seq = np.random.SeedSequence(self.settings.seed, spawn_key=(self.worker, number))
         rng = np.random.default_rng(seq)
-        inst = Instance(self.sc, self.settings.dsn, rng, self.gauge, self.settings.secrets)
+        inst = Instance(
+            self.sc,
+            self.settings.dsn,
+            rng,
+            self.gauge,
+            self.settings.secrets,
+            targets=self.settings.targets,
+        )
         self.instances.append(inst)
         if self.is_worker:
             self.runner.send_message("startsim_started", None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +57,17 @@ class JsonlSink:
 
     def close(self) -> None:
         self._file.close()
+
+
+def error_causes(records: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Attempts of outcome ``error`` grouped by cause, most frequent first: ``(count, cause)``."""
+    causes = Counter(
+        f"{r['reason']}: {r.get('sqlstate') or r.get('error_class', '')} "
+        f"{r.get('error_message', '')}"
+        for r in records
+        if r["outcome"] == "error"
+    )
+    return [(n, cause.strip()) for cause, n in causes.most_common()]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -123,6 +123,49 @@ def test_a_burst_that_fits_starts_every_instance(pg_server, tmp_path):
     assert "db_init" in stats  # every attempt was also a Locust request event
     for name in ("scenario.toml", "campaign.json", "connections.jsonl"):
         assert (run_dir / name).exists()
+    # A fresh seed by default, recorded: --seed repeats it.
+    seed = json.loads((run_dir / "campaign.json").read_text())["seed"]
+    assert summary["seed"] == seed and isinstance(seed, int)
+
+
+def test_campaigns_draw_a_fresh_seed_unless_given_one(pg_server, tmp_path):
+    sc = scenario_file(tmp_path, name="seeds", instances=1, min_size=1)
+    seeds = []
+    for n, extra in enumerate([(), (), ("--seed", "12345")]):
+        out = tmp_path / f"r{n}"
+        res = startsim("loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(out), *extra)
+        assert res.returncode == 0, res.stderr
+        (run_dir,) = out.iterdir()
+        seed = json.loads((run_dir / "summary.json").read_text())["seed"]
+        assert f"seed {seed} (--seed {seed} repeats" in res.stderr
+        seeds.append(seed)
+    assert seeds[0] != seeds[1] and seeds[2] == 12345
+
+
+@pytest.mark.parametrize(
+    ("change", "cause"),
+    [
+        ("password", "28P01 password authentication failed"),
+        ("database", '3D000 database "nosuchdb" does not exist'),
+        ("port", "Connection refused"),
+    ],
+)
+def test_a_misconfigured_target_is_an_error_before_anything_starts(
+    pg_server, tmp_path, change, cause
+):
+    dsn = {
+        "password": pg_server.dsn.replace(PASSWORD, "wrong-password"),
+        "database": pg_server.dsn.rpartition("/")[0] + "/nosuchdb",
+        "port": f"postgresql://loadtest:{PASSWORD}@127.0.0.1:1/postgres",
+    }[change]
+    out = tmp_path / "results"
+    sc = scenario_file(tmp_path, name="bad", instances=2, min_size=1)
+    res = startsim("loadtest", str(sc), "--dsn", dsn, "--out", str(out), timeout_s=60)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and cause in lines[0] and "cannot connect to" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr and PASSWORD not in res.stderr
+    assert not out.exists()  # no summary, no run folder
 
 
 def test_the_password_may_come_from_the_environment(pg_server, tmp_path):
@@ -209,6 +252,55 @@ def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
     assert summary["interrupted"] is True
     assert summary["attempts"] == len(records)
     assert_clean(pg_server, run_dir, stdout + stderr)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(pg_server, tmp_path, sig):
+    sc = scenario_file(
+        tmp_path,
+        name="term",
+        instances=2,
+        timeout_s=0.5,
+        queries_s=5.0,
+        policy="fixed",
+        max_restarts=1000,
+        horizon_s=600.0,
+    )
+    out = tmp_path / "results"
+    args = ["loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(out)]
+    proc = subprocess.Popen(
+        [*STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        files = list(out.glob("*/records.jsonl"))
+        if files and len(files[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    (run_dir,) = out.iterdir()
+    assert children_of_run(run_dir), "Locust should be running"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    assert f"interrupted ({sig.name})" in stderr
+    assert children_of_run(run_dir) == []  # no orphan runs on
+    records = read_jsonl(run_dir / "records.jsonl")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["stop_signal"] == sig.name
+    assert summary["attempts"] == len(records) >= 2
+    assert_clean(pg_server, run_dir, stdout + stderr)
+
+
+def children_of_run(run_dir: Path) -> list[int]:
+    """Processes whose command line names the run folder (Locust's --csv, --logfile)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(run_dir).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
 
 
 def test_a_non_loopback_target_needs_allow_target(tmp_path):
