@@ -1,0 +1,240 @@
+"""``startsim loadtest``, ``loadtest-worker`` and ``connector-emulator``, added to the main app.
+
+Locust and asyncpg are imported inside the commands, so ``startsim simulate`` never loads gevent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+ScenarioArg = Annotated[
+    str | None,
+    typer.Argument(help="A built-in scenario's name or a TOML file. Default: staging-incident."),
+]
+Dsn = Annotated[
+    str,
+    typer.Option(
+        "--dsn",
+        help="postgresql://USER[:PASSWORD]@HOST:PORT/DB. Prefer PGPASSWORD or ~/.pgpass for the "
+        "password; it is never printed or stored either way.",
+    ),
+]
+AllowTarget = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-target",
+        help="A non-loopback host this run may reach (repeat for several). Loopback is always "
+        "allowed; nothing else is without this.",
+    ),
+]
+
+
+def loadtest(
+    scenario: ScenarioArg = None,
+    dsn: Dsn = ...,
+    via_emulator: Annotated[
+        bool,
+        typer.Option("--via-emulator", help="Connect through the connector emulator."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=0, help="Local Locust workers (0: one process).")
+    ] = 0,
+    remote_workers: Annotated[
+        int,
+        typer.Option(
+            "--remote-workers",
+            min=0,
+            help="Workers on other hosts to wait for (`startsim loadtest-worker` there).",
+        ),
+    ] = 0,
+    master_bind: Annotated[
+        str,
+        typer.Option(
+            "--master-bind",
+            help="HOST:PORT the master listens on for workers (port 0: any free port).",
+        ),
+    ] = "127.0.0.1:0",
+    out: Annotated[Path, typer.Option("--out", help="Results folder.")] = Path("results"),
+    allow_target: AllowTarget = None,
+    max_instances: Annotated[
+        int, typer.Option("--max-instances", min=1, help="Hard limit on fleet.instances.")
+    ] = 500,
+    max_duration: Annotated[
+        float,
+        typer.Option("--max-duration", min=1.0, help="Hard limit on the run, seconds."),
+    ] = 900.0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            min=0,
+            help="Seed of every random draw (default: a fresh one, printed and recorded).",
+        ),
+    ] = None,
+) -> None:
+    """Cold-start the scenario's fleet for real against PostgreSQL (Locust + asyncpg)."""
+    from loadtests import campaign
+    from loadtests.records import error_causes
+    from sim import scenario as scenarios
+
+    opts = campaign.Options(
+        sc=scenarios.resolve(scenario),
+        dsn=dsn,
+        via_emulator=via_emulator,
+        workers=workers,
+        remote_workers=remote_workers,
+        master_bind=master_bind,
+        out=out,
+        allow_targets=list(allow_target or []),
+        max_instances=max_instances,
+        max_duration_s=max_duration,
+        seed=seed,
+    )
+    n = opts.sc.fleet.instances
+
+    def show(counts: dict) -> None:
+        errors = counts.get("errors", 0)
+        line = (
+            f"started {counts['started']}/{n} · ready {counts['ready']} · "
+            f"failed attempts {counts['failed_attempts']}"
+        )
+        err.print(line + (f" ({errors} errors)" if errors else ""), highlight=False)
+
+    def started(seed: int, run_dir: Path) -> None:
+        err.print(
+            f"seed {seed} (--seed {seed} repeats this campaign's draws); writing {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    result = campaign.run(opts, progress=show, started=started)
+    s = result.summary
+    outcomes = s["outcomes"]
+    kinds = ("timeout", "rejected", "error")
+    failed = ", ".join(f"{outcomes[k]} {k}" for k in kinds if outcomes[k])
+    err.print(
+        f"{outcomes['ready']} ready, {s['attempts'] - outcomes['ready']} failed attempts "
+        f"of {s['attempts']}" + (f" ({failed})" if failed else "") + f"; wrote {result.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for count, cause in error_causes(result.records):
+        # Not the start-up path's congestion: the target refused these (see records.jsonl).
+        err.print(f"error × {count}: {cause}", highlight=False, soft_wrap=True)
+    if result.locust_exit_code not in (0, None) and not result.interrupted:
+        err.print(
+            f"Locust exited with code {result.locust_exit_code}: see {result.run_dir}/locust.out",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.interrupted:
+        # sys.exit here, not KeyboardInterrupt: typer turns that into a return value that
+        # sim.cli.main drops (exit code 0). 128 + the signal, as a shell reports it.
+        name = signal.Signals(result.stop_signal).name
+        err.print(f"interrupted ({name}): every record finished so far is kept", highlight=False)
+        sys.exit(128 + result.stop_signal)
+
+
+def loadtest_worker(
+    scenario: ScenarioArg = None,
+    dsn: Dsn = ...,
+    master: Annotated[
+        str, typer.Option("--master", help="The master's HOST:PORT (its --master-bind).")
+    ] = "127.0.0.1:5557",
+    allow_target: AllowTarget = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", min=0, help="Seed of this worker's draws (default: a fresh one)."),
+    ] = None,
+) -> None:
+    """Run one Locust worker for a campaign whose master runs elsewhere (distributed mode)."""
+    import tempfile
+
+    from loadtests import campaign, preflight, safety
+    from sim import scenario as scenarios
+    from sim.output import atomic_write, scenario_toml
+
+    sc = scenarios.resolve(scenario)
+    allowed = list(allow_target or [])
+    resolved = safety.resolve_dsn(dsn, allowed)
+    where = safety.check_host_port(master, "--master", allowed)
+    secrets = (safety.dsn_password(dsn), resolved.password or "")
+    preflight.check_connection(dsn, resolved, sc.pool.connect_timeout_s, secrets)
+    seed = campaign.fresh_seed() if seed is None else seed
+    err.print(f"seed {seed}", highlight=False)
+    folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
+    atomic_write(folder / "scenario.toml", scenario_toml(sc))
+    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"))
+    env.update(campaign.target_env(dsn, resolved, resolved.connect_kwargs()))
+    env["STARTSIM_SEED"] = str(seed)
+    cmd = campaign.locust_cmd(
+        "--worker", "--master-host", where.host, "--master-port", str(where.port)
+    )
+    # Become the worker (exec): a signal meant for it reaches it, and nothing is left orphaned.
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
+
+
+def connector_emulator(
+    scenario: ScenarioArg = None,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to accept clients on.")] = ...,
+    upstream: Annotated[str, typer.Option("--upstream", help="HOST:PORT of PostgreSQL.")] = ...,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Append the instance-count log here (JSON lines); default: stdout."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    allow_target: AllowTarget = None,
+) -> None:
+    """A TCP proxy with the scenario's connector semantics (capacity, FIFO queue, scale-outs)."""
+    import asyncio
+    import signal
+
+    from loadtests import safety
+    from loadtests.emulator import Emulator, run
+    from sim import scenario as scenarios
+
+    sc = scenarios.resolve(scenario)
+    allowed = list(allow_target or [])
+    where = safety.check_host_port(listen, "--listen", allowed)
+    to = safety.check_host_port(upstream, "--upstream", allowed)
+    emulator = Emulator(
+        sc.connector,
+        (where.host, where.port),
+        (to.host, to.port),
+        seed,
+        log_path=log,
+        log_stream=sys.stdout if log is None else None,
+    )
+
+    def ready(port: int) -> None:
+        print(f"listening on {where.host}:{port}", flush=True)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await run(emulator, ready)
+        except asyncio.CancelledError:
+            await emulator.close()
+
+    asyncio.run(main())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("loadtest")(loadtest)
+    app.command("loadtest-worker")(loadtest_worker)
+    app.command("connector-emulator")(connector_emulator)
