@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from throwaway_pg import PASSWORD, ROLE, start_server  # noqa: E402
 
+from loadtests import campaign  # noqa: E402
 from loadtests.safety import with_host_port  # noqa: E402
 
 HARNESS_CHILD = textwrap.dedent(
@@ -122,13 +123,10 @@ scale_up_delay_s = { dist = "constant", value = 0.0 }
 
 
 def start_emulator(server) -> tuple[subprocess.Popen, int]:
-    path = Path(tempfile.mkdtemp()) / "bench-emulator.toml"
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "bench-emulator.toml"
     path.write_text(EMULATOR_SCENARIO)
-    cmd = [sys.executable, "-c", "from sim.cli import main; main()", "connector-emulator"]
-    cmd += [str(path), "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{server.port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline().strip().rpartition(":")[2])
-    return proc, port
+    return campaign.start_emulator(folder, path, ("127.0.0.1", server.port), seed=0)
 
 
 async def round_trip_s(dsn: str, queries: int) -> float:

@@ -36,7 +36,6 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 EMULATOR_LOG = "emulator.jsonl"
 STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
 LIMIT_GRACE_S = 60.0  # past --max-duration, the watchdog stops the run itself
-STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h  # stop a campaign as Ctrl-C (SIGINT) does
 
@@ -72,6 +71,30 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def become_worker(
+    sc: Scenario, dsn: str, master: str, allowed: list[str], seed: int | None, announce
+) -> None:
+    """Check the target and the master, then replace this process with a Locust worker of a
+    campaign whose master runs elsewhere (exec: a signal meant for it reaches it, and nothing is
+    left orphaned). ``announce(seed)`` is told the seed before."""
+    import tempfile
+
+    resolved = safety.resolve_dsn(dsn, allowed)
+    where = safety.check_host_port(master, "--master", allowed)
+    secrets_ = (safety.dsn_password(dsn), resolved.password or "")
+    preflight.check_connection(dsn, resolved, sc.pool.connect_timeout_s, secrets_)
+    seed = fresh_seed() if seed is None else seed
+    announce(seed)
+    folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
+    atomic_write(folder / "scenario.toml", scenario_toml(sc))
+    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"))
+    env.update(target_env(dsn, resolved, resolved.connect_kwargs()))
+    env["STARTSIM_SEED"] = str(seed)
+    cmd = locust_cmd("--worker", "--master-host", where.host, "--master-port", str(where.port))
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)
 
 
 def fresh_seed() -> int:
@@ -306,37 +329,49 @@ def _free_port(host: str) -> int:
 
 
 def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
-    cmd = [
-        *STARTSIM,
-        "connector-emulator",
-        str(run_dir / "scenario.toml"),
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        str(target),
-        "--log",
-        str(run_dir / EMULATOR_LOG),
-        "--seed",
-        str(opts.seed),
-    ]
-    for host in opts.allow_targets:
-        cmd += ["--allow-target", host]
-    errors = run_dir / "emulator.out"
+    return start_emulator(run_dir, run_dir / "scenario.toml", (target.host, target.port), opts.seed)
+
+
+def start_emulator(
+    folder: Path, scenario: Path, upstream: tuple[str, int], seed: int
+) -> tuple[subprocess.Popen, int]:
+    """The emulator as ``python -m loadtests.emulator``, on a free loopback port, its log and
+    output in ``folder``; it reports the port on a pipe of its own (``loadtests.emulator._main``).
+    The caller has checked ``upstream``."""
+    config = folder / "emulator.json"
+    write_json(
+        config,
+        {
+            "scenario": str(scenario),
+            "listen": ["127.0.0.1", 0],
+            "upstream": list(upstream),
+            "log": str(folder / EMULATOR_LOG),
+            "seed": seed,
+        },
+    )
+    read_fd, write_fd = os.pipe()
+    errors = folder / "emulator.out"
+    cmd = [sys.executable, "-m", "loadtests.emulator", str(config), str(write_fd)]
     with open(errors, "ab") as err:
         proc = subprocess.Popen(
             cmd,
-            stdout=subprocess.PIPE,
+            stdout=err,
             stderr=err,
-            text=True,
+            pass_fds=(write_fd,),
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-    line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT"
-    if not line.startswith("listening on "):
+    os.close(write_fd)
+    with os.fdopen(read_fd, encoding="utf-8") as pipe:
+        text = pipe.read()  # EOF: ready, or the emulator died
+    try:
+        return proc, int(json.loads(text)["port"])
+    except (ValueError, KeyError, TypeError):
         proc.kill()
         proc.wait()
-        raise UsageError(f"the connector emulator did not start: {errors.read_text()[-500:]}")
-    return proc, int(line.strip().rpartition(":")[2])
+        raise UsageError(
+            f"the connector emulator did not start: {errors.read_text()[-500:]}"
+        ) from None
 
 
 def _watch(master: subprocess.Popen, run_dir: Path, limit_s: float, progress) -> None:

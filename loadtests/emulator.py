@@ -250,3 +250,71 @@ async def run(emulator: Emulator, ready=None) -> None:
         ready(emulator.port)
     emulator.model.note("start")
     await emulator.serve()
+
+
+def serve(
+    sc_connector: Connector,
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    seed: int,
+    log_path: Path | None = None,
+    ready=None,
+) -> None:
+    """Run an emulator until SIGTERM or SIGINT (the checked addresses are the caller's job);
+    ``ready(host, port)`` once it listens. Its log goes to ``log_path``, or stdout without one."""
+    import signal
+    import sys
+
+    emulator = Emulator(
+        sc_connector,
+        listen,
+        upstream,
+        seed,
+        log_path=log_path,
+        log_stream=sys.stdout if log_path is None else None,
+    )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await run(emulator, None if ready is None else lambda port: ready(listen[0], port))
+        except asyncio.CancelledError:
+            await emulator.close()
+
+    asyncio.run(main())
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m loadtests.emulator CONFIG.json READY_FD``: the emulator of a campaign. The
+    campaign checked every address before writing CONFIG; readiness is one JSON object
+    (``{"host": …, "port": …}``) written to the inherited file descriptor READY_FD, then closed, so
+    the parent never parses log text and sees EOF at once if the emulator dies first."""
+    import os
+
+    from sim import scenario as scenarios
+
+    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    ready_fd = int(argv[1])
+    sc = scenarios.load(Path(config["scenario"]))
+
+    def ready(host: str, port: int) -> None:
+        with os.fdopen(ready_fd, "w") as f:
+            f.write(json.dumps({"host": host, "port": port}))
+
+    serve(
+        sc.connector,
+        (config["listen"][0], config["listen"][1]),
+        (config["upstream"][0], config["upstream"][1]),
+        config["seed"],
+        Path(config["log"]),
+        ready,
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

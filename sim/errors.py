@@ -2,7 +2,7 @@
 
     StartsimError                 base: the CLI turns any of these into a message and exit code 2
     ├── ScenarioError             a scenario file or override is wrong (names file, field, value)
-    ├── UsageError                a command's options cannot be satisfied (bad --vary, target, …)
+    ├── UsageError                settings that cannot be satisfied (a bad grid, target, …)
     └── TargetError               a load test would reach a host the user did not name
 
 Only the CLI turns these into exit codes; library code raises them and nothing else exits.
@@ -29,7 +29,15 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 class UsageError(StartsimError):
-    """Options that cannot work together, or a target that cannot be met."""
+    """Settings that cannot work together, or a target that cannot be met.
+
+    ``option`` is the library's name for the setting (``target_success``, ``vary``), never a
+    command-line flag: the CLI turns it into its flag (``--target-success``), a notebook user reads
+    the parameter they passed."""
+
+    def __init__(self, problem: str, option: str | None = None, value: object = None) -> None:
+        self.problem, self.option, self.value = problem, option, value
+        super().__init__(f"{option} = {_short(repr(value))}: {problem}" if option else problem)
 
 
 class TargetError(StartsimError):

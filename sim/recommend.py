@@ -30,6 +30,7 @@ from sim.search import (
     zero_failure_replications,
 )
 from sim.sizing import Demand, connector_floor, pool_advice, pool_fix
+from sim.stats import check_confidence
 from sim.sweep import Grid, summary_of
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
@@ -49,19 +50,20 @@ class Settings:
     def check(self) -> None:
         if not 0 < self.target_success < 1:
             raise UsageError(
-                f"--target-success {self.target_success}: must be between 0 and 1 exclusive "
-                "(e.g. 0.99); no finite simulation can show 1"
+                "must be between 0 and 1 exclusive (e.g. 0.99); no finite simulation can show 1",
+                "target_success",
+                self.target_success,
             )
-        if not 0 < self.confidence < 1:
-            raise UsageError(f"--confidence {self.confidence}: must be between 0 and 1 exclusive")
+        check_confidence(self.confidence)
         if self.replications is not None:
             need = zero_failure_replications(1 - self.target_success, self.confidence)
             if self.replications < need:
                 raise UsageError(
-                    f"--target-success {self.target_success}: {self.replications} replications "
-                    f"cannot show it at confidence {self.confidence}; even with no failure the "
-                    f"upper bound stays above {1 - self.target_success:.4g}. "
-                    f"Use --replications {need} or more"
+                    f"{self.replications} replications cannot show it at confidence "
+                    f"{self.confidence}; even with no failure the upper bound stays above "
+                    f"{1 - self.target_success:.4g}: use {need} replications or more",
+                    "target_success",
+                    self.target_success,
                 )
 
     def check_ceiling(self, sc: Scenario) -> None:
@@ -74,13 +76,17 @@ class Settings:
         current = sc.startup.db_init_timeout_s
         if not math.isfinite(ceiling) or ceiling < max(current, RESOLUTION_S):
             raise UsageError(
-                f"--max-timeout {ceiling:g}: must be a finite number of seconds no shorter than "
-                f"the scenario's startup.db_init_timeout_s ({current:g})"
+                "must be a finite number of seconds no shorter than the scenario's "
+                f"startup.db_init_timeout_s ({current:g})",
+                "max_timeout_s",
+                ceiling,
             )
         if ceiling > sc.horizon_s:
             raise UsageError(
-                f"--max-timeout {ceiling:g}: longer than the scenario's horizon_s "
-                f"({sc.horizon_s:g}); raise horizon_s to consider it"
+                f"longer than the scenario's horizon_s ({sc.horizon_s:g}); raise horizon_s to "
+                "consider it",
+                "max_timeout_s",
+                ceiling,
             )
 
 

@@ -10,12 +10,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from sim.engine import ATTEMPT_COLUMNS, run_replication
+from sim.errors import UsageError
 from sim.scenario import Scenario
 
 FLEET_COLUMNS = (
@@ -176,22 +178,70 @@ def evaluate(
     return next(run_points([sc], replications, seed, executor, progress, pieces_per_point))
 
 
+class DaskExecutor:
+    """A Dask client as an executor: tasks are not pure (no key sharing), results come back."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.workers = max(1, sum(client.nthreads().values()))
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+
+DASK_CONNECT_TIMEOUT_S = 10.0
+
+
+@contextmanager
+def executor(jobs: int | None = None, dask: str | None = None) -> Iterator[Executor]:
+    """Where replications run: this process (``jobs=1``), local processes (default: one per
+    core) or an existing Dask cluster (``dask="tcp://host:8786"``). Interrupted (Ctrl-C) or
+    failed, the chunks not yet started are dropped instead of run; only running ones finish."""
+    if dask:
+        yield from _dask(dask)
+        return
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise UsageError("must be at least 1", "jobs", jobs)
+    if jobs == 1:
+        yield Serial()
+        return
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
+        yield Pooled(pool, jobs)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _dask(address: str) -> Iterator[DaskExecutor]:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError(
+            "needs dask.distributed: pip install 'startsim[dask]'", "dask", address
+        ) from None
+    try:
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"cannot reach a Dask scheduler there ({exc})", "dask", address) from None
+    try:
+        yield DaskExecutor(client)
+    finally:
+        client.close()
+
+
 def simulate(
     sc: Scenario,
     replications: int = 200,
     seed: int = 0,
     jobs: int | None = None,
     progress: Callable[[int], None] | None = None,
+    dask: str | None = None,
 ) -> Results:
-    """Run ``replications`` replications on ``jobs`` processes (default: every core)."""
-    jobs = default_jobs() if jobs is None else jobs
-    # Small chunks keep the progress bar moving and the cores evenly loaded.
-    pieces = jobs * 8
-    if jobs <= 1:
-        return evaluate(sc, replications, seed, Serial(), progress, pieces)
-    pool = ProcessPoolExecutor(max_workers=jobs)
-    try:
-        return evaluate(sc, replications, seed, Pooled(pool, jobs), progress, pieces)
-    finally:
-        # On Ctrl-C, drop the chunks not started instead of running them all first.
-        pool.shutdown(wait=True, cancel_futures=True)
+    """Run ``replications`` replications on ``jobs`` processes (default: every core) or on a
+    Dask cluster."""
+    with executor(jobs, dask) as ex:
+        # Small chunks keep the progress bar moving and the cores evenly loaded.
+        return evaluate(sc, replications, seed, ex, progress, ex.workers * 8)

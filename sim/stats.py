@@ -22,6 +22,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sim.errors import UsageError
+
 SUMMARY_KEYS = (
     "p_db_init_timeout",
     "p_start_failure",
@@ -221,3 +223,9 @@ def _ratio(a: float, b: float) -> float | None:
 
 def _num(x) -> float:
     return float(x)
+
+
+def check_confidence(confidence: float) -> None:
+    """The one check of a confidence level, for every command and function that takes one."""
+    if not 0 < confidence < 1:
+        raise UsageError("must be between 0 and 1 exclusive (e.g. 0.95)", "confidence", confidence)

@@ -48,17 +48,17 @@ class Grid:
 def parse_vary(specs: Sequence[str], base: Scenario) -> Grid:
     """``["pool.min_size=1,5", …]`` into a validated grid; every point is checked up front."""
     if not specs:
-        raise UsageError("--vary: give at least one FIELD=V1,V2,… (e.g. pool.min_size=1,5)")
+        raise UsageError("give at least one FIELD=V1,V2,… (e.g. pool.min_size=1,5)", "vary", [])
     fields, values = [], []
     for spec in specs:
         field, parsed = _parse_one(spec, base)
         if field in fields:
-            raise UsageError(f"--vary {spec!r}: {field} is already varied by another --vary")
+            raise UsageError(f"{field} is varied twice", "vary", spec)
         fields.append(field)
         values.append(tuple(parsed))
     grid = Grid(tuple(fields), tuple(values))
     for point in grid.points():
-        base.with_overrides(point, source=f"--vary {_point_label(point)}")
+        base.with_overrides(point, source=f"vary {_point_label(point)}")
     return grid
 
 
@@ -66,22 +66,22 @@ def _parse_one(spec: str, base: Scenario) -> tuple[str, list]:
     field, sep, raw = spec.partition("=")
     field = field.strip()
     if not sep or not field:
-        raise UsageError(f"--vary {spec!r}: expected FIELD=V1,V2,… (e.g. pool.min_size=1,5)")
+        raise UsageError("expected FIELD=V1,V2,… (e.g. pool.min_size=1,5)", "vary", spec)
     if field not in field_names(base):
         raise UsageError(
-            f"--vary {spec!r}: no scenario field {field!r}; fields: {', '.join(field_names(base))}"
+            f"no scenario field {field!r}; fields: {', '.join(field_names(base))}", "vary", spec
         )
     kind = _field_type(base, field)
     items = [v.strip() for v in raw.split(",")]
     if not any(items):
-        raise UsageError(f"--vary {spec!r}: the list of values for {field} is empty")
+        raise UsageError(f"the list of values for {field} is empty", "vary", spec)
     if "" in items:
-        raise UsageError(f"--vary {spec!r}: an empty value in the list for {field}")
+        raise UsageError(f"an empty value in the list for {field}", "vary", spec)
     parsed = [_convert(field, kind, v) for v in items]
     seen = set()
     for text, value in zip(items, parsed, strict=True):
         if value in seen:
-            raise UsageError(f"--vary {spec!r}: {field} lists {text!r} twice")
+            raise UsageError(f"{field} lists {text!r} twice", "vary", spec)
         seen.add(value)
     return field, parsed
 
@@ -90,8 +90,10 @@ def _field_type(base: Scenario, field: str) -> type:
     node = base.get(field)
     if isinstance(node, bool) or not isinstance(node, int | float | str):
         raise UsageError(
-            f"--vary {field}: only number and text fields can be varied; "
-            f"{field} is {type(node).__name__} ({node!r})"
+            f"only number and text fields can be varied; {field} is {type(node).__name__} "
+            f"({node!r})",
+            "vary",
+            field,
         )
     return type(node)
 
@@ -103,9 +105,9 @@ def _convert(field: str, kind: type, text: str) -> Any:
         value = kind(text)
     except ValueError:
         need = "a whole number" if kind is int else "a number"
-        raise UsageError(f"--vary {field}={text!r}: {field} needs {need}") from None
+        raise UsageError(f"{field} needs {need}", "vary", f"{field}={text}") from None
     if kind is float and not math.isfinite(value):
-        raise UsageError(f"--vary {field}={text!r}: {field} needs a finite number")
+        raise UsageError(f"{field} needs a finite number", "vary", f"{field}={text}")
     return value
 
 

@@ -89,12 +89,12 @@ def test_simulate_out_writes_summary_last(tmp_path, monkeypatch):
     """Interrupted while writing records: no summary.json, so no complete-looking folder."""
     from builders import call_main
 
-    import sim.cli
+    import sim.cli.simulate
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.cli, "write_csv", interrupted)
+    monkeypatch.setattr(sim.cli.simulate, "write_csv", interrupted)
     out = tmp_path / "o"
     assert call_main("simulate", "-n", "2", "--jobs", "1", "--out", str(out)) == 130
     assert not (out / "summary.json").exists()

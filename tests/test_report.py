@@ -105,7 +105,7 @@ def test_summary_carries_the_decision_and_the_figures(report):
     ("args", "says"),
     [
         (["--target-success", "1"], "between 0 and 1"),
-        (["--target-success", "0.99999", "-n", "50"], "--replications 384143"),
+        (["--target-success", "0.99999", "-n", "50"], "--target-success 0.99999: 50 replications"),
         (["--confidence", "1.5"], "--confidence 1.5"),
         (["--max-timeout", "0.1"], "--max-timeout 0.1"),
         (["--max-timeout", "0"], "no shorter than the scenario's startup.db_init_timeout_s"),

@@ -130,7 +130,7 @@ def test_dask_cluster_gives_the_same_table(whole, tmp_path, capsys, scenario_fil
 
 def test_unreachable_dask_scheduler_is_a_usage_error(monkeypatch, capsys, scenario_file, tmp_path):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("sim.report.cli.DASK_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("sim.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
     args = ["sweep", scenario_file, "--vary", "pool.min_size=1", "--out", str(tmp_path / "x")]
     code, _, err = run_cli(capsys, *args, "--dask", "tcp://127.0.0.1:9")
     assert code == 2 and "--dask" in err and "Traceback" not in err
@@ -143,7 +143,7 @@ def test_unreachable_dask_scheduler_is_a_usage_error(monkeypatch, capsys, scenar
     ("spec", "says"),
     [
         ("pool.nosuch=1,2", "no scenario field 'pool.nosuch'"),
-        ("pool.min_size=1,two", "pool.min_size='two': pool.min_size needs a whole number"),
+        ("pool.min_size=1,two", "--vary pool.min_size=two: pool.min_size needs a whole number"),
         ("pool.min_size=1.5", "needs a whole number"),
         ("startup.db_init_timeout_s=fast", "startup.db_init_timeout_s needs a number"),
         ("startup.db_init_timeout_s=inf", "needs a finite number"),
@@ -169,7 +169,7 @@ def test_no_vary_and_twice_the_same_field_are_usage_errors():
     sc = scenario(SMALL)
     with pytest.raises(UsageError, match="at least one"):
         parse_vary([], sc)
-    with pytest.raises(UsageError, match="already varied"):
+    with pytest.raises(UsageError, match="varied twice"):
         parse_vary(["pool.min_size=1", "pool.min_size=2"], sc)
 
 

@@ -11,12 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.errors import UsageError
-from sim.output import atomic_write, dumps, safe_folder_name, write_json
-from sim.report.cli import (
+from sim.cli.options import (
     RESULTS,
     Confidence,
     Dask,
@@ -24,13 +21,15 @@ from sim.report.cli import (
     ScenarioArg,
     Seed,
     Svg,
-    check_confidence,
-    executor,
-    pct,
     prepare_out,
     progress,
     stamp,
 )
+from sim.errors import UsageError
+from sim.output import atomic_write, dumps, safe_folder_name, write_json
+from sim.report.tables import sweep_table
+from sim.runner import executor
+from sim.stats import check_confidence
 from sim.sweep import Grid, parse_vary, row_columns, run_grid
 
 
@@ -66,7 +65,7 @@ def sweep(
     grid = parse_vary(vary or [], sc)
     check_confidence(confidence)
     if resume and out is None:
-        raise UsageError("--resume needs --out DIR: the folder of the sweep to continue")
+        raise UsageError("needs --out DIR: the folder of the sweep to continue", "resume", True)
     out = prepare_out(out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}-sweep")
     meta = {
         "scenario": sc.to_dict(),
@@ -189,21 +188,3 @@ def _sweep_figures(out, grid: Grid, rows, sc, replications: int, svg: bool) -> l
         subtitle=f"{sc.name}, {replications} replications per cell",
     )
     return figures.save(fig, out, "heatmap", svg)
-
-
-def sweep_table(sc, grid: Grid, rows: list[dict]) -> Table:
-    table = Table(title=f"sweep of {sc.name}: {len(rows)} points", header_style="bold")
-    for f in grid.fields:
-        table.add_column(f, justify="right")
-    for col in ("P(start fails)", "interval", "fleet ready p95", "restarts/inst", "peak conns"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(
-            *(f"{r[f]}" for f in grid.fields),
-            pct(r["p_start_failure"]),
-            f"{pct(r['p_start_failure_low'])} – {pct(r['p_start_failure_high'])}",
-            "never" if r["fleet_ready_p95_s"] is None else f"{r['fleet_ready_p95_s']:.1f} s",
-            f"{r['restarts_per_instance']:.3f}",
-            f"{r['peak_db_connections_max']} / {r['free_slots']}",
-        )
-    return table

@@ -1,11 +1,9 @@
-"""``startsim loadtest``, ``loadtest-worker`` and ``connector-emulator``, added to the main app.
-
-Locust and asyncpg are imported inside the commands, so ``startsim simulate`` never loads gevent.
-"""
+"""``startsim loadtest``, ``loadtest-worker`` and ``connector-emulator``: edges over the harness
+(``loadtests/``), which is imported inside the commands, so ``startsim simulate`` never loads
+gevent, Locust or asyncpg."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,12 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sim.cli.options import ScenarioArg
+
 err = Console(stderr=True)
 
-ScenarioArg = Annotated[
-    str | None,
-    typer.Argument(help="A built-in scenario's name or a TOML file. Default: staging-incident."),
-]
 Dsn = Annotated[
     str,
     typer.Option(
@@ -157,31 +153,14 @@ def loadtest_worker(
     ] = None,
 ) -> None:
     """Run one Locust worker for a campaign whose master runs elsewhere (distributed mode)."""
-    import tempfile
-
-    from loadtests import campaign, preflight, safety
+    from loadtests import campaign
     from sim import scenario as scenarios
-    from sim.output import atomic_write, scenario_toml
+
+    def announce(seed: int) -> None:
+        err.print(f"seed {seed}", highlight=False)
 
     sc = scenarios.resolve(scenario)
-    allowed = list(allow_target or [])
-    resolved = safety.resolve_dsn(dsn, allowed)
-    where = safety.check_host_port(master, "--master", allowed)
-    secrets = (safety.dsn_password(dsn), resolved.password or "")
-    preflight.check_connection(dsn, resolved, sc.pool.connect_timeout_s, secrets)
-    seed = campaign.fresh_seed() if seed is None else seed
-    err.print(f"seed {seed}", highlight=False)
-    folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
-    atomic_write(folder / "scenario.toml", scenario_toml(sc))
-    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"))
-    env.update(campaign.target_env(dsn, resolved, resolved.connect_kwargs()))
-    env["STARTSIM_SEED"] = str(seed)
-    cmd = campaign.locust_cmd(
-        "--worker", "--master-host", where.host, "--master-port", str(where.port)
-    )
-    # Become the worker (exec): a signal meant for it reaches it, and nothing is left orphaned.
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, env)
+    campaign.become_worker(sc, dsn, master, list(allow_target or []), seed, announce)
 
 
 def connector_emulator(
@@ -198,43 +177,16 @@ def connector_emulator(
     allow_target: AllowTarget = None,
 ) -> None:
     """A TCP proxy with the scenario's connector semantics (capacity, FIFO queue, scale-outs)."""
-    import asyncio
-    import signal
-
     from loadtests import safety
-    from loadtests.emulator import Emulator, run
+    from loadtests.emulator import serve
     from sim import scenario as scenarios
 
     sc = scenarios.resolve(scenario)
     allowed = list(allow_target or [])
     where = safety.check_host_port(listen, "--listen", allowed)
     to = safety.check_host_port(upstream, "--upstream", allowed)
-    emulator = Emulator(
-        sc.connector,
-        (where.host, where.port),
-        (to.host, to.port),
-        seed,
-        log_path=log,
-        log_stream=sys.stdout if log is None else None,
-    )
 
-    def ready(port: int) -> None:
-        print(f"listening on {where.host}:{port}", flush=True)
+    def ready(host: str, port: int) -> None:
+        err.print(f"listening on {host}:{port}", highlight=False)
 
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await run(emulator, ready)
-        except asyncio.CancelledError:
-            await emulator.close()
-
-    asyncio.run(main())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("loadtest")(loadtest)
-    app.command("loadtest-worker")(loadtest_worker)
-    app.command("connector-emulator")(connector_emulator)
+    serve(sc.connector, (where.host, where.port), (to.host, to.port), seed, log, ready)

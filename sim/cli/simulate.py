@@ -1,0 +1,66 @@
+"""``startsim simulate`` and ``startsim scenarios``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sim import scenario as scenarios
+from sim.cli.options import (
+    Dask,
+    Jobs,
+    Json,
+    Replications,
+    ScenarioArg,
+    Seed,
+    prepare_out,
+    progress,
+)
+from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
+from sim.report.tables import scenarios_table, summary_table
+from sim.runner import simulate as run_simulation
+from sim.sweep import summary_of
+
+
+def simulate(
+    scenario: ScenarioArg = None,
+    replications: Replications = 200,
+    seed: Seed = 0,
+    json_out: Json = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write scenario, summary and per-attempt records to this folder."
+        ),
+    ] = None,
+    jobs: Jobs = None,
+    dask: Dask = None,
+) -> None:
+    """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
+    sc = scenarios.resolve(scenario)
+    if out is not None:
+        prepare_out(out)
+    with progress(f"simulate {sc.name}", replications) as bar:
+        res = run_simulation(sc, replications, seed, jobs, progress=bar.update, dask=dask)
+    summary = {"scenario": sc.name, **summary_of(res, confidence=0.95)}
+    if out is not None:  # each file whole; summary.json last, so its presence means complete
+        atomic_write(out / "scenario.toml", scenario_toml(sc))
+        write_csv(out / "attempts.csv", res.attempts)
+        write_csv(out / "replications.csv", res.fleet)
+        write_json(out / "summary.json", summary)
+    if json_out:
+        typer.echo(dumps(summary))
+    else:
+        Console().print(summary_table(sc, summary))
+        if out is not None:
+            Console(stderr=True).print(
+                f"wrote {out}/summary.json, attempts.csv, replications.csv, scenario.toml"
+            )
+
+
+def list_scenarios() -> None:
+    """List the scenarios shipped with startsim."""
+    Console().print(scenarios_table())
