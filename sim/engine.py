@@ -17,7 +17,8 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from sim.scenario import Scenario
+from sim.distributions import Uniform
+from sim.scenario import Scenario, jittered_s
 
 # Outcomes of one start attempt (a container's life from start to ready or exit).
 READY, TIMEOUT, REJECTED, ERROR = "ready", "timeout", "rejected", "error"
@@ -28,8 +29,22 @@ R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = "deadline", "53300", "connect_timeout"
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
 
 # Independent random streams per replication, one per role, so that changing one parameter
-# (a timeout, a pool size) leaves the other draws where they were: common random numbers.
-STREAMS = ("arrival", "before_db", "setup", "accept", "queries", "after_db", "scale_up")
+# (a timeout, a pool size) leaves the other draws where they were: common random numbers. New
+# roles go at the end: spawning more streams leaves the first ones' draws as they were.
+STREAMS = (
+    "arrival",
+    "before_db",
+    "setup",
+    "accept",
+    "queries",
+    "after_db",
+    "scale_up",
+    "restart_jitter",
+    "retry_jitter",
+    "cloudsql",
+)
+_UNIT = Uniform(dist="uniform", low=0.0, high=1.0)  # the draw a jitter scales
+WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k, 60k + 60)
 
 
 class _Stream:
@@ -48,10 +63,11 @@ class _Stream:
 
 
 class _Conn:
-    __slots__ = ("inst", "pool", "state")
+    __slots__ = ("awaited", "inst", "pool", "state")
 
-    def __init__(self, inst: _Instance, pool: int) -> None:
+    def __init__(self, inst: _Instance, pool: int, awaited: bool) -> None:
         self.inst, self.pool, self.state = inst, pool, QUEUED
+        self.awaited = awaited  # database init waits for it: its failure fails the pool start
 
 
 class _Instance:
@@ -71,6 +87,8 @@ class _Instance:
         "pool",
         "pool_starts",
         "ready_at",
+        "refreshes",
+        "to_open",
     )
 
     def __init__(self, idx: int) -> None:
@@ -81,6 +99,8 @@ class _Instance:
         self.conns: dict[_Conn, None] = {}  # every live connection, in flight or held, in order
         self.held = 0
         self.pending = 0  # connections the current pool start still waits for
+        self.to_open = 0  # "workers": connections of the pool start not opened yet
+        self.refreshes = 0  # Cloud SQL refreshes made by the current attempt
         self.ready_at = math.inf
         self.attempt_start = self.init_start = self.deadline_at = 0.0
         self.conn_attempts = self.pool_starts = 0
@@ -125,6 +145,11 @@ class Engine:
         self.draw_queries = _Stream(sc.startup.init_queries_s, rngs["queries"])
         self.draw_after = _Stream(sc.startup.after_db_s, rngs["after_db"])
         self.draw_scale = _Stream(sc.connector.scale_up_delay_s, rngs["scale_up"])
+        # Drawn only when a jitter or the Cloud SQL path is on: otherwise no extra draw at all.
+        self.draw_restart_u = _Stream(_UNIT, rngs["restart_jitter"])
+        self.draw_retry_u = _Stream(_UNIT, rngs["retry_jitter"])
+        self.draw_api = _Stream(sc.cloudsql.call_s, rngs["cloudsql"])
+        self.api_used: dict[int, int] = {}  # Admin API requests accepted, per quota window
         self.arrival_rng = rngs["arrival"]
         self.now = 0.0
         # The run ends one deadline after the horizon: every attempt's outcome is decided by then
@@ -144,7 +169,10 @@ class Engine:
         self.db_free = sc.database.free_slots
         # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
         # instance retries and becomes ready): their connect timeouts still matter then.
-        self.stragglers_outlive = sc.pool.on_failure == "hold" and sc.pool.retry_backoff_s > 0
+        # So may the connections a "background" pool start opens after its first one.
+        self.stragglers_outlive = (
+            sc.pool.on_failure == "hold" and sc.pool.retry_backoff_s > 0
+        ) or sc.pool.start == "background"
         self.out = Replication()
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         self.timeline = (
@@ -200,27 +228,74 @@ class Engine:
         inst.init_start = self.now
         inst.deadline_at = self.now + self.sc.startup.db_init_timeout_s
         self.at(inst.deadline_at, self.deadline, inst, inst.attempt)
-        self.start_pool(inst)
+        if self.sc.cloudsql.enabled:
+            inst.refreshes = 0
+            self.refresh(inst, inst.attempt)
+        else:
+            self.start_pool(inst)
 
+    # -- Cloud SQL: Admin API calls before the first connection ---------------------------------
+    def refresh(self, inst: _Instance, attempt: int) -> None:
+        """One refresh: its calls count against the project's per-minute quota; any over it 429."""
+        if inst.attempt != attempt or not inst.in_init:
+            return
+        cs = self.sc.cloudsql
+        inst.refreshes += 1
+        window = math.floor(self.now / WINDOW_S)
+        used = self.api_used.get(window, 0)
+        accepted = min(cs.calls_per_refresh, cs.quota_per_minute - used)
+        self.api_used[window] = used + accepted
+        ok = accepted == cs.calls_per_refresh
+        self.at(self.now + self.draw_api(), self.refresh_done, inst, attempt, ok)
+
+    def refresh_done(self, inst: _Instance, attempt: int, ok: bool) -> None:
+        if inst.attempt != attempt or not inst.in_init:
+            return
+        if ok:
+            self.start_pool(inst)
+            return
+        # The connector's limiter: a bucket of refresh_burst refilled one per refresh_interval_s
+        # from the attempt's start, so refresh k starts no earlier than (k − burst) intervals in.
+        cs = self.sc.cloudsql
+        not_before = (
+            inst.init_start + (inst.refreshes + 1 - cs.refresh_burst) * cs.refresh_interval_s
+        )
+        self.at(max(self.now, not_before), self.refresh, inst, attempt)
+
+    # -- database init: pool starts -------------------------------------------------------------
     def start_pool(self, inst: _Instance) -> None:
-        """asyncpg ``create_pool``: the first connection alone, then the rest concurrently."""
+        """Open ``min_size`` connections the way ``pool.start`` says (docs/model.md)."""
         inst.pool += 1
         inst.pool_starts += 1
-        if self.sc.pool.min_size == 0:
+        pool = self.sc.pool
+        size = pool.min_size
+        if size == 0:
             self.run_queries(inst)
             return
-        inst.pending = self.sc.pool.min_size
-        self.open_conn(inst, inst.pool)
+        # asyncpg and background: the first alone; concurrent: all; workers: a few at a time.
+        first = {"asyncpg": 1, "background": 1, "concurrent": size}.get(pool.start)
+        first = min(pool.workers, size) if first is None else first
+        inst.pending = 1 if pool.start == "background" else size
+        inst.to_open = size - first if pool.start == "workers" else 0
+        for _ in range(first):
+            self.open_conn(inst, inst.pool)
 
     def pool_conn_ready(self, inst: _Instance, conn: _Conn) -> None:
-        if conn.pool != inst.pool or not inst.in_init:
-            return  # a straggler of a failed pool start ("hold"): it simply stays held
+        if not conn.awaited or conn.pool != inst.pool or not inst.in_init:
+            return  # a straggler ("hold"), a background connection: it simply stays held
         inst.pending -= 1
-        if inst.pending == 0:
-            self.run_queries(inst)
-        elif inst.pending == self.sc.pool.min_size - 1:
+        start, size = self.sc.pool.start, self.sc.pool.min_size
+        if start == "asyncpg" and inst.pending == size - 1:
             for _ in range(inst.pending):
                 self.open_conn(inst, inst.pool)
+        elif start == "workers" and inst.to_open:
+            inst.to_open -= 1
+            self.open_conn(inst, inst.pool)
+        if inst.pending == 0:
+            self.run_queries(inst)
+            if start == "background":  # init goes on; nobody waits for these
+                for _ in range(size - 1):
+                    self.open_conn(inst, inst.pool, awaited=False)
 
     def run_queries(self, inst: _Instance) -> None:
         self.at(self.now + self.draw_queries(), self.db_init_done, inst, inst.pool)
@@ -234,14 +309,15 @@ class Engine:
         self.at(self.now + self.draw_after(), self.became_ready, inst)
 
     def _settle_ready_pool(self, inst: _Instance) -> None:
-        """A ready instance keeps ``held_when_ready`` pool connections: close extras, open more."""
+        """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
+        opening in the background; it gives up the rest and opens the missing ones."""
         want = self.sc.pool.held_when_ready
-        pool_conns = [c for c in inst.conns if c.state == HELD and c.pool == inst.pool]
+        pool_conns = [c for c in inst.conns if c.pool == inst.pool]
         for conn in pool_conns[want:]:
-            self.release(conn)
+            self.cancel(conn)
         inst.pool += 1  # later connections belong to no pool start
         for _ in range(want - len(pool_conns)):
-            self.open_conn(inst, inst.pool, counted=False)
+            self.open_conn(inst, inst.pool, counted=False, awaited=False)
 
     def became_ready(self, inst: _Instance) -> None:
         inst.ready_at = self.now
@@ -251,8 +327,11 @@ class Engine:
         inst.pool += 1  # events of the failed pool start are now stale
         if self.sc.pool.on_failure == "close":
             self._cancel_all(inst)
-        backoff = self.sc.pool.retry_backoff_s
+        pool = self.sc.pool
+        backoff = pool.retry_backoff_s
         if backoff > 0:
+            if pool.retry_jitter:
+                backoff = jittered_s(backoff, pool.retry_jitter, self.draw_retry_u())
             if self.now + backoff < inst.deadline_at:
                 self.at(self.now + backoff, self.retry, inst, inst.attempt)
             return  # otherwise the deadline ends the attempt while it waits
@@ -280,7 +359,10 @@ class Engine:
         self._cancel_all(inst)
         restart = self.sc.restart
         if inst.attempt <= restart.restarts_allowed:
-            self.at(self.now + restart.backoff_s(inst.attempt), self.start_attempt, inst)
+            pause = restart.backoff_s(inst.attempt)
+            if restart.jitter:
+                pause = jittered_s(pause, restart.jitter, self.draw_restart_u())
+            self.at(self.now + pause, self.start_attempt, inst)
 
     def _record(self, inst: _Instance, outcome: str, reason: str) -> None:
         cols = self.out.attempts
@@ -300,8 +382,10 @@ class Engine:
         self.out.connection_attempts += inst.conn_attempts
 
     # -- one connection: connector, then database --------------------------------------------
-    def open_conn(self, inst: _Instance, pool: int, counted: bool = True) -> None:
-        conn = _Conn(inst, pool)
+    def open_conn(
+        self, inst: _Instance, pool: int, counted: bool = True, awaited: bool = True
+    ) -> None:
+        conn = _Conn(inst, pool, awaited)
         inst.conns[conn] = None
         if counted:
             inst.conn_attempts += 1
@@ -357,7 +441,7 @@ class Engine:
         inst = conn.inst
         if self.db_free == 0:
             self._drop(conn)
-            if conn.pool == inst.pool and inst.in_init:
+            if conn.awaited and conn.pool == inst.pool and inst.in_init:
                 self.pool_failed(inst, R_53300)  # SQLSTATE 53300: too many clients
             return
         self.db_free -= 1
@@ -374,7 +458,7 @@ class Engine:
             return
         inst = conn.inst
         self.cancel(conn)
-        if conn.pool == inst.pool and inst.in_init:
+        if conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, R_CONNECT_TIMEOUT)
 
     def cancel(self, conn: _Conn, serve: bool = True) -> None:

@@ -7,12 +7,14 @@ limits below: each keeps one replication within memory and time on one machine.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -65,6 +67,28 @@ def _at_most(limit: int, why: str):
         return value
 
     return check
+
+
+def _jitter(value: float | str) -> float | str:
+    if isinstance(value, str):
+        if value != "full":
+            raise ValueError('must be "full" or a fraction from 0 to 1 (0 = no jitter)')
+        return value
+    if not 0 <= value <= 1:
+        raise ValueError('must be "full" or a fraction from 0 to 1 (0 = no jitter)')
+    return value
+
+
+# A pause's jitter: 0 (none), a fraction f (the pause times a uniform draw in [1 − f, 1 + f], as
+# gRPC's ±20 %) or "full" (a uniform draw in [0, pause], AWS's "full jitter").
+Jitter = Annotated[float | str, AfterValidator(_jitter)]
+
+
+def jittered_s(pause_s: float, jitter: float | str, u: float) -> float:
+    """``pause_s`` jittered by one uniform draw ``u`` in [0, 1) (docs/model.md, "Jitter")."""
+    if jitter == "full":
+        return pause_s * u
+    return pause_s * (1.0 - jitter + 2.0 * jitter * u)
 
 
 class Wave(_Section):
@@ -124,6 +148,10 @@ class Pool(_Section):
     connect_timeout_s: PositiveSeconds = 10.0
     on_failure: Literal["close", "hold"] = "close"
     retry_backoff_s: Seconds = 1.0
+    retry_jitter: Jitter = 0.0
+    # How database init opens min_size connections (docs/model.md, "Pool-start strategies").
+    start: Literal["asyncpg", "concurrent", "background", "workers"] = "asyncpg"
+    workers: PositiveInt = 3  # "workers": connections opened at once (psycopg_pool num_workers)
 
     _max_size = field_validator("max_size")(
         _at_most(MAX_CONNECTIONS, "no PostgreSQL server accepts more connections")
@@ -189,24 +217,87 @@ class Database(_Section):
         return self.max_connections - self.reserved_connections - self.other_connections
 
 
+# Published restart schedules (docs/sources.md): a preset fills the restart fields left out.
+RESTART_PRESETS: dict[str, dict[str, Any]] = {
+    "custom": {},
+    # Kubernetes CrashLoopBackOff: 10 s doubling to 300 s, no jitter.
+    "kubernetes": {
+        "policy": "exponential",
+        "initial_backoff_s": 10.0,
+        "max_backoff_s": 300.0,
+        "multiplier": 2.0,
+        "jitter": 0.0,
+    },
+    # KEP-4603's faster option: 1 s doubling to 60 s.
+    "kubernetes-fast": {
+        "policy": "exponential",
+        "initial_backoff_s": 1.0,
+        "max_backoff_s": 60.0,
+        "multiplier": 2.0,
+        "jitter": 0.0,
+    },
+    # gRPC connection backoff: 1 s × 1.6 up to 120 s, each pause ±20 %.
+    "grpc": {
+        "policy": "exponential",
+        "initial_backoff_s": 1.0,
+        "max_backoff_s": 120.0,
+        "multiplier": 1.6,
+        "jitter": 0.2,
+    },
+}
+
+
 class Restart(_Section):
+    preset: Literal["custom", "kubernetes", "kubernetes-fast", "grpc"] = "custom"
     policy: Literal["none", "fixed", "exponential"] = "exponential"
     initial_backoff_s: Seconds = 10.0
     max_backoff_s: Seconds = 300.0
+    multiplier: Annotated[float, Field(ge=1, le=100)] = 2.0
+    jitter: Jitter = 0.0
     max_restarts: NonNegativeInt = 20
     exit_release_s: Seconds = 0.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        # Fields written in the file win over the preset's, so a preset can be adjusted.
+        if isinstance(data, dict) and data.get("preset") in RESTART_PRESETS:
+            return {**RESTART_PRESETS[data["preset"]], **data}
+        return data
+
     def backoff_s(self, restart: int) -> float:
-        """Pause before restart ``restart`` (1-based): Kubernetes-style 10, 20, 40 … 300 s."""
+        """Pause before restart ``restart`` (1-based), before jitter: 10, 20, 40 … 300 s."""
         if self.policy == "fixed":
             return self.initial_backoff_s
-        # 2.0 ** 1000 keeps the product a float (inf at worst, then capped), never an OverflowError.
-        doubling = 2.0 ** min(restart - 1, 1000)
-        return min(self.initial_backoff_s * doubling, self.max_backoff_s)
+        # An exponent of at most 1000 and OverflowError → inf keep it a float, then capped.
+        try:
+            growth = self.multiplier ** min(restart - 1, 1000)
+        except OverflowError:
+            growth = math.inf
+        return min(self.initial_backoff_s * growth, self.max_backoff_s)
 
     @property
     def restarts_allowed(self) -> int:
         return 0 if self.policy == "none" else self.max_restarts
+
+
+class CloudSql(_Section):
+    """Cloud Run's built-in Cloud SQL connection: Admin API calls before the first connection."""
+
+    enabled: bool = False
+    calls_per_refresh: PositiveInt = 2  # ephemeral certificate + connection settings
+    quota_per_minute: PositiveInt = 180  # Admin API requests per minute, the project's default
+    call_s: Distribution = LogNormal(dist="lognormal", median=0.25, sigma=0.5)  # assumption
+    refresh_burst: PositiveInt = 2  # the connectors' per-process refresh limiter: a bucket of 2 …
+    refresh_interval_s: PositiveSeconds = 30.0  # … refilled one per 30 s
+
+
+class Team(_Section):
+    """What the team has tried and how it judges a start-up: the ADR weighs the recommendation
+    against them. The model itself never reads this section."""
+
+    timeout_history_s: list[PositiveSeconds] = Field(default_factory=list, max_length=20)
+    success_criterion: Annotated[float, Field(gt=0, lt=1)] | None = None  # start-up success share
 
 
 class Scenario(_Section):
@@ -219,6 +310,8 @@ class Scenario(_Section):
     connector: Connector = Connector()
     database: Database = Database()
     restart: Restart = Restart()
+    cloudsql: CloudSql = CloudSql()
+    team: Team = Team()
 
     @field_validator("name")
     @classmethod
@@ -238,7 +331,7 @@ class Scenario(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the TOML layout (field names as users write them)."""
-        return self.model_dump(by_alias=True, exclude_defaults=False)
+        return self.model_dump(by_alias=True, exclude_defaults=False, exclude_none=True)
 
     def get(self, dotted: str) -> Any:
         """A field's value by its dotted name, e.g. ``sc.get("pool.min_size")``."""
@@ -252,6 +345,11 @@ class Scenario(_Section):
         data = self.to_dict()
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
+        preset = overrides.get("restart.preset")
+        if preset in RESTART_PRESETS:  # a new preset brings its schedule, bar fields also given
+            for key in RESTART_PRESETS[preset]:
+                if f"restart.{key}" not in overrides:
+                    data["restart"].pop(key, None)
         return from_dict(data, source)
 
 
@@ -357,6 +455,8 @@ def _is_union_tag(part: object, err: dict) -> bool:
         "lognormal",
         "gamma",
         "empirical",
+        "float",  # the members of a jitter (a fraction or "full")
+        "str",
     }
 
 

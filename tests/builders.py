@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from sim.cli import main
 from sim.scenario import Scenario, from_dict
 
 
@@ -87,6 +86,8 @@ WAIT_FOR_SCALE_OUT: dict[str, Any] = {
 
 def call_main(*args: str) -> int:
     """``startsim ARGS`` through the console script's entry point; returns the exit code."""
+    from sim.cli import main  # here, so that the model's tests do not depend on the CLI
+
     saved, sys.argv = sys.argv, ["startsim", *args]
     try:
         main()

@@ -28,9 +28,11 @@ QUEUED, SETUP, ACCEPT, HELD, GONE = "queued", "setup", "accept", "held", "gone"
 
 @dataclass
 class Conn:
-    """One connection attempt; ``pool`` is the pool start it belongs to (None: background)."""
+    """One connection attempt; ``pool`` is the pool start it belongs to (None: opened once ready).
+    ``awaited`` is False for a "background" start's connections after its first."""
 
     pool: int | None
+    awaited: bool = True
     stage: str = QUEUED
     grant: simpy.Event | None = None
     proc: simpy.Process | None = None
@@ -119,6 +121,30 @@ class Database:
         self.free += 1
 
 
+class AdminApi:
+    """The Cloud SQL Admin API's per-minute quota: requests counted per window [60k, 60k + 60);
+    the ones over the quota get a 429 and are not counted."""
+
+    def __init__(self, sc: Scenario) -> None:
+        self.quota = sc.cloudsql.quota_per_minute
+        self.used: dict[int, int] = {}
+
+    def call(self, now: float, calls: int) -> bool:
+        minute = int(now // 60.0)
+        granted = min(calls, self.quota - self.used.get(minute, 0))
+        self.used[minute] = self.used.get(minute, 0) + granted
+        return granted == calls
+
+
+def jitter(pause_s: float, how: float | str, rng: np.random.Generator) -> float:
+    """A fraction f: uniform in [(1 − f)·pause, (1 + f)·pause]; "full": uniform in [0, pause]."""
+    if how == "full":
+        return float(rng.uniform(0.0, pause_s))
+    if how:
+        return float(rng.uniform((1 - how) * pause_s, (1 + how) * pause_s))
+    return pause_s
+
+
 class Model:
     def __init__(self, sc: Scenario, seed: int) -> None:
         if sc.fleet.arrival not in ("burst", "uniform"):
@@ -128,6 +154,7 @@ class Model:
         self.env = simpy.Environment()
         self.connector = Connector(self.env, sc, self.draw)
         self.db = Database(sc)
+        self.api = AdminApi(sc)
         self.records: list[dict] = []
 
     def draw(self, dist) -> float:
@@ -185,7 +212,7 @@ class Model:
             backoff_s = restart_backoff_s(sc, inst.attempt)
             if backoff_s is None:
                 return
-            yield env.timeout(backoff_s)
+            yield env.timeout(jitter(backoff_s, sc.restart.jitter, self.rng))
 
     def exit(self, inst: Instance) -> None:
         """Close what it holds (freed by the server after exit_release_s); abandon the rest."""
@@ -199,8 +226,9 @@ class Model:
         inst.conns = []
 
     def keep_when_ready(self, inst: Instance) -> None:
+        # The first held_when_ready of this pool start's connections, held or still opening.
         want = self.sc.pool.held_when_ready
-        mine = [c for c in inst.conns if c.pool == inst.pool and c.stage == HELD]
+        mine = [c for c in inst.conns if c.pool == inst.pool and c.stage != GONE]
         for conn in mine[want:]:
             self.abandon(conn)
         for _ in range(want - len(mine)):
@@ -211,6 +239,8 @@ class Model:
     def db_init(self, inst: Instance, deadline_s: float, record: dict):
         env, pool = self.env, self.sc.pool
         try:
+            if self.sc.cloudsql.enabled:
+                yield from self.refresh(env.now)
             while True:
                 failure = yield from self.pool_start(inst, record)
                 if failure is None:
@@ -221,26 +251,57 @@ class Model:
                         self.abandon(conn)
                 if pool.retry_backoff_s == 0:
                     return ("rejected" if failure == "53300" else "error"), failure
-                if env.now + pool.retry_backoff_s < deadline_s:
-                    yield env.timeout(pool.retry_backoff_s)
+                pause_s = jitter(pool.retry_backoff_s, pool.retry_jitter, self.rng)
+                if env.now + pause_s < deadline_s:
+                    yield env.timeout(pause_s)
                 else:
                     yield env.event()  # nothing more to try: wait for the deadline
         except simpy.Interrupt:
             return "timeout", "deadline"
 
+    def refresh(self, t0: float):
+        """Cloud SQL: refresh until one gets all its Admin API calls through. Refresh k waits for
+        the connector's limiter: no earlier than t0 + (k − burst) × interval."""
+        cs = self.sc.cloudsql
+        k = 0
+        while True:
+            k += 1
+            wait_s = t0 + (k - cs.refresh_burst) * cs.refresh_interval_s - self.env.now
+            if wait_s > 0:
+                yield self.env.timeout(wait_s)
+            granted = self.api.call(self.env.now, cs.calls_per_refresh)
+            yield self.env.timeout(self.draw(cs.call_s))
+            if granted:
+                return
+
     def pool_start(self, inst: Instance, record: dict):
-        """asyncpg's create_pool: one connection, then min_size − 1 at once; the first failure
-        fails it. Returns None or the failure's reason."""
+        """Open min_size connections as pool.start says; the first failure of one it waits for
+        fails it. Returns None or the failure's reason.
+
+        asyncpg: one, then min_size − 1 at once. concurrent: min_size at once. workers: at most
+        pool.workers at a time. background: one, then min_size − 1 that nobody waits for."""
         inst.pool += 1
         record["pool_starts"] += 1
-        size = self.sc.pool.min_size
+        cfg = self.sc.pool
+        size = cfg.min_size
         if size == 0:
             return None
-        result = yield self.open(inst, inst.pool).proc
-        if result != HELD:
-            return result
-        pending = [self.open(inst, inst.pool).proc for _ in range(size - 1)]
-        while pending:
+        if cfg.start in ("asyncpg", "background"):
+            result = yield self.open(inst, inst.pool).proc
+            if result != HELD:
+                return result
+            if cfg.start == "background":
+                for _ in range(size - 1):
+                    self.open(inst, inst.pool, awaited=False)
+                return None
+            left, at_once = size - 1, size - 1
+        else:
+            left, at_once = size, size if cfg.start == "concurrent" else cfg.workers
+        pending = []
+        while left or pending:
+            while left and len(pending) < at_once:
+                pending.append(self.open(inst, inst.pool).proc)
+                left -= 1
             yield self.env.any_of(pending)
             for proc in [p for p in pending if p.triggered]:
                 if proc.value != HELD:
@@ -249,8 +310,8 @@ class Model:
         return None
 
     # -- one connection -----------------------------------------------------------------------
-    def open(self, inst: Instance, pool: int | None) -> Conn:
-        conn = Conn(pool)
+    def open(self, inst: Instance, pool: int | None, awaited: bool = True) -> Conn:
+        conn = Conn(pool, awaited)
         inst.conns.append(conn)
         if pool is not None:  # background connections are not database-init work
             inst.tried += 1
@@ -306,7 +367,7 @@ def restart_backoff_s(sc: Scenario, k: int) -> float | None:
         return None
     if restart.policy == "fixed":
         return restart.initial_backoff_s
-    return min(restart.initial_backoff_s * 2 ** (k - 1), restart.max_backoff_s)
+    return min(restart.initial_backoff_s * restart.multiplier ** (k - 1), restart.max_backoff_s)
 
 
 def run(sc: Scenario, seed: int) -> Result:

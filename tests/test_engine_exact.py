@@ -516,3 +516,33 @@ def test_held_when_ready(held_when_ready, slots, final):
     (row,) = attempts(sc)
     assert row["outcome"] == "ready"
     assert rep.connection_attempts == 4  # background connections are not database-init work
+
+
+# -- events at the same instant (docs/model.md, "Events at the same instant") ---------------------
+
+
+def test_init_ending_exactly_at_the_deadline_times_out():
+    # Set-up 10 + accept 0.5 + queries 9.5 = 20 = the deadline, scheduled first: timeout.
+    sc = scenario(
+        {
+            "startup.db_init_timeout_s": 20.0,
+            "connector.setup_s": const(10.0),
+            "database.accept_s": const(0.5),
+            "startup.init_queries_s": const(9.5),
+        }
+    )
+    (row,) = attempts(sc)
+    assert (row["outcome"], row["db_init_s"]) == ("timeout", 20.0)
+
+
+def test_connection_ending_exactly_at_its_connect_timeout_is_given_up():
+    # Set-up 4.5 + accept 0.5 = 5 = connect_timeout_s: the timeout was scheduled first.
+    sc = scenario(
+        {
+            "connector.setup_s": const(4.5),
+            "database.accept_s": const(0.5),
+            "pool.connect_timeout_s": 5.0,
+        }
+    )
+    (row,) = attempts(sc)
+    assert (row["outcome"], row["reason"], row["db_init_s"]) == ("error", "connect_timeout", 5.0)

@@ -17,8 +17,8 @@ class Watched(Engine):
         self.opened_s: dict = {}
         self.late: list[tuple[float, float]] = []  # (started, established)
 
-    def open_conn(self, inst, pool, counted=True) -> None:
-        super().open_conn(inst, pool, counted)
+    def open_conn(self, inst, pool, counted=True, awaited=True) -> None:
+        super().open_conn(inst, pool, counted, awaited)
         self.opened_s[next(reversed(inst.conns))] = self.now
 
     def accept_done(self, conn) -> None:
