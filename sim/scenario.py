@@ -391,13 +391,15 @@ def _opening_bounded(sc: Scenario) -> None:
 
 def _retries(sc: Scenario) -> None:
     backoff_s, deadline_s = sc.pool.retry_backoff_s, sc.startup.db_init_timeout_s
-    if backoff_s > 0 and deadline_s / backoff_s > MAX_POOL_STARTS:
+    # A "full" jitter halves the mean pause, so it needs twice the backoff for the same bound.
+    full = 2 if sc.pool.retry_jitter == "full" else 1
+    if backoff_s > 0 and full * deadline_s / backoff_s > MAX_POOL_STARTS:
         raise FieldProblem(
             "pool.retry_backoff_s",
             backoff_s,
-            f"allows up to {deadline_s / backoff_s:,.0f} pool starts per attempt within "
+            f"allows up to {full * deadline_s / backoff_s:,.0f} pool starts per attempt within "
             f"startup.db_init_timeout_s ({deadline_s:g}); at most {MAX_POOL_STARTS:,}: use 0 "
-            f"(no retry) or at least {deadline_s / MAX_POOL_STARTS:g} s",
+            f"(no retry) or at least {full * deadline_s / MAX_POOL_STARTS:g} s",
         )
 
 

@@ -109,6 +109,26 @@ BAD = {
         "0.0001",
         "200,000 pool starts",
     ),
+    "endless-jittered-retries": (
+        '[pool]\nretry_backoff_s = 0.003\nretry_jitter = "full"\n',
+        "pool.retry_backoff_s",
+        "0.003",
+        "13,333 pool starts",
+    ),
+    "jitter-word": (
+        '[restart]\njitter = "half"\n',
+        "restart.jitter",
+        "'half'",
+        '"full" or a fraction from 0 to 1',
+    ),
+    "jitter-too-wide": ("[pool]\nretry_jitter = 1.5\n", "pool.retry_jitter", "1.5", "from 0 to 1"),
+    "unknown-preset": (
+        '[restart]\npreset = "systemd"\n',
+        "restart.preset",
+        "'systemd'",
+        "'kubernetes-fast'",
+    ),
+    "unknown-pool-start": ('[pool]\nstart = "lazy"\n', "pool.start", "'lazy'", "'background'"),
     "huge-horizon": ("horizon_s = 1e300\n", "horizon_s", "1e+300", "at most 1e+12 s"),
     "rate-near-zero": (
         '[fleet]\narrival = "poisson"\nrate_per_s = 1e-300\n',
