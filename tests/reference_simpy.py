@@ -4,7 +4,8 @@ Written from the document, not from ``sim/engine.py``: every container attempt, 
 connection is a SimPy process, and giving a connection up is an ``Interrupt`` to its process. It is
 slower than the engine and meant to be read next to the document, rule by rule.
 
-It covers what ``tests/test_reference.py`` uses and leaves out the rest:
+It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
+jitter, the restart multiplier, the Cloud SQL path) and leaves out the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
