@@ -166,6 +166,28 @@ class Gamma(_Dist):
         return float(gamma.ppf(q, self.shape, scale=self.scale))
 
 
+class Weibull(_Dist):
+    """Weibull(shape k, scale λ): what `startsim calibrate` may fit to measured durations."""
+
+    dist: Literal["weibull"]
+    shape: Annotated[float, Field(gt=0)]
+    scale: PositiveSeconds
+
+    def top_s(self):
+        # P(X > x) = exp(−(x/λ)^k): the tail bound is exact, λ · (−ln TAIL)^(1/k).
+        log_top = math.log(self.scale) + math.log(-math.log(TAIL)) / self.shape
+        return math.exp(log_top) if log_top < 709 else math.inf
+
+    def sample(self, rng, size):
+        return self.scale * rng.weibull(self.shape, size)
+
+    def mean(self):
+        return self.scale * math.gamma(1 + 1 / self.shape)
+
+    def quantile(self, q):
+        return self.scale * float((-np.log1p(-q)) ** (1 / self.shape))
+
+
 class Empirical(_Dist):
     """Resamples measured values with replacement (e.g. durations from a load campaign)."""
 
@@ -190,6 +212,6 @@ class Empirical(_Dist):
 
 
 Distribution = Annotated[
-    Constant | Uniform | Exponential | LogNormal | Gamma | Empirical,
+    Constant | Uniform | Exponential | LogNormal | Gamma | Weibull | Empirical,
     Field(discriminator="dist"),
 ]

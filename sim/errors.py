@@ -3,6 +3,7 @@
     StartsimError                 base: the CLI turns any of these into a message and exit code 2
     ├── ScenarioError             a scenario file or override is wrong (names file, field, value)
     ├── UsageError                settings that cannot be satisfied (a bad grid, target, …)
+    ├── InputError                a measurement file is wrong (names file, line, field, value)
     └── TargetError               a load test would reach a host the user did not name
 
 Only the CLI turns these into exit codes; library code raises them and nothing else exits.
@@ -38,6 +39,15 @@ class UsageError(StartsimError):
     def __init__(self, problem: str, option: str | None = None, value: object = None) -> None:
         self.problem, self.option, self.value = problem, option, value
         super().__init__(f"{option} = {_short(repr(value))}: {problem}" if option else problem)
+
+
+class InputError(StartsimError):
+    """A campaign folder or log file cannot be read as measurements: names the file and line."""
+
+    def __init__(self, source: str, line: int | None, problem: str) -> None:
+        self.source, self.line, self.problem = source, line, problem
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {problem}")
 
 
 class TargetError(StartsimError):

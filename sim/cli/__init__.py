@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sim.cli import loadtest, recommend, simulate, sweep
+from sim.cli import calibrate, loadtest, recommend, simulate, sweep, validate
 from sim.cli.options import flag
 from sim.errors import StartsimError, UsageError
 
@@ -31,6 +31,8 @@ app.command("loadtest")(loadtest.loadtest)
 app.command("loadtest-worker")(loadtest.loadtest_worker)
 app.command("connector-emulator")(loadtest.connector_emulator)
 app.command("scenarios")(simulate.list_scenarios)
+app.command("calibrate")(calibrate.calibrate_cmd)
+app.command("validate")(validate.validate_cmd)
 
 err = Console(stderr=True)
 

@@ -1,0 +1,207 @@
+"""``startsim calibrate``: the model's parameters learnt from campaigns and production logs.
+
+:func:`calibrate` takes :class:`~sim.calibrate.inputs.Run` objects (read by
+:mod:`sim.calibrate.inputs`) and a base scenario, and returns a :class:`Calibration`: the calibrated
+scenario and one :class:`~sim.calibrate.connector.Estimate` per field (value, interval, source,
+sample size, fit quality), which :func:`sim.calibrate.toml.render` writes as a commented TOML.
+Durations are fitted by :mod:`sim.fitting` (maximum likelihood, censored attempts kept, AIC, KS);
+the connector and the server by :mod:`sim.calibrate.connector`. docs/calibration.md has the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.calibrate.connector import (
+    Estimate,
+    connector_start,
+    fit_setups,
+    free_slots,
+    mean_interval,
+    scale_out_delays,
+    setup_estimates,
+)
+from sim.calibrate.inputs import Run
+from sim.distributions import LogNormal
+from sim.errors import UsageError
+from sim.fitting import EXACT, DurationFit, Sample, fit_duration
+from sim.scenario import Scenario, resolve
+from sim.stats import check_confidence
+
+
+@dataclass
+class Calibration:
+    scenario: Scenario
+    estimates: list[Estimate]
+    notes: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    db_init: DurationFit | None = None
+
+    def estimate(self, name: str) -> Estimate:
+        return next(e for e in self.estimates if e.field == name)
+
+
+def calibrate(
+    runs: list[Run],
+    base: Scenario | None = None,
+    *,
+    confidence: float = 0.95,
+    replications: int = 20,
+    seed: int = 0,
+) -> Calibration:
+    """Fit every duration and estimate the connector and server from ``runs``."""
+    check_confidence(confidence)
+    if not runs:
+        raise UsageError("give at least one campaign folder or log file", "inputs", [])
+    campaigns = [r for r in runs if r.scenario is not None]
+    base = base or (campaigns[0].scenario if campaigns else resolve(None))
+    attempts = [a for r in runs for a in r.attempts]
+    notes = _notes(runs)
+    estimates: list[Estimate] = []
+    overrides: dict = {}
+
+    def duration(name: str, sample: Sample, source: str) -> DurationFit:
+        fit = fit_duration(sample, alpha=1 - confidence)
+        low, high = _median_interval(fit)
+        estimates.append(Estimate(name, fit.chosen, low, high, source, len(sample), fit.quality()))
+        overrides[name] = fit.chosen
+        return fit
+
+    drawn = all(r.harness_drawn for r in runs)
+    how = "records' before_db_s" + (" (the harness's own draws)" if drawn else "")
+    duration(
+        "startup.before_db_s",
+        Sample.exact([a.before_db_s for a in attempts]),
+        _phases_source(runs, "before") or how,
+    )
+    ready = [a.after_db_s for a in attempts if a.after_db_s is not None]
+    if ready:
+        how = "ready attempts' after_db_s" + (" (the harness's own draws)" if drawn else "")
+        duration("startup.after_db_s", Sample.exact(ready), _phases_source(runs, "after") or how)
+    db = Sample.of([a.db_init_s for a in attempts], right=[a.outcome != "ready" for a in attempts])
+    db_fit = fit_duration(db, alpha=1 - confidence)
+
+    estimates += _scale_out(runs, confidence, overrides)
+    estimates += _connector(runs, base, overrides, confidence, replications, seed)
+    slots = free_slots(campaigns)
+    estimates.append(slots)
+    if slots.identifiable:
+        db_base = base.database
+        overrides["database.max_connections"] = int(
+            slots.value + db_base.reserved_connections + db_base.other_connections
+        )
+    names = ", ".join(dict.fromkeys(r.run_id for r in runs))
+    overrides["name"] = f"calibrated-{runs[0].run_id}"[:100]
+    overrides["description"] = (
+        f"Calibrated by startsim calibrate from {names}; base scenario {base.name}"
+    )
+    scenario = base.with_overrides(overrides, source="calibrated values")
+    return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit)
+
+
+def _median_interval(fit: DurationFit) -> tuple[float | None, float | None]:
+    b = fit.best
+    if b is None:
+        return None, None
+    key = {"lognormal": "median", "exponential": "mean"}.get(b.family, "scale")
+    return b.intervals[key]
+
+
+def _phases_source(runs: list[Run], part: str) -> str:
+    names = [p for r in runs if r.phase_map for p in getattr(r.phase_map, part)]
+    return f"phases {', '.join(dict.fromkeys(names))} (summed)" if names else ""
+
+
+def _scale_out(runs: list[Run], confidence: float, overrides: dict) -> list[Estimate]:
+    delays, kinds = scale_out_delays(runs)
+    name = "connector.scale_up_delay_s"
+    if delays.size == 0:
+        why = (
+            "not identifiable from these records: no scale-out observed (no emulator log, "
+            "or the connector never queued); a campaign with `--via-emulator` and more "
+            "connections than the connector's floor carries would time them"
+        )
+        return [Estimate(name, None, None, None, "—", 0, why, identifiable=False)]
+    fit = fit_duration(Sample(delays, kinds), alpha=1 - confidence)
+    overrides[name] = fit.chosen
+    low, high = mean_interval(delays[kinds == EXACT], confidence)
+    quality = f"mean {delays.mean():.3g} s; {fit.quality()}"
+    if low is None:
+        quality += "; one exact delay: an interval needs two or more (repeat the campaign)"
+    out = [
+        Estimate(
+            name,
+            fit.chosen,
+            low,
+            high,
+            "emulator.jsonl scale_out lines",
+            delays.size,
+            quality,
+            identifiable=low is not None,
+        )
+    ]
+    starts = {connector_start(r) for r in runs if r.emulator} - {None}
+    if starts:
+        overrides["connector.min_instances"] = min(starts)
+        out.append(
+            Estimate(
+                "connector.min_instances",
+                min(starts),
+                float(min(starts)),
+                float(max(starts)),
+                "emulator.jsonl start line",
+                len(starts),
+                "instances when the campaign began",
+            )
+        )
+    return out
+
+
+def _connector(runs, base, overrides, confidence, replications, seed) -> list[Estimate]:
+    setup = base.connector.setup_s
+    sigma = setup.sigma if isinstance(setup, LogNormal) else 0.3
+
+    def scenario_of(run: Run) -> Scenario:
+        sc = run.scenario
+        if "startup.before_db_s" in overrides and not run.harness_drawn:
+            sc = sc.with_overrides({"startup.before_db_s": overrides["startup.before_db_s"]})
+        return sc
+
+    fit = fit_setups(
+        runs, scenario_of, sigma=sigma, confidence=confidence, replications=replications, seed=seed
+    )
+    out = setup_estimates(fit)
+    k, m = out
+    if k.value is not None and k.identifiable:
+        overrides["connector.setups_per_instance"] = int(k.value)
+    if m.value is not None and m.identifiable:
+        overrides["connector.setup_s"] = {
+            "dist": "lognormal",
+            "median": round(m.value, 4),
+            "sigma": sigma,
+        }
+    return out
+
+
+def _notes(runs: list[Run]) -> list[str]:
+    notes = []
+    for r in runs:
+        if r.minute_grid:
+            notes.append(
+                f"{r.source} ({r.run_id}): timestamps fall on a one-minute grid — platform "
+                "metrics sampled once a minute cannot resolve a 20 s deadline window; only "
+                "per-attempt phase durations are used from it, no timing of scale-outs or load"
+            )
+    if runs and all(r.harness_drawn for r in runs):
+        notes.append(
+            "before_db_s and after_db_s of built-in campaigns are the harness's own draws from "
+            "the campaign's scenario: their fits check the fitting, they do not measure your "
+            "service (an --instance-command campaign or a production log does)"
+        )
+    return notes
+
+
+def as_array(values) -> np.ndarray:
+    return np.asarray(values, dtype=float)

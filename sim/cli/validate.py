@@ -1,0 +1,66 @@
+"""``startsim validate``: simulate each campaign's scenario and compare, figure by figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim import scenario as scenarios
+from sim.cli.calibrate import read_inputs
+from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
+from sim.output import atomic_write
+from sim.report.validation import figure, markdown
+from sim.validate import validate, verdict_line
+
+
+def validate_cmd(
+    campaigns: Annotated[list[Path], typer.Argument(help="Campaign folders (startsim loadtest).")],
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            help="Calibrated scenario (startsim calibrate); default: each campaign's own scenario.",
+        ),
+    ] = None,
+    replications: Annotated[
+        int, typer.Option("--replications", "-n", min=1, help="Replications per campaign.")
+    ] = 200,
+    confidence: Confidence = 0.95,
+    seed: Seed = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
+    ] = None,
+) -> None:
+    """Measured vs predicted for each campaign, with a verdict per figure."""
+    runs = read_inputs(campaigns)
+    calibrated = scenarios.resolve(scenario) if scenario is not None else None
+    folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
+    v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
+    Console().print(table(v))
+    label = f"`{scenario}`" if scenario else "each campaign's own scenario"
+    figure(v, folder)
+    atomic_write(folder / "validation.md", markdown(v, label, command_line()))
+    Console(stderr=True).print(f"{verdict_line(v)}; wrote {folder}/validation.md", highlight=False)
+
+
+def table(v) -> Table:
+    t = Table(title="measured vs predicted", title_justify="left")
+    for col in ("figure", "measured", "predicted", "verdict"):
+        t.add_column(col, overflow="fold")
+    for f in v.figures + v.conditional:
+        t.add_row(
+            f.name,
+            _fmt(f.measured, f.measured_interval),
+            _fmt(f.predicted, f.predicted_interval),
+            f.verdict,
+        )
+    return t
+
+
+def _fmt(x, iv) -> str:
+    s = "never" if x == float("inf") else f"{x:.4g}"
+    return s if iv is None else f"{s} [{iv[0]:.3g}, {iv[1]:.3g}]"

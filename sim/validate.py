@@ -1,0 +1,299 @@
+"""``startsim validate``: measured and predicted, figure by figure, with a verdict for each.
+
+Each campaign (a :class:`~sim.calibrate.inputs.Run`) is simulated with its own scenario — its
+fleet, pool, deadline and restart rules — and, given a calibrated scenario, that scenario's
+connector, server and (unless the harness drew them itself) phase durations. Runs are clusters:
+their attempts fail together, as a replication's do (:func:`sim.stats.cluster_proportion`).
+
+- Shares (P(database init reaches the deadline), P(first start succeeds)): the difference's
+  interval from both clustered intervals (Newcombe's hybrid score method); *agrees* when it holds 0.
+- Per-run figures (fleet time-to-ready, rejections, restarts, work amplification): the measured
+  mean over the runs against the simulated distribution of the mean of as many replications;
+  *agrees* when it lies in the central interval.
+- Database-init durations: two-sample Kolmogorov–Smirnov, measured against simulated.
+- **Conditional**: each run with an emulator log is simulated again with its scale-outs at the
+  times it observed (:func:`sim.calibrate.connector.conditional`). The scale-out delay dominates
+  run-to-run spread, so this comparison is far sharper than the pooled one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from sim.calibrate.connector import conditional, scale_outs
+from sim.calibrate.inputs import Run
+from sim.engine import run_replication
+from sim.errors import UsageError
+from sim.scenario import Scenario
+from sim.stats import Proportion, check_confidence, cluster_proportion
+
+INFRASTRUCTURE = ("connector", "database")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    measured: float
+    measured_interval: tuple[float, float] | None
+    predicted: float
+    predicted_interval: tuple[float, float] | None
+    verdict: str  # "agrees" | "disagrees"
+    method: str
+
+
+@dataclass
+class Validation:
+    figures: list[Figure]
+    conditional: list[Figure]
+    measured_inits: np.ndarray
+    simulated_inits: np.ndarray
+    conditional_inits: dict[str, np.ndarray] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+    confidence: float = 0.95
+    replications: int = 0
+
+
+def scenario_for(run: Run, calibrated: Scenario | None) -> Scenario:
+    """The run's own scenario, with the calibrated infrastructure (and phases, when measured)."""
+    if run.scenario is None:
+        if calibrated is None:
+            raise UsageError(f"{run.source} has no scenario of its own: give one", "scenario", None)
+        return calibrated.with_overrides({"fleet.instances": _instances(run)}, "validate")
+    sc = run.scenario
+    if calibrated is None:
+        return sc
+    update = {s: getattr(calibrated, s) for s in INFRASTRUCTURE}
+    if not run.harness_drawn:
+        st = calibrated.startup
+        update["startup"] = sc.startup.model_copy(
+            update={"before_db_s": st.before_db_s, "after_db_s": st.after_db_s}
+        )
+    return sc.model_copy(update=update)
+
+
+def validate(
+    runs: list[Run],
+    calibrated: Scenario | None = None,
+    *,
+    replications: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Validation:
+    check_confidence(confidence)
+    if not runs:
+        raise UsageError("give at least one campaign folder", "campaigns", [])
+    alpha = 1 - confidence
+    measured = [_run_figures(r, _min_size(r, calibrated)) for r in runs]
+    simulated = [_simulate(scenario_for(r, calibrated), replications, seed) for r in runs]
+    m_inits = np.concatenate([[a.db_init_s for a in r.attempts] for r in runs])
+    s_inits = np.concatenate([s["inits"] for s in simulated])
+    figures = [
+        _share("P(database init reaches the deadline)", "timeouts", measured, simulated, alpha),
+        _share("P(first start succeeds)", "first_ok", measured, simulated, alpha, "instances"),
+    ]
+    for name, key in (
+        ("fleet time-to-ready (s)", "fleet_ready_s"),
+        ("rejections per instance", "rejected"),
+        ("restarts per instance", "restarts"),
+        ("work amplification", "amplification"),
+    ):
+        figures.append(_mean_figure(name, key, measured, simulated, alpha, seed))
+    ks = stats.ks_2samp(m_inits, s_inits)
+    figures.append(
+        Figure(
+            "database-init durations (KS D)",
+            float(ks.statistic),
+            None,
+            0.0,
+            None,
+            "agrees" if ks.pvalue >= alpha else "disagrees",
+            f"two-sample KS, p = {ks.pvalue:.3g}",
+        )
+    )
+    cond, cond_inits = [], {}
+    for r, mf in zip(runs, measured, strict=True):
+        delays = [s.delay_s for s in scale_outs(r)]
+        if not r.emulator:
+            continue
+        sim = _simulate(conditional(scenario_for(r, calibrated), delays), replications, seed)
+        cond_inits[r.run_id] = sim["inits"]
+        inits = np.asarray([a.db_init_s for a in r.attempts])
+        ks = stats.ks_2samp(inits, sim["inits"])
+        cond.append(
+            Figure(
+                f"{r.run_id}: database-init durations (KS D)",
+                float(ks.statistic),
+                None,
+                0.0,
+                None,
+                "agrees" if ks.pvalue >= alpha else "disagrees",
+                f"{len(delays)} scale-outs at the observed times; KS p = {ks.pvalue:.3g}",
+            )
+        )
+        share = mf["timeouts"] / max(mf["attempts"], 1)
+        cond.append(
+            _predictive(
+                f"{r.run_id}: P(database init reaches the deadline)",
+                share,
+                sim["timeouts"] / np.maximum(sim["attempts"], 1),
+                alpha,
+            )
+        )
+    return Validation(
+        figures,
+        cond,
+        m_inits,
+        s_inits,
+        cond_inits,
+        [r.run_id for r in runs],
+        confidence,
+        replications,
+    )
+
+
+# -- figures of one run, measured or simulated --------------------------------------------------
+
+
+def _instances(run: Run) -> int:
+    if run.scenario is not None:
+        return run.scenario.fleet.instances
+    return len({a.instance for a in run.attempts})
+
+
+def _min_size(run: Run, calibrated: Scenario | None) -> int:
+    sc = run.scenario or calibrated
+    return max(sc.pool.min_size, 1) if sc is not None else 1
+
+
+def _run_figures(run: Run, min_size: int) -> dict[str, float]:
+    n = _instances(run)
+    at = run.attempts
+    ready = {
+        a.instance: a.start_unix_s + a.before_db_s + a.db_init_s + (a.after_db_s or 0.0)
+        for a in at
+        if a.outcome == "ready"
+    }
+    conns = sum(a.connection_attempts or 0 for a in at)
+    return {
+        "attempts": len(at),
+        "timeouts": sum(a.outcome == "timeout" for a in at),
+        "instances": n,
+        "first_ok": sum(a.attempt == 1 and a.outcome == "ready" for a in at),
+        "fleet_ready_s": max(ready.values()) - run.t0_unix_s if len(ready) >= n else math.inf,
+        "rejected": sum(a.outcome == "rejected" for a in at) / n,
+        "restarts": sum(a.attempt > 1 for a in at) / n,
+        "amplification": conns / (n * min_size),
+    }
+
+
+def _simulate(sc: Scenario, replications: int, seed: int) -> dict[str, np.ndarray]:
+    keys = (
+        "attempts",
+        "timeouts",
+        "instances",
+        "first_ok",
+        "fleet_ready_s",
+        "rejected",
+        "restarts",
+        "amplification",
+    )
+    out: dict[str, list] = {k: [] for k in keys}
+    inits: list[float] = []
+    n, need = sc.fleet.instances, sc.fleet.instances * max(sc.pool.min_size, 1)
+    for i in range(replications):
+        rep = run_replication(sc, np.random.SeedSequence(seed, spawn_key=(i,)))
+        a = rep.attempts
+        outcome, attempt = np.asarray(a["outcome"], dtype=str), np.asarray(a["attempt"])
+        inits += a["db_init_s"]
+        for key, value in (
+            ("attempts", outcome.size),
+            ("timeouts", int(np.sum(outcome == "timeout"))),
+            ("instances", n),
+            ("first_ok", int(np.sum((attempt == 1) & (outcome == "ready")))),
+            ("fleet_ready_s", rep.fleet_ready_s),
+            ("rejected", np.sum(outcome == "rejected") / n),
+            ("restarts", np.sum(attempt > 1) / n),
+            ("amplification", rep.connection_attempts / need),
+        ):
+            out[key].append(value)
+    result = {k: np.asarray(v, dtype=float) for k, v in out.items()}
+    result["inits"] = np.asarray(inits, dtype=float)
+    return result
+
+
+# -- verdicts -----------------------------------------------------------------------------------
+
+
+def _share(name, key, measured, simulated, alpha, total="attempts") -> Figure:
+    m = cluster_proportion(
+        [int(f[key]) for f in measured], [int(f[total]) for f in measured], 1 - alpha
+    )
+    sim_events = np.concatenate([s[key] for s in simulated]).astype(int)
+    sim_trials = np.concatenate([s[total] for s in simulated]).astype(int)
+    p = cluster_proportion(sim_events, sim_trials, 1 - alpha)
+    low, high = newcombe(m, p)
+    verdict = "agrees" if low <= 0 <= high else "disagrees"
+    return Figure(
+        name,
+        m.estimate,
+        (m.ci_low, m.ci_high),
+        p.estimate,
+        (p.ci_low, p.ci_high),
+        verdict,
+        f"difference {m.estimate - p.estimate:+.3f}, interval "
+        f"[{low:+.3f}, {high:+.3f}] (Newcombe, runs and replications as clusters)",
+    )
+
+
+def newcombe(a: Proportion, b: Proportion) -> tuple[float, float]:
+    """Interval of ``a − b`` from the two proportions' own intervals (Newcombe 1998, method 10)."""
+    d = a.estimate - b.estimate
+    low = d - math.hypot(a.estimate - a.ci_low, b.ci_high - b.estimate)
+    high = d + math.hypot(a.ci_high - a.estimate, b.estimate - b.ci_low)
+    return low, high
+
+
+def _mean_figure(name, key, measured, simulated, alpha, seed) -> Figure:
+    values = np.asarray([f[key] for f in measured], dtype=float)
+    pool = np.concatenate([s[key] for s in simulated])
+    rng = np.random.default_rng(seed)
+    means = rng.choice(pool, (4000, values.size)).mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    mean = float(values.mean())
+    verdict = "agrees" if lo <= mean <= hi else "disagrees"
+    runs = f"mean of {values.size} run{'s' * (values.size > 1)}"
+    return Figure(
+        name,
+        mean,
+        None,
+        float(np.median(pool)),
+        (float(lo), float(hi)),
+        verdict,
+        f"{runs} vs the simulated central {1 - alpha:.0%} of such means",
+    )
+
+
+def _predictive(name: str, value: float, sims: np.ndarray, alpha: float) -> Figure:
+    lo, hi = np.quantile(sims, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    verdict = "agrees" if lo <= value <= hi else "disagrees"
+    return Figure(
+        name,
+        value,
+        None,
+        float(np.median(sims)),
+        (float(lo), float(hi)),
+        verdict,
+        "the run against replications with its own scale-out times",
+    )
+
+
+def verdict_line(v: Validation) -> str:
+    figs = v.figures + v.conditional
+    bad = [f.name for f in figs if f.verdict == "disagrees"]
+    if not bad:
+        return f"all {len(figs)} figures agree at {v.confidence:.0%} confidence"
+    return f"{len(bad)} of {len(figs)} figures disagree at {v.confidence:.0%}: {'; '.join(bad)}"
