@@ -120,10 +120,3 @@ class AsyncioBridge:
         finally:
             watcher.close()
         return box["task"].result()
-
-    def run_blocking(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
-        """Run ``coro`` from a thread outside gevent (or at exit): plain blocking wait."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtests import preflight, safety
+from loadtests import preflight, safety, settings
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
 from sim.output import atomic_write, safe_folder_name, scenario_toml, write_json
@@ -89,10 +89,13 @@ def become_worker(
     announce(seed)
     folder = Path(tempfile.mkdtemp(prefix="startsim-worker-"))
     atomic_write(folder / "scenario.toml", scenario_toml(sc))
-    env = dict(os.environ, STARTSIM_SCENARIO=str(folder / "scenario.toml"))
-    env.update(target_env(dsn, resolved, resolved.connect_kwargs()))
-    env["STARTSIM_SEED"] = str(seed)
-    cmd = locust_cmd("--worker", "--master-host", where.host, "--master-port", str(where.port))
+    env = dict(os.environ, **settings.secret_env(dsn, resolved.password))
+    # The master enforces --max-instances and the duration; a worker runs what it is sent.
+    limits = (sc.horizon_s, sc.fleet.instances)
+    args = settings.child_args(folder / "scenario.toml", seed, resolved.targets, allowed, *limits)
+    cmd = locust_cmd(
+        "--worker", "--master-host", where.host, "--master-port", str(where.port), *args
+    )
     sys.stderr.flush()
     os.execve(cmd[0], cmd, env)
 
@@ -169,14 +172,21 @@ def _run(opts: Options, progress, started) -> Outcome:
     emulator = None
     stop_signal = None
     try:
-        targets = resolved.connect_kwargs()
+        addresses = resolved.targets
         if opts.via_emulator:
             if reached.is_unix:  # the emulator relays TCP: the first TCP address checked
                 reached = next(t for t in resolved.targets if not t.is_unix)
             emulator, port = _start_emulator(run_dir, reached, opts)
-            targets = {"host": ["127.0.0.1"], "port": [port]}
-        env = _child_env(opts, resolved, targets, run_id, run_dir, limit_s)
-        children = _start_locust(run_dir, env, opts)
+            addresses = (safety.Target("127.0.0.1", port),)
+        args = settings.child_args(
+            run_dir / "scenario.toml",
+            opts.seed,
+            addresses,
+            opts.allow_targets,
+            limit_s,
+            opts.max_instances,
+        )
+        children = _start_locust(run_dir, _child_env(opts, resolved), args, opts)
         _watch(children[0], run_dir, limit_s, progress)
     except KeyboardInterrupt as exc:
         stop_signal = getattr(exc, "signum", signal.SIGINT)
@@ -234,37 +244,11 @@ def _describe(opts: Options, run_id: str, limit_s: float, resolved: safety.Resol
     }
 
 
-def target_env(dsn: str, resolved: safety.Resolved, targets: dict) -> dict:
-    """What a Locust process needs to dial exactly the checked addresses, password included.
-
-    The password asyncpg found for the DSN as written (``~/.pgpass`` matches the host name) goes
-    in ``PGPASSWORD``: children dial addresses, which a ``.pgpass`` line for the name would miss.
-    """
-    env = {"STARTSIM_DSN": dsn, "STARTSIM_TARGETS": json.dumps(targets)}
-    if resolved.password is not None:
-        env["PGPASSWORD"] = resolved.password
-    return env
-
-
-def _child_env(
-    opts: Options,
-    resolved: safety.Resolved,
-    targets: dict,
-    run_id: str,
-    run_dir: Path,
-    limit_s: float,
-) -> dict:
-    env = dict(os.environ)
-    env.update(target_env(opts.dsn, resolved, targets))
-    env.update(
-        STARTSIM_SCENARIO=str(run_dir / "scenario.toml"),
-        STARTSIM_RUN_ID=run_id,
-        STARTSIM_OUT=str(run_dir),
-        STARTSIM_SEED=str(opts.seed),
-        STARTSIM_LIMIT_S=str(limit_s),
-        PYTHONUNBUFFERED="1",
+def _child_env(opts: Options, resolved: safety.Resolved) -> dict:
+    """The DSN and the password travel in the environment only, never on a command line."""
+    return dict(
+        os.environ, **settings.secret_env(opts.dsn, resolved.password), PYTHONUNBUFFERED="1"
     )
-    return env
 
 
 def _spawn(cmd: list[str], env: dict, out_path: Path) -> subprocess.Popen:
@@ -292,9 +276,11 @@ def locust_cmd(*extra: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *extra]
 
 
-def _start_locust(run_dir: Path, env: dict, opts: Options) -> list[subprocess.Popen]:
-    common = ["--headless", "--exit-code-on-error", "0", "--loglevel", "INFO"]
-    stats = ["--csv", str(run_dir / "locust"), "--only-summary"]
+def _start_locust(
+    run_dir: Path, env: dict, settings_args: list[str], opts: Options
+) -> list[subprocess.Popen]:
+    common = ["--headless", "--exit-code-on-error", "0", "--loglevel", "INFO", *settings_args]
+    stats = ["--csv", str(run_dir / "locust"), "--only-summary", "--run-dir", str(run_dir)]
     expected = opts.workers + opts.remote_workers
     if expected == 0:
         logfile = ["--logfile", str(run_dir / "locust.log")]
@@ -312,11 +298,12 @@ def _start_locust(run_dir: Path, env: dict, opts: Options) -> list[subprocess.Po
     ]
     logfile = ["--logfile", str(run_dir / "locust-master.log")]
     procs = [_spawn(locust_cmd(*common, *stats, *master, *logfile), env, run_dir / "locust.out")]
-    worker_env = {k: v for k, v in env.items() if k != "STARTSIM_OUT"}
     for i in range(opts.workers):
         args = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
         args += ["--loglevel", "INFO", "--logfile", str(run_dir / f"locust-worker{i}.log")]
-        procs.append(_spawn(locust_cmd(*args), worker_env, run_dir / f"locust-worker{i}.out"))
+        procs.append(
+            _spawn(locust_cmd(*args, *settings_args), env, run_dir / f"locust-worker{i}.out")
+        )
     return procs
 
 

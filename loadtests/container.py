@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
@@ -52,11 +51,9 @@ class Gauge:
     def __init__(self) -> None:
         self.open_now = 0
         self.peak = 0
-        self.opened_total = 0
 
     def opened(self) -> None:
         self.open_now += 1
-        self.opened_total += 1
         self.peak = max(self.peak, self.open_now)
 
     def closed(self) -> None:
@@ -113,7 +110,6 @@ class AttemptResult:
     connections_opened: int = 0
     connections_held: int = 0
     pool_starts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Instance:
@@ -126,14 +122,15 @@ class Instance:
         rng: np.random.Generator,
         gauge: Gauge,
         secrets: tuple[str, ...] = (),
-        targets: dict | None = None,
+        connect: dict | None = None,
     ) -> None:
         self.sc, self.dsn, self.rng, self.gauge, self.secrets = sc, dsn, rng, gauge, secrets
-        if targets is None:  # loopback only: the harness always passes checked targets
+        if connect is None:  # loopback only: the harness always passes checked addresses
             from loadtests.safety import resolve_dsn
 
-            targets = resolve_dsn(dsn, []).connect_kwargs()
-        self.targets = targets  # host=[...], port=[...]: what asyncpg dials, and nothing else
+            connect = resolve_dsn(dsn, []).connect_kwargs()
+        # host=[...], port=[...] (what asyncpg dials, and nothing else), and perhaps password
+        self.connect = connect
         self.pool: asyncpg.Pool | None = None
         self.checked_out: list[asyncpg.Connection] = []
         self.conns: set[TrackedConnection] = set()  # every live connection, any pool start
@@ -212,7 +209,7 @@ class Instance:
 
         self.pool = await asyncpg.create_pool(
             self.dsn,
-            **self.targets,
+            **self.connect,
             min_size=pool_cfg.min_size,
             max_size=pool_cfg.max_size,
             timeout=pool_cfg.connect_timeout_s,

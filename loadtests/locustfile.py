@@ -1,66 +1,52 @@
 """The Locust side of a campaign: each user is one container instance's life.
 
-Run by ``startsim loadtest`` (and ``startsim loadtest-worker`` on other hosts); settings come from
-environment variables (see :class:`Settings`) so that a password never shows on a command line.
-Local run: this process runs users and writes records. Distributed: workers run users and send
-each record to the master, the single writer of the merged records, progress and Locust's CSVs.
+Run by ``startsim loadtest`` (and ``startsim loadtest-worker`` on other hosts), or by hand::
+
+    PGPASSWORD=... locust -f loadtests/locustfile.py --headless \\
+        --dsn postgresql://app@127.0.0.1:5432/app --scenario gang-allocation
+
+Its options (``--dsn``, ``--scenario``, ``--allow-target``, ``--seed``, ...) are Locust options,
+declared in :mod:`loadtests.settings`, each with an environment variable. Every process reads them
+once at start-up and keeps its :class:`Campaign` on the environment (``environment.startsim``);
+without them it refuses to start. Local run: this process runs users and writes records.
+Distributed: workers run users and send each record to the master, the single writer of the merged
+records, progress and Locust's CSVs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
+import logging
+import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NoReturn
 
 import gevent
 import numpy as np
 from locust import User, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests import safety, settings
 from loadtests.arrivals import ArrivalPlan
-from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, JsonlSink, make_record
+from loadtests.records import (
+    CONNECTIONS_FILE,
+    RECORDS_FILE,
+    JsonlSink,
+    make_record,
+    read_jsonl,
+    summarize_records,
+)
+from loadtests.settings import Settings
 from loadtests.shapes import ArrivalShape
-from sim import scenario as scenarios
 from sim.engine import ERROR, READY
+from sim.errors import StartsimError
 from sim.output import write_json
 
 SAMPLE_EVERY_S = 0.1
 PROGRESS_FILE = "progress.json"
 INSTANCE_STRIDE = 1_000_000  # instance ids: worker index × stride + the worker's own count
-
-
-@dataclass(frozen=True)
-class Settings:
-    scenario_path: str
-    dsn: str
-    targets: dict  # {"host": [...], "port": [...]}: the checked addresses, passed to asyncpg
-    run_id: str
-    out_dir: Path | None  # only where records are written: the master, or a local run
-    seed: int
-    limit_s: float
-    secrets: tuple[str, ...]
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        from loadtests.safety import dsn_password
-
-        secrets = tuple(s for s in (dsn_password(env["STARTSIM_DSN"]), env.get("PGPASSWORD")) if s)
-        out = env.get("STARTSIM_OUT")
-        return cls(
-            scenario_path=env["STARTSIM_SCENARIO"],
-            dsn=env["STARTSIM_DSN"],
-            targets=json.loads(env["STARTSIM_TARGETS"]),
-            run_id=env.get("STARTSIM_RUN_ID", "run"),
-            out_dir=Path(out) if out else None,
-            seed=int(env.get("STARTSIM_SEED", "0")),
-            limit_s=float(env.get("STARTSIM_LIMIT_S", "600")),
-            secrets=secrets,
-        )
+log = logging.getLogger("startsim")
 
 
 class StartFailed(Exception):
@@ -72,7 +58,7 @@ class Campaign:
 
     def __init__(self, environment, settings: Settings) -> None:
         self.env, self.settings = environment, settings
-        self.sc = scenarios.load(settings.scenario_path)
+        self.sc = settings.sc
         self.runner = environment.runner
         self.is_master = isinstance(self.runner, MasterRunner)
         self.is_worker = isinstance(self.runner, WorkerRunner)
@@ -83,9 +69,9 @@ class Campaign:
         self._numbers = itertools.count()
         self.records = self.samples = None
         self.bridge = self.gauge = None
-        if not self.is_worker and settings.out_dir is not None:
-            self.records = JsonlSink(settings.out_dir / RECORDS_FILE)
-            self.samples = JsonlSink(settings.out_dir / CONNECTIONS_FILE)
+        if settings.run_dir is not None:
+            self.records = JsonlSink(settings.run_dir / RECORDS_FILE)
+            self.samples = JsonlSink(settings.run_dir / CONNECTIONS_FILE)
         if not self.is_master:
             from loadtests.bridge import AsyncioBridge
             from loadtests.container import Gauge
@@ -109,6 +95,7 @@ class Campaign:
 
     def write_record(self, rec: dict) -> None:
         if self.records is not None:
+            rec["run_id"] = self.settings.run_dir.name  # a worker knows no folder: stamped here
             self.records.write(rec)
         self.counts["ready"] += rec["outcome"] == READY
         self.counts["failed_attempts"] += rec["outcome"] != READY
@@ -119,8 +106,18 @@ class Campaign:
         return self.counts["finished"] >= self.sc.fleet.instances
 
     def write_progress(self) -> None:
-        if self.settings.out_dir is not None:
-            write_json(self.settings.out_dir / PROGRESS_FILE, dict(self.counts))
+        if self.settings.run_dir is not None:
+            write_json(self.settings.run_dir / PROGRESS_FILE, dict(self.counts))
+
+    def write_summary(self) -> None:
+        """A plain ``locust -f`` run's summary.json (``startsim loadtest`` writes its own)."""
+        folder = self.settings.run_dir
+        if folder is None or not self.settings.fresh_run_dir:
+            return
+        records = read_jsonl(folder / RECORDS_FILE)
+        samples = read_jsonl(folder / CONNECTIONS_FILE)
+        summary = summarize_records(self.sc, records, samples, self.settings.seed)
+        write_json(folder / "summary.json", {**summary, "run_id": folder.name})
 
     # -- from users (a local run, or a worker) -------------------------------------------------
     def new_instance(self):
@@ -135,7 +132,7 @@ class Campaign:
             rng,
             self.gauge,
             self.settings.secrets,
-            targets=self.settings.targets,
+            connect=self.settings.connect,
         )
         self.instances.append(inst)
         if self.is_worker:
@@ -177,19 +174,42 @@ class Campaign:
         self.bridge.run(close())
 
 
-CAMPAIGN: Campaign | None = None
+@events.init_command_line_parser.add_listener
+def _declare_options(parser, **_kw) -> None:
+    settings.add_arguments(parser)
 
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
-    global CAMPAIGN
-    if "STARTSIM_SCENARIO" not in os.environ:
-        return
-    CAMPAIGN = camp = Campaign(environment, Settings.from_env())
-    ArrivalShape.plan = ArrivalPlan.for_scenario(camp.sc, camp.settings.seed)
-    ArrivalShape.limit_s = camp.settings.limit_s
-    ArrivalShape.finished = staticmethod(camp.finished)
+    writer = not isinstance(environment.runner, WorkerRunner)
+    try:
+        options = environment.parsed_options
+        if options is None:  # Locust as a library: set environment.parsed_options first
+            raise StartsimError("no startsim settings: environment.parsed_options is None")
+        found = settings.from_options(options, writer)
+    except StartsimError as exc:
+        _refuse(exc)
+    # Read once: the master sends its options to workers with every spawn, so keep the password
+    # out of them (the workers have their own --dsn, read at their start).
+    options.dsn = safety.redact_dsn(found.dsn)
+    environment.startsim = camp = Campaign(environment, found)
+    if writer:
+        how = "given" if found.seed_given else f"fresh; --seed {found.seed} repeats it"
+        log.info("startsim: seed %d (%s), records in %s", found.seed, how, found.run_dir)
+    shape = environment.shape_class
+    if shape is not None:  # the shape instance is this environment's: no class-wide state
+        shape.plan = ArrivalPlan.for_scenario(camp.sc, found.seed)
+        shape.limit_s = found.limit_s
+        shape.finished = camp.finished
     gevent.spawn(_housekeeping, camp)
+
+
+def _refuse(exc: StartsimError) -> NoReturn:
+    """Locust's command line is the edge here: one line on stderr and exit 2, no traceback, as
+    at startsim's own edge (Locust would log an exception in an init hook and go on to exit 1)."""
+    sys.stderr.write(f"error: {settings.describe(exc)}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
 
 
 def _housekeeping(camp: Campaign) -> None:
@@ -203,34 +223,36 @@ def _housekeeping(camp: Campaign) -> None:
 
 
 @events.test_start.add_listener
-def _on_test_start(**_kw) -> None:
-    if CAMPAIGN is not None:
-        CAMPAIGN.t0 = time.monotonic()  # the horizon counts from the start, not from process start
+def _on_test_start(environment, **_kw) -> None:
+    # The horizon counts from the start, not from process start.
+    environment.startsim.t0 = time.monotonic()
 
 
 @events.test_stop.add_listener
-def _on_test_stop(**_kw) -> None:
-    if CAMPAIGN is not None:
-        CAMPAIGN.close_all()
-        if CAMPAIGN.gauge is not None:
-            CAMPAIGN.sample()
-        CAMPAIGN.write_progress()
+def _on_test_stop(environment, **_kw) -> None:
+    camp = environment.startsim
+    camp.close_all()
+    if camp.gauge is not None:
+        camp.sample()
+    camp.write_progress()
 
 
 @events.quitting.add_listener
-def _on_quitting(**_kw) -> None:
-    _on_test_stop()
+def _on_quitting(environment, **_kw) -> None:
+    _on_test_stop(environment)
+    environment.startsim.write_summary()
 
 
 class ColdStartUser(User):
     """One container instance: start attempts with restarts, then hold the pool until the end."""
 
     def on_start(self) -> None:
-        self.instance_id, self.inst = CAMPAIGN.new_instance()
+        self.camp = self.environment.startsim
+        self.instance_id, self.inst = self.camp.new_instance()
 
     @task
     def life(self) -> None:
-        camp, sc = CAMPAIGN, CAMPAIGN.sc
+        camp, sc = self.camp, self.camp.sc
         for attempt in itertools.count(1):
             if camp.elapsed_s() >= sc.horizon_s:
                 break  # no new start after the horizon, as in the model
@@ -240,7 +262,7 @@ class ColdStartUser(User):
             camp.report(
                 make_record(
                     res,
-                    run_id=camp.settings.run_id,
+                    run_id="",  # the writer's folder name, stamped where it is written
                     worker=camp.worker,
                     instance=self.instance_id,
                     final=final,
@@ -267,8 +289,8 @@ class ColdStartUser(User):
 
     def on_stop(self) -> None:
         inst = getattr(self, "inst", None)
-        if inst is not None and CAMPAIGN.bridge is not None:
-            CAMPAIGN.bridge.run(inst.close())
+        if inst is not None and self.camp.bridge is not None:
+            self.camp.bridge.run(inst.close())
 
 
 __all__ = ["ArrivalShape", "ColdStartUser"]

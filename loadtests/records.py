@@ -36,8 +36,6 @@ def make_record(res, *, run_id: str, worker: int, instance: int, final: bool) ->
     """A flat record from an :class:`~loadtests.container.AttemptResult`, ms precision."""
     rec: dict[str, Any] = {"run_id": run_id, "worker": worker, "instance": instance}
     for key, value in asdict(res).items():
-        if key == "extra":
-            continue
         rec[key] = round(value, 3) if isinstance(value, float) else value
     rec["final"] = final
     return rec

@@ -3,7 +3,6 @@ so that each test switches on exactly the mechanism it checks, by dotted overrid
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from sim.scenario import Scenario, from_dict
@@ -82,17 +81,3 @@ WAIT_FOR_SCALE_OUT: dict[str, Any] = {
     "database.accept_s": const(0.5),
     "startup.init_queries_s": const(0.25),
 }
-
-
-def call_main(*args: str) -> int:
-    """``startsim ARGS`` through the console script's entry point; returns the exit code."""
-    from sim.cli import main  # here, so that the model's tests do not depend on the CLI
-
-    saved, sys.argv = sys.argv, ["startsim", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code or 0
-    finally:
-        sys.argv = saved
-    return 0

@@ -87,7 +87,7 @@ def test_help_renders_flags_as_flags():
 
 def test_simulate_out_writes_summary_last(tmp_path, monkeypatch):
     """Interrupted while writing records: no summary.json, so no complete-looking folder."""
-    from builders import call_main
+    from cli_helpers import call_main
 
     import sim.cli.simulate
 

@@ -12,18 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from throwaway_pg import PASSWORD, running_server
+from throwaway_pg import PASSWORD
 
 from loadtests.records import read_jsonl
-from sim.stats import SUMMARY_KEYS
+from sim.records import SUMMARY_KEYS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    """A throwaway server with max_connections 20: 17 slots for the test role."""
-    yield from running_server(max_connections=20)
 
 
 STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
@@ -341,3 +335,49 @@ def test_waves_start_on_their_times(pg_server, tmp_path):
     starts = sorted(r["start_unix_s"] - t0 for r in records)
     # Locust ticks shapes once a second: never early, late by less than a tick.
     assert starts[1] < 0.5 and 1.9 <= starts[2] <= starts[3] < 3.0  # t0: the first spawn
+
+
+# -- the locustfile run by hand, as Locust users do ----------------------------------------------
+LOCUSTFILE = Path(__file__).parent.parent / "loadtests" / "locustfile.py"
+PLAIN_LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
+
+
+def no_startsim_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARTSIM_", "PG"))}
+    return {**env, **extra}
+
+
+def test_plain_locust_without_settings_refuses_loudly(tmp_path):
+    args = [*PLAIN_LOCUST, "-u", "1", "-r", "1", "-t", "2s"]
+    res = subprocess.run(
+        args, capture_output=True, text=True, timeout=60, env=no_startsim_env(), cwd=tmp_path
+    )
+    assert res.returncode == 2, res.stderr
+    assert "error: --dsn (or STARTSIM_DSN) is required" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []  # no results folder, nothing started
+
+
+def test_plain_locust_with_the_documented_options_writes_records(pg_server, tmp_path):
+    sc = scenario_file(tmp_path, name="plain", instances=3, min_size=2)
+    out = tmp_path / "results"
+    options = ["--dsn", pg_server.dsn_without_password, "--scenario", str(sc)]
+    options += ["--seed", "7", "--out", str(out)]
+    doc = (Path(__file__).parent.parent / "docs" / "loadtests.md").read_text(encoding="utf-8")
+    assert "locust -f loadtests/locustfile.py --headless" in doc
+    for name in options[::2]:
+        assert f"`{name}" in doc, name  # each option used here is documented
+    env = no_startsim_env(PGPASSWORD=PASSWORD)
+    res = subprocess.run(
+        [*PLAIN_LOCUST, *options], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.iterdir()
+    assert_clean(pg_server, run_dir, res.stdout + res.stderr)
+    records = read_jsonl(run_dir / "records.jsonl")
+    assert sorted(r["instance"] for r in records) == [0, 1, 2]
+    assert {r["outcome"] for r in records} == {"ready"}
+    assert {r["run_id"] for r in records} == {run_dir.name}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seed"] == 7 and summary["attempts"] == 3
+    assert (run_dir / "scenario.toml").exists()

@@ -9,6 +9,7 @@ loopback, so nothing could leave the machine even if the guard failed.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import socket
 import subprocess
@@ -184,11 +185,13 @@ def test_the_password_found_for_the_name_travels_with_the_addresses(monkeypatch,
 
     resolved = safety.resolve_dsn("postgresql://app@localhost:5432/x", [], resolver)
     assert resolved.password == PASSWORD
-    from loadtests.campaign import target_env
+    from loadtests.settings import child_args, secret_env
 
-    env = target_env("postgresql://app@localhost:5432/x", resolved, resolved.connect_kwargs())
-    assert env["PGPASSWORD"] == PASSWORD
-    assert env["STARTSIM_TARGETS"] == '{"host": ["127.0.0.1"], "port": [5432]}'
+    env = secret_env("postgresql://app@localhost:5432/x", resolved.password)
+    assert env == {"STARTSIM_DSN": "postgresql://app@localhost:5432/x", "PGPASSWORD": PASSWORD}
+    args = child_args(Path("s.toml"), 1, resolved.targets, [], 60.0, 5)
+    assert args[args.index("--addresses") + 1] == "127.0.0.1:5432"
+    assert PASSWORD not in " ".join(args)  # a command line shows in ps
 
 
 def test_option_hosts_are_resolved_and_checked():
@@ -248,3 +251,32 @@ def test_the_worker_and_the_emulator_are_refused_end_to_end():
         ["connector-emulator", "--listen", "127.1:0", "--upstream", "10.0.0.5:1"]
     )
     assert emulator.returncode == 2 and "--upstream host = '10.0.0.5'" in emulator.stderr
+
+
+def test_a_plain_locust_run_is_refused_end_to_end():
+    """``locust -f loadtests/locustfile.py`` checks its --dsn and --addresses as startsim does."""
+    import os
+
+    locustfile = Path(__file__).parent.parent / "loadtests" / "locustfile.py"
+    base = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless"]
+    cases = [
+        (["--dsn", f"postgresql://app:{PASSWORD}@/postgres?host=10.0.0.5"], "--dsn ?host"),
+        (
+            ["--dsn", "postgresql://app@127.0.0.1/x", "--addresses", "10.0.0.5:5432"],
+            "--addresses host",
+        ),
+    ]
+    for extra, named in cases:
+        script = f"{IP} link set lo up && exec {shlex.join([*base, *extra])}"
+        res = subprocess.run(
+            [UNSHARE, "-n", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STARTSIM_")},
+            check=False,
+        )
+        assert res.returncode == 2, res.stderr
+        refusal = f"{named} = '10.0.0.5': not loopback"
+        assert refusal in res.stderr and "--allow-target 10.0.0.5" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and PASSWORD not in res.stdout + res.stderr

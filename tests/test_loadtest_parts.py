@@ -16,7 +16,7 @@ import time
 import asyncpg
 import numpy as np
 import pytest
-from throwaway_pg import PASSWORD, running_server
+from throwaway_pg import PASSWORD
 
 from loadtests import safety
 from loadtests.arrivals import BURST_RATE_PER_S, ArrivalPlan
@@ -26,11 +26,6 @@ from sim import scenario as scenarios
 from sim.errors import TargetError, UsageError
 from sim.runner import simulate
 from sim.stats import summarize
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    yield from running_server(max_connections=20)
 
 
 def test_the_simulation_core_never_loads_locust_or_asyncpg():
@@ -66,9 +61,13 @@ def test_plans_follow_the_scenario_arrivals():
     plan = ArrivalPlan.for_scenario(uniform, seed=0)
     assert plan.due(20.0) == 40 and 0 < plan.due(10.0) < 40
     poisson = base.with_overrides({"fleet.arrival": "poisson", "fleet.rate_per_s": 4.0})
-    assert ArrivalPlan.for_scenario(poisson, seed=1).times_s == sorted(
-        ArrivalPlan.for_scenario(poisson, seed=1).times_s
-    )
+    plan = ArrivalPlan.for_scenario(poisson, seed=1)
+    gaps = np.diff([0.0, *plan.times_s])
+    assert len(gaps) == 40 and (gaps > 0).all()  # one start each, none before t = 0
+    # Mean gap 1 / rate = 0.25 s; over 40 gaps its standard error is 0.25 / √40: five of them.
+    assert abs(gaps.mean() - 0.25) < 5 * 0.25 / np.sqrt(40)
+    assert plan.times_s == ArrivalPlan.for_scenario(poisson, seed=1).times_s  # the seed repeats it
+    assert plan.times_s != ArrivalPlan.for_scenario(poisson, seed=2).times_s
 
 
 # -- safety -------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 import console
 import pytest
 import tomli_w
-from builders import call_main, const, scenario, uniform
+from builders import const, scenario, uniform
+from cli_helpers import call_main
+from matplotlib.image import imread
 
 from sim.errors import UsageError
 from sim.sweep import Grid, parse_vary, run_grid
@@ -68,7 +70,8 @@ def test_sweep_writes_one_row_per_point_in_grid_order(whole):
     assert [ln.split(",")[1:3] for ln in lines[1:]] == [
         [t, n] for t in ("3.0", "5.0", "8.0") for n in ("2", "4")
     ]
-    assert (whole / "heatmap.png").stat().st_size > 10_000
+    # A PNG that decodes and is not one flat colour; what it draws is the table checked above.
+    assert imread(whole / "heatmap.png").std() > 0
     assert (whole / "sweep.json").exists()
 
 

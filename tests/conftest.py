@@ -1,0 +1,16 @@
+"""Fixtures shared by the test modules: one throwaway PostgreSQL for the whole session."""
+
+from __future__ import annotations
+
+import pytest
+from throwaway_pg import running_server
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway server with max_connections 20: 17 slots for the test role.
+
+    One for the session: every test that uses it checks that the harness left no connection
+    behind (``wait_no_harness_connections``), so the next one starts from an empty server.
+    """
+    yield from running_server(max_connections=20)
