@@ -8,14 +8,17 @@ See ``docs/recommend.md``. Nothing here touches files or terminals.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sim.errors import UsageError
+from sim.records import Outcome
 from sim.runner import Results
 from sim.scenario import Scenario
 from sim.search import (
@@ -29,9 +32,9 @@ from sim.search import (
     search_timeout,
     zero_failure_replications,
 )
-from sim.sizing import Demand, connector_floor, pool_advice, pool_fix
-from sim.stats import check_confidence
-from sim.sweep import Grid, summary_of
+from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
+from sim.stats import Summary, check_confidence
+from sim.sweep import Grid
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
 EVIDENCE_REPLICATIONS = 100  # when arithmetic already rules every timeout out: a confirming run
@@ -46,6 +49,8 @@ class Settings:
     max_timeout_s: float | None = None  # None: max(120 s, 3 × current), within the horizon
     tasks: int | None = None  # concurrent tasks per instance for the pool-locking bound
     connections_per_task: int = 1
+    history: tuple[float, ...] | None = None  # None: the scenario's team.timeout_history_s
+    criterion: float | None = None  # None: the scenario's team.success_criterion
 
     def check(self) -> None:
         if not 0 < self.target_success < 1:
@@ -55,6 +60,13 @@ class Settings:
                 self.target_success,
             )
         check_confidence(self.confidence)
+        if self.criterion is not None and not 0 < self.criterion < 1:
+            raise UsageError(
+                "must be between 0 and 1 exclusive (e.g. 0.95)", "criterion", self.criterion
+            )
+        for t in self.history or ():
+            if not (math.isfinite(t) and t > 0):
+                raise UsageError("timeouts must be positive seconds", "history", self.history)
         if self.replications is not None:
             need = zero_failure_replications(1 - self.target_success, self.confidence)
             if self.replications < need:
@@ -90,6 +102,156 @@ class Settings:
             )
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether some timeout meets the target, and why not when none does."""
+
+    timeout_helps: bool
+    reason: str
+    at_max_timeout: dict | None = None  # the evidence: the run at the ceiling
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to today's configuration, of a kind ranked by ``COST_ORDER``."""
+
+    kind: str
+    name: str
+    overrides: dict[str, Any]
+
+
+# The order in which changes are preferred, cheapest and least risky first: a pool setting costs
+# nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
+# really down; a capped fleet serves less; connector instances are paid for around the clock.
+COST_ORDER = ("pool", "timeout", "fleet", "connector")
+COST_WHY = {
+    "pool": "a pool setting: free, and undone by a deploy",
+    "timeout": "a longer deadline: also delays noticing a database that is really down",
+    "fleet": "a smaller fleet: serves less traffic",
+    "connector": "connector instances kept warm: paid for around the clock",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration simulated at the decision's replication count."""
+
+    name: str
+    changes: tuple[Change, ...]
+    replications: int
+    summary: Summary
+    free_slots: int
+    max_connections: int
+    meets_target: bool
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return _merge(self.changes)
+
+    @property
+    def cost(self) -> tuple[int, ...]:
+        return (len(self.changes), *sorted(COST_ORDER.index(c.kind) for c in self.changes))
+
+    def as_dict(self) -> dict:
+        s = self.summary
+        return {
+            "name": self.name,
+            "overrides": self.overrides,
+            "kinds": [c.kind for c in self.changes],
+            "replications": self.replications,
+            "p_start_failure": s.p_start_failure.as_dict(),
+            "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
+            "meets_target": self.meets_target,
+            "fleet_ready_p95_s": s.fleet_ready_s["p95"],
+            "peak_db_connections_max": s.peak_db_connections_max,
+            "free_slots": self.free_slots,
+            "max_connections": self.max_connections,
+            "work_amplification": s.work_amplification,
+            "restarts_per_instance": s.restarts_per_instance,
+            "never_ready_fraction": s.never_ready_fraction,
+            "p_first_start_success": s.p_first_start_success,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The least change that meets the target (none when today's configuration already does)."""
+
+    adopted: Candidate | None
+    needed: tuple[tuple[Change, Candidate | None], ...]  # each change, and the set without it
+    alternatives: tuple[Candidate, ...]  # other sets of the same size that also meet
+    smallest_timeout_s: float | None
+    advice: PoolAdvice
+    scenario: Scenario
+
+    def value(self, field: str) -> Any:
+        over = self.adopted.overrides if self.adopted else {}
+        return over.get(field, self.scenario.get(field))
+
+    def as_dict(self) -> dict:
+        a = self.adopted
+        sc = self.scenario
+        return {
+            "configuration": None if a is None else a.name,
+            "overrides": None if a is None else a.overrides,
+            "changes": [
+                {
+                    "field": f,
+                    "from": sc.get(f),
+                    "to": v,
+                    "kind": c.kind,
+                    "why": COST_WHY[c.kind],
+                    "without_it": None if alone is None else alone.name,
+                    "without_it_p_start_failure": (
+                        None if alone is None else alone.summary.p_start_failure.as_dict()
+                    ),
+                }
+                for c, alone in self.needed
+                for f, v in c.overrides.items()
+            ],
+            "alternatives": [c.name for c in self.alternatives],
+            "cost_order": list(COST_ORDER),
+            "db_init_timeout_s": None if a is None else self.value(TIMEOUT),
+            "smallest_timeout_s": self.smallest_timeout_s,
+            "pool_min_size": None if a is None else self.value("pool.min_size"),
+            "pool_max_size": None if a is None else self.value("pool.max_size"),
+            "largest_fleet": self.advice.largest_fleet,
+            "connector_min_instances": None if a is None else self.value("connector.min_instances"),
+        }
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """A timeout the team once set, simulated in this scenario, against its own criterion."""
+
+    timeout_s: float
+    summary: Summary
+    criterion: float | None
+
+    def as_dict(self) -> dict:
+        f = self.summary.p_start_failure
+        success_low, success_high = 1 - f.ci_high, 1 - f.ci_low
+        met = None
+        if self.criterion is not None:
+            met = "met" if success_low >= self.criterion else "not met"
+            if met == "not met" and success_high >= self.criterion:
+                met = "not shown"  # the interval straddles the criterion
+        return {
+            "timeout_s": self.timeout_s,
+            "start_success": 1 - f.estimate,
+            "start_success_low": success_low,
+            "start_success_high": success_high,
+            "p_db_init_timeout": self.summary.p_db_init_timeout.as_dict(),
+            "p_first_start_success": self.summary.p_first_start_success,
+            "restarts_per_instance": self.summary.restarts_per_instance,
+            "fleet_ready_p95_s": self.summary.fleet_ready_s["p95"],
+            "criterion": met,
+        }
+
+
 @dataclass
 class Recommendation:
     """What ``startsim recommend`` found; ``as_dict`` is summary.json, ``probe`` feeds the CDF."""
@@ -98,17 +260,28 @@ class Recommendation:
     settings: Settings
     replications: int
     ceiling_s: float
-    verdict: dict
+    verdict: Verdict
     timeout: dict
-    pool: dict
-    connector: dict
-    fix: dict | None
-    candidates: list[dict]
-    decision: dict
+    pool: PoolAdvice
+    connector: ConnectorFloor
+    fix: TimeoutSearch | None
+    fix_name: str | None
+    candidates: list[Candidate]
+    decision: Decision
+    history: list[HistoryRow]
+    criterion: float | None
+    today: Results
     probe: Results
 
     def as_dict(self) -> dict:
         s = self.settings
+        fix = None
+        if self.fix is not None:
+            fix = {
+                "name": self.fix_name,
+                "overrides": self._fix_overrides,
+                "search": self.fix.as_dict(),
+            }
         return {
             "scenario": self.scenario.name,
             "target_success": s.target_success,
@@ -116,18 +289,27 @@ class Recommendation:
             "seed": s.seed,
             "replications": self.replications,
             "max_timeout_s": self.ceiling_s,
-            "verdict": self.verdict,
-            "decision": self.decision,
+            "verdict": self.verdict.as_dict(),
+            "decision": self.decision.as_dict(),
             "timeout": self.timeout,
-            "pool": self.pool,
-            "connector": self.connector,
-            "fix": self.fix,
-            "candidates": self.candidates,
+            "pool": self.pool.as_dict(),
+            "connector": self.connector.as_dict(),
+            "fix": fix,
+            "candidates": [c.as_dict() for c in self.candidates],
+            "criterion": self.criterion,
+            "history": [h.as_dict() for h in self.history],
+            "monitoring": monitoring(self.today),
         }
+
+    @property
+    def _fix_overrides(self) -> dict | None:
+        change = pool_fix(self.scenario, self.pool)
+        return None if change is None else change[1]
 
 
 def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recommendation:
-    """Search the timeout, size the pool and the connector, and rank candidate configurations."""
+    """Search the timeout, size the pool and the connector, and adopt the least change (in
+    ``COST_ORDER``) that meets the target; weigh the team's timeout history against it."""
     settings.check()
     lab = lab or Lab(seed=settings.seed, confidence=settings.confidence)
     n = settings.replications or replications_for(1 - settings.target_success, settings.confidence)
@@ -135,25 +317,40 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     demand = Demand.of(sc)
     advice = pool_advice(sc, settings.tasks, settings.connections_per_task)
     plan = _target_plan(settings, n)
-    if demand.held_fits:
-        # The probe only guesses and draws the CDF: the decision count is plenty for both.
-        probe = lab.run(at_timeout(sc, ceiling), n)
-    else:  # arithmetic already rules every timeout out: a small run confirms it
-        probe = lab.run(at_timeout(sc, ceiling), min(n, EVIDENCE_REPLICATIONS))
+    reps = n if demand.held_fits else min(n, EVIDENCE_REPLICATIONS)
+    # The probe only guesses and draws the CDF: the decision count is plenty for both. When
+    # arithmetic already rules every timeout out, a small run confirms it.
+    probe = lab.run(at_timeout(sc, ceiling), reps)
     searches = _searches(lab, sc, settings, plan, probe, ceiling, demand.held_fits)
     main = searches.get(settings.target_success)
     timeout = _timeout_section(sc, settings, probe, searches, plan)
     verdict = _verdict(sc, demand, main, ceiling, probe, settings)
-    fix = _fix(lab, sc, settings, advice, n, ceiling) if not verdict["timeout_helps"] else None
-    connector = (
-        connector_floor(lab, sc, settings.target_success, n)
-        if demand.start_fits
-        else {"min_instances": None, "skipped": "connection demand does not fit the free slots"}
-    )
-    cands = _candidates(lab, sc, settings, n, main, timeout, advice, connector, fix)
-    decision = _decision(sc, main, advice, connector, fix, cands)
+    fix_change = pool_fix(sc, advice)
+    fix = None
+    if not verdict.timeout_helps and fix_change is not None:
+        fix = _fix_search(lab, sc, settings, fix_change[1], n, ceiling)
+    connector = connector_floor(lab, sc, settings.target_success, n)
+    changes = _changes(sc, main, timeout, advice, connector)
+    cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix)
+    criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
+    history = _history(lab, sc, settings, n, criterion)
     return Recommendation(
-        sc, settings, n, ceiling, verdict, timeout, advice, connector, fix, cands, decision, probe
+        sc,
+        settings,
+        n,
+        ceiling,
+        verdict,
+        timeout,
+        advice,
+        connector,
+        fix,
+        None if fix_change is None else fix_change[0],
+        cands,
+        decision,
+        history,
+        criterion,
+        lab.run(sc, reps),
+        probe,
     )
 
 
@@ -208,7 +405,9 @@ def _timeout_section(sc, settings, probe, searches, plan) -> dict:
                 "target_success": t,
                 "timeout_s": searches[t].timeout_s if t in searches else None,
                 "replications": plan[t],
-                "p_db_init_timeout": searches[t].p_db_init_timeout if t in searches else None,
+                "p_db_init_timeout": (
+                    searches[t].as_dict()["p_db_init_timeout"] if t in searches else None
+                ),
             }
             for t in plan
         ],
@@ -227,9 +426,9 @@ def _on_grid(seconds: float) -> float:
     return max(RESOLUTION_S, math.ceil(seconds / RESOLUTION_S - 1e-9) * RESOLUTION_S)
 
 
-def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> dict:
+def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> Verdict:
     if main is not None and main.timeout_s is not None:
-        return {"timeout_helps": True, "reason": "a timeout meets the target (verified)"}
+        return Verdict(True, "a timeout meets the target (verified)")
     if not demand.held_fits:
         most = demand.free_slots // max(sc.pool.held_when_ready, 1)
         why = (
@@ -244,134 +443,184 @@ def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> dict:
         )
     else:
         why = f"even a {ceiling:g} s timeout leaves too many inits unfinished"
-    s = summary_of(probe, settings.confidence)
+    s = probe.summary(settings.confidence)
     if not demand.held_fits or not demand.start_fits:
         why += (
             "; the failures are rejections (SQLSTATE 53300) and retries, and a longer timeout "
             "only lengthens the restart loop"
         )
     else:
-        why += f" (P(start attempt fails) up to {s['p_start_failure']['ci_high']:.2%} there)"
-    return {
-        "timeout_helps": False,
-        "reason": why,
-        "at_max_timeout": {
-            "timeout_s": ceiling,
-            "p_start_failure": s["p_start_failure"],
-            "never_ready_fraction": s["never_ready_fraction"],
-            "replications": s["replications"],
-        },
+        why += f" (P(start attempt fails) up to {s.p_start_failure.ci_high:.2%} there)"
+    evidence = {
+        "timeout_s": ceiling,
+        "p_start_failure": s.p_start_failure.as_dict(),
+        "never_ready_fraction": s.never_ready_fraction,
+        "replications": s.replications,
     }
+    return Verdict(False, why, evidence)
 
 
-def _fix(lab, sc, settings, advice, n, ceiling) -> dict | None:
-    """What works when no timeout does: the pool (or fleet) fix, with its own verified timeout."""
-    change = pool_fix(sc, advice)
-    if change is None:
-        return None
-    name, over = change
+def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
+    """The timeout that works once the pool (or fleet) fix is in, when no timeout works today."""
     fixed = sc.with_overrides(over)
     probe = lab.run(at_timeout(fixed, ceiling), n)
     guess = guess_timeout(probe, 1 - settings.target_success, settings.confidence, ceiling)
-    found = search_timeout(lab, fixed, settings.target_success, n, guess, ceiling)
-    return {"name": name, "overrides": over, "search": found.as_dict()}
+    return search_timeout(lab, fixed, settings.target_success, n, guess, ceiling)
 
 
-def _candidates(lab, sc, settings, n, main, timeout, advice, connector, fix) -> list[dict]:
-    options: list[tuple[str, dict]] = [("current configuration", {})]
-    rec_t = main.timeout_s if main else None
-    if rec_t:
-        options.append((f"timeout {rec_t:g} s", {TIMEOUT: rec_t}))
-    if timeout["aws_timeout_s"] and Demand.of(sc).held_fits:
-        options.append(
-            (
-                f"AWS p99.9 timeout {timeout['aws_timeout_s']:g} s",
-                {TIMEOUT: timeout["aws_timeout_s"]},
-            )
-        )
+# -- the least change ----------------------------------------------------------------------------
+
+
+def _changes(sc, main, timeout, advice, connector) -> list[Change]:
+    """Each change that could help on its own, in ``COST_ORDER``."""
+    out = []
     if sc.pool.min_size > 1:
-        options.append(("pool.min_size 1", {"pool.min_size": 1}))
-    m = connector.get("min_instances")
+        out.append(Change("pool", "pool.min_size 1", {"pool.min_size": 1}))
+    fix = pool_fix(sc, advice)
+    if fix is not None and fix[1] != {"pool.min_size": 1}:
+        kind = "fleet" if "fleet.instances" in fix[1] else "pool"
+        out.append(Change(kind, fix[0], fix[1]))
+    for t in (main.timeout_s if main else None, timeout["aws_timeout_s"]):
+        if (
+            t
+            and t != sc.startup.db_init_timeout_s
+            and all(c.overrides != {TIMEOUT: t} for c in out)
+        ):
+            out.append(Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
+    m = connector.min_instances
     if m and m != sc.connector.min_instances:
-        options.append((f"connector.min_instances {m}", {"connector.min_instances": m}))
-    together: dict[str, Any] = {}
-    if fix:
-        options.append((fix["name"], dict(fix["overrides"])))
-        together.update(fix["overrides"])
-        fix_t = fix["search"]["timeout_s"]
-        if fix_t:
-            together[TIMEOUT] = fix_t
-    elif advice["pool_setting_fits"] and advice["max_size"] != sc.pool.max_size:
-        together.update(
-            {"pool.max_size": advice["max_size"], "pool.held_when_ready": advice["held_when_ready"]}
+        out.append(
+            Change("connector", f"connector.min_instances {m}", {"connector.min_instances": m})
         )
-    if rec_t:
-        together[TIMEOUT] = rec_t
-    if sc.pool.min_size > 1:
-        together["pool.min_size"] = 1
-    if m and m != sc.connector.min_instances:
-        together["connector.min_instances"] = m
-    together = {k: v for k, v in together.items() if sc.get(k) != v}
-    if together:
-        options.append(("all recommended changes", together))
-    rows, seen = [], set()
-    for name, over in options:
-        key = json.dumps(over, sort_keys=True)
+    return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
+
+
+def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
+    """Candidates (today, each change alone, then larger sets while none meets) and the least
+    set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``."""
+    seen: dict[str, Candidate] = {}
+
+    def run(combo: tuple[Change, ...]) -> Candidate:
+        combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)
+        key = json.dumps(_merge(combo), sort_keys=True)
         if key not in seen:
-            seen.add(key)
-            rows.append(_candidate_row(lab, sc, settings, n, name, over))
-    return sorted(rows, key=_rank_key)
+            seen[key] = _candidate(lab, sc, settings, n, combo)
+        return seen[key]
+
+    today = run(())
+    adopted, alternatives = (today, []) if today.meets_target else least_change(changes, run)
+    for single in changes:  # every change alone is an option the ADR lists
+        run((single,))
+    # Each adopted change is needed: the set without it is simulated too (and misses).
+    needed = (
+        tuple((c, run(tuple(x for x in adopted.changes if x is not c))) for c in adopted.changes)
+        if adopted is not None
+        else ()
+    )
+    cands = sorted(seen.values(), key=lambda c: (not c.meets_target, c.cost))
+    smallest = main.timeout_s if main else (fix.timeout_s if fix else None)
+    decision = Decision(adopted, needed, tuple(alternatives), smallest, advice, sc)
+    return cands, decision
 
 
-def _candidate_row(lab, sc, settings, n, name, over) -> dict:
+def least_change(
+    changes: list[Change], run: Callable[[tuple[Change, ...]], Candidate]
+) -> tuple[Candidate | None, list[Candidate]]:
+    """The first set of changes that meets the target, trying sets of one change, then of two,
+    and so on; among sets of one size the cheapest in ``COST_ORDER``. Returns it and the other
+    sets of that size that also meet (or ``None`` and ``[]``). Only one timeout change enters a
+    set (``run`` gives it the set's own smallest timeout)."""
+    pool = [c for c in changes if c.kind != "timeout"]
+    timeouts = [c for c in changes if c.kind == "timeout"][:1]
+    for size in range(1, len(pool) + len(timeouts) + 1):
+        combos = itertools.combinations(pool + timeouts, size)
+        results = [run(c) for c in combos if not _redundant(c)]
+        meeting = sorted((c for c in results if c.meets_target), key=lambda c: c.cost)
+        if meeting:
+            return meeting[0], meeting[1:]
+    return None, []
+
+
+def _redundant(combo: tuple[Change, ...]) -> bool:
+    """A set where one change already contains another's overrides adds nothing."""
+    for a, b in itertools.permutations(combo, 2):
+        if a.overrides.items() <= b.overrides.items():
+            return True
+    return False
+
+
+def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...]:
+    """A set with a timeout change gets the smallest timeout that meets the target together with
+    the set's other changes (it may be shorter than today's configuration needs)."""
+    others = tuple(c for c in combo if c.kind != "timeout")
+    if len(others) == len(combo) or not others:
+        return combo
+    base = sc.with_overrides(_merge(others))
+    probe = lab.run(at_timeout(base, ceiling), n)
+    guess = guess_timeout(probe, 1 - settings.target_success, settings.confidence, ceiling)
+    found = search_timeout(lab, base, settings.target_success, n, guess, ceiling)
+    if found.timeout_s is None:
+        return combo
+    t = found.timeout_s
+    return (*others, Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
+
+
+def _merge(changes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in changes:
+        out.update(c.overrides)
+    return out
+
+
+def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
+    over = _merge(combo)
     cand = sc.with_overrides(over)
     reps = n if Demand.of(cand).held_fits else min(n, EVIDENCE_REPLICATIONS)
     s = lab.summary(cand, reps)
-    f = s["p_start_failure"]
+    name = " + ".join(c.name for c in combo) or "today's configuration"
+    meets = s.p_start_failure.ci_high <= 1 - settings.target_success
+    db = cand.database
+    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets)
+
+
+# -- the team's history, and what monitoring would have seen -------------------------------------
+
+
+def _history(lab, sc, settings, n, criterion) -> list[HistoryRow]:
+    timeouts = settings.history if settings.history is not None else sc.team.timeout_history_s
+    rows = []
+    for t in timeouts:
+        cand = at_timeout(sc, t)
+        reps = n if Demand.of(cand).held_fits else min(n, EVIDENCE_REPLICATIONS)
+        rows.append(HistoryRow(float(t), lab.summary(cand, reps), criterion))
+    return rows
+
+
+def monitoring(res: Results) -> dict:
+    """What a deploy of today's configuration shows on a dashboard: failed starts and exit-code-3
+    exits (database-init timeouts) per deploy (one replication = one deploy of the fleet)."""
+    a = res.attempts
+    reps = res.replications
+    failed = np.bincount(a["replication"], weights=a["outcome"] != Outcome.READY, minlength=reps)
+    exit3 = np.bincount(a["replication"], weights=a["outcome"] == Outcome.TIMEOUT, minlength=reps)
+    restarts = np.bincount(a["replication"], weights=a["attempt"] > 1, minlength=reps)
+
+    def per_deploy(x: np.ndarray) -> dict:
+        return {
+            "mean": float(np.mean(x)) if reps else None,
+            "p50": float(np.percentile(x, 50)) if reps else None,
+            "p95": float(np.percentile(x, 95)) if reps else None,
+            "max": int(np.max(x)) if reps else None,
+            "deploys_with_any": float(np.mean(x > 0)) if reps else None,
+        }
+
     return {
-        "name": name,
-        "overrides": over,
-        "replications": reps,
-        "p_start_failure": f,
-        "p_db_init_timeout": s["p_db_init_timeout"],
-        "meets_target": f["ci_high"] <= 1 - settings.target_success,
-        "fleet_ready_p95_s": s["fleet_ready_s"]["p95"],
-        "peak_db_connections_max": s["peak_db_connections"]["max"],
-        "free_slots": cand.database.free_slots,
-        "max_connections": cand.database.max_connections,
-        "work_amplification": s["work_amplification"],
-        "restarts_per_instance": s["restarts_per_instance"],
-        "never_ready_fraction": s["never_ready_fraction"],
-    }
-
-
-def _rank_key(row: dict) -> tuple:
-    ready = row["fleet_ready_p95_s"]
-    return (
-        not row["meets_target"],
-        math.inf if ready is None else ready,
-        row["p_start_failure"]["ci_high"],
-    )
-
-
-def _decision(sc, main, advice, connector, fix, cands) -> dict:
-    """Adopt the best-ranked candidate that meets the target; its timeout is the one to set."""
-    smallest = main.timeout_s if main else None
-    if smallest is None and fix:
-        smallest = fix["search"]["timeout_s"]
-    best = cands[0] if cands and cands[0]["meets_target"] else None
-    timeout = None
-    if best is not None:
-        timeout = best["overrides"].get(TIMEOUT, sc.startup.db_init_timeout_s)
-    return {
-        "configuration": best["name"] if best else None,
-        "overrides": best["overrides"] if best else None,
-        "db_init_timeout_s": timeout,
-        "smallest_timeout_s": smallest,
-        "pool_min_size": advice["min_size"],
-        "pool_max_size": advice["max_size"],
-        "largest_fleet": advice["largest_fleet"],
-        "connector_min_instances": connector.get("min_instances"),
+        "deploys": reps,
+        "instances_per_deploy": res.scenario.fleet.instances,
+        "horizon_s": res.scenario.horizon_s,
+        "startup_failures_per_deploy": per_deploy(failed),
+        "exit_code_3_per_deploy": per_deploy(exit3),
+        "restarts_per_deploy": per_deploy(restarts),
     }
 
 
@@ -383,7 +632,7 @@ FIGURE_REPLICATIONS = 100  # a picture, not a decision: enough for shades, cheap
 def figure_grid(sc: Scenario, rec: Recommendation) -> Grid:
     """Timeout × fleet size around the decision (× pool.min_size when waves fix the fleet)."""
     current = sc.startup.db_init_timeout_s
-    centre = rec.decision["smallest_timeout_s"] or current
+    centre = rec.decision.smallest_timeout_s or current
     spread = (0.5, 0.75, 1.0, 1.25, 1.5)
     timeouts = sorted({_on_grid(current), *(_on_grid(centre * f) for f in spread)})
     if sc.fleet.arrival == "waves":

@@ -16,21 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sim.engine import ATTEMPT_COLUMNS, run_replication
+from sim.engine import run_replication
 from sim.errors import UsageError
+from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, Outcome
 from sim.scenario import Scenario
-
-FLEET_COLUMNS = (
-    "replication",
-    "fleet_ready_s",
-    "peak_db_connections",
-    "connector_instances_end",
-    "connection_attempts",
-    "instances_ready",
-    "rejected_attempts",
-    "timed_out_attempts",
-    "attempts",
-)
+from sim.stats import Summary, summarize
 
 
 @dataclass(frozen=True)
@@ -45,6 +35,17 @@ class Results:
     @property
     def replications(self) -> int:
         return len(self.fleet["replication"])
+
+    def summary(self, confidence: float = 0.95) -> Summary:
+        sc = self.scenario
+        return summarize(
+            self.attempts,
+            self.fleet,
+            instances=sc.fleet.instances,
+            min_size=sc.pool.min_size,
+            seed=self.seed,
+            confidence=confidence,
+        )
 
 
 def replication_seed(seed: int, index: int) -> np.random.SeedSequence:
@@ -68,8 +69,8 @@ def run_chunk(sc: Scenario, seed: int, indices: range) -> tuple[dict, dict]:
             ("connector_instances_end", rep.connector_instances_end),
             ("connection_attempts", rep.connection_attempts),
             ("instances_ready", rep.instances_ready),
-            ("rejected_attempts", outcomes.count("rejected")),
-            ("timed_out_attempts", outcomes.count("timeout")),
+            ("rejected_attempts", outcomes.count(Outcome.REJECTED)),
+            ("timed_out_attempts", outcomes.count(Outcome.TIMEOUT)),
             ("attempts", len(outcomes)),
         ):
             fleet[key].append(value)

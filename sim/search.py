@@ -19,8 +19,7 @@ import numpy as np
 
 from sim.runner import Executor, Results, Serial, evaluate
 from sim.scenario import Scenario
-from sim.stats import clustered_proportion
-from sim.sweep import summary_of
+from sim.stats import Proportion, Summary, clustered_proportion
 
 TIMEOUT = "startup.db_init_timeout_s"
 RESOLUTION_S = 0.5  # timeouts are searched on a half-second grid: values an ADR can quote as is
@@ -76,8 +75,8 @@ class Lab:
             self._cache[key] = res
         return self._cache[key]
 
-    def summary(self, sc: Scenario, replications: int) -> dict:
-        return summary_of(self.run(sc, replications), self.confidence)
+    def summary(self, sc: Scenario, replications: int) -> Summary:
+        return self.run(sc, replications).summary(self.confidence)
 
 
 def at_timeout(sc: Scenario, timeout_s: float) -> Scenario:
@@ -87,23 +86,40 @@ def at_timeout(sc: Scenario, timeout_s: float) -> Scenario:
 # -- the timeout search --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Step:
+    """One simulated value of a search: the value, the interval there, and whether it meets."""
+
+    value: float
+    p: Proportion
+    meets: bool
+
+    def as_dict(self, key: str = "timeout_s") -> dict:
+        return {key: self.value, **self.p.as_dict(), "meets": self.meets}
+
+
 @dataclass
 class TimeoutSearch:
     """The smallest verified timeout on the grid, with every step the search simulated."""
 
     target_success: float
     replications: int
-    timeout_s: float | None
-    p_db_init_timeout: dict | None  # at timeout_s
-    steps: list[dict] = field(default_factory=list)
+    timeout_s: float | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def at_timeout(self) -> Step | None:
+        """The step at the answer (its interval is the one the answer is shown with)."""
+        return next((s for s in self.steps if s.value == self.timeout_s), None)
 
     def as_dict(self) -> dict:
+        at = self.at_timeout
         return {
             "target_success": self.target_success,
             "replications": self.replications,
             "timeout_s": self.timeout_s,
-            "p_db_init_timeout": self.p_db_init_timeout,
-            "steps": sorted(self.steps, key=lambda s: s["timeout_s"]),
+            "p_db_init_timeout": None if at is None else at.as_dict(),
+            "steps": [s.as_dict() for s in sorted(self.steps, key=lambda s: s.value)],
         }
 
 
@@ -147,13 +163,13 @@ def search_timeout(
 ) -> TimeoutSearch:
     """Gallop from the guess to a bracket, then bisect; each step is a simulation at that value."""
     alpha = 1 - target_success
-    out = TimeoutSearch(target_success, replications, None, None)
+    out = TimeoutSearch(target_success, replications)
     top = max(1, int(ceiling_s / RESOLUTION_S))
 
     def ok(k: int) -> bool:
-        p = lab.summary(at_timeout(sc, k * RESOLUTION_S), replications)["p_db_init_timeout"]
-        out.steps.append({"timeout_s": k * RESOLUTION_S, **p, "meets": p["ci_high"] <= alpha})
-        return p["ci_high"] <= alpha
+        p = lab.summary(at_timeout(sc, k * RESOLUTION_S), replications).p_db_init_timeout
+        out.steps.append(Step(k * RESOLUTION_S, p, p.ci_high <= alpha))
+        return p.ci_high <= alpha
 
     k = min(top, max(1, math.ceil(guess_s / RESOLUTION_S)))
     if ok(k):
@@ -166,7 +182,6 @@ def search_timeout(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     out.timeout_s = hi * RESOLUTION_S
-    out.p_db_init_timeout = next(s for s in out.steps if s["timeout_s"] == out.timeout_s)
     return out
 
 

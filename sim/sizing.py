@@ -6,10 +6,10 @@ off the start-up path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sim.scenario import Scenario
-from sim.search import Lab
+from sim.search import Lab, Step
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,34 @@ class Demand:
         }
 
 
-def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> dict:
+@dataclass(frozen=True)
+class PoolAdvice:
+    """min_size, max_size and the largest fleet by arithmetic; or, when no pool setting fits, the
+    fleet cap and a pooler."""
+
+    min_size: int
+    max_size: int | None  # None: no max_size fits the free slots
+    held_when_ready: int | None
+    pool_locking_bound: int
+    tasks: int
+    connections_per_task: int
+    fit_max_size: int  # free slots ÷ instances
+    largest_fleet_current_max_size: int
+    largest_fleet: int
+    largest_fleet_max_size: int
+    pgbouncer: dict | None
+    demand: Demand
+
+    @property
+    def pool_setting_fits(self) -> bool:
+        return self.max_size is not None
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "demand"}
+        return {**out, "pool_setting_fits": self.pool_setting_fits, "demand": self.demand.as_dict()}
+
+
+def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> PoolAdvice:
     """min_size, max_size and the largest fleet; or the fleet cap and a pooler when none fits."""
     d = Demand.of(sc)
     tasks = sc.pool.held_when_ready if tasks is None else tasks
@@ -78,21 +105,20 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> d
     fits = fit >= locking
     max_size = max(locking, min(d.max_size, fit)) if fits else None
     per_instance = max_size if fits else max(locking, min(d.max_size, d.held_when_ready) or 1)
-    return {
-        "min_size": min(d.min_size, 1),
-        "max_size": max_size,
-        "held_when_ready": None if max_size is None else min(d.held_when_ready, max_size),
-        "pool_locking_bound": locking,
-        "tasks": tasks,
-        "connections_per_task": connections_per_task,
-        "fit_max_size": fit,
-        "pool_setting_fits": fits,
-        "largest_fleet_current_max_size": d.free_slots // d.max_size,
-        "largest_fleet": d.free_slots // per_instance,
-        "largest_fleet_max_size": per_instance,
-        "pgbouncer": None if fits else _pgbouncer(d, locking),
-        "demand": d.as_dict(),
-    }
+    return PoolAdvice(
+        min_size=min(d.min_size, 1),
+        max_size=max_size,
+        held_when_ready=None if max_size is None else min(d.held_when_ready, max_size),
+        pool_locking_bound=locking,
+        tasks=tasks,
+        connections_per_task=connections_per_task,
+        fit_max_size=fit,
+        largest_fleet_current_max_size=d.free_slots // d.max_size,
+        largest_fleet=d.free_slots // per_instance,
+        largest_fleet_max_size=per_instance,
+        pgbouncer=None if fits else _pgbouncer(d, locking),
+        demand=d,
+    )
 
 
 def _pgbouncer(d: Demand, need: int) -> dict:
@@ -105,52 +131,74 @@ def _pgbouncer(d: Demand, need: int) -> dict:
     }
 
 
-def pool_fix(sc: Scenario, advice: dict) -> tuple[str, dict] | None:
+def pool_fix(sc: Scenario, advice: PoolAdvice) -> tuple[str, dict] | None:
     """The overrides that make the pool fit, or the fleet cap when no pool setting does."""
-    if advice["pool_setting_fits"]:
+    if advice.pool_setting_fits:
         over = {
-            "pool.min_size": advice["min_size"],
-            "pool.max_size": advice["max_size"],
-            "pool.held_when_ready": advice["held_when_ready"],
+            "pool.min_size": advice.min_size,
+            "pool.max_size": advice.max_size,
+            "pool.held_when_ready": advice.held_when_ready,
         }
         changed = {k: v for k, v in over.items() if sc.get(k) != v}
-        return ("pool sized to fit", over) if changed else None
-    if sc.fleet.arrival == "waves" or advice["largest_fleet"] < 1:
+        return ("pool sized to fit", changed) if changed else None
+    if sc.fleet.arrival == "waves" or advice.largest_fleet < 1:
         return None  # a wave schedule names its counts; capping it is the user's call
-    return "fleet capped", {"fleet.instances": advice["largest_fleet"], "pool.min_size": 1}
+    return "fleet capped", {"fleet.instances": advice.largest_fleet, "pool.min_size": 1}
 
 
 # -- the connector -------------------------------------------------------------------------------
 
 
-def connector_floor(lab: Lab, sc: Scenario, target_success: float, replications: int) -> dict:
+@dataclass
+class ConnectorFloor:
+    """The smallest ``min_instances`` that meets the target with no scale-out at all."""
+
+    current_min_instances: int
+    max_instances: int
+    setups_at_start: int
+    instances_for_all_at_once: int
+    timeout_s: float
+    min_instances: int | None = None
+    steps: list[Step] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        out["steps"] = [s.as_dict("min_instances") for s in self.steps]
+        return out
+
+
+def connector_floor(
+    lab: Lab, sc: Scenario, target_success: float, replications: int
+) -> ConnectorFloor:
     """The smallest ``min_instances`` with which the start-up meets the target without any
-    scale-out: simulated with ``max_instances`` pinned to it, so no scale-out can ever arrive."""
+    scale-out: simulated with ``max_instances`` pinned to it, so no scale-out can ever arrive.
+    Skipped (``skipped`` says why) when the fleet's connections cannot fit the free slots."""
     cx = sc.connector
     alpha = 1 - target_success
-    steps = []
+    setups = sc.fleet.instances * max(sc.pool.min_size, 1)
+    out = ConnectorFloor(
+        current_min_instances=cx.min_instances,
+        max_instances=cx.max_instances,
+        setups_at_start=setups,
+        instances_for_all_at_once=math.ceil(setups / cx.setups_per_instance),
+        timeout_s=sc.startup.db_init_timeout_s,
+    )
+    if not Demand.of(sc).start_fits:
+        out.skipped = "connection demand does not fit the free slots"
+        return out
 
     def ok(m: int) -> bool:
         over = {"connector.min_instances": m, "connector.max_instances": m}
-        p = lab.summary(sc.with_overrides(over), replications)["p_db_init_timeout"]
-        steps.append({"min_instances": m, **p, "meets": p["ci_high"] <= alpha})
-        return p["ci_high"] <= alpha
+        p = lab.summary(sc.with_overrides(over), replications).p_db_init_timeout
+        out.steps.append(Step(m, p, p.ci_high <= alpha))
+        return p.ci_high <= alpha
 
-    setups = sc.fleet.instances * max(sc.pool.min_size, 1)
-    out = {
-        "current_min_instances": cx.min_instances,
-        "max_instances": cx.max_instances,
-        "setups_at_start": setups,
-        "instances_for_all_at_once": math.ceil(setups / cx.setups_per_instance),
-        "timeout_s": sc.startup.db_init_timeout_s,
-        "min_instances": None,
-        "steps": steps,
-    }
     lo, hi = cx.min_instances - 1, cx.max_instances
     if not ok(hi):
         return out
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    out["min_instances"] = hi
+    out.min_instances = hi
     return out

@@ -23,19 +23,7 @@ from statistics import NormalDist
 import numpy as np
 
 from sim.errors import UsageError
-
-SUMMARY_KEYS = (
-    "p_db_init_timeout",
-    "p_start_failure",
-    "p_first_start_success",
-    "never_ready_fraction",
-    "fleet_ready_s",
-    "restarts_per_instance",
-    "peak_db_connections",
-    "work_amplification",
-    "replications",
-    "seed",
-)
+from sim.records import OUTCOMES, Outcome
 
 
 @dataclass(frozen=True)
@@ -176,6 +164,47 @@ def percentiles(values: np.ndarray, qs=(50, 95, 99)) -> dict[str, float | None]:
     return out
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What ``startsim simulate`` reports of one set of runs (and a load campaign of its own).
+    Proportions stay :class:`Proportion` objects; ``as_dict`` is the JSON edge."""
+
+    p_db_init_timeout: Proportion
+    p_start_failure: Proportion
+    p_first_start_success: float | None
+    never_ready_fraction: float | None
+    fleet_ready_s: dict[str, float | None]  # p50, p95, p99; None: some run never got ready
+    restarts_per_instance: float | None
+    peak_db_connections_p50: float | None
+    peak_db_connections_max: int | None
+    work_amplification: float | None
+    attempts: int
+    outcomes: dict[str, int]
+    confidence: float
+    replications: int
+    seed: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "p_db_init_timeout": self.p_db_init_timeout.as_dict(),
+            "p_start_failure": self.p_start_failure.as_dict(),
+            "p_first_start_success": self.p_first_start_success,
+            "never_ready_fraction": self.never_ready_fraction,
+            "fleet_ready_s": dict(self.fleet_ready_s),
+            "restarts_per_instance": self.restarts_per_instance,
+            "peak_db_connections": {
+                "p50": self.peak_db_connections_p50,
+                "max": self.peak_db_connections_max,
+            },
+            "work_amplification": self.work_amplification,
+            "attempts": self.attempts,
+            "outcomes": dict(self.outcomes),
+            "confidence": self.confidence,
+            "replications": self.replications,
+            "seed": self.seed,
+        }
+
+
 def summarize(
     attempts: dict[str, np.ndarray],
     fleet: dict[str, np.ndarray],
@@ -184,45 +213,39 @@ def summarize(
     min_size: int,
     seed: int | None,
     confidence: float = 0.95,
-) -> dict:
-    """The summary ``startsim simulate --json`` prints (and a load campaign writes)."""
+) -> Summary:
+    """The summary of attempt and fleet records (simulated or measured)."""
     rep = attempts["replication"]
     outcome = attempts["outcome"]
     first = attempts["attempt"] == 1
     replications = len(fleet["replication"])
     total_instances = instances * replications
-    first_ok = int(np.sum(first & (outcome == "ready")))
+    first_ok = int(np.sum(first & (outcome == Outcome.READY)))
     ready = int(np.sum(fleet["instances_ready"]))
-    needed = total_instances * min_size
     restarts = int(np.sum(attempts["attempt"] > 1))
-    return {
-        "p_db_init_timeout": clustered_proportion(outcome == "timeout", rep, confidence).as_dict(),
-        "p_start_failure": clustered_proportion(outcome != "ready", rep, confidence).as_dict(),
-        "p_first_start_success": _ratio(first_ok, total_instances),
-        "never_ready_fraction": _ratio(total_instances - ready, total_instances),
-        "fleet_ready_s": percentiles(fleet["fleet_ready_s"]),
-        "restarts_per_instance": _ratio(restarts, total_instances),
-        "peak_db_connections": {
-            "p50": _num(np.percentile(fleet["peak_db_connections"], 50)) if replications else None,
-            "max": int(np.max(fleet["peak_db_connections"])) if replications else None,
-        },
-        "work_amplification": _ratio(int(np.sum(fleet["connection_attempts"])), needed),
-        "attempts": int(outcome.size),
-        "outcomes": {
-            k: int(np.sum(outcome == k)) for k in ("ready", "timeout", "rejected", "error")
-        },
-        "confidence": confidence,
-        "replications": replications,
-        "seed": seed,
-    }
+    peaks = fleet["peak_db_connections"]
+    return Summary(
+        p_db_init_timeout=clustered_proportion(outcome == Outcome.TIMEOUT, rep, confidence),
+        p_start_failure=clustered_proportion(outcome != Outcome.READY, rep, confidence),
+        p_first_start_success=_ratio(first_ok, total_instances),
+        never_ready_fraction=_ratio(total_instances - ready, total_instances),
+        fleet_ready_s=percentiles(fleet["fleet_ready_s"]),
+        restarts_per_instance=_ratio(restarts, total_instances),
+        peak_db_connections_p50=float(np.percentile(peaks, 50)) if replications else None,
+        peak_db_connections_max=int(np.max(peaks)) if replications else None,
+        work_amplification=_ratio(
+            int(np.sum(fleet["connection_attempts"])), total_instances * min_size
+        ),
+        attempts=int(outcome.size),
+        outcomes={k.value: int(np.sum(outcome == k)) for k in OUTCOMES},
+        confidence=confidence,
+        replications=replications,
+        seed=seed,
+    )
 
 
 def _ratio(a: float, b: float) -> float | None:
     return None if b == 0 else a / b
-
-
-def _num(x) -> float:
-    return float(x)
 
 
 def check_confidence(confidence: float) -> None:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sim.errors import UsageError
-from sim.runner import Executor, Results, run_points
+from sim.errors import ScenarioError, UsageError
+from sim.runner import Executor, run_points
 from sim.scenario import Scenario, field_names
-from sim.stats import summarize
+from sim.stats import Summary
 
 # -- the grid ------------------------------------------------------------------------------------
 
@@ -58,7 +58,11 @@ def parse_vary(specs: Sequence[str], base: Scenario) -> Grid:
         values.append(tuple(parsed))
     grid = Grid(tuple(fields), tuple(values))
     for point in grid.points():
-        base.with_overrides(point, source=f"vary {_point_label(point)}")
+        try:
+            base.with_overrides(point, source="vary")
+        except ScenarioError as exc:
+            where = f"{exc.field} = {exc.value!r}: " if exc.field else ""
+            raise UsageError(where + exc.problem, "vary", _point_label(point)) from None
     return grid
 
 
@@ -115,19 +119,6 @@ def _point_label(point: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in point.items())
 
 
-def summary_of(res: Results, confidence: float) -> dict:
-    """``startsim simulate``'s summary of one set of results."""
-    sc = res.scenario
-    return summarize(
-        res.attempts,
-        res.fleet,
-        instances=sc.fleet.instances,
-        min_size=sc.pool.min_size,
-        seed=res.seed,
-        confidence=confidence,
-    )
-
-
 # -- rows ----------------------------------------------------------------------------------------
 
 ROW_FIGURES = (
@@ -156,28 +147,27 @@ def row_columns(grid: Grid) -> list[str]:
     return ["point", *grid.fields, *ROW_FIGURES]
 
 
-def flat_row(summary: dict, free_slots: int) -> dict[str, Any]:
+def flat_row(summary: Summary, free_slots: int) -> dict[str, Any]:
     """One sweep row's figures from a summary (``None`` where a figure does not exist)."""
-    f, t = summary["p_start_failure"], summary["p_db_init_timeout"]
-    ready, peak = summary["fleet_ready_s"], summary["peak_db_connections"]
+    f, t, ready = summary.p_start_failure, summary.p_db_init_timeout, summary.fleet_ready_s
     return {
-        "replications": summary["replications"],
-        "attempts": summary["attempts"],
-        "p_start_failure": f["estimate"],
-        "p_start_failure_low": f["ci_low"],
-        "p_start_failure_high": f["ci_high"],
-        "p_db_init_timeout": t["estimate"],
-        "p_db_init_timeout_low": t["ci_low"],
-        "p_db_init_timeout_high": t["ci_high"],
-        "p_first_start_success": summary["p_first_start_success"],
-        "never_ready_fraction": summary["never_ready_fraction"],
+        "replications": summary.replications,
+        "attempts": summary.attempts,
+        "p_start_failure": f.estimate,
+        "p_start_failure_low": f.ci_low,
+        "p_start_failure_high": f.ci_high,
+        "p_db_init_timeout": t.estimate,
+        "p_db_init_timeout_low": t.ci_low,
+        "p_db_init_timeout_high": t.ci_high,
+        "p_first_start_success": summary.p_first_start_success,
+        "never_ready_fraction": summary.never_ready_fraction,
         "fleet_ready_p50_s": ready["p50"],
         "fleet_ready_p95_s": ready["p95"],
         "fleet_ready_p99_s": ready["p99"],
-        "restarts_per_instance": summary["restarts_per_instance"],
-        "work_amplification": summary["work_amplification"],
-        "peak_db_connections_p50": peak["p50"],
-        "peak_db_connections_max": peak["max"],
+        "restarts_per_instance": summary.restarts_per_instance,
+        "work_amplification": summary.work_amplification,
+        "peak_db_connections_p50": summary.peak_db_connections_p50,
+        "peak_db_connections_max": summary.peak_db_connections_max,
         "free_slots": free_slots,
     }
 
@@ -198,5 +188,5 @@ def run_grid(
     scenarios = (base.with_overrides(p, source="--vary") for p in points)
     results = run_points(scenarios, replications, seed, executor, progress)
     for index, (point, res) in enumerate(zip(points, results, strict=True), start=skip):
-        summary = summary_of(res, confidence)
+        summary = res.summary(confidence)
         yield {"point": index, **point, **flat_row(summary, res.scenario.database.free_slots)}

@@ -17,7 +17,6 @@ from sim.runner import simulate
 from sim.search import RESOLUTION_S, Lab, guess_timeout, zero_failure_replications
 from sim.sizing import pool_advice
 from sim.stats import wilson
-from sim.sweep import summary_of
 
 # -- known answer: a uniform scale-up delay the second instance must wait for ------------------
 
@@ -45,7 +44,7 @@ def known():
 
 def test_recommended_timeout_brackets_the_analytic_value(known):
     alpha = 0.05
-    got = known.decision["smallest_timeout_s"]
+    got = known.decision.smallest_timeout_s
     # The bound is an upper confidence bound, so the answer sits above T(alpha) = 59.75 s. With
     # 2,000 attempts the Wilson bound lies within about 0.01 of the estimate, so the search stops
     # before the true share falls to alpha / 2 (T = 60.75 s): one grid step is the only slack.
@@ -62,8 +61,8 @@ def test_each_reported_timeout_was_simulated_at_that_value(known):
     assert below in steps and not steps[below]["meets"]  # the next value down was tried and failed
     # Re-simulating at the answer reproduces the search's figure: common random numbers.
     sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": search["timeout_s"]})
-    again = summary_of(simulate(sc, 1000, 3, jobs=1), 0.95)["p_db_init_timeout"]
-    assert again["ci_high"] == pytest.approx(steps[search["timeout_s"]]["ci_high"])
+    again = simulate(sc, 1000, 3, jobs=1).summary(0.95).p_db_init_timeout
+    assert again.ci_high == pytest.approx(steps[search["timeout_s"]]["ci_high"])
 
 
 def test_common_targets_are_ordered_and_the_unshowable_one_is_said_so(known):
@@ -116,39 +115,39 @@ def storm():
 
 def test_no_timeout_helps_when_held_connections_cannot_fit(storm):
     v = storm.verdict
-    assert v["timeout_helps"] is False
-    assert "6 × 5 = 30" in v["reason"] and "12 free slots" in v["reason"]
-    assert "53300" in v["reason"] and "restart loop" in v["reason"]
+    assert v.timeout_helps is False
+    assert "6 × 5 = 30" in v.reason and "12 free slots" in v.reason
+    assert "53300" in v.reason and "restart loop" in v.reason
     assert storm.timeout["recommended_s"] is None
-    assert v["at_max_timeout"]["never_ready_fraction"] == pytest.approx(4 / 6)
+    assert v.at_max_timeout["never_ready_fraction"] == pytest.approx(4 / 6)
 
 
 def test_the_pool_fix_recommended_instead_meets_the_target_when_simulated(storm):
-    assert storm.pool["max_size"] == 2 and storm.pool["min_size"] == 1
-    d = storm.decision
+    assert storm.pool.max_size == 2 and storm.pool.min_size == 1
+    d = storm.decision.as_dict()
     assert d["configuration"] is not None and d["overrides"]["pool.max_size"] == 2
     # Simulate the decision independently, with another seed: it meets the target.
     fixed = scenario(STORM).with_overrides(d["overrides"])
-    s = summary_of(simulate(fixed, 400, 99, jobs=1), 0.95)
-    assert s["p_start_failure"]["ci_high"] <= 0.01
-    assert s["never_ready_fraction"] == 0
+    s = simulate(fixed, 400, 99, jobs=1).summary(0.95)
+    assert s.p_start_failure.ci_high <= 0.01
+    assert s.never_ready_fraction == 0
 
 
 def test_candidates_are_ranked_meeting_first(storm):
-    meets = [c["meets_target"] for c in storm.candidates]
+    meets = [c.meets_target for c in storm.candidates]
     assert meets == sorted(meets, reverse=True)
-    current = next(c for c in storm.candidates if not c["overrides"])
-    assert not current["meets_target"] and current["peak_db_connections_max"] == 12
+    current = next(c for c in storm.candidates if not c.overrides)
+    assert not current.meets_target and current.summary.peak_db_connections_max == 12
 
 
 def test_fleet_cap_and_pgbouncer_when_no_pool_setting_fits():
     # Tasks needing 2 connections at once: the pool-locking bound 5 × (2 − 1) + 1 = 6 per instance
     # is more than the 2 per instance that fit, so the fleet must shrink or a pooler must queue.
     advice = pool_advice(scenario(STORM), tasks=5, connections_per_task=2)
-    assert advice["pool_locking_bound"] == 6
-    assert advice["pool_setting_fits"] is False and advice["max_size"] is None
-    assert advice["largest_fleet"] == 12 // 6
-    assert advice["pgbouncer"] == {
+    assert advice.pool_locking_bound == 6
+    assert advice.pool_setting_fits is False and advice.max_size is None
+    assert advice.largest_fleet == 12 // 6
+    assert advice.pgbouncer == {
         "max_client_conn": 6 * 10,
         "default_pool_size": 12,
         "query_wait_timeout_s": 120,
@@ -160,7 +159,7 @@ def test_fleet_cap_and_pgbouncer_when_no_pool_setting_fits():
 
 @pytest.mark.parametrize("target", [0.0, 1.0, 1.5, -0.1])
 def test_target_outside_zero_one_is_a_usage_error(target):
-    with pytest.raises(UsageError, match="^target_success = "):  # no CLI flag in the library
+    with pytest.raises(UsageError, match=r"^target_success = "):  # no CLI flag in the library
         Settings(target_success=target).check()
 
 
@@ -185,3 +184,78 @@ def test_guess_falls_back_to_the_estimate_when_the_probe_cannot_show_the_target(
     sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": 120.0})
     guess = guess_timeout(simulate(sc, 200, 0, jobs=1), 0.001, 0.95, 120.0)
     assert FIXED_S + LOW_S < guess <= FIXED_S + HIGH_S + RESOLUTION_S
+
+
+# -- the least change ------------------------------------------------------------------------------
+
+
+def test_decision_is_the_least_change_timeout_before_paid_connector_instances(known):
+    # Both a longer timeout and a second connector instance from the start meet the target on
+    # their own; the timeout comes first in the cost order, so it alone is adopted.
+    d = known.decision
+    assert [c.kind for c in d.adopted.changes] == ["timeout"]
+    assert d.value("startup.db_init_timeout_s") == d.smallest_timeout_s
+    assert d.value("connector.min_instances") == 1  # unchanged
+    assert "connector.min_instances 2" in [c.name for c in d.alternatives]
+    ((_, without),) = d.needed
+    assert without.name == "today's configuration" and not without.meets_target
+    data = d.as_dict()
+    assert data["changes"][0]["field"] == "startup.db_init_timeout_s"
+    assert data["changes"][0]["from"] == 45.0 and data["changes"][0]["to"] == d.smallest_timeout_s
+
+
+def _fake(meeting: set[frozenset[str]]):
+    """A ``run`` that says a set meets when its change names are one of ``meeting``."""
+    from sim.recommend import Candidate
+
+    calls = []
+
+    def run(combo):
+        calls.append(frozenset(c.name for c in combo))
+        s = simulate(scenario(WAIT_FOR_SCALE_OUT), 1, 0, jobs=1).summary()
+        return Candidate("+".join(c.name for c in combo), combo, 1, s, 1, 1, calls[-1] in meeting)
+
+    return run, calls
+
+
+def test_least_change_prefers_fewer_changes_then_cheaper_kinds():
+    from sim.recommend import Change, least_change
+
+    pool = Change("pool", "p", {"pool.min_size": 1})
+    timeout = Change("timeout", "t", {"startup.db_init_timeout_s": 30.0})
+    connector = Change("connector", "c", {"connector.min_instances": 3})
+    changes = [pool, timeout, connector]
+    # No single change meets; two pairs do: pool + timeout is cheaper than pool + connector.
+    run, calls = _fake({frozenset("pt"), frozenset("pc"), frozenset("ptc")})
+    adopted, alternatives = least_change(changes, run)
+    assert adopted.name == "p+t" and [a.name for a in alternatives] == ["p+c"]
+    assert frozenset("ptc") not in calls  # a bigger set is never tried once a pair meets
+    # The connector alone meets: one change beats any pair, however cheap.
+    run, _ = _fake({frozenset("c"), frozenset("pt")})
+    assert least_change(changes, run)[0].name == "c"
+    # Nothing meets: no decision.
+    run, _ = _fake(set())
+    assert least_change(changes, run) == (None, [])
+
+
+def test_history_is_judged_against_the_teams_criterion():
+    sc = scenario(WAIT_FOR_SCALE_OUT)
+    rec = recommend(
+        sc, Settings(0.95, replications=1000, seed=3, history=(40.0, 61.0), criterion=0.9)
+    )
+    rows = {h.timeout_s: h.as_dict() for h in rec.history}
+    # At 40 s instance 1 always times out (its init takes D + 31.75 > 41.75 s): about half the
+    # attempts fail; at 61 s only D > 29.25 s fails, 1.9 % of instance 1's first attempts.
+    assert rows[40.0]["criterion"] == "not met" and rows[40.0]["start_success"] < 0.6
+    assert rows[61.0]["criterion"] == "met" and rows[61.0]["start_success_low"] >= 0.9
+    assert rec.as_dict()["criterion"] == 0.9
+
+
+def test_monitoring_counts_failed_starts_and_exit_code_3_per_deploy(storm):
+    m = storm.as_dict()["monitoring"]
+    a = storm.today.attempts
+    failed = (a["outcome"] != "ready").sum() / storm.today.replications
+    assert m["startup_failures_per_deploy"]["mean"] == pytest.approx(failed)
+    timeouts = (a["outcome"] == "timeout").sum() / storm.today.replications
+    assert m["exit_code_3_per_deploy"]["mean"] == pytest.approx(timeouts)
+    assert m["deploys"] == storm.today.replications and m["instances_per_deploy"] == 6

@@ -205,17 +205,17 @@ def test_overrides_go_through_the_same_checks():
         sc.with_overrides({"startup.db_init_timeout_s": math.inf})
     with pytest.raises(ScenarioError, match=r"horizon_s = nan: .*finite"):
         sc.with_overrides({"horizon_s": math.nan})
-    with pytest.raises(ScenarioError, match=r"^--vary .*db_init_timeout_s = 1000\.0: .*horizon_s"):
+    with pytest.raises(UsageError, match=r"^vary = .*db_init_timeout_s = 1000\.0: .*horizon_s"):
         parse_vary(["startup.db_init_timeout_s=20,1000"], sc)
-    with pytest.raises(StartsimError, match=r"startup\.db_init_timeout_s.*'inf'.*finite"):
+    with pytest.raises(StartsimError, match=r"startup\.db_init_timeout_s.*inf.*finite"):
         parse_vary(["startup.db_init_timeout_s=inf"], sc)
-    with pytest.raises(ScenarioError, match=r"name = '\.\./x'"):
+    with pytest.raises(UsageError, match=r"name = '\.\./x'"):
         parse_vary(["name=a,../x"], sc)
 
 
 def test_recommend_refuses_a_ceiling_past_the_horizon_before_simulating():
     sc = Scenario(horizon_s=100.0)
-    with pytest.raises(UsageError, match=r"^--max-timeout 200: .*horizon_s \(100\)"):
+    with pytest.raises(UsageError, match=r"^max_timeout_s = 200.0: .*horizon_s \(100\)"):
         recommend(sc, Settings(max_timeout_s=200.0, replications=1000))
 
 
@@ -360,7 +360,7 @@ def test_the_command_line_refuses_each_before_writing_anything(tmp_path):
     *refused, bom, odd = startsim_all(runs, tmp_path)
     mentions = [(f"{c}.toml", BAD[c][1], BAD[c][2]) for c in cases] + [
         ("empty.toml", "sets no field"),
-        ("startup.db_init_timeout_s", "'inf'", "finite"),
+        ("--vary startup.db_init_timeout_s=inf", "finite"),
         ("startup.db_init_timeout_s = 10000.0", "horizon_s (600)"),
     ]
     for res, texts in zip(refused, mentions, strict=True):

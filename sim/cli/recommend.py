@@ -74,6 +74,23 @@ def recommend_cmd(
     connections_per_task: Annotated[
         int, typer.Option("--connections-per-task", min=1, help="Connections one task holds.")
     ] = 1,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            metavar="T1,T2,…",
+            help="Timeouts the team has tried, s, e.g. 8,20,25: each is simulated and judged "
+            "against --criterion in the ADR (default: the scenario's team.timeout_history_s).",
+        ),
+    ] = None,
+    criterion: Annotated[
+        float | None,
+        typer.Option(
+            "--criterion",
+            help="The team's own start-up success criterion, e.g. 0.95 (default: the "
+            "scenario's team.success_criterion).",
+        ),
+    ] = None,
     jobs: Jobs = None,
     dask: Dask = None,
     svg: Svg = False,
@@ -81,7 +98,15 @@ def recommend_cmd(
 ) -> None:
     """Recommend the database-init timeout, pool sizes and connector floor; write an ADR."""
     settings = Settings(
-        target_success, confidence, replications, seed, max_timeout, tasks, connections_per_task
+        target_success,
+        confidence,
+        replications,
+        seed,
+        max_timeout,
+        tasks,
+        connections_per_task,
+        _seconds_list(history),
+        criterion,
     )
     settings.check()
     sc = scenarios.resolve(scenario)
@@ -119,3 +144,12 @@ def recommend_cmd(
         Console().print(recommend_table(sc, data))
         Console().print(candidates_table(data))
         Console(stderr=True).print(f"wrote {out}/adr.md, summary.json and figures")
+
+
+def _seconds_list(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected seconds like 8,20,25") from None

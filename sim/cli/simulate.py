@@ -22,7 +22,6 @@ from sim.cli.options import (
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
 from sim.report.tables import scenarios_table, summary_table
 from sim.runner import simulate as run_simulation
-from sim.sweep import summary_of
 
 
 def simulate(
@@ -45,14 +44,15 @@ def simulate(
         prepare_out(out)
     with progress(f"simulate {sc.name}", replications) as bar:
         res = run_simulation(sc, replications, seed, jobs, progress=bar.update, dask=dask)
-    summary = {"scenario": sc.name, **summary_of(res, confidence=0.95)}
+    summary = res.summary(confidence=0.95)
+    data = {"scenario": sc.name, **summary.as_dict()}
     if out is not None:  # each file whole; summary.json last, so its presence means complete
         atomic_write(out / "scenario.toml", scenario_toml(sc))
         write_csv(out / "attempts.csv", res.attempts)
         write_csv(out / "replications.csv", res.fleet)
-        write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", data)
     if json_out:
-        typer.echo(dumps(summary))
+        typer.echo(dumps(data))
     else:
         Console().print(summary_table(sc, summary))
         if out is not None:

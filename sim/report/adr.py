@@ -136,13 +136,27 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> s
     ]
     if not data["verdict"]["timeout_helps"]:
         lines += ["", f"**No timeout helps:** {data['verdict']['reason']}."]
+    lines += ["", _monitoring(data["monitoring"])]
     for role, caption in (
-        ("cdf", "Database-init duration with the current and recommended timeouts"),
+        ("cdf", "Database-init duration with the current timeout and the timeouts considered"),
         ("timeline", "One replication: connections held vs the limit, connector, instances ready"),
     ):
         if role in figures:
             lines += ["", f"![{caption}]({figures[role]})"]
     return "\n".join(lines)
+
+
+def _monitoring(m: dict) -> str:
+    """What the team's dashboards would show per deploy of today's configuration."""
+    f, x = m["startup_failures_per_deploy"], m["exit_code_3_per_deploy"]
+    return (
+        f"What monitoring shows per deploy of {m['instances_per_deploy']} instances today "
+        f"({m['deploys']} simulated deploys, {m['horizon_s']:g} s each): failed start attempts "
+        f"{f['mean']:.1f} on average (median {f['p50']:.0f}, p95 {f['p95']:.0f}, at most "
+        f"{f['max']}), of which exits with code 3 (database-init timeout) {x['mean']:.1f} "
+        f"(p95 {x['p95']:.0f}); {_pct(f['deploys_with_any'], 0)} of deploys see at least one "
+        "failed start."
+    )
 
 
 def _dist(d: Any) -> str:
@@ -161,93 +175,96 @@ def _num(x: float | None) -> str:
 
 
 def _decision(data: dict, sc: Scenario, cite: Cite) -> str:
-    d, pool, cx = data["decision"], data["pool"], data["connector"]
-    target = data["target_success"]
+    d, v = data["decision"], data["verdict"]
+    allowed = _pct(1 - data["target_success"], 3)
     lines = ["## Decision", ""]
     if d["configuration"] is None:
         lines.append(
-            "No candidate configuration met the target in simulation; see Options considered "
-            "and raise the database's slots or put a pooler in front (below)."
+            "No configuration startsim tried met the target in simulation (see Options "
+            "considered). " + _pool_line(data["pool"], sc, cite)
         )
-    else:
-        changes = _changes(d["overrides"], sc) or "no change to the configuration"
-        lines.append(f"Adopt **{d['configuration']}**: {changes}.")
+        return "\n".join(lines)
+    if not d["changes"]:
+        lines.append(
+            "**Keep today's configuration**: it already meets the target in simulation "
+            "(see Options considered)."
+        )
+        return "\n".join(lines)
+    lines += [
+        f"Adopt **{d['configuration']}**: the least change that meets the target. Changes are "
+        "preferred by cost and risk: fewest first, then "
+        + ", then ".join(COST_WORDS[k] for k in d["cost_order"])
+        + ".",
+        "",
+    ]
+    for c in d["changes"]:
+        without = c["without_it"] or "today's configuration"
+        f = c["without_it_p_start_failure"]
+        evidence = (
+            f": P(start attempt fails) {_pct(f['estimate'])}, upper bound {_pct(f['ci_high'])} "
+            f"> {allowed}"
+            if f
+            else ""
+        )
+        lines.append(
+            f"- `{c['field']}` {c['from']} → **{c['to']}** ({c['why']}). Needed: without it "
+            f"({without}) the target is missed{evidence}."
+        )
+    if d["alternatives"]:
+        lines += [
+            "",
+            "Also meet the target with as few changes, at a higher cost or risk: "
+            + ", ".join(f"**{a}**" for a in d["alternatives"])
+            + ".",
+        ]
+    timeout = d["db_init_timeout_s"]
     lines.append("")
-    n = 1
-    if d["db_init_timeout_s"] is not None:
-        keep = d["db_init_timeout_s"] == sc.startup.db_init_timeout_s
-        where = (
-            "for the configuration as it is today"
-            if data["verdict"]["timeout_helps"]
-            else "once the change above is made"
-        )
+    if timeout == sc.startup.db_init_timeout_s:
+        lines.append(f"The database-init timeout stays at {timeout:g} s.")
+    if not v["timeout_helps"]:
+        lines.append(f"Do not raise the timeout: {v['reason']}.")
+    elif d["smallest_timeout_s"] is not None:
         lines.append(
-            f"{n}. {'Keep' if keep else 'Set'} `startup.db_init_timeout_s` = "
-            f"**{d['db_init_timeout_s']:g} s**: it meets the target in the configuration adopted. "
-            f"The smallest timeout that meets it is {_opt_s(d['smallest_timeout_s'])} {where}; "
-            f"below that the upper bound on P(db init reaches the timeout) exceeds "
-            f"{_pct(1 - target, 3)}."
-        )
-        n += 1
-    if not data["verdict"]["timeout_helps"]:
-        lines.append(f"{n}. Do not raise the timeout: {data['verdict']['reason']}.")
-        n += 1
-    lines.append(f"{n}. {_pool_line(pool, sc, cite)}")
-    n += 1
-    if cx.get("min_instances") is not None:
-        lines.append(
-            f"{n}. Connector `min_instances` = **{cx['min_instances']}** (today "
-            f"{cx['current_min_instances']}): with it the fleet starts within "
-            f"{cx['timeout_s']:g} s even if no scale-out ever arrives, so the scale-out, "
-            f"{_dist(sc.connector.scale_up_delay_s)}, leaves the start-up path "
-            f"(Serverless VPC Access allows 2–9 minimum instances: "
-            f"{cite('sources.md', 'connector-instance-range', 'sources')})."
-        )
-    elif cx.get("skipped"):
-        lines.append(f"{n}. Connector: not sized, because the {cx['skipped']}.")
-    else:
-        lines.append(
-            f"{n}. Connector: no `min_instances` up to {cx['max_instances']} lets the start-up "
-            f"meet the target without a scale-out; {cx['setups_at_start']} set-ups at start "
-            f"would need {cx['instances_for_all_at_once']} instances to run all at once."
+            f"For reference, without the other changes the smallest timeout that meets the "
+            f"target is {d['smallest_timeout_s']:g} s (verified by simulation at that value)."
         )
     return "\n".join(lines)
+
+
+COST_WORDS = {
+    "pool": "pool settings",
+    "timeout": "the database-init timeout",
+    "fleet": "a smaller fleet",
+    "connector": "connector instances",
+}
 
 
 def _opt_s(x: float | None) -> str:
     return "none up to the longest timeout tried" if x is None else f"{x:g} s"
 
 
-def _changes(over: dict, sc: Scenario) -> str:
-    data = sc.to_dict()
-    out = []
-    for dotted, value in over.items():
-        sec, leaf = dotted.split(".")
-        out.append(f"`{dotted}` {data[sec][leaf]} → {value}")
-    return ", ".join(out)
-
-
 def _pool_line(pool: dict, sc: Scenario, cite: Cite) -> str:
     d = pool["demand"]
-    lock = (
-        f"the pool-locking bound T × (C − 1) + 1 = {pool['tasks']} × "
-        f"({pool['connections_per_task']} − 1) + 1 = {pool['pool_locking_bound']} (HikariCP: "
-        f"{cite('sources.md', 'pool-locking-bound', 'sources')})"
-    )
+    lock = ""
+    if pool["pool_locking_bound"] > 1:  # a bound of 1 says nothing
+        lock = (
+            f"; it respects the pool-locking bound T × (C − 1) + 1 = "
+            f"{pool['pool_locking_bound']} (HikariCP: "
+            f"{cite('sources.md', 'pool-locking-bound', 'sources')})"
+        )
     if pool["pool_setting_fits"]:
         return (
-            f"Pool: `min_size` = **{pool['min_size']}** (connections opened at start; the rest "
-            f"open on demand), `max_size` (pool_size + max_overflow) = **{pool['max_size']}**, "
-            f"so that instances × max_size = {sc.fleet.instances * pool['max_size']} "
-            f"stays within {d['free_slots']} free slots; it respects {lock}. The largest fleet "
-            f"at that size is **{pool['largest_fleet']}** instances (today's max_size "
-            f"{sc.pool.max_size} fits {pool['largest_fleet_current_max_size']})."
+            f"Pool arithmetic: `max_size` (pool_size + max_overflow) = {pool['max_size']} keeps "
+            f"instances × max_size = {sc.fleet.instances * pool['max_size']} within "
+            f"{d['free_slots']} free slots{lock}. The largest fleet at that size is "
+            f"{pool['largest_fleet']} instances (today's max_size {sc.pool.max_size} fits "
+            f"{pool['largest_fleet_current_max_size']})."
         )
     pgb = pool["pgbouncer"]
     return (
-        f"Pool: no `max_size` fits: {sc.fleet.instances} instances need at least "
-        f"{pool['largest_fleet_max_size']} each ({lock}), but only {pool['fit_max_size']} each "
-        f"fit in {d['free_slots']} free slots. Cap the fleet at **{pool['largest_fleet']}** "
+        f"No `max_size` fits: {sc.fleet.instances} instances need at least "
+        f"{pool['largest_fleet_max_size']} each, but only {pool['fit_max_size']} each fit in "
+        f"{d['free_slots']} free slots{lock}. Cap the fleet at **{pool['largest_fleet']}** "
         f"instances, or put PgBouncer in front: `default_pool_size` ≤ {pgb['default_pool_size']}, "
         f"`max_client_conn` ≥ {pgb['max_client_conn']}; it turns rejections into waiting, "
         f"bounded by `query_wait_timeout` ({pgb['query_wait_timeout_s']} s by default: "
@@ -260,33 +277,64 @@ def _options(data: dict, sc: Scenario, cite: Cite) -> str:
     lines = [
         "## Options considered",
         "",
-        f"Ranked: meets the target first (upper bound of P(start attempt fails) ≤ "
-        f"{_pct(1 - data['target_success'], 3)}), then by fleet time-to-ready p95. "
-        f"Intervals are {conf:.0%} cluster-aware Wilson intervals; same seed for every row.",
+        f"Each simulated with the same seed; meets = upper bound of P(start attempt fails) ≤ "
+        f"{_pct(1 - data['target_success'], 3)}. Intervals are {conf:.0%} cluster-aware "
+        "intervals. Listed: meeting options first, cheapest first.",
         "",
-        "| # | option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
+        "| option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
         "| work ampl. | restarts / instance | replications |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, r in enumerate(data["candidates"], 1):
+    for r in data["candidates"]:
         f = r["p_start_failure"]
         lines.append(
-            f"| {i} | {r['name']} | {_pct(f['estimate'])} | {_pct(f['ci_low'])} – "
+            f"| {r['name']} | {_pct(f['estimate'])} | {_pct(f['ci_low'])} – "
             f"{_pct(f['ci_high'])} | {'yes' if r['meets_target'] else 'no'} | "
             f"{_sec(r['fleet_ready_p95_s'])} | {r['peak_db_connections_max']} / "
             f"{r['free_slots']} | {_num(r['work_amplification'])} | "
             f"{r['restarts_per_instance']:.3f} | {r['replications']} |"
         )
-    lines += ["", _targets_table(data, cite)]
+    lines += ["", _history_table(data), "", _targets_table(data, cite)]
+    if data["pool"]["pool_setting_fits"]:
+        lines += ["", _pool_line(data["pool"], sc, cite)]
+    return "\n".join(lines)
+
+
+def _history_table(data: dict) -> str:
+    rows, criterion = data["history"], data["criterion"]
+    if not rows:
+        return ""
+    judged = f"> {criterion:.4g}" if criterion is not None else "—"
+    lines = [
+        "### The timeouts tried so far",
+        "",
+        f"The team's own criterion: start-up success {judged} "
+        f"(start attempts that finish database init); this ADR's target: "
+        f"{data['target_success']:.4g} at {data['confidence']:.0%} confidence. Each timeout "
+        "simulated in today's configuration otherwise:",
+        "",
+        "| timeout | start-up success | interval | P(first start succeeds) | restarts / instance "
+        "| fleet ready p95 | criterion |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in rows:
+        verdict = {"met": "met", "not met": "**not met**", "not shown": "not shown (straddles)"}
+        lines.append(
+            f"| {h['timeout_s']:g} s | {_pct(h['start_success'])} | "
+            f"{_pct(h['start_success_low'])} – {_pct(h['start_success_high'])} | "
+            f"{_pct(h['p_first_start_success'])} | {_num(h['restarts_per_instance'])} | "
+            f"{_sec(h['fleet_ready_p95_s'])} | {verdict.get(h['criterion'], '—')} |"
+        )
     return "\n".join(lines)
 
 
 def _targets_table(data: dict, cite: Cite) -> str:
     t = data["timeout"]
     lines = [
-        "Timeouts for common targets (smallest verified value on a 0.5 s grid), and the value "
-        "AWS's guidance gives: the downstream's p99.9, i.e. 0.1 % false timeouts "
-        f"(AWS Builders' Library: {cite('sources.md', 'aws-p999-timeout-rule', 'sources')}):",
+        "Timeouts for common targets with today's pool and connector (smallest verified value "
+        "on a 0.5 s grid), and the value AWS's guidance gives: the downstream's p99.9, i.e. "
+        f"0.1 % false timeouts (AWS Builders' Library: "
+        f"{cite('sources.md', 'aws-p999-timeout-rule', 'sources')}):",
         "",
         "| target | timeout | P(db init reaches it), upper bound | replications |",
         "|---|---|---|---|",
@@ -294,8 +342,9 @@ def _targets_table(data: dict, cite: Cite) -> str:
     for row in t["by_target"]:
         p = row["p_db_init_timeout"]
         reps = row["replications"]
+        shown = _opt_s(row["timeout_s"]) if reps else "—"
         lines.append(
-            f"| {row['target_success']:.4g} | {_opt_s(row['timeout_s'])} | "
+            f"| {row['target_success']:.4g} | {shown} | "
             f"{_pct(p['ci_high'], 3) if p else '—'} | "
             f"{reps if reps else 'too few to show it'} |"
         )
@@ -303,7 +352,7 @@ def _targets_table(data: dict, cite: Cite) -> str:
         ratio = t["db_init_p999_over_p50"]
         lines.append(
             f"| AWS p99.9 | {t['aws_timeout_s']:g} s (p99.9 = {t['aws_p999_s']:.2f} s, "
-            f"{_num(ratio)}× the median) | simulated: see Options considered | "
+            f"{_num(ratio)}× the median) | simulated: see the options | "
             f"{t['probe_replications']} |"
         )
     return "\n".join(lines)
@@ -311,34 +360,44 @@ def _targets_table(data: dict, cite: Cite) -> str:
 
 def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     d = data["decision"]
+    changed = {c["field"]: c for c in d["changes"]}
     lines = ["## Consequences", ""]
-    if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] > sc.startup.db_init_timeout_s:
+    if "pool.min_size" in changed:
         lines.append(
-            f"- A database that is really down is noticed after {d['db_init_timeout_s']:g} s "
-            f"instead of {sc.startup.db_init_timeout_s:g} s; the restart backoff follows."
+            f"- Database init opens {changed['pool.min_size']['to']} connection(s); the pool "
+            "opens the others on first use, so the first requests after a start pay the "
+            "connection set-up (through the connector) instead of the start-up path."
         )
-    if data["verdict"]["timeout_helps"]:
+    if "pool.max_size" in changed:
+        c = changed["pool.max_size"]
         lines.append(
-            "- The timeout is sized for this fleet and this connector: a larger deploy wave or a "
-            "slower scale-out needs a new run (see the heatmap)."
+            f"- With `max_size` {c['to']} (today {c['from']}) an instance runs at most {c['to']} "
+            "queries at once; how long a burst of traffic then waits for a connection depends "
+            "on the traffic, which startsim does not model: measure it under load (or size the "
+            "pool's checkout timeout) before adopting."
         )
-    else:
+    if TIMEOUT_FIELD in changed and changed[TIMEOUT_FIELD]["to"] > changed[TIMEOUT_FIELD]["from"]:
+        c = changed[TIMEOUT_FIELD]
         lines.append(
-            "- Raising the timeout is not an option: waiting longer keeps rejected instances in "
-            "a longer restart loop and multiplies connection attempts (see the restarts figure)."
+            f"- A database that is really down is noticed after {c['to']:g} s instead of "
+            f"{c['from']:g} s; the restart backoff follows."
         )
-    pool = data["pool"]
-    if pool["max_size"] is not None and pool["max_size"] < sc.pool.max_size:
-        lines.append(
-            f"- With `max_size` {pool['max_size']} a burst of traffic waits for a pooled "
-            f"connection instead of opening more; size the pool's checkout timeout accordingly."
-        )
-    if data["connector"].get("min_instances"):
+    if "fleet.instances" in changed:
+        c = changed["fleet.instances"]
+        lines.append(f"- The fleet is capped at {c['to']} instances (today {c['from']}).")
+    if "connector.min_instances" in changed:
         lines.append(
             "- Connector instances above the minimum are billed while idle, and the connector "
             f"never scales in ({cite('sources.md', 'connector-never-scales-in', 'sources')})."
         )
+    if not data["verdict"]["timeout_helps"]:
+        lines.append(
+            "- Raising the timeout is not an option: waiting longer keeps rejected instances in "
+            "a longer restart loop and multiplies connection attempts (see the restarts figure)."
+        )
     lines += [
+        "- The decision holds for this fleet and this connector: a larger deploy wave or a "
+        "slower scale-out needs a new run (see the heatmap).",
         "- The scale-out delay and per-instance set-up capacity are model parameters calibrated "
         f"from the staging incident, not published figures "
         f"({cite('sources.md', 'connector-set-up-capacity', 'sources')}); re-run `startsim "
@@ -347,6 +406,9 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
         _figure_links(figures),
     ]
     return "\n".join(lines)
+
+
+TIMEOUT_FIELD = "startup.db_init_timeout_s"
 
 
 def _figure_links(figs: dict[str, str]) -> str:

@@ -103,14 +103,14 @@ def heatmap(
         grid[ys.index(r[y_field]), xs.index(r[x_field])] = np.nan if v is None else float(v)
     fig, ax = plt.subplots(figsize=FIGSIZE)
     im = ax.imshow(grid * 100, origin="lower", aspect="auto", cmap="magma_r", vmin=0, vmax=100)
-    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=8)
-    ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=8)
+    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=10)
+    ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=10)
     ax.set_xlabel(_axis_label(x_field))
     ax.set_ylabel(_axis_label(y_field))
     for (j, i), v in np.ndenumerate(grid):
         if not math.isnan(v):
             txt = "0" if v == 0 else f"{100 * v:.2g}"
-            ax.text(i, j, txt, ha="center", va="center", fontsize=7, color=_ink(v))
+            ax.text(i, j, txt, ha="center", va="center", fontsize=9, color=_ink(v))
     bar = fig.colorbar(im, ax=ax)
     bar.set_label(f"{_value_label(value)} (%)")
     ax.set_title(f"{_value_label(value)} (%)\n{subtitle}", fontsize=10)
@@ -144,14 +144,24 @@ def _value_label(value: str) -> str:
 
 def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connections: int) -> Figure:
     """One replication per column: connections held vs the limit, connector instances, ready."""
-    fig, axes = plt.subplots(3, len(panels), figsize=(5.2 * len(panels), 7.2), squeeze=False)
-    fig.subplots_adjust(hspace=0.35)
+    # One time axis for every panel (and one y axis per row), so the columns compare at a glance.
+    fig, axes = plt.subplots(
+        3, len(panels), figsize=(5.2 * len(panels), 7.2), squeeze=False, sharex=True, sharey="row"
+    )
+    fig.subplots_adjust(hspace=0.15)
     for col, (title, tl) in enumerate(panels):
         conns, cx, ready = axes[0][col], axes[1][col], axes[2][col]
         t = [0.0, *tl["t"]]
         conns.step(t, [0, *tl["db_connections"]], where="post", label="held by the fleet")
-        conns.axhline(free_slots, color="C3", ls="--", lw=1, label=f"free slots ({free_slots})")
-        conns.axhline(max_connections, color="grey", ls=":", lw=1, label="max_connections")
+        conns.axhline(
+            max_connections,
+            color="black",
+            ls=":",
+            lw=1.2,
+            label=f"max_connections ({max_connections})",
+        )
+        conns.axhline(free_slots, color="C3", ls="--", lw=1.2, label=f"usable slots ({free_slots})")
+        conns.set_ylim(0, 1.08 * max(max_connections, max(tl["db_connections"], default=0)))
         conns.set_ylabel("connections")
         conns.set_title(title, fontsize=10)
         conns.legend(fontsize=7, loc="lower right")
@@ -165,6 +175,7 @@ def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connection
         for ax in (conns, cx, ready):
             ax.grid(alpha=0.3)
             ax.set_xlim(left=0)
+            ax.label_outer()
     fig.suptitle("One replication's timeline (same random draws in each column)", fontsize=11)
     return fig
 

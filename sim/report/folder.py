@@ -50,6 +50,8 @@ def _figures(out, sc, rec, data, rows, grid: Grid, svg: bool) -> dict[str, str]:
     marks = [("current timeout", t["current_s"])]
     if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] != t["current_s"]:
         marks.append(("recommended timeout", d["db_init_timeout_s"]))
+    elif d["smallest_timeout_s"] is not None and d["smallest_timeout_s"] != t["current_s"]:
+        marks.append(("smallest timeout meeting the target alone", d["smallest_timeout_s"]))
     if t["aws_timeout_s"] is not None:
         marks.append(("AWS p99.9 rule", t["aws_timeout_s"]))
     fig = figures.db_init_cdf(
@@ -64,7 +66,9 @@ def _figures(out, sc, rec, data, rows, grid: Grid, svg: bool) -> dict[str, str]:
         rows,
         x,
         y,
-        subtitle=f"{sc.name}, {data['figure_grid']['replications']} replications per cell",
+        subtitle=f"{sc.name} as today ({_short(sc)}, connector "
+        f"{sc.connector.min_instances}–{sc.connector.max_instances}), "
+        f"{data['figure_grid']['replications']} replications per cell",
     )
     names["heatmap"] = figures.save(fig, out, "heatmap-p-start-fails", svg)[0]
     names["timeline"] = figures.save(_timeline(sc, data), out, "timeline", svg)[0]

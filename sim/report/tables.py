@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from sim import scenario as scenarios
+from sim.stats import Summary
 from sim.sweep import Grid
 
 
@@ -12,48 +13,45 @@ def pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
-def summary_table(sc: scenarios.Scenario, s: dict) -> Table:
+def summary_table(sc: scenarios.Scenario, s: Summary) -> Table:
     def sec(x):
         return "never" if x is None else f"{x:.1f} s"
 
     table = Table(
-        title=f"{sc.name}: {s['replications']} replications, seed {s['seed']}",
+        title=f"{sc.name}: {s.replications} replications, seed {s.seed}",
         show_header=True,
         header_style="bold",
     )
     table.add_column("figure")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", no_wrap=True)
     table.add_column("95 % interval / detail", justify="right")
-    t = s["p_db_init_timeout"]
+    t, f = s.p_db_init_timeout, s.p_start_failure
     table.add_row(
         f"P(db init > {sc.startup.db_init_timeout_s:g} s timeout) per attempt",
-        pct(t["estimate"]),
-        f"{pct(t['ci_low'])} – {pct(t['ci_high'])}",
+        pct(t.estimate),
+        f"{pct(t.ci_low)} – {pct(t.ci_high)}",
     )
-    f = s["p_start_failure"]
     table.add_row(
-        "P(start attempt fails) per attempt",
-        pct(f["estimate"]),
-        f"{pct(f['ci_low'])} – {pct(f['ci_high'])}",
+        "P(start attempt fails) per attempt", pct(f.estimate), f"{pct(f.ci_low)} – {pct(f.ci_high)}"
     )
-    table.add_row("P(first start succeeds) per instance", pct(s["p_first_start_success"]), "")
+    table.add_row("P(first start succeeds) per instance", pct(s.p_first_start_success), "")
     table.add_row(
-        "never ready within horizon", pct(s["never_ready_fraction"]), f"horizon {sc.horizon_s:g} s"
+        "never ready within horizon", pct(s.never_ready_fraction), f"horizon {sc.horizon_s:g} s"
     )
-    r = s["fleet_ready_s"]
+    r = s.fleet_ready_s
     table.add_row(
         "fleet ready (all instances) p50",
         sec(r["p50"]),
         f"p95 {sec(r['p95'])}, p99 {sec(r['p99'])}",
     )
-    table.add_row("restarts per instance", f"{s['restarts_per_instance']:.2f}", "")
-    pk = s["peak_db_connections"]
+    rpi = s.restarts_per_instance
+    table.add_row("restarts per instance", "—" if rpi is None else f"{rpi:.2f}", "")
     table.add_row(
         "peak database connections p50",
-        f"{pk['p50']:.0f}",
-        f"max {pk['max']} of {sc.database.free_slots} usable",
+        "—" if s.peak_db_connections_p50 is None else f"{s.peak_db_connections_p50:.0f}",
+        f"max {s.peak_db_connections_max} of {sc.database.free_slots} usable",
     )
-    wa = s["work_amplification"]
+    wa = s.work_amplification
     table.add_row(
         "work amplification",
         "—" if wa is None else f"{wa:.2f}×",
@@ -91,64 +89,50 @@ def recommend_table(sc, data: dict) -> Table:
     )
     table.add_column("recommendation")
     table.add_column("value", justify="right")
-    table.add_column("detail", overflow="fold")
+    table.add_column("detail", ratio=1)
 
     def sec(x):
         return "—" if x is None else f"{x:g} s"
 
-    table.add_row(
-        "configuration to adopt",
-        d["configuration"] or "none met the target",
-        "\n".join(f"{k} = {val}" for k, val in (d["overrides"] or {}).items()),
-    )
+    adopt = d["configuration"] or "none met the target"
+    table.add_row("adopt", adopt, "the least change that meets the target")
+    for c in d["changes"]:
+        without = c["without_it"] or "today's configuration"
+        table.add_row(f"  {c['field']}", f"{c['from']} → {c['to']}", f"needed: {without} fails")
+    for name in d["alternatives"]:
+        table.add_row("  also meets", name, "")
     table.add_row(
         "db init timeout",
         sec(d["db_init_timeout_s"]),
-        f"smallest verified {sec(d['smallest_timeout_s'])}; "
-        f"today {sec(data['timeout']['current_s'])}",
+        f"today {sec(data['timeout']['current_s'])}; without other changes "
+        f"{sec(d['smallest_timeout_s'])}",
     )
     for row in data["timeout"]["by_target"]:
-        table.add_row(f"  timeout for {row['target_success']:g}", sec(row["timeout_s"]), "")
+        table.add_row(f"  for {row['target_success']:g}", sec(row["timeout_s"]), "today's pool")
     table.add_row("  AWS p99.9 rule", sec(data["timeout"]["aws_timeout_s"]), "p99.9 of db init")
     if not v["timeout_helps"]:
         table.add_row("no timeout helps", "", v["reason"])
-    table.add_row(
-        "pool min_size / max_size",
-        f"{d['pool_min_size']} / {d['pool_max_size']}",
-        f"largest fleet {d['largest_fleet']}",
-    )
-    table.add_row("connector min_instances", str(d["connector_min_instances"] or "—"), "")
+    for h in data["history"]:
+        success = f"{pct(h['start_success_low'])} – {pct(h['start_success_high'])}"
+        judged = f", criterion {h['criterion']}" if h["criterion"] else ""
+        table.add_row(f"  tried {sec(h['timeout_s'])}", pct(h["start_success"]), success + judged)
     return table
 
 
 def candidates_table(data: dict) -> Table:
     alpha = 1 - data["target_success"]
-    table = Table(
-        title=f"candidates, ranked (meets: upper bound ≤ {alpha:.2%})", header_style="bold"
-    )
-    for col in (
-        "#",
-        "option",
-        "P(start fails)",
-        "interval",
-        "meets",
-        "ready p95",
-        "peak/free",
-        "work ampl.",
-        "restarts/inst",
-    ):
-        table.add_column(col, justify="left" if col == "option" else "right")
-    for i, r in enumerate(data["candidates"], 1):
+    table = Table(title=f"options (meets: upper bound ≤ {alpha:.2%})", header_style="bold")
+    table.add_column("option", ratio=1)
+    for col in ("P(start fails)", "upper", "meets", "ready p95", "restarts"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in data["candidates"]:
         f = r["p_start_failure"]
         table.add_row(
-            str(i),
             r["name"],
             pct(f["estimate"]),
-            f"{pct(f['ci_low'])} – {pct(f['ci_high'])}",
+            pct(f["ci_high"]),
             "yes" if r["meets_target"] else "no",
             "never" if r["fleet_ready_p95_s"] is None else f"{r['fleet_ready_p95_s']:.1f} s",
-            f"{r['peak_db_connections_max']}/{r['free_slots']}",
-            "—" if r["work_amplification"] is None else f"{r['work_amplification']:.2f}",
             f"{r['restarts_per_instance']:.3f}",
         )
     return table
@@ -157,16 +141,16 @@ def candidates_table(data: dict) -> Table:
 def sweep_table(sc, grid: Grid, rows: list[dict]) -> Table:
     table = Table(title=f"sweep of {sc.name}: {len(rows)} points", header_style="bold")
     for f in grid.fields:
-        table.add_column(f, justify="right")
-    for col in ("P(start fails)", "interval", "fleet ready p95", "restarts/inst", "peak conns"):
-        table.add_column(col, justify="right")
+        table.add_column(f.rpartition(".")[2], justify="right")
+    for col in ("P(start fails)", "upper", "ready p95", "restarts", "peak/free"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             *(f"{r[f]}" for f in grid.fields),
             pct(r["p_start_failure"]),
-            f"{pct(r['p_start_failure_low'])} – {pct(r['p_start_failure_high'])}",
+            pct(r["p_start_failure_high"]),
             "never" if r["fleet_ready_p95_s"] is None else f"{r['fleet_ready_p95_s']:.1f} s",
             f"{r['restarts_per_instance']:.3f}",
-            f"{r['peak_db_connections_max']} / {r['free_slots']}",
+            f"{r['peak_db_connections_max']}/{r['free_slots']}",
         )
     return table

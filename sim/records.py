@@ -1,0 +1,77 @@
+"""The records' vocabulary, in one place: outcome and reason names, and the columns of the attempt
+and fleet records. The engine, the statistics, the recommender and the load-test harness all speak
+it, so a simulated and a measured record line up field by field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How one start attempt (a container's life from start to ready or exit) ended."""
+
+    READY = "ready"  # database init finished within its deadline
+    TIMEOUT = "timeout"  # the deadline passed first: exit code 3
+    REJECTED = "rejected"  # the server refused a connection (53300) and no retry was allowed
+    ERROR = "error"  # a connection failed otherwise (connect timeout, or the target's fault)
+
+
+class Reason(StrEnum):
+    """Why an attempt failed (``ready`` attempts have an empty reason)."""
+
+    DEADLINE = "deadline"
+    TOO_MANY_CLIENTS = "53300"  # SQLSTATE 53300: max_connections reached
+    CONNECT_TIMEOUT = "connect_timeout"
+    # Measured only: the target's fault, not the start-up path's congestion.
+    AUTH = "auth"  # 28000, 28P01, 42501
+    DATABASE = "database"  # 3D000: no such database
+    REFUSED = "refused"  # nothing listening
+    OTHER = "error"
+
+
+OUTCOMES = tuple(Outcome)
+
+# One row per start attempt (attempts.csv; records.jsonl carries the same and more).
+ATTEMPT_COLUMNS = (
+    "instance",
+    "attempt",
+    "start_s",
+    "db_init_start_s",
+    "db_init_s",
+    "outcome",
+    "reason",
+    "connections_held",
+    "connection_attempts",
+    "pool_starts",
+)
+
+# One row per replication (replications.csv).
+FLEET_COLUMNS = (
+    "replication",
+    "fleet_ready_s",
+    "peak_db_connections",
+    "connector_instances_end",
+    "connection_attempts",
+    "instances_ready",
+    "rejected_attempts",
+    "timed_out_attempts",
+    "attempts",
+)
+
+# The keys of a summary (``startsim simulate --json``, a campaign's summary.json).
+SUMMARY_KEYS = (
+    "p_db_init_timeout",
+    "p_start_failure",
+    "p_first_start_success",
+    "never_ready_fraction",
+    "fleet_ready_s",
+    "restarts_per_instance",
+    "peak_db_connections",
+    "work_amplification",
+    "attempts",
+    "outcomes",
+    "confidence",
+    "replications",
+    "seed",
+)
