@@ -46,7 +46,7 @@ class Estimate:
     identifiable: bool = True
 
     def interval(self) -> str:
-        if not self.identifiable and self.low is None and self.high is None:
+        if self.low is None and self.high is None:
             return "—"
         lo = "" if self.low is None else f"{self.low:.4g}"
         hi = "∞" if self.high is None else f"{self.high:.4g}"
@@ -154,13 +154,16 @@ def free_slots(runs: list[Run]) -> Estimate:
 class GridFit:
     setups: np.ndarray  # candidate setups_per_instance
     medians: np.ndarray  # candidate median setup_s
-    p_values: np.ndarray  # [setups, medians]
+    p_values: np.ndarray  # [setups, medians]: KS p-values, the confidence set's test
+    distances: np.ndarray  # [setups, medians]: Cramér–von Mises statistics, for the estimate
     sigma: float
     measured: int
     alpha: float
 
     def best(self) -> tuple[int, float]:
-        i, j = np.unravel_index(np.argmax(self.p_values), self.p_values.shape)
+        """The minimum-distance candidate (Cramér–von Mises: it weighs the whole CDF, so it is
+        less noisy than the KS supremum)."""
+        i, j = np.unravel_index(np.argmin(self.distances), self.distances.shape)
         return int(self.setups[i]), float(self.medians[j])
 
     def accepted(self) -> np.ndarray:
@@ -189,13 +192,16 @@ def fit_setups(
     medians = np.geomspace(0.02, 2.0, 21) if medians is None else medians
     bases = [(conditional(scenario_of(r), [s.delay_s for s in scale_outs(r)])) for r in runs]
     p = np.zeros((len(setups_grid), len(medians)))
+    cvm = np.zeros_like(p)
     for i, k in enumerate(setups_grid):
         for j, m in enumerate(medians):
             setup = LogNormal(dist="lognormal", median=float(m), sigma=sigma)
             sims = [_db_inits(_with_setup(sc, int(k), setup), replications, seed) for sc in bases]
-            p[i, j] = stats.ks_2samp(measured, np.concatenate(sims)).pvalue
+            simulated = np.concatenate(sims)
+            p[i, j] = stats.ks_2samp(measured, simulated).pvalue
+            cvm[i, j] = stats.cramervonmises_2samp(measured, simulated).statistic
     return GridFit(
-        np.asarray(setups_grid), np.asarray(medians), p, sigma, measured.size, 1 - confidence
+        np.asarray(setups_grid), np.asarray(medians), p, cvm, sigma, measured.size, 1 - confidence
     )
 
 
