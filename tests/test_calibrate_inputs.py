@@ -1,0 +1,183 @@
+"""calibrate and validate on files: the shipped sample campaign, production logs with named
+phases, and every kind of bad input refused with exit 2, the file and line, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from console import run
+
+from sim.calibrate import calibrate
+from sim.calibrate.inputs import read_campaign, read_log
+from sim.scenario import load
+
+SAMPLE = Path(__file__).parent.parent / "examples" / "campaigns" / "small"
+
+
+def startsim(*args: str):
+    return run(*args, timeout_s=300)
+
+
+def test_the_sample_campaign_calibrates_to_a_commented_scenario(tmp_path):
+    out = tmp_path / "calibrated.toml"
+    res = startsim("calibrate", str(SAMPLE), "--out", str(out), "-n", "5")
+    assert res.returncode == 0, res.stderr
+    sc = load(out)
+    text = out.read_text()
+    assert read_campaign(SAMPLE).run_id in sc.description  # the ADR's context names it
+    for field in ("setups_per_instance", "setup_s", "scale_up_delay_s", "max_connections"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"{field} ="))
+        assert "# " in line and "n = " in line, line  # source, sample size, fit quality
+        assert field in res.stdout  # the same as a table
+    assert sc.database.max_connections == 20  # 17 free slots + 3 reserved: the test server's
+
+
+HEADER = "timestamp,instance,attempt,outcome,phase.config,phase.secrets,phase.db,phase.warm"
+
+
+def log_csv(tmp_path: Path, lines: list[str], header: str = HEADER, first: str = "") -> Path:
+    path = tmp_path / "startup.csv"
+    path.write_text((first + "\n" if first else "") + header + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def rows(n: int = 30, timeout_every: int = 5) -> list[str]:
+    out = []
+    for i in range(n):
+        outcome = "timeout" if i % timeout_every == 0 else "ready"
+        db = 20.0 if outcome == "timeout" else 3.0 + 0.37 * (i % 11)
+        out.append(f"{1795950000 + 0.7 * i},{i},1,{outcome},{0.3 + 0.01 * i},0.2,{db},1.5")
+    return out
+
+
+def test_a_production_log_maps_named_phases_onto_the_three_parts(tmp_path):
+    path = log_csv(tmp_path, rows())
+    (run_,) = read_log(path, "database=db")
+    assert run_.phase_map.before == ("config", "secrets")
+    assert run_.phase_map.after == ("warm",)
+    a = run_.attempts[1]
+    assert a.before_db_s == pytest.approx(0.51) and a.after_db_s == pytest.approx(1.5)
+    cal = calibrate([run_], replications=2)
+    assert cal.db_init.censored == 6 and cal.db_init.n == 30  # timeouts kept, censored
+    out = tmp_path / "cal.toml"
+    res = startsim("calibrate", str(path), "--phases", "database=db", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "phases config, secrets (summed)" in text and "phases warm (summed)" in text
+    assert "not identifiable" in res.stdout  # a log alone cannot time the connector
+
+
+def test_the_mapping_may_live_in_the_file_and_json_lines_work_too(tmp_path):
+    first = "# phases: before=config,secrets;database=db;after=warm"
+    assert read_log(log_csv(tmp_path, rows(), first=first))[0].phase_map.database == ("db",)
+    lines = [{"phase_map": {"before": ["a"], "database": ["b"]}}] + [
+        {
+            "timestamp": f"2026-11-29T06:15:{i:02d}Z",
+            "instance": i,
+            "exit_code": 3 if i == 2 else 0,
+            "phases": {"a": 1.0 + i / 10, "b": 2.0},
+        }
+        for i in range(6)
+    ]
+    jl = tmp_path / "log.jsonl"
+    jl.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (run_,) = read_log(jl)
+    assert [a.outcome for a in run_.attempts].count("timeout") == 1
+
+
+def test_metrics_on_a_minute_grid_are_flagged(tmp_path):
+    grid = [f"{1795950000 + 60 * i}," + r.split(",", 1)[1] for i, r in enumerate(rows())]
+    out = tmp_path / "cal.toml"
+    res = startsim(
+        "calibrate", str(log_csv(tmp_path, grid)), "--phases", "database=db", "--out", str(out)
+    )
+    assert res.returncode == 0, res.stderr
+    assert "cannot resolve a 20 s" in " ".join(res.stderr.split())
+    assert "cannot resolve a 20 s" in out.read_text()
+
+
+def campaign_copy(tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "campaign"
+    shutil.copytree(SAMPLE, folder)
+    path = folder / "records.jsonl"
+    path.write_text(edit(path.read_text().splitlines()))
+    return folder
+
+
+def _replace(i: int, old: str, new: str):
+    return lambda ls: "\n".join([*ls[:i], ls[i].replace(old, new, 1), *ls[i + 1 :]]) + "\n"
+
+
+BAD_CAMPAIGNS = {
+    "empty records": (lambda ls: "", "records.jsonl: empty"),
+    "truncated": (lambda ls: "\n".join(ls)[:-40], "records.jsonl:20: cut short"),
+    "negative duration": (
+        _replace(0, '"db_init_s":', '"db_init_s":-'),
+        "records.jsonl:1: db_init_s",
+    ),
+    "non-numeric duration": (
+        _replace(2, '"before_db_s":', '"before_db_s":"x","was":'),
+        "records.jsonl:3: before_db_s = 'x': not a number",
+    ),
+    "two runs mixed": (_replace(4, '"run_id":"', '"run_id":"other-'), "records.jsonl:5: run_id"),
+    "duplicate attempt": (lambda ls: "\n".join([*ls, ls[0]]) + "\n", "records.jsonl:21"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CAMPAIGNS))
+def test_bad_campaigns_exit_2_naming_file_and_line_and_write_nothing(tmp_path, case):
+    edit, expected = BAD_CAMPAIGNS[case]
+    folder = campaign_copy(tmp_path, edit)
+    out = tmp_path / "cal.toml"
+    res = startsim("calibrate", str(folder), "--out", str(out))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    message = " ".join(res.stderr.split())
+    assert expected in message and "Traceback" not in res.stderr, res.stderr
+    assert message.startswith("error:") and message.count("error:") == 1
+    assert not out.exists()
+    res = startsim("validate", str(folder), "--out", str(tmp_path / "val"))
+    assert res.returncode == 2 and expected in " ".join(res.stderr.split())
+    assert not (tmp_path / "val").exists()
+
+
+def test_a_folder_without_records_is_refused(tmp_path):
+    folder = tmp_path / "campaign"
+    shutil.copytree(SAMPLE, folder)
+    (folder / "records.jsonl").unlink()
+    res = startsim("calibrate", str(folder), "--out", str(tmp_path / "c.toml"))
+    assert res.returncode == 2 and "no records.jsonl" in res.stderr
+    assert not (tmp_path / "c.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "expected"),
+    [
+        (HEADER + ",colour", rows()[0] + ",red", "startup.csv:1: unknown column 'colour'"),
+        (HEADER, rows()[1].replace(",3.37,", ",-3.37,"), "startup.csv:2: phase.db = '-3.37'"),
+        (HEADER, rows()[0].replace(",0.2,", ",abc,"), "startup.csv:2: phase.secrets = 'abc'"),
+        (HEADER, rows()[0].rsplit(",", 1)[0], "startup.csv:2: 7 cells for 8 columns"),
+    ],
+)
+def test_bad_logs_exit_2_naming_file_and_line(tmp_path, header, row, expected):
+    path = log_csv(tmp_path, [row], header)
+    out = tmp_path / "cal.toml"
+    res = startsim("calibrate", str(path), "--phases", "database=db", "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    assert expected in " ".join(res.stderr.split()), res.stderr
+    assert not out.exists()
+
+
+def test_an_empty_log_and_two_runs_mixed_in_a_log_are_refused(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    res = startsim("calibrate", str(empty), "--phases", "database=db")
+    assert res.returncode == 2 and "empty.csv: empty" in res.stderr
+    path = log_csv(tmp_path, rows(5) + rows(5)[2:3])
+    res = startsim("calibrate", str(path), "--phases", "database=db")
+    message = " ".join(res.stderr.split())
+    assert (
+        res.returncode == 2 and "startup.csv:7: instance 2 attempt 1 already on line 4" in message
+    )
