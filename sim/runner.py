@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sim.engine import run_replication
+from sim.engines import choose
 from sim.errors import UsageError
 from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, Outcome
 from sim.scenario import Scenario
@@ -52,8 +53,15 @@ def replication_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(index,))
 
 
-def run_chunk(sc: Scenario, seed: int, indices: range) -> tuple[dict, dict]:
-    """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster."""
+def run_chunk(
+    sc: Scenario, seed: int, indices: range, engine: str = "reference"
+) -> tuple[dict, dict]:
+    """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster.
+    ``engine``: ``"reference"`` (sim.engine) or ``"fast"`` (sim.fast, the same model compiled)."""
+    if engine == "fast":
+        from sim import fast
+
+        return fast.run_chunk(sc, seed, indices)
     attempts = {k: [] for k in ("replication", *ATTEMPT_COLUMNS)}
     fleet = {k: [] for k in FLEET_COLUMNS}
     for i in indices:
@@ -79,7 +87,7 @@ def run_chunk(sc: Scenario, seed: int, indices: range) -> tuple[dict, dict]:
 
 def _columns(parts: list[dict]) -> dict[str, np.ndarray]:
     keys = parts[0].keys()
-    return {k: np.asarray([v for p in parts for v in p[k]]) for k in keys}
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
 
 
 def chunks(replications: int, pieces: int) -> list[range]:
@@ -135,10 +143,12 @@ def run_points(
     executor: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
+    engine: str = "auto",
 ) -> Iterator[Results]:
     """Simulate each scenario (same seed: common random numbers) and yield Results in order.
 
-    Each point is split into ``pieces_per_point`` chunks (default: one per worker)."""
+    Each point is split into ``pieces_per_point`` chunks (default: one per worker). ``engine``:
+    ``"reference"``, ``"fast"`` or ``"auto"`` (sim.engines.choose: fast for large runs)."""
     executor = executor or Serial()
     per_point = pieces_per_point or executor.workers
     pieces = chunks(replications, max(1, min(replications, per_point)))
@@ -146,7 +156,8 @@ def run_points(
     # Two points in flight keep every worker busy while the oldest point is being collected.
     ahead = 2
     for sc in scenarios:
-        window.append((sc, [executor.submit(run_chunk, sc, seed, p) for p in pieces]))
+        chosen = choose(engine, sc, replications)
+        window.append((sc, [executor.submit(run_chunk, sc, seed, p, chosen) for p in pieces]))
         if len(window) > ahead:
             yield _collect(*window.popleft(), pieces, seed, progress)
     while window:
@@ -174,9 +185,10 @@ def evaluate(
     executor: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
+    engine: str = "auto",
 ) -> Results:
     """One scenario's replications, split across the executor's workers."""
-    return next(run_points([sc], replications, seed, executor, progress, pieces_per_point))
+    return next(run_points([sc], replications, seed, executor, progress, pieces_per_point, engine))
 
 
 class DaskExecutor:
@@ -240,9 +252,11 @@ def simulate(
     jobs: int | None = None,
     progress: Callable[[int], None] | None = None,
     dask: str | None = None,
+    engine: str = "auto",
 ) -> Results:
     """Run ``replications`` replications on ``jobs`` processes (default: every core) or on a
-    Dask cluster."""
+    Dask cluster, with the ``engine`` of :func:`sim.engines.choose`."""
+    choose(engine, sc, replications)  # a wrong engine is refused before any process starts
     with executor(jobs, dask) as ex:
         # Small chunks keep the progress bar moving and the cores evenly loaded.
-        return evaluate(sc, replications, seed, ex, progress, ex.workers * 8)
+        return evaluate(sc, replications, seed, ex, progress, ex.workers * 8, engine)

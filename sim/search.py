@@ -54,12 +54,14 @@ class Lab:
         confidence: float = 0.95,
         progress: Callable[[int], None] | None = None,
         on_point: Callable[[int, int], None] | None = None,
+        engine: str = "auto",
     ) -> None:
         """``progress(n)`` after every n replications; ``on_point(k, replications)`` before the
         k-th new simulation, so a progress bar can show each one's total and ETA."""
         self.executor = executor or Serial()
         self.seed, self.confidence, self.progress = seed, confidence, progress
         self.on_point = on_point
+        self.engine = engine  # sim.engines.choose: "auto", "fast" or "reference"
         self.points = 0  # simulations run (cached repeats not counted)
         self._cache: dict[str, Results] = {}
         self.instance_starts = 0  # simulated instance starts, for throughput figures
@@ -70,7 +72,9 @@ class Lab:
             self.points += 1
             if self.on_point:
                 self.on_point(self.points, replications)
-            res = evaluate(sc, replications, self.seed, self.executor, self.progress)
+            res = evaluate(
+                sc, replications, self.seed, self.executor, self.progress, engine=self.engine
+            )
             self.instance_starts += sc.fleet.instances * replications
             self._cache[key] = res
         return self._cache[key]

@@ -182,11 +182,12 @@ def run_grid(
     executor: Executor | None = None,
     skip: int = 0,
     progress: Callable[[int], None] | None = None,
+    engine: str = "auto",
 ) -> Iterator[dict[str, Any]]:
     """Rows of the sweep in grid order, starting after the first ``skip`` points (resume)."""
     points = grid.points()[skip:]
     scenarios = (base.with_overrides(p, source="--vary") for p in points)
-    results = run_points(scenarios, replications, seed, executor, progress)
+    results = run_points(scenarios, replications, seed, executor, progress, engine=engine)
     for index, (point, res) in enumerate(zip(points, results, strict=True), start=skip):
         summary = res.summary(confidence)
         yield {"point": index, **point, **flat_row(summary, res.scenario.database.free_slots)}

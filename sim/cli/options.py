@@ -40,6 +40,14 @@ Dask = Annotated[
 Confidence = Annotated[
     float, typer.Option("--confidence", help="Confidence level of the intervals (0–1).")
 ]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        metavar="auto|fast|reference",
+        help="fast: the compiled engine; reference: the readable one; auto: fast for large runs.",
+    ),
+]
 Svg = Annotated[bool, typer.Option("--svg", help="Write each figure as SVG too.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 

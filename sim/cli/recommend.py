@@ -13,6 +13,7 @@ from sim.cli.options import (
     RESULTS,
     Confidence,
     Dask,
+    Engine,
     Jobs,
     ScenarioArg,
     Seed,
@@ -93,6 +94,7 @@ def recommend_cmd(
     ] = None,
     jobs: Jobs = None,
     dask: Dask = None,
+    engine: Engine = "auto",
     svg: Svg = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")] = False,
 ) -> None:
@@ -119,7 +121,7 @@ def recommend_cmd(
                 bar.set_description(f"recommend {sc.name}: simulation {k}")
                 bar.reset(total=reps)
 
-            lab = Lab(ex, seed, confidence, progress=bar.update, on_point=point)
+            lab = Lab(ex, seed, confidence, progress=bar.update, on_point=point, engine=engine)
             rec = recommend(sc, settings, lab)
         grid = figure_grid(sc, rec)
         grid_reps = figure_replications(sc, settings)

@@ -11,6 +11,7 @@ from rich.console import Console
 from sim import scenario as scenarios
 from sim.cli.options import (
     Dask,
+    Engine,
     Jobs,
     Json,
     Replications,
@@ -37,13 +38,16 @@ def simulate(
     ] = None,
     jobs: Jobs = None,
     dask: Dask = None,
+    engine: Engine = "auto",
 ) -> None:
     """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
     sc = scenarios.resolve(scenario)
     if out is not None:
         prepare_out(out)
     with progress(f"simulate {sc.name}", replications) as bar:
-        res = run_simulation(sc, replications, seed, jobs, progress=bar.update, dask=dask)
+        res = run_simulation(
+            sc, replications, seed, jobs, progress=bar.update, dask=dask, engine=engine
+        )
     summary = res.summary(confidence=0.95)
     data = {"scenario": sc.name, **summary.as_dict()}
     if out is not None:  # each file whole; summary.json last, so its presence means complete

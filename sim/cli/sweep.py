@@ -17,6 +17,7 @@ from sim.cli.options import (
     RESULTS,
     Confidence,
     Dask,
+    Engine,
     Jobs,
     ScenarioArg,
     Seed,
@@ -59,6 +60,7 @@ def sweep(
     jobs: Jobs = None,
     dask: Dask = None,
     svg: Svg = False,
+    engine: Engine = "auto",
 ) -> None:
     """Simulate every point of a grid over scenario fields, with common random numbers."""
     sc = scenarios.resolve(scenario)
@@ -89,6 +91,7 @@ def sweep(
             executor=ex,
             skip=done,
             progress=bar.update,
+            engine=engine,
         )
         with open(out / "sweep.csv", "a", encoding="utf-8", newline="") as f:
             for row in rows:

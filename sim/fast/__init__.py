@@ -1,0 +1,248 @@
+"""The fast engine: the model of ``docs/model.md`` compiled with numba, for large runs.
+
+``run_chunk(sc, seed, indices)`` returns the same columns as :func:`sim.runner.run_chunk` with the
+readable engine (one row per attempt, one per replication), from a compiled port of
+``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from counter-based
+streams keyed by ``(seed, i)`` (:mod:`sim.fast.draws`): the same seed gives the same numbers on any
+number of processes, with common random numbers across scenarios, but not the readable engine's
+numbers; the engines agree in distribution, and record for record when every distribution is
+constant (tests/test_fast_engine.py).
+
+The first call compiles the kernel (about half a minute) and caches it in
+``~/.cache/startsim/``; later processes load it in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+
+
+def _cache_dir() -> str:
+    # numba's cache notices a change of the file a function is in, not of the functions it calls
+    # from another module: a folder per version of the sources keeps a stale kernel from loading.
+    here = Path(__file__).parent
+    digest = hashlib.sha256(
+        b"".join((here / name).read_bytes() for name in ("draws.py", "kernel.py"))
+    ).hexdigest()[:16]
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return str(Path(root) / "startsim" / f"numba-{digest}")
+
+
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    numba.config.CACHE_DIR = _cache_dir()
+
+from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
+from sim.fast.draws import pack  # noqa: E402
+from sim.scenario import Scenario  # noqa: E402
+
+OUTCOMES = np.array(["ready", "timeout", "rejected", "error"])
+REASONS = np.array(["", "deadline", "53300", "connect_timeout"])
+_STARTS = {
+    "asyncpg": K.ASYNCPG,
+    "concurrent": K.CONCURRENT,
+    "background": K.BACKGROUND,
+    "workers": K.WORKERS,
+}
+_ARRIVALS = {"burst": K.BURST, "uniform": K.UNIFORM_ARRIVAL, "poisson": K.POISSON, "waves": K.WAVES}
+_POLICIES = {"none": K.P_NONE, "fixed": K.P_FIXED, "exponential": K.P_EXPONENTIAL}
+
+
+def _jitter(value) -> tuple[int, float]:
+    if value == "full":
+        return K.J_FULL, 0.0
+    return (K.J_FRACTION, float(value)) if value else (K.J_NONE, 0.0)
+
+
+class Buffers:
+    """The kernel's two arrays for one scenario, and the sizes of their growable regions."""
+
+    def __init__(self, sc: Scenario, seed: int, tilt: dict[str, float] | None, sizes: dict) -> None:
+        self.sc, self.seed, self.tilt, self.sizes = sc, seed, tilt or {}, sizes
+        self.m, self.x = _layout(sc, tilt or {}, sizes)
+        self.base = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+
+    def grown(self, code: int) -> Buffers:
+        """Twice the room in the region that overflowed, with the records made so far."""
+        name = {K.FULL_HEAP: "heap", K.FULL_CONNS: "conns", K.FULL_QUEUE: "queue"}.get(
+            code, "records"
+        )
+        new = Buffers(self.sc, self.seed, self.tilt, {**self.sizes, name: 2 * self.sizes[name]})
+        kept = self.m[K.S_REC_N]
+        for region, width, arr, new_arr in (
+            (K.L_REC_I, K.NR, self.m, new.m),
+            (K.L_REC_F, K.NRF, self.x, new.x),
+        ):
+            old_at, new_at = self.m[region], new.m[region]
+            new_arr[new_at : new_at + kept * width] = arr[old_at : old_at + kept * width]
+        new.m[K.S_REC_N] = kept
+        return new
+
+    def records(self) -> tuple[np.ndarray, np.ndarray]:
+        """The attempt records so far: ints (n × NR) and floats (n × NRF)."""
+        n, m, x = self.m[K.S_REC_N], self.m, self.x
+        ri = m[m[K.L_REC_I] : m[K.L_REC_I] + n * K.NR].reshape(n, K.NR)
+        rf = x[m[K.L_REC_F] : m[K.L_REC_F] + n * K.NRF].reshape(n, K.NRF)
+        return ri, rf
+
+
+def _layout(sc: Scenario, tilt: dict[str, float], sizes: dict) -> tuple[np.ndarray, np.ndarray]:
+    pool, cx, db, rs, fleet = sc.pool, sc.connector, sc.database, sc.restart, sc.fleet
+    cs = getattr(sc, "cloudsql", None)
+    retry_mode, retry_f = _jitter(getattr(pool, "retry_jitter", 0.0))
+    restart_mode, restart_f = _jitter(getattr(rs, "jitter", 0.0))
+    start = getattr(pool, "start", "asyncpg")
+    n = fleet.instances
+    kinds, dist, offsets, values = pack(_dists(sc))
+    waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
+    # Floats: scenario, state, distributions, instances, heap times, records, values, waves.
+    heap_t = K.X_INST + n * K.NF
+    rec_f = heap_t + sizes["heap"]
+    values_at = rec_f + sizes["records"] * K.NRF
+    waves_at = values_at + values.size
+    x = np.zeros(waves_at + len(waves))
+    x[K.F_HORIZON], x[K.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
+    x[K.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
+    x[K.F_CONNECT], x[K.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
+    x[K.F_RETRY_JITTER], x[K.F_RESTART_JITTER] = retry_f, restart_f
+    x[K.F_RESTART_INITIAL], x[K.F_RESTART_MAX] = rs.initial_backoff_s, rs.max_backoff_s
+    x[K.F_RESTART_MULT] = getattr(rs, "multiplier", 2.0)
+    x[K.F_RELEASE] = rs.exit_release_s
+    x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
+    x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
+    for role in range(K.ROLES):
+        theta = tilt.get(ROLE_NAMES[role], 0.0)
+        x[K.X_DIST + 3 * role : K.X_DIST + 3 * role + 3] = (*dist[role], theta)
+    x[values_at:waves_at] = values
+    x[waves_at:] = waves
+    # Ints: scenario, state, streams, layout, instances, connections, free list, heap, queue,
+    # records.
+    conn_at = K.M_INST + n * K.NI
+    free_at = conn_at + sizes["conns"] * K.NC
+    heap_i = free_at + sizes["conns"]
+    queue_at = heap_i + 3 * sizes["heap"]
+    rec_i = queue_at + 2 * sizes["queue"]
+    m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
+    m[K.I_INSTANCES], m[K.I_MIN_SIZE] = n, pool.min_size
+    m[K.I_HELD_WHEN_READY], m[K.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
+    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], getattr(pool, "workers", 1)
+    m[K.I_CX_MIN], m[K.I_CX_MAX] = cx.min_instances, cx.max_instances
+    m[K.I_CX_PER], m[K.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
+    m[K.I_POLICY], m[K.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
+    m[K.I_RETRY_JITTER], m[K.I_RESTART_JITTER] = retry_mode, restart_mode
+    if cs is not None and cs.enabled:
+        m[K.I_CLOUDSQL], m[K.I_CS_CALLS] = 1, cs.calls_per_refresh
+        m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
+    m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
+    m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
+        start == "background"
+    )
+    m[K.M_KIND : K.M_KIND + K.ROLES] = kinds
+    m[K.M_VOFF : K.M_VOFF + 2 * K.ROLES] = (offsets + values_at).ravel()
+    m[K.L_CONN], m[K.L_CONN_CAP], m[K.L_FREE] = conn_at, sizes["conns"], free_at
+    m[K.L_HEAP_I], m[K.L_HEAP_T], m[K.L_HEAP_CAP] = heap_i, heap_t, sizes["heap"]
+    m[K.L_QUEUE], m[K.L_Q_CAP] = queue_at, sizes["queue"]
+    m[K.L_REC_I], m[K.L_REC_F], m[K.L_REC_CAP] = rec_i, rec_f, sizes["records"]
+    m[K.L_WAVES] = waves_at
+    return m, x
+
+
+ROLE_NAMES = (
+    "arrival",
+    "before_db",
+    "setup",
+    "accept",
+    "queries",
+    "after_db",
+    "scale_up",
+    "restart_jitter",
+    "retry_jitter",
+    "cloudsql",
+)
+
+
+def _dists(sc: Scenario) -> list:
+    from sim.distributions import Exponential, Uniform
+
+    fleet = sc.fleet
+    arrival = (
+        Uniform(dist="uniform", low=0.0, high=fleet.window_s)
+        if fleet.arrival == "uniform"
+        else Exponential(dist="exponential", mean=1.0 / fleet.rate_per_s)
+    )
+    unit = Uniform(dist="uniform", low=0.0, high=1.0)
+    cs = getattr(sc, "cloudsql", None)
+    return [
+        arrival,
+        sc.startup.before_db_s,
+        sc.connector.setup_s,
+        sc.database.accept_s,
+        sc.startup.init_queries_s,
+        sc.startup.after_db_s,
+        sc.connector.scale_up_delay_s,
+        unit,
+        unit,
+        cs.call_s if cs is not None else unit,
+    ]
+
+
+def first_sizes(sc: Scenario, replications: int) -> dict[str, int]:
+    """Room for a typical replication; a larger one grows it (and runs again)."""
+    n = sc.fleet.instances
+    conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, 1) + 16
+    return {
+        "conns": conns,
+        "heap": 2 * conns + 2 * n + 64,
+        "queue": conns,
+        "records": max(64, 3 * n * replications),
+    }
+
+
+def run_raw(
+    sc: Scenario, seed: int, indices: range, tilt: dict[str, float] | None = None
+) -> tuple[Buffers, np.ndarray]:
+    """Run replications ``indices``: the buffers (with the records) and the fleet figures, one
+    row per name of ``kernel.FLEET``."""
+    buf = Buffers(sc, seed, tilt, first_sizes(sc, len(indices)))
+    fleet = np.zeros((len(K.FLEET), len(indices)))
+    first = indices.start
+    while first < indices.stop:
+        first, code = K.run_block(
+            buf.m, buf.x, buf.base, first, indices.stop, fleet, first - indices.start
+        )
+        if code != K.OK:
+            buf = buf.grown(code)
+    return buf, fleet
+
+
+def run_chunk(
+    sc: Scenario, seed: int, indices: range, tilt: dict[str, float] | None = None
+) -> tuple[dict, dict]:
+    """Replications ``indices`` as columns, like :func:`sim.runner.run_chunk`."""
+    buf, fleet = run_raw(sc, seed, indices, tilt)
+    ri, rf = buf.records()
+    attempts = {
+        "replication": ri[:, K.R_REP].copy(),
+        "instance": ri[:, K.R_INSTANCE].copy(),
+        "attempt": ri[:, K.R_ATTEMPT].copy(),
+        "start_s": rf[:, K.R_START].copy(),
+        "db_init_start_s": rf[:, K.R_INIT_START].copy(),
+        "db_init_s": rf[:, K.R_INIT_S].copy(),
+        "outcome": OUTCOMES[ri[:, K.R_OUTCOME]],
+        "reason": REASONS[ri[:, K.R_REASON]],
+        "connections_held": ri[:, K.R_HELD].copy(),
+        "connection_attempts": ri[:, K.R_CONN_ATTEMPTS].copy(),
+        "pool_starts": ri[:, K.R_POOL_STARTS].copy(),
+    }
+    out = {"replication": np.arange(indices.start, indices.stop)}
+    for row, name in enumerate(K.FLEET):
+        out[name] = (
+            fleet[row] if name in ("fleet_ready_s", "log_weight") else fleet[row].astype(np.int64)
+        )
+    if not tilt:
+        del out["log_weight"]
+    return attempts, out

@@ -1,0 +1,776 @@
+"""The fast engine's event loop: ``sim/engine.py`` handler for handler, compiled with numba.
+
+The readable engine is the truth; this is a port of it. Each handler below has the name, the order
+of scheduling and the guards of the engine's method of the same name, so simultaneous events run in
+the same order and, with constant distributions, both engines write the same records
+(tests/test_fast_engine.py).
+
+Why two flat arrays: numba passes every array of a call's arguments field by field, so handlers
+that took a tuple of forty arrays spent more time calling than simulating. Here the whole state of
+a replication, and the scenario, live in one int64 array ``m`` and one float64 array ``x``; a
+record of several fields is a run of slots at a base offset (``ii = M_INST + inst * NI`` for an
+instance, ``conn_base(m, conn)`` for a connection), and the header says where each region starts.
+:mod:`sim.fast` lays them out. Buffers have fixed sizes; when one is full the replication stops
+with an overflow code, the caller grows that buffer and runs the same replication again (its draws
+depend only on the seed and its index, so the rerun is identical).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from sim.fast.draws import draw, replication_key, stream_state
+
+# Outcomes and reasons, as codes (sim.engine's strings in this order).
+READY, TIMEOUT, REJECTED, ERROR = range(4)
+R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(4)
+# Connection states, as in sim.engine.
+QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+# Roles of the random streams.
+ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API = range(10)
+ROLES = 10
+# Pool-start strategies, arrival patterns, jitter modes, restart policies.
+ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = range(4)
+BURST, UNIFORM_ARRIVAL, POISSON, WAVES = range(4)
+J_NONE, J_FRACTION, J_FULL = range(3)
+P_NONE, P_FIXED, P_EXPONENTIAL = range(3)
+# Event types.
+(
+    E_START,
+    E_BEGIN,
+    E_DEADLINE,
+    E_REFRESH,
+    E_REFRESH_DONE,
+    E_RETRY,
+    E_INIT_DONE,
+    E_READY,
+    E_SCALED,
+    E_SETUP_DONE,
+    E_ACCEPT_DONE,
+    E_CONN_TIMEOUT,
+    E_FREE_SLOT,
+) = range(13)
+# Overflow codes: which buffer to grow.
+OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
+
+# -- the int64 array m ------------------------------------------------------------------------
+# Scenario integers.
+(
+    I_INSTANCES,
+    I_MIN_SIZE,
+    I_HELD_WHEN_READY,
+    I_HOLD,
+    I_START,
+    I_WORKERS,
+    I_CX_MIN,
+    I_CX_MAX,
+    I_CX_PER,
+    I_FREE_SLOTS,
+    I_POLICY,
+    I_RESTARTS,
+    I_RETRY_JITTER,
+    I_RESTART_JITTER,
+    I_CLOUDSQL,
+    I_CS_CALLS,
+    I_CS_QUOTA,
+    I_CS_BURST,
+    I_ARRIVAL,
+    I_STRAGGLERS,
+) = range(20)
+# Scalar state of a replication.
+(
+    S_CX_INST,
+    S_CX_CAP,
+    S_CX_BUSY,
+    S_CX_WAIT,
+    S_CX_SCALING,
+    S_DB_FREE,
+    S_PEAK,
+    S_CONN_ATTEMPTS,
+    S_SEQ,
+    S_HEAP_N,
+    S_Q_HEAD,
+    S_Q_TAIL,
+    S_FREE_TOP,
+    S_REC_N,
+    S_API_WINDOW,
+    S_API_USED,
+    S_OVERFLOW,
+) = range(20, 37)
+M_KC = 37  # draws made, per role
+M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
+M_KIND = M_KS + ROLES  # distribution kinds, per role
+M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
+# Where the regions start and how big they are.
+(
+    L_CONN,
+    L_CONN_CAP,
+    L_FREE,
+    L_HEAP_I,
+    L_HEAP_T,
+    L_HEAP_CAP,
+    L_QUEUE,
+    L_Q_CAP,
+    L_REC_I,
+    L_REC_F,
+    L_REC_CAP,
+    L_WAVES,
+) = range(M_VOFF + 2 * ROLES, M_VOFF + 2 * ROLES + 12)
+M_INST = L_WAVES + 1  # instance ints: NI per instance
+(
+    A_ATTEMPT,
+    A_POOL,
+    A_IN_INIT,
+    A_HELD,
+    A_PENDING,
+    A_TO_OPEN,
+    A_REFRESHES,
+    A_CONN_ATTEMPTS,
+    A_POOL_STARTS,
+    A_HEAD,
+    A_TAIL,
+) = range(11)
+NI = 11
+# Connection ints: NC per connection slot.
+C_INST, C_POOL, C_STATE, C_AWAITED, C_GEN, C_NEXT, C_PREV = range(7)
+NC = 7
+# Attempt records: ints and floats.
+(R_REP, R_INSTANCE, R_ATTEMPT, R_OUTCOME, R_REASON, R_HELD, R_CONN_ATTEMPTS, R_POOL_STARTS) = range(
+    8
+)
+NR = 8
+R_START, R_INIT_START, R_INIT_S = range(3)
+NRF = 3
+
+# -- the float64 array x ------------------------------------------------------------------------
+(
+    F_HORIZON,
+    F_TIMEOUT,
+    F_END,
+    F_CONNECT,
+    F_RETRY,
+    F_RETRY_JITTER,
+    F_RESTART_INITIAL,
+    F_RESTART_MAX,
+    F_RESTART_MULT,
+    F_RESTART_JITTER,
+    F_RELEASE,
+    F_CS_INTERVAL,
+    F_WINDOW,
+    F_RATE,
+) = range(14)
+T_NOW, T_LOGW = 14, 15
+X_DIST = 16  # per role: two parameters and the importance-sampling tilt
+X_INST = X_DIST + 3 * ROLES  # instance floats: NF per instance
+B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
+NF = 4
+
+FLEET = (
+    "fleet_ready_s",
+    "peak_db_connections",
+    "connector_instances_end",
+    "connection_attempts",
+    "instances_ready",
+    "rejected_attempts",
+    "timed_out_attempts",
+    "attempts",
+    "log_weight",
+)
+
+
+# -- kernel: heap, draws ---------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def at(m, x, t, typ, a, b):
+    """Schedule an event; the sequence number keeps simultaneous events in scheduling order."""
+    n = m[S_HEAP_N]
+    if n == m[L_HEAP_CAP]:
+        m[S_OVERFLOW] = FULL_HEAP
+        return
+    key = m[S_SEQ] * 16 + typ
+    m[S_SEQ] += 1
+    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
+    i = n
+    while i > 0:
+        p = (i - 1) >> 1
+        if x[ht + p] < t or (x[ht + p] == t and m[hi + 3 * p] < key):
+            break
+        x[ht + i] = x[ht + p]
+        m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = (
+            m[hi + 3 * p],
+            m[hi + 3 * p + 1],
+            m[hi + 3 * p + 2],
+        )
+        i = p
+    x[ht + i] = t
+    m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = key, a, b
+    m[S_HEAP_N] = n + 1
+
+
+@nb.njit(cache=True)
+def pop(m, x):
+    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
+    t, key, a, b = x[ht], m[hi], m[hi + 1], m[hi + 2]
+    n = m[S_HEAP_N] - 1
+    m[S_HEAP_N] = n
+    lt, lk, la, lb = x[ht + n], m[hi + 3 * n], m[hi + 3 * n + 1], m[hi + 3 * n + 2]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and (
+            x[ht + c + 1] < x[ht + c]
+            or (x[ht + c + 1] == x[ht + c] and m[hi + 3 * c + 3] < m[hi + 3 * c])
+        ):
+            c += 1
+        if lt < x[ht + c] or (lt == x[ht + c] and lk < m[hi + 3 * c]):
+            break
+        x[ht + i] = x[ht + c]
+        m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = (
+            m[hi + 3 * c],
+            m[hi + 3 * c + 1],
+            m[hi + 3 * c + 2],
+        )
+        i = c
+    x[ht + i] = lt
+    m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = lk, la, lb
+    return t, key & 15, a, b
+
+
+@nb.njit(cache=True)
+def rnd(m, x, role):
+    """The next draw of a role's stream (and its likelihood ratio into the replication's weight)."""
+    k = m[M_KC + role]
+    m[M_KC + role] = k + 1
+    lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
+    d = X_DIST + 3 * role
+    value, log_ratio = draw(
+        m[M_KIND + role], x[d], x[d + 1], x[lo:hi], np.uint64(m[M_KS + role]), k, x[d + 2]
+    )
+    x[T_LOGW] += log_ratio
+    return value
+
+
+@nb.njit(cache=True)
+def jittered(pause, mode, fraction, u):
+    if mode == J_FULL:
+        return pause * u
+    return pause * (1.0 - fraction + 2.0 * fraction * u)
+
+
+# -- a container's life ------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def start_attempt(m, x, inst):
+    now = x[T_NOW]
+    if now >= x[F_HORIZON]:
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    m[ii + A_ATTEMPT] += 1
+    x[fi + B_ATTEMPT_START] = now
+    m[ii + A_CONN_ATTEMPTS] = 0
+    m[ii + A_POOL_STARTS] = 0
+    at(m, x, now + rnd(m, x, BEFORE), E_BEGIN, inst, 0)
+
+
+@nb.njit(cache=True)
+def begin_db_init(m, x, inst):
+    now = x[T_NOW]
+    if now > x[F_HORIZON]:
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    m[ii + A_IN_INIT] = 1
+    x[fi + B_INIT_START] = now
+    x[fi + B_DEADLINE] = now + x[F_TIMEOUT]
+    at(m, x, x[fi + B_DEADLINE], E_DEADLINE, inst, m[ii + A_ATTEMPT])
+    if m[I_CLOUDSQL]:
+        m[ii + A_REFRESHES] = 0
+        refresh(m, x, inst, m[ii + A_ATTEMPT])
+    else:
+        start_pool(m, x, inst)
+
+
+@nb.njit(cache=True)
+def refresh(m, x, inst, attempt):
+    """One Cloud SQL refresh: its calls count against the per-minute quota; any over it 429."""
+    ii = M_INST + inst * NI
+    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+        return
+    now = x[T_NOW]
+    m[ii + A_REFRESHES] += 1
+    window = math.floor(now / 60.0)
+    if window != m[S_API_WINDOW]:  # time only moves forward: earlier windows are done with
+        m[S_API_WINDOW] = window
+        m[S_API_USED] = 0
+    calls = m[I_CS_CALLS]
+    accepted = min(calls, m[I_CS_QUOTA] - m[S_API_USED])
+    m[S_API_USED] += accepted
+    at(m, x, now + rnd(m, x, API), E_REFRESH_DONE, inst, attempt * 2 + (accepted == calls))
+
+
+@nb.njit(cache=True)
+def refresh_done(m, x, inst, attempt, ok):
+    ii = M_INST + inst * NI
+    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+        return
+    if ok:
+        start_pool(m, x, inst)
+        return
+    start = x[X_INST + inst * NF + B_INIT_START]
+    not_before = start + (m[ii + A_REFRESHES] + 1 - m[I_CS_BURST]) * x[F_CS_INTERVAL]
+    at(m, x, max(x[T_NOW], not_before), E_REFRESH, inst, attempt)
+
+
+@nb.njit(cache=True)
+def start_pool(m, x, inst):
+    ii = M_INST + inst * NI
+    m[ii + A_POOL] += 1
+    m[ii + A_POOL_STARTS] += 1
+    size = m[I_MIN_SIZE]
+    if size == 0:
+        run_queries(m, x, inst)
+        return
+    start = m[I_START]
+    first = 1
+    if start == CONCURRENT:
+        first = size
+    elif start == WORKERS:
+        first = min(m[I_WORKERS], size)
+    m[ii + A_PENDING] = 1 if start == BACKGROUND else size
+    m[ii + A_TO_OPEN] = size - first if start == WORKERS else 0
+    for _ in range(first):
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+
+
+@nb.njit(cache=True)
+def pool_conn_ready(m, x, inst, conn):
+    ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
+    if not m[ci + C_AWAITED] or m[ci + C_POOL] != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        return
+    m[ii + A_PENDING] -= 1
+    start, size = m[I_START], m[I_MIN_SIZE]
+    if start == ASYNCPG and m[ii + A_PENDING] == size - 1:
+        for _ in range(m[ii + A_PENDING]):
+            open_conn(m, x, inst, m[ii + A_POOL], True, True)
+    elif start == WORKERS and m[ii + A_TO_OPEN]:
+        m[ii + A_TO_OPEN] -= 1
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+    if m[ii + A_PENDING] == 0:
+        run_queries(m, x, inst)
+        if start == BACKGROUND:
+            for _ in range(size - 1):
+                open_conn(m, x, inst, m[ii + A_POOL], True, False)
+
+
+@nb.njit(cache=True)
+def run_queries(m, x, inst):
+    at(m, x, x[T_NOW] + rnd(m, x, QUERIES), E_INIT_DONE, inst, m[M_INST + inst * NI + A_POOL])
+
+
+@nb.njit(cache=True)
+def db_init_done(m, x, inst, pool):
+    ii = M_INST + inst * NI
+    if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        return
+    m[ii + A_IN_INIT] = 0
+    record(m, x, inst, READY, R_NONE)
+    settle_ready_pool(m, x, inst)
+    at(m, x, x[T_NOW] + rnd(m, x, AFTER), E_READY, inst, 0)
+
+
+@nb.njit(cache=True)
+def settle_ready_pool(m, x, inst):
+    """Keep the pool's first ``held_when_ready`` connections, give up the rest, open the missing."""
+    ii = M_INST + inst * NI
+    want, pool = m[I_HELD_WHEN_READY], m[ii + A_POOL]
+    kept = 0
+    conn = m[ii + A_HEAD]
+    while conn >= 0:
+        ci = m[L_CONN] + conn * NC
+        nxt = m[ci + C_NEXT]
+        if m[ci + C_POOL] == pool:
+            kept += 1
+            if kept > want:
+                cancel(m, x, conn, True)
+        conn = nxt
+    m[ii + A_POOL] += 1
+    for _ in range(want - min(kept, want)):
+        open_conn(m, x, inst, m[ii + A_POOL], False, False)
+
+
+@nb.njit(cache=True)
+def pool_failed(m, x, inst, reason):
+    ii = M_INST + inst * NI
+    m[ii + A_POOL] += 1
+    if not m[I_HOLD]:
+        cancel_all(m, x, inst)
+    backoff = x[F_RETRY]
+    if backoff > 0:
+        if m[I_RETRY_JITTER] != J_NONE:
+            backoff = jittered(backoff, m[I_RETRY_JITTER], x[F_RETRY_JITTER], rnd(m, x, RETRY_U))
+        if x[T_NOW] + backoff < x[X_INST + inst * NF + B_DEADLINE]:
+            at(m, x, x[T_NOW] + backoff, E_RETRY, inst, m[ii + A_ATTEMPT])
+        return
+    exit_attempt(m, x, inst, REJECTED if reason == R_53300 else ERROR, reason)
+
+
+@nb.njit(cache=True)
+def restart_backoff(m, x, restart):
+    if m[I_POLICY] == P_FIXED:
+        return x[F_RESTART_INITIAL]
+    growth = x[F_RESTART_MULT] ** min(restart - 1, 1000)
+    return min(x[F_RESTART_INITIAL] * growth, x[F_RESTART_MAX])
+
+
+@nb.njit(cache=True)
+def exit_attempt(m, x, inst, outcome, reason):
+    """Exit code 3: record, drop every connection, and schedule the restart."""
+    ii = M_INST + inst * NI
+    m[ii + A_IN_INIT] = 0
+    m[ii + A_POOL] += 1
+    record(m, x, inst, outcome, reason)
+    if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
+        conn = m[ii + A_HEAD]
+        while conn >= 0:
+            ci = m[L_CONN] + conn * NC
+            nxt = m[ci + C_NEXT]
+            if m[ci + C_STATE] == HELD:
+                drop(m, conn)
+                at(m, x, x[T_NOW] + x[F_RELEASE], E_FREE_SLOT, 0, 0)
+            conn = nxt
+    cancel_all(m, x, inst)
+    if m[ii + A_ATTEMPT] <= m[I_RESTARTS]:
+        pause = restart_backoff(m, x, m[ii + A_ATTEMPT])
+        if m[I_RESTART_JITTER] != J_NONE:
+            u = rnd(m, x, RESTART_U)
+            pause = jittered(pause, m[I_RESTART_JITTER], x[F_RESTART_JITTER], u)
+        at(m, x, x[T_NOW] + pause, E_START, inst, 0)
+
+
+@nb.njit(cache=True)
+def record(m, x, inst, outcome, reason):
+    n = m[S_REC_N]
+    if n == m[L_REC_CAP]:
+        m[S_OVERFLOW] = FULL_RECORDS
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    r, f = m[L_REC_I] + n * NR, m[L_REC_F] + n * NRF
+    m[r + R_INSTANCE], m[r + R_ATTEMPT] = inst, m[ii + A_ATTEMPT]
+    m[r + R_OUTCOME], m[r + R_REASON], m[r + R_HELD] = outcome, reason, m[ii + A_HELD]
+    m[r + R_CONN_ATTEMPTS], m[r + R_POOL_STARTS] = m[ii + A_CONN_ATTEMPTS], m[ii + A_POOL_STARTS]
+    x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], x[fi + B_INIT_START]
+    x[f + R_INIT_S] = x[T_NOW] - x[fi + B_INIT_START]
+    m[S_CONN_ATTEMPTS] += m[ii + A_CONN_ATTEMPTS]
+    m[S_REC_N] = n + 1
+
+
+# -- one connection: connector, then database --------------------------------------------------
+
+
+@nb.njit(cache=True)
+def open_conn(m, x, inst, pool, counted, awaited):
+    top = m[S_FREE_TOP]
+    if top == 0:
+        m[S_OVERFLOW] = FULL_CONNS
+        return
+    conn = m[m[L_FREE] + top - 1]
+    m[S_FREE_TOP] = top - 1
+    ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
+    m[ci + C_INST], m[ci + C_POOL], m[ci + C_STATE] = inst, pool, QUEUED
+    m[ci + C_AWAITED] = awaited
+    tail = m[ii + A_TAIL]  # append to the instance's live connections, in opening order
+    m[ci + C_PREV], m[ci + C_NEXT] = tail, -1
+    if tail >= 0:
+        m[m[L_CONN] + tail * NC + C_NEXT] = conn
+    else:
+        m[ii + A_HEAD] = conn
+    m[ii + A_TAIL] = conn
+    if counted:
+        m[ii + A_CONN_ATTEMPTS] += 1
+    timeout_at = x[T_NOW] + x[F_CONNECT]
+    deadline = x[X_INST + inst * NF + B_DEADLINE]
+    if not (counted and timeout_at >= deadline and not m[I_STRAGGLERS]):
+        at(m, x, timeout_at, E_CONN_TIMEOUT, conn, m[ci + C_GEN])
+    if m[S_CX_BUSY] < m[S_CX_CAP]:
+        begin_setup(m, x, conn)
+        return
+    tail = m[S_Q_TAIL]
+    if tail == m[L_Q_CAP]:  # compact the queue before giving up
+        head, q = m[S_Q_HEAD], m[L_QUEUE]
+        if head == 0:
+            m[S_OVERFLOW] = FULL_QUEUE
+            return
+        m[q : q + 2 * (tail - head)] = m[q + 2 * head : q + 2 * tail].copy()
+        tail -= head
+        m[S_Q_HEAD] = 0
+    m[m[L_QUEUE] + 2 * tail], m[m[L_QUEUE] + 2 * tail + 1] = conn, m[ci + C_GEN]
+    m[S_Q_TAIL] = tail + 1
+    m[S_CX_WAIT] += 1
+    maybe_scale(m, x)
+
+
+@nb.njit(cache=True)
+def begin_setup(m, x, conn):
+    ci = m[L_CONN] + conn * NC
+    m[ci + C_STATE] = SETUP
+    m[S_CX_BUSY] += 1
+    at(m, x, x[T_NOW] + rnd(m, x, SETUP_S), E_SETUP_DONE, conn, m[ci + C_GEN])
+
+
+@nb.njit(cache=True)
+def serve_queue(m, x):
+    while m[S_CX_WAIT] and m[S_CX_BUSY] < m[S_CX_CAP]:
+        head = m[S_Q_HEAD]
+        conn, gen = m[m[L_QUEUE] + 2 * head], m[m[L_QUEUE] + 2 * head + 1]
+        m[S_Q_HEAD] = head + 1
+        ci = m[L_CONN] + conn * NC
+        if m[ci + C_GEN] == gen and m[ci + C_STATE] == QUEUED:
+            m[S_CX_WAIT] -= 1
+            begin_setup(m, x, conn)
+
+
+@nb.njit(cache=True)
+def maybe_scale(m, x):
+    if m[S_CX_WAIT] and not m[S_CX_SCALING] and m[S_CX_INST] < m[I_CX_MAX]:
+        m[S_CX_SCALING] = 1
+        at(m, x, x[T_NOW] + rnd(m, x, SCALE), E_SCALED, 0, 0)
+
+
+@nb.njit(cache=True)
+def scaled_up(m, x):
+    m[S_CX_INST] += 1
+    m[S_CX_CAP] += m[I_CX_PER]
+    m[S_CX_SCALING] = 0
+    serve_queue(m, x)
+    maybe_scale(m, x)
+
+
+@nb.njit(cache=True)
+def setup_done(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != SETUP:
+        return  # cancelled during set-up; its capacity was returned then
+    m[S_CX_BUSY] -= 1
+    serve_queue(m, x)
+    m[ci + C_STATE] = ACCEPT
+    at(m, x, x[T_NOW] + rnd(m, x, ACCEPT_S), E_ACCEPT_DONE, conn, gen)
+
+
+@nb.njit(cache=True)
+def accept_done(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != ACCEPT:
+        return
+    inst = m[ci + C_INST]
+    ii = M_INST + inst * NI
+    if m[S_DB_FREE] == 0:
+        awaited, pool = m[ci + C_AWAITED], m[ci + C_POOL]
+        drop(m, conn)
+        if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
+            pool_failed(m, x, inst, R_53300)  # SQLSTATE 53300: too many clients
+        return
+    m[S_DB_FREE] -= 1
+    m[ci + C_STATE] = HELD
+    m[ii + A_HELD] += 1
+    held = m[I_FREE_SLOTS] - m[S_DB_FREE]
+    if held > m[S_PEAK]:
+        m[S_PEAK] = held
+    pool_conn_ready(m, x, inst, conn)
+
+
+@nb.njit(cache=True)
+def conn_timeout(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] == HELD:
+        return
+    inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
+    cancel(m, x, conn, True)
+    ii = M_INST + inst * NI
+    if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
+        pool_failed(m, x, inst, R_CONNECT_TIMEOUT)
+
+
+@nb.njit(cache=True)
+def cancel(m, x, conn, serve):
+    """The client gives the connection up, wherever it is."""
+    state = m[m[L_CONN] + conn * NC + C_STATE]
+    if state == QUEUED:
+        m[S_CX_WAIT] -= 1
+    elif state == SETUP:
+        m[S_CX_BUSY] -= 1
+    elif state == HELD:
+        drop(m, conn)
+        m[S_DB_FREE] += 1
+        return
+    drop(m, conn)
+    if serve:
+        serve_queue(m, x)
+
+
+@nb.njit(cache=True)
+def cancel_all(m, x, inst):
+    conn = m[M_INST + inst * NI + A_HEAD]
+    while conn >= 0:
+        nxt = m[m[L_CONN] + conn * NC + C_NEXT]
+        cancel(m, x, conn, False)
+        conn = nxt
+    serve_queue(m, x)
+
+
+@nb.njit(cache=True)
+def drop(m, conn):
+    """Forget the connection: off its instance's list, its slot free for reuse."""
+    ci = m[L_CONN] + conn * NC
+    ii = M_INST + m[ci + C_INST] * NI
+    if m[ci + C_STATE] == HELD:
+        m[ii + A_HELD] -= 1
+    m[ci + C_STATE] = GONE
+    m[ci + C_GEN] += 1  # its pending events are now stale
+    prev, nxt = m[ci + C_PREV], m[ci + C_NEXT]
+    if prev >= 0:
+        m[m[L_CONN] + prev * NC + C_NEXT] = nxt
+    else:
+        m[ii + A_HEAD] = nxt
+    if nxt >= 0:
+        m[m[L_CONN] + nxt * NC + C_PREV] = prev
+    else:
+        m[ii + A_TAIL] = prev
+    m[m[L_FREE] + m[S_FREE_TOP]] = conn
+    m[S_FREE_TOP] += 1
+
+
+# -- replications ------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def dispatch(m, x, typ, a, b):
+    if typ == E_SETUP_DONE:
+        setup_done(m, x, a, b)
+    elif typ == E_ACCEPT_DONE:
+        accept_done(m, x, a, b)
+    elif typ == E_CONN_TIMEOUT:
+        conn_timeout(m, x, a, b)
+    elif typ == E_START:
+        start_attempt(m, x, a)
+    elif typ == E_BEGIN:
+        begin_db_init(m, x, a)
+    elif typ == E_DEADLINE:
+        ii = M_INST + a * NI
+        if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+            exit_attempt(m, x, a, TIMEOUT, R_DEADLINE)
+    elif typ == E_INIT_DONE:
+        db_init_done(m, x, a, b)
+    elif typ == E_READY:
+        x[X_INST + a * NF + B_READY] = x[T_NOW]
+    elif typ == E_SCALED:
+        scaled_up(m, x)
+    elif typ == E_RETRY:
+        ii = M_INST + a * NI
+        if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+            start_pool(m, x, a)
+    elif typ == E_REFRESH:
+        refresh(m, x, a, b)
+    elif typ == E_REFRESH_DONE:
+        refresh_done(m, x, a, b >> 1, b & 1)
+    elif typ == E_FREE_SLOT:
+        m[S_DB_FREE] += 1
+
+
+@nb.njit(cache=True)
+def reset(m, x, base, index):
+    n = m[I_INSTANCES]
+    rec_n = m[S_REC_N]  # records accumulate over the replications of a block
+    m[S_CX_INST:M_KC] = 0
+    m[S_REC_N] = rec_n
+    m[S_CX_INST] = m[I_CX_MIN]
+    m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
+    m[S_DB_FREE] = m[I_FREE_SLOTS]
+    m[S_API_WINDOW] = -1
+    x[T_NOW] = x[T_LOGW] = 0.0
+    key = replication_key(base, index)
+    for role in range(ROLES):
+        m[M_KC + role] = 0
+        m[M_KS + role] = np.int64(stream_state(key, role))
+    m[M_INST : M_INST + n * NI] = 0
+    for inst in range(n):
+        m[M_INST + inst * NI + A_HEAD] = -1
+        m[M_INST + inst * NI + A_TAIL] = -1
+        x[X_INST + inst * NF + B_READY] = np.inf
+    conns = m[L_CONN_CAP]
+    for j in range(conns):
+        m[m[L_FREE] + j] = conns - 1 - j  # slot 0 on top
+    m[S_FREE_TOP] = conns
+
+
+@nb.njit(cache=True)
+def arrivals(m, x):
+    n = m[I_INSTANCES]
+    out = np.zeros(n)
+    kind = m[I_ARRIVAL]
+    if kind == WAVES:
+        out[:] = x[m[L_WAVES] : m[L_WAVES] + n]
+    elif kind == UNIFORM_ARRIVAL:
+        for j in range(n):
+            out[j] = rnd(m, x, ARRIVAL)
+        out.sort()
+    elif kind == POISSON:
+        t = 0.0
+        for j in range(n):
+            t += rnd(m, x, ARRIVAL)
+            out[j] = t
+    return out
+
+
+@nb.njit(cache=True)
+def run_one(m, x, base, index):
+    """One replication; returns an overflow code (OK when it ran to the end)."""
+    reset(m, x, base, index)
+    times = arrivals(m, x)
+    for inst in range(times.size):
+        at(m, x, times[inst], E_START, inst, 0)
+    end, ht = x[F_END], m[L_HEAP_T]
+    while m[S_HEAP_N] and x[ht] <= end:
+        t, typ, a, b = pop(m, x)
+        x[T_NOW] = t
+        dispatch(m, x, typ, a, b)
+        if m[S_OVERFLOW]:
+            return m[S_OVERFLOW]
+    return OK
+
+
+@nb.njit(cache=True)
+def run_block(m, x, base, first, stop, fleet, row0):
+    """Replications ``first`` … ``stop − 1``, their fleet figures in ``fleet[:, row0 + …]``.
+    Returns the replication it stopped at and a code: OK, or the buffer to grow first."""
+    horizon, n = x[F_HORIZON], m[I_INSTANCES]
+    for index in range(first, stop):
+        rec0 = m[S_REC_N]
+        code = run_one(m, x, base, index)
+        if code != OK:
+            m[S_REC_N] = rec0  # the replication runs again, from scratch, once grown
+            return index, code
+        rec_n = m[S_REC_N]
+        rejected, timed_out = 0, 0
+        for r in range(rec0, rec_n):
+            ri = m[L_REC_I] + r * NR
+            m[ri + R_REP] = index
+            rejected += m[ri + R_OUTCOME] == REJECTED
+            timed_out += m[ri + R_OUTCOME] == TIMEOUT
+        ready, last = 0, 0.0
+        for inst in range(n):
+            t = x[X_INST + inst * NF + B_READY]
+            ready += t <= horizon
+            last = max(last, t)
+        col = row0 + index - first
+        fleet[0, col] = last if ready == n else np.inf
+        fleet[1, col], fleet[2, col] = m[S_PEAK], m[S_CX_INST]
+        fleet[3, col], fleet[4, col] = m[S_CONN_ATTEMPTS], ready
+        fleet[5, col], fleet[6, col], fleet[7, col] = rejected, timed_out, rec_n - rec0
+        fleet[8, col] = x[T_LOGW]
+    return stop, OK

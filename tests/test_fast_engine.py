@@ -1,0 +1,336 @@
+"""The fast engine (sim.fast) against the readable one (sim.engine), which stays the truth.
+
+With constant distributions nothing is random (burst and wave arrivals, no jitter), so both engines
+must write the same records, value for value, in the same order: the strongest check that the
+compiled port follows every rule, including the order of simultaneous events. With random
+distributions the engines draw different numbers, so the shipped scenarios are compared in
+distribution: each figure's difference against its standard error, cluster-robust over
+replications, at a tolerance of 4.5 standard errors (about 1 in 150,000 per comparison by chance).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from builders import const, scenario
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim import fast
+from sim.engine import run_replication
+from sim.engines import choose, unsupported
+from sim.errors import UsageError
+from sim.records import ATTEMPT_COLUMNS
+from sim.runner import evaluate, replication_seed, run_chunk
+from sim.scenario import builtin_names, resolve
+
+Z = 4.5
+
+
+def reference_columns(sc, seed: int, indices: range) -> tuple[dict, dict]:
+    attempts, fleet = run_chunk(sc, seed, indices, "reference")
+    return {k: np.asarray(v) for k, v in attempts.items()}, {
+        k: np.asarray(v) for k, v in fleet.items()
+    }
+
+
+def assert_same_records(sc, replications: int = 2) -> None:
+    ref_a, ref_f = reference_columns(sc, 0, range(replications))
+    fast_a, fast_f = fast.run_chunk(sc, 0, range(replications))
+    assert len(ref_a["outcome"]) == len(fast_a["outcome"])
+    for key in ("replication", *ATTEMPT_COLUMNS):
+        assert ref_a[key].tolist() == fast_a[key].tolist(), key
+    for key, values in ref_f.items():
+        assert values.tolist() == fast_f[key].tolist(), key
+
+
+# -- record for record, constant durations -------------------------------------------------------
+
+CASES = {
+    "queue and scale-out": {
+        "fleet.instances": 12,
+        "pool.min_size": 3,
+        "pool.held_when_ready": 2,
+        "startup.before_db_s": const(1.0),
+        "connector.setups_per_instance": 4,
+        "connector.max_instances": 3,
+        "connector.setup_s": const(2.0),
+        "connector.scale_up_delay_s": const(5.0),
+        "database.accept_s": const(0.5),
+        "startup.init_queries_s": const(0.25),
+        "startup.after_db_s": const(1.0),
+    },
+    "rejections, retries, restarts": {
+        "fleet.instances": 8,
+        "pool.min_size": 4,
+        "pool.held_when_ready": 4,
+        "pool.retry_backoff_s": 1.5,
+        "startup.db_init_timeout_s": 6.0,
+        "database.max_connections": 13,
+        "database.accept_s": const(0.5),
+        "connector.setup_s": const(0.25),
+        "restart.policy": "exponential",
+        "restart.initial_backoff_s": 2.0,
+        "restart.max_restarts": 4,
+        "startup.after_db_s": const(100.0),
+    },
+    "gang allocation (hold)": {
+        "fleet.instances": 10,
+        "pool.min_size": 3,
+        "pool.held_when_ready": 3,
+        "pool.on_failure": "hold",
+        "pool.retry_backoff_s": 2.0,
+        "pool.connect_timeout_s": 3.0,
+        "startup.db_init_timeout_s": 9.0,
+        "database.max_connections": 17,
+        "connector.setups_per_instance": 5,
+        "connector.setup_s": const(1.0),
+        "database.accept_s": const(0.5),
+        "restart.policy": "fixed",
+        "restart.initial_backoff_s": 4.0,
+        "restart.max_restarts": 3,
+        "restart.exit_release_s": 1.5,
+    },
+    "no retry: errors and rejections": {
+        "fleet.instances": 6,
+        "pool.min_size": 2,
+        "pool.connect_timeout_s": 1.0,
+        "connector.setups_per_instance": 3,
+        "connector.setup_s": const(0.75),
+        "database.max_connections": 7,
+        "restart.policy": "fixed",
+        "restart.initial_backoff_s": 0.5,
+        "restart.max_restarts": 6,
+    },
+    "waves and the horizon": {
+        "horizon_s": 40.0,
+        "startup.db_init_timeout_s": 5.0,
+        "fleet.instances": 9,
+        "fleet.arrival": "waves",
+        "fleet.waves": [{"at_s": 0.0, "count": 4}, {"at_s": 12.5, "count": 5}],
+        "pool.min_size": 2,
+        "connector.setups_per_instance": 2,
+        "connector.setup_s": const(3.0),
+        "restart.policy": "exponential",
+        "restart.initial_backoff_s": 8.0,
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_constant_scenarios_give_the_same_records(case):
+    assert_same_records(scenario(CASES[case]))
+
+
+@pytest.mark.parametrize("start", ["asyncpg", "concurrent", "background", "workers"])
+def test_every_pool_start_gives_the_same_records(start):
+    sc = scenario(
+        {
+            **CASES["rejections, retries, restarts"],
+            "pool.start": start,
+            "pool.workers": 3,
+            "pool.min_size": 5,
+            "pool.held_when_ready": 3,
+        }
+    )
+    assert_same_records(sc)
+
+
+def test_cloud_sql_quota_gives_the_same_records():
+    sc = scenario(
+        {
+            "fleet.instances": 30,
+            "pool.min_size": 2,
+            "cloudsql.enabled": True,
+            "cloudsql.quota_per_minute": 25,
+            "cloudsql.call_s": const(0.5),
+            "startup.db_init_timeout_s": 70.0,
+            "restart.policy": "fixed",
+            "restart.initial_backoff_s": 5.0,
+            "restart.max_restarts": 2,
+        }
+    )
+    assert_same_records(sc)
+
+
+HALVES = st.integers(0, 12).map(lambda k: k / 2)  # binary fractions: exact float sums
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    instances=st.integers(1, 12),
+    min_size=st.integers(0, 4),
+    held=st.integers(0, 4),
+    start=st.sampled_from(["asyncpg", "concurrent", "background", "workers"]),
+    on_failure=st.sampled_from(["close", "hold"]),
+    retry=st.sampled_from([0.0, 0.5, 2.0]),
+    connect=st.sampled_from([0.5, 2.0, 1000.0]),
+    timeout=st.sampled_from([1.0, 4.0, 9.5]),
+    setups=st.integers(1, 6),
+    cx_max=st.integers(1, 3),
+    slots=st.integers(1, 30),
+    setup=HALVES,
+    accept=HALVES,
+    before=HALVES,
+    scale=HALVES,
+    policy=st.sampled_from(["none", "fixed", "exponential"]),
+    release=st.sampled_from([0.0, 1.5]),
+)
+def test_random_constant_scenarios_give_the_same_records(
+    instances,
+    min_size,
+    held,
+    start,
+    on_failure,
+    retry,
+    connect,
+    timeout,
+    setups,
+    cx_max,
+    slots,
+    setup,
+    accept,
+    before,
+    scale,
+    policy,
+    release,
+):
+    sc = scenario(
+        {
+            "horizon_s": 60.0,
+            "fleet.instances": instances,
+            "pool.min_size": min_size,
+            "pool.held_when_ready": held,
+            "pool.start": start,
+            "pool.on_failure": on_failure,
+            "pool.retry_backoff_s": retry,
+            "pool.connect_timeout_s": connect,
+            "startup.db_init_timeout_s": timeout,
+            "startup.before_db_s": const(before),
+            "connector.setups_per_instance": setups,
+            "connector.max_instances": cx_max,
+            "connector.setup_s": const(setup),
+            "connector.scale_up_delay_s": const(scale),
+            "database.max_connections": slots,
+            "database.accept_s": const(accept),
+            "restart.policy": policy,
+            "restart.initial_backoff_s": 2.0,
+            "restart.max_restarts": 3,
+            "restart.exit_release_s": release,
+        }
+    )
+    assert_same_records(sc, replications=1)
+
+
+# -- in distribution, random durations -------------------------------------------------------------
+
+
+def _ratio_z(a1, n1, a2, n2) -> float:
+    """z of the difference of two ratios of per-replication sums (events ÷ trials), with the
+    cluster-robust (delta-method) variance of each."""
+
+    def est(a, n):
+        r = a.sum() / n.sum()
+        resid = a - r * n
+        var = len(a) / (len(a) - 1) * np.sum(resid**2) / n.sum() ** 2
+        return r, var
+
+    (r1, v1), (r2, v2) = est(a1, n1), est(a2, n2)
+    return 0.0 if v1 + v2 == 0 else abs(r1 - r2) / math.sqrt(v1 + v2)
+
+
+def _per_replication(res, outcome_is: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    rep = res.attempts["replication"]
+    index = np.searchsorted(res.fleet["replication"], rep)
+    size = len(res.fleet["replication"])
+    trials = np.bincount(index, minlength=size).astype(float)
+    if outcome_is is None:
+        return np.bincount(index, res.attempts["attempt"] == 1, minlength=size), trials
+    hits = res.attempts["outcome"] == outcome_is
+    return np.bincount(index, hits, minlength=size), trials
+
+
+def _mean_z(x1, x2) -> float:
+    se = math.sqrt(np.var(x1, ddof=1) / len(x1) + np.var(x2, ddof=1) / len(x2))
+    return 0.0 if se == 0 else abs(np.mean(x1) - np.mean(x2)) / se
+
+
+REPLICATIONS = {"eager-pool-storm": 200, "gang-allocation": 200}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", builtin_names())
+def test_shipped_scenarios_agree_in_distribution(name):
+    sc = resolve(name)
+    n = REPLICATIONS.get(name, 400)
+    ref = evaluate(sc, n, 1, engine="reference")
+    fst = evaluate(sc, 4 * n, 2, engine="fast")
+    for outcome in ("timeout", "ready"):
+        a1, n1 = _per_replication(ref, outcome)
+        a2, n2 = _per_replication(fst, outcome)
+        assert _ratio_z(a1, n1, a2, n2) < Z, outcome
+    instances = sc.fleet.instances
+    for res in (ref, fst):  # first start succeeded, per replication
+        first_ok = (res.attempts["attempt"] == 1) & (res.attempts["outcome"] == "ready")
+        index = np.searchsorted(res.fleet["replication"], res.attempts["replication"])
+        res.fleet["first_ok"] = np.bincount(index, first_ok, len(res.fleet["replication"]))
+    for key in ("first_ok", "instances_ready", "attempts", "peak_db_connections"):
+        assert _mean_z(ref.fleet[key] / instances, fst.fleet[key] / instances) < Z, key
+    ready1, ready2 = ref.fleet["fleet_ready_s"], fst.fleet["fleet_ready_s"]
+    assert _ratio_z(np.isinf(ready1), np.ones(n), np.isinf(ready2), np.ones(4 * n)) < Z
+    finite1, finite2 = ready1[np.isfinite(ready1)], ready2[np.isfinite(ready2)]
+    if len(finite1) > 20 and len(finite2) > 20:
+        from scipy.stats import ks_2samp
+
+        assert ks_2samp(finite1, finite2).pvalue > 1e-5  # quantiles of fleet time-to-ready
+
+
+# -- choosing ------------------------------------------------------------------------------------
+
+
+def test_auto_takes_the_fast_engine_for_large_runs_only():
+    sc = resolve("staging-incident")
+    assert choose("auto", sc, 1000) == "fast"
+    assert choose("auto", sc, 2) == "reference"
+    assert choose("reference", sc, 10**6) == "reference"
+    assert unsupported(sc) is None
+
+
+def test_an_unknown_engine_is_refused_by_name():
+    with pytest.raises(UsageError) as err:
+        choose("quick", resolve("staging-incident"), 10)
+    assert err.value.option == "engine"
+    assert err.value.value == "quick"
+
+
+def test_same_seed_same_numbers_whatever_the_chunks():
+    sc = resolve("staging-incident")
+    whole_a, whole_f = fast.run_chunk(sc, 7, range(0, 6))
+    parts = [fast.run_chunk(sc, 7, r) for r in (range(0, 2), range(2, 6))]
+    for key, values in whole_a.items():
+        joined = np.concatenate([p[0][key] for p in parts])
+        assert values.tolist() == joined.tolist(), key
+    assert (
+        whole_f["fleet_ready_s"].tolist()
+        == np.concatenate([p[1]["fleet_ready_s"] for p in parts]).tolist()
+    )
+
+
+def test_buffers_grow_and_the_replication_runs_again():
+    # A first guess far too small for this replication: every buffer overflows and grows.
+    sc = scenario(CASES["gang allocation (hold)"])
+    small = {"conns": 1, "heap": 1, "queue": 1, "records": 1}
+    buf = fast.Buffers(sc, 0, None, small)
+    from sim.fast import kernel
+
+    fleet = np.zeros((len(kernel.FLEET), 1))
+    first, grown = 0, 0
+    while first < 1:
+        first, code = kernel.run_block(buf.m, buf.x, buf.base, 0, 1, fleet, 0)
+        if code:
+            buf, grown = buf.grown(code), grown + 1
+    assert grown >= 4
+    ref = run_replication(sc, replication_seed(0, 0))
+    assert buf.records()[0][:, kernel.R_ATTEMPT].tolist() == ref.attempts["attempt"]
