@@ -135,5 +135,5 @@ def summarize_records(
             instances=instances,
             min_size=sc.pool.min_size,
             seed=seed,
-        ),
+        ).as_dict(),
     }

@@ -115,7 +115,7 @@ def test_a_campaign_summary_has_the_simulation_summary_shape():
     samples = [{"t_unix_s": 100.2, "worker": 0, "open": 5, "peak": 5}]
     measured = summarize_records(sc, records, samples, seed=0)
     res = simulate(sc, replications=2, seed=0, jobs=1)
-    simulated = summarize(res.attempts, res.fleet, instances=2, min_size=3, seed=0)
+    simulated = summarize(res.attempts, res.fleet, instances=2, min_size=3, seed=0).as_dict()
     assert set(simulated) <= set(measured)
     assert measured["fleet_ready_s"]["p50"] == pytest.approx(12.0)
     assert measured["p_first_start_success"] == 0.5
