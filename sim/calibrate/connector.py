@@ -264,11 +264,13 @@ def setup_estimates(fit: GridFit | None) -> list[Estimate]:
         "enough to bound it from above (a campaign with more concurrent connections would)",
         identifiable=not top_k,
     )
+    # The set is known at the grid's resolution: widen it by half a (geometric) step each way.
+    half_step = math.sqrt(fit.medians[1] / fit.medians[0]) if fit.medians.size > 1 else 1.0
     m_est = Estimate(
         "connector.setup_s",
         m,
-        float(ms.min()),
-        float(ms.max()),
+        float(ms.min() / half_step),
+        float(ms.max() * half_step),
         src,
         fit.measured,
         qk

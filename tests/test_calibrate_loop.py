@@ -1,0 +1,128 @@
+"""The loop end to end on the throwaway PostgreSQL behind the emulator with known settings: two
+runs of one campaign, calibrate from them, check the calibrated values against the settings, then
+validate the calibrated model on another campaign (another fleet size, same infrastructure), and
+write the ADR from the calibrated scenario."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.calibrate import calibrate
+from sim.calibrate.inputs import read_campaign
+from sim.validate import validate
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
+
+# The infrastructure the calibration must find: 2 set-ups of lognormal(0.25 s, 0.2) per
+# connector instance, 1 → 3 instances, each scale-out after 1.0 s; the server's 17 free slots.
+CAMPAIGN = """
+name = "{name}"
+horizon_s = 60.0
+[fleet]
+instances = {instances}
+arrival = "burst"
+[startup]
+before_db_s = {{ dist = "lognormal", median = 0.2, sigma = 0.3 }}
+db_init_timeout_s = 4.0
+init_queries_s = {{ dist = "constant", value = 0.01 }}
+after_db_s = {{ dist = "constant", value = 0.1 }}
+[pool]
+min_size = 2
+max_size = 2
+held_when_ready = 2
+connect_timeout_s = 3.0
+retry_backoff_s = 0.0
+[database]
+max_connections = 20
+reserved_connections = 3
+[restart]
+policy = "fixed"
+initial_backoff_s = 0.5
+max_restarts = 2
+[connector]
+min_instances = 1
+max_instances = 3
+setups_per_instance = 2
+setup_s = {{ dist = "lognormal", median = 0.25, sigma = 0.2 }}
+scale_up_delay_s = {{ dist = "constant", value = 1.0 }}
+"""
+
+
+def loadtest(server, tmp_path: Path, name: str, instances: int) -> Path:
+    sc = tmp_path / f"{name}.toml"
+    sc.write_text(CAMPAIGN.format(name=name, instances=instances))
+    out = tmp_path / name
+    res = subprocess.run(
+        [*STARTSIM, "loadtest", str(sc), "--dsn", server.dsn, "--via-emulator", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_calibrate_recovers_the_settings_and_predicts_another_campaign(pg_server, tmp_path):
+    # 12 instances × 2 connections: the connector queues and the server rejects (24 > 17 slots).
+    runs = [read_campaign(loadtest(pg_server, tmp_path, f"a{i}", 12)) for i in range(2)]
+    cal = calibrate(runs, replications=20)
+    for field, truth in (
+        ("connector.setups_per_instance", 2),
+        ("connector.setup_s", 0.25),
+        ("connector.scale_up_delay_s", 1.0),
+        ("database.max_connections", 17),
+    ):
+        e = cal.estimate(field)
+        high = float("inf") if e.high is None else e.high
+        assert e.low is not None and e.low <= truth <= high, (field, e)
+    assert cal.estimate("database.max_connections").value == 17
+    assert cal.scenario.database.free_slots == 17
+
+    # Another fleet size on the same infrastructure: 6 instances, no rejection.
+    other = read_campaign(loadtest(pg_server, tmp_path, "b", 6))
+    v = validate([other], cal.scenario, replications=100)
+    verdicts = {f.name: f.verdict for f in v.figures}
+    for name in (
+        "P(database init reaches the deadline)",
+        "P(first start succeeds)",
+        "fleet time-to-ready (s)",
+        "rejections per instance",
+        "restarts per instance",
+        "work amplification",
+    ):
+        assert verdicts[name] == "agrees", (name, v.figures)
+
+    # The ADR written from the calibrated scenario names the campaigns.
+    from sim.calibrate.toml import render
+
+    path = tmp_path / "calibrated.toml"
+    path.write_text(render(cal))
+    out = tmp_path / "adr"
+    res = subprocess.run(
+        [
+            *STARTSIM,
+            "recommend",
+            str(path),
+            "--out",
+            str(out),
+            "--replications",
+            "40",
+            "--target-success",
+            "0.9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    adr = next(out.rglob("adr.md")).read_text()
+    assert all(r.run_id in adr for r in runs)
