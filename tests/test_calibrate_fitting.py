@@ -1,5 +1,5 @@
 """Fitting durations: known distributions recovered within their intervals, censoring kept in the
-likelihood (dropping it would bias), KS equal to scipy's, and the fallbacks (constant, empirical)."""
+likelihood (dropping it would bias), KS equal to scipy's, and the fallbacks."""
 
 from __future__ import annotations
 
