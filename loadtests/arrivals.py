@@ -1,8 +1,8 @@
 """Arrival plans: when each instance starts, for the arrivals a scenario names.
 
-Arrival times come from the model's own :func:`sim.engine.arrival_times` (burst, uniform over a
-window, Poisson, waves of ``{at_s, count}``), so a campaign and a simulation start instances on the
-same plan. Locust ticks a load shape about once a second (facts: locust shape.py); each tick
+Arrival times come from the model's own :meth:`sim.scenario.Fleet.arrival_times` (burst, uniform
+over a window, Poisson, waves of ``{at_s, count}``), so a campaign and a simulation start instances
+on the same plan. Locust ticks a load shape about once a second (locust's shape.py); each tick
 starts, at once, every user due by then.
 No Locust import here: importing Locust monkey-patches the process for gevent.
 """
@@ -13,7 +13,6 @@ import bisect
 
 import numpy as np
 
-from sim.engine import arrival_times
 from sim.scenario import Scenario
 
 BURST_RATE_PER_S = 10_000.0
@@ -28,7 +27,7 @@ class ArrivalPlan:
     @classmethod
     def for_scenario(cls, sc: Scenario, seed: int) -> ArrivalPlan:
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
-        return cls(arrival_times(sc, rng))
+        return cls(sc.fleet.arrival_times(rng))
 
     def due(self, t_s: float) -> int:
         return bisect.bisect_right(self.times_s, t_s)

@@ -3,8 +3,9 @@
 Locust monkey-patches threads, sockets and selectors for gevent; asyncpg needs asyncio. The loop
 runs in a native thread (the original ``start_new_thread``) over an unpatched epoll selector, so it
 never enters gevent's hub. A greenlet submits a coroutine with ``call_soon_threadsafe`` and waits
-on a gevent ``async_`` watcher, which the loop thread may signal safely (facts: locust issue 1251,
-"one asyncio loop in a real OS thread ... waits on a gevent async watcher"). Other greenlets keep
+on a gevent ``async_`` watcher, which the loop thread may signal safely
+(docs/sources.md#asyncpg-inside-locust: locust issue 1251, "one asyncio loop in a real OS thread
+... waits on a gevent async watcher"). Other greenlets keep
 running while one waits: no user blocks the worker.
 
 The loop's executor work (``getaddrinfo`` for a host name, above all) runs in native threads too,

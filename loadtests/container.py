@@ -20,29 +20,32 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from sim.engine import ERROR, R_53300, R_CONNECT_TIMEOUT, R_DEADLINE, READY, REJECTED, TIMEOUT
+from sim.records import Outcome, Reason
 from sim.scenario import Scenario
 
 APPLICATION_NAME = "startsim-loadtest"
-R_ERROR = "error"
 # Failures that are not the start-up path's congestion but a misconfigured target: retrying within
 # the deadline cannot help, so the attempt ends at once as outcome "error" with one of these.
-R_AUTH, R_DATABASE, R_REFUSED = "auth", "database", "refused"
-SQLSTATE_REASONS = {"28000": R_AUTH, "28P01": R_AUTH, "3D000": R_DATABASE, "42501": R_AUTH}
+SQLSTATE_REASONS = {
+    "28000": Reason.AUTH,
+    "28P01": Reason.AUTH,
+    "3D000": Reason.DATABASE,
+    "42501": Reason.AUTH,
+}
 
 
 def failure_reason(exc: BaseException) -> tuple[str, bool]:
     """(reason, fatal) of a failed pool start; fatal ones are the target's, not the load's."""
     sqlstate = getattr(exc, "sqlstate", "") or ""
     if sqlstate == "53300":
-        return R_53300, False
+        return Reason.TOO_MANY_CLIENTS, False
     if sqlstate in SQLSTATE_REASONS:
         return SQLSTATE_REASONS[sqlstate], True
     if isinstance(exc, TimeoutError):
-        return R_CONNECT_TIMEOUT, False
+        return Reason.CONNECT_TIMEOUT, False
     if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
-        return R_REFUSED, True  # nothing listens there (TCP port, or Unix socket path)
-    return R_ERROR, False
+        return Reason.REFUSED, True  # nothing listens there (TCP port, or Unix socket path)
+    return Reason.OTHER, False
 
 
 class Gauge:
@@ -68,8 +71,8 @@ class TrackedConnection(asyncpg.Connection):
     """A connection the harness can pin open: a failed pool's ``terminate()`` then leaves it be.
 
     asyncpg (0.30+) terminates a failed pool's connections; ``on_failure = "hold"`` models pools
-    that keep them (facts: gang allocation, measured against PostgreSQL 15), so pinned ones stay
-    until the container exits.
+    that keep them (docs/sources.md#gang-allocation: measured against PostgreSQL 15), so pinned
+    ones stay until the container exits.
     """
 
     pinned = False
@@ -101,7 +104,7 @@ class AttemptResult:
     db_init_s: float = 0.0
     after_db_s: float = 0.0
     ready_unix_s: float | None = None
-    outcome: str = ERROR
+    outcome: str = Outcome.ERROR
     reason: str = ""
     error_class: str = ""
     sqlstate: str = ""
@@ -152,16 +155,16 @@ class Instance:
             self.in_init = True
             async with asyncio.timeout(self.sc.startup.db_init_timeout_s):
                 await self._db_init(res)
-            res.outcome, res.reason = READY, ""
+            res.outcome, res.reason = Outcome.READY, ""
         except TimeoutError:
-            res.outcome, res.reason = TIMEOUT, R_DEADLINE
+            res.outcome, res.reason = Outcome.TIMEOUT, Reason.DEADLINE
         except _Exit:
             pass
         finally:
             self.in_init = False
         res.db_init_s = time.time() - init_start
         res.connections_held = len(self.conns)
-        if res.outcome == READY:
+        if res.outcome == Outcome.READY:
             await self._settle_ready()
             after_start = time.time()
             await asyncio.sleep(self.draw(self.sc.startup.after_db_s))
@@ -185,10 +188,12 @@ class Instance:
                 fatal = self._pool_failed(res, exc)
             backoff = pool_cfg.retry_backoff_s
             if fatal:
-                res.outcome = ERROR  # the target is misconfigured: no retry can help
+                res.outcome = Outcome.ERROR  # the target is misconfigured: no retry can help
                 raise _Exit
             if backoff <= 0:
-                res.outcome = REJECTED if res.reason == R_53300 else ERROR
+                res.outcome = (
+                    Outcome.REJECTED if res.reason == Reason.TOO_MANY_CLIENTS else Outcome.ERROR
+                )
                 raise _Exit
             # No room for the retry before the deadline: the deadline ends the attempt meanwhile.
             await asyncio.sleep(backoff if time.monotonic() + backoff < deadline else 3600.0)

@@ -3,9 +3,9 @@
 Each new client connection is a set-up. The connector carries ``setups_per_instance × instances``
 set-ups at once; the rest wait in a FIFO queue. While set-ups wait, one scale-out at a time starts
 and adds an instance after a ``scale_up_delay_s`` draw, up to ``max_instances``; it never scales in
-(facts: Serverless VPC Access doc). A set-up holds its place for a ``setup_s`` draw, then the proxy
-dials the upstream and relays bytes untouched. Every change of the instance count is logged as a
-JSON line, so a campaign's connector can be compared with the simulated one.
+(docs/sources.md#connector-never-scales-in). A set-up holds its place for a ``setup_s`` draw, then
+the proxy dials the upstream and relays bytes untouched. Every change of the instance count is
+logged as a JSON line, so a campaign's connector can be compared with the simulated one.
 """
 
 from __future__ import annotations

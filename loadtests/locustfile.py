@@ -39,9 +39,9 @@ from loadtests.records import (
 )
 from loadtests.settings import Settings
 from loadtests.shapes import ArrivalShape
-from sim.engine import ERROR, READY
 from sim.errors import StartsimError
 from sim.output import write_json
+from sim.records import Outcome
 
 SAMPLE_EVERY_S = 0.1
 PROGRESS_FILE = "progress.json"
@@ -97,9 +97,9 @@ class Campaign:
         if self.records is not None:
             rec["run_id"] = self.settings.run_dir.name  # a worker knows no folder: stamped here
             self.records.write(rec)
-        self.counts["ready"] += rec["outcome"] == READY
-        self.counts["failed_attempts"] += rec["outcome"] != READY
-        self.counts["errors"] += rec["outcome"] == ERROR
+        self.counts["ready"] += rec["outcome"] == Outcome.READY
+        self.counts["failed_attempts"] += rec["outcome"] != Outcome.READY
+        self.counts["errors"] += rec["outcome"] == Outcome.ERROR
         self.counts["finished"] += rec["final"]
 
     def finished(self) -> bool:
@@ -257,7 +257,7 @@ class ColdStartUser(User):
             if camp.elapsed_s() >= sc.horizon_s:
                 break  # no new start after the horizon, as in the model
             res = camp.bridge.run(self.inst.attempt(attempt))
-            final = res.outcome == READY or attempt > sc.restart.restarts_allowed
+            final = res.outcome == Outcome.READY or attempt > sc.restart.restarts_allowed
             self._fire(res)
             camp.report(
                 make_record(
@@ -275,7 +275,7 @@ class ColdStartUser(User):
             gevent.sleep(3600)  # ready (or given up): hold until the run ends
 
     def _fire(self, res) -> None:
-        failed = res.outcome != READY
+        failed = res.outcome != Outcome.READY
         self.environment.events.request.fire(
             request_type="start",
             name="db_init" if res.attempt == 1 else "db_init (restart)",

@@ -10,8 +10,9 @@ A record (times are Unix seconds and durations seconds, both rounded to the mill
      "error_message": "sorry, too many clients already", "connection_attempts": 3,
      "connections_opened": 2, "connections_held": 2, "pool_starts": 1, "final": true}
 
-Locust rounds response times of 10 s and more to whole seconds (facts: locust/stats.py), so
-threshold probabilities come from these records, never from Locust's statistics.
+Locust rounds response times of 10 s and more to whole seconds
+(docs/sources.md#locust-response-time-rounding), so threshold probabilities come from these
+records, never from Locust's statistics.
 """
 
 from __future__ import annotations

@@ -18,12 +18,8 @@ from heapq import heappop, heappush
 import numpy as np
 
 from sim.distributions import Uniform
+from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
-
-# Outcomes of one start attempt (a container's life from start to ready or exit).
-READY, TIMEOUT, REJECTED, ERROR = "ready", "timeout", "rejected", "error"
-# Why a pool start (or the attempt) failed.
-R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = "deadline", "53300", "connect_timeout"
 
 # States of one connection attempt.
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
@@ -119,20 +115,6 @@ class Replication:
     timeline: dict[str, list] | None = None
 
 
-ATTEMPT_COLUMNS = (
-    "instance",
-    "attempt",
-    "start_s",
-    "db_init_start_s",
-    "db_init_s",
-    "outcome",
-    "reason",
-    "connections_held",
-    "connection_attempts",
-    "pool_starts",
-)
-
-
 class Engine:
     """State and event handlers of one replication. Use :func:`run_replication`."""
 
@@ -187,7 +169,9 @@ class Engine:
         heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
-        for inst, t in zip(self.instances, arrival_times(self.sc, self.arrival_rng), strict=True):
+        for inst, t in zip(
+            self.instances, self.sc.fleet.arrival_times(self.arrival_rng), strict=True
+        ):
             self.at(t, self.start_attempt, inst)
         heap = self._heap
         while heap and heap[0][0] <= self.end_s:
@@ -304,7 +288,7 @@ class Engine:
         if pool != inst.pool or not inst.in_init:
             return
         inst.in_init = False
-        self._record(inst, READY, "")
+        self._record(inst, Outcome.READY, "")
         self._settle_ready_pool(inst)
         self.at(self.now + self.draw_after(), self.became_ready, inst)
 
@@ -335,7 +319,7 @@ class Engine:
             if self.now + backoff < inst.deadline_at:
                 self.at(self.now + backoff, self.retry, inst, inst.attempt)
             return  # otherwise the deadline ends the attempt while it waits
-        outcome = REJECTED if reason == R_53300 else ERROR
+        outcome = Outcome.REJECTED if reason == Reason.TOO_MANY_CLIENTS else Outcome.ERROR
         self.exit(inst, outcome, reason)
 
     def retry(self, inst: _Instance, attempt: int) -> None:
@@ -344,7 +328,7 @@ class Engine:
 
     def deadline(self, inst: _Instance, attempt: int) -> None:
         if inst.attempt == attempt and inst.in_init:
-            self.exit(inst, TIMEOUT, R_DEADLINE)
+            self.exit(inst, Outcome.TIMEOUT, Reason.DEADLINE)
 
     def exit(self, inst: _Instance, outcome: str, reason: str) -> None:
         """Exit code 3: record, drop every connection, and schedule the restart."""
@@ -442,7 +426,7 @@ class Engine:
         if self.db_free == 0:
             self._drop(conn)
             if conn.awaited and conn.pool == inst.pool and inst.in_init:
-                self.pool_failed(inst, R_53300)  # SQLSTATE 53300: too many clients
+                self.pool_failed(inst, Reason.TOO_MANY_CLIENTS)  # SQLSTATE 53300: too many clients
             return
         self.db_free -= 1
         conn.state = HELD
@@ -459,7 +443,7 @@ class Engine:
         inst = conn.inst
         self.cancel(conn)
         if conn.awaited and conn.pool == inst.pool and inst.in_init:
-            self.pool_failed(inst, R_CONNECT_TIMEOUT)
+            self.pool_failed(inst, Reason.CONNECT_TIMEOUT)
 
     def cancel(self, conn: _Conn, serve: bool = True) -> None:
         """The client gives the connection up, wherever it is."""
@@ -492,19 +476,6 @@ class Engine:
             conn.inst.held -= 1
         conn.state = GONE
         conn.inst.conns.pop(conn, None)
-
-
-def arrival_times(sc: Scenario, rng: np.random.Generator) -> list[float]:
-    """When each instance starts: all at once, spread uniformly, Poisson, or in waves."""
-    fleet = sc.fleet
-    n = fleet.instances
-    if fleet.arrival == "burst":
-        return [0.0] * n
-    if fleet.arrival == "uniform":
-        return np.sort(rng.uniform(0.0, fleet.window_s, n)).tolist()
-    if fleet.arrival == "poisson":
-        return np.cumsum(rng.exponential(1.0 / fleet.rate_per_s, n)).tolist()
-    return [w.at_s for w in fleet.waves for _ in range(w.count)]
 
 
 def run_replication(

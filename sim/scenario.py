@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -132,6 +133,18 @@ class Fleet(_Section):
                     f"arrival 'waves' needs it to equal the sum of the waves' counts ({total})",
                 )
         return self
+
+    def arrival_times(self, rng: np.random.Generator) -> list[float]:
+        """When each instance starts: all at once, spread uniformly, Poisson, or in waves. The
+        engine and a load campaign both start instances on this plan."""
+        n = self.instances
+        if self.arrival == "burst":
+            return [0.0] * n
+        if self.arrival == "uniform":
+            return np.sort(rng.uniform(0.0, self.window_s, n)).tolist()
+        if self.arrival == "poisson":
+            return np.cumsum(rng.exponential(1.0 / self.rate_per_s, n)).tolist()
+        return [w.at_s for w in self.waves for _ in range(w.count)]
 
 
 class Startup(_Section):

@@ -1,0 +1,86 @@
+"""The import graph the design promises: no cycle among startsim's modules, the harness never
+imports the engine (it depends on the model and the records only), the core never imports the
+edges (CLI, report writers, harness), and the simulation CLI never loads gevent, Locust or
+asyncpg. Read from the source with ``ast``, so a lazy import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PACKAGES = ("sim", "loadtests")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph(top_level_only: bool) -> dict[str, set[str]]:
+    modules = {
+        _module(p): p
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if "tests" not in p.parts
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = tree.body if top_level_only else list(ast.walk(tree))
+        targets = set()
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_module_imports_itself_back_at_import_time():
+    graph = _graph(top_level_only=True)
+    # A package's __init__ that imports its own submodules is how packages are made, not a cycle.
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in edges[m]:
+            assert state.get(t) != 1, " → ".join([*path, m, t])
+            if t not in state:
+                visit(t, [*path, m])
+        state[m] = 2
+
+    for m in edges:
+        if m not in state:
+            visit(m, [])
+
+
+def test_the_harness_never_imports_the_engine():
+    graph = _graph(top_level_only=False)
+    for name, targets in graph.items():
+        if name.startswith("loadtests"):
+            assert "sim.engine" not in targets, name
+            assert not any(t.startswith("sim.fast") for t in targets), name
+
+
+def test_the_core_never_imports_an_edge():
+    graph = _graph(top_level_only=False)
+    core = (
+        "sim.scenario",
+        "sim.engine",
+        "sim.stats",
+        "sim.records",
+        "sim.runner",
+        "sim.sweep",
+        "sim.search",
+        "sim.sizing",
+        "sim.recommend",
+        "sim.distributions",
+        "sim.errors",
+    )
+    for name in core:
+        for t in graph[name]:
+            assert not t.startswith(("sim.cli", "sim.report", "loadtests")), (name, t)
