@@ -469,6 +469,7 @@ def _is_union_tag(part: object, err: dict) -> bool:
         "exponential",
         "lognormal",
         "gamma",
+        "weibull",
         "empirical",
         "float",  # the members of a jitter (a fraction or "full")
         "str",
