@@ -161,7 +161,22 @@ def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connection
             label=f"max_connections ({max_connections})",
         )
         conns.axhline(free_slots, color="C3", ls="--", lw=1.2, label=f"usable slots ({free_slots})")
-        conns.set_ylim(0, 1.08 * max(max_connections, max(tl["db_connections"], default=0)))
+        top = max(max_connections, max(tl["db_connections"], default=0))
+        conns.set_ylim(0, 1.15 * top)
+        # Labelled where they are drawn: with few reserved slots the two lines nearly touch.
+        for y, text, va in (
+            (max_connections, f"max_connections {max_connections}", "bottom"),
+            (free_slots, f"usable {free_slots}", "top"),
+        ):
+            conns.annotate(
+                text,
+                (0, y),
+                xytext=(3, 2 if va == "bottom" else -2),
+                textcoords="offset points",
+                va=va,
+                fontsize=7,
+                color="black" if va == "bottom" else "C3",
+            )
         conns.set_ylabel("connections")
         conns.set_title(title, fontsize=10)
         conns.legend(fontsize=7, loc="lower right")
