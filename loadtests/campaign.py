@@ -53,6 +53,7 @@ class Options:
     max_instances: int = 500
     max_duration_s: float = 900.0
     seed: int | None = None  # None: a fresh seed, recorded in campaign.json and summary.json
+    instance_command: str | None = None  # the team's start-up, run as each instance (command.py)
 
 
 @dataclass
@@ -74,7 +75,13 @@ class Stopped(KeyboardInterrupt):
 
 
 def become_worker(
-    sc: Scenario, dsn: str, master: str, allowed: list[str], seed: int | None, announce
+    sc: Scenario,
+    dsn: str,
+    master: str,
+    allowed: list[str],
+    seed: int | None,
+    announce,
+    instance_command: str | None = None,
 ) -> None:
     """Check the target and the master, then replace this process with a Locust worker of a
     campaign whose master runs elsewhere (exec: a signal meant for it reaches it, and nothing is
@@ -83,6 +90,7 @@ def become_worker(
 
     resolved = safety.resolve_dsn(dsn, allowed)
     where = safety.check_host_port(master, "--master", allowed)
+    _check_command(instance_command)
     secrets_ = (safety.dsn_password(dsn), resolved.password or "")
     preflight.check_connection(dsn, resolved, sc.pool.connect_timeout_s, secrets_)
     seed = fresh_seed() if seed is None else seed
@@ -92,7 +100,14 @@ def become_worker(
     env = dict(os.environ, **settings.secret_env(dsn, resolved.password))
     # The master enforces --max-instances and the duration; a worker runs what it is sent.
     limits = (sc.horizon_s, sc.fleet.instances)
-    args = settings.child_args(folder / "scenario.toml", seed, resolved.targets, allowed, *limits)
+    args = settings.child_args(
+        folder / "scenario.toml",
+        seed,
+        resolved.targets,
+        allowed,
+        *limits,
+        instance_command=instance_command,
+    )
     cmd = locust_cmd(
         "--worker", "--master-host", where.host, "--master-port", str(where.port), *args
     )
@@ -108,6 +123,7 @@ def fresh_seed() -> int:
 def check(opts: Options) -> safety.Resolved:
     """Every refusal happens here, before anything starts."""
     resolved = safety.resolve_dsn(opts.dsn, opts.allow_targets)
+    _check_command(opts.instance_command)
     n = opts.sc.fleet.instances
     if n > opts.max_instances:
         raise UsageError(
@@ -126,6 +142,13 @@ def check(opts: Options) -> safety.Resolved:
             "(e.g. 10.0.0.5:5557) to pass to `startsim loadtest-worker --master`"
         )
     return resolved
+
+
+def _check_command(command: str | None) -> None:
+    if command is not None:
+        from loadtests.command import parse_command
+
+        parse_command(command)
 
 
 def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
@@ -185,6 +208,7 @@ def _run(opts: Options, progress, started) -> Outcome:
             opts.allow_targets,
             limit_s,
             opts.max_instances,
+            instance_command=opts.instance_command,
         )
         children = _start_locust(run_dir, _child_env(opts, resolved), args, opts)
         _watch(children[0], run_dir, limit_s, progress)
@@ -239,6 +263,7 @@ def _describe(opts: Options, run_id: str, limit_s: float, resolved: safety.Resol
         "max_instances": opts.max_instances,
         "limit_s": limit_s,
         "seed": opts.seed,
+        "instance_command": opts.instance_command,
         "started_unix_s": round(time.time(), 3),
         "locust_version": version("locust"),  # not imported here: it patches for gevent
     }

@@ -1,7 +1,9 @@
 """One container instance's start attempts, for real, in asyncio: the same semantics as the model.
 
 An attempt waits ``before_db_s``, then runs database init under the ``db_init_timeout_s`` deadline:
-``asyncpg.create_pool(min_size, max_size, timeout=connect_timeout_s)`` and the init queries. A
+``asyncpg.create_pool(min_size, max_size, timeout=connect_timeout_s)`` (``pool.start = "asyncpg"``;
+the other starts open min_size through an empty pool: ``gather`` of K checkouts, at most W at once,
+or one awaited and K − 1 in the background) and the init queries, a retry's pause jittered. A
 failed pool start either closes what it opened (``on_failure = "close"``) or keeps it until the
 container exits (``"hold"``); a retry follows after ``retry_backoff_s`` if it fits before the
 deadline. Past the deadline (or with no retry) the attempt exits; its connections go
@@ -14,6 +16,7 @@ Nothing here knows about gevent or Locust: the harness runs it through :mod:`loa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -21,7 +24,7 @@ import asyncpg
 import numpy as np
 
 from sim.records import Outcome, Reason
-from sim.scenario import Scenario
+from sim.scenario import Restart, Scenario, jittered_s
 
 APPLICATION_NAME = "startsim-loadtest"
 # Failures that are not the start-up path's congestion but a misconfigured target: retrying within
@@ -138,6 +141,7 @@ class Instance:
         self.checked_out: list[asyncpg.Connection] = []
         self.conns: set[TrackedConnection] = set()  # every live connection, any pool start
         self.releases: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # a "background" start's K − 1 connections
         self.generation = 0  # current pool start; stragglers of older ones compare against it
         self.in_init = False  # connections opened during database init count as its attempts
         self.result: AttemptResult | None = None
@@ -195,6 +199,8 @@ class Instance:
                     Outcome.REJECTED if res.reason == Reason.TOO_MANY_CLIENTS else Outcome.ERROR
                 )
                 raise _Exit
+            if pool_cfg.retry_jitter:  # one draw per failed pool start, as the model does
+                backoff = jittered_s(backoff, pool_cfg.retry_jitter, float(self.rng.random()))
             # No room for the retry before the deadline: the deadline ends the attempt meanwhile.
             await asyncio.sleep(backoff if time.monotonic() + backoff < deadline else 3600.0)
 
@@ -212,16 +218,51 @@ class Instance:
                 await con.close_for_real()  # a straggler of a pool start already given up
             return con
 
+        eager = pool_cfg.start == "asyncpg"  # create_pool opens min_size itself; else we do
         self.pool = await asyncpg.create_pool(
             self.dsn,
             **self.connect,
-            min_size=pool_cfg.min_size,
+            min_size=pool_cfg.min_size if eager else 0,
             max_size=pool_cfg.max_size,
             timeout=pool_cfg.connect_timeout_s,
             connect=connect,
             connection_class=TrackedConnection,
             server_settings={"application_name": APPLICATION_NAME},
         )
+        if not eager:
+            await self._open(pool_cfg.start, pool_cfg.min_size, pool_cfg.workers)
+
+    async def _open(self, start: str, k: int, workers: int) -> None:
+        """K connections the way ``pool.start`` names (docs/model.md, "Pool-start strategies"):
+        ``concurrent`` all at once, ``workers`` at most W at once, ``background`` the first
+        awaited and the others left to finish (their failures lose only themselves)."""
+        pool = self.pool
+        held: list = []  # kept checked out until all K are open: an idle one would be reused
+
+        async def checkout(gate: asyncio.Semaphore | None = None) -> None:
+            if gate is None:
+                held.append(await pool.acquire())
+                return
+            async with gate:
+                held.append(await pool.acquire())
+
+        async def opened_once() -> None:  # a background connection: opened, then idle
+            await pool.release(await pool.acquire())
+
+        if start == "concurrent":
+            await asyncio.gather(*(checkout() for _ in range(k)))
+        elif start == "workers":
+            gate = asyncio.Semaphore(workers)
+            await asyncio.gather(*(checkout(gate) for _ in range(k)))
+        elif k > 0:  # background
+            await checkout()
+        for con in held:
+            await pool.release(con)
+        if start == "background" and k > 0:
+            for _ in range(k - 1):
+                task = asyncio.get_running_loop().create_task(_quietly(opened_once()))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
 
     def _adopt(self, con: TrackedConnection, res: AttemptResult) -> None:
         con.pinned = self.sc.pool.on_failure == "hold"
@@ -256,6 +297,9 @@ class Instance:
     async def _settle_ready(self) -> None:
         """Keep ``held_when_ready`` connections checked out; close what init opened beyond that."""
         want = self.sc.pool.held_when_ready
+        # A background start's connections still opening are waited for (each bounded by the
+        # connect timeout), then the ready pool keeps held_when_ready of them like the others.
+        await asyncio.gather(*self.background, return_exceptions=True)
         for con in list(self.conns):
             con.pinned = False
         # asyncpg 0.31+ reopens closed connections up to min_size; the model's ready instance
@@ -272,6 +316,8 @@ class Instance:
     def _exit(self) -> None:
         """The container exits: every connection goes, ``exit_release_s`` later if set."""
         self.generation += 1
+        for task in list(self.background):
+            task.cancel()
         delay_s = self.sc.restart.exit_release_s
         for con in list(self.conns):
             con.pinned = True  # the pool goes now; its connections go when released below
@@ -293,7 +339,7 @@ class Instance:
     async def close(self) -> None:
         """End of the run: close every connection this instance still has, now."""
         self.generation += 1
-        for task in list(self.releases):
+        for task in [*self.releases, *self.background]:
             task.cancel()
         pool, self.pool = self.pool, None
         for con in list(self.conns):
@@ -307,6 +353,21 @@ class Instance:
                 pool.terminate()
         await asyncio.gather(*(c.close_for_real() for c in list(self.conns)))
         self.checked_out = []
+
+
+async def _quietly(coro) -> None:
+    """A background connection: its failure loses only that connection."""
+    with contextlib.suppress(Exception):
+        await coro
+
+
+def restart_pause_s(restart: Restart, number: int, rng: np.random.Generator) -> float:
+    """The pause before restart ``number`` (1-based), jittered as the model does (docs/model.md,
+    "Exit and restart"): one uniform draw per restart, and none without a jitter."""
+    pause_s = restart.backoff_s(number)
+    if restart.jitter:
+        pause_s = jittered_s(pause_s, restart.jitter, float(rng.random()))
+    return pause_s
 
 
 class _Exit(Exception):

@@ -121,25 +121,50 @@ class Campaign:
 
     # -- from users (a local run, or a worker) -------------------------------------------------
     def new_instance(self):
+        """(instance id, instance, its generator): the built-in asyncpg life, or the command."""
         from loadtests.container import Instance
 
         number = next(self._numbers)
+        instance_id = self.worker * INSTANCE_STRIDE + number
         seq = np.random.SeedSequence(self.settings.seed, spawn_key=(self.worker, number))
         rng = np.random.default_rng(seq)
-        inst = Instance(
-            self.sc,
-            self.settings.dsn,
-            rng,
-            self.gauge,
-            self.settings.secrets,
-            connect=self.settings.connect,
-        )
+        if self.settings.command:
+            inst = self._command_instance(instance_id)
+        else:
+            inst = Instance(
+                self.sc,
+                self.settings.dsn,
+                rng,
+                self.gauge,
+                self.settings.secrets,
+                connect=self.settings.connect,
+            )
         self.instances.append(inst)
         if self.is_worker:
             self.runner.send_message("startsim_started", None)
         else:
             self.counts["started"] += 1
-        return self.worker * INSTANCE_STRIDE + number, inst
+        return instance_id, inst, rng
+
+    def _command_instance(self, instance_id: int):
+        import os
+
+        from loadtests.command import CommandInstance, child_env
+
+        identity = {
+            "STARTSIM_INSTANCE": str(instance_id),
+            "STARTSIM_WORKER": str(self.worker),
+            "STARTSIM_RUN_ID": self.settings.run_dir.name if self.settings.run_dir else "",
+        }
+        env = child_env(dict(os.environ), self.settings.dsn, self.settings.connect, identity)
+        return CommandInstance(list(self.settings.command), env, self.settings.secrets)
+
+    def run_attempt(self, inst, number: int):
+        """One start attempt: the command's process (this greenlet waits), or the asyncpg life
+        on the asyncio bridge."""
+        if self.settings.command:
+            return inst.attempt(number)
+        return self.bridge.run(inst.attempt(number))
 
     def report(self, rec: dict) -> None:
         if self.is_worker:
@@ -167,6 +192,9 @@ class Campaign:
         if self.bridge is None or not self.instances:
             return
         insts, self.instances = self.instances, []
+        if self.settings.command:  # SIGTERM every ready process, at once, then wait for them
+            gevent.joinall([gevent.spawn(i.close) for i in insts])
+            return
 
         async def close():
             await asyncio.gather(*(i.close() for i in insts), return_exceptions=True)
@@ -248,7 +276,7 @@ class ColdStartUser(User):
 
     def on_start(self) -> None:
         self.camp = self.environment.startsim
-        self.instance_id, self.inst = self.camp.new_instance()
+        self.instance_id, self.inst, self.rng = self.camp.new_instance()
 
     @task
     def life(self) -> None:
@@ -256,7 +284,7 @@ class ColdStartUser(User):
         for attempt in itertools.count(1):
             if camp.elapsed_s() >= sc.horizon_s:
                 break  # no new start after the horizon, as in the model
-            res = camp.bridge.run(self.inst.attempt(attempt))
+            res = camp.run_attempt(self.inst, attempt)
             final = res.outcome == Outcome.READY or attempt > sc.restart.restarts_allowed
             self._fire(res)
             camp.report(
@@ -270,7 +298,9 @@ class ColdStartUser(User):
             )
             if final:
                 break
-            gevent.sleep(sc.restart.backoff_s(attempt))
+            from loadtests.container import restart_pause_s
+
+            gevent.sleep(restart_pause_s(sc.restart, attempt, self.rng))
         while True:
             gevent.sleep(3600)  # ready (or given up): hold until the run ends
 
@@ -289,7 +319,9 @@ class ColdStartUser(User):
 
     def on_stop(self) -> None:
         inst = getattr(self, "inst", None)
-        if inst is not None and self.camp.bridge is not None:
+        if inst is not None and self.camp.settings.command:
+            inst.close()
+        elif inst is not None and self.camp.bridge is not None:
             self.camp.bridge.run(inst.close())
 
 

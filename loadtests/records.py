@@ -115,7 +115,8 @@ def fleet_columns(
         "replication": np.asarray([0]),
         "fleet_ready_s": np.asarray([fleet_ready_s]),
         "peak_db_connections": np.asarray([peak_connections(samples)]),
-        "connection_attempts": np.asarray([sum(r["connection_attempts"] for r in records)]),
+        # A start-up command reports its counters or not (None): count what was reported.
+        "connection_attempts": np.asarray([sum(r["connection_attempts"] or 0 for r in records)]),
         "instances_ready": np.asarray([len(ready)]),
     }
 

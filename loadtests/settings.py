@@ -47,6 +47,11 @@ OPTIONS = (
         "each checked like them (startsim loadtest passes the ones it checked)",
     ),
     ("run_dir", "STARTSIM_RUN_DIR", "write into exactly this folder (startsim loadtest)"),
+    (
+        "instance_command",
+        "STARTSIM_INSTANCE_COMMAND",
+        "run this start-up command as each instance instead of the built-in asyncpg life",
+    ),
 )
 ENV_VARS = {name: env for name, env, _ in OPTIONS}
 
@@ -84,6 +89,7 @@ class Settings:
     run_dir: Path | None  # only where records are written: the master, or a local run
     fresh_run_dir: bool  # made here (a plain `locust -f` run), not by `startsim loadtest`
     secrets: tuple[str, ...]
+    command: tuple[str, ...] = ()  # --instance-command's argv; empty: the built-in asyncpg life
 
 
 def from_options(options, writer: bool) -> Settings:
@@ -118,6 +124,11 @@ def from_options(options, writer: bool) -> Settings:
         connect["password"] = resolved.password
     passwords = (safety.dsn_password(dsn), resolved.password, os.environ.get("PGPASSWORD"))
     seed = options.seed if options.seed is not None else _secrets.randbits(32)
+    command = getattr(options, "instance_command", None)
+    if command is not None:
+        from loadtests.command import parse_command  # imports asyncpg: only when asked
+
+        command = tuple(parse_command(command))
     run_dir, fresh = _run_dir(options, sc) if writer else (None, False)
     return Settings(
         sc=sc,
@@ -129,6 +140,7 @@ def from_options(options, writer: bool) -> Settings:
         run_dir=run_dir,
         fresh_run_dir=fresh,
         secrets=tuple(s for s in passwords if s),
+        command=command or (),
     )
 
 
@@ -170,6 +182,7 @@ def child_args(
     limit_s: float,
     max_instances: int,
     run_dir: Path | None = None,
+    instance_command: str | None = None,
 ) -> list[str]:
     """The options ``startsim`` gives its Locust processes: nothing secret (``ps`` shows them).
 
@@ -182,6 +195,8 @@ def child_args(
     for host in dict.fromkeys([*allowed, *by_address]):
         args += ["--allow-target", host]
     args += ["--max-duration", repr(limit_s), "--max-instances", str(max_instances)]
+    if instance_command is not None:
+        args += ["--instance-command", instance_command]
     return args + (["--run-dir", str(run_dir)] if run_dir is not None else [])
 
 

@@ -24,6 +24,15 @@ Dsn = Annotated[
         "password; it is never printed or stored either way.",
     ),
 ]
+InstanceCommand = Annotated[
+    str | None,
+    typer.Option(
+        "--instance-command",
+        help='Run this start-up command (e.g. "python app.py") as each instance instead of the '
+        "built-in asyncpg life: DATABASE_URL and PGPASSWORD in its environment, phase timings "
+        "as JSON lines on its stdout, exit code 3 for a database-init timeout.",
+    ),
+]
 AllowTarget = Annotated[
     list[str] | None,
     typer.Option(
@@ -76,6 +85,7 @@ def loadtest(
             help="Seed of every random draw (default: a fresh one, printed and recorded).",
         ),
     ] = None,
+    instance_command: InstanceCommand = None,
 ) -> None:
     """Cold-start the scenario's fleet for real against PostgreSQL (Locust + asyncpg)."""
     from loadtests import campaign
@@ -94,6 +104,7 @@ def loadtest(
         max_instances=max_instances,
         max_duration_s=max_duration,
         seed=seed,
+        instance_command=instance_command,
     )
     n = opts.sc.fleet.instances
 
@@ -151,6 +162,7 @@ def loadtest_worker(
         int | None,
         typer.Option("--seed", min=0, help="Seed of this worker's draws (default: a fresh one)."),
     ] = None,
+    instance_command: InstanceCommand = None,
 ) -> None:
     """Run one Locust worker for a campaign whose master runs elsewhere (distributed mode)."""
     from loadtests import campaign
@@ -160,7 +172,8 @@ def loadtest_worker(
         err.print(f"seed {seed}", highlight=False)
 
     sc = scenarios.resolve(scenario)
-    campaign.become_worker(sc, dsn, master, list(allow_target or []), seed, announce)
+    allowed = list(allow_target or [])
+    campaign.become_worker(sc, dsn, master, allowed, seed, announce, instance_command)
 
 
 def connector_emulator(

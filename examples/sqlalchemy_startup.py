@@ -1,0 +1,152 @@
+"""A small service start-up with the staging incident's settings, for `startsim loadtest
+--instance-command`: a SQLAlchemy async engine over asyncpg (pool_size 20, max_overflow 30), a
+warm-up of K connections, a 20 s deadline on database init and exit code 3 past it.
+
+It speaks the harness's stdout convention (docs/loadtests.md, "Your own start-up"): one JSON object
+per line, ``{"phase": "database", "s": 12.3}`` for each phase it times, ``{"ready": true}`` when it
+is ready. Then it holds its warmed-up connections, as a serving instance does, until SIGTERM (or for
+``HOLD_S`` seconds) and exits 0. Settings, from the environment (or ``--name value`` on the command
+line, e.g. ``--warmup-connections 4 --warmup-start asyncpg``):
+
+| variable | default | meaning |
+|---|---|---|
+| ``DATABASE_URL`` | (required) | where to connect; the password comes from ``PGPASSWORD`` |
+| ``WARMUP_CONNECTIONS`` | 5 | K: connections the warm-up checks out |
+| ``WARMUP_START`` | concurrent | ``concurrent`` (K at once) or ``asyncpg`` (1, then K − 1) |
+| ``DB_INIT_TIMEOUT_S`` | 20 | deadline of database init; past it the process exits 3 |
+| ``CONNECT_TIMEOUT_S`` | 10 | asyncpg's limit on one connection |
+| ``POOL_SIZE``, ``MAX_OVERFLOW`` | 20, 30 | SQLAlchemy's QueuePool sizes |
+| ``BEFORE_DB_S``, ``AFTER_DB_S`` | 0, 0 | other start-up work before and after database init |
+| ``HOLD_S`` | (until SIGTERM) | how long a ready process keeps running |
+
+Install its dependencies with ``pip install -e ".[examples]"``. Run by hand::
+
+    DATABASE_URL=postgresql://app@127.0.0.1:5432/app PGPASSWORD=... \\
+        python examples/sqlalchemy_startup.py --warmup-connections 5
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+EXIT_TIMEOUT = 3  # the incident's service: database init past its deadline
+EXIT_FAILED = 1  # any other failure of database init (e.g. 53300 with no retry)
+SETTINGS = {
+    "DATABASE_URL": "",
+    "WARMUP_CONNECTIONS": "5",
+    "WARMUP_START": "concurrent",
+    "DB_INIT_TIMEOUT_S": "20",
+    "CONNECT_TIMEOUT_S": "10",
+    "POOL_SIZE": "20",
+    "MAX_OVERFLOW": "30",
+    "BEFORE_DB_S": "0",
+    "AFTER_DB_S": "0",
+    "HOLD_S": "",
+}
+
+
+def settings(argv: list[str]) -> dict[str, str]:
+    """The environment's settings, overridden by ``--warmup-connections 4``-style arguments."""
+    out = {name: os.environ.get(name, default) for name, default in SETTINGS.items()}
+    for flag, value in zip(argv[::2], argv[1::2], strict=False):
+        name = flag.removeprefix("--").replace("-", "_").upper()
+        if name not in SETTINGS:
+            sys.exit(f"unknown option {flag}; known: {', '.join(SETTINGS)}")
+        out[name] = value
+    if not out["DATABASE_URL"]:
+        sys.exit("DATABASE_URL is required")
+    if out["WARMUP_START"] not in ("concurrent", "asyncpg"):
+        sys.exit(f"WARMUP_START = {out['WARMUP_START']!r}: concurrent or asyncpg")
+    return out
+
+
+def report(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def make_engine(cfg: dict[str, str]) -> AsyncEngine:
+    url = cfg["DATABASE_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
+    app_name = os.environ.get("PGAPPNAME", "sqlalchemy-startup")
+    return create_async_engine(
+        url,
+        pool_size=int(cfg["POOL_SIZE"]),
+        max_overflow=int(cfg["MAX_OVERFLOW"]),
+        connect_args={
+            "timeout": float(cfg["CONNECT_TIMEOUT_S"]),
+            "server_settings": {"application_name": app_name},
+        },
+    )
+
+
+async def warm_up(
+    engine: AsyncEngine, k: int, start: str, counts: dict[str, int]
+) -> list[AsyncConnection]:
+    """Check out K connections: all at once, or the first alone and then the rest at once.
+
+    A failed checkout fails the warm-up at once (``gather``); the others are left to the exit.
+    """
+    held: list[AsyncConnection] = []
+
+    async def checkout() -> None:
+        counts["connection_attempts"] += 1
+        held.append(await engine.connect())
+        counts["connections_opened"] += 1
+
+    if start == "asyncpg" and k > 0:
+        await checkout()
+        k -= 1
+    await asyncio.gather(*(checkout() for _ in range(k)))
+    return held
+
+
+async def database_init(engine: AsyncEngine, cfg: dict[str, str], counts: dict[str, int]) -> None:
+    held = await warm_up(engine, int(cfg["WARMUP_CONNECTIONS"]), cfg["WARMUP_START"], counts)
+    if held:
+        await held[0].execute(text("select 1"))  # the init queries
+    for conn in held:
+        await conn.close()  # back to the pool, which keeps them open (up to pool_size)
+
+
+async def main(cfg: dict[str, str]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await asyncio.sleep(float(cfg["BEFORE_DB_S"]))
+    engine = make_engine(cfg)
+    counts = {"connection_attempts": 0, "connections_opened": 0, "pool_starts": 1}
+    t0 = time.monotonic()
+    try:
+        async with asyncio.timeout(float(cfg["DB_INIT_TIMEOUT_S"])):
+            await database_init(engine, cfg, counts)
+    except TimeoutError:
+        report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
+        return EXIT_TIMEOUT  # exit at once: the kernel closes whatever is still open
+    except Exception as exc:
+        report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
+        report(sqlstate=getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
+        print(f"database init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
+    t1 = time.monotonic()
+    await asyncio.sleep(float(cfg["AFTER_DB_S"]))
+    report(phase="after_db", s=round(time.monotonic() - t1, 3))
+    report(ready=True)
+    hold_s = float(cfg["HOLD_S"]) if cfg["HOLD_S"] else None
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), hold_s)
+    await engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(settings(sys.argv[1:]))))
