@@ -59,11 +59,15 @@ FAST_FIELDS = {
 }
 
 
+# Sections the model never reads (what the team tried, for the ADR): no engine needs them.
+NOT_MODEL = {"team"}
+
+
 def unsupported(sc: Scenario) -> str | None:
     """Why the fast engine cannot run ``sc``, or None when it can."""
     defaults = Scenario().to_dict()
     for section, fields in sc.to_dict().items():
-        if not isinstance(fields, dict):
+        if not isinstance(fields, dict) or section in NOT_MODEL:
             continue
         for name, value in fields.items():
             known = name in FAST_FIELDS.get(section, ())

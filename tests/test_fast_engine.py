@@ -334,3 +334,10 @@ def test_buffers_grow_and_the_replication_runs_again():
     assert grown >= 4
     ref = run_replication(sc, replication_seed(0, 0))
     assert buf.records()[0][:, kernel.R_ATTEMPT].tolist() == ref.attempts["attempt"]
+
+
+def test_every_model_field_is_known_to_the_fast_engine():
+    # A field added to the model must be ported (and listed in sim.engines.FAST_FIELDS) or
+    # scenarios that set it fall back to the readable engine; the shipped ones must all run fast.
+    for name in builtin_names():
+        assert unsupported(resolve(name)) is None, name
