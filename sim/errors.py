@@ -38,7 +38,13 @@ class UsageError(StartsimError):
 
     def __init__(self, problem: str, option: str | None = None, value: object = None) -> None:
         self.problem, self.option, self.value = problem, option, value
-        super().__init__(f"{option} = {_short(repr(value))}: {problem}" if option else problem)
+        if option is None:
+            message = problem
+        elif value is None:
+            message = f"{option}: {problem}"
+        else:
+            message = f"{option} = {_short(repr(value))}: {problem}"
+        super().__init__(message)
 
 
 class InputError(StartsimError):

@@ -48,7 +48,7 @@ class Grid:
 def parse_vary(specs: Sequence[str], base: Scenario) -> Grid:
     """``["pool.min_size=1,5", …]`` into a validated grid; every point is checked up front."""
     if not specs:
-        raise UsageError("give at least one FIELD=V1,V2,… (e.g. pool.min_size=1,5)", "vary", [])
+        raise UsageError("give at least one FIELD=V1,V2,… (e.g. pool.min_size=1,5)", "vary")
     fields, values = [], []
     for spec in specs:
         field, parsed = _parse_one(spec, base)

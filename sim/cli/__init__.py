@@ -76,7 +76,10 @@ def _as_flag(exc: UsageError) -> str:
     the flag the user typed (``--target-success 1.0: …``)."""
     if exc.option is None:
         return str(exc)
-    value = exc.value if isinstance(exc.value, int | float) else shlex.quote(str(exc.value))
+    if exc.value is None:
+        return f"{flag(exc.option)}: {exc.problem}"
+    v = exc.value
+    value = f"{v:g}" if isinstance(v, float) else v if isinstance(v, int) else shlex.quote(str(v))
     return f"{flag(exc.option)} {value}: {exc.problem}"
 
 
