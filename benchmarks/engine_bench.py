@@ -1,0 +1,158 @@
+"""The three engines side by side on the same scenarios and replications: a SimPy model of the same
+rules (tests/reference_simpy.py), the readable engine (sim/engine.py) and the fast engine
+(sim/fast/), then ``startsim recommend`` and the 100-point sweep with each engine.
+
+    .venv/bin/python benchmarks/engine_bench.py            # everything (about ten minutes)
+    .venv/bin/python benchmarks/engine_bench.py --quick    # engines only, fewer replications
+
+Every run is its own process, so peak memory (max RSS) is that run's alone; the fast engine's
+kernel is compiled (cached) before timing. Prints a Markdown table; asserts nothing. Figures depend
+on the machine and what else runs on it: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BURST = {
+    "name": "burst-10k",
+    "horizon_s": 600.0,
+    "fleet": {"instances": 10_000, "arrival": "burst"},
+    "pool": {"min_size": 1, "max_size": 5, "held_when_ready": 1, "connect_timeout_s": 60.0},
+    "connector": {"min_instances": 10, "max_instances": 10, "setups_per_instance": 1000},
+    "database": {"max_connections": 20_000},
+}
+
+
+def scenario(name: str):
+    from sim.scenario import from_dict, resolve
+
+    return from_dict(BURST, "bench") if name == "burst-10k" else resolve(name)
+
+
+def worker(engine: str, name: str, replications: int, jobs: int) -> dict:
+    """One engine, one scenario, in this process: wall time, instance starts, peak memory."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    sc = scenario(name)
+    if engine == "fast":  # compile (or load the cached kernel) before the clock starts
+        from sim import fast
+
+        fast.run_chunk(sc, 0, range(1))
+    start = time.perf_counter()
+    if engine == "simpy":
+        import reference_simpy
+
+        attempts = sum(len(reference_simpy.run(sc, i).attempts) for i in range(replications))
+    else:
+        from sim.runner import simulate
+
+        res = simulate(sc, replications, 0, jobs=jobs, engine=engine)
+        attempts = len(res.attempts["outcome"])
+    wall = time.perf_counter() - start
+    starts = sc.fleet.instances * replications
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "engine": engine,
+        "scenario": name,
+        "replications": replications,
+        "jobs": jobs,
+        "wall_s": wall,
+        "instance_starts": starts,
+        "starts_per_s": starts / wall,
+        "attempts": attempts,
+        "peak_mb": max(peak_mb, children),
+    }
+
+
+def run_worker(*args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", *map(str, args)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cli(args: list[str]) -> float:
+    start = time.perf_counter()
+    exe = Path(sys.executable).parent / "startsim"
+    subprocess.run([str(exe), *args], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def engines_table(quick: bool) -> list[str]:
+    reps = 50 if quick else 200
+    rows = [
+        "| scenario | engine | processes | replications | wall s | instance starts/s | "
+        "fast ÷ SimPy | fast ÷ readable | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, n in (("staging-incident", reps), ("gang-allocation", reps), ("burst-10k", 4)):
+        runs = {e: run_worker(e, name, n, 1) for e in ("simpy", "reference", "fast")}
+        runs["fast ×2"] = run_worker("fast", name, 20 * n if name != "burst-10k" else 200, 2)
+        base = {e: runs[e]["starts_per_s"] for e in ("simpy", "reference")}
+        for label, r in runs.items():
+            ratios = ("", "")
+            if label.startswith("fast"):
+                ratios = (
+                    f"{r['starts_per_s'] / base['simpy']:.0f}×",
+                    f"{r['starts_per_s'] / base['reference']:.0f}×",
+                )
+            rows.append(
+                f"| {name} | {label.split()[0]} | {r['jobs']} | {r['replications']} | "
+                f"{r['wall_s']:.2f} | {r['starts_per_s']:,.0f} | {ratios[0]} | {ratios[1]} | "
+                f"{r['peak_mb']:.0f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def commands_table(quick: bool) -> list[str]:
+    rows = ["| command | engine | wall s |", "|---|---|---|"]
+    runs = [("recommend", ["recommend", "--out"])]
+    if not quick:
+        runs.append(("sweep 100 points × 2,000", ["sweep", *SWEEP, "--out"]))
+    import tempfile
+
+    for label, args in runs:
+        for engine in ("reference", "fast"):
+            with tempfile.TemporaryDirectory() as tmp:
+                wall = cli([*args, tmp, "--engine", engine])
+            rows.append(f"| {label} | {engine} | {wall:.1f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+SWEEP = [
+    "--vary",
+    "startup.db_init_timeout_s=10,14,18,20,22,24,26,28,32,40",
+    "--vary",
+    "fleet.instances=20,24,28,32,36,40,44,48,52,56",
+    "-n",
+    "2000",
+]
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        engine, name, reps, jobs = sys.argv[2:6]
+        print(json.dumps(worker(engine, name, int(reps), int(jobs))))
+        return
+    quick = "--quick" in sys.argv[1:]
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average before: {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    engines_table(quick)
+    commands_table(quick)
+
+
+if __name__ == "__main__":
+    main()
