@@ -146,6 +146,7 @@ class Candidate:
     free_slots: int
     max_connections: int
     meets_target: bool
+    held_fits: bool = True  # the ready fleet's connections fit the free slots
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -165,6 +166,7 @@ class Candidate:
             "p_start_failure": s.p_start_failure.as_dict(),
             "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
             "meets_target": self.meets_target,
+            "held_fits": self.held_fits,
             "fleet_ready_p95_s": s.fleet_ready_s["p95"],
             "peak_db_connections_max": s.peak_db_connections_max,
             "free_slots": self.free_slots,
@@ -575,12 +577,15 @@ def _merge(changes) -> dict[str, Any]:
 def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
     over = _merge(combo)
     cand = sc.with_overrides(over)
-    reps = n if Demand.of(cand).held_fits else min(n, EVIDENCE_REPLICATIONS)
+    fits = Demand.of(cand).held_fits
+    reps = n if fits else min(n, EVIDENCE_REPLICATIONS)
     s = lab.summary(cand, reps)
     name = " + ".join(c.name for c in combo) or "today's configuration"
-    meets = s.p_start_failure.ci_high <= 1 - settings.target_success
+    # Starts that succeed are not enough when the ready fleet cannot hold its connections: the
+    # instances would then starve under traffic (the model opens those lazily and lets them fail).
+    meets = fits and s.p_start_failure.ci_high <= 1 - settings.target_success
     db = cand.database
-    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets)
+    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets, fits)
 
 
 # -- the team's history, and what monitoring would have seen -------------------------------------

@@ -259,3 +259,12 @@ def test_monitoring_counts_failed_starts_and_exit_code_3_per_deploy(storm):
     timeouts = (a["outcome"] == "timeout").sum() / storm.today.replications
     assert m["exit_code_3_per_deploy"]["mean"] == pytest.approx(timeouts)
     assert m["deploys"] == storm.today.replications and m["instances_per_deploy"] == 6
+
+
+def test_an_option_whose_ready_fleet_cannot_hold_its_connections_does_not_meet(storm):
+    # min_size 1 alone lets every start succeed (one connection each), but 6 ready instances
+    # keeping 5 each need 30 of 12 slots: the fleet would starve, so it is no answer.
+    by_name = {c.name: c for c in storm.candidates}
+    alone = by_name["pool.min_size 1"]
+    assert not alone.held_fits and not alone.meets_target
+    assert storm.decision.adopted.name == "pool sized to fit"

@@ -131,7 +131,7 @@ def candidates_table(data: dict) -> Table:
             r["name"],
             pct(f["estimate"]),
             pct(f["ci_high"]),
-            "yes" if r["meets_target"] else "no",
+            "yes" if r["meets_target"] else "no" if r["held_fits"] else "no: held",
             "never" if r["fleet_ready_p95_s"] is None else f"{r['fleet_ready_p95_s']:.1f} s",
             f"{r['restarts_per_instance']:.3f}",
         )
