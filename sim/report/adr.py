@@ -108,9 +108,8 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> s
         f"{demand['free_slots']} are free for the application.",
         f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
         f"{sc.connector.setups_per_instance} connection set-ups at once per instance; a "
-        f"scale-out takes {_dist(sc.connector.scale_up_delay_s)}; Serverless VPC Access does not "
-        f"publish this figure, 10–30 s is the staging observation "
-        f"({cite('sources.md', 'connector-scale-out-delay', 'sources')}).",
+        f"scale-out takes {_dist(sc.connector.scale_up_delay_s)} (Serverless VPC Access does "
+        f"not publish this figure: {cite('sources.md', 'connector-scale-out-delay', 'sources')}).",
         f"- Database-init timeout today: {t['current_s']:g} s; the container exits with code 3 "
         f"past it and restarts with backoff ({sc.restart.policy}, first "
         f"{sc.restart.initial_backoff_s:g} s).",
@@ -400,15 +399,17 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
     if not data["verdict"]["timeout_helps"]:
         lines.append(
             "- Raising the timeout is not an option: waiting longer keeps rejected instances in "
-            "a longer restart loop and multiplies connection attempts (see the restarts figure)."
+            "a longer restart loop and multiplies connection attempts"
+            + (" (see the restarts figure)." if "restarts" in figures else ".")
         )
     lines += [
         "- The decision holds for this fleet and this connector: a larger deploy wave or a "
-        "slower scale-out needs a new run (see the heatmap).",
-        "- The scale-out delay and per-instance set-up capacity are model parameters calibrated "
-        f"from the staging incident, not published figures "
-        f"({cite('sources.md', 'connector-set-up-capacity', 'sources')}); re-run `startsim "
-        "recommend` when a load campaign measures them.",
+        "slower scale-out needs a new run"
+        + (" (see the heatmap)." if "heatmap" in figures else "."),
+        "- The connector's scale-out delay and per-instance set-up capacity are not published "
+        f"figures ({cite('sources.md', 'connector-set-up-capacity', 'sources')}): they are this "
+        "scenario's, fitted to an incident or calibrated from a load campaign (`startsim "
+        "calibrate`); re-run `startsim recommend` when a campaign measures them anew.",
         "",
         _figure_links(figures),
     ]

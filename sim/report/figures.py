@@ -10,11 +10,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, and work on a machine without a display
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -22,6 +17,13 @@ from matplotlib.ticker import MaxNLocator
 from sim.output import atomic_write
 
 FIGSIZE = (7.5, 4.8)
+
+
+def _subplots(*grid, figsize, **kwargs):
+    """A Figure of its own, not pyplot's: no backend, no window, nothing global to close, and a
+    notebook shows the returned Figure inline."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def save(fig: Figure, folder: Path, stem: str, svg: bool = False) -> list[str]:
@@ -34,7 +36,6 @@ def save(fig: Figure, folder: Path, stem: str, svg: bool = False) -> list[str]:
         fig.savefig(buf, format=ext, dpi=100, bbox_inches="tight", metadata=_metadata(ext))
         atomic_write(folder / f"{stem}.{ext}", buf.getvalue())
         names.append(f"{stem}.{ext}")
-    plt.close(fig)
     return names
 
 
@@ -52,7 +53,7 @@ def db_init_cdf(
     """CDF of database-init duration and, below, its tail on a log scale with the target line."""
     x = np.sort(np.asarray(durations_s, dtype=float))
     n = x.size
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    fig, (top, bottom) = _subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
     if n == 0:  # a hopeless scenario: say so instead of drawing an empty curve
         top.text(0.5, 0.5, "no database init finished", ha="center", va="center")
         x, n = np.zeros(1), 1
@@ -101,7 +102,7 @@ def heatmap(
     for r in rows:
         v = r[value]
         grid[ys.index(r[y_field]), xs.index(r[x_field])] = np.nan if v is None else float(v)
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     im = ax.imshow(grid * 100, origin="lower", aspect="auto", cmap="magma_r", vmin=0, vmax=100)
     ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=10)
     ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=10)
@@ -145,7 +146,7 @@ def _value_label(value: str) -> str:
 def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connections: int) -> Figure:
     """One replication per column: connections held vs the limit, connector instances, ready."""
     # One time axis for every panel (and one y axis per row), so the columns compare at a glance.
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         3, len(panels), figsize=(5.2 * len(panels), 7.2), squeeze=False, sharex=True, sharey="row"
     )
     fig.subplots_adjust(hspace=0.15)
@@ -199,7 +200,7 @@ def restarts_vs_fleet(
     series: Sequence[tuple[str, list[dict]]], fleet_field: str = "fleet.instances"
 ) -> Figure:
     """Restarts per instance and work amplification against fleet size, one line per timeout."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (left, right) = _subplots(1, 2, figsize=(10, 4.2))
     for label, rows in series:
         rows = sorted(rows, key=lambda r: r[fleet_field])
         x = [r[fleet_field] for r in rows]
