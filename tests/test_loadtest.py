@@ -211,13 +211,13 @@ def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path
     assert 1.8 <= max(r["db_init_s"] for r in records) < 3.0  # spawns differ by a few ms
 
 
-def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
-    # Every attempt times out (queries take 5 s, the deadline is 0.5 s) and restarts: a run
-    # that would go on for minutes; Ctrl-C stops it.
+def start_endless_run(pg_server, tmp_path: Path, instances: int, records: int):
+    """A campaign in which every attempt times out (queries take 5 s, the deadline is 0.5 s) and
+    restarts, a run that would go on for minutes; returns once ``records`` are written."""
     sc = scenario_file(
         tmp_path,
-        name="loop",
-        instances=3,
+        name="endless",
+        instances=instances,
         timeout_s=0.5,
         queries_s=5.0,
         policy="fixed",
@@ -232,13 +232,18 @@ def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
     end = time.monotonic() + 60
     while time.monotonic() < end:
         files = list(out.glob("*/records.jsonl"))
-        if files and len(files[0].read_text().splitlines()) >= 4:
+        if files and len(files[0].read_text().splitlines()) >= records:
             break
         time.sleep(0.2)
+    (run_dir,) = out.iterdir()
+    return proc, run_dir
+
+
+def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
+    proc, run_dir = start_endless_run(pg_server, tmp_path, instances=3, records=4)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    (run_dir,) = out.iterdir()
     records = read_jsonl(run_dir / "records.jsonl")
     assert len(records) >= 4
     assert {r["outcome"] for r in records} == {"timeout"}
@@ -250,28 +255,7 @@ def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(pg_server, tmp_path, sig):
-    sc = scenario_file(
-        tmp_path,
-        name="term",
-        instances=2,
-        timeout_s=0.5,
-        queries_s=5.0,
-        policy="fixed",
-        max_restarts=1000,
-        horizon_s=600.0,
-    )
-    out = tmp_path / "results"
-    args = ["loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(out)]
-    proc = subprocess.Popen(
-        [*STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        files = list(out.glob("*/records.jsonl"))
-        if files and len(files[0].read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.2)
-    (run_dir,) = out.iterdir()
+    proc, run_dir = start_endless_run(pg_server, tmp_path, instances=2, records=2)
     assert children_of_run(run_dir), "Locust should be running"
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
