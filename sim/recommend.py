@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -274,6 +274,7 @@ class Recommendation:
     criterion: float | None
     today: Results
     probe: Results
+    engines: dict[str, int] = field(default_factory=dict)  # simulations run by each engine
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -289,6 +290,7 @@ class Recommendation:
             "target_success": s.target_success,
             "confidence": s.confidence,
             "seed": s.seed,
+            "engines": dict(self.engines),
             "replications": self.replications,
             "max_timeout_s": self.ceiling_s,
             "verdict": self.verdict.as_dict(),
@@ -323,6 +325,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     # The probe only guesses and draws the CDF: the decision count is plenty for both. When
     # arithmetic already rules every timeout out, a small run confirms it.
     probe = lab.run(at_timeout(sc, ceiling), reps)
+    today = lab.run(sc, reps)  # with its records (monitoring), before any summary-only run
     searches = _searches(lab, sc, settings, plan, probe, ceiling, demand.held_fits)
     main = searches.get(settings.target_success)
     timeout = _timeout_section(sc, settings, probe, searches, plan)
@@ -351,8 +354,9 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         decision,
         history,
         criterion,
-        lab.run(sc, reps),
+        today,
         probe,
+        dict(lab.engines),
     )
 
 

@@ -2,6 +2,11 @@
 
 Replication ``i`` always draws from ``SeedSequence(seed, spawn_key=(i,))``, so the same seed gives
 the same numbers whether the replications run in one process or in many.
+
+Every replication row carries its attempt counts (attempts, failed, timed out, rejected, first
+attempts, first attempts ready): all the summary and its clustered intervals need. So a run asked
+for without records (``records=False``) keeps one small row per replication and no attempt
+record at all: a million replications fit in tens of megabytes.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ from sim.engines import choose
 from sim.errors import UsageError
 from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, Outcome
 from sim.scenario import Scenario
-from sim.stats import Summary, summarize
+from sim.stats import Summary, cluster_proportion, percentiles, summarize
+
+# Attempt counts per replication, beyond FLEET_COLUMNS: with them a summary needs no record.
+COUNT_COLUMNS = ("failed_attempts", "first_attempts", "first_ready")
 
 
 @dataclass(frozen=True)
 class Results:
-    """Every attempt of every replication (``attempts``) and one row per replication (``fleet``)."""
+    """Every attempt of every replication (``attempts``; None when the run kept no records) and
+    one row per replication (``fleet``, with its attempt counts), and the engine that ran."""
 
     scenario: Scenario
     seed: int
-    attempts: dict[str, np.ndarray]
+    attempts: dict[str, np.ndarray] | None
     fleet: dict[str, np.ndarray]
+    engine: str = "reference"
 
     @property
     def replications(self) -> int:
@@ -39,9 +49,10 @@ class Results:
 
     def summary(self, confidence: float = 0.95) -> Summary:
         sc = self.scenario
-        return summarize(
-            self.attempts,
-            self.fleet,
+        how = summarize if self.attempts is not None else summarize_counts
+        args = (self.attempts, self.fleet) if self.attempts is not None else (self.fleet,)
+        return how(
+            *args,
             instances=sc.fleet.instances,
             min_size=sc.pool.min_size,
             seed=self.seed,
@@ -49,21 +60,69 @@ class Results:
         )
 
 
+def summarize_counts(
+    fleet: dict[str, np.ndarray],
+    *,
+    instances: int,
+    min_size: int,
+    seed: int | None,
+    confidence: float = 0.95,
+) -> Summary:
+    """:func:`sim.stats.summarize` from the replication rows' counts alone: the same Summary."""
+    attempts, failed = fleet["attempts"], fleet["failed_attempts"]
+    timed_out, rejected = fleet["timed_out_attempts"], fleet["rejected_attempts"]
+    some = attempts > 0  # a replication without attempts is no cluster
+    replications = len(fleet["replication"])
+    total_instances = instances * replications
+    n, k_failed, k_timeout = int(attempts.sum()), int(failed.sum()), int(timed_out.sum())
+    k_rejected = int(rejected.sum())
+    ready = int(np.sum(fleet["instances_ready"]))
+    peaks = fleet["peak_db_connections"]
+    return Summary(
+        p_db_init_timeout=cluster_proportion(timed_out[some], attempts[some], confidence),
+        p_start_failure=cluster_proportion(failed[some], attempts[some], confidence),
+        p_first_start_success=_ratio(int(fleet["first_ready"].sum()), total_instances),
+        never_ready_fraction=_ratio(total_instances - ready, total_instances),
+        fleet_ready_s=percentiles(fleet["fleet_ready_s"]),
+        restarts_per_instance=_ratio(n - int(fleet["first_attempts"].sum()), total_instances),
+        peak_db_connections_p50=float(np.percentile(peaks, 50)) if replications else None,
+        peak_db_connections_max=int(np.max(peaks)) if replications else None,
+        work_amplification=_ratio(
+            int(np.sum(fleet["connection_attempts"])), total_instances * min_size
+        ),
+        attempts=n,
+        outcomes={
+            Outcome.READY.value: n - k_failed,
+            Outcome.TIMEOUT.value: k_timeout,
+            Outcome.REJECTED.value: k_rejected,
+            Outcome.ERROR.value: k_failed - k_timeout - k_rejected,
+        },
+        confidence=confidence,
+        replications=replications,
+        seed=seed,
+    )
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return None if b == 0 else a / b
+
+
 def replication_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(index,))
 
 
 def run_chunk(
-    sc: Scenario, seed: int, indices: range, engine: str = "reference"
-) -> tuple[dict, dict]:
+    sc: Scenario, seed: int, indices: range, engine: str = "reference", records: bool = True
+) -> tuple[dict | None, dict]:
     """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster.
-    ``engine``: ``"reference"`` (sim.engine) or ``"fast"`` (sim.fast, the same model compiled)."""
+    ``engine``: ``"reference"`` (sim.engine) or ``"fast"`` (sim.fast, the same model compiled).
+    Without ``records`` the attempts come back as None (their counts are in the fleet rows)."""
     if engine == "fast":
         from sim import fast
 
-        return fast.run_chunk(sc, seed, indices)
+        return fast.run_chunk(sc, seed, indices, records=records)
     attempts = {k: [] for k in ("replication", *ATTEMPT_COLUMNS)}
-    fleet = {k: [] for k in FLEET_COLUMNS}
+    fleet = {k: [] for k in (*FLEET_COLUMNS, *COUNT_COLUMNS)}
     for i in indices:
         rep = run_replication(sc, replication_seed(seed, i))
         outcomes = rep.attempts["outcome"]
@@ -80,9 +139,18 @@ def run_chunk(
             ("rejected_attempts", outcomes.count(Outcome.REJECTED)),
             ("timed_out_attempts", outcomes.count(Outcome.TIMEOUT)),
             ("attempts", len(outcomes)),
+            ("failed_attempts", len(outcomes) - outcomes.count(Outcome.READY)),
+            ("first_attempts", rep.attempts["attempt"].count(1)),
+            (
+                "first_ready",
+                sum(
+                    a == 1 and o == Outcome.READY
+                    for a, o in zip(rep.attempts["attempt"], outcomes, strict=True)
+                ),
+            ),
         ):
             fleet[key].append(value)
-    return attempts, fleet
+    return (attempts if records else None), fleet
 
 
 def _columns(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -144,11 +212,13 @@ def run_points(
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
     engine: str = "auto",
+    records: bool = True,
 ) -> Iterator[Results]:
     """Simulate each scenario (same seed: common random numbers) and yield Results in order.
 
     Each point is split into ``pieces_per_point`` chunks (default: one per worker). ``engine``:
-    ``"reference"``, ``"fast"`` or ``"auto"`` (sim.engines.choose: fast for large runs)."""
+    ``"reference"``, ``"fast"`` or ``"auto"`` (sim.engines.choose: fast for large runs).
+    ``records=False``: no attempt records, only the replication rows (bounded memory)."""
     executor = executor or Serial()
     per_point = pieces_per_point or executor.workers
     pieces = chunks(replications, max(1, min(replications, per_point)))
@@ -157,24 +227,29 @@ def run_points(
     ahead = 2
     for sc in scenarios:
         chosen = choose(engine, sc, replications)
-        window.append((sc, [executor.submit(run_chunk, sc, seed, p, chosen) for p in pieces]))
+        futures = [executor.submit(run_chunk, sc, seed, p, chosen, records) for p in pieces]
+        window.append((sc, chosen, futures))
         if len(window) > ahead:
             yield _collect(*window.popleft(), pieces, seed, progress)
     while window:
         yield _collect(*window.popleft(), pieces, seed, progress)
 
 
-def _collect(sc, futures, pieces, seed, progress) -> Results:
-    parts = []
+def _collect(sc, engine, futures, pieces, seed, progress) -> Results:
+    attempts, fleet = [], []
     for piece, fut in zip(pieces, futures, strict=True):
-        parts.append(fut.result())
+        a, f = fut.result()
+        if a is not None:
+            attempts.append(a)
+        fleet.append(f)
         if progress:
             progress(len(piece))
     return Results(
         scenario=sc,
         seed=seed,
-        attempts=_columns([a for a, _ in parts]),
-        fleet=_columns([f for _, f in parts]),
+        attempts=_columns(attempts) if attempts else None,
+        fleet=_columns(fleet),
+        engine=engine,
     )
 
 
@@ -186,9 +261,12 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
     engine: str = "auto",
+    records: bool = True,
 ) -> Results:
     """One scenario's replications, split across the executor's workers."""
-    return next(run_points([sc], replications, seed, executor, progress, pieces_per_point, engine))
+    return next(
+        run_points([sc], replications, seed, executor, progress, pieces_per_point, engine, records)
+    )
 
 
 class DaskExecutor:
@@ -253,10 +331,14 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     dask: str | None = None,
     engine: str = "auto",
+    records: bool = True,
 ) -> Results:
     """Run ``replications`` replications on ``jobs`` processes (default: every core) or on a
-    Dask cluster, with the ``engine`` of :func:`sim.engines.choose`."""
+    Dask cluster, with the ``engine`` of :func:`sim.engines.choose`. ``records=False`` keeps no
+    attempt record (``Results.attempts`` is None), only a small row per replication."""
     choose(engine, sc, replications)  # a wrong engine is refused before any process starts
     with executor(jobs, dask) as ex:
-        # Small chunks keep the progress bar moving and the cores evenly loaded.
-        return evaluate(sc, replications, seed, ex, progress, ex.workers * 8, engine)
+        # Small chunks keep the progress bar moving and the cores evenly loaded; at least one
+        # chunk per 20,000 replications keeps each chunk's records (when kept) small.
+        pieces = max(ex.workers * 8, -(-replications // 20_000))
+        return evaluate(sc, replications, seed, ex, progress, pieces, engine, records)

@@ -65,22 +65,32 @@ class Lab:
         self.points = 0  # simulations run (cached repeats not counted)
         self._cache: dict[str, Results] = {}
         self.instance_starts = 0  # simulated instance starts, for throughput figures
+        self.engines: dict[str, int] = {}  # simulations run per engine
 
-    def run(self, sc: Scenario, replications: int) -> Results:
+    def run(self, sc: Scenario, replications: int, records: bool = True) -> Results:
+        """Simulate (or recall); ``records=False`` when only the summary is needed."""
         key = json.dumps([sc.to_dict(), replications], sort_keys=True, default=str)
-        if key not in self._cache:
+        cached = self._cache.get(key)
+        if cached is None or (records and cached.attempts is None):
             self.points += 1
             if self.on_point:
                 self.on_point(self.points, replications)
-            res = evaluate(
-                sc, replications, self.seed, self.executor, self.progress, engine=self.engine
+            cached = evaluate(
+                sc,
+                replications,
+                self.seed,
+                self.executor,
+                self.progress,
+                engine=self.engine,
+                records=records,
             )
             self.instance_starts += sc.fleet.instances * replications
-            self._cache[key] = res
-        return self._cache[key]
+            self.engines[cached.engine] = self.engines.get(cached.engine, 0) + 1
+            self._cache[key] = cached
+        return cached
 
     def summary(self, sc: Scenario, replications: int) -> Summary:
-        return self.run(sc, replications).summary(self.confidence)
+        return self.run(sc, replications, records=False).summary(self.confidence)
 
 
 def at_timeout(sc: Scenario, timeout_s: float) -> Scenario:

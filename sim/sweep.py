@@ -187,7 +187,9 @@ def run_grid(
     """Rows of the sweep in grid order, starting after the first ``skip`` points (resume)."""
     points = grid.points()[skip:]
     scenarios = (base.with_overrides(p, source="--vary") for p in points)
-    results = run_points(scenarios, replications, seed, executor, progress, engine=engine)
+    results = run_points(
+        scenarios, replications, seed, executor, progress, engine=engine, records=False
+    )
     for index, (point, res) in enumerate(zip(points, results, strict=True), start=skip):
         summary = res.summary(confidence)
         yield {"point": index, **point, **flat_row(summary, res.scenario.database.free_slots)}

@@ -341,3 +341,25 @@ def test_every_model_field_is_known_to_the_fast_engine():
     # scenarios that set it fall back to the readable engine; the shipped ones must all run fast.
     for name in builtin_names():
         assert unsupported(resolve(name)) is None, name
+
+
+# -- without records: the counts carry the statistics ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["staging-incident", "gang-allocation", "eager-pool-storm"])
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_a_run_without_records_gives_the_same_summary(name, engine):
+    sc = resolve(name)
+    full = evaluate(sc, 40, 3, engine=engine)
+    light = evaluate(sc, 40, 3, engine=engine, records=False)
+    assert light.attempts is None and light.engine == engine
+    assert light.summary() == full.summary()
+    for key, values in full.fleet.items():
+        assert values.tolist() == light.fleet[key].tolist(), key
+
+
+def test_without_records_the_record_room_holds_one_replication():
+    sc = resolve("staging-incident")
+    buf, _ = fast.run_raw(sc, 0, range(500), keep=False)
+    assert buf.sizes["records"] <= 3 * sc.fleet.instances + 64
+    assert buf.records()[0].shape[0] < 3 * sc.fleet.instances  # the last replication's only

@@ -1,29 +1,62 @@
-"""Importance sampling over the scale-up delay (sim.rare) against plain Monte Carlo."""
+"""Importance sampling over the first scale-up delays (sim.rare) against plain Monte Carlo."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from builders import const, scenario
 
+from sim import fast
 from sim.errors import UsageError
-from sim.rare import estimate_failure, ratio_estimate
+from sim.rare import MIX, estimate_failure, ratio_estimate, weights
 from sim.scenario import resolve
+
+
+def _se(est) -> float:
+    return (est.ci_high - est.ci_low) / 2 / 1.96
 
 
 def test_tilted_and_plain_estimates_agree_within_their_intervals():
     sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": 27.0})
     plain = estimate_failure(sc, 3000, seed=0, tilt=0.0)
-    tilted = estimate_failure(sc, 3000, seed=1, tilt=3.0)
+    tilted = estimate_failure(sc, 3000, seed=1, tilt=6.0)
     assert plain.estimator == "plain Monte Carlo"
-    assert tilted.estimator == "importance sampling (scale_up θ=3)"
+    assert tilted.estimator == "importance sampling (defensive mixture 0.5, first 1 scale_up θ=6)"
     assert plain.effective_replications == 3000
-    assert 1 < tilted.effective_replications < 3000
-    se = math.hypot(
-        (plain.ci_high - plain.ci_low) / 2 / 1.96, (tilted.ci_high - tilted.ci_low) / 2 / 1.96
-    )
-    assert abs(plain.estimate - tilted.estimate) < 4.5 * se
+    # The defensive mixture keeps most of the sample: weights are at most 1 / (1 − MIX).
+    assert 1500 < tilted.effective_replications < 3000
+    assert tilted.reliable and plain.reliable
+    assert abs(plain.estimate - tilted.estimate) < 4.5 * math.hypot(_se(plain), _se(tilted))
+
+
+def test_timeouts_are_estimated_too_and_never_exceed_failures():
+    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": 27.0})
+    failed = estimate_failure(sc, 2000, seed=2, tilt=6.0)
+    timeout = estimate_failure(sc, 2000, seed=2, tilt=6.0, event="timeout")
+    assert timeout.event == "timeout"
+    assert 0 < timeout.estimate <= failed.estimate
+
+
+def test_weights_are_bounded_and_one_on_average_under_the_proposal():
+    sc = resolve("staging-incident")
+    _, fleet = fast.run_chunk(sc, 3, range(4000), fast.Tilt("scale_up", 10.0, 1, MIX), False)
+    w = weights(fleet["tilt_draws"], fleet["tilt_sum"], 10.0, MIX)
+    assert w.max() <= 1 / (1 - MIX)
+    assert 0.3 < fleet["tilted"].mean() < 0.7
+    # E_q[w] = 1: the mean weight is within 4.5 standard errors of 1.
+    assert abs(w.mean() - 1) < 4.5 * w.std(ddof=1) / math.sqrt(w.size)
+
+
+def test_untilted_replications_are_the_plain_ones():
+    # A mixture with no tilted share draws exactly what the plain engine draws.
+    sc = resolve("staging-incident")
+    _, plain = fast.run_chunk(sc, 5, range(50), None, False)
+    _, mixed = fast.run_chunk(sc, 5, range(50), fast.Tilt("scale_up", 10.0, 1, 0.0), False)
+    for key, values in plain.items():
+        assert values.tolist() == mixed[key].tolist(), key
+    assert set(mixed["tilted"].tolist()) == {0}
 
 
 def test_a_constant_delay_is_not_tilted():
@@ -34,8 +67,6 @@ def test_a_constant_delay_is_not_tilted():
 
 
 def test_unit_weights_give_the_plain_share():
-    import numpy as np
-
     failed, total = np.array([1.0, 0.0, 3.0]), np.array([10.0, 10.0, 20.0])
     p, se, ess = ratio_estimate(failed, total, np.ones(3), 0.95)
     assert p == 4 / 40
@@ -43,7 +74,10 @@ def test_unit_weights_give_the_plain_share():
     assert se > 0
 
 
-def test_too_few_replications_are_refused_by_name():
+def test_too_few_replications_and_unknown_events_are_refused_by_name():
     with pytest.raises(UsageError) as err:
         estimate_failure(resolve("staging-incident"), 1)
     assert err.value.option == "replications"
+    with pytest.raises(UsageError) as err:
+        estimate_failure(resolve("staging-incident"), 10, event="slow")
+    assert err.value.option == "event"

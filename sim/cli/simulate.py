@@ -21,6 +21,7 @@ from sim.cli.options import (
     progress,
 )
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
+from sim.records import FLEET_COLUMNS
 from sim.report.tables import scenarios_table, summary_table
 from sim.runner import simulate as run_simulation
 
@@ -45,20 +46,23 @@ def simulate(
     if out is not None:
         prepare_out(out)
     with progress(f"simulate {sc.name}", replications) as bar:
+        # Attempt records only for attempts.csv: without --out a run keeps a row per replication.
         res = run_simulation(
-            sc, replications, seed, jobs, progress=bar.update, dask=dask, engine=engine
+            sc, replications, seed, jobs, bar.update, dask, engine, records=out is not None
         )
     summary = res.summary(confidence=0.95)
-    data = {"scenario": sc.name, **summary.as_dict()}
+    data = {"scenario": sc.name, "engine": res.engine, **summary.as_dict()}
     if out is not None:  # each file whole; summary.json last, so its presence means complete
         atomic_write(out / "scenario.toml", scenario_toml(sc))
         write_csv(out / "attempts.csv", res.attempts)
-        write_csv(out / "replications.csv", res.fleet)
+        write_csv(out / "replications.csv", {k: res.fleet[k] for k in FLEET_COLUMNS})
         write_json(out / "summary.json", data)
     if json_out:
         typer.echo(dumps(data))
     else:
-        Console().print(summary_table(sc, summary))
+        table = summary_table(sc, summary)
+        table.title = f"{table.title}, {res.engine} engine"
+        Console().print(table)
         if out is not None:
             Console(stderr=True).print(
                 f"wrote {out}/summary.json, attempts.csv, replications.csv, scenario.toml"

@@ -1,7 +1,8 @@
 """The fast engine: the model of ``docs/model.md`` compiled with numba, for large runs.
 
 ``run_chunk(sc, seed, indices)`` returns the same columns as :func:`sim.runner.run_chunk` with the
-readable engine (one row per attempt, one per replication), from a compiled port of
+readable engine (one row per attempt, one per replication; with ``records=False`` only the
+replication rows, whose counts are all the statistics need), from a compiled port of
 ``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from counter-based
 streams keyed by ``(seed, i)`` (:mod:`sim.fast.draws`): the same seed gives the same numbers on any
 number of processes, with common random numbers across scenarios, but not the readable engine's
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -58,12 +60,30 @@ def _jitter(value) -> tuple[int, float]:
     return (K.J_FRACTION, float(value)) if value else (K.J_NONE, 0.0)
 
 
+class Tilt(NamedTuple):
+    """Importance sampling's proposal (see :mod:`sim.rare`): a share ``mix`` of replications draws
+    the first ``draws`` values of ``role`` from uniforms tilted by ``theta``; the others draw as
+    usual (a defensive mixture, so no weight exceeds 1 / (1 − mix))."""
+
+    role: str
+    theta: float
+    draws: int = 1
+    mix: float = 1.0
+
+
 class Buffers:
     """The kernel's two arrays for one scenario, and the sizes of their growable regions."""
 
-    def __init__(self, sc: Scenario, seed: int, tilt: dict[str, float] | None, sizes: dict) -> None:
-        self.sc, self.seed, self.tilt, self.sizes = sc, seed, tilt or {}, sizes
-        self.m, self.x = _layout(sc, tilt or {}, sizes)
+    def __init__(
+        self,
+        sc: Scenario,
+        seed: int,
+        tilt: Tilt | None,
+        sizes: dict,
+        keep: bool = True,
+    ) -> None:
+        self.sc, self.seed, self.tilt, self.sizes, self.keep = sc, seed, tilt, sizes, keep
+        self.m, self.x = _layout(sc, tilt, sizes, keep)
         self.base = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
 
     def grown(self, code: int) -> Buffers:
@@ -71,7 +91,8 @@ class Buffers:
         name = {K.FULL_HEAP: "heap", K.FULL_CONNS: "conns", K.FULL_QUEUE: "queue"}.get(
             code, "records"
         )
-        new = Buffers(self.sc, self.seed, self.tilt, {**self.sizes, name: 2 * self.sizes[name]})
+        sizes = {**self.sizes, name: 2 * self.sizes[name]}
+        new = Buffers(self.sc, self.seed, self.tilt, sizes, self.keep)
         kept = self.m[K.S_REC_N]
         for region, width, arr, new_arr in (
             (K.L_REC_I, K.NR, self.m, new.m),
@@ -90,7 +111,7 @@ class Buffers:
         return ri, rf
 
 
-def _layout(sc: Scenario, tilt: dict[str, float], sizes: dict) -> tuple[np.ndarray, np.ndarray]:
+def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[np.ndarray, ...]:
     pool, cx, db, rs, fleet = sc.pool, sc.connector, sc.database, sc.restart, sc.fleet
     cs = getattr(sc, "cloudsql", None)
     retry_mode, retry_f = _jitter(getattr(pool, "retry_jitter", 0.0))
@@ -115,8 +136,9 @@ def _layout(sc: Scenario, tilt: dict[str, float], sizes: dict) -> tuple[np.ndarr
     x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
     x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
     for role in range(K.ROLES):
-        theta = tilt.get(ROLE_NAMES[role], 0.0)
-        x[K.X_DIST + 3 * role : K.X_DIST + 3 * role + 3] = (*dist[role], theta)
+        x[K.X_DIST + 2 * role : K.X_DIST + 2 * role + 2] = dist[role]
+    if tilt is not None:
+        x[K.F_THETA], x[K.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
     x[waves_at:] = waves
     # Ints: scenario, state, streams, layout, instances, connections, free list, heap, queue,
@@ -138,6 +160,9 @@ def _layout(sc: Scenario, tilt: dict[str, float], sizes: dict) -> tuple[np.ndarr
         m[K.I_CLOUDSQL], m[K.I_CS_CALLS] = 1, cs.calls_per_refresh
         m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
+    m[K.I_KEEP] = keep
+    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLE_NAMES.index(tilt.role)
+    m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
         start == "background"
     )
@@ -162,6 +187,7 @@ ROLE_NAMES = (
     "restart_jitter",
     "retry_jitter",
     "cloudsql",
+    "mixture",
 )
 
 
@@ -187,27 +213,29 @@ def _dists(sc: Scenario) -> list:
         unit,
         unit,
         cs.call_s if cs is not None else unit,
+        unit,
     ]
 
 
-def first_sizes(sc: Scenario, replications: int) -> dict[str, int]:
-    """Room for a typical replication; a larger one grows it (and runs again)."""
+def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str, int]:
+    """Room for a typical replication; a larger one grows it (and runs again). Without ``keep``
+    the records' room holds one replication's, reused by the next."""
     n = sc.fleet.instances
     conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, 1) + 16
     return {
         "conns": conns,
         "heap": 2 * conns + 2 * n + 64,
         "queue": conns,
-        "records": max(64, 3 * n * replications),
+        "records": max(64, 3 * n * (replications if keep else 1)),
     }
 
 
 def run_raw(
-    sc: Scenario, seed: int, indices: range, tilt: dict[str, float] | None = None
+    sc: Scenario, seed: int, indices: range, tilt: Tilt | None = None, keep: bool = True
 ) -> tuple[Buffers, np.ndarray]:
-    """Run replications ``indices``: the buffers (with the records) and the fleet figures, one
-    row per name of ``kernel.FLEET``."""
-    buf = Buffers(sc, seed, tilt, first_sizes(sc, len(indices)))
+    """Run replications ``indices``: the buffers (with the records if ``keep``) and the fleet
+    figures, one row per name of ``kernel.FLEET``."""
+    buf = Buffers(sc, seed, tilt, first_sizes(sc, len(indices), keep), keep)
     fleet = np.zeros((len(K.FLEET), len(indices)))
     first = indices.start
     while first < indices.stop:
@@ -219,11 +247,28 @@ def run_raw(
     return buf, fleet
 
 
+TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
+
+
 def run_chunk(
-    sc: Scenario, seed: int, indices: range, tilt: dict[str, float] | None = None
-) -> tuple[dict, dict]:
-    """Replications ``indices`` as columns, like :func:`sim.runner.run_chunk`."""
-    buf, fleet = run_raw(sc, seed, indices, tilt)
+    sc: Scenario,
+    seed: int,
+    indices: range,
+    tilt: Tilt | None = None,
+    records: bool = True,
+) -> tuple[dict | None, dict]:
+    """Replications ``indices`` as columns, like :func:`sim.runner.run_chunk` (attempts None
+    without ``records``)."""
+    buf, fleet = run_raw(sc, seed, indices, tilt, records)
+    out = {"replication": np.arange(indices.start, indices.stop)}
+    for row, name in enumerate(K.FLEET):
+        if name in TILT_COLUMNS and tilt is None:
+            continue
+        floats = name in ("fleet_ready_s", "tilt_sum")
+        # Without records these rows are the run's whole memory: counts fit in 32 bits.
+        out[name] = fleet[row] if floats else fleet[row].astype(np.int64 if records else np.int32)
+    if not records:
+        return None, out
     ri, rf = buf.records()
     attempts = {
         "replication": ri[:, K.R_REP].copy(),
@@ -238,11 +283,4 @@ def run_chunk(
         "connection_attempts": ri[:, K.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, K.R_POOL_STARTS].copy(),
     }
-    out = {"replication": np.arange(indices.start, indices.stop)}
-    for row, name in enumerate(K.FLEET):
-        out[name] = (
-            fleet[row] if name in ("fleet_ready_s", "log_weight") else fleet[row].astype(np.int64)
-        )
-    if not tilt:
-        del out["log_weight"]
     return attempts, out

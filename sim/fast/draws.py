@@ -147,8 +147,8 @@ def ndtri(p):
 
 
 @nb.njit(cache=True)
-def inverse_cdf(kind, a, b, values, u):
-    """The distribution's quantile at ``u`` (not for gamma)."""
+def inverse_cdf(kind, a, b, x, lo, hi, u):
+    """The distribution's quantile at ``u`` (not for gamma); empirical values are ``x[lo:hi]``."""
     if kind == CONSTANT:
         return a
     if kind == UNIFORM:
@@ -157,7 +157,7 @@ def inverse_cdf(kind, a, b, values, u):
         return -a * math.log1p(-u)
     if kind == LOGNORMAL:
         return a * math.exp(b * ndtri(u))
-    return values[min(int(u * values.size), values.size - 1)]
+    return x[lo + min(int(u * (hi - lo)), hi - lo - 1)]
 
 
 @nb.njit(cache=True)
@@ -181,19 +181,19 @@ def gamma_draw(shape, scale, state, k):
 
 
 @nb.njit(cache=True)
-def draw(kind, a, b, values, state, k, tilt):
-    """Draw ``k`` of a stream and the log of its likelihood ratio (0 unless ``tilt`` > 0)."""
+def draw(kind, a, b, x, lo, hi, state, k):
+    """Draw ``k`` of a stream (empirical values in ``x[lo:hi]``)."""
     if kind == GAMMA:
-        return gamma_draw(a, b, state, k), 0.0
-    u = unit(state, k)
-    if tilt <= 0.0:
-        return inverse_cdf(kind, a, b, values, u), 0.0
-    # Proposal density θ e^(θu) / (e^θ − 1) on (0, 1): the uniform pushed towards 1.
-    em1 = math.expm1(tilt)
-    v = math.log1p(u * em1) / tilt
-    v = min(max(v, 1e-300), 1.0 - 1.1e-16)
-    log_ratio = -(math.log(tilt / em1) + tilt * v)
-    return inverse_cdf(kind, a, b, values, v), log_ratio
+        return gamma_draw(a, b, state, k)
+    return inverse_cdf(kind, a, b, x, lo, hi, unit(state, k))
+
+
+@nb.njit(cache=True)
+def tilted(u, theta):
+    """A uniform pushed towards 1: the quantile at ``u`` of the density θ e^(θv) / (e^θ − 1) on
+    (0, 1). Importance sampling draws from it; :mod:`sim.rare` weighs by the ratio."""
+    v = math.log1p(u * math.expm1(theta)) / theta
+    return min(max(v, 1e-300), 1.0 - 1.1e-16)
 
 
 def pack(dists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -22,16 +22,16 @@ import math
 import numba as nb
 import numpy as np
 
-from sim.fast.draws import draw, replication_key, stream_state
+from sim.fast.draws import draw, inverse_cdf, replication_key, stream_state, tilted, unit
 
 # Outcomes and reasons, as codes (sim.engine's strings in this order).
 READY, TIMEOUT, REJECTED, ERROR = range(4)
 R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(4)
 # Connection states, as in sim.engine.
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
-# Roles of the random streams.
-ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API = range(10)
-ROLES = 10
+# Roles of the random streams (MIX: which importance-sampling component a replication runs).
+ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API, MIX = range(11)
+ROLES = 11
 # Pool-start strategies, arrival patterns, jitter modes, restart policies.
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = range(4)
 BURST, UNIFORM_ARRIVAL, POISSON, WAVES = range(4)
@@ -79,7 +79,10 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
     I_CS_BURST,
     I_ARRIVAL,
     I_STRAGGLERS,
-) = range(20)
+    I_KEEP,  # keep every attempt record (1), or only count them per replication (0)
+    I_TILT_ROLE,  # the role whose first I_TILT_DRAWS draws importance sampling tilts; -1: none
+    I_TILT_DRAWS,
+) = range(23)
 # Scalar state of a replication.
 (
     S_CX_INST,
@@ -99,8 +102,10 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
     S_API_WINDOW,
     S_API_USED,
     S_OVERFLOW,
-) = range(20, 37)
-M_KC = 37  # draws made, per role
+    S_TILTED,  # this replication runs the tilted component of the mixture
+    S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
+) = range(23, 42)
+M_KC = 42  # draws made, per role
 M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
 M_KIND = M_KS + ROLES  # distribution kinds, per role
 M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
@@ -162,8 +167,9 @@ NRF = 3
     F_WINDOW,
     F_RATE,
 ) = range(14)
-T_NOW, T_LOGW = 14, 15
-X_DIST = 16  # per role: two parameters and the importance-sampling tilt
+T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
+F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
+X_DIST = 18  # per role: two parameters
 X_INST = X_DIST + 3 * ROLES  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
@@ -177,7 +183,12 @@ FLEET = (
     "rejected_attempts",
     "timed_out_attempts",
     "attempts",
-    "log_weight",
+    "failed_attempts",
+    "first_attempts",
+    "first_ready",
+    "tilted",
+    "tilt_draws",
+    "tilt_sum",
 )
 
 
@@ -244,16 +255,21 @@ def pop(m, x):
 
 @nb.njit(cache=True)
 def rnd(m, x, role):
-    """The next draw of a role's stream (and its likelihood ratio into the replication's weight)."""
+    """The next draw of a role's stream. The first draws of the tilted role record their uniform
+    (pushed towards 1 in a tilted replication), from which sim.rare computes the weight."""
     k = m[M_KC + role]
     m[M_KC + role] = k + 1
     lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
-    d = X_DIST + 3 * role
-    value, log_ratio = draw(
-        m[M_KIND + role], x[d], x[d + 1], x[lo:hi], np.uint64(m[M_KS + role]), k, x[d + 2]
-    )
-    x[T_LOGW] += log_ratio
-    return value
+    d = X_DIST + 2 * role
+    state = np.uint64(m[M_KS + role])
+    if role == m[I_TILT_ROLE] and k < m[I_TILT_DRAWS]:
+        v = unit(state, k)
+        if m[S_TILTED]:
+            v = tilted(v, x[F_THETA])
+        m[S_TILT_K] += 1
+        x[T_VSUM] += v
+        return inverse_cdf(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, v)
+    return draw(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k)
 
 
 @nb.njit(cache=True)
@@ -692,11 +708,13 @@ def reset(m, x, base, index):
     m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
     m[S_DB_FREE] = m[I_FREE_SLOTS]
     m[S_API_WINDOW] = -1
-    x[T_NOW] = x[T_LOGW] = 0.0
+    x[T_NOW] = x[T_VSUM] = 0.0
     key = replication_key(base, index)
     for role in range(ROLES):
         m[M_KC + role] = 0
         m[M_KS + role] = np.int64(stream_state(key, role))
+    if m[I_TILT_ROLE] >= 0:
+        m[S_TILTED] = unit(stream_state(key, MIX), 0) < x[F_MIX]
     m[M_INST : M_INST + n * NI] = 0
     for inst in range(n):
         m[M_INST + inst * NI + A_HEAD] = -1
@@ -710,30 +728,31 @@ def reset(m, x, base, index):
 
 @nb.njit(cache=True)
 def arrivals(m, x):
+    """Schedule every instance's first start (no array allocated but for uniform arrivals)."""
     n = m[I_INSTANCES]
-    out = np.zeros(n)
     kind = m[I_ARRIVAL]
-    if kind == WAVES:
-        out[:] = x[m[L_WAVES] : m[L_WAVES] + n]
-    elif kind == UNIFORM_ARRIVAL:
+    if kind == UNIFORM_ARRIVAL:
+        out = np.empty(n)
         for j in range(n):
             out[j] = rnd(m, x, ARRIVAL)
         out.sort()
-    elif kind == POISSON:
-        t = 0.0
-        for j in range(n):
+        for inst in range(n):
+            at(m, x, out[inst], E_START, inst, 0)
+        return
+    t, waves = 0.0, m[L_WAVES]
+    for inst in range(n):
+        if kind == WAVES:
+            t = x[waves + inst]
+        elif kind == POISSON:
             t += rnd(m, x, ARRIVAL)
-            out[j] = t
-    return out
+        at(m, x, t, E_START, inst, 0)
 
 
 @nb.njit(cache=True)
 def run_one(m, x, base, index):
     """One replication; returns an overflow code (OK when it ran to the end)."""
     reset(m, x, base, index)
-    times = arrivals(m, x)
-    for inst in range(times.size):
-        at(m, x, times[inst], E_START, inst, 0)
+    arrivals(m, x)
     end, ht = x[F_END], m[L_HEAP_T]
     while m[S_HEAP_N] and x[ht] <= end:
         t, typ, a, b = pop(m, x)
@@ -756,12 +775,17 @@ def run_block(m, x, base, first, stop, fleet, row0):
             m[S_REC_N] = rec0  # the replication runs again, from scratch, once grown
             return index, code
         rec_n = m[S_REC_N]
-        rejected, timed_out = 0, 0
+        rejected, timed_out, failed, firsts, first_ready = 0, 0, 0, 0, 0
         for r in range(rec0, rec_n):
             ri = m[L_REC_I] + r * NR
             m[ri + R_REP] = index
-            rejected += m[ri + R_OUTCOME] == REJECTED
-            timed_out += m[ri + R_OUTCOME] == TIMEOUT
+            outcome = m[ri + R_OUTCOME]
+            rejected += outcome == REJECTED
+            timed_out += outcome == TIMEOUT
+            failed += outcome != READY
+            if m[ri + R_ATTEMPT] == 1:
+                firsts += 1
+                first_ready += outcome == READY
         ready, last = 0, 0.0
         for inst in range(n):
             t = x[X_INST + inst * NF + B_READY]
@@ -772,5 +796,8 @@ def run_block(m, x, base, first, stop, fleet, row0):
         fleet[1, col], fleet[2, col] = m[S_PEAK], m[S_CX_INST]
         fleet[3, col], fleet[4, col] = m[S_CONN_ATTEMPTS], ready
         fleet[5, col], fleet[6, col], fleet[7, col] = rejected, timed_out, rec_n - rec0
-        fleet[8, col] = x[T_LOGW]
+        fleet[8, col], fleet[9, col], fleet[10, col] = failed, firsts, first_ready
+        fleet[11, col], fleet[12, col], fleet[13, col] = m[S_TILTED], m[S_TILT_K], x[T_VSUM]
+        if not m[I_KEEP]:
+            m[S_REC_N] = rec0  # counted: the records' room serves the next replication
     return stop, OK
