@@ -3,11 +3,13 @@
 Attempts in one replication share a connector, a database and each other's load, so they are not
 independent: a replication where the connector scales late fails many attempts at once. Pooling
 them as if independent gives intervals far too narrow. ``clustered_proportion`` therefore gives a
-Wilson interval at an effective sample size: trials over a cautious design effect, measured from
-the pairs of events sharing a replication and shrunk towards the worst case (each replication
-counts once) when few replications saw the rarer outcome. Its upper bound is the largest such bound
-over the data and every configuration with fewer events, so more failures never lower it; with no
-failure each replication counts once; with one attempt per replication it is the Wilson interval.
+Wilson interval at an effective sample size: trials over a cautious design effect, measured as the
+cluster-robust (sandwich) variance over the binomial one, which stays right when failing
+replications are the larger ones (failures bring restarts), and shrunk towards the worst case
+(each replication counts once) when few replications saw the rarer outcome. Its upper bound is the
+largest such bound over the data and every configuration with fewer events, so more failures never
+lower it; with no failure each replication counts once; with one attempt per replication it is the
+Wilson interval.
 See ``docs/model.md`` (statistics) and ``benchmarks/coverage_study.py``.
 
 The same functions summarise measured load campaigns (one "replication" per run), so simulated and
@@ -69,7 +71,13 @@ def clustered_proportion(
     hits = np.asarray(hits, dtype=bool)
     if hits.size == 0:
         return Proportion(math.nan, 0.0, 1.0, 0, 0, 0.0)
-    _, idx = np.unique(np.asarray(cluster), return_inverse=True)
+    cluster = np.asarray(cluster)
+    if cluster.dtype.kind in "iu" and cluster.min() >= 0 and cluster.max() < 4 * cluster.size:
+        # Replication numbers: counting by label skips np.unique's sort (most of the time).
+        trials = np.bincount(cluster)
+        events = np.bincount(cluster, weights=hits)[trials > 0]
+        return cluster_proportion(events, trials[trials > 0], confidence)
+    _, idx = np.unique(cluster, return_inverse=True)
     return cluster_proportion(np.bincount(idx, weights=hits), np.bincount(idx), confidence)
 
 
@@ -101,55 +109,69 @@ def _upper_bound(events: np.ndarray, trials: np.ndarray, z: float) -> tuple[floa
     """Largest Wilson bound over the data and every sub-configuration with fewer events.
 
     Taking the largest is what makes the bound monotone: adding an event only adds
-    sub-configurations. Among sub-configurations with ``j`` events the most clustered one (events
-    taken from the fullest clusters first) has the largest design effect, hence the largest bound,
-    so one candidate per ``j`` is enough, and only the ``j`` whose worst-case bound could beat the
-    data's own. Returns the bound and the data's effective trials.
+    sub-configurations. The design effect grows with Σ e_c² and falls with Σ e_c m_c
+    (:func:`design_effect_bound`), so for each count ``j`` one candidate built from the largest
+    Σ e_c² (events from the fullest clusters first) and the smallest Σ e_c m_c (events in the
+    smallest clusters first) bounds every sub-configuration with ``j`` events; for equal clusters
+    it is the most clustered one itself. Only the ``j`` whose bound at the largest possible design
+    effect could beat the data's own are tried. Returns the bound and the data's effective trials.
     """
-    n = float(trials.sum())
-    same_cluster_pairs = float(np.sum(trials * (trials - 1.0)))
-    counts = np.sort(events[events > 0])[::-1].astype(float)
-    full = np.concatenate(([0.0], np.cumsum(counts)))
-    full_pairs = np.concatenate(([0.0], np.cumsum(counts * (counts - 1))))
-    deff = design_effect_bound(full[-1], full_pairs[-1], n, same_cluster_pairs)
-    own = float(_wilson_high(full[-1] / n, n / deff, z))
-    # Shares whose Wilson bound at the worst design effect is below ``own``: ``own`` inverted.
-    worst_n = n / (1.0 + same_cluster_pairs / n)
-    below = own - z * math.sqrt(own * (1.0 - own) / worst_n)
-    j = np.arange(max(0.0, math.floor(n * below) - 1.0), full[-1])
-    filled = np.searchsorted(full, j, side="right") - 1
-    rest = j - full[filled]
-    pairs = full_pairs[filled] + rest * (rest - 1)
-    bounds = _wilson_high(j / n, n / design_effect_bound(j, pairs, n, same_cluster_pairs), z)
+    sizes = trials.astype(float)
+    n, squares, largest = float(sizes.sum()), float(sizes @ sizes), float(sizes.max())
+    hit = events > 0
+    e, m = events[hit].astype(float), sizes[hit]
+    deff = design_effect_bound(e.sum(), e @ e, e @ m, n, squares, largest)
+    own = float(_wilson_high(e.sum() / n, n / deff, z))
+    # Shares whose Wilson bound at the largest design effect is below ``own``: ``own`` inverted.
+    below = own - z * math.sqrt(own * (1.0 - own) * largest / n)
+    j = np.arange(max(0.0, math.floor(n * below) - 1.0), e.sum())
+    fullest = np.sort(e)[::-1]
+    whole, rest, _ = _fill(fullest, fullest, j)
+    event_squares = whole + rest * rest
+    by_size = np.argsort(m, kind="stable")
+    whole, rest, c = _fill(e[by_size], m[by_size], j)
+    least_cross = whole + rest * m[by_size][c]
+    deffs = design_effect_bound(j, event_squares, least_cross, n, squares, largest)
+    bounds = _wilson_high(j / n, n / deffs, z)
     return max(own, float(bounds.max(initial=0.0))), n / float(deff)
 
 
-def design_effect_bound(events, event_pairs, trials, same_cluster_pairs):
-    """A cautious design effect from the events and the pairs of events sharing a cluster.
+def _fill(counts: np.ndarray, weights: np.ndarray, j: np.ndarray):
+    """``j`` events (fewer than ``counts`` hold in all) filling clusters in the given order, each
+    up to its ``counts``: Σ e_c w_c over the clusters filled whole, the events left over and the
+    index of the cluster that takes them."""
+    filled = np.concatenate(([0.0], np.cumsum(counts)))
+    total = np.concatenate(([0.0], np.cumsum(counts * weights)))
+    c = np.searchsorted(filled, j, side="right") - 1
+    return total[c], j - filled[c], c
 
-    ``trials`` attempts form ``same_cluster_pairs`` ordered pairs within clusters (Σ m(m − 1)).
-    Under any within-cluster correlation ρ the expected count of event pairs is
-    ``same_cluster_pairs × (p² + ρ p (1 − p))``: that gives the moment estimate of ρ and of the
-    design effect 1 + ρ Σ m(m − 1) / n (for equal clusters, exactly the ratio estimator's
-    cluster-robust variance over the binomial one). It is shrunk towards the worst case (ρ = 1,
-    each cluster counts once) with the worst case weighted as one cluster and the estimate as the
-    effective number of clusters holding the rarer outcome (k² / Σ k_c², or the same for the
-    other outcome); with no event it is the worst case. For fixed ``events`` the result grows
-    with ``event_pairs``, which the monotone bound relies on.
+
+def design_effect_bound(events, event_squares, cross, trials, squares, largest):
+    """A cautious design effect from the events per cluster ``e_c`` of clusters of ``m_c``.
+
+    ``event_squares`` is Σ e_c², ``cross`` Σ e_c m_c, ``squares`` Σ m_c², ``largest`` max m_c.
+    The measured effect is the ratio estimator's cluster-robust (sandwich) variance over the
+    binomial one, Σ (e_c − p m_c)² / (n p (1 − p)), which holds whatever the cluster sizes, also
+    when failing clusters are the larger ones (restarts); it never exceeds ``largest``. It is
+    shrunk towards the worst case of size-blind correlation (ρ = 1, each cluster counts once,
+    Σ m_c² / n) or the measured one if larger, the worst case weighted as one cluster and the
+    estimate as the effective number of clusters holding the rarer outcome (k² / Σ e_c², or the
+    same for the other outcome); with no event it is the worst case. The result grows with
+    ``event_squares`` and falls with ``cross``, which the monotone bound relies on.
     """
     events = np.asarray(events, dtype=float)
-    squares = same_cluster_pairs + trials  # Σ m²
     worst = squares / trials
     p = events / trials
     spread = np.maximum(trials * p * (1 - p), 1e-300)
-    measured = np.clip(1.0 + (event_pairs - p * p * same_cluster_pairs) / spread, 1.0, worst)
-    # Σ (m − k)² for the other outcome, with Σ m k taken as (Σ m² / n) k: exact for equal clusters.
-    other_squares = squares - 2 * worst * events + event_pairs + events
+    robust = event_squares - 2 * p * cross + p * p * squares  # Σ (e_c − p m_c)²
+    measured = np.clip(robust / spread, 1.0, largest)
+    other_squares = squares - 2 * cross + event_squares  # Σ (m_c − e_c)²
     informative = np.minimum(
-        events**2 / np.maximum(event_pairs + events, 1.0),
+        events**2 / np.maximum(event_squares, 1.0),
         (trials - events) ** 2 / np.maximum(other_squares, 1.0),
     )
-    return np.clip((worst + informative * measured) / (1.0 + informative), 1.0, worst)
+    prior = np.maximum(worst, measured)
+    return np.clip((prior + informative * measured) / (1.0 + informative), 1.0, largest)
 
 
 def percentiles(values: np.ndarray, qs=(50, 95, 99)) -> dict[str, float | None]:
