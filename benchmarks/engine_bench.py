@@ -5,6 +5,11 @@ rules (tests/reference_simpy.py), the readable engine (sim/engine.py) and the fa
     .venv/bin/python benchmarks/engine_bench.py            # everything (about ten minutes)
     .venv/bin/python benchmarks/engine_bench.py --quick    # engines only, fewer replications
 
+Runs keep no attempt records (``records=False``, what ``startsim simulate`` does without
+``--out``): the summary comes from each replication's counts. The streaming row runs a million
+replications of the default scenario that way; the rare-event rows put importance sampling
+(sim.rare) and plain Monte Carlo side by side at a share near 1e-4.
+
 Every run is its own process, so peak memory (max RSS) is that run's alone; the fast engine's
 kernel is compiled (cached) before timing. Prints a Markdown table; asserts nothing. Figures depend
 on the machine and what else runs on it: the load average is printed.
@@ -54,8 +59,8 @@ def worker(engine: str, name: str, replications: int, jobs: int) -> dict:
     else:
         from sim.runner import simulate
 
-        res = simulate(sc, replications, 0, jobs=jobs, engine=engine)
-        attempts = len(res.attempts["outcome"])
+        res = simulate(sc, replications, 0, jobs=jobs, engine=engine, records=False)
+        attempts = int(res.fleet["attempts"].sum())
     wall = time.perf_counter() - start
     starts = sc.fleet.instances * replications
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -79,6 +84,46 @@ def run_worker(*args) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def streaming_row(replications: int) -> list[str]:
+    """A million replications, two processes, no records: wall time and peak memory."""
+    r = run_worker("fast", "staging-incident", replications, 2)
+    row = (
+        f"| staging-incident, no records | fast | 2 | {replications:,} | {r['wall_s']:.1f} | "
+        f"{r['starts_per_s']:,.0f} | | | {r['peak_mb']:.0f} |"
+    )
+    print(row, flush=True)
+    return [row]
+
+
+RARE_TIMEOUT_S = 29.5  # P(start attempt fails) about 1.3e-4 on staging-incident
+
+
+def rare_table(quick: bool) -> list[str]:
+    """Importance sampling against plain Monte Carlo at a share near 1e-4, one process each."""
+    from sim.rare import estimate_failure
+    from sim.scenario import resolve
+
+    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": RARE_TIMEOUT_S})
+    estimate_failure(sc, 2, tilt=0.0)  # load the kernel before the clock starts
+    rows = [
+        "| estimator | replications | estimate | 95 % interval | relative half-width | "
+        "effective size | failing replications | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    scale = 4 if quick else 1
+    for tilt, n in ((None, 12_000 // scale), (0.0, 12_000 // scale), (0.0, 40_000 // scale)):
+        start = time.perf_counter()
+        e = estimate_failure(sc, n, seed=0, tilt=tilt)
+        wall = time.perf_counter() - start
+        rows.append(
+            f"| {e.estimator} | {n:,} | {e.estimate:.3g} | [{e.ci_low:.3g}, {e.ci_high:.3g}] | "
+            f"{e.relative_half_width:.1%} | {e.effective_replications:,.0f} | "
+            f"{e.event_replications} | {wall:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def cli(args: list[str]) -> float:
     start = time.perf_counter()
     exe = Path(sys.executable).parent / "startsim"
@@ -95,7 +140,7 @@ def engines_table(quick: bool) -> list[str]:
     ]
     for name, n in (("staging-incident", reps), ("gang-allocation", reps), ("burst-10k", 4)):
         runs = {e: run_worker(e, name, n, 1) for e in ("simpy", "reference", "fast")}
-        runs["fast ×2"] = run_worker("fast", name, 20 * n if name != "burst-10k" else 200, 2)
+        runs["fast ×2"] = run_worker("fast", name, 50 * n if name != "burst-10k" else 200, 2)
         base = {e: runs[e]["starts_per_s"] for e in ("simpy", "reference")}
         for label, r in runs.items():
             ratios = ("", "")
@@ -151,6 +196,9 @@ def main() -> None:
         flush=True,
     )
     engines_table(quick)
+    if not quick:
+        streaming_row(1_000_000)
+    rare_table(quick)
     commands_table(quick)
 
 

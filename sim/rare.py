@@ -32,12 +32,13 @@ from statistics import NormalDist
 import numpy as np
 
 from sim.errors import UsageError
+from sim.runner import Executor, Serial, chunks
 from sim.scenario import Scenario
 
 # Candidate proposals (θ, delays tilted); θ = 0 is plain Monte Carlo.
-PROPOSALS = ((0.0, 0), (3.0, 1), (6.0, 1), (10.0, 1), (15.0, 1), (6.0, 2))
+PROPOSALS = ((0.0, 0), (6.0, 1), (10.0, 1), (15.0, 1))
 MIX = 0.5  # share of replications drawn tilted: weights never exceed 2
-PILOT_REPLICATIONS = 1000
+PILOT_REPLICATIONS = 500
 MIN_EVENT_REPLICATIONS = 30  # failing replications needed before the normal interval is offered
 ROLE = "scale_up"
 EVENTS = {"failed": "failed_attempts", "timeout": "timed_out_attempts"}
@@ -96,13 +97,24 @@ def weights(tilted_draws: np.ndarray, tilt_sum: np.ndarray, theta: float, mix: f
 
 
 def weighted_runs(
-    sc: Scenario, replications: int, seed: int, theta: float, draws: int, event: str = "failed"
+    sc: Scenario,
+    replications: int,
+    seed: int,
+    theta: float,
+    draws: int,
+    event: str = "failed",
+    executor: Executor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per replication: attempts with the event, attempts, and weight, from the fast engine."""
+    """Per replication: attempts with the event, attempts, and weight, from the fast engine
+    (split across the executor's workers; the same numbers however split)."""
     from sim import fast
 
+    ex = executor or Serial()
     tilt = fast.Tilt(ROLE, theta, draws, MIX) if theta else None
-    _, fleet = fast.run_chunk(sc, seed, range(replications), tilt, records=False)
+    pieces = chunks(replications, ex.workers)
+    futures = [ex.submit(fast.run_chunk, sc, seed, p, tilt, False) for p in pieces]
+    parts = [f.result()[1] for f in futures]
+    fleet = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     hits = fleet[EVENTS[event]].astype(float)
     total = fleet["attempts"].astype(float)
     if tilt is None:
@@ -122,13 +134,17 @@ def ratio_estimate(failed, total, weight, confidence: float) -> tuple[float, flo
 
 
 def best_proposal(
-    sc: Scenario, seed: int, pilot: int = PILOT_REPLICATIONS, event: str = "failed"
+    sc: Scenario,
+    seed: int,
+    pilot: int = PILOT_REPLICATIONS,
+    event: str = "failed",
+    executor: Executor | None = None,
 ) -> tuple[float, int]:
     """The (θ, draws) of ``PROPOSALS`` whose pilot has the smallest relative variance per
     replication (plain Monte Carlo when no pilot sees the event)."""
     best, best_cost = (0.0, 0), math.inf
     for theta, draws in PROPOSALS:
-        hits, total, weight = weighted_runs(sc, pilot, seed + 1, theta, draws, event)
+        hits, total, weight = weighted_runs(sc, pilot, seed + 1, theta, draws, event, executor)
         p, se, _ = ratio_estimate(hits, total, weight, 0.95)
         if p > 0 and (se / p) ** 2 < best_cost:
             best, best_cost = (theta, draws), (se / p) ** 2
@@ -143,6 +159,7 @@ def estimate_failure(
     tilt: float | None = None,
     draws: int = 1,
     event: str = "failed",
+    executor: Executor | None = None,
 ) -> RareEstimate:
     """P(a start attempt fails) (``event="timeout"``: reaches its deadline), by importance
     sampling over the first ``draws`` scale-up delays (``tilt`` None: proposal chosen by a
@@ -158,11 +175,11 @@ def estimate_failure(
     if not invertible(sc.connector.scale_up_delay_s):
         theta = 0.0  # a constant (or gamma) delay is not drawn by an inverse CDF: nothing to tilt
     elif tilt is None:
-        theta, draws = best_proposal(sc, seed, event=event)
+        theta, draws = best_proposal(sc, seed, event=event, executor=executor)
     else:
         theta = float(tilt)
     draws = draws if theta else 0
-    hits, total, weight = weighted_runs(sc, replications, seed, theta, draws, event)
+    hits, total, weight = weighted_runs(sc, replications, seed, theta, draws, event, executor)
     p, se, ess = ratio_estimate(hits, total, weight, confidence)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     name = (

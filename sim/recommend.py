@@ -37,6 +37,10 @@ from sim.stats import Summary, check_confidence
 from sim.sweep import Grid
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
+# From this target up, the row's timeout is also checked by importance sampling (sim.rare), whose
+# interval is narrower than plain Monte Carlo's for the same work where failures are rare.
+RARE_TARGET = 0.999
+RARE_REPLICATIONS = 10_000
 EVIDENCE_REPLICATIONS = 100  # when arithmetic already rules every timeout out: a confirming run
 
 
@@ -328,7 +332,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     today = lab.run(sc, reps)  # with its records (monitoring), before any summary-only run
     searches = _searches(lab, sc, settings, plan, probe, ceiling, demand.held_fits)
     main = searches.get(settings.target_success)
-    timeout = _timeout_section(sc, settings, probe, searches, plan)
+    timeout = _timeout_section(sc, settings, probe, searches, plan, _rare_checks(lab, sc, searches))
     verdict = _verdict(sc, demand, main, ceiling, probe, settings)
     fix_change = pool_fix(sc, advice)
     fix = None
@@ -394,7 +398,31 @@ def _searches(lab, sc, settings, plan, probe, ceiling, feasible) -> dict[float, 
     return out
 
 
-def _timeout_section(sc, settings, probe, searches, plan) -> dict:
+def _rare_checks(lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]) -> dict:
+    """P(db init reaches the found timeout) by importance sampling, for the rarest targets (only
+    with the fast engine: the estimator lives in its kernel)."""
+    from sim.engines import unsupported
+    from sim.rare import estimate_failure
+
+    out = {}
+    if lab.engine == "reference" or unsupported(sc) is not None:
+        return out
+    for target, found in searches.items():
+        if target >= RARE_TARGET and found.timeout_s is not None:
+            at = at_timeout(sc, found.timeout_s)
+            est = estimate_failure(
+                at,
+                RARE_REPLICATIONS,
+                lab.seed,
+                lab.confidence,
+                event="timeout",
+                executor=lab.executor,
+            )
+            out[target] = {**est.as_dict(), "meets": est.reliable and est.ci_high <= 1 - target}
+    return out
+
+
+def _timeout_section(sc, settings, probe, searches, plan, rare=None) -> dict:
     ok = probe.attempts["outcome"] == "ready"
     durations = probe.attempts["db_init_s"][ok]
     p50 = p999 = None
@@ -414,6 +442,7 @@ def _timeout_section(sc, settings, probe, searches, plan) -> dict:
                 "p_db_init_timeout": (
                     searches[t].as_dict()["p_db_init_timeout"] if t in searches else None
                 ),
+                "rare": (rare or {}).get(t),  # the importance-sampling check, when it ran
             }
             for t in plan
         ],

@@ -227,6 +227,10 @@ def run_points(
     ahead = 2
     for sc in scenarios:
         chosen = choose(engine, sc, replications)
+        if chosen == "fast" and not isinstance(executor, Serial):
+            from sim import fast
+
+            fast.warm()  # before the pool forks its workers: they inherit the loaded kernel
         futures = [executor.submit(run_chunk, sc, seed, p, chosen, records) for p in pieces]
         window.append((sc, chosen, futures))
         if len(window) > ahead:

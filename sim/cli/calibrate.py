@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.calibrate import Calibration, calibrate
-from sim.calibrate.inputs import Run, read_campaign, read_log
-from sim.calibrate.toml import render
 from sim.cli.options import Confidence, Seed, command_line
 from sim.output import atomic_write
+
+if TYPE_CHECKING:  # sim.calibrate loads scipy.stats (0.6 s): only the commands that use it do
+    from sim.calibrate import Calibration
+    from sim.calibrate.inputs import Run
 
 Inputs = Annotated[
     list[Path],
@@ -24,6 +25,8 @@ Inputs = Annotated[
 
 def read_inputs(paths: list[Path], phases: str | None = None) -> list[Run]:
     """Folders are campaigns, files are production logs."""
+    from sim.calibrate.inputs import read_campaign, read_log
+
     runs: list[Run] = []
     for path in paths:
         runs += [read_campaign(path)] if path.is_dir() else read_log(path, phases)
@@ -61,6 +64,9 @@ def calibrate_cmd(
     seed: Seed = 0,
 ) -> None:
     """Fit the scenario's durations, connector and server from measurements; write a TOML."""
+    from sim.calibrate import calibrate
+    from sim.calibrate.toml import render
+
     runs = read_inputs(inputs, phases)
     base_sc = scenarios.resolve(base) if base is not None else None
     cal = calibrate(runs, base_sc, confidence=confidence, replications=replications, seed=seed)

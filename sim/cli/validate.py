@@ -13,8 +13,6 @@ from sim import scenario as scenarios
 from sim.cli.calibrate import read_inputs
 from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
 from sim.output import atomic_write
-from sim.report.validation import figure, markdown
-from sim.validate import validate, verdict_line
 
 
 def validate_cmd(
@@ -36,6 +34,10 @@ def validate_cmd(
     ] = None,
 ) -> None:
     """Measured vs predicted for each campaign, with a verdict per figure."""
+    # Here, not at the top: sim.validate loads scipy.stats (0.5 s) that other commands never use.
+    from sim.report.validation import figure, markdown
+    from sim.validate import validate, verdict_line
+
     runs = read_inputs(campaigns)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")

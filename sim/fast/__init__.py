@@ -248,6 +248,16 @@ def run_raw(
 
 
 TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
+_warm = False
+
+
+def warm() -> None:
+    """Load the compiled kernel in this process now (from the cache: under a second), so that
+    worker processes forked from it later start with it loaded instead of each loading it."""
+    global _warm
+    if not _warm:
+        run_chunk(Scenario(), 0, range(1), records=False)
+        _warm = True
 
 
 def run_chunk(

@@ -354,6 +354,18 @@ def _targets_table(data: dict, cite: Cite) -> str:
             f"{_pct(p['ci_high'], 3) if p else '—'} | "
             f"{reps if reps else 'too few to show it'} |"
         )
+    rare = [row for row in t["by_target"] if row.get("rare")]
+    if rare:
+        lines.append("")
+    for row in rare:
+        r = row["rare"]
+        lines.append(
+            f"At the {row['target_success']:.4g} row's {_opt_s(row['timeout_s'])}, "
+            f"{r['estimator']} over {r['replications']} replications (effective sample size "
+            f"{r['effective_replications']:,.0f}) gives P(db init reaches it) "
+            f"{_pct(r['estimate'], 3)} [{_pct(r['ci_low'], 3)}, {_pct(r['ci_high'], 3)}]"
+            + ("." if r["reliable"] else ": too few failing replications for that interval.")
+        )
     if t["aws_timeout_s"] is not None:
         ratio = t["db_init_p999_over_p50"]
         lines.append(
