@@ -185,7 +185,10 @@ def _host_source(dsn: str) -> str:
 
 
 def parse_dsn_scheme(dsn: str) -> None:
-    if urlsplit(dsn).scheme not in ("postgresql", "postgres"):
+    # Not urlsplit: some Pythons (Debian's 3.11.2) refuse a multi-host netloc with an IPv6 host
+    # there, and that refusal belongs to the parse that decides the targets, with its message.
+    scheme, sep, _ = dsn.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
         raise UsageError(
             f"--dsn = {redact_dsn(dsn)!r}: must be a postgresql:// URL "
             "(e.g. postgresql://app@127.0.0.1:5432/app)"

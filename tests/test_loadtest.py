@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -211,9 +212,12 @@ def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path
     assert 1.8 <= max(r["db_init_s"] for r in records) < 3.0  # spawns differ by a few ms
 
 
-def start_endless_run(pg_server, tmp_path: Path, instances: int, records: int):
+@contextmanager
+def endless_run(pg_server, tmp_path: Path, instances: int, records: int):
     """A campaign in which every attempt times out (queries take 5 s, the deadline is 0.5 s) and
-    restarts, a run that would go on for minutes; returns once ``records`` are written."""
+    restarts, a run that would go on for minutes; yields once ``records`` are written. Whatever
+    happens in the test, nothing of the run outlives it (a run left holding connections would
+    skew every later test on the shared server)."""
     sc = scenario_file(
         tmp_path,
         name="endless",
@@ -229,20 +233,27 @@ def start_endless_run(pg_server, tmp_path: Path, instances: int, records: int):
     proc = subprocess.Popen(
         [*STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        files = list(out.glob("*/records.jsonl"))
-        if files and len(files[0].read_text().splitlines()) >= records:
-            break
-        time.sleep(0.2)
-    (run_dir,) = out.iterdir()
-    return proc, run_dir
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            files = list(out.glob("*/records.jsonl"))
+            if files and len(files[0].read_text().splitlines()) >= records:
+                break
+            time.sleep(0.2)
+        (run_dir,) = out.iterdir()
+        yield proc, run_dir
+    finally:
+        proc.kill()
+        proc.communicate()
+        for pid in children_of_run(out):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
-    proc, run_dir = start_endless_run(pg_server, tmp_path, instances=3, records=4)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    with endless_run(pg_server, tmp_path, instances=3, records=4) as (proc, run_dir):
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=STOP_S)
     assert proc.returncode == 130, stderr
     records = read_jsonl(run_dir / "records.jsonl")
     assert len(records) >= 4
@@ -255,18 +266,23 @@ def test_interrupting_a_run_keeps_its_records(pg_server, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(pg_server, tmp_path, sig):
-    proc, run_dir = start_endless_run(pg_server, tmp_path, instances=2, records=2)
-    assert children_of_run(run_dir), "Locust should be running"
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    with endless_run(pg_server, tmp_path, instances=2, records=2) as (proc, run_dir):
+        assert children_of_run(run_dir), "Locust should be running"
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=STOP_S)
+        left = children_of_run(run_dir)
     assert proc.returncode == 128 + sig, stderr
     assert f"interrupted ({sig.name})" in stderr
-    assert children_of_run(run_dir) == []  # no orphan runs on
+    assert left == []  # no orphan runs on
     records = read_jsonl(run_dir / "records.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["stop_signal"] == sig.name
     assert summary["attempts"] == len(records) >= 2
     assert_clean(pg_server, run_dir, stdout + stderr)
+
+
+# A stop takes seconds; the bound only keeps a hung run from hanging the suite (shared machine).
+STOP_S = 180
 
 
 def children_of_run(run_dir: Path) -> list[int]:

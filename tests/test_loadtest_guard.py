@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from asyncpg import connect_utils
@@ -66,8 +67,14 @@ def test_pghost_is_what_is_checked(monkeypatch):
 def test_every_host_of_a_multi_host_list_is_checked():
     with pytest.raises(TargetError, match=r"'10\.0\.0\.5'.*--allow-target 10\.0\.0\.5"):
         resolve("postgresql://app@127.0.0.1:5432,10.0.0.5:5432/postgres")
-    both = resolve("postgresql://app@127.0.0.1:5432,[::1]:6000/postgres")
-    assert both == ["127.0.0.1:5432", "[::1]:6000"]
+    dsn = "postgresql://app@127.0.0.1:5432,[::1]:6000/postgres"
+    try:
+        urlsplit(dsn)
+    except ValueError:  # this Python's urllib (and so asyncpg) refuses it: a clear usage error
+        with pytest.raises(UsageError, match="Invalid IPv6 URL"):
+            resolve(dsn)
+    else:
+        assert resolve(dsn) == ["127.0.0.1:5432", "[::1]:6000"]
 
 
 def test_pgport_and_query_port_are_what_is_dialled(monkeypatch):
