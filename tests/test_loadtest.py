@@ -212,6 +212,12 @@ def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path
     assert 1.8 <= max(r["db_init_s"] for r in records) < 3.0  # spawns differ by a few ms
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt (CI may run the suite so); a terminal's Ctrl-C is not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def endless_run(pg_server, tmp_path: Path, instances: int, records: int):
     """A campaign in which every attempt times out (queries take 5 s, the deadline is 0.5 s) and
@@ -231,7 +237,11 @@ def endless_run(pg_server, tmp_path: Path, instances: int, records: int):
     out = tmp_path / "results"
     args = ["loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(out)]
     proc = subprocess.Popen(
-        [*STARTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*STARTSIM, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     try:
         end = time.monotonic() + 60
