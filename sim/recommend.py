@@ -8,15 +8,13 @@ See ``docs/recommend.md``. Nothing here touches files or terminals.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge
 from sim.errors import UsageError
 from sim.records import Outcome
 from sim.runner import Results
@@ -116,117 +114,6 @@ class Verdict:
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change to today's configuration, of a kind ranked by ``COST_ORDER``."""
-
-    kind: str
-    name: str
-    overrides: dict[str, Any]
-
-
-# The order in which changes are preferred, cheapest and least risky first: a pool setting costs
-# nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
-# really down; a capped fleet serves less; connector instances are paid for around the clock.
-COST_ORDER = ("pool", "timeout", "fleet", "connector")
-COST_WHY = {
-    "pool": "a pool setting: free, and undone by a deploy",
-    "timeout": "a longer deadline: also delays noticing a database that is really down",
-    "fleet": "a smaller fleet: serves less traffic",
-    "connector": "connector instances kept warm: paid for around the clock",
-}
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A configuration simulated at the decision's replication count."""
-
-    name: str
-    changes: tuple[Change, ...]
-    replications: int
-    summary: Summary
-    free_slots: int
-    max_connections: int
-    meets_target: bool
-    held_fits: bool = True  # the ready fleet's connections fit the free slots
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        return _merge(self.changes)
-
-    @property
-    def cost(self) -> tuple[int, ...]:
-        return (len(self.changes), *sorted(COST_ORDER.index(c.kind) for c in self.changes))
-
-    def as_dict(self) -> dict:
-        s = self.summary
-        return {
-            "name": self.name,
-            "overrides": self.overrides,
-            "kinds": [c.kind for c in self.changes],
-            "replications": self.replications,
-            "p_start_failure": s.p_start_failure.as_dict(),
-            "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
-            "meets_target": self.meets_target,
-            "held_fits": self.held_fits,
-            "fleet_ready_p95_s": s.fleet_ready_s["p95"],
-            "peak_db_connections_max": s.peak_db_connections_max,
-            "free_slots": self.free_slots,
-            "max_connections": self.max_connections,
-            "work_amplification": s.work_amplification,
-            "restarts_per_instance": s.restarts_per_instance,
-            "never_ready_fraction": s.never_ready_fraction,
-            "p_first_start_success": s.p_first_start_success,
-        }
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The least change that meets the target (none when today's configuration already does)."""
-
-    adopted: Candidate | None
-    needed: tuple[tuple[Change, Candidate | None], ...]  # each change, and the set without it
-    alternatives: tuple[Candidate, ...]  # other sets of the same size that also meet
-    smallest_timeout_s: float | None
-    advice: PoolAdvice
-    scenario: Scenario
-
-    def value(self, field: str) -> Any:
-        over = self.adopted.overrides if self.adopted else {}
-        return over.get(field, self.scenario.get(field))
-
-    def as_dict(self) -> dict:
-        a = self.adopted
-        sc = self.scenario
-        return {
-            "configuration": None if a is None else a.name,
-            "overrides": None if a is None else a.overrides,
-            "changes": [
-                {
-                    "field": f,
-                    "from": sc.get(f),
-                    "to": v,
-                    "kind": c.kind,
-                    "why": COST_WHY[c.kind],
-                    "without_it": None if alone is None else alone.name,
-                    "without_it_p_start_failure": (
-                        None if alone is None else alone.summary.p_start_failure.as_dict()
-                    ),
-                }
-                for c, alone in self.needed
-                for f, v in c.overrides.items()
-            ],
-            "alternatives": [c.name for c in self.alternatives],
-            "cost_order": list(COST_ORDER),
-            "db_init_timeout_s": None if a is None else self.value(TIMEOUT),
-            "smallest_timeout_s": self.smallest_timeout_s,
-            "pool_min_size": None if a is None else self.value("pool.min_size"),
-            "pool_max_size": None if a is None else self.value("pool.max_size"),
-            "largest_fleet": self.advice.largest_fleet,
-            "connector_min_instances": None if a is None else self.value("connector.min_instances"),
-        }
 
 
 @dataclass(frozen=True)
@@ -537,7 +424,7 @@ def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
 
     def run(combo: tuple[Change, ...]) -> Candidate:
         combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)
-        key = json.dumps(_merge(combo), sort_keys=True)
+        key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:
             seen[key] = _candidate(lab, sc, settings, n, combo)
         return seen[key]
@@ -558,39 +445,13 @@ def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
     return cands, decision
 
 
-def least_change(
-    changes: list[Change], run: Callable[[tuple[Change, ...]], Candidate]
-) -> tuple[Candidate | None, list[Candidate]]:
-    """The first set of changes that meets the target, trying sets of one change, then of two,
-    and so on; among sets of one size the cheapest in ``COST_ORDER``. Returns it and the other
-    sets of that size that also meet (or ``None`` and ``[]``). Only one timeout change enters a
-    set (``run`` gives it the set's own smallest timeout)."""
-    pool = [c for c in changes if c.kind != "timeout"]
-    timeouts = [c for c in changes if c.kind == "timeout"][:1]
-    for size in range(1, len(pool) + len(timeouts) + 1):
-        combos = itertools.combinations(pool + timeouts, size)
-        results = [run(c) for c in combos if not _redundant(c)]
-        meeting = sorted((c for c in results if c.meets_target), key=lambda c: c.cost)
-        if meeting:
-            return meeting[0], meeting[1:]
-    return None, []
-
-
-def _redundant(combo: tuple[Change, ...]) -> bool:
-    """A set where one change already contains another's overrides adds nothing."""
-    for a, b in itertools.permutations(combo, 2):
-        if a.overrides.items() <= b.overrides.items():
-            return True
-    return False
-
-
 def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...]:
     """A set with a timeout change gets the smallest timeout that meets the target together with
     the set's other changes (it may be shorter than today's configuration needs)."""
     others = tuple(c for c in combo if c.kind != "timeout")
     if len(others) == len(combo) or not others:
         return combo
-    base = sc.with_overrides(_merge(others))
+    base = sc.with_overrides(merge(others))
     probe = lab.run(at_timeout(base, ceiling), n)
     guess = guess_timeout(probe, 1 - settings.target_success, settings.confidence, ceiling)
     found = search_timeout(lab, base, settings.target_success, n, guess, ceiling)
@@ -600,15 +461,8 @@ def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...
     return (*others, Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
 
 
-def _merge(changes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for c in changes:
-        out.update(c.overrides)
-    return out
-
-
 def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
-    over = _merge(combo)
+    over = merge(combo)
     cand = sc.with_overrides(over)
     fits = Demand.of(cand).held_fits
     reps = n if fits else min(n, EVIDENCE_REPLICATIONS)

@@ -77,6 +77,7 @@ def test_the_core_never_imports_an_edge():
         "sim.sweep",
         "sim.search",
         "sim.sizing",
+        "sim.decision",
         "sim.recommend",
         "sim.distributions",
         "sim.errors",

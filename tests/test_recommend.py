@@ -206,7 +206,7 @@ def test_decision_is_the_least_change_timeout_before_paid_connector_instances(kn
 
 def _fake(meeting: set[frozenset[str]]):
     """A ``run`` that says a set meets when its change names are one of ``meeting``."""
-    from sim.recommend import Candidate
+    from sim.decision import Candidate
 
     calls = []
 
@@ -219,7 +219,7 @@ def _fake(meeting: set[frozenset[str]]):
 
 
 def test_least_change_prefers_fewer_changes_then_cheaper_kinds():
-    from sim.recommend import Change, least_change
+    from sim.decision import Change, least_change
 
     pool = Change("pool", "p", {"pool.min_size": 1})
     timeout = Change("timeout", "t", {"startup.db_init_timeout_s": 30.0})

@@ -1,0 +1,159 @@
+"""The least change: which set of changes to today's configuration to adopt, by a stated order
+of cost and risk. Pure data and selection; ``sim.recommend`` simulates the options.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sim.scenario import Scenario
+from sim.search import TIMEOUT
+from sim.sizing import PoolAdvice
+from sim.stats import Summary
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to today's configuration, of a kind ranked by ``COST_ORDER``."""
+
+    kind: str
+    name: str
+    overrides: dict[str, Any]
+
+
+# The order in which changes are preferred, cheapest and least risky first: a pool setting costs
+# nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
+# really down; a capped fleet serves less; connector instances are paid for around the clock.
+COST_ORDER = ("pool", "timeout", "fleet", "connector")
+COST_WHY = {
+    "pool": "a pool setting: free, and undone by a deploy",
+    "timeout": "a longer deadline: also delays noticing a database that is really down",
+    "fleet": "a smaller fleet: serves less traffic",
+    "connector": "connector instances kept warm: paid for around the clock",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration simulated at the decision's replication count."""
+
+    name: str
+    changes: tuple[Change, ...]
+    replications: int
+    summary: Summary
+    free_slots: int
+    max_connections: int
+    meets_target: bool
+    held_fits: bool = True  # the ready fleet's connections fit the free slots
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return merge(self.changes)
+
+    @property
+    def cost(self) -> tuple[int, ...]:
+        return (len(self.changes), *sorted(COST_ORDER.index(c.kind) for c in self.changes))
+
+    def as_dict(self) -> dict:
+        s = self.summary
+        return {
+            "name": self.name,
+            "overrides": self.overrides,
+            "kinds": [c.kind for c in self.changes],
+            "replications": self.replications,
+            "p_start_failure": s.p_start_failure.as_dict(),
+            "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
+            "meets_target": self.meets_target,
+            "held_fits": self.held_fits,
+            "fleet_ready_p95_s": s.fleet_ready_s["p95"],
+            "peak_db_connections_max": s.peak_db_connections_max,
+            "free_slots": self.free_slots,
+            "max_connections": self.max_connections,
+            "work_amplification": s.work_amplification,
+            "restarts_per_instance": s.restarts_per_instance,
+            "never_ready_fraction": s.never_ready_fraction,
+            "p_first_start_success": s.p_first_start_success,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The least change that meets the target (none when today's configuration already does)."""
+
+    adopted: Candidate | None
+    needed: tuple[tuple[Change, Candidate | None], ...]  # each change, and the set without it
+    alternatives: tuple[Candidate, ...]  # other sets of the same size that also meet
+    smallest_timeout_s: float | None
+    advice: PoolAdvice
+    scenario: Scenario
+
+    def value(self, field: str) -> Any:
+        over = self.adopted.overrides if self.adopted else {}
+        return over.get(field, self.scenario.get(field))
+
+    def as_dict(self) -> dict:
+        a = self.adopted
+        sc = self.scenario
+        return {
+            "configuration": None if a is None else a.name,
+            "overrides": None if a is None else a.overrides,
+            "changes": [
+                {
+                    "field": f,
+                    "from": sc.get(f),
+                    "to": v,
+                    "kind": c.kind,
+                    "why": COST_WHY[c.kind],
+                    "without_it": None if alone is None else alone.name,
+                    "without_it_p_start_failure": (
+                        None if alone is None else alone.summary.p_start_failure.as_dict()
+                    ),
+                }
+                for c, alone in self.needed
+                for f, v in c.overrides.items()
+            ],
+            "alternatives": [c.name for c in self.alternatives],
+            "cost_order": list(COST_ORDER),
+            "db_init_timeout_s": None if a is None else self.value(TIMEOUT),
+            "smallest_timeout_s": self.smallest_timeout_s,
+            "pool_min_size": None if a is None else self.value("pool.min_size"),
+            "pool_max_size": None if a is None else self.value("pool.max_size"),
+            "largest_fleet": self.advice.largest_fleet,
+            "connector_min_instances": None if a is None else self.value("connector.min_instances"),
+        }
+
+
+def least_change(
+    changes: list[Change], run: Callable[[tuple[Change, ...]], Candidate]
+) -> tuple[Candidate | None, list[Candidate]]:
+    """The first set of changes that meets the target, trying sets of one change, then of two,
+    and so on; among sets of one size the cheapest in ``COST_ORDER``. Returns it and the other
+    sets of that size that also meet (or ``None`` and ``[]``). Only one timeout change enters a
+    set (``run`` gives it the set's own smallest timeout)."""
+    pool = [c for c in changes if c.kind != "timeout"]
+    timeouts = [c for c in changes if c.kind == "timeout"][:1]
+    for size in range(1, len(pool) + len(timeouts) + 1):
+        combos = itertools.combinations(pool + timeouts, size)
+        results = [run(c) for c in combos if not redundant(c)]
+        meeting = sorted((c for c in results if c.meets_target), key=lambda c: c.cost)
+        if meeting:
+            return meeting[0], meeting[1:]
+    return None, []
+
+
+def redundant(combo: tuple[Change, ...]) -> bool:
+    """A set where one change already contains another's overrides adds nothing."""
+    for a, b in itertools.permutations(combo, 2):
+        if a.overrides.items() <= b.overrides.items():
+            return True
+    return False
+
+
+def merge(changes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in changes:
+        out.update(c.overrides)
+    return out
