@@ -361,7 +361,7 @@ def _targets_table(data: dict, cite: Cite) -> str:
         r = row["rare"]
         lines.append(
             f"At the {row['target_success']:.4g} row's {_opt_s(row['timeout_s'])}, "
-            f"{r['estimator']} over {r['replications']:,} replications (effective sample size "
+            f"{r['estimator']} over {r['replications']} replications (effective sample size "
             f"{r['effective_replications']:,.0f}) gives P(db init reaches it) "
             f"{_pct(r['estimate'], 3)} [{_pct(r['ci_low'], 3)}, {_pct(r['ci_high'], 3)}]"
             + ("." if r["reliable"] else ": too few failing replications for that interval.")
