@@ -38,6 +38,7 @@ def _cache_dir() -> str:
 if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
+from sim.engine import STREAMS  # noqa: E402
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
 from sim.scenario import Scenario  # noqa: E402
@@ -176,19 +177,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     return m, x
 
 
-ROLE_NAMES = (
-    "arrival",
-    "before_db",
-    "setup",
-    "accept",
-    "queries",
-    "after_db",
-    "scale_up",
-    "restart_jitter",
-    "retry_jitter",
-    "cloudsql",
-    "mixture",
-)
+# The readable engine's roles, in its order, and the draw that picks a tilted replication.
+ROLE_NAMES = (*STREAMS, "mixture")
 
 
 def _dists(sc: Scenario) -> list:

@@ -23,6 +23,7 @@ import numba as nb
 import numpy as np
 
 from sim.fast.draws import draw, inverse_cdf, replication_key, stream_state, tilted, unit
+from sim.records import FLEET_COLUMNS
 
 # Outcomes and reasons, as codes (sim.engine's strings in this order).
 READY, TIMEOUT, REJECTED, ERROR = range(4)
@@ -174,15 +175,10 @@ X_INST = X_DIST + 3 * ROLES  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
 
+# The replication row: the records' fleet columns (less the replication number), then the counts
+# that summarise a run without records, then the importance sampler's.
 FLEET = (
-    "fleet_ready_s",
-    "peak_db_connections",
-    "connector_instances_end",
-    "connection_attempts",
-    "instances_ready",
-    "rejected_attempts",
-    "timed_out_attempts",
-    "attempts",
+    *FLEET_COLUMNS[1:],
     "failed_attempts",
     "first_attempts",
     "first_ready",
