@@ -6,14 +6,21 @@ and adds an instance after a ``scale_up_delay_s`` draw, up to ``max_instances``;
 (docs/sources.md#connector-never-scales-in). A set-up holds its place for a ``setup_s`` draw, then
 the proxy dials the upstream and relays bytes untouched. Every change of the instance count is
 logged as a JSON line, so a campaign's connector can be compared with the simulated one.
+
+Each relayed connection is logged too (event ``connection``): how long it queued, its set-up, and
+the server's accept: from the upstream dial to the first ReadyForQuery (or the ErrorResponse that
+refused it), read from the first few PostgreSQL messages the server sends. After that verdict the
+proxy stops looking at the bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -53,11 +60,21 @@ class ConnectorModel:
             "queued": len(self.queue),
             "setups": self.setups,
         }
+        self._write(line)
+
+    def note_connection(self, conn: Connection) -> None:
+        if self.log is not None:
+            now = time.monotonic()
+            head = {"t_s": round(now - self.t0, 3), "t_unix_s": round(time.time(), 3)}
+            self._write({**head, "event": "connection", **conn.fields(now)})
+
+    def _write(self, line: dict) -> None:
         self.log.write(json.dumps(line) + "\n")
         self.log.flush()
 
-    async def setup(self) -> None:
-        """Wait for a place (FIFO), hold it for a ``setup_s`` draw, give it back."""
+    async def setup(self, conn: Connection | None = None) -> None:
+        """Wait for a place (FIFO), hold it for a ``setup_s`` draw, give it back; ``conn`` (if
+        given) gets the times its place was held and its set-up ended."""
         if self.busy < self.capacity and not self.queue:
             self.busy += 1
         else:
@@ -73,11 +90,15 @@ class ConnectorModel:
                     self.queue.remove(fut)
                 # else: _serve already popped (and skipped) the cancelled future
                 raise
+        if conn is not None:
+            conn.placed = time.monotonic()
         try:
             await asyncio.sleep(self._draw(self.cx.setup_s))
         finally:
             self.setups += 1
             self._give_back()
+        if conn is not None:
+            conn.set_up = time.monotonic()
 
     def _give_back(self) -> None:
         self.busy -= 1
@@ -102,6 +123,104 @@ class ConnectorModel:
         self.note("scale_out")
         self._serve()
         self._maybe_scale()
+
+
+# The client's first message: int32 length, int32 code (PostgreSQL protocol, "Message Formats").
+STARTUP_V3, SSL_REQUEST, GSSENC_REQUEST = 196608, 80877103, 80877104
+WATCH_LIMIT = 65536  # bytes of the server's start-up looked at, at most: then we stop looking
+
+
+@dataclass
+class Connection:
+    """One client connection's times (``time.monotonic()``) and the last stage it reached:
+    ``queued``, ``setup``, ``accept`` (waiting for the server's verdict), ``ready``
+    (ReadyForQuery), ``rejected`` (an ErrorResponse, with its SQLSTATE), ``encrypted`` (TLS or
+    GSS: the verdict cannot be seen), ``other`` (a cancel request, or bytes that are not the
+    protocol) or ``refused`` (the upstream dial failed). Durations of a stage left unfinished run
+    to the moment it ended: "at least"."""
+
+    opened: float
+    placed: float | None = None
+    set_up: float | None = None
+    ended: float | None = None  # the server's verdict
+    verdict: str = ""  # ready, rejected, encrypted, other or refused; "" until there is one
+    sqlstate: str = ""
+    logged: bool = False
+
+    @property
+    def stage(self) -> str:
+        if self.verdict:
+            return self.verdict
+        return "queued" if self.placed is None else "setup" if self.set_up is None else "accept"
+
+    def fields(self, now: float) -> dict:
+        marks = [m for m in (self.opened, self.placed, self.set_up, self.ended) if m is not None]
+        spans = [round(b - a, 4) for a, b in itertools.pairwise([*marks, now])]
+        queued, setup, accept = [*spans, None, None, None][:3]
+        if self.stage not in ("accept", "ready", "rejected"):
+            accept = None
+        out = {"stage": self.stage, "queued_s": queued, "setup_s": setup, "accept_s": accept}
+        return {**out, "sqlstate": self.sqlstate} if self.sqlstate else out
+
+
+class StartupWatch:
+    """Finds the server's verdict in the first bytes it sends: walks message headers (a type byte
+    and an int32 length that counts itself) to the first ReadyForQuery ``Z`` or ErrorResponse
+    ``E``. The client's first message says whether a one-byte answer (SSL/GSS request) comes
+    first."""
+
+    def __init__(self) -> None:
+        self.client_head = bytearray()
+        self.buf = bytearray()
+        self.answer_pending: bool | None = None  # unknown until the client's first 8 bytes
+
+    def client_sent(self, data: bytes) -> str | None:
+        """Feed the client's bytes until its first message is known; a stage if it ends the
+        watch (``other``: not a start-up; ``encrypted``: TLS sent at once)."""
+        if self.answer_pending is not None:
+            return None
+        self.client_head += data[: 8 - len(self.client_head)]
+        if self.client_head[:1] == b"\x16":
+            return "encrypted"  # a TLS ClientHello at once (direct SSL negotiation)
+        if len(self.client_head) < 8:
+            return None
+        code = int.from_bytes(self.client_head[4:8], "big")
+        self.answer_pending = code in (SSL_REQUEST, GSSENC_REQUEST)
+        return None if code in (STARTUP_V3, SSL_REQUEST, GSSENC_REQUEST) else "other"
+
+    def server_sent(self, data: bytes) -> tuple[str, str] | None:
+        """Feed the server's bytes; ``(stage, sqlstate)`` once the verdict is in them."""
+        self.buf += data
+        while True:
+            if self.answer_pending:
+                if not self.buf:
+                    return None
+                answer = self.buf[0]
+                del self.buf[:1]
+                if answer != ord("N"):
+                    return "encrypted", ""
+                self.answer_pending = False
+                continue
+            if len(self.buf) < 5:
+                return None
+            kind, length = self.buf[0], int.from_bytes(self.buf[1:5], "big")
+            if kind == ord("Z"):
+                return "ready", ""
+            if len(self.buf) > WATCH_LIMIT or length < 4:
+                return "other", ""
+            if len(self.buf) < 1 + length:
+                return None
+            if kind == ord("E"):
+                return "rejected", _sqlstate(bytes(self.buf[5 : 1 + length]))
+            del self.buf[: 1 + length]
+
+
+def _sqlstate(body: bytes) -> str:
+    """The ``C`` field of an ErrorResponse body (code byte, C string, …, a final 0)."""
+    for part in body.split(b"\0"):
+        if part[:1] == b"C":
+            return part[1:].decode("ascii", "replace")
+    return ""
 
 
 class Emulator:
@@ -149,6 +268,7 @@ class Emulator:
             self._server.close()
         for client in list(self.clients):
             client.abort()
+            client.log_once()  # before the log closes; its close comes a loop step later
         if self._log is not None:
             self.model.note("stop")
             if self._owns_log:
@@ -185,11 +305,25 @@ class _Relay(asyncio.Protocol):
         self.peer.transport.resume_reading()
 
 
+class _Upstream(_Relay):
+    """The server's side: bytes go to the client; the first ones also to the client's watch."""
+
+    def __init__(self, client: _Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+        if self.client.watch is not None:
+            self.client.server_sent(data)
+
+
 class _Client(_Relay):
     """A client connection: queued for a set-up, then relayed to a fresh upstream connection.
 
     Until the upstream is there, what the client sends (PostgreSQL clients speak first) is kept;
-    a client that hangs up during its set-up leaves the queue at once.
+    a client that hangs up during its set-up leaves the queue at once. Its times are logged once:
+    at the server's verdict, or when it closes before one.
     """
 
     def __init__(self, emulator: Emulator) -> None:
@@ -197,6 +331,8 @@ class _Client(_Relay):
         self.emulator = emulator
         self.early = bytearray()
         self.task: asyncio.Task | None = None
+        self.conn = Connection(time.monotonic())
+        self.watch: StartupWatch | None = StartupWatch()
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -204,10 +340,31 @@ class _Client(_Relay):
         self.task = asyncio.get_running_loop().create_task(self._connect())
 
     def data_received(self, data: bytes) -> None:
+        if self.watch is not None and self.watch.answer_pending is None:
+            stage = self.watch.client_sent(data)
+            if stage is not None:  # nothing to watch: logged when it closes
+                self.watch, self.conn.verdict = None, stage
         if self.peer is None:
             self.early.extend(data)
         else:
             self.peer.transport.write(data)
+
+    def server_sent(self, data: bytes) -> None:
+        verdict = self.watch.server_sent(data)
+        if verdict is not None:
+            self._verdict(*verdict)
+
+    def _verdict(self, stage: str, sqlstate: str = "") -> None:
+        self.watch = None  # from here on the bytes are only relayed
+        self.conn.ended = time.monotonic()
+        self.conn.verdict, self.conn.sqlstate = stage, sqlstate
+        if stage != "encrypted":  # an encrypted one is logged when it closes
+            self.log_once()
+
+    def log_once(self) -> None:
+        if not self.conn.logged:
+            self.conn.logged = True
+            self.emulator.model.note_connection(self.conn)
 
     def eof_received(self) -> bool:
         if self.peer is None:
@@ -219,6 +376,7 @@ class _Client(_Relay):
         self.emulator.clients.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        self.log_once()
         super().connection_lost(exc)
 
     def abort(self) -> None:
@@ -227,11 +385,15 @@ class _Client(_Relay):
         self.transport.close()
 
     async def _connect(self) -> None:
+        conn = self.conn
         try:
-            await self.emulator.model.setup()
+            await self.emulator.model.setup(conn)
             loop = asyncio.get_running_loop()
-            _, upstream = await loop.create_connection(_Relay, *self.emulator.upstream)
+            _, upstream = await loop.create_connection(
+                lambda: _Upstream(self), *self.emulator.upstream
+            )
         except OSError:
+            conn.verdict, conn.ended = "refused", time.monotonic()
             self.transport.close()
             return
         if self.transport.is_closing():

@@ -214,22 +214,34 @@ def _fit_family(family: str, sample: Sample) -> FamilyFit | None:
 
 
 def _wald(family, theta, sample, names, confidence=0.95) -> dict[str, tuple[float, float]]:
-    """Intervals from the inverse of the observed information in log-parameters."""
+    """Intervals from the inverse of the observed information in log-parameters: one per
+    parameter, and the median's for every family (delta method on its logarithm)."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     h = _hessian(lambda t: -loglik(family, t, sample), theta)
     try:
         cov = np.linalg.inv(h)
     except np.linalg.LinAlgError:
-        return {k: (0.0, math.inf) for k in names}
+        return {k: (0.0, math.inf) for k in (*names, "median")}
     out = {}
     for i, name in enumerate(names):
-        var = cov[i, i]
-        if not (np.isfinite(var) and var > 0):
-            out[name] = (0.0, math.inf)
-            continue
-        half = z * math.sqrt(var)
-        out[name] = (float(np.exp(theta[i] - half)), float(np.exp(theta[i] + half)))
+        out[name] = _log_interval(theta[i], cov[i, i], z)
+    if "median" not in out:
+        log_median = lambda t: math.log(_frozen(family, t).median())  # noqa: E731
+        grad = _gradient(log_median, theta)
+        out["median"] = _log_interval(log_median(theta), float(grad @ cov @ grad), z)
     return out
+
+
+def _log_interval(log_value: float, var: float, z: float) -> tuple[float, float]:
+    if not (np.isfinite(var) and var > 0):
+        return 0.0, math.inf
+    half = z * math.sqrt(var)
+    return float(np.exp(log_value - half)), float(np.exp(log_value + half))
+
+
+def _gradient(f, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    eye = np.eye(x.size) * step
+    return np.array([(f(x + e) - f(x - e)) / (2 * step) for e in eye])
 
 
 def _hessian(f, x: np.ndarray, step: float = 1e-4) -> np.ndarray:

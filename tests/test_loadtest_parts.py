@@ -8,6 +8,7 @@ nothing here imports ``locust`` or ``loadtests.shapes``/``locustfile`` itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -226,6 +227,55 @@ def test_setups_beyond_capacity_wait_for_the_scale_up_delay(pg_server, tmp_path)
     assert 2.0 <= times[0] <= times[1] < 2.5
     assert 2.5 <= times[2] <= times[3] < 3.5
     assert pg_server.wait_no_harness_connections() == 0
+    # One connection line each: the set-up as drawn, the wait for the scale-out, and the accept
+    # up to ReadyForQuery, which is part of the client's own connect time.
+    lines = [json.loads(x) for x in (tmp_path / "emulator.jsonl").read_text().splitlines()]
+    conns = sorted((x for x in lines if x["event"] == "connection"), key=lambda x: x["queued_s"])
+    assert [c["stage"] for c in conns] == ["ready"] * 4
+    assert all(c["setup_s"] >= 2.0 and c["accept_s"] > 0 for c in conns)
+    assert conns[2]["queued_s"] >= 0.5 and conns[3]["queued_s"] >= 0.5
+    # Each line's total lies within its client's connect, so sorted totals lie under sorted times
+    # (the 0.1 ms is the log's rounding).
+    totals = sorted(c["queued_s"] + c["setup_s"] + c["accept_s"] for c in conns)
+    assert all(t <= took + 1e-4 for t, took in zip(totals, times, strict=True))
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + (len(body) + 4).to_bytes(4, "big") + body
+
+
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+STARTUP = (9).to_bytes(4, "big") + (196608).to_bytes(4, "big") + b"\0"
+
+
+def test_the_startup_watch_finds_the_servers_verdict():
+    """Walks the server's first messages (split anywhere) to ReadyForQuery or ErrorResponse;
+    an SSL request's one-byte answer comes first; TLS or a cancel request end the watch."""
+    from loadtests.emulator import StartupWatch
+
+    server = (
+        b"N"  # no SSL: the client goes on in plain text
+        + _message(b"R", (10).to_bytes(4, "big") + b"SCRAM-SHA-256\0\0")
+        + _message(b"S", b"server_version\x0018.0\0")
+        + _message(b"K", bytes(8))
+        + _message(b"Z", b"I")
+        + _message(b"T", bytes(40))  # a query's reply: not looked at
+    )
+    for cut in range(len(server)):
+        watch = StartupWatch()
+        assert watch.client_sent(SSL_REQUEST) is None
+        first = watch.server_sent(server[:cut])  # the watch ends at a verdict: no more feeding
+        assert (first or watch.server_sent(server[cut:])) == ("ready", ""), cut
+    error = _message(b"E", b"SFATAL\0C53300\0Msorry, too many clients already\0\0")
+    watch = StartupWatch()
+    watch.client_sent(STARTUP)
+    assert watch.server_sent(error) == ("rejected", "53300")
+    watch = StartupWatch()
+    watch.client_sent(SSL_REQUEST)
+    assert watch.server_sent(b"S\x16\x03\x03") == ("encrypted", "")
+    assert StartupWatch().client_sent(b"\x16\x03\x01\x02\x00") == "encrypted"
+    cancel = (16).to_bytes(4, "big") + (80877102).to_bytes(4, "big") + bytes(8)
+    assert StartupWatch().client_sent(cancel) == "other"
 
 
 def test_a_client_that_gives_up_leaves_the_queue(pg_server):

@@ -16,12 +16,15 @@ import numpy as np
 
 from sim.calibrate.connector import (
     Estimate,
+    accept_sample,
+    connection_lines,
     connector_start,
     fit_setups,
     free_slots,
     mean_interval,
     scale_out_delays,
     setup_estimates,
+    setup_sample,
 )
 from sim.calibrate.inputs import Run
 from sim.distributions import LogNormal
@@ -84,7 +87,17 @@ def calibrate(
     db_fit = fit_duration(db, alpha=1 - confidence)
 
     estimates += _scale_out(runs, confidence, overrides)
-    estimates += _connector(runs, base, overrides, confidence, replications, seed)
+    lines = connection_lines(runs)
+    accept, setup = accept_sample(lines), setup_sample(lines)
+    if accept is not None:
+        duration("database.accept_s", accept, f"{CONNECTION_LINES}' accept_s (dial to verdict)")
+    else:
+        estimates.append(_not_measured("database.accept_s"))
+    if setup is not None:
+        duration("connector.setup_s", setup, f"{CONNECTION_LINES}' setup_s")
+    estimates += _connector(
+        runs, base, overrides, confidence, replications, seed, setup_measured=setup is not None
+    )
     slots = free_slots(campaigns)
     estimates.append(slots)
     if slots.identifiable:
@@ -102,11 +115,10 @@ def calibrate(
 
 
 def _median_interval(fit: DurationFit) -> tuple[float | None, float | None]:
+    """The fitted median's interval (every family's, by the delta method where it is no
+    parameter): the calibrated tables and comments speak of medians."""
     b = fit.best
-    if b is None:
-        return None, None
-    key = {"lognormal": "median", "exponential": "mean"}.get(b.family, "scale")
-    return b.intervals[key]
+    return (None, None) if b is None else b.intervals["median"]
 
 
 def _phases_source(runs: list[Run], part: str) -> str:
@@ -159,23 +171,49 @@ def _scale_out(runs: list[Run], confidence: float, overrides: dict) -> list[Esti
     return out
 
 
-def _connector(runs, base, overrides, confidence, replications, seed) -> list[Estimate]:
+CONNECTION_LINES = "emulator.jsonl connection lines"
+
+
+def _not_measured(name: str) -> Estimate:
+    why = (
+        "not identifiable from these records: no emulator log with `connection` lines (the "
+        "server's accept is timed per connection by the emulator); a campaign with "
+        "`startsim loadtest --via-emulator` identifies it"
+    )
+    return Estimate(name, None, None, None, "—", 0, why, identifiable=False)
+
+
+def _connector(
+    runs, base, overrides, confidence, replications, seed, setup_measured=False
+) -> list[Estimate]:
+    """Set-up capacity by simulation; the set-up time too unless it was measured."""
     setup = base.connector.setup_s
     sigma = setup.sigma if isinstance(setup, LogNormal) else 0.3
+    measured = {
+        k: overrides[k] for k in ("connector.setup_s", "database.accept_s") if k in overrides
+    }
 
     def scenario_of(run: Run) -> Scenario:
-        sc = run.scenario
+        update = dict(measured)
         if "startup.before_db_s" in overrides and not run.harness_drawn:
-            sc = sc.with_overrides({"startup.before_db_s": overrides["startup.before_db_s"]})
-        return sc
+            update["startup.before_db_s"] = overrides["startup.before_db_s"]
+        return run.scenario.with_overrides(update, "calibrated values") if update else run.scenario
 
     fit = fit_setups(
-        runs, scenario_of, sigma=sigma, confidence=confidence, replications=replications, seed=seed
+        runs,
+        scenario_of,
+        sigma=sigma,
+        confidence=confidence,
+        replications=replications,
+        seed=seed,
+        setup_measured=setup_measured,
     )
     out = setup_estimates(fit)
     k, m = out
     if k.value is not None and k.identifiable:
         overrides["connector.setups_per_instance"] = int(k.value)
+    if setup_measured:
+        return [k]
     if m.value is not None and m.identifiable:
         overrides["connector.setup_s"] = {
             "dist": "lognormal",

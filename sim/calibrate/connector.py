@@ -5,7 +5,12 @@ and the rejection threshold, each with an interval or the reason it cannot have 
   an instance joined. A scale-out starts when connections first wait (estimated as the first
   database init's start) or, if connections still waited, when the previous one joined; one that
   started at an unknown moment only bounds its delay from above (left-censored).
-- **Set-up capacity and time** are found by simulation: for each candidate
+- **Set-up time and the server's accept** come from the emulator's ``connection`` lines when the
+  log has them: each connection's ``setup_s`` and ``accept_s`` (upstream dial to the server's
+  verdict) are measured, and fitted as durations; a connection that closed before its set-up or
+  before the server's verdict gives a right-censored value.
+- **Set-up capacity** (and, for logs without ``connection`` lines, the set-up time) is found by
+  simulation: for each candidate
   (``setups_per_instance``, median ``setup_s``) the run's own scenario is simulated with its
   scale-outs at the times observed, and the measured database-init durations are compared with the
   simulated ones by a two-sample Kolmogorov–Smirnov test. The confidence set is every candidate the
@@ -26,7 +31,7 @@ from scipy import stats
 from sim.calibrate.inputs import Run
 from sim.distributions import LogNormal
 from sim.engine import run_replication
-from sim.fitting import EXACT, LEFT
+from sim.fitting import EXACT, LEFT, Sample
 from sim.scenario import Scenario
 
 NEVER_S = 1e12  # a scale-out delay past any horizon: no further scale-out in the simulation
@@ -106,6 +111,37 @@ class InOrder:
         return out
 
 
+# -- per-connection times --------------------------------------------------------------------
+
+# Stages of an emulator ``connection`` line after which its accept is known: the server's verdict
+# (ReadyForQuery, or an ErrorResponse such as 53300: the engine, too, draws the accept before the
+# slot check), or "accept": closed before a verdict, so at least that long.
+VERDICTS = ("ready", "rejected")
+
+
+def connection_lines(runs: list[Run]) -> list[dict]:
+    return [line for r in runs for line in r.emulator if line.get("event") == "connection"]
+
+
+def setup_sample(lines: list[dict]) -> Sample | None:
+    """Set-up durations; a client that hung up during its set-up gives "at least" its time."""
+    done = [ln for ln in lines if ln.get("setup_s") is not None and ln.get("stage") != "queued"]
+    if not done:
+        return None
+    values = [float(ln["setup_s"]) for ln in done]
+    return Sample.of(values, right=[ln["stage"] == "setup" for ln in done])
+
+
+def accept_sample(lines: list[dict]) -> Sample | None:
+    """The server's accept (dial to verdict); closed before a verdict gives "at least"."""
+    seen = [ln for ln in lines if ln.get("accept_s") is not None]
+    seen = [ln for ln in seen if ln.get("stage") in (*VERDICTS, "accept")]
+    if not seen:
+        return None
+    values = [float(ln["accept_s"]) for ln in seen]
+    return Sample.of(values, right=[ln["stage"] == "accept" for ln in seen])
+
+
 # -- free slots ---------------------------------------------------------------------------------
 
 
@@ -180,9 +216,12 @@ def fit_setups(
     seed: int = 0,
     setups_grid=None,
     medians=None,
+    setup_measured: bool = False,
 ) -> GridFit | None:
     """Test inversion over (setups_per_instance, median setup_s); ``None`` without a run that
-    went through an emulated connector. ``scenario_of(run)`` is the run's scenario to simulate."""
+    went through an emulated connector. ``scenario_of(run)`` is the run's scenario to simulate.
+    With ``setup_measured`` the set-up time is the scenario's own (measured): only the capacity
+    is searched, and ``medians`` holds ``nan``."""
     runs = [r for r in runs if r.emulator and r.scenario is not None]
     if not runs:
         return None
@@ -190,23 +229,24 @@ def fit_setups(
     demand = max(r.scenario.fleet.instances * max(r.scenario.pool.min_size, 1) for r in runs)
     setups_grid = np.arange(1, min(demand, 12) + 1) if setups_grid is None else setups_grid
     medians = np.geomspace(0.02, 2.0, 21) if medians is None else medians
+    medians = [math.nan] if setup_measured else [float(m) for m in medians]
     bases = [(conditional(scenario_of(r), [s.delay_s for s in scale_outs(r)])) for r in runs]
     p = np.zeros((len(setups_grid), len(medians)))
     cvm = np.zeros_like(p)
     for i, k in enumerate(setups_grid):
         for j, m in enumerate(medians):
-            setup = LogNormal(dist="lognormal", median=float(m), sigma=sigma)
+            setup = None if setup_measured else LogNormal(dist="lognormal", median=m, sigma=sigma)
             sims = [_db_inits(_with_setup(sc, int(k), setup), replications, seed) for sc in bases]
             simulated = np.concatenate(sims)
             p[i, j] = stats.ks_2samp(measured, simulated).pvalue
             cvm[i, j] = stats.cramervonmises_2samp(measured, simulated).statistic
-    return GridFit(
-        np.asarray(setups_grid), np.asarray(medians), p, cvm, sigma, measured.size, 1 - confidence
-    )
+    grid = (np.asarray(setups_grid), np.asarray(medians, dtype=float))
+    return GridFit(*grid, p, cvm, sigma, measured.size, 1 - confidence)
 
 
-def _with_setup(sc: Scenario, setups: int, setup: LogNormal) -> Scenario:
-    cx = sc.connector.model_copy(update={"setups_per_instance": setups, "setup_s": setup})
+def _with_setup(sc: Scenario, setups: int, setup: LogNormal | None) -> Scenario:
+    update = {"setups_per_instance": setups} | ({"setup_s": setup} if setup else {})
+    cx = sc.connector.model_copy(update=update)
     return sc.model_copy(update={"connector": cx})
 
 
