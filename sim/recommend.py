@@ -158,7 +158,7 @@ class Recommendation:
     pool: PoolAdvice
     connector: ConnectorFloor
     fix: TimeoutSearch | None
-    fix_name: str | None
+    fix_change: tuple[str, dict] | None  # the pool (or fleet) fix: its name and overrides
     candidates: list[Candidate]
     decision: Decision
     history: list[HistoryRow]
@@ -172,8 +172,8 @@ class Recommendation:
         fix = None
         if self.fix is not None:
             fix = {
-                "name": self.fix_name,
-                "overrides": self._fix_overrides,
+                "name": self.fix_change[0],
+                "overrides": self.fix_change[1],
                 "search": self.fix.as_dict(),
             }
         return {
@@ -195,11 +195,6 @@ class Recommendation:
             "history": [h.as_dict() for h in self.history],
             "monitoring": monitoring(self.today),
         }
-
-    @property
-    def _fix_overrides(self) -> dict | None:
-        change = pool_fix(self.scenario, self.pool)
-        return None if change is None else change[1]
 
 
 def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recommendation:
@@ -240,7 +235,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         advice,
         connector,
         fix,
-        None if fix_change is None else fix_change[0],
+        fix_change,
         cands,
         decision,
         history,
