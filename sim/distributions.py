@@ -138,9 +138,7 @@ class LogNormal(_Dist):
         return self.median * float(np.exp(self.sigma**2 / 2))
 
     def quantile(self, q):
-        from scipy.stats import norm
-
-        return self.median * float(np.exp(self.sigma * norm.ppf(q)))
+        return self.median * math.exp(self.sigma * NormalDist().inv_cdf(q))
 
 
 class Gamma(_Dist):

@@ -9,7 +9,7 @@ number of processes, with common random numbers across scenarios, but not the re
 numbers; the engines agree in distribution, and record for record when every distribution is
 constant (tests/test_fast_engine.py).
 
-The first call compiles the kernel (about half a minute) and caches it in
+The first call compiles the kernel (about 20 seconds) and caches it in
 ``~/.cache/startsim/``; later processes load it in well under a second.
 """
 
@@ -89,9 +89,12 @@ class Buffers:
 
     def grown(self, code: int) -> Buffers:
         """Twice the room in the region that overflowed, with the records made so far."""
-        name = {K.FULL_HEAP: "heap", K.FULL_CONNS: "conns", K.FULL_QUEUE: "queue"}.get(
-            code, "records"
-        )
+        name = {
+            K.FULL_HEAP: "heap",
+            K.FULL_CONNS: "conns",
+            K.FULL_QUEUE: "queue",
+            K.FULL_RING: "rings",
+        }.get(code, "records")
         sizes = {**self.sizes, name: 2 * self.sizes[name]}
         new = Buffers(self.sc, self.seed, self.tilt, sizes, self.keep)
         kept = self.m[K.S_REC_N]
@@ -121,9 +124,12 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     n = fleet.instances
     kinds, dist, offsets, values = pack(_dists(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
-    # Floats: scenario, state, distributions, instances, heap times, records, values, waves.
+    # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
+    # records, values, waves.
     heap_t = K.X_INST + n * K.NF
-    rec_f = heap_t + sizes["heap"]
+    ring_t = heap_t + 2 * (sizes["heap"] + 1)
+    arrivals_at = ring_t + 2 * sizes["rings"]
+    rec_f = arrivals_at + n
     values_at = rec_f + sizes["records"] * K.NRF
     waves_at = values_at + values.size
     x = np.zeros(waves_at + len(waves))
@@ -136,18 +142,22 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     x[K.F_RELEASE] = rs.exit_release_s
     x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
     x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
+    # The small heap's reach: a few times a connection's steps (any value gives the same order).
+    steps = (sc.connector.setup_s, sc.database.accept_s, sc.startup.init_queries_s)
+    x[K.F_SOON] = 4.0 * max(d.mean() for d in steps)
     for role in range(K.ROLES):
         x[K.X_DIST + 2 * role : K.X_DIST + 2 * role + 2] = dist[role]
     if tilt is not None:
         x[K.F_THETA], x[K.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
     x[waves_at:] = waves
-    # Ints: scenario, state, streams, layout, instances, connections, free list, heap, queue,
-    # records.
+    # Ints: scenario, state, streams, layout, instances, connections, free list, heap, rings,
+    # queue, records.
     conn_at = K.M_INST + n * K.NI
     free_at = conn_at + sizes["conns"] * K.NC
     heap_i = free_at + sizes["conns"]
-    queue_at = heap_i + 3 * sizes["heap"]
+    ring_i = heap_i + 6 * (sizes["heap"] + 1)
+    queue_at = ring_i + 6 * sizes["rings"]
     rec_i = queue_at + 2 * sizes["queue"]
     m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
     m[K.I_INSTANCES], m[K.I_MIN_SIZE] = n, pool.min_size
@@ -174,6 +184,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[K.L_QUEUE], m[K.L_Q_CAP] = queue_at, sizes["queue"]
     m[K.L_REC_I], m[K.L_REC_F], m[K.L_REC_CAP] = rec_i, rec_f, sizes["records"]
     m[K.L_WAVES] = waves_at
+    m[K.L_RING_T], m[K.L_RING_I], m[K.L_RING_CAP] = ring_t, ring_i, sizes["rings"]
+    m[K.L_ARRIVALS] = arrivals_at
     return m, x
 
 
@@ -214,7 +226,8 @@ def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str,
     conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, 1) + 16
     return {
         "conns": conns,
-        "heap": 2 * conns + 2 * n + 64,
+        "heap": conns + n + 64,
+        "rings": conns + n + 64,
         "queue": conns,
         "records": max(64, 3 * n * (replications if keep else 1)),
     }

@@ -19,10 +19,10 @@ import math
 import numba as nb
 import numpy as np
 
-from sim.distributions import Constant, Empirical, Exponential, Gamma, LogNormal, Uniform
+from sim.distributions import Constant, Empirical, Exponential, Gamma, LogNormal, Uniform, Weibull
 
 # Distribution kinds, as the kernel sees them.
-CONSTANT, UNIFORM, EXPONENTIAL, LOGNORMAL, GAMMA, EMPIRICAL = range(6)
+CONSTANT, UNIFORM, EXPONENTIAL, LOGNORMAL, GAMMA, EMPIRICAL, WEIBULL = range(7)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -31,7 +31,7 @@ _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 _TWO_M53 = 1.0 / 9007199254740992.0
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, _nrt=False, inline="always")
 def mix(z):
     """SplitMix64's finaliser: a bijection of 64-bit words that scatters every input bit."""
     z = (z ^ (z >> _S30)) * _M1
@@ -39,24 +39,24 @@ def mix(z):
     return z ^ (z >> _S31)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def replication_key(base, index):
     return mix(base ^ mix(np.uint64(index) * _GOLDEN + _GOLDEN))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def stream_state(key, role):
     return mix(key + np.uint64(role + 1) * _M2)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, _nrt=False, inline="always")
 def unit(state, k):
     """Draw ``k`` of a stream: a uniform in (0, 1), never exactly 0 or 1."""
     x = mix(state + np.uint64(k + 1) * _GOLDEN)
     return (float(x >> _S11) + 0.5) * _TWO_M53
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _acklam_tail(q):
     """Acklam's rational function for the lower tail, at q = sqrt(−2 ln p)."""
     num = (
@@ -74,7 +74,7 @@ def _acklam_tail(q):
     return num / den
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def ndtri(p):
     """The standard normal quantile by Acklam's rational approximation: relative error below
     1.2e-9, far below what any scenario's parameters are known to (a refining step with erfc
@@ -124,7 +124,7 @@ def ndtri(p):
     return x
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def inverse_cdf(kind, a, b, x, lo, hi, u):
     """The distribution's quantile at ``u`` (not for gamma); empirical values are ``x[lo:hi]``."""
     if kind == CONSTANT:
@@ -135,10 +135,12 @@ def inverse_cdf(kind, a, b, x, lo, hi, u):
         return -a * math.log1p(-u)
     if kind == LOGNORMAL:
         return a * math.exp(b * ndtri(u))
+    if kind == WEIBULL:  # shape a, scale b
+        return b * (-math.log1p(-u)) ** (1.0 / a)
     return x[lo + min(int(u * (hi - lo)), hi - lo - 1)]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def gamma_draw(shape, scale, state, k):
     """Marsaglia & Tsang (2000), with its uniforms from a sub-stream of draw ``k``."""
     sub = mix(state + np.uint64(k + 1) * _GOLDEN)
@@ -158,7 +160,7 @@ def gamma_draw(shape, scale, state, k):
             return d * v * scale * boost
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def draw(kind, a, b, x, lo, hi, state, k):
     """Draw ``k`` of a stream (empirical values in ``x[lo:hi]``)."""
     if kind == GAMMA:
@@ -166,7 +168,7 @@ def draw(kind, a, b, x, lo, hi, state, k):
     return inverse_cdf(kind, a, b, x, lo, hi, unit(state, k))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def tilted(u, theta):
     """A uniform pushed towards 1: the quantile at ``u`` of the density θ e^(θv) / (e^θ − 1) on
     (0, 1). Importance sampling draws from it; :mod:`sim.rare` weighs by the ratio."""
@@ -191,6 +193,8 @@ def pack(dists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             kinds[i], params[i] = LOGNORMAL, (d.median, d.sigma)
         elif isinstance(d, Gamma):
             kinds[i], params[i] = GAMMA, (d.shape, d.scale)
+        elif isinstance(d, Weibull):
+            kinds[i], params[i] = WEIBULL, (d.shape, d.scale)
         elif isinstance(d, Empirical):
             kinds[i] = EMPIRICAL
             offsets[i] = (len(values), len(values) + len(d.values))

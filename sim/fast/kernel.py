@@ -13,6 +13,17 @@ instance, ``conn_base(m, conn)`` for a connection), and the header says where ea
 :mod:`sim.fast` lays them out. Buffers have fixed sizes; when one is full the replication stops
 with an overflow code, the caller grows that buffer and runs the same replication again (its draws
 depend only on the seed and its index, so the rerun is identical).
+
+Why ``_nrt=False``: with numba's runtime on, every call that passes ``m`` and ``x`` counts their
+references up and down with atomic instructions; profiled on a burst, those counts took more than
+half the time. Nothing in the event loop allocates, so it runs without the runtime; only
+``arrivals`` (which sorts) and ``run_block`` (called from Python) keep it.
+
+Where events wait: a first start is read off the arrival times in instance order; a deadline or a
+connect timeout, due a constant time after it is scheduled, joins a first-in first-out ring (they
+come due in the order they are scheduled); every other event goes on one of two binary heaps, a
+small one for events due soon and one for the rest. Each step takes the earliest of them all, by
+time, then by the order of scheduling, exactly as one heap would.
 """
 
 from __future__ import annotations
@@ -47,15 +58,16 @@ P_NONE, P_FIXED, P_EXPONENTIAL = range(3)
     E_REFRESH_DONE,
     E_RETRY,
     E_INIT_DONE,
-    E_READY,
     E_SCALED,
     E_SETUP_DONE,
     E_ACCEPT_DONE,
     E_CONN_TIMEOUT,
     E_FREE_SLOT,
-) = range(13)
+) = range(12)
+# The two rings of events due a constant time after they are scheduled.
+DEADLINES, CONN_TIMEOUTS = range(2)
 # Overflow codes: which buffer to grow.
-OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
+OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
 
 # -- the int64 array m ------------------------------------------------------------------------
 # Scenario integers.
@@ -95,7 +107,6 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
     S_PEAK,
     S_CONN_ATTEMPTS,
     S_SEQ,
-    S_HEAP_N,
     S_Q_HEAD,
     S_Q_TAIL,
     S_FREE_TOP,
@@ -105,8 +116,12 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS = range(5)
     S_OVERFLOW,
     S_TILTED,  # this replication runs the tilted component of the mixture
     S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
-) = range(23, 42)
-M_KC = 42  # draws made, per role
+    S_ARRIVED,  # instances whose first start has run
+    S_RING_HEAD,  # where each ring's first entry is (two slots)
+) = range(23, 43)
+S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
+S_HEAP_N = S_RING_N + 2  # how many entries each heap holds (two slots)
+M_KC = S_HEAP_N + 2  # draws made, per role
 M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
 M_KIND = M_KS + ROLES  # distribution kinds, per role
 M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
@@ -124,8 +139,12 @@ M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
     L_REC_F,
     L_REC_CAP,
     L_WAVES,
-) = range(M_VOFF + 2 * ROLES, M_VOFF + 2 * ROLES + 12)
-M_INST = L_WAVES + 1  # instance ints: NI per instance
+    L_RING_T,
+    L_RING_I,
+    L_RING_CAP,
+    L_ARRIVALS,
+) = range(M_VOFF + 2 * ROLES, M_VOFF + 2 * ROLES + 16)
+M_INST = L_ARRIVALS + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -170,7 +189,8 @@ NRF = 3
 ) = range(14)
 T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
 F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
-X_DIST = 18  # per role: two parameters
+F_SOON = 18  # events due sooner than this after now go on the small heap
+X_DIST = 19  # per role: two parameters
 X_INST = X_DIST + 3 * ROLES  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
@@ -191,16 +211,25 @@ FLEET = (
 # -- kernel: heap, draws ---------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False, inline="always")
 def at(m, x, t, typ, a, b):
-    """Schedule an event; the sequence number keeps simultaneous events in scheduling order."""
-    n = m[S_HEAP_N]
-    if n == m[L_HEAP_CAP]:
+    """Schedule an event; the sequence number keeps simultaneous events in scheduling order.
+
+    Two binary heaps: events due within ``F_SOON`` of now (a connection's set-up, the queries)
+    on a small one, the rest (a container's start-up, restarts, scale-outs) on the other; the
+    loop takes the earlier head, so the split changes no order, only how deep a heap each event
+    goes through (a burst of 10,000 starts keeps its short events off the 10,000-deep heap).
+    An event due after the end would never run: it is not kept."""
+    if t > x[F_END]:
+        return
+    h = 0 if t - x[T_NOW] < x[F_SOON] else 1
+    n, cap = m[S_HEAP_N + h], m[L_HEAP_CAP]
+    if n == cap:
         m[S_OVERFLOW] = FULL_HEAP
         return
     key = m[S_SEQ] * 16 + typ
     m[S_SEQ] += 1
-    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
+    ht, hi = m[L_HEAP_T] + h * (cap + 1), m[L_HEAP_I] + 3 * h * (cap + 1)
     i = n
     while i > 0:
         p = (i - 1) >> 1
@@ -215,26 +244,27 @@ def at(m, x, t, typ, a, b):
         i = p
     x[ht + i] = t
     m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = key, a, b
-    m[S_HEAP_N] = n + 1
+    m[S_HEAP_N + h] = n + 1
 
 
-@nb.njit(cache=True)
-def pop(m, x):
-    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
+@nb.njit(cache=True, _nrt=False, inline="always")
+def pop(m, x, h):
+    """Take heap ``h``'s first event. Each heap has a slot past its end, set to +inf here, so
+    that the earlier child is picked without a branch (the branch mispredicts half the time)."""
+    cap = m[L_HEAP_CAP]
+    ht, hi = m[L_HEAP_T] + h * (cap + 1), m[L_HEAP_I] + 3 * h * (cap + 1)
     t, key, a, b = x[ht], m[hi], m[hi + 1], m[hi + 2]
-    n = m[S_HEAP_N] - 1
-    m[S_HEAP_N] = n
+    n = m[S_HEAP_N + h] - 1
+    m[S_HEAP_N + h] = n
     lt, lk, la, lb = x[ht + n], m[hi + 3 * n], m[hi + 3 * n + 1], m[hi + 3 * n + 2]
+    x[ht + n] = np.inf
     i = 0
     while True:
         c = 2 * i + 1
         if c >= n:
             break
-        if c + 1 < n and (
-            x[ht + c + 1] < x[ht + c]
-            or (x[ht + c + 1] == x[ht + c] and m[hi + 3 * c + 3] < m[hi + 3 * c])
-        ):
-            c += 1
+        t0, t1 = x[ht + c], x[ht + c + 1]
+        c += (t1 < t0) | ((t1 == t0) & (m[hi + 3 * c + 3] < m[hi + 3 * c]))
         if lt < x[ht + c] or (lt == x[ht + c] and lk < m[hi + 3 * c]):
             break
         x[ht + i] = x[ht + c]
@@ -249,7 +279,37 @@ def pop(m, x):
     return t, key & 15, a, b
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False, inline="always")
+def later(m, x, ring, t, typ, a, b):
+    """Schedule an event due a constant time after now (a deadline, a connect timeout) on its
+    ring. Such events come due in the order they are scheduled, so a first-in first-out ring keeps
+    them sorted at no cost; the loop takes whichever of heap and rings is earliest."""
+    if t > x[F_END]:
+        return
+    n, cap = m[S_RING_N + ring], m[L_RING_CAP]
+    if n == cap:
+        m[S_OVERFLOW] = FULL_RING
+        return
+    j = m[S_RING_HEAD + ring] + n
+    j = ring * cap + (j - cap if j >= cap else j)
+    x[m[L_RING_T] + j] = t
+    e = m[L_RING_I] + 3 * j
+    m[e], m[e + 1], m[e + 2] = m[S_SEQ] * 16 + typ, a, b
+    m[S_SEQ] += 1
+    m[S_RING_N + ring] = n + 1
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def take(m, ring):
+    """The ring's first entry, removed."""
+    cap, head = m[L_RING_CAP], m[S_RING_HEAD + ring]
+    e = m[L_RING_I] + 3 * (ring * cap + head)
+    m[S_RING_HEAD + ring] = head + 1 if head + 1 < cap else 0
+    m[S_RING_N + ring] -= 1
+    return m[e] & 15, m[e + 1], m[e + 2]
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
 def rnd(m, x, role):
     """The next draw of a role's stream. The first draws of the tilted role record their uniform
     (pushed towards 1 in a tilted replication), from which sim.rare computes the weight."""
@@ -268,7 +328,7 @@ def rnd(m, x, role):
     return draw(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def jittered(pause, mode, fraction, u):
     if mode == J_FULL:
         return pause * u
@@ -278,7 +338,7 @@ def jittered(pause, mode, fraction, u):
 # -- a container's life ------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def start_attempt(m, x, inst):
     now = x[T_NOW]
     if now >= x[F_HORIZON]:
@@ -291,7 +351,7 @@ def start_attempt(m, x, inst):
     at(m, x, now + rnd(m, x, BEFORE), E_BEGIN, inst, 0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def begin_db_init(m, x, inst):
     now = x[T_NOW]
     if now > x[F_HORIZON]:
@@ -300,7 +360,7 @@ def begin_db_init(m, x, inst):
     m[ii + A_IN_INIT] = 1
     x[fi + B_INIT_START] = now
     x[fi + B_DEADLINE] = now + x[F_TIMEOUT]
-    at(m, x, x[fi + B_DEADLINE], E_DEADLINE, inst, m[ii + A_ATTEMPT])
+    later(m, x, DEADLINES, x[fi + B_DEADLINE], E_DEADLINE, inst, m[ii + A_ATTEMPT])
     if m[I_CLOUDSQL]:
         m[ii + A_REFRESHES] = 0
         refresh(m, x, inst, m[ii + A_ATTEMPT])
@@ -308,7 +368,7 @@ def begin_db_init(m, x, inst):
         start_pool(m, x, inst)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def refresh(m, x, inst, attempt):
     """One Cloud SQL refresh: its calls count against the per-minute quota; any over it 429."""
     ii = M_INST + inst * NI
@@ -326,7 +386,7 @@ def refresh(m, x, inst, attempt):
     at(m, x, now + rnd(m, x, API), E_REFRESH_DONE, inst, attempt * 2 + (accepted == calls))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def refresh_done(m, x, inst, attempt, ok):
     ii = M_INST + inst * NI
     if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
@@ -339,7 +399,7 @@ def refresh_done(m, x, inst, attempt, ok):
     at(m, x, max(x[T_NOW], not_before), E_REFRESH, inst, attempt)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def start_pool(m, x, inst):
     ii = M_INST + inst * NI
     m[ii + A_POOL] += 1
@@ -360,7 +420,7 @@ def start_pool(m, x, inst):
         open_conn(m, x, inst, m[ii + A_POOL], True, True)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def pool_conn_ready(m, x, inst, conn):
     ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
     if not m[ci + C_AWAITED] or m[ci + C_POOL] != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
@@ -380,12 +440,12 @@ def pool_conn_ready(m, x, inst, conn):
                 open_conn(m, x, inst, m[ii + A_POOL], True, False)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def run_queries(m, x, inst):
     at(m, x, x[T_NOW] + rnd(m, x, QUERIES), E_INIT_DONE, inst, m[M_INST + inst * NI + A_POOL])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def db_init_done(m, x, inst, pool):
     ii = M_INST + inst * NI
     if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
@@ -393,10 +453,13 @@ def db_init_done(m, x, inst, pool):
     m[ii + A_IN_INIT] = 0
     record(m, x, inst, READY, R_NONE)
     settle_ready_pool(m, x, inst)
-    at(m, x, x[T_NOW] + rnd(m, x, AFTER), E_READY, inst, 0)
+    # The ready event would only note its time: note it now, if the run lasts until then.
+    ready = x[T_NOW] + rnd(m, x, AFTER)
+    if ready <= x[F_END]:
+        x[X_INST + inst * NF + B_READY] = ready
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def settle_ready_pool(m, x, inst):
     """Keep the pool's first ``held_when_ready`` connections, give up the rest, open the missing."""
     ii = M_INST + inst * NI
@@ -416,7 +479,7 @@ def settle_ready_pool(m, x, inst):
         open_conn(m, x, inst, m[ii + A_POOL], False, False)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def pool_failed(m, x, inst, reason):
     ii = M_INST + inst * NI
     m[ii + A_POOL] += 1
@@ -432,7 +495,7 @@ def pool_failed(m, x, inst, reason):
     exit_attempt(m, x, inst, REJECTED if reason == R_53300 else ERROR, reason)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def restart_backoff(m, x, restart):
     if m[I_POLICY] == P_FIXED:
         return x[F_RESTART_INITIAL]
@@ -440,7 +503,7 @@ def restart_backoff(m, x, restart):
     return min(x[F_RESTART_INITIAL] * growth, x[F_RESTART_MAX])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def exit_attempt(m, x, inst, outcome, reason):
     """Exit code 3: record, drop every connection, and schedule the restart."""
     ii = M_INST + inst * NI
@@ -465,7 +528,7 @@ def exit_attempt(m, x, inst, outcome, reason):
         at(m, x, x[T_NOW] + pause, E_START, inst, 0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def record(m, x, inst, outcome, reason):
     n = m[S_REC_N]
     if n == m[L_REC_CAP]:
@@ -485,7 +548,7 @@ def record(m, x, inst, outcome, reason):
 # -- one connection: connector, then database --------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def open_conn(m, x, inst, pool, counted, awaited):
     top = m[S_FREE_TOP]
     if top == 0:
@@ -508,7 +571,7 @@ def open_conn(m, x, inst, pool, counted, awaited):
     timeout_at = x[T_NOW] + x[F_CONNECT]
     deadline = x[X_INST + inst * NF + B_DEADLINE]
     if not (counted and timeout_at >= deadline and not m[I_STRAGGLERS]):
-        at(m, x, timeout_at, E_CONN_TIMEOUT, conn, m[ci + C_GEN])
+        later(m, x, CONN_TIMEOUTS, timeout_at, E_CONN_TIMEOUT, conn, m[ci + C_GEN])
     if m[S_CX_BUSY] < m[S_CX_CAP]:
         begin_setup(m, x, conn)
         return
@@ -518,7 +581,8 @@ def open_conn(m, x, inst, pool, counted, awaited):
         if head == 0:
             m[S_OVERFLOW] = FULL_QUEUE
             return
-        m[q : q + 2 * (tail - head)] = m[q + 2 * head : q + 2 * tail].copy()
+        for j in range(2 * (tail - head)):  # forwards: the copy never overtakes its source
+            m[q + j] = m[q + 2 * head + j]
         tail -= head
         m[S_Q_HEAD] = 0
     m[m[L_QUEUE] + 2 * tail], m[m[L_QUEUE] + 2 * tail + 1] = conn, m[ci + C_GEN]
@@ -527,7 +591,7 @@ def open_conn(m, x, inst, pool, counted, awaited):
     maybe_scale(m, x)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def begin_setup(m, x, conn):
     ci = m[L_CONN] + conn * NC
     m[ci + C_STATE] = SETUP
@@ -535,7 +599,7 @@ def begin_setup(m, x, conn):
     at(m, x, x[T_NOW] + rnd(m, x, SETUP_S), E_SETUP_DONE, conn, m[ci + C_GEN])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def serve_queue(m, x):
     while m[S_CX_WAIT] and m[S_CX_BUSY] < m[S_CX_CAP]:
         head = m[S_Q_HEAD]
@@ -547,14 +611,14 @@ def serve_queue(m, x):
             begin_setup(m, x, conn)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def maybe_scale(m, x):
     if m[S_CX_WAIT] and not m[S_CX_SCALING] and m[S_CX_INST] < m[I_CX_MAX]:
         m[S_CX_SCALING] = 1
         at(m, x, x[T_NOW] + rnd(m, x, SCALE), E_SCALED, 0, 0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def scaled_up(m, x):
     m[S_CX_INST] += 1
     m[S_CX_CAP] += m[I_CX_PER]
@@ -563,7 +627,7 @@ def scaled_up(m, x):
     maybe_scale(m, x)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def setup_done(m, x, conn, gen):
     ci = m[L_CONN] + conn * NC
     if m[ci + C_GEN] != gen or m[ci + C_STATE] != SETUP:
@@ -574,7 +638,7 @@ def setup_done(m, x, conn, gen):
     at(m, x, x[T_NOW] + rnd(m, x, ACCEPT_S), E_ACCEPT_DONE, conn, gen)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def accept_done(m, x, conn, gen):
     ci = m[L_CONN] + conn * NC
     if m[ci + C_GEN] != gen or m[ci + C_STATE] != ACCEPT:
@@ -596,7 +660,7 @@ def accept_done(m, x, conn, gen):
     pool_conn_ready(m, x, inst, conn)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def conn_timeout(m, x, conn, gen):
     ci = m[L_CONN] + conn * NC
     if m[ci + C_GEN] != gen or m[ci + C_STATE] == HELD:
@@ -608,7 +672,7 @@ def conn_timeout(m, x, conn, gen):
         pool_failed(m, x, inst, R_CONNECT_TIMEOUT)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def cancel(m, x, conn, serve):
     """The client gives the connection up, wherever it is."""
     state = m[m[L_CONN] + conn * NC + C_STATE]
@@ -625,7 +689,7 @@ def cancel(m, x, conn, serve):
         serve_queue(m, x)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def cancel_all(m, x, inst):
     conn = m[M_INST + inst * NI + A_HEAD]
     while conn >= 0:
@@ -635,7 +699,7 @@ def cancel_all(m, x, inst):
     serve_queue(m, x)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def drop(m, conn):
     """Forget the connection: off its instance's list, its slot free for reuse."""
     ci = m[L_CONN] + conn * NC
@@ -660,7 +724,7 @@ def drop(m, conn):
 # -- replications ------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def dispatch(m, x, typ, a, b):
     if typ == E_SETUP_DONE:
         setup_done(m, x, a, b)
@@ -678,8 +742,6 @@ def dispatch(m, x, typ, a, b):
             exit_attempt(m, x, a, TIMEOUT, R_DEADLINE)
     elif typ == E_INIT_DONE:
         db_init_done(m, x, a, b)
-    elif typ == E_READY:
-        x[X_INST + a * NF + B_READY] = x[T_NOW]
     elif typ == E_SCALED:
         scaled_up(m, x)
     elif typ == E_RETRY:
@@ -694,7 +756,7 @@ def dispatch(m, x, typ, a, b):
         m[S_DB_FREE] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def reset(m, x, base, index):
     n = m[I_INSTANCES]
     rec_n = m[S_REC_N]  # records accumulate over the replications of a block
@@ -704,6 +766,7 @@ def reset(m, x, base, index):
     m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
     m[S_DB_FREE] = m[I_FREE_SLOTS]
     m[S_API_WINDOW] = -1
+    m[S_SEQ] = n  # keys below n * 16 are the first starts', in instance order
     x[T_NOW] = x[T_VSUM] = 0.0
     key = replication_key(base, index)
     for role in range(ROLES):
@@ -722,18 +785,16 @@ def reset(m, x, base, index):
     m[S_FREE_TOP] = conns
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True)  # sorting needs numba's runtime
 def arrivals(m, x):
-    """Schedule every instance's first start (no array allocated but for uniform arrivals)."""
-    n = m[I_INSTANCES]
-    kind = m[I_ARRIVAL]
+    """Every instance's first start time, in instance order (uniform arrivals sorted). They are a
+    stream of their own beside heap and rings: instance ``i``'s start has key ``i * 16``, before
+    every event scheduled later, as if scheduled first."""
+    n, kind, out = m[I_INSTANCES], m[I_ARRIVAL], m[L_ARRIVALS]
     if kind == UNIFORM_ARRIVAL:
-        out = np.empty(n)
         for j in range(n):
-            out[j] = rnd(m, x, ARRIVAL)
-        out.sort()
-        for inst in range(n):
-            at(m, x, out[inst], E_START, inst, 0)
+            x[out + j] = rnd(m, x, ARRIVAL)
+        x[out : out + n].sort()
         return
     t, waves = 0.0, m[L_WAVES]
     for inst in range(n):
@@ -741,22 +802,44 @@ def arrivals(m, x):
             t = x[waves + inst]
         elif kind == POISSON:
             t += rnd(m, x, ARRIVAL)
-        at(m, x, t, E_START, inst, 0)
+        x[out + inst] = t
 
 
-@nb.njit(cache=True)
-def run_one(m, x, base, index):
-    """One replication; returns an overflow code (OK when it ran to the end)."""
-    reset(m, x, base, index)
-    arrivals(m, x)
-    end, ht = x[F_END], m[L_HEAP_T]
-    while m[S_HEAP_N] and x[ht] <= end:
-        t, typ, a, b = pop(m, x)
+@nb.njit(cache=True, _nrt=False)
+def run_one(m, x):
+    """One replication; returns an overflow code (OK when it ran to the end). Each step runs the
+    earliest of the heap's first event, the two rings' first and the next first start."""
+    end, n, cap, hcap = x[F_END], m[I_INSTANCES], m[L_RING_CAP], m[L_HEAP_CAP] + 1
+    ht, hi, rt, ri, arrive = m[L_HEAP_T], m[L_HEAP_I], m[L_RING_T], m[L_RING_I], m[L_ARRIVALS]
+    while True:
+        src, t, key = -1, np.inf, 0
+        for h in range(2):
+            if m[S_HEAP_N + h]:
+                j = h * hcap
+                if x[ht + j] < t or (x[ht + j] == t and m[hi + 3 * j] < key):
+                    src, t, key = 4 + h, x[ht + j], m[hi + 3 * j]
+        for ring in range(2):
+            if m[S_RING_N + ring]:
+                j = ring * cap + m[S_RING_HEAD + ring]
+                if x[rt + j] < t or (x[rt + j] == t and m[ri + 3 * j] < key):
+                    src, t, key = ring, x[rt + j], m[ri + 3 * j]
+        k = m[S_ARRIVED]
+        if k < n and x[arrive + k] <= t:  # a first start's key is below every other
+            src, t = 3, x[arrive + k]
+        if t > end:
+            return OK
         x[T_NOW] = t
-        dispatch(m, x, typ, a, b)
+        if src == 3:
+            m[S_ARRIVED] = k + 1
+            start_attempt(m, x, k)
+        elif src >= 4:
+            _, typ, a, b = pop(m, x, src - 4)
+            dispatch(m, x, typ, a, b)
+        else:
+            typ, a, b = take(m, src)
+            dispatch(m, x, typ, a, b)
         if m[S_OVERFLOW]:
             return m[S_OVERFLOW]
-    return OK
 
 
 @nb.njit(cache=True)
@@ -766,7 +849,9 @@ def run_block(m, x, base, first, stop, fleet, row0):
     horizon, n = x[F_HORIZON], m[I_INSTANCES]
     for index in range(first, stop):
         rec0 = m[S_REC_N]
-        code = run_one(m, x, base, index)
+        reset(m, x, base, index)
+        arrivals(m, x)
+        code = run_one(m, x)
         if code != OK:
             m[S_REC_N] = rec0  # the replication runs again, from scratch, once grown
             return index, code
