@@ -69,6 +69,18 @@ def test_adr_parses_and_every_linked_figure_exists(report):
     assert problems(text, report) == []  # the citations land on docs/sources.md's entries
 
 
+def test_figures_drawn_in_worker_processes_are_the_same_files(report, tmp_path):
+    """With local worker processes each figure is drawn in one of them: the same bytes as drawn
+    one after another in the command's own process."""
+    out = tmp_path / "pooled"
+    args = ["recommend", str(report.parent / "small.toml"), "-n", "400", "--jobs", "2"]
+    assert call_main(*args, "--out", str(out)) == 0
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert len(pngs) == 4
+    for name in pngs:
+        assert (out / name).read_bytes() == (report / name).read_bytes(), name
+
+
 def test_adr_has_the_sections_of_a_decision_record(report):
     text = (report / "adr.md").read_text(encoding="utf-8")
     tokens = MarkdownIt("commonmark").enable("table").parse(text)

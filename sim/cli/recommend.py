@@ -27,7 +27,7 @@ from sim.output import dumps, safe_folder_name
 from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.folder import write_recommendation
 from sim.report.tables import candidates_table, recommend_table
-from sim.runner import executor
+from sim.runner import Pooled, executor
 from sim.search import Lab
 from sim.sweep import run_grid
 
@@ -137,9 +137,19 @@ def recommend_cmd(
                     progress=bar.update,
                 )
             )
-    data = write_recommendation(
-        out, sc, rec, grid, grid_reps, rows, lab.instance_starts, command_line(), svg
-    )
+        # Local worker processes draw the figures too; a Dask cluster's may not share this disk.
+        data = write_recommendation(
+            out,
+            sc,
+            rec,
+            grid,
+            grid_reps,
+            rows,
+            lab.instance_starts,
+            command_line(),
+            svg,
+            pool=ex if isinstance(ex, Pooled) else None,
+        )
     if json_out:
         typer.echo(dumps(data))
     else:

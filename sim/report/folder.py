@@ -8,7 +8,7 @@ from pathlib import Path
 from sim.engine import run_replication
 from sim.output import atomic_write, scenario_toml, write_json
 from sim.recommend import Recommendation
-from sim.runner import replication_seed
+from sim.runner import Executor, Serial, replication_seed
 from sim.scenario import Scenario
 from sim.sweep import Grid
 
@@ -23,15 +23,21 @@ def write_recommendation(
     instance_starts: int,
     command: str,
     svg: bool = False,
+    pool: Executor | None = None,
 ) -> dict:
-    """Write the whole folder (figures first, adr.md last) and return summary.json's data."""
+    """Write the whole folder (figures first, adr.md last) and return summary.json's data.
+    ``pool``: local worker processes to draw the figures in, one figure each, instead of one
+    after another here (drawing them is most of the time the report takes)."""
     from sim.report import adr
 
     data = rec.as_dict()
     data["figure_grid"] = {"vary": grid.as_dict(), "replications": grid_replications, "rows": rows}
     grid_starts = sum(r.get("fleet.instances", sc.fleet.instances) for r in rows)
     data["simulated_instance_starts"] = instance_starts + grid_starts * grid_replications
-    data["figures"] = _figures(out, sc, rec, data, rows, grid, svg)
+    jobs = _figure_jobs(sc, rec, data, rows, grid)
+    pool = pool or Serial()
+    drawn = {role: pool.submit(draw_figure, *job, out, svg) for role, job in jobs.items()}
+    data["figures"] = {role: future.result() for role, future in drawn.items()}
     write_json(out / "summary.json", data)
     atomic_write(out / "scenario.toml", scenario_toml(sc))
     created = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -40,12 +46,19 @@ def write_recommendation(
     return data
 
 
-def _figures(out, sc, rec, data, rows, grid: Grid, svg: bool) -> dict[str, str]:
-    """The four figures; returns role → PNG file name (the ADR links these)."""
+def draw_figure(stem: str, builder: str, args: tuple, out: Path, svg: bool) -> str:
+    """Draw one figure with ``sim.report.figures.<builder>(*args)`` (or the timeline) and write
+    it; returns the PNG's file name. Plain data in, so it runs in any local process."""
     from sim.report import figures
 
+    fig = _timeline(*args) if builder == "timeline" else getattr(figures, builder)(*args)
+    return figures.save(fig, out, stem, svg)[0]
+
+
+def _figure_jobs(sc, rec, data, rows, grid: Grid) -> dict[str, tuple[str, str, tuple]]:
+    """The four figures as role → (file stem, builder, arguments); the ADR links them by role."""
     t, d = data["timeout"], data["decision"]
-    names: dict[str, str] = {}
+    jobs: dict[str, tuple[str, str, tuple]] = {}
     ok = rec.probe.attempts["outcome"] == "ready"
     marks = [("current timeout", t["current_s"])]
     if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] != t["current_s"]:
@@ -54,48 +67,44 @@ def _figures(out, sc, rec, data, rows, grid: Grid, svg: bool) -> dict[str, str]:
         marks.append(("smallest timeout meeting the target alone", d["smallest_timeout_s"]))
     if t["aws_timeout_s"] is not None:
         marks.append(("AWS p99.9 rule", t["aws_timeout_s"]))
-    fig = figures.db_init_cdf(
-        rec.probe.attempts["db_init_s"][ok],
-        marks,
-        data["target_success"],
-        f"{sc.name}, {rec.probe.replications} replications, deadline {t['probe_timeout_s']:g} s",
+    subtitle = (
+        f"{sc.name}, {rec.probe.replications} replications, deadline {t['probe_timeout_s']:g} s"
     )
-    names["cdf"] = figures.save(fig, out, "db-init-cdf", svg)[0]
+    cdf = (rec.probe.attempts["db_init_s"][ok], marks, data["target_success"], subtitle)
+    jobs["cdf"] = ("db-init-cdf", "db_init_cdf", cdf)
     x, y = grid.fields
-    fig = figures.heatmap(
-        rows,
-        x,
-        y,
-        subtitle=f"{sc.name} as today ({_short(sc)}, connector "
+    subtitle = (
+        f"{sc.name} as today ({_short(sc)}, connector "
         f"{sc.connector.min_instances}–{sc.connector.max_instances}), "
-        f"{data['figure_grid']['replications']} replications per cell",
+        f"{data['figure_grid']['replications']} replications per cell"
     )
-    names["heatmap"] = figures.save(fig, out, "heatmap-p-start-fails", svg)[0]
-    names["timeline"] = figures.save(_timeline(sc, data), out, "timeline", svg)[0]
+    jobs["heatmap"] = (
+        "heatmap-p-start-fails",
+        "heatmap",
+        (rows, x, y, "p_start_failure", subtitle),
+    )
+    jobs["timeline"] = (
+        "timeline",
+        "timeline",
+        (sc, data["seed"], d["overrides"], d["configuration"]),
+    )
     if y == "fleet.instances":
         series = [
             (f"timeout {v:g} s", [r for r in rows if r[x] == v])
             for v in sorted({t["current_s"], d["db_init_timeout_s"] or t["current_s"]})
         ]
-        fig = figures.restarts_vs_fleet(series)
-        names["restarts"] = figures.save(fig, out, "restarts-vs-fleet", svg)[0]
-    return names
+        jobs["restarts"] = ("restarts-vs-fleet", "restarts_vs_fleet", (series,))
+    return jobs
 
 
-def _timeline(sc, data):
+def _timeline(sc, seed: int, overrides: dict, configuration: str):
     from sim.report import figures
 
-    seed = replication_seed(data["seed"], 0)
-    panels = [("today: " + _short(sc), run_replication(sc, seed, timeline=True).timeline)]
-    over = data["decision"]["overrides"]
-    if over:
-        chosen = sc.with_overrides(over)
-        panels.append(
-            (
-                f"{data['decision']['configuration']}",
-                run_replication(chosen, seed, timeline=True).timeline,
-            )
-        )
+    first = replication_seed(seed, 0)
+    panels = [("today: " + _short(sc), run_replication(sc, first, timeline=True).timeline)]
+    if overrides:
+        chosen = sc.with_overrides(overrides)
+        panels.append((configuration, run_replication(chosen, first, timeline=True).timeline))
     return figures.timeline(panels, sc.database.free_slots, sc.database.max_connections)
 
 
