@@ -84,7 +84,7 @@ assert 0.2 < worst["p_start_failure"] - worst["by_division"] < 0.6, worst
     "03_campaign_to_recommendation.ipynb": (
         3,
         """
-assert run.run_id == "20261129T130321Z-small" and len(run.attempts) == 20
+assert run.run_id == "20261204T204756Z-small" and len(run.attempts) == 20
 assert len(scale_outs) == 2
 est = {e.field: e for e in cal.estimates}
 assert est["database.max_connections"].value == 17  # the 53300 threshold: the free slots seen
