@@ -111,7 +111,9 @@ async def warm_up(
 async def database_init(engine: AsyncEngine, cfg: dict[str, str], counts: dict[str, int]) -> None:
     held = await warm_up(engine, int(cfg["WARMUP_CONNECTIONS"]), cfg["WARMUP_START"], counts)
     if held:
+        t0 = time.monotonic()
         await held[0].execute(text("select 1"))  # the init queries
+        report(phase="init_queries", s=round(time.monotonic() - t0, 4))
     for conn in held:
         await conn.close()  # back to the pool, which keeps them open (up to pool_size)
 

@@ -7,12 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from console import run
 
 from sim.calibrate import calibrate
 from sim.calibrate.inputs import read_campaign, read_log
-from sim.scenario import load
+from sim.errors import InputError
+from sim.scenario import load, resolve
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "campaigns" / "small"
 
@@ -68,6 +70,61 @@ def test_a_production_log_maps_named_phases_onto_the_three_parts(tmp_path):
     text = out.read_text()
     assert "phases config, secrets (summed)" in text and "phases warm (summed)" in text
     assert "not identifiable" in res.stdout  # a log alone cannot time the connector
+
+
+def test_init_queries_timed_as_a_phase_calibrate_init_queries_s(tmp_path):
+    """A service that times its init queries apart (``db_connect``, then ``db_queries``) gives
+    ``startup.init_queries_s``; without ``queries=`` it stays the base scenario's."""
+    header = "timestamp,instance,outcome,phase.config,phase.db_connect,phase.db_queries,phase.warm"
+    rng = np.random.default_rng(3)
+    queries = rng.lognormal(np.log(0.4), 0.3, 60)
+    lines = [
+        f"{1795950000 + i},{i},{'timeout' if i % 10 == 0 else 'ready'},0.2,{1 + i % 7 / 10},"
+        f"{q:.4f},1.0"
+        for i, q in enumerate(queries)
+    ]
+    path = log_csv(tmp_path, lines, header=header)
+    spec = "before=config;database=db_connect;queries=db_queries;after=warm"
+    (run_,) = read_log(path, spec)
+    assert run_.phase_map.database == ("db_connect", "db_queries")
+    assert run_.phase_map.queries == ("db_queries",)
+    assert run_.attempts[1].db_init_s == pytest.approx(1.1 + queries[1], abs=1e-3)
+    assert run_.attempts[1].init_queries_s == pytest.approx(queries[1], abs=1e-4)
+    cal = calibrate([run_], replications=2)
+    est = cal.estimate("startup.init_queries_s")
+    assert est.n == 54 and est.low < 0.4 < est.high  # the ready attempts' queries, median 0.4 s
+    assert "phases db_queries (summed) of ready attempts" in est.source
+    assert cal.scenario.to_dict()["startup"]["init_queries_s"] == est.value
+    (plain,) = read_log(path, "database=db_connect,db_queries")
+    base = calibrate([plain], replications=2).scenario.startup.init_queries_s
+    assert base == resolve(None).startup.init_queries_s
+    with pytest.raises(InputError, match="must be database phases"):
+        read_log(path, "before=config;database=db_connect;queries=config")
+
+
+def test_a_campaigns_init_queries_phase_calibrates_init_queries_s(tmp_path):
+    """An --instance-command campaign whose start-up reports its init queries as a phase:
+    ``--phases queries=NAME`` fits them (campaigns read only ``queries=``)."""
+
+    def timed(lines):
+        out = []
+        for i, line in enumerate(lines):
+            rec = json.loads(line)
+            rec["phases"] = {"database": rec["db_init_s"], "init_queries": 0.05 + 0.01 * (i % 5)}
+            out.append(json.dumps(rec))
+        return "\n".join(out) + "\n"
+
+    folder = campaign_copy(tmp_path, timed)
+    out = tmp_path / "cal.toml"
+    res = startsim("calibrate", str(folder), "--phases", "queries=init_queries", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in out.read_text().splitlines() if ln.startswith("init_queries_s ="))
+    ready = sum(a.outcome == "ready" for a in read_campaign(folder).attempts)
+    assert f"phases init_queries (summed) of ready attempts; n = {ready}" in line, line
+    plain = tmp_path / "plain.toml"
+    assert startsim("calibrate", str(folder), "--out", str(plain)).returncode == 0
+    line = next(ln for ln in plain.read_text().splitlines() if ln.startswith("init_queries_s ="))
+    assert "#" not in line  # without queries=: the base scenario's, uncommented
 
 
 def test_the_mapping_may_live_in_the_file_and_json_lines_work_too(tmp_path):

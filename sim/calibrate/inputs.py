@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,14 @@ MINUTE_S = 60.0
 
 @dataclass(frozen=True)
 class PhaseMap:
-    """Named phases of a service's start-up, assigned to the scenario's three parts."""
+    """Named phases of a service's start-up, assigned to the scenario's three parts; ``queries``
+    names those of the database part that are its init queries, run once the pool is ready (the
+    scenario's ``startup.init_queries_s``)."""
 
     before: tuple[str, ...] = ()
     database: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    queries: tuple[str, ...] = ()
 
     def part_of(self, phase: str) -> str | None:
         for part in PARTS:
@@ -50,33 +53,54 @@ class PhaseMap:
         return None
 
     def describe(self) -> str:
-        return "; ".join(f"{p}={','.join(getattr(self, p))}" for p in PARTS if getattr(self, p))
+        named = (*PARTS, "queries")
+        return "; ".join(f"{p}={','.join(getattr(self, p))}" for p in named if getattr(self, p))
 
 
 def parse_phases(text: str, known: list[str] | None = None, source: str = "phases") -> PhaseMap:
     """``"before=config,secrets;database=db;after=warm"``. Given only ``database=…`` and the
     phases in their order (``known``), those listed before it are ``before``, those after ``after``.
+    ``queries=…`` marks database phases that are the init queries (added to ``database`` if not
+    listed there).
     """
     parts: dict[str, list[str]] = {}
     for item in filter(None, (s.strip() for s in text.split(";"))):
         key, sep, names = item.partition("=")
         key = key.strip()
-        if not sep or key not in PARTS:
+        if not sep or key not in (*PARTS, "queries"):
             raise InputError(
                 source,
                 None,
                 f"{item!r}: expected PART=phase,… with PART one of "
-                "before, database, after (e.g. before=a,b;database=c;after=d)",
+                "before, database, after, queries (e.g. before=a,b;database=c,q;queries=q;after=d)",
             )
         parts[key] = [n.strip() for n in names.split(",") if n.strip()]
     if not parts.get("database"):
         raise InputError(source, None, f"{text!r}: name the database phase(s): database=NAME")
+    queries = parts.pop("queries", [])
+    parts["database"] += [q for q in queries if q not in parts["database"]]
+    elsewhere = [q for q in queries for p in ("before", "after") if q in parts.get(p, ())]
+    if elsewhere:
+        raise InputError(
+            source, None, f"{text!r}: queries {', '.join(elsewhere)} must be database phases"
+        )
     if known is not None and set(parts) == {"database"}:
         idx = [known.index(p) for p in parts["database"] if p in known]
         if idx:
             parts["before"] = [p for p in known[: min(idx)] if p not in parts["database"]]
             parts["after"] = [p for p in known[max(idx) + 1 :] if p not in parts["database"]]
-    return PhaseMap(*(tuple(parts.get(p, ())) for p in PARTS))
+    return PhaseMap(*(tuple(parts.get(p, ())) for p in PARTS), queries=tuple(queries))
+
+
+def queries_phases(text: str | None) -> tuple[str, ...]:
+    """The ``queries=`` names of a ``--phases`` spec. A campaign folder reads only these: its
+    records' ``database`` phase is always database init."""
+    names: list[str] = []
+    for item in filter(None, (s.strip() for s in (text or "").split(";"))):
+        key, _, value = item.partition("=")
+        if key.strip() == "queries":
+            names += [n.strip() for n in value.split(",") if n.strip()]
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,7 @@ class Attempt:
     reason: str = ""
     connection_attempts: int | None = None
     where: str = ""
+    init_queries_s: float | None = None  # the phases mapped to queries, when the row has them
 
 
 @dataclass
@@ -120,8 +145,9 @@ class Run:
 _NUMBERS = ("start_unix_s", "before_db_s", "db_init_s", "after_db_s")
 
 
-def read_campaign(folder: Path) -> Run:
-    """A campaign folder (``startsim loadtest``): records, scenario, emulator and connections."""
+def read_campaign(folder: Path, phases: str | None = None) -> Run:
+    """A campaign folder (``startsim loadtest``): records, scenario, emulator and connections.
+    ``phases``: a ``--phases`` spec whose ``queries=`` names the records' init-queries phases."""
     folder = Path(folder)
     records_path = folder / "records.jsonl"
     if not folder.is_dir():
@@ -140,7 +166,7 @@ def read_campaign(folder: Path) -> Run:
     if not lines:
         raise InputError(str(records_path), None, "empty: no attempt was recorded")
     run_id = lines[0][1].get("run_id")
-    attempts, phase_seen = [], False
+    attempts, phase_seen, names = [], False, queries_phases(phases)
     for number, rec in lines:
         where = f"{records_path}:{number}"
         if rec.get("run_id") != run_id:
@@ -151,7 +177,8 @@ def read_campaign(folder: Path) -> Run:
                 f"from line 1's {run_id!r}: records of two runs mixed",
             )
         phase_seen |= bool(rec.get("phases"))
-        attempts.append(_campaign_attempt(rec, where, str(records_path), number))
+        attempt = _campaign_attempt(rec, where, str(records_path), number)
+        attempts.append(_with_queries(attempt, rec, names, where))
     _no_duplicates(attempts, str(records_path))
     return Run(
         run_id=str(run_id),
@@ -162,6 +189,7 @@ def read_campaign(folder: Path) -> Run:
         emulator=[obj for _, obj in _json_lines(folder / "emulator.jsonl", optional=True)],
         connections=[obj for _, obj in _json_lines(folder / "connections.jsonl", optional=True)],
         harness_drawn=not phase_seen,
+        phase_map=PhaseMap(database=("database",), queries=names) if names else None,
     )
 
 
@@ -188,6 +216,17 @@ def _campaign_attempt(rec: dict, where: str, path: str, number: int) -> Attempt:
         else _count(conns, "connection_attempts", path, number, least=0),
         where=where,
     )
+
+
+def _with_queries(a: Attempt, rec: dict, names: tuple[str, ...], where: str) -> Attempt:
+    phases = rec.get("phases")
+    if not names or not isinstance(phases, dict) or not any(n in phases for n in names):
+        return a
+    path, _, number = where.rpartition(":")
+    seconds = sum(
+        _duration(phases[n], f"phases.{n}", path, int(number)) for n in names if n in phases
+    )
+    return replace(a, init_queries_s=seconds)
 
 
 def _json_lines(path: Path, optional: bool = False) -> list[tuple[int, dict]]:
@@ -345,9 +384,13 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
             raise InputError(path, number, f"{key}: missing")
     outcome = _log_outcome(row, path, number)
     sums = dict.fromkeys(PARTS, 0.0)
+    queries = None
     for key, value in row.items():
         if key.startswith("phase."):
-            sums[pmap.part_of(key[6:]) or "after"] += _duration(value, key, path, number)
+            seconds = _duration(value, key, path, number)
+            sums[pmap.part_of(key[6:]) or "after"] += seconds
+            if key[6:] in pmap.queries:
+                queries = (queries or 0.0) + seconds
     return Attempt(
         instance=str(row["instance"]),
         attempt=_count(row.get("attempt", 1), "attempt", path, number, least=1),
@@ -357,6 +400,7 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         after_db_s=sums["after"] if outcome == "ready" else None,
         outcome=outcome,
         where=f"{path}:{number}",
+        init_queries_s=queries,
     )
 
 

@@ -29,7 +29,7 @@ def read_inputs(paths: list[Path], phases: str | None = None) -> list[Run]:
 
     runs: list[Run] = []
     for path in paths:
-        runs += [read_campaign(path)] if path.is_dir() else read_log(path, phases)
+        runs += [read_campaign(path, phases)] if path.is_dir() else read_log(path, phases)
     return runs
 
 
@@ -51,7 +51,9 @@ def calibrate_cmd(
         typer.Option(
             "--phases",
             help="Which named phases of a log form each part, e.g. "
-            "'before=config,secrets;database=db;after=warm' or just 'database=db'.",
+            "'before=config,secrets;database=db;after=warm' or just 'database=db'; "
+            "'queries=NAME' marks database phases that are the init queries "
+            "(startup.init_queries_s).",
         ),
     ] = None,
     confidence: Confidence = 0.95,
