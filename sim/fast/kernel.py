@@ -811,7 +811,7 @@ def run_one(m, x):
     earliest of the heap's first event, the two rings' first and the next first start."""
     end, n, cap, hcap = x[F_END], m[I_INSTANCES], m[L_RING_CAP], m[L_HEAP_CAP] + 1
     ht, hi, rt, ri, arrive = m[L_HEAP_T], m[L_HEAP_I], m[L_RING_T], m[L_RING_I], m[L_ARRIVALS]
-    while True:
+    while True:  # src: a ring (DEADLINES, CONN_TIMEOUTS), 3 the first starts, 4 + h heap h
         src, t, key = -1, np.inf, 0
         for h in range(2):
             if m[S_HEAP_N + h]:
