@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from console import run
+from matplotlib.image import imread
 
 from sim.calibrate import calibrate
 from sim.calibrate.inputs import read_campaign, read_log
@@ -35,6 +36,20 @@ def test_the_sample_campaign_calibrates_to_a_commented_scenario(tmp_path):
         assert "# " in line and "n = " in line, line  # source, sample size, fit quality
         assert field in res.stdout  # the same as a table
     assert sc.database.max_connections == 20  # 17 free slots + 3 reserved: the test server's
+
+
+def test_the_sample_campaign_validates_against_its_calibration(tmp_path):
+    """calibrate, then validate through the installed command: the table, validation.md and its
+    figure (the figure once raised ImportError after the table was printed)."""
+    cal = tmp_path / "calibrated.toml"
+    assert startsim("calibrate", str(SAMPLE), "--out", str(cal), "-n", "5").returncode == 0
+    out = tmp_path / "validation"
+    res = startsim("validate", str(SAMPLE), "--scenario", str(cal), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "figures agree" in res.stderr
+    text = (out / "validation.md").read_text(encoding="utf-8")
+    assert "database-init durations (KS D)" in text and "campaigns drawn from the model" in text
+    assert imread(out / "validation.png").std() > 0
 
 
 HEADER = "timestamp,instance,attempt,outcome,phase.config,phase.secrets,phase.db,phase.warm"

@@ -19,7 +19,7 @@ from sim.output import atomic_write
 FIGSIZE = (7.5, 4.8)
 
 
-def _subplots(*grid, figsize, **kwargs):
+def subplots(*grid, figsize, **kwargs):
     """A Figure of its own, not pyplot's: no backend, no window, nothing global to close, and a
     notebook shows the returned Figure inline."""
     fig = Figure(figsize=figsize)
@@ -53,7 +53,7 @@ def db_init_cdf(
     """CDF of database-init duration and, below, its tail on a log scale with the target line."""
     x = np.sort(np.asarray(durations_s, dtype=float))
     n = x.size
-    fig, (top, bottom) = _subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    fig, (top, bottom) = subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
     if n == 0:  # a hopeless scenario: say so instead of drawing an empty curve
         top.text(0.5, 0.5, "no database init finished", ha="center", va="center")
         x, n = np.zeros(1), 1
@@ -102,7 +102,7 @@ def heatmap(
     for r in rows:
         v = r[value]
         grid[ys.index(r[y_field]), xs.index(r[x_field])] = np.nan if v is None else float(v)
-    fig, ax = _subplots(figsize=FIGSIZE)
+    fig, ax = subplots(figsize=FIGSIZE)
     im = ax.imshow(grid * 100, origin="lower", aspect="auto", cmap="magma_r", vmin=0, vmax=100)
     ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=10)
     ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=10)
@@ -146,7 +146,7 @@ def _value_label(value: str) -> str:
 def timeline(panels: Sequence[tuple[str, dict]], free_slots: int, max_connections: int) -> Figure:
     """One replication per column: connections held vs the limit, connector instances, ready."""
     # One time axis for every panel (and one y axis per row), so the columns compare at a glance.
-    fig, axes = _subplots(
+    fig, axes = subplots(
         3, len(panels), figsize=(5.2 * len(panels), 7.2), squeeze=False, sharex=True, sharey="row"
     )
     fig.subplots_adjust(hspace=0.15)
@@ -200,7 +200,7 @@ def restarts_vs_fleet(
     series: Sequence[tuple[str, list[dict]]], fleet_field: str = "fleet.instances"
 ) -> Figure:
     """Restarts per instance and work amplification against fleet size, one line per timeout."""
-    fig, (left, right) = _subplots(1, 2, figsize=(10, 4.2))
+    fig, (left, right) = subplots(1, 2, figsize=(10, 4.2))
     for label, rows in series:
         rows = sorted(rows, key=lambda r: r[fleet_field])
         x = [r[fleet_field] for r in rows]

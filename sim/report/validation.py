@@ -59,9 +59,9 @@ def _iv(iv) -> str:
 
 
 def figure(v: Validation, folder: Path) -> str:
-    from sim.report.figures import plt, save
+    from sim.report.figures import save, subplots
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for values, label, style in (
         (v.measured_inits, "measured", "-"),
         (v.simulated_inits, "simulated", "--"),
@@ -83,6 +83,4 @@ def figure(v: Validation, folder: Path) -> str:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    names = save(fig, folder, "validation")
-    plt.close(fig)
-    return names[0]
+    return save(fig, folder, "validation")[0]
