@@ -220,17 +220,28 @@ def _dists(sc: Scenario) -> list:
 
 
 def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str, int]:
-    """Room for a typical replication; a larger one grows it (and runs again). Without ``keep``
-    the records' room holds one replication's, reused by the next."""
+    """Room for a typical replication; a larger one grows it (and runs again from scratch, which
+    for 100,000 instances costs seconds). Without ``keep`` the records' room holds one
+    replication's, reused by the next: every attempt it can make, so it never grows. The rings
+    hold every attempt's deadline. Sizes a replication of this fleet size needed before in this
+    process are the floor (:data:`_NEEDED`)."""
     n = sc.fleet.instances
+    attempts = n * (sc.restart.restarts_allowed + 1)
     conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, 1) + 16
-    return {
+    sizes = {
         "conns": conns,
         "heap": conns + n + 64,
-        "rings": conns + n + 64,
+        "rings": conns + attempts + 64,
         "queue": conns,
-        "records": max(64, 3 * n * (replications if keep else 1)),
+        "records": max(64, 3 * n * replications if keep else attempts),
     }
+    needed = _NEEDED.get(n, {})
+    return {k: max(v, needed.get(k, 0)) for k, v in sizes.items()}
+
+
+# Per fleet size, the room the largest replication run in this process needed (records aside,
+# which depend on the replications asked for): the next run starts there instead of growing again.
+_NEEDED: dict[int, dict[str, int]] = {}
 
 
 def run_raw(
@@ -247,6 +258,9 @@ def run_raw(
         )
         if code != K.OK:
             buf = buf.grown(code)
+    grown = {k: v for k, v in buf.sizes.items() if k != "records"}
+    seen = _NEEDED.setdefault(sc.fleet.instances, {})
+    seen.update({k: max(v, seen.get(k, 0)) for k, v in grown.items()})
     return buf, fleet
 
 
