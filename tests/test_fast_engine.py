@@ -498,3 +498,18 @@ def test_a_later_run_starts_with_the_room_an_earlier_one_needed(monkeypatch):
     assert all(grown.sizes[k] > 1 for k in regions)
     again = fast.first_sizes(sc, 3, keep=False)
     assert all(again[k] >= grown.sizes[k] for k in regions)
+
+
+def test_a_first_run_without_a_compiled_kernel_says_why_it_waits(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(fast.numba.config, "CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(fast, "_checked", False)
+    fast._say_if_compiling()
+    fast._say_if_compiling()  # once per process
+    err = capsys.readouterr().err
+    assert err.count("compiling the fast engine") == 1 and str(tmp_path / "empty") in err
+    (tmp_path / "cached" / "sub").mkdir(parents=True)
+    (tmp_path / "cached" / "sub" / "kernel.run_block-1.py311.nbi").write_bytes(b"")
+    monkeypatch.setattr(fast.numba.config, "CACHE_DIR", str(tmp_path / "cached"))
+    monkeypatch.setattr(fast, "_checked", False)
+    fast._say_if_compiling()
+    assert capsys.readouterr().err == ""

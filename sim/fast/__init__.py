@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -249,6 +250,7 @@ def run_raw(
 ) -> tuple[Buffers, np.ndarray]:
     """Run replications ``indices``: the buffers (with the records if ``keep``) and the fleet
     figures, one row per name of ``kernel.FLEET``."""
+    _say_if_compiling()
     buf = Buffers(sc, seed, tilt, first_sizes(sc, len(indices), keep), keep)
     fleet = np.zeros((len(K.FLEET), len(indices)))
     first = indices.start
@@ -262,6 +264,26 @@ def run_raw(
     seen = _NEEDED.setdefault(sc.fleet.instances, {})
     seen.update({k: max(v, seen.get(k, 0)) for k, v in grown.items()})
     return buf, fleet
+
+
+_checked = False
+
+
+def _say_if_compiling() -> None:
+    """Before this process's first kernel call: when nothing is cached for this version yet, say
+    on stderr why the first run waits (else a progress bar sits at 0 % for about 20 s)."""
+    global _checked
+    if _checked:
+        return
+    _checked = True
+    folder = Path(numba.config.CACHE_DIR)
+    if not (folder.is_dir() and any(folder.rglob("*.nbi"))):
+        print(
+            f"startsim: compiling the fast engine, once per version (about 20 s); "
+            f"cached in {folder}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
