@@ -77,6 +77,16 @@ def scenario_for(run: Run, calibrated: Scenario | None) -> Scenario:
     return sc.model_copy(update=update)
 
 
+def check_replications(replications: int) -> None:
+    if replications < KS_MIN_REPLICATIONS:
+        raise UsageError(
+            f"must be at least {KS_MIN_REPLICATIONS}: half the replications make the model's "
+            "distribution of init durations, the other half are drawn as campaigns",
+            "replications",
+            replications,
+        )
+
+
 def validate(
     runs: list[Run],
     calibrated: Scenario | None = None,
@@ -88,6 +98,7 @@ def validate(
     check_confidence(confidence)
     if not runs:
         raise UsageError("give at least one campaign folder", "campaigns", [])
+    check_replications(replications)
     alpha = 1 - confidence
     measured = [_run_figures(r, _min_size(r, calibrated)) for r in runs]
     simulated = [_simulate(scenario_for(r, calibrated), replications, seed) for r in runs]
@@ -213,6 +224,7 @@ def _simulate(sc: Scenario, replications: int, seed: int) -> dict[str, np.ndarra
 # -- verdicts -----------------------------------------------------------------------------------
 
 KS_DRAWS = 1000  # campaigns drawn from the model for a KS p-value
+KS_MIN_REPLICATIONS = 10
 
 
 def ks_by_runs(

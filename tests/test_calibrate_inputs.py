@@ -50,6 +50,9 @@ def test_the_sample_campaign_validates_against_its_calibration(tmp_path):
     text = (out / "validation.md").read_text(encoding="utf-8")
     assert "database-init durations (KS D)" in text and "campaigns drawn from the model" in text
     assert imread(out / "validation.png").std() > 0
+    few = startsim("validate", str(SAMPLE), "-n", "3", "--out", str(tmp_path / "few"))
+    assert few.returncode == 2 and "--replications 3: must be at least 10" in few.stderr
+    assert not (tmp_path / "few").exists()
 
 
 HEADER = "timestamp,instance,attempt,outcome,phase.config,phase.secrets,phase.db,phase.warm"

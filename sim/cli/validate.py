@@ -36,8 +36,9 @@ def validate_cmd(
     """Measured vs predicted for each campaign, with a verdict per figure."""
     # Here, not at the top: sim.validate loads scipy.stats (0.5 s) that other commands never use.
     from sim.report.validation import figure, markdown
-    from sim.validate import validate, verdict_line
+    from sim.validate import check_replications, validate, verdict_line
 
+    check_replications(replications)
     runs = read_inputs(campaigns)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
