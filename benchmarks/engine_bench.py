@@ -150,9 +150,8 @@ def engines_table(quick: bool) -> list[str]:
         runs = {e: run_worker(e, name, n, 1) for e in ("simpy", "reference", "fast")}
         runs["fast ×2"] = run_worker("fast", name, n, 2)
         if name in THROUGHPUT:
-            runs["fast ×2, throughput"] = run_worker(
-                "fast", name, THROUGHPUT[name] // (quick + 1), 2
-            )
+            big = THROUGHPUT[name] // 2 if quick else THROUGHPUT[name]
+            runs["fast ×2, throughput"] = run_worker("fast", name, big, 2)
         base = {e: runs[e]["starts_per_s"] for e in ("simpy", "reference")}
         for label, r in runs.items():
             ratios = ("", "")

@@ -64,9 +64,7 @@ def parse_phases(text: str, known: list[str] | None = None, source: str = "phase
     listed there).
     """
     parts: dict[str, list[str]] = {}
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        key, sep, names = item.partition("=")
-        key = key.strip()
+    for item, key, sep, names in _phase_items(text):
         if not sep or key not in (*PARTS, "queries"):
             raise InputError(
                 source,
@@ -74,7 +72,7 @@ def parse_phases(text: str, known: list[str] | None = None, source: str = "phase
                 f"{item!r}: expected PART=phase,… with PART one of "
                 "before, database, after, queries (e.g. before=a,b;database=c,q;queries=q;after=d)",
             )
-        parts[key] = [n.strip() for n in names.split(",") if n.strip()]
+        parts[key] = names
     if not parts.get("database"):
         raise InputError(source, None, f"{text!r}: name the database phase(s): database=NAME")
     queries = parts.pop("queries", [])
@@ -95,12 +93,16 @@ def parse_phases(text: str, known: list[str] | None = None, source: str = "phase
 def queries_phases(text: str | None) -> tuple[str, ...]:
     """The ``queries=`` names of a ``--phases`` spec. A campaign folder reads only these: its
     records' ``database`` phase is always database init."""
-    names: list[str] = []
-    for item in filter(None, (s.strip() for s in (text or "").split(";"))):
-        key, _, value = item.partition("=")
-        if key.strip() == "queries":
-            names += [n.strip() for n in value.split(",") if n.strip()]
-    return tuple(names)
+    return tuple(
+        n for _, key, _, names in _phase_items(text or "") if key == "queries" for n in names
+    )
+
+
+def _phase_items(text: str):
+    """Each ``KEY=a,b`` item of a ``--phases`` spec: (item, key, "=" or "", names)."""
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        key, sep, names = item.partition("=")
+        yield item, key.strip(), sep, [n.strip() for n in names.split(",") if n.strip()]
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def read_campaign(folder: Path, phases: str | None = None) -> Run:
             )
         phase_seen |= bool(rec.get("phases"))
         attempt = _campaign_attempt(rec, where, str(records_path), number)
-        attempts.append(_with_queries(attempt, rec, names, where))
+        attempts.append(_with_queries(attempt, rec, names, str(records_path), number))
     _no_duplicates(attempts, str(records_path))
     return Run(
         run_id=str(run_id),
@@ -218,14 +220,12 @@ def _campaign_attempt(rec: dict, where: str, path: str, number: int) -> Attempt:
     )
 
 
-def _with_queries(a: Attempt, rec: dict, names: tuple[str, ...], where: str) -> Attempt:
+def _with_queries(a: Attempt, rec: dict, names: tuple[str, ...], path: str, number: int) -> Attempt:
+    """The attempt with its init queries' time: the record's phases named ``names``, summed."""
     phases = rec.get("phases")
-    if not names or not isinstance(phases, dict) or not any(n in phases for n in names):
+    if not isinstance(phases, dict) or not any(n in phases for n in names):
         return a
-    path, _, number = where.rpartition(":")
-    seconds = sum(
-        _duration(phases[n], f"phases.{n}", path, int(number)) for n in names if n in phases
-    )
+    seconds = sum(_duration(phases[n], f"phases.{n}", path, number) for n in names if n in phases)
     return replace(a, init_queries_s=seconds)
 
 

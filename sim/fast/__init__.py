@@ -234,7 +234,7 @@ def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str,
         "heap": conns + n + 64,
         "rings": conns + attempts + 64,
         "queue": conns,
-        "records": max(64, 3 * n * replications if keep else attempts),
+        "records": max(64, (3 * n * replications) if keep else attempts),
     }
     needed = _NEEDED.get(n, {})
     return {k: max(v, needed.get(k, 0)) for k, v in sizes.items()}
@@ -260,9 +260,10 @@ def run_raw(
         )
         if code != K.OK:
             buf = buf.grown(code)
-    grown = {k: v for k, v in buf.sizes.items() if k != "records"}
     seen = _NEEDED.setdefault(sc.fleet.instances, {})
-    seen.update({k: max(v, seen.get(k, 0)) for k, v in grown.items()})
+    for region, size in buf.sizes.items():
+        if region != "records":
+            seen[region] = max(size, seen.get(region, 0))
     return buf, fleet
 
 
