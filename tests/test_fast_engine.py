@@ -455,6 +455,49 @@ def test_buffers_grow_and_the_replication_runs_again():
     assert buf.records()[0][:, kernel.R_ATTEMPT].tolist() == ref.attempts["attempt"]
 
 
+@pytest.mark.parametrize("reach", [2.0**-10, 1.0, 2.0**10])
+def test_the_event_queue_gives_events_back_by_time_then_scheduling_order(reach):
+    """The kernel's queue (a calendar of buckets for events due soon, a heap for the rest) against
+    a sorted list: times on a grid (many ties, some due at once, several in a bucket), a tenth far
+    beyond the calendar's reach, and the bucket ring going round many times over."""
+    import heapq
+
+    from sim.fast import kernel as K
+
+    sc = resolve("staging-incident")
+    buf = fast.Buffers(sc, 0, None, {**fast.first_sizes(sc, 1), "heap": 10_000})
+    m, x = buf.m, buf.x
+    K.reset(m, x, buf.base, 0)
+    m[K.S_ARRIVED] = m[K.I_INSTANCES]  # no first starts waiting
+    x[K.F_END] = np.inf
+    x[K.F_INV_W] = m[K.L_NB] / reach
+    width = reach / m[K.L_NB]
+    rng = np.random.default_rng(5)
+    pending, scheduled, calendar, heap = [], 0, 0, 0
+    for step in range(10_000):
+        for _ in range(rng.integers(0, 4) if step < 3000 else 0):
+            far = 100 if rng.random() < 0.1 else 1
+            t = x[K.T_NOW] + int(rng.integers(0, 12)) * reach / 8 * far
+            t += int(rng.integers(0, 8)) * width / 4  # a bucket holds several times
+            typ, key = int(rng.integers(0, 12)), m[K.S_SEQ] * 16
+            K.at(m, x, t, typ, scheduled, 0)
+            heapq.heappush(pending, (t, key + typ, scheduled))
+            scheduled += 1
+        if not pending:
+            if step >= 3000:
+                break
+            continue
+        src, t, key, bucket = K.earliest(m, x)
+        calendar, heap = calendar + (src == 4), heap + (src == 5)
+        typ, a, _ = K.remove(m, x, src, bucket)
+        x[K.T_NOW] = t
+        assert (t, key, a) == heapq.heappop(pending)
+        assert typ == key % 16
+    assert not pending and m[K.S_CAL_N] == m[K.S_HEAP_N] == m[K.S_OVERFLOW] == 0
+    assert calendar > 2000 and heap > 300  # both were used
+    assert x[K.T_NOW] * x[K.F_INV_W] > 10 * m[K.L_NB]  # the buckets went round ten times
+
+
 def test_every_model_field_is_known_to_the_fast_engine():
     # A field added to the model must be ported (and listed in sim.engines.FAST_FIELDS) or
     # scenarios that set it fall back to the readable engine; the shipped ones must all run fast.

@@ -125,10 +125,11 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     n = fleet.instances
     kinds, dist, offsets, values = pack(_dists(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
-    # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
-    # records, values, waves.
+    # Floats: scenario, state, distributions, instances, heap times, calendar times, ring times,
+    # first starts, records, values, waves.
     heap_t = K.X_INST + n * K.NF
-    ring_t = heap_t + 2 * (sizes["heap"] + 1)
+    cal_t = heap_t + sizes["heap"] + 1
+    ring_t = cal_t + sizes["heap"]
     arrivals_at = ring_t + 2 * sizes["rings"]
     rec_f = arrivals_at + n
     values_at = rec_f + sizes["records"] * K.NRF
@@ -143,21 +144,25 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     x[K.F_RELEASE] = rs.exit_release_s
     x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
     x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
-    # The small heap's reach: a few times a connection's steps (any value gives the same order).
-    steps = (sc.connector.setup_s, sc.database.accept_s, sc.startup.init_queries_s)
-    x[K.F_SOON] = 4.0 * max(d.mean() for d in steps)
+    # The calendar's reach: a few times the longest of a start-up's usual steps, in about two
+    # buckets per instance (any reach and width give the same order; these keep buckets short).
+    buckets = _buckets(n)
+    x[K.F_INV_W] = buckets / _reach(sc)
     for role in range(K.ROLES):
         x[K.X_DIST + 2 * role : K.X_DIST + 2 * role + 2] = dist[role]
     if tilt is not None:
         x[K.F_THETA], x[K.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
     x[waves_at:] = waves
-    # Ints: scenario, state, streams, layout, instances, connections, free list, heap, rings,
-    # queue, records.
+    # Ints: scenario, state, streams, layout, instances, connections, free list, heap, calendar
+    # (nodes, buckets, bits), rings, queue, records.
     conn_at = K.M_INST + n * K.NI
     free_at = conn_at + sizes["conns"] * K.NC
     heap_i = free_at + sizes["conns"]
-    ring_i = heap_i + 6 * (sizes["heap"] + 1)
+    cal_i = heap_i + 3 * (sizes["heap"] + 1)
+    buckets_at = cal_i + 4 * sizes["heap"]
+    bits_at = buckets_at + 2 * buckets
+    ring_i = bits_at + buckets // 64 + buckets // 4096
     queue_at = ring_i + 6 * sizes["rings"]
     rec_i = queue_at + 2 * sizes["queue"]
     m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
@@ -182,12 +187,32 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[K.M_VOFF : K.M_VOFF + 2 * K.ROLES] = (offsets + values_at).ravel()
     m[K.L_CONN], m[K.L_CONN_CAP], m[K.L_FREE] = conn_at, sizes["conns"], free_at
     m[K.L_HEAP_I], m[K.L_HEAP_T], m[K.L_HEAP_CAP] = heap_i, heap_t, sizes["heap"]
+    m[K.L_CAL], m[K.L_CAL_T], m[K.L_BUCKETS] = cal_i, cal_t, buckets_at
+    m[K.L_BITS], m[K.L_NB] = bits_at, buckets
     m[K.L_QUEUE], m[K.L_Q_CAP] = queue_at, sizes["queue"]
     m[K.L_REC_I], m[K.L_REC_F], m[K.L_REC_CAP] = rec_i, rec_f, sizes["records"]
     m[K.L_WAVES] = waves_at
     m[K.L_RING_T], m[K.L_RING_I], m[K.L_RING_CAP] = ring_t, ring_i, sizes["rings"]
     m[K.L_ARRIVALS] = arrivals_at
     return m, x
+
+
+def _buckets(instances: int) -> int:
+    """The calendar's buckets: a power of two near twice the fleet, from 4,096 to 65,536."""
+    return min(max(4096, 1 << (2 * instances - 1).bit_length()), 65536)
+
+
+def _reach(sc: Scenario) -> float:
+    """How far ahead the calendar holds events: four times the longest mean of a start-up's steps
+    (before the database, a connection's set-up and accept, the queries, a Cloud SQL call), but
+    at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing."""
+    steps = [sc.startup.before_db_s, sc.connector.setup_s, sc.database.accept_s]
+    steps.append(sc.startup.init_queries_s)
+    cs = getattr(sc, "cloudsql", None)
+    if cs is not None and cs.enabled:
+        steps.append(cs.call_s)
+    end = sc.horizon_s + sc.startup.db_init_timeout_s
+    return max(4.0 * max(d.mean() for d in steps), end / 2**20)
 
 
 # The readable engine's roles, in its order, and the draw that picks a tilted replication.

@@ -169,6 +169,17 @@ def draw(kind, a, b, x, lo, hi, state, k):
 
 
 @nb.njit(cache=True, _nrt=False)
+def fill(kind, a, b, x, lo, hi, state, k, out, count):
+    """Draws ``k`` … ``k + count − 1`` of a stream into ``x[out:out + count]``."""
+    if kind == LOGNORMAL:  # the usual kind: its own loop, with nothing to decide in it
+        for j in range(count):
+            x[out + j] = a * math.exp(b * ndtri(unit(state, k + j)))
+        return
+    for j in range(count):
+        x[out + j] = draw(kind, a, b, x, lo, hi, state, k + j)
+
+
+@nb.njit(cache=True, _nrt=False)
 def tilted(u, theta):
     """A uniform pushed towards 1: the quantile at ``u`` of the density θ e^(θv) / (e^θ − 1) on
     (0, 1). Importance sampling draws from it; :mod:`sim.rare` weighs by the ratio."""

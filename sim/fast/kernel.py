@@ -21,9 +21,18 @@ half the time. Nothing in the event loop allocates, so it runs without the runti
 
 Where events wait: a first start is read off the arrival times in instance order; a deadline or a
 connect timeout, due a constant time after it is scheduled, joins a first-in first-out ring (they
-come due in the order they are scheduled); every other event goes on one of two binary heaps, a
-small one for events due soon and one for the rest. Each step takes the earliest of them all, by
-time, then by the order of scheduling, exactly as one heap would.
+come due in the order they are scheduled); every other event due soon goes into a calendar
+(Brown 1988): a ring of buckets, each a fixed slice of time, with a bit per bucket to find the
+first non-empty one, sized to about two buckets per instance, so that pushing and taking an event
+costs about the same at 10 or 100,000 instances, where a binary heap goes one level deeper each
+time the fleet doubles. The rare events due later (restarts, scale-outs) go on a binary heap.
+Each step takes the earliest of them all, by time, then by the order of scheduling, exactly as
+one heap would.
+
+Draws are made a block at a time per role (``BLOCK``), in one tight loop: made one by one inside
+the handlers, each draw's logarithm, exponential and rational function waited in line; made
+together, the processor overlaps them. The values are the same (a draw is a function of its
+number), so the records are too.
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
-from sim.fast.draws import draw, inverse_cdf, replication_key, stream_state, tilted, unit
+from sim.fast.draws import fill, inverse_cdf, replication_key, stream_state, tilted, unit
 from sim.records import FLEET_COLUMNS
 
 # Outcomes and reasons, as codes (sim.engine's strings in this order).
@@ -120,11 +130,15 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     S_RING_HEAD,  # where each ring's first entry is (two slots)
 ) = range(23, 43)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
-S_HEAP_N = S_RING_N + 2  # how many entries each heap holds (two slots)
-M_KC = S_HEAP_N + 2  # draws made, per role
+S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
+S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
+S_CAL_FREE = S_HEAP_N + 2  # the calendar's first free node (a list through C_NEXT_EV), or -1
+S_CAL_HW = S_HEAP_N + 3  # nodes below this have been used
+M_KC = S_HEAP_N + 4  # draws made, per role
 M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
 M_KIND = M_KS + ROLES  # distribution kinds, per role
 M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
+M_KB = M_VOFF + 2 * ROLES  # per role: the draw number of the first value in its block
 # Where the regions start and how big they are.
 (
     L_CONN,
@@ -143,8 +157,13 @@ M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
     L_RING_I,
     L_RING_CAP,
     L_ARRIVALS,
-) = range(M_VOFF + 2 * ROLES, M_VOFF + 2 * ROLES + 16)
-M_INST = L_ARRIVALS + 1  # instance ints: NI per instance
+    L_CAL,  # calendar nodes: key, a, b, next (ints); their times at L_CAL_T in x
+    L_CAL_T,
+    L_BUCKETS,  # per bucket: first and last node (valid while the bucket's bit is set)
+    L_BITS,  # a bit per bucket (L_NB / 64 words), then a bit per word of those (the summary)
+    L_NB,  # how many buckets: a power of two, at least 4,096
+) = range(M_KB + ROLES, M_KB + ROLES + 21)
+M_INST = L_NB + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -189,9 +208,11 @@ NRF = 3
 ) = range(14)
 T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
 F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
-F_SOON = 18  # events due sooner than this after now go on the small heap
+F_INV_W = 18  # 1 / the calendar's bucket width
 X_DIST = 19  # per role: two parameters
-X_INST = X_DIST + 3 * ROLES  # instance floats: NF per instance
+BLOCK = 32  # draws made at a time per role (not the tilted ones)
+X_BLOCKS = X_DIST + 3 * ROLES  # per role: a block of draws made ahead
+X_INST = X_BLOCKS + ROLES * BLOCK  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
 
@@ -215,21 +236,124 @@ FLEET = (
 def at(m, x, t, typ, a, b):
     """Schedule an event; the sequence number keeps simultaneous events in scheduling order.
 
-    Two binary heaps: events due within ``F_SOON`` of now (a connection's set-up, the queries)
-    on a small one, the rest (a container's start-up, restarts, scale-outs) on the other; the
-    loop takes the earlier head, so the split changes no order, only how deep a heap each event
-    goes through (a burst of 10,000 starts keeps its short events off the 10,000-deep heap).
-    An event due after the end would never run: it is not kept."""
+    An event due within the calendar's reach (``L_NB`` buckets of width 1 / ``F_INV_W`` from
+    now's) joins the calendar, the rest (restarts, scale-outs: rare) a binary heap; the loop takes
+    the earlier first event of the two. An event due after the end would never run: it is not
+    kept."""
     if t > x[F_END]:
         return
-    h = 0 if t - x[T_NOW] < x[F_SOON] else 1
-    n, cap = m[S_HEAP_N + h], m[L_HEAP_CAP]
+    key = m[S_SEQ] * 16 + typ
+    k = np.int64(t * x[F_INV_W])
+    if k - np.int64(x[T_NOW] * x[F_INV_W]) < m[L_NB]:
+        cal_add(m, x, t, k & (m[L_NB] - 1), key, a, b)
+    else:
+        heap_add(m, x, t, key, a, b)
+    m[S_SEQ] += 1
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def cal_add(m, x, t, bucket, key, a, b):
+    """Into the bucket's list, after every event due no later: those were scheduled earlier (a
+    smaller key), so the list stays in the loop's order, by time and then by key. Buckets hold
+    an event or two at a time, so the list is short; most events join at its end."""
+    node = m[S_CAL_FREE]
+    if node >= 0:
+        m[S_CAL_FREE] = m[m[L_CAL] + 4 * node + 3]
+    else:
+        node = m[S_CAL_HW]
+        if node == m[L_HEAP_CAP]:
+            m[S_OVERFLOW] = FULL_HEAP
+            return
+        m[S_CAL_HW] = node + 1
+    ct, cn = m[L_CAL_T], m[L_CAL]
+    x[ct + node] = t
+    e = cn + 4 * node
+    m[e], m[e + 1], m[e + 2] = key, a, b
+    m[S_CAL_N] += 1
+    word, bit = m[L_BITS] + (bucket >> 6), np.int64(1) << (bucket & 63)
+    ends = m[L_BUCKETS] + 2 * bucket
+    if not m[word] & bit:
+        if not m[word]:
+            w = bucket >> 6
+            m[m[L_BITS] + (m[L_NB] >> 6) + (w >> 6)] |= np.int64(1) << (w & 63)
+        m[word] |= bit
+        m[ends], m[ends + 1], m[e + 3] = node, node, -1
+        return
+    last = m[ends + 1]
+    if x[ct + last] <= t:
+        m[cn + 4 * last + 3], m[ends + 1], m[e + 3] = node, node, -1
+        return
+    prev, cur = -1, m[ends]
+    while x[ct + cur] <= t:  # stops before the last, which is due later
+        prev, cur = cur, m[cn + 4 * cur + 3]
+    m[e + 3] = cur
+    if prev < 0:
+        m[ends] = node
+    else:
+        m[cn + 4 * prev + 3] = node
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def first_set(m, base, words, start):
+    """The first set bit at or after ``start`` in ``words`` words from ``base``, or −1."""
+    w = start >> 6
+    if w >= words:
+        return -1
+    bits = m[base + w] & (np.int64(-1) << (start & 63))
+    while not bits:
+        w += 1
+        if w == words:
+            return -1
+        bits = m[base + w]
+    return (w << 6) + trailing_zeros(bits)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def cal_first(m, x):
+    """The bucket of the calendar's earliest event (the calendar holds one). Buckets go round:
+    the one of now's time comes first, and every event is due before now's bucket comes round
+    again, so the first non-empty bucket from now's holds the earliest event."""
+    nb_, bits = m[L_NB], m[L_BITS]
+    words, here = nb_ >> 6, np.int64(x[T_NOW] * x[F_INV_W]) & (nb_ - 1)
+    w = here >> 6
+    found = m[bits + w] & (np.int64(-1) << (here & 63))
+    if found:
+        return (w << 6) + trailing_zeros(found)
+    summary = bits + words
+    w = first_set(m, summary, words >> 6, w + 1)
+    if w < 0:
+        w = first_set(m, summary, words >> 6, 0)
+    return (w << 6) + trailing_zeros(m[bits + w])
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def cal_pop(m, bucket):
+    """The bucket's first event, removed: its node (whose fields stay readable until the next
+    event is scheduled) goes back on the free list."""
+    ends, cn = m[L_BUCKETS] + 2 * bucket, m[L_CAL]
+    node = m[ends]
+    nxt = m[cn + 4 * node + 3]
+    if nxt >= 0:
+        m[ends] = nxt
+    else:
+        w = bucket >> 6
+        word = m[L_BITS] + w
+        m[word] &= ~(np.int64(1) << (bucket & 63))
+        if not m[word]:
+            m[m[L_BITS] + (m[L_NB] >> 6) + (w >> 6)] &= ~(np.int64(1) << (w & 63))
+    m[cn + 4 * node + 3] = m[S_CAL_FREE]
+    m[S_CAL_FREE] = node
+    m[S_CAL_N] -= 1
+    return node
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def heap_add(m, x, t, key, a, b):
+    n, cap = m[S_HEAP_N], m[L_HEAP_CAP]
     if n == cap:
         m[S_OVERFLOW] = FULL_HEAP
         return
-    key = m[S_SEQ] * 16 + typ
-    m[S_SEQ] += 1
-    ht, hi = m[L_HEAP_T] + h * (cap + 1), m[L_HEAP_I] + 3 * h * (cap + 1)
+    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
     i = n
     while i > 0:
         p = (i - 1) >> 1
@@ -244,18 +368,17 @@ def at(m, x, t, typ, a, b):
         i = p
     x[ht + i] = t
     m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = key, a, b
-    m[S_HEAP_N + h] = n + 1
+    m[S_HEAP_N] = n + 1
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
-def pop(m, x, h):
-    """Take heap ``h``'s first event. Each heap has a slot past its end, set to +inf here, so
-    that the earlier child is picked without a branch (the branch mispredicts half the time)."""
-    cap = m[L_HEAP_CAP]
-    ht, hi = m[L_HEAP_T] + h * (cap + 1), m[L_HEAP_I] + 3 * h * (cap + 1)
+def pop(m, x):
+    """Take the heap's first event. The heap has a slot past its end, set to +inf here, so that
+    the earlier child is picked without a branch (the branch mispredicts half the time)."""
+    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
     t, key, a, b = x[ht], m[hi], m[hi + 1], m[hi + 2]
-    n = m[S_HEAP_N + h] - 1
-    m[S_HEAP_N + h] = n
+    n = m[S_HEAP_N] - 1
+    m[S_HEAP_N] = n
     lt, lk, la, lb = x[ht + n], m[hi + 3 * n], m[hi + 3 * n + 1], m[hi + 3 * n + 2]
     x[ht + n] = np.inf
     i = 0
@@ -310,11 +433,37 @@ def take(m, ring):
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
+def skip_stale(m, ring):
+    """Drop the ring's first entries while they are stale: a deadline of an attempt that is over
+    or out of its database init, a connect timeout of a connection gone or held. Such an event
+    would do nothing when it came due (its handler checks the same), and once stale it stays so;
+    after a burst nearly every deadline and connect timeout is stale by the time it comes due."""
+    cap = m[L_RING_CAP]
+    while m[S_RING_N + ring]:
+        e = m[L_RING_I] + 3 * (ring * cap + m[S_RING_HEAD + ring])
+        a, b = m[e + 1], m[e + 2]
+        if ring == DEADLINES:
+            ii = M_INST + a * NI
+            if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+                return
+        else:
+            ci = m[L_CONN] + a * NC
+            if m[ci + C_GEN] == b and m[ci + C_STATE] != HELD:
+                return
+        take(m, ring)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
 def rnd(m, x, role):
-    """The next draw of a role's stream. The first draws of the tilted role record their uniform
-    (pushed towards 1 in a tilted replication), from which sim.rare computes the weight."""
+    """The next draw of a role's stream, from its block of draws made ahead (a block's draws are
+    made in one tight loop, where the processor overlaps them). The first draws of the tilted
+    role record their uniform (pushed towards 1 in a tilted replication), from which sim.rare
+    computes the weight."""
     k = m[M_KC + role]
     m[M_KC + role] = k + 1
+    j = k - m[M_KB + role]
+    if j < BLOCK:
+        return x[X_BLOCKS + role * BLOCK + j]
     lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
     d = X_DIST + 2 * role
     state = np.uint64(m[M_KS + role])
@@ -325,7 +474,9 @@ def rnd(m, x, role):
         m[S_TILT_K] += 1
         x[T_VSUM] += v
         return inverse_cdf(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, v)
-    return draw(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k)
+    m[M_KB + role] = k
+    fill(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k, X_BLOCKS + role * BLOCK, BLOCK)
+    return x[X_BLOCKS + role * BLOCK]
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -767,10 +918,14 @@ def reset(m, x, base, index):
     m[S_DB_FREE] = m[I_FREE_SLOTS]
     m[S_API_WINDOW] = -1
     m[S_SEQ] = n  # keys below n * 16 are the first starts', in instance order
+    m[S_CAL_FREE] = -1
+    bits = m[L_BITS]
+    m[bits : bits + (m[L_NB] >> 6) + (m[L_NB] >> 12)] = 0
     x[T_NOW] = x[T_VSUM] = 0.0
     key = replication_key(base, index)
     for role in range(ROLES):
         m[M_KC + role] = 0
+        m[M_KB + role] = -BLOCK  # no block made yet
         m[M_KS + role] = np.int64(stream_state(key, role))
     if m[I_TILT_ROLE] >= 0:
         m[S_TILTED] = unit(stream_state(key, MIX), 0) < x[F_MIX]
@@ -805,39 +960,62 @@ def arrivals(m, x):
         x[out + inst] = t
 
 
+@nb.njit(cache=True, _nrt=False, inline="always")
+def earliest(m, x):
+    """Where the next event waits, its time and key, and (for the calendar) its bucket: the
+    earliest, by time then key, of the calendar's first event, the heap's, the two rings' and the
+    next first start. Sources: a ring (DEADLINES, CONN_TIMEOUTS), 3 the first starts, 4 the
+    calendar, 5 the heap; −1 when nothing waits (time +inf)."""
+    src, t, key, bucket = -1, np.inf, 0, 0
+    if m[S_CAL_N]:
+        bucket = cal_first(m, x)
+        node = m[m[L_BUCKETS] + 2 * bucket]
+        src, t, key = 4, x[m[L_CAL_T] + node], m[m[L_CAL] + 4 * node]
+    ht, hi = m[L_HEAP_T], m[L_HEAP_I]
+    if m[S_HEAP_N] and (x[ht] < t or (x[ht] == t and m[hi] < key)):
+        src, t, key = 5, x[ht], m[hi]
+    cap, rt, ri = m[L_RING_CAP], m[L_RING_T], m[L_RING_I]
+    for ring in range(2):
+        if m[S_RING_N + ring]:
+            j = ring * cap + m[S_RING_HEAD + ring]
+            if x[rt + j] < t or (x[rt + j] == t and m[ri + 3 * j] < key):
+                src, t, key = ring, x[rt + j], m[ri + 3 * j]
+    k = m[S_ARRIVED]
+    if k < m[I_INSTANCES] and x[m[L_ARRIVALS] + k] <= t:  # a first start's key is below all
+        src, t, key = 3, x[m[L_ARRIVALS] + k], k * 16 + E_START
+    return src, t, key, bucket
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def remove(m, x, src, bucket):
+    """Take the first event of ``src`` (not the first starts): its type and two arguments."""
+    if src == 4:
+        e = m[L_CAL] + 4 * cal_pop(m, bucket)
+        return m[e] & 15, m[e + 1], m[e + 2]
+    if src == 5:
+        _, typ, a, b = pop(m, x)
+        return typ, a, b
+    return take(m, src)
+
+
 @nb.njit(cache=True, _nrt=False)
 def run_one(m, x):
-    """One replication; returns an overflow code (OK when it ran to the end). Each step runs the
-    earliest of the heap's first event, the two rings' first and the next first start."""
-    end, n, cap, hcap = x[F_END], m[I_INSTANCES], m[L_RING_CAP], m[L_HEAP_CAP] + 1
-    ht, hi, rt, ri, arrive = m[L_HEAP_T], m[L_HEAP_I], m[L_RING_T], m[L_RING_I], m[L_ARRIVALS]
-    while True:  # src: a ring (DEADLINES, CONN_TIMEOUTS), 3 the first starts, 4 + h heap h
-        src, t, key = -1, np.inf, 0
-        for h in range(2):
-            if m[S_HEAP_N + h]:
-                j = h * hcap
-                if x[ht + j] < t or (x[ht + j] == t and m[hi + 3 * j] < key):
-                    src, t, key = 4 + h, x[ht + j], m[hi + 3 * j]
-        for ring in range(2):
-            if m[S_RING_N + ring]:
-                j = ring * cap + m[S_RING_HEAD + ring]
-                if x[rt + j] < t or (x[rt + j] == t and m[ri + 3 * j] < key):
-                    src, t, key = ring, x[rt + j], m[ri + 3 * j]
-        k = m[S_ARRIVED]
-        if k < n and x[arrive + k] <= t:  # a first start's key is below every other
-            src, t = 3, x[arrive + k]
+    """One replication; returns an overflow code (OK when it ran to the end)."""
+    end = x[F_END]
+    while True:
+        src, t, _, bucket = earliest(m, x)
         if t > end:
             return OK
         x[T_NOW] = t
         if src == 3:
+            k = m[S_ARRIVED]
             m[S_ARRIVED] = k + 1
             start_attempt(m, x, k)
-        elif src >= 4:
-            _, typ, a, b = pop(m, x, src - 4)
-            dispatch(m, x, typ, a, b)
         else:
-            typ, a, b = take(m, src)
+            typ, a, b = remove(m, x, src, bucket)
             dispatch(m, x, typ, a, b)
+            if src < 2:
+                skip_stale(m, src)
         if m[S_OVERFLOW]:
             return m[S_OVERFLOW]
 
