@@ -276,20 +276,42 @@ DISTRIBUTIONS = [
 def test_every_distribution_draws_as_the_readable_engine(spec):
     """Each kind `startsim calibrate` can write draws, in the kernel, what numpy draws for the
     readable engine (a Weibull fit once made the fast engine refuse the scenario with a
-    traceback)."""
+    traceback); the kernel's blocks of draws (``fill``) are the one-at-a-time draws."""
     from pydantic import TypeAdapter
     from scipy.stats import ks_2samp
 
     from sim.distributions import Distribution
-    from sim.fast.draws import draw, pack, stream_state
+    from sim.fast.draws import draw, fill, pack, stream_state
 
     dist = TypeAdapter(Distribution).validate_python(spec)
     kinds, params, offsets, values = pack([dist])
     state = stream_state(np.uint64(12345), 0)
-    n = 20_000
-    mine = np.array([draw(kinds[0], *params[0], values, *offsets[0], state, k) for k in range(n)])
+    n, block = 20_000, 32
+    room = np.zeros(values.size + 2 * block)
+    room[: values.size] = values
+    mine = np.empty(n)
+    for k in range(0, n, block):
+        fill(kinds[0], *params[0], room, *offsets[0], state, k, values.size, block)
+        mine[k : k + block] = room[values.size : values.size + block]
+    one = np.array([draw(kinds[0], *params[0], values, *offsets[0], state, k) for k in range(n)])
+    np.testing.assert_allclose(mine, one, rtol=1e-14, atol=0)
     numpy = dist.sample(np.random.default_rng(1), n)
     assert ks_2samp(mine, numpy).pvalue > 1e-5
+
+
+def test_the_kernels_exp_is_the_librarys_to_the_last_place():
+    """Lognormal draws use an exp of plain arithmetic (so a block of them is computed several at
+    a time): within one unit in the last place of numpy's over the whole range, inf past the
+    largest float, 0 below the smallest."""
+    from sim.fast import draws
+
+    rng = np.random.default_rng(0)
+    ys = np.concatenate([rng.uniform(-30, 30, 200_000), rng.uniform(-745, 709.78, 200_000)])
+    ys = np.concatenate([ys, [0.0, -0.0, 1e-300, -1e-300, 709.78, -708.4, 1.0, -1.0]])
+    mine = np.array([draws.exp(y) for y in ys])
+    assert np.all(np.abs(mine - np.exp(ys)) <= 1.01 * np.spacing(np.exp(ys)))
+    assert [draws.exp(y) for y in (709.79, 800.0, np.inf)] == [np.inf] * 3
+    assert [draws.exp(y) for y in (-745.2, -1000.0, -np.inf)] == [0.0] * 3
 
 
 def test_a_weibull_scenario_runs_on_both_engines():
@@ -526,6 +548,21 @@ def test_without_records_the_record_room_holds_one_replication():
     most = sc.fleet.instances * (sc.restart.restarts_allowed + 1)  # every attempt it can make
     assert buf.sizes["records"] == most  # never grown: a grown room reruns the replication
     assert buf.records()[0].shape[0] < 3 * sc.fleet.instances  # the last replication's only
+
+
+def test_a_run_that_takes_over_the_last_runs_buffers_gives_what_fresh_ones_give(monkeypatch):
+    sc = resolve("staging-incident")
+    monkeypatch.setattr(fast, "_spare", None)
+    fresh = fast.run_chunk(sc, 2, range(3, 9), records=False)[1]
+    fast.run_chunk(sc, 1, range(20), records=False)  # leaves its buffers behind
+    spare = fast._spare
+    again = fast.run_chunk(sc, 2, range(3, 9), records=False)[1]
+    assert fast._spare is spare  # taken over, not allocated
+    for key, values in fresh.items():
+        assert values.tolist() == again[key].tolist(), key
+    other = sc.with_overrides({"fleet.instances": sc.fleet.instances + 1})
+    fast.run_chunk(other, 2, range(1), records=False)
+    assert fast._spare is not spare  # another scenario: buffers of its own
 
 
 def test_a_later_run_starts_with_the_room_an_earlier_one_needed(monkeypatch):

@@ -18,6 +18,9 @@ import math
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from sim.distributions import Constant, Empirical, Exponential, Gamma, LogNormal, Uniform, Weibull
 
@@ -56,6 +59,76 @@ def unit(state, k):
     return (float(x >> _S11) + 0.5) * _TWO_M53
 
 
+@intrinsic
+def as_float(typingctx, bits):
+    """The float64 whose bits are the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def as_bits(typingctx, value):
+    """The int64 whose bits are the float64 ``value`` (the kernel keeps some times among ints)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # ln 2, in two parts
+_EXP_MAX, _EXP_MIN = 709.782712893384, -745.2  # beyond them e**y is inf, and 0
+_TAYLOR = tuple(1.0 / math.factorial(i) for i in range(13, 1, -1))
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def exp(y):
+    """e**y to within 2 units in the last place, in plain arithmetic (no library call), so that a
+    loop of them runs several at a time: y = n ln 2 + r with |r| ≤ ln 2 / 2, e**r by its Taylor
+    series to r¹³ (the next term is below 2⁻⁵³ of it), times 2**n built from its bits."""
+    z = min(max(y, _EXP_MIN), _EXP_MAX)
+    n = math.floor(z * _LOG2E + 0.5)
+    r = (z - n * _LN2_HI) - n * _LN2_LO
+    c = _TAYLOR  # 1/13!, 1/12!, …, 1/2!
+    p = ((((c[0] * r + c[1]) * r + c[2]) * r + c[3]) * r + c[4]) * r + c[5]
+    p = ((((((p * r + c[6]) * r + c[7]) * r + c[8]) * r + c[9]) * r + c[10]) * r + c[11]) * r
+    p = (p + 1.0) * r + 1.0
+    half = np.int64(n) >> 1  # 2**n in two factors: each stays a normal float
+    e = p * as_float((half + 1023) << 52) * as_float((np.int64(n) - half + 1023) << 52)
+    return math.inf if y > _EXP_MAX else (0.0 if y < _EXP_MIN else e)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def _central(p):
+    """Acklam's rational function for the middle of the normal quantile (0.02425 ≤ p ≤ 0.97575)."""
+    q = p - 0.5
+    r = q * q
+    num = (
+        (
+            (((-3.969683028665376e01 * r + 2.209460984245205e02) * r - 2.759285104469687e02) * r)
+            + 1.383577518672690e02
+        )
+        * r
+        - 3.066479806614716e01
+    ) * r + 2.506628277459239
+    den = (
+        (
+            (((-5.447609879822406e01 * r + 1.615858368580409e02) * r - 1.556989798598866e02) * r)
+            + 6.680131188771972e01
+        )
+        * r
+        - 1.328068155288572e01
+    ) * r + 1.0
+    return num * q / den
+
+
+_TAIL = 0.02425  # below it (and above 1 − it) the normal quantile takes Acklam's tail function
+
+
 @nb.njit(cache=True, _nrt=False)
 def _acklam_tail(q):
     """Acklam's rational function for the lower tail, at q = sqrt(−2 ln p)."""
@@ -79,49 +152,11 @@ def ndtri(p):
     """The standard normal quantile by Acklam's rational approximation: relative error below
     1.2e-9, far below what any scenario's parameters are known to (a refining step with erfc
     would cost three times as much)."""
-    if p < 0.02425:
-        x = _acklam_tail(math.sqrt(-2.0 * math.log(p)))
-    elif p > 1.0 - 0.02425:
-        x = -_acklam_tail(math.sqrt(-2.0 * math.log1p(-p)))
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (
-            (
-                (
-                    (
-                        (
-                            (-3.969683028665376e01 * r + 2.209460984245205e02) * r
-                            - 2.759285104469687e02
-                        )
-                        * r
-                        + 1.383577518672690e02
-                    )
-                    * r
-                    - 3.066479806614716e01
-                )
-                * r
-                + 2.506628277459239
-            )
-            * q
-            / (
-                (
-                    (
-                        (
-                            (-5.447609879822406e01 * r + 1.615858368580409e02) * r
-                            - 1.556989798598866e02
-                        )
-                        * r
-                        + 6.680131188771972e01
-                    )
-                    * r
-                    - 1.328068155288572e01
-                )
-                * r
-                + 1.0
-            )
-        )
-    return x
+    if p < _TAIL:
+        return _acklam_tail(math.sqrt(-2.0 * math.log(p)))
+    if p > 1.0 - _TAIL:
+        return -_acklam_tail(math.sqrt(-2.0 * math.log1p(-p)))
+    return _central(p)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -134,7 +169,7 @@ def inverse_cdf(kind, a, b, x, lo, hi, u):
     if kind == EXPONENTIAL:
         return -a * math.log1p(-u)
     if kind == LOGNORMAL:
-        return a * math.exp(b * ndtri(u))
+        return a * exp(b * ndtri(u))
     if kind == WEIBULL:  # shape a, scale b
         return b * (-math.log1p(-u)) ** (1.0 / a)
     return x[lo + min(int(u * (hi - lo)), hi - lo - 1)]
@@ -168,12 +203,27 @@ def draw(kind, a, b, x, lo, hi, state, k):
     return inverse_cdf(kind, a, b, x, lo, hi, unit(state, k))
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, _nrt=False, error_model="numpy")
 def fill(kind, a, b, x, lo, hi, state, k, out, count):
-    """Draws ``k`` … ``k + count − 1`` of a stream into ``x[out:out + count]``."""
-    if kind == LOGNORMAL:  # the usual kind: its own loop, with nothing to decide in it
+    """Draws ``k`` … ``k + count − 1`` of a stream into ``x[out:out + count]``; the next
+    ``count`` slots are scratch.
+
+    Lognormal draws, the usual kind, in passes over the block that the processor runs several
+    draws at a time (no branch, no library call in them): the uniforms, the normal quantile's
+    middle, then its tails (one draw in 20, one at a time), then the exponential."""
+    if kind == LOGNORMAL:
+        y, us = x[out : out + count], x[out + count : out + 2 * count]  # views: plain indices
         for j in range(count):
-            x[out + j] = a * math.exp(b * ndtri(unit(state, k + j)))
+            us[j] = unit(state, k + j)
+        for j in range(count):
+            u = us[j]
+            y[j] = _central(u) if _TAIL <= u <= 1.0 - _TAIL else 0.0
+        for j in range(count):
+            u = us[j]
+            if u < _TAIL or u > 1.0 - _TAIL:
+                y[j] = ndtri(u)
+        for j in range(count):
+            y[j] = a * exp(b * y[j])
         return
     for j in range(count):
         x[out + j] = draw(kind, a, b, x, lo, hi, state, k + j)

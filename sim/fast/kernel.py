@@ -23,7 +23,7 @@ Where events wait: a first start is read off the arrival times in instance order
 connect timeout, due a constant time after it is scheduled, joins a first-in first-out ring (they
 come due in the order they are scheduled); every other event due soon goes into a calendar
 (Brown 1988): a ring of buckets, each a fixed slice of time, with a bit per bucket to find the
-first non-empty one, sized to about two buckets per instance, so that pushing and taking an event
+first non-empty one, sized to about four buckets per instance, so that pushing and taking an event
 costs about the same at 10 or 100,000 instances, where a binary heap goes one level deeper each
 time the fleet doubles. The rare events due later (restarts, scale-outs) go on a binary heap.
 Each step takes the earliest of them all, by time, then by the order of scheduling, exactly as
@@ -43,7 +43,16 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from sim.fast.draws import fill, inverse_cdf, replication_key, stream_state, tilted, unit
+from sim.fast.draws import (
+    as_bits,
+    as_float,
+    fill,
+    inverse_cdf,
+    replication_key,
+    stream_state,
+    tilted,
+    unit,
+)
 from sim.records import FLEET_COLUMNS
 
 # Outcomes and reasons, as codes (sim.engine's strings in this order).
@@ -157,12 +166,11 @@ M_KB = M_VOFF + 2 * ROLES  # per role: the draw number of the first value in its
     L_RING_I,
     L_RING_CAP,
     L_ARRIVALS,
-    L_CAL,  # calendar nodes: key, a, b, next (ints); their times at L_CAL_T in x
-    L_CAL_T,
+    L_CAL,  # calendar nodes: NN ints each
     L_BUCKETS,  # per bucket: first and last node (valid while the bucket's bit is set)
     L_BITS,  # a bit per bucket (L_NB / 64 words), then a bit per word of those (the summary)
     L_NB,  # how many buckets: a power of two, at least 4,096
-) = range(M_KB + ROLES, M_KB + ROLES + 21)
+) = range(M_KB + ROLES, M_KB + ROLES + 20)
 M_INST = L_NB + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
@@ -178,6 +186,10 @@ M_INST = L_NB + 1  # instance ints: NI per instance
     A_TAIL,
 ) = range(11)
 NI = 11
+# Calendar nodes: the event's time (its float's bits: one cache line holds the whole event), key,
+# arguments, and the next node of its bucket.
+N_TIME, N_KEY, N_A, N_B, N_NEXT = range(5)
+NN = 5
 # Connection ints: NC per connection slot.
 C_INST, C_POOL, C_STATE, C_AWAITED, C_GEN, C_NEXT, C_PREV = range(7)
 NC = 7
@@ -211,8 +223,8 @@ F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run t
 F_INV_W = 18  # 1 / the calendar's bucket width
 X_DIST = 19  # per role: two parameters
 BLOCK = 32  # draws made at a time per role (not the tilted ones)
-X_BLOCKS = X_DIST + 3 * ROLES  # per role: a block of draws made ahead
-X_INST = X_BLOCKS + ROLES * BLOCK  # instance floats: NF per instance
+X_BLOCKS = X_DIST + 3 * ROLES  # per role: a block of draws made ahead, and a block of scratch
+X_INST = X_BLOCKS + ROLES * 2 * BLOCK  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
 
@@ -256,19 +268,18 @@ def cal_add(m, x, t, bucket, key, a, b):
     """Into the bucket's list, after every event due no later: those were scheduled earlier (a
     smaller key), so the list stays in the loop's order, by time and then by key. Buckets hold
     an event or two at a time, so the list is short; most events join at its end."""
+    cn = m[L_CAL]
     node = m[S_CAL_FREE]
     if node >= 0:
-        m[S_CAL_FREE] = m[m[L_CAL] + 4 * node + 3]
+        m[S_CAL_FREE] = m[cn + NN * node + N_NEXT]
     else:
         node = m[S_CAL_HW]
         if node == m[L_HEAP_CAP]:
             m[S_OVERFLOW] = FULL_HEAP
             return
         m[S_CAL_HW] = node + 1
-    ct, cn = m[L_CAL_T], m[L_CAL]
-    x[ct + node] = t
-    e = cn + 4 * node
-    m[e], m[e + 1], m[e + 2] = key, a, b
+    e = cn + NN * node
+    m[e + N_TIME], m[e + N_KEY], m[e + N_A], m[e + N_B] = as_bits(t), key, a, b
     m[S_CAL_N] += 1
     word, bit = m[L_BITS] + (bucket >> 6), np.int64(1) << (bucket & 63)
     ends = m[L_BUCKETS] + 2 * bucket
@@ -277,20 +288,20 @@ def cal_add(m, x, t, bucket, key, a, b):
             w = bucket >> 6
             m[m[L_BITS] + (m[L_NB] >> 6) + (w >> 6)] |= np.int64(1) << (w & 63)
         m[word] |= bit
-        m[ends], m[ends + 1], m[e + 3] = node, node, -1
+        m[ends], m[ends + 1], m[e + N_NEXT] = node, node, -1
         return
     last = m[ends + 1]
-    if x[ct + last] <= t:
-        m[cn + 4 * last + 3], m[ends + 1], m[e + 3] = node, node, -1
+    if as_float(m[cn + NN * last + N_TIME]) <= t:
+        m[cn + NN * last + N_NEXT], m[ends + 1], m[e + N_NEXT] = node, node, -1
         return
     prev, cur = -1, m[ends]
-    while x[ct + cur] <= t:  # stops before the last, which is due later
-        prev, cur = cur, m[cn + 4 * cur + 3]
-    m[e + 3] = cur
+    while as_float(m[cn + NN * cur + N_TIME]) <= t:  # stops before the last, which is due later
+        prev, cur = cur, m[cn + NN * cur + N_NEXT]
+    m[e + N_NEXT] = cur
     if prev < 0:
         m[ends] = node
     else:
-        m[cn + 4 * prev + 3] = node
+        m[cn + NN * prev + N_NEXT] = node
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
@@ -332,7 +343,7 @@ def cal_pop(m, bucket):
     event is scheduled) goes back on the free list."""
     ends, cn = m[L_BUCKETS] + 2 * bucket, m[L_CAL]
     node = m[ends]
-    nxt = m[cn + 4 * node + 3]
+    nxt = m[cn + NN * node + N_NEXT]
     if nxt >= 0:
         m[ends] = nxt
     else:
@@ -341,7 +352,7 @@ def cal_pop(m, bucket):
         m[word] &= ~(np.int64(1) << (bucket & 63))
         if not m[word]:
             m[m[L_BITS] + (m[L_NB] >> 6) + (w >> 6)] &= ~(np.int64(1) << (w & 63))
-    m[cn + 4 * node + 3] = m[S_CAL_FREE]
+    m[cn + NN * node + N_NEXT] = m[S_CAL_FREE]
     m[S_CAL_FREE] = node
     m[S_CAL_N] -= 1
     return node
@@ -463,7 +474,7 @@ def rnd(m, x, role):
     m[M_KC + role] = k + 1
     j = k - m[M_KB + role]
     if j < BLOCK:
-        return x[X_BLOCKS + role * BLOCK + j]
+        return x[X_BLOCKS + role * 2 * BLOCK + j]
     lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
     d = X_DIST + 2 * role
     state = np.uint64(m[M_KS + role])
@@ -475,8 +486,8 @@ def rnd(m, x, role):
         x[T_VSUM] += v
         return inverse_cdf(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, v)
     m[M_KB + role] = k
-    fill(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k, X_BLOCKS + role * BLOCK, BLOCK)
-    return x[X_BLOCKS + role * BLOCK]
+    fill(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k, X_BLOCKS + role * 2 * BLOCK, BLOCK)
+    return x[X_BLOCKS + role * 2 * BLOCK]
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -969,8 +980,8 @@ def earliest(m, x):
     src, t, key, bucket = -1, np.inf, 0, 0
     if m[S_CAL_N]:
         bucket = cal_first(m, x)
-        node = m[m[L_BUCKETS] + 2 * bucket]
-        src, t, key = 4, x[m[L_CAL_T] + node], m[m[L_CAL] + 4 * node]
+        e = m[L_CAL] + NN * m[m[L_BUCKETS] + 2 * bucket]
+        src, t, key = 4, as_float(m[e + N_TIME]), m[e + N_KEY]
     ht, hi = m[L_HEAP_T], m[L_HEAP_I]
     if m[S_HEAP_N] and (x[ht] < t or (x[ht] == t and m[hi] < key)):
         src, t, key = 5, x[ht], m[hi]
@@ -990,8 +1001,8 @@ def earliest(m, x):
 def remove(m, x, src, bucket):
     """Take the first event of ``src`` (not the first starts): its type and two arguments."""
     if src == 4:
-        e = m[L_CAL] + 4 * cal_pop(m, bucket)
-        return m[e] & 15, m[e + 1], m[e + 2]
+        e = m[L_CAL] + NN * cal_pop(m, bucket)
+        return m[e + N_KEY] & 15, m[e + N_A], m[e + N_B]
     if src == 5:
         _, typ, a, b = pop(m, x)
         return typ, a, b
