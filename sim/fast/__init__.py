@@ -211,8 +211,12 @@ def _reach(sc: Scenario) -> float:
     """How far ahead the calendar holds events: four times the longest mean of a start-up's steps
     (before the database, a connection's set-up and accept, the queries, a Cloud SQL call), but
     at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing."""
-    steps = [sc.startup.before_db_s, sc.connector.setup_s, sc.database.accept_s]
-    steps.append(sc.startup.init_queries_s)
+    steps = [
+        sc.startup.before_db_s,
+        sc.connector.setup_s,
+        sc.database.accept_s,
+        sc.startup.init_queries_s,
+    ]
     cs = getattr(sc, "cloudsql", None)
     if cs is not None and cs.enabled:
         steps.append(cs.call_s)
@@ -308,6 +312,7 @@ _spare: Buffers | None = None
 
 
 def _buffers(sc: Scenario, seed: int, tilt: Tilt | None, sizes: dict, keep: bool) -> Buffers:
+    global _spare
     spare = _spare
     if (
         keep
@@ -317,6 +322,7 @@ def _buffers(sc: Scenario, seed: int, tilt: Tilt | None, sizes: dict, keep: bool
         or spare.sc != sc
     ):
         return Buffers(sc, seed, tilt, sizes, keep)
+    _spare = None  # taken: a run in another thread (a Dask worker's) allocates its own
     spare.seed = seed
     spare.base = _base(seed)
     spare.m[K.S_REC_N] = 0

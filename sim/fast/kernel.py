@@ -141,7 +141,7 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
-S_CAL_FREE = S_HEAP_N + 2  # the calendar's first free node (a list through C_NEXT_EV), or -1
+S_CAL_FREE = S_HEAP_N + 2  # the calendar's first free node (a list through N_NEXT), or -1
 S_CAL_HW = S_HEAP_N + 3  # nodes below this have been used
 M_KC = S_HEAP_N + 4  # draws made, per role
 M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
@@ -186,8 +186,8 @@ M_INST = L_NB + 1  # instance ints: NI per instance
     A_TAIL,
 ) = range(11)
 NI = 11
-# Calendar nodes: the event's time (its float's bits: one cache line holds the whole event), key,
-# arguments, and the next node of its bucket.
+# Calendar nodes: the event's time (its float's bits, so that the whole event is read at once
+# from one place), key, arguments, and the next node of its bucket.
 N_TIME, N_KEY, N_A, N_B, N_NEXT = range(5)
 NN = 5
 # Connection ints: NC per connection slot.
