@@ -210,7 +210,9 @@ def _buckets(instances: int) -> int:
 def _reach(sc: Scenario) -> float:
     """How far ahead the calendar holds events: four times the longest mean of a start-up's steps
     (before the database, a connection's set-up and accept, the queries, a Cloud SQL call), but
-    at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing."""
+    at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing, and at most the
+    run (no event is kept beyond its end; a heavy-tailed step's huge mean would put every event
+    in the first few buckets)."""
     steps = [
         sc.startup.before_db_s,
         sc.connector.setup_s,
@@ -221,7 +223,7 @@ def _reach(sc: Scenario) -> float:
     if cs is not None and cs.enabled:
         steps.append(cs.call_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
-    return max(4.0 * max(d.mean() for d in steps), end / 2**20)
+    return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
 
 
 # The readable engine's roles, in its order, and the draw that picks a tilted replication.
