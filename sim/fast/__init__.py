@@ -9,7 +9,7 @@ number of processes, with common random numbers across scenarios, but not the re
 numbers; the engines agree in distribution, and record for record when every distribution is
 constant (tests/test_fast_engine.py).
 
-The first call compiles the kernel (about 20 seconds) and caches it in
+The first call compiles the kernel (about 30 seconds) and caches it in
 ``~/.cache/startsim/``; later processes load it in well under a second.
 """
 
@@ -336,7 +336,7 @@ _checked = False
 
 def _say_if_compiling() -> None:
     """Before this process's first kernel call: when nothing is cached for this version yet, say
-    on stderr why the first run waits (else a progress bar sits at 0 % for about 20 s)."""
+    on stderr why the first run waits (else a progress bar sits at 0 % for about 30 s)."""
     global _checked
     if _checked:
         return
@@ -344,7 +344,7 @@ def _say_if_compiling() -> None:
     folder = Path(numba.config.CACHE_DIR)
     if not (folder.is_dir() and any(folder.rglob("*.nbi"))):
         print(
-            f"startsim: compiling the fast engine, once per version (about 20 s); "
+            f"startsim: compiling the fast engine, once per version (about 30 s); "
             f"cached in {folder}",
             file=sys.stderr,
             flush=True,
