@@ -93,6 +93,12 @@ class Buffers:
         self.m, self.x = _layout(sc, tilt, sizes, keep)
         self.base = _base(seed)
 
+    def reseeded(self, seed: int) -> Buffers:
+        """These buffers, for a run of ``seed`` (each replication resets the state it uses)."""
+        self.seed, self.base = seed, _base(seed)
+        self.m[K.S_REC_N] = 0
+        return self
+
     def grown(self, code: int) -> Buffers:
         """Twice the room in the region that overflowed, with the records made so far."""
         name = {
@@ -325,10 +331,7 @@ def _buffers(sc: Scenario, seed: int, tilt: Tilt | None, sizes: dict, keep: bool
     ):
         return Buffers(sc, seed, tilt, sizes, keep)
     _spare = None  # taken: a run in another thread (a Dask worker's) allocates its own
-    spare.seed = seed
-    spare.base = _base(seed)
-    spare.m[K.S_REC_N] = 0
-    return spare
+    return spare.reseeded(seed)
 
 
 _checked = False

@@ -447,21 +447,31 @@ def take(m, ring):
 def skip_stale(m, ring):
     """Drop the ring's first entries while they are stale: a deadline of an attempt that is over
     or out of its database init, a connect timeout of a connection gone or held. Such an event
-    would do nothing when it came due (its handler checks the same), and once stale it stays so;
-    after a burst nearly every deadline and connect timeout is stale by the time it comes due."""
+    would do nothing when it came due (its handler asks the same question), and once stale it
+    stays so; after a burst nearly every deadline and connect timeout is stale by the time it
+    comes due."""
     cap = m[L_RING_CAP]
     while m[S_RING_N + ring]:
         e = m[L_RING_I] + 3 * (ring * cap + m[S_RING_HEAD + ring])
         a, b = m[e + 1], m[e + 2]
-        if ring == DEADLINES:
-            ii = M_INST + a * NI
-            if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
-                return
-        else:
-            ci = m[L_CONN] + a * NC
-            if m[ci + C_GEN] == b and m[ci + C_STATE] != HELD:
-                return
+        live = deadline_live(m, a, b) if ring == DEADLINES else timeout_live(m, a, b)
+        if live:
+            return
         take(m, ring)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def deadline_live(m, inst, attempt):
+    """Whether a deadline set for ``attempt`` would still end it: that attempt is in db init."""
+    ii = M_INST + inst * NI
+    return m[ii + A_ATTEMPT] == attempt and m[ii + A_IN_INIT] != 0
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def timeout_live(m, conn, gen):
+    """Whether a connect timeout would still give the connection up: the same one, not yet held."""
+    ci = m[L_CONN] + conn * NC
+    return m[ci + C_GEN] == gen and m[ci + C_STATE] != HELD
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
@@ -824,9 +834,9 @@ def accept_done(m, x, conn, gen):
 
 @nb.njit(cache=True, _nrt=False)
 def conn_timeout(m, x, conn, gen):
-    ci = m[L_CONN] + conn * NC
-    if m[ci + C_GEN] != gen or m[ci + C_STATE] == HELD:
+    if not timeout_live(m, conn, gen):
         return
+    ci = m[L_CONN] + conn * NC
     inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
     cancel(m, x, conn, True)
     ii = M_INST + inst * NI
@@ -899,8 +909,7 @@ def dispatch(m, x, typ, a, b):
     elif typ == E_BEGIN:
         begin_db_init(m, x, a)
     elif typ == E_DEADLINE:
-        ii = M_INST + a * NI
-        if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+        if deadline_live(m, a, b):
             exit_attempt(m, x, a, TIMEOUT, R_DEADLINE)
     elif typ == E_INIT_DONE:
         db_init_done(m, x, a, b)
