@@ -59,8 +59,9 @@ FAST_FIELDS = {
 }
 
 
-# Sections the model never reads (what the team tried, for the ADR): no engine needs them.
-NOT_MODEL = {"team"}
+# Sections the model never reads (what the team tried and where each value comes from, for the
+# reports): no engine needs them.
+NOT_MODEL = {"team", "sources"}
 
 
 def unsupported(sc: Scenario) -> str | None:

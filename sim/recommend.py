@@ -31,7 +31,8 @@ from sim.search import (
     zero_failure_replications,
 )
 from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
-from sim.stats import Summary, check_confidence
+from sim.stats import Proportion, Summary, check_confidence
+from sim.success import Observation, judge, observe, rates_dict, success_rates
 from sim.sweep import Grid
 
 COMMON_TARGETS = (0.95, 0.99, 0.999)
@@ -118,20 +119,18 @@ class Verdict:
 
 @dataclass(frozen=True)
 class HistoryRow:
-    """A timeout the team once set, simulated in this scenario, against its own criterion."""
+    """A timeout the team once set, simulated in this scenario, against its own criterion on its
+    own definition of success (``sim.success``), the other definitions beside it."""
 
     timeout_s: float
     summary: Summary
     criterion: float | None
+    rates: dict[str, Proportion]
+    definition: str
 
     def as_dict(self) -> dict:
         f = self.summary.p_start_failure
         success_low, success_high = 1 - f.ci_high, 1 - f.ci_low
-        met = None
-        if self.criterion is not None:
-            met = "met" if success_low >= self.criterion else "not met"
-            if met == "not met" and success_high >= self.criterion:
-                met = "not shown"  # the interval straddles the criterion
         return {
             "timeout_s": self.timeout_s,
             "start_success": 1 - f.estimate,
@@ -141,7 +140,8 @@ class HistoryRow:
             "p_first_start_success": self.summary.p_first_start_success,
             "restarts_per_instance": self.summary.restarts_per_instance,
             "fleet_ready_p95_s": self.summary.fleet_ready_s["p95"],
-            "criterion": met,
+            "criterion": judge(self.rates[self.definition], self.criterion),
+            "success": rates_dict(self.rates, self.definition, self.criterion),
         }
 
 
@@ -165,6 +165,8 @@ class Recommendation:
     criterion: float | None
     today: Results
     probe: Results
+    success: dict[str, Proportion]  # today's start-up success, by each definition
+    observation: Observation | None  # the team's observed failures against the model
     engines: dict[str, int] = field(default_factory=dict)  # simulations run by each engine
 
     def as_dict(self) -> dict:
@@ -194,6 +196,11 @@ class Recommendation:
             "criterion": self.criterion,
             "history": [h.as_dict() for h in self.history],
             "monitoring": monitoring(self.today),
+            "success": rates_dict(
+                self.success, self.scenario.team.success_definition, self.criterion
+            ),
+            "observed_failures": None if self.observation is None else self.observation.as_dict(),
+            "sources": [e.as_dict() for e in self.scenario.provenance()],
         }
 
 
@@ -225,6 +232,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix)
     criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
     history = _history(lab, sc, settings, n, criterion)
+    success = success_rates(today.fleet, sc.fleet.instances, settings.confidence)
     return Recommendation(
         sc,
         settings,
@@ -242,6 +250,8 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         criterion,
         today,
         probe,
+        success,
+        _observation(sc, today, settings.confidence),
         dict(lab.engines),
     )
 
@@ -479,8 +489,26 @@ def _history(lab, sc, settings, n, criterion) -> list[HistoryRow]:
     for t in timeouts:
         cand = at_timeout(sc, t)
         reps = n if Demand.of(cand).held_fits else min(n, EVIDENCE_REPLICATIONS)
-        rows.append(HistoryRow(float(t), lab.summary(cand, reps), criterion))
+        res = lab.run(cand, reps, records=False)
+        rates = success_rates(res.fleet, sc.fleet.instances, settings.confidence)
+        definition = sc.team.success_definition
+        rows.append(HistoryRow(float(t), lab.summary(cand, reps), criterion, rates, definition))
     return rows
+
+
+def _observation(sc: Scenario, today: Results, confidence: float) -> Observation | None:
+    """The team's observed failures (``team.observed_failures``) against today's model."""
+    team = sc.team
+    if team.observed_failures is None:
+        return None
+    return observe(
+        today.fleet["failed_attempts"],
+        team.observed_failures,
+        at_least=team.observed_failures_at_least,
+        window_deploys=team.deploys_in_window(),
+        deploys_per_hour=team.deploys_per_hour,
+        confidence=confidence,
+    )
 
 
 def monitoring(res: Results) -> dict:

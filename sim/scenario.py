@@ -36,6 +36,7 @@ from sim.distributions import (
     Uniform,
 )
 from sim.errors import MISSING, ScenarioError
+from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
 
 # Limits on one replication; docs/scenario.md gives each with its reason. The engine keeps an
 # object of a few hundred bytes per instance, per attempt record and per connection in flight.
@@ -305,12 +306,33 @@ class CloudSql(_Section):
     refresh_interval_s: PositiveSeconds = 30.0  # … refilled one per 30 s
 
 
+# How a start-up success rate is computed (docs/recommend.md#what-a-success-rate-counts): starts
+# that reach ready per container start (what exit-code-3 logs count), first starts that reach
+# ready, instances ready by the horizon, deploys in which no start failed.
+SuccessDefinition = Literal["starts", "first_starts", "instances_ready", "clean_deploys"]
+SUCCESS_DEFINITIONS: tuple[str, ...] = SuccessDefinition.__args__
+
+
 class Team(_Section):
-    """What the team has tried and how it judges a start-up: the ADR weighs the recommendation
-    against them. The model itself never reads this section."""
+    """What the team has tried, how it judges a start-up and what it has seen: the ADR weighs the
+    recommendation against them. The model itself never reads this section."""
 
     timeout_history_s: list[PositiveSeconds] = Field(default_factory=list, max_length=20)
     success_criterion: Annotated[float, Field(gt=0, lt=1)] | None = None  # start-up success share
+    success_definition: SuccessDefinition = "starts"
+    observed_failures: NonNegativeInt | None = None  # failed starts counted in a window
+    observed_failures_at_least: bool = True  # the count is a lower bound ("at least 649")
+    window_deploys: PositiveInt | None = None  # deploys within that window, when known
+    window_hours: PositiveSeconds | None = None  # … or the window's length
+    deploys_per_hour: Annotated[float, Field(gt=0, le=3600)] | None = None  # … and deploy rate
+
+    def deploys_in_window(self) -> float | None:
+        """Deploys the observation window held: given, or its length × the deploy rate."""
+        if self.window_deploys is not None:
+            return float(self.window_deploys)
+        if self.window_hours is not None and self.deploys_per_hour is not None:
+            return self.window_hours * self.deploys_per_hour
+        return None
 
 
 class Scenario(_Section):
@@ -325,6 +347,12 @@ class Scenario(_Section):
     restart: Restart = Restart()
     cloudsql: CloudSql = CloudSql()
     team: Team = Team()
+    sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _dotted(cls, table: Any) -> Any:
+        return flatten(table)
 
     @field_validator("name")
     @classmethod
@@ -338,13 +366,55 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _bounded(self) -> Scenario:
-        for check in (_deadline_within_horizon, _attempts_bounded, _opening_bounded, _retries):
+        for check in (
+            _deadline_within_horizon,
+            _attempts_bounded,
+            _opening_bounded,
+            _retries,
+            _sources_valid,
+        ):
             check(self)
         return self
 
+    def label(self, dotted: str) -> Source | None:
+        """The label of a field or a distribution's parameter: its own, or its field's."""
+        while dotted:
+            if dotted in self.sources:
+                return self.sources[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return None
+
+    def provenance(self) -> list[Entry]:
+        """Every value of the scenario with where it comes from, fields in file order; a
+        distribution's parameters labelled on their own follow their field."""
+        data, defaults = self.to_dict(), Scenario().to_dict()
+        out = []
+        for dotted in field_names(self):
+            if dotted in ("name", "description"):
+                continue
+            value, default = _lookup(data, dotted), _lookup(defaults, dotted)
+            out.append(self._entry(dotted, value, value == default and dotted not in self.sources))
+            out += [
+                self._entry(key, _lookup(data, key), False)
+                for key in self.sources
+                if key.startswith(dotted + ".")
+            ]
+        return out
+
+    def _entry(self, dotted: str, value: Any, default: bool) -> Entry:
+        src = DEFAULT_SOURCES.get(dotted) if default else self.label(dotted)
+        if src is None:
+            return Entry(dotted, value, UNLABELLED, "", "", False)
+        return Entry(dotted, value, src.kind, src.detail(), src.note, default)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data in the TOML layout (field names as users write them)."""
-        return self.model_dump(by_alias=True, exclude_defaults=False, exclude_none=True)
+        """Plain data in the TOML layout (field names as users write them); labels keep only the
+        attributes they set."""
+        data = self.model_dump(by_alias=True, exclude_defaults=False, exclude_none=True)
+        data["sources"] = {
+            key: src.model_dump(exclude_defaults=True) for key, src in self.sources.items()
+        }
+        return data
 
     def get(self, dotted: str) -> Any:
         """A field's value by its dotted name, e.g. ``sc.get("pool.min_size")``."""
@@ -354,10 +424,13 @@ class Scenario(_Section):
         return node
 
     def with_overrides(self, overrides: dict[str, Any], source: str = "override") -> Scenario:
-        """A copy with dotted fields replaced, e.g. ``{"startup.db_init_timeout_s": 30.0}``."""
+        """A copy with dotted fields replaced, e.g. ``{"startup.db_init_timeout_s": 30.0}``.
+        A replaced value loses its label: the label spoke of the value it replaces."""
         data = self.to_dict()
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
+            for key in [k for k in data["sources"] if k == dotted or k.startswith(dotted + ".")]:
+                del data["sources"][key]
         preset = overrides.get("restart.preset")
         if preset in RESTART_PRESETS:  # a new preset brings its schedule, bar fields also given
             for key in RESTART_PRESETS[preset]:
@@ -416,6 +489,42 @@ def _retries(sc: Scenario) -> None:
         )
 
 
+def _sources_valid(sc: Scenario) -> None:
+    # Scenario.get would dump the whole scenario once per label: look values up in one dump.
+    data = sc.to_dict() if sc.sources else {}
+    for key, src in sc.sources.items():
+        value = _lookup(data, key)
+        if not _labellable(key) or (value is MISSING and key.count(".") > 1):
+            raise FieldProblem(f"sources.{key}", src.kind, "no such scenario field to label")
+        if value is MISSING:
+            raise FieldProblem(f"sources.{key}", src.kind, "the scenario does not set it")
+        for attr, bad, problem in src.problems():
+            raise FieldProblem(f"sources.{key}.{attr}", bad, problem)
+        problem = src.admits(value)
+        if problem:
+            raise FieldProblem(f"sources.{key}", value, problem)
+
+
+def _labellable(dotted: str) -> bool:
+    """A scenario field (or below one: a distribution's parameter) that may carry a label."""
+    section, _, rest = dotted.partition(".")
+    if section in ("name", "description", "sources") or section not in Scenario.model_fields:
+        return False
+    model = Scenario.model_fields[section].annotation
+    if not rest:
+        return not (isinstance(model, type) and issubclass(model, BaseModel))
+    return isinstance(model, type) and rest.partition(".")[0] in model.model_fields
+
+
+def _lookup(data: dict, dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
 def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
     *parents, leaf = dotted.split(".")
     node = data
@@ -433,6 +542,8 @@ def field_names(scenario: Scenario | None = None) -> list[str]:
     data = (scenario or Scenario()).to_dict()
     out = []
     for key, value in data.items():
+        if key == "sources":
+            continue
         if isinstance(value, dict):
             out += [f"{key}.{sub}" for sub in value]
         else:

@@ -24,6 +24,7 @@ from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
 from sim.records import FLEET_COLUMNS
 from sim.report.tables import scenarios_table, summary_table
 from sim.runner import simulate as run_simulation
+from sim.success import rates_dict, success_rates
 
 
 def simulate(
@@ -51,7 +52,14 @@ def simulate(
             sc, replications, seed, jobs, bar.update, dask, engine, records=out is not None
         )
     summary = res.summary(confidence=0.95)
-    data = {"scenario": sc.name, "engine": res.engine, **summary.as_dict()}
+    rates = success_rates(res.fleet, sc.fleet.instances, 0.95)
+    data = {
+        "scenario": sc.name,
+        "engine": res.engine,
+        **summary.as_dict(),
+        "success": rates_dict(rates, sc.team.success_definition, sc.team.success_criterion),
+        "sources": [e.as_dict() for e in sc.provenance()],
+    }
     if out is not None:  # each file whole; summary.json last, so its presence means complete
         atomic_write(out / "scenario.toml", scenario_toml(sc))
         write_csv(out / "attempts.csv", res.attempts)

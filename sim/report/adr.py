@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sim.report.evidence import known_and_assumed, observed_section, success_section
 from sim.scenario import Scenario
+from sim.success import DEFINITIONS
 
 Cite = Callable[..., str]
 
@@ -136,6 +138,11 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> s
     if not data["verdict"]["timeout_helps"]:
         lines += ["", f"**No timeout helps:** {data['verdict']['reason']}."]
     lines += ["", _monitoring(data["monitoring"])]
+    lines += ["", success_section(data["success"])]
+    observed = observed_section(data["observed_failures"], sc.fleet.instances)
+    if observed:
+        lines += ["", observed]
+    lines += ["", known_and_assumed(data["sources"], cite)]
     for role, caption in (
         ("cdf", "Database-init duration with the current timeout and the timeouts considered"),
         ("timeline", "One replication: connections held vs the limit, connector, instances ready"),
@@ -311,25 +318,31 @@ def _history_table(data: dict) -> str:
     if not rows:
         return ""
     judged = f"> {criterion:.4g}" if criterion is not None else "—"
+    definition = rows[0]["success"]["definition"]
+    others = [d for d in DEFINITIONS if d != definition]
     lines = [
         "### The timeouts tried so far",
         "",
-        f"The team's own criterion: start-up success {judged} "
-        f"(start attempts that finish database init); this ADR's target: "
+        f"The team's own criterion: start-up success {judged}, counted as "
+        f"{DEFINITIONS[definition]} (`{definition}`); this ADR's target: "
         f"{data['target_success']:.4g} at {data['confidence']:.0%} confidence. Each timeout "
-        "simulated in today's configuration otherwise:",
+        "simulated in today's configuration otherwise, with the other definitions beside:",
         "",
-        "| timeout | start-up success | interval | P(first start succeeds) | restarts / instance "
-        "| fleet ready p95 | criterion |",
-        "|---|---|---|---|---|---|---|",
+        f"| timeout | `{definition}` | interval | criterion | "
+        + " | ".join(f"`{d}`" for d in others)
+        + " | restarts / instance | fleet ready p95 |",
+        "|---|---|---|---|" + "---|" * len(others) + "---|---|",
     ]
+    verdict = {"met": "met", "not met": "**not met**", "not shown": "not shown (straddles)"}
     for h in rows:
-        verdict = {"met": "met", "not met": "**not met**", "not shown": "not shown (straddles)"}
+        rates = h["success"]["by_definition"]
+        own = rates[definition]
         lines.append(
-            f"| {h['timeout_s']:g} s | {_pct(h['start_success'])} | "
-            f"{_pct(h['start_success_low'])} – {_pct(h['start_success_high'])} | "
-            f"{_pct(h['p_first_start_success'])} | {_num(h['restarts_per_instance'])} | "
-            f"{_sec(h['fleet_ready_p95_s'])} | {verdict.get(h['criterion'], '—')} |"
+            f"| {h['timeout_s']:g} s | {_pct(own['estimate'])} | "
+            f"{_pct(own['ci_low'])} – {_pct(own['ci_high'])} | "
+            f"{verdict.get(h['criterion'], '—')} | "
+            + " | ".join(_pct(rates[d]["estimate"]) for d in others)
+            + f" | {_num(h['restarts_per_instance'])} | {_sec(h['fleet_ready_p95_s'])} |"
         )
     return "\n".join(lines)
 
@@ -418,10 +431,7 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
         "- The decision holds for this fleet and this connector: a larger deploy wave or a "
         "slower scale-out needs a new run"
         + (" (see the heatmap)." if "heatmap" in figures else "."),
-        "- The connector's scale-out delay and per-instance set-up capacity are not published "
-        f"figures ({cite('sources.md', 'connector-set-up-capacity', 'sources')}): they are this "
-        "scenario's, fitted to an incident or calibrated from a load campaign (`startsim "
-        "calibrate`); re-run `startsim recommend` when a campaign measures them anew.",
+        _assumptions_line(data["sources"], cite),
         "",
         _figure_links(figures),
     ]
@@ -429,6 +439,20 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
 
 
 TIMEOUT_FIELD = "startup.db_init_timeout_s"
+
+
+def _assumptions_line(sources: list[dict], cite: Cite) -> str:
+    assumed = [e["field"] for e in sources if e["kind"] in ("assumed", "unlabelled")]
+    if not assumed:
+        return "- Every value of the scenario is a fact, published, measured or fitted."
+    shown = ", ".join(f"`{f}`" for f in assumed[:8]) + (" …" if len(assumed) > 8 else "")
+    return (
+        f"- The decision rests on {len(assumed)} assumed or unlabelled values ({shown}; all in "
+        "Context). The connector's set-up capacity and scale-out delay are not published "
+        f"({cite('sources.md', 'connector-set-up-capacity', 'sources')}): measure them with a "
+        "load campaign (`startsim loadtest`, then `startsim calibrate`) and re-run `startsim "
+        "recommend`."
+    )
 
 
 def _figure_links(figs: dict[str, str]) -> str:

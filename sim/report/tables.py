@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from sim import scenario as scenarios
+from sim.provenance import KINDS, UNLABELLED, Entry
+from sim.report.evidence import show
 from sim.stats import Summary
 from sim.sweep import Grid
 
@@ -57,7 +59,26 @@ def summary_table(sc: scenarios.Scenario, s: Summary) -> Table:
         "—" if wa is None else f"{wa:.2f}×",
         "connection attempts ÷ connections needed",
     )
+    table.caption = provenance_footer(sc.provenance())
+    table.caption_justify = "left"
     return table
+
+
+def provenance_footer(entries: list[Entry]) -> str:
+    """Where the inputs come from, in a few lines: counts per kind, the assumptions that carry a
+    plausible range, and every value set without a label (all of it: ``--json``'s ``sources``)."""
+    counts = {k: sum(e.kind == k for e in entries) for k in (*KINDS, UNLABELLED)}
+    lines = ["inputs: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)]
+    ranged = [e for e in entries if e.kind == "assumed" and "range" in e.detail]
+    if ranged:
+        lines.append(
+            "assumed, with a plausible range: "
+            + ", ".join(f"{e.field} = {show(e.value)}" for e in ranged)
+        )
+    bare = [e.field for e in entries if e.kind == UNLABELLED]
+    if bare:
+        lines.append("set without a label: " + ", ".join(bare))
+    return "\n".join(lines)
 
 
 def scenarios_table() -> Table:
@@ -113,9 +134,19 @@ def recommend_table(sc, data: dict) -> Table:
     if not v["timeout_helps"]:
         table.add_row("no timeout helps", "", v["reason"])
     for h in data["history"]:
-        success = f"{pct(h['start_success_low'])} – {pct(h['start_success_high'])}"
+        own = h["success"]["by_definition"][h["success"]["definition"]]
+        success = f"{pct(own['ci_low'])} – {pct(own['ci_high'])} {h['success']['definition']}"
         judged = f", criterion {h['criterion']}" if h["criterion"] else ""
-        table.add_row(f"  tried {sec(h['timeout_s'])}", pct(h["start_success"]), success + judged)
+        table.add_row(f"  tried {sec(h['timeout_s'])}", pct(own["estimate"]), success + judged)
+    obs = data["observed_failures"]
+    if obs is not None:
+        per = obs["failed_starts_per_deploy"]
+        fit = f"; {obs['verdict']}" if obs["verdict"] else ""
+        table.add_row(
+            "observed failures",
+            f"{obs['observed']:,}",
+            f"model: {per['mean']:.3g} per deploy (≤ {per['ci_high']:.3g}){fit}",
+        )
     return table
 
 
