@@ -532,7 +532,7 @@ def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
         if not isinstance(node.get(part), dict):
             raise ScenarioError(source, dotted, value, "no such scenario field")
         node = node[part]
-    if leaf not in node:
+    if leaf not in node and not _labellable(dotted):  # a field left unset (None) may be set
         raise ScenarioError(source, dotted, value, "no such scenario field")
     node[leaf] = value
 
