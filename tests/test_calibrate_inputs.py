@@ -36,6 +36,17 @@ def test_the_sample_campaign_calibrates_to_a_commented_scenario(tmp_path):
         assert "# " in line and "n = " in line, line  # source, sample size, fit quality
         assert field in res.stdout  # the same as a table
     assert sc.database.max_connections == 20  # 17 free slots + 3 reserved: the test server's
+    # Each calibrated value is labelled with the records it came from and how many.
+    run_id = read_campaign(SAMPLE).run_id
+    for field, kind in (
+        ("database.max_connections", "measured"),
+        ("connector.scale_up_delay_s", "measured"),
+        ("connector.setup_s", "measured"),  # timed by the emulator's connection lines
+        ("connector.setups_per_instance", "fitted"),  # by simulation, to the db-init durations
+    ):
+        label = sc.sources[field]
+        assert label.kind == kind, field
+        assert run_id in label.source and label.n, field
 
 
 def test_the_sample_campaign_validates_against_its_calibration(tmp_path):

@@ -99,7 +99,7 @@ def calibrate(
     else:
         estimates.append(_not_measured("database.accept_s"))
     if setup is not None:
-        duration("connector.setup_s", setup, f"{CONNECTION_LINES}' setup_s")
+        duration("connector.setup_s", setup, CONNECTION_LINES_SETUP)
     estimates += _connector(
         runs, base, overrides, confidence, replications, seed, setup_measured=setup is not None
     )
@@ -116,7 +116,38 @@ def calibrate(
         f"Calibrated by startsim calibrate from {names}; base scenario {base.name}"
     )
     scenario = base.with_overrides(overrides, source="calibrated values")
+    scenario = _labelled(scenario, estimates, names, set(overrides))
     return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit)
+
+
+# Found by simulating candidates against the measured database-init durations, not read off a
+# record: these are fitted; every other calibrated value is measured.
+FITTED = ("connector.setups_per_instance", "connector.setup_s")
+
+
+def _labelled(sc: Scenario, estimates: list[Estimate], names: str, applied: set[str]):
+    """The calibrated scenario with a ``measured`` or ``fitted`` label on each value the
+    campaigns gave (``applied``): which records, how many, from which runs."""
+    labels = {k: v.model_dump(exclude_defaults=True) for k, v in sc.sources.items()}
+    for e in estimates:
+        if e.field not in applied or e.n == 0:
+            continue
+        if e.field in FITTED and e.source != CONNECTION_LINES_SETUP:
+            labels[e.field] = {
+                "kind": "fitted",
+                "to": "the measured database-init durations (KS and Cramér–von Mises)",
+                "source": f"{e.source}; {names}",
+                "n": e.n,
+                "note": e.quality,
+            }
+        else:
+            labels[e.field] = {
+                "kind": "measured",
+                "source": f"{e.source}; {names}",
+                "n": e.n,
+                "note": f"interval {e.interval()}; {e.quality}",
+            }
+    return sc.with_overrides({"sources": labels}, source="calibrated values")
 
 
 def _median_interval(fit: DurationFit) -> tuple[float | None, float | None]:
@@ -177,6 +208,7 @@ def _scale_out(runs: list[Run], confidence: float, overrides: dict) -> list[Esti
 
 
 CONNECTION_LINES = "emulator.jsonl connection lines"
+CONNECTION_LINES_SETUP = f"{CONNECTION_LINES}' setup_s"  # the set-up time measured, not fitted
 
 
 def _not_measured(name: str) -> Estimate:

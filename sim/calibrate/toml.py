@@ -46,7 +46,8 @@ def _comment(e) -> str:
 
 
 def _line(key: str, value: Any, comment: str | None) -> str:
-    text = f"{key} = {_value(value)}"
+    shown = json.dumps(key) if "." in key else key  # [sources] keys are dotted field names
+    text = f"{shown} = {_value(value)}"
     return f"{text}  # {' '.join(comment.split())}" if comment else text
 
 
