@@ -49,7 +49,7 @@ def test_waves_start_at_the_first_tick_at_or_after_their_time():
 
 
 def test_plans_follow_the_scenario_arrivals():
-    base = scenarios.resolve("staging-incident")
+    base = scenarios.resolve("capacity-storm")
     waves = base.with_overrides(
         {
             "fleet.arrival": "waves",

@@ -19,7 +19,7 @@ def _se(est) -> float:
 
 
 def test_tilted_and_plain_estimates_agree_within_their_intervals():
-    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": 27.0})
+    sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 27.0})
     plain = estimate_failure(sc, 3000, seed=0, tilt=0.0)
     tilted = estimate_failure(sc, 3000, seed=1, tilt=6.0)
     assert plain.estimator == "plain Monte Carlo"
@@ -32,7 +32,7 @@ def test_tilted_and_plain_estimates_agree_within_their_intervals():
 
 
 def test_timeouts_are_estimated_too_and_never_exceed_failures():
-    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": 27.0})
+    sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 27.0})
     failed = estimate_failure(sc, 2000, seed=2, tilt=6.0)
     timeout = estimate_failure(sc, 2000, seed=2, tilt=6.0, event="timeout")
     assert timeout.event == "timeout"
@@ -40,7 +40,7 @@ def test_timeouts_are_estimated_too_and_never_exceed_failures():
 
 
 def test_weights_are_bounded_and_one_on_average_under_the_proposal():
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     _, fleet = fast.run_chunk(sc, 3, range(4000), fast.Tilt("scale_up", 10.0, 1, MIX), False)
     w = weights(fleet["tilt_draws"], fleet["tilt_sum"], 10.0, MIX)
     assert w.max() <= 1 / (1 - MIX)
@@ -51,7 +51,7 @@ def test_weights_are_bounded_and_one_on_average_under_the_proposal():
 
 def test_untilted_replications_are_the_plain_ones():
     # A mixture with no tilted share draws exactly what the plain engine draws.
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     _, plain = fast.run_chunk(sc, 5, range(50), None, False)
     _, mixed = fast.run_chunk(sc, 5, range(50), fast.Tilt("scale_up", 10.0, 1, 0.0), False)
     for key, values in plain.items():
@@ -76,8 +76,8 @@ def test_unit_weights_give_the_plain_share():
 
 def test_too_few_replications_and_unknown_events_are_refused_by_name():
     with pytest.raises(UsageError) as err:
-        estimate_failure(resolve("staging-incident"), 1)
+        estimate_failure(resolve("capacity-storm"), 1)
     assert err.value.option == "replications"
     with pytest.raises(UsageError) as err:
-        estimate_failure(resolve("staging-incident"), 10, event="slow")
+        estimate_failure(resolve("capacity-storm"), 10, event="slow")
     assert err.value.option == "event"

@@ -84,9 +84,19 @@ def test_figures_drawn_in_worker_processes_are_the_same_files(report, tmp_path):
 def test_adr_has_the_sections_of_a_decision_record(report):
     text = (report / "adr.md").read_text(encoding="utf-8")
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
-    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    heads = [
+        (t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"
+    ]
+    headings = [text for tag, text in heads if tag in ("h1", "h2")]
     assert headings[0].startswith("ADR: ")
     assert headings[1:5] == ["Context", "Decision", "Options considered", "Consequences"]
+    context = [text for tag, text in heads if tag == "h3"][:2]
+    assert context == [
+        "Start-up success, as the team counts it",
+        "What is known and what is assumed",
+    ]
+    # What is known and what is assumed, in separate lists, with each assumption's value.
+    assert "**Assumptions**" in text and "`connector.setup_s` = constant(value 1)" in text
     assert "**Status:** proposed" in text
     assert any(t.type == "table_open" for t in tokens)  # the options table renders as a table
     assert "the least change that meets the target" in text
