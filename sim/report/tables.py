@@ -138,10 +138,20 @@ def recommend_table(sc, data: dict) -> Table:
         success = f"{pct(own['ci_low'])} – {pct(own['ci_high'])} {h['success']['definition']}"
         judged = f", criterion {h['criterion']}" if h["criterion"] else ""
         table.add_row(f"  tried {sec(h['timeout_s'])}", pct(own["estimate"]), success + judged)
+    success = data["success"]
+    own = success["by_definition"][success["definition"]]
+    verdict = f", criterion {own['criterion']}" if own["criterion"] else ""
+    table.add_row(
+        "start-up success",
+        pct(own["estimate"]),
+        f"{pct(own['ci_low'])} – {pct(own['ci_high'])} {success['definition']}{verdict}",
+    )
     obs = data["observed_failures"]
     if obs is not None:
         per = obs["failed_starts_per_deploy"]
         fit = f"; {obs['verdict']}" if obs["verdict"] else ""
+        if per["mean"] == 0:
+            fit += "; the model does not explain them"
         table.add_row(
             "observed failures",
             f"{obs['observed']:,}",
