@@ -136,7 +136,7 @@ def test_recommend_judges_the_criterion_on_the_teams_definition():
     sc = scenario({**ONE_FAILS, "team.success_definition": "clean_deploys"})
     data = recommend(sc, Settings(0.9, replications=40, history=(10.0,))).as_dict()
     s = data["success"]
-    assert s["definition"] == "clean_deploys" and list(s["by_definition"])[0] == "clean_deploys"
+    assert s["definition"] == "clean_deploys" == next(iter(s["by_definition"]))
     assert s["by_definition"]["starts"]["estimate"] == 0.5
     assert s["by_definition"]["clean_deploys"]["estimate"] == 0.0
     assert s["by_definition"]["starts"]["criterion"] == "met"  # half the starts > 0.3
