@@ -1,6 +1,13 @@
-"""A small service start-up with the staging incident's settings, for `startsim loadtest
---instance-command`: a SQLAlchemy async engine over asyncpg (pool_size 20, max_overflow 30), a
-warm-up of K connections, a 20 s deadline on database init and exit code 3 past it.
+"""Our reconstruction of a SQLAlchemy start-up, for `startsim loadtest --instance-command`: a
+SQLAlchemy async engine over asyncpg (pool_size 20, max_overflow 30, the incident's pool, F9), a
+warm-up of K checkouts (gathered at once by default), a 20 s deadline on database init and exit
+code 3 past it (the incident's deadline, F2).
+
+It is not the incident's code. The incident's start-up had no warm-up: it opened about three
+connections one after another, a psycopg2 one for its migrations before database init, then two
+asyncpg ones (R5 in docs/sources.md#the-incidents-own-facts). ``--warmup-connections 2
+--warmup-start asyncpg`` comes nearest to its database init (the second connection after the
+first); nothing here opens the psycopg2 connection.
 
 It speaks the harness's stdout convention (docs/loadtests.md, "Your own start-up"): one JSON object
 per line, ``{"phase": "database", "s": 12.3}`` for each phase it times, ``{"ready": true}`` when it
@@ -38,7 +45,7 @@ import time
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-EXIT_TIMEOUT = 3  # the incident's service: database init past its deadline
+EXIT_TIMEOUT = 3  # database init past its deadline, as the incident's service exits (F2)
 EXIT_FAILED = 1  # any other failure of database init (e.g. 53300 with no retry)
 SETTINGS = {
     "DATABASE_URL": "",

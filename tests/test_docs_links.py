@@ -87,7 +87,9 @@ def test_scenario_comments_name_existing_docs(path):
 
 def test_every_source_entry_says_how_sure_it_is():
     text = (REPO / "docs" / "sources.md").read_text(encoding="utf-8")
-    labels = ("vendor-documented", "field measurement", "fitted to the", "assumption", "derived")
+    labels = tuple(
+        f"**{k}**" for k in ("fact", "published", "measured", "fitted", "assumed", "derived")
+    )
     entries = re.split(r"^### ", text, flags=re.M)[1:]
     assert len(entries) > 20
     for entry in entries:
