@@ -23,21 +23,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests import preflight, safety, settings
+from loadtests.children import die_with_parent
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
-from sim.output import atomic_write, safe_folder_name, scenario_toml, write_json
+from sim.output import atomic_write, scenario_toml, write_json
 from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 EMULATOR_LOG = "emulator.jsonl"
 STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
 LIMIT_GRACE_S = 60.0  # past --max-duration, the watchdog stops the run itself
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h  # stop a campaign as Ctrl-C (SIGINT) does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # stop a campaign as Ctrl-C (SIGINT) does
 
 
 @dataclass
@@ -151,19 +150,6 @@ def _check_command(command: str | None) -> None:
         parse_command(command)
 
 
-def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(100):
-        run_id = f"{stamp}-{safe_folder_name(name)}" + (f"-{n}" if n else "")
-        run_dir = out / run_id
-        try:
-            run_dir.mkdir(parents=True)
-            return run_id, run_dir
-        except FileExistsError:
-            continue
-    raise UsageError(f"--out = {str(out)!r}: cannot create a fresh run folder")
-
-
 def run(
     opts: Options,
     progress: Callable[[dict], None] | None = None,
@@ -185,7 +171,7 @@ def _run(opts: Options, progress, started) -> Outcome:
     reached = preflight.check_connection(
         opts.dsn, resolved, opts.sc.pool.connect_timeout_s, secrets_
     )
-    run_id, run_dir = new_run_dir(opts.out, opts.sc.name)
+    run_id, run_dir = settings.new_run_dir(opts.out, opts.sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(opts.sc))
     limit_s = min(opts.sc.horizon_s, opts.max_duration_s)
     write_json(run_dir / "campaign.json", _describe(opts, run_id, limit_s, resolved))
@@ -287,14 +273,6 @@ def _spawn(cmd: list[str], env: dict, out_path: Path) -> subprocess.Popen:
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
             preexec_fn=die_with_parent,
         )
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: SIGTERM from the kernel if startsim dies (Linux prctl)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def locust_cmd(*extra: str) -> list[str]:

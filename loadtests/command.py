@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from loadtests.campaign import die_with_parent
+from loadtests.children import die_with_parent
 from loadtests.container import APPLICATION_NAME, SQLSTATE_REASONS, AttemptResult
 from sim.errors import UsageError
 from sim.records import Outcome, Reason

@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests import safety
 from sim import scenario as scenarios
 from sim.errors import MISSING, StartsimError, UsageError
-from sim.output import atomic_write, scenario_toml
+from sim.output import atomic_write, safe_folder_name, scenario_toml
 from sim.scenario import Scenario
 
 MAX_INSTANCES = 500  # as `startsim loadtest --max-instances`
@@ -157,11 +158,23 @@ def _checked(item: str, allowed: list[str]) -> list[safety.Target]:
 def _run_dir(options, sc: Scenario) -> tuple[Path, bool]:
     if options.run_dir:
         return Path(options.run_dir), False
-    from loadtests.campaign import new_run_dir
-
     _, run_dir = new_run_dir(Path(options.out), sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(sc))
     return run_dir, True
+
+
+def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
+    """A fresh ``<time>-<name>`` folder under ``out`` for one campaign: its id and path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(100):
+        run_id = f"{stamp}-{safe_folder_name(name)}" + (f"-{n}" if n else "")
+        run_dir = out / run_id
+        try:
+            run_dir.mkdir(parents=True)
+            return run_id, run_dir
+        except FileExistsError:
+            continue
+    raise UsageError(f"--out = {str(out)!r}: cannot create a fresh run folder")
 
 
 def describe(exc: StartsimError) -> str:

@@ -39,8 +39,11 @@ def _graph(top_level_only: bool) -> dict[str, set[str]]:
     return graph
 
 
-def test_no_module_imports_itself_back_at_import_time():
-    graph = _graph(top_level_only=True)
+def test_no_module_imports_itself_back_even_from_inside_a_function():
+    # A lazy import inside a function still ties the two modules together: it hides a cycle
+    # from the interpreter until the call, not from the design (loadtests.campaign ↔ command ↔
+    # settings was one).
+    graph = _graph(top_level_only=False)
     # A package's __init__ that imports its own submodules is how packages are made, not a cycle.
     edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
     state: dict[str, int] = {}
