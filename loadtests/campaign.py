@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests import preflight, safety, settings
-from loadtests.children import die_with_parent
+from loadtests.children import die_with_parent, python_module
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
 from sim.output import atomic_write, scenario_toml, write_json
@@ -276,7 +276,7 @@ def _spawn(cmd: list[str], env: dict, out_path: Path) -> subprocess.Popen:
 
 
 def locust_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *extra]
+    return python_module("locust", "-f", str(LOCUSTFILE), *extra)
 
 
 def _start_locust(
@@ -325,7 +325,7 @@ def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
 def start_emulator(
     folder: Path, scenario: Path, upstream: tuple[str, int], seed: int
 ) -> tuple[subprocess.Popen, int]:
-    """The emulator as ``python -m loadtests.emulator``, on a free loopback port, its log and
+    """The emulator as ``python -P -m loadtests.emulator``, on a free loopback port, its log and
     output in ``folder``; it reports the port on a pipe of its own (``loadtests.emulator._main``).
     The caller has checked ``upstream``."""
     config = folder / "emulator.json"
@@ -341,7 +341,7 @@ def start_emulator(
     )
     read_fd, write_fd = os.pipe()
     errors = folder / "emulator.out"
-    cmd = [sys.executable, "-m", "loadtests.emulator", str(config), str(write_fd)]
+    cmd = python_module("loadtests.emulator", str(config), str(write_fd))
     with open(errors, "ab") as err:
         proc = subprocess.Popen(
             cmd,

@@ -15,10 +15,18 @@ records, progress and Locust's CSVs.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Locust puts the working directory on sys.path before it imports a locustfile: ours is named by
+# path and imports nothing from there, and a platform.py or asyncio.py where the user runs it must
+# not shadow a module (startsim starts Locust with ``python -P`` for the same reason).
+if os.getcwd() in sys.path:
+    sys.path.remove(os.getcwd())
+
 import asyncio
 import itertools
 import logging
-import sys
 import time
 from typing import NoReturn
 
