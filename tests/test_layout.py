@@ -88,3 +88,29 @@ def test_the_core_never_imports_an_edge():
     for name in core:
         for t in graph[name]:
             assert not t.startswith(("sim.cli", "sim.report", "loadtests")), (name, t)
+
+
+def _private_imports(path: Path) -> list[str]:
+    """Modules or names imported from another package that are private to it (``typer._click``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            top, *rest = name.split(".")
+            private = [p for p in rest if p.startswith("_") and not p.startswith("__")]
+            if top not in PACKAGES and top != "__future__" and private:
+                found.append(name)
+    return found
+
+
+def test_no_module_imports_a_private_module_of_a_dependency():
+    # A dependency's private module changes without notice: typer vendored click as typer._click
+    # in 0.26, so `from typer._click...` broke every typer from 0.12 to 0.25 that we allowed.
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            assert _private_imports(path) == [], path
