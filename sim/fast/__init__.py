@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -291,7 +292,8 @@ def run_raw(
     sc: Scenario, seed: int, indices: range, tilt: Tilt | None = None, keep: bool = True
 ) -> tuple[Buffers, np.ndarray]:
     """Run replications ``indices``: the buffers (with the records if ``keep``) and the fleet
-    figures, one row per name of ``kernel.FLEET``."""
+    figures, one row per name of ``kernel.FLEET``. Without ``keep`` the buffers go back on the
+    shelf: the next run in this process (any thread) may take them over."""
     _say_if_compiling()
     buf = _buffers(sc, seed, tilt, first_sizes(sc, len(indices), keep), keep)
     fleet = np.zeros((len(K.FLEET), len(indices)))
@@ -302,35 +304,60 @@ def run_raw(
         )
         if code != K.OK:
             buf = buf.grown(code)
-    seen = _NEEDED.setdefault(sc.fleet.instances, {})
-    for region, size in buf.sizes.items():
-        if region != "records":
-            seen[region] = max(size, seen.get(region, 0))
+    _shelf.note_needed(sc.fleet.instances, buf.sizes)
     if not keep:
-        global _spare
-        _spare = buf
+        _shelf.put(buf)
     return buf, fleet
 
 
-# This process's buffers of its last run without records: a run of the same scenario takes them
-# over instead of allocating its own. A worker runs a scenario's replications in chunks (some
-# twenty for a 10,000-instance burst); fresh buffers for each cost 7 % of the run on a burst,
-# in allocating them and in the memory's first touch.
-_spare: Buffers | None = None
+class Shelf:
+    """This process's buffers of its last run without records: a run of the same scenario takes
+    them over instead of allocating its own. A worker runs a scenario's replications in chunks
+    (some twenty for a 10,000-instance burst); fresh buffers for each cost 7 % of the run on a
+    burst, in allocating them and in the memory's first touch.
+
+    The threads of a Dask worker share it, and the kernel runs without the GIL: taking and
+    putting back hold a lock, so two runs never share buffers (a run that finds the shelf empty
+    allocates its own). The room each fleet size needed (:data:`_NEEDED`) is kept under the
+    same lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spare: Buffers | None = None
+
+    def take(self, sc: Scenario, tilt: Tilt | None, sizes: dict) -> Buffers | None:
+        """The spare buffers if they fit this run, now off the shelf; else None."""
+        with self._lock:
+            spare = self.spare
+            if (
+                spare is None
+                or spare.tilt != tilt
+                or any(spare.sizes[k] < v for k, v in sizes.items())
+                or spare.sc != sc
+            ):
+                return None
+            self.spare = None
+            return spare
+
+    def put(self, buf: Buffers) -> None:
+        with self._lock:
+            self.spare = buf
+
+    def note_needed(self, instances: int, sizes: dict) -> None:
+        with self._lock:
+            seen = _NEEDED.setdefault(instances, {})
+            for region, size in sizes.items():
+                if region != "records":
+                    seen[region] = max(size, seen.get(region, 0))
+
+
+_shelf = Shelf()
 
 
 def _buffers(sc: Scenario, seed: int, tilt: Tilt | None, sizes: dict, keep: bool) -> Buffers:
-    global _spare
-    spare = _spare
-    if (
-        keep
-        or spare is None
-        or spare.tilt != tilt
-        or any(spare.sizes[k] < v for k, v in sizes.items())
-        or spare.sc != sc
-    ):
+    spare = None if keep else _shelf.take(sc, tilt, sizes)
+    if spare is None:
         return Buffers(sc, seed, tilt, sizes, keep)
-    _spare = None  # taken: a run in another thread (a Dask worker's) allocates its own
     return spare.reseeded(seed)
 
 
