@@ -114,3 +114,37 @@ def test_no_module_imports_a_private_module_of_a_dependency():
     for pkg in PACKAGES:
         for path in (ROOT / pkg).rglob("*.py"):
             assert _private_imports(path) == [], path
+
+
+def _scenario_fields() -> set[str]:
+    from pydantic import BaseModel
+
+    from sim.scenario import Scenario
+
+    names, todo = set(), [Scenario]
+    while todo:
+        model = todo.pop()
+        for name, info in model.model_fields.items():
+            names.add(name)
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                todo.append(kind)
+    return names
+
+
+def test_no_default_stands_in_for_a_scenario_field():
+    # The scenario is frozen and has every field: `getattr(pool, "workers", 1)` could only ever
+    # hide a typo, or disagree with the field's real default (3).
+    fields = _scenario_fields()
+    assert {"cloudsql", "workers", "retry_jitter", "multiplier"} <= fields
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id == "getattr"
+                    and len(node.args) == 3
+                    and isinstance(node.args[1], ast.Constant)
+                ):
+                    assert node.args[1].value not in fields, (path, node.lineno)
