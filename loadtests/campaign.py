@@ -34,7 +34,7 @@ from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 EMULATOR_LOG = "emulator.jsonl"
-STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
+CHILD_STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
 LIMIT_GRACE_S = 60.0  # past --max-duration, the watchdog stops the run itself
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # stop a campaign as Ctrl-C (SIGINT) does
 
@@ -56,7 +56,9 @@ class Options:
 
 
 @dataclass
-class Outcome:
+class CampaignResult:
+    """What a campaign left: its folder, summary and records, and how it ended."""
+
     run_dir: Path
     summary: dict
     interrupted: bool = False
@@ -154,7 +156,7 @@ def run(
     opts: Options,
     progress: Callable[[dict], None] | None = None,
     started: Callable[[int, Path], None] | None = None,
-) -> Outcome:
+) -> CampaignResult:
     """Run the campaign; on Ctrl-C, SIGTERM or SIGHUP stop cleanly, ``interrupted=True``.
 
     ``started(seed, run_dir)`` is called once every check has passed and the run begins.
@@ -163,7 +165,7 @@ def run(
         return _run(opts, progress, started)
 
 
-def _run(opts: Options, progress, started) -> Outcome:
+def _run(opts: Options, progress, started) -> CampaignResult:
     resolved = check(opts)
     if opts.seed is None:
         opts.seed = fresh_seed()
@@ -212,7 +214,7 @@ def _run(opts: Options, progress, started) -> Outcome:
     summary["stop_signal"] = None if stop_signal is None else signal.Signals(stop_signal).name
     write_json(run_dir / "summary.json", summary)
     code = children[0].returncode if children else None
-    return Outcome(run_dir, summary, stop_signal is not None, code, stop_signal, records)
+    return CampaignResult(run_dir, summary, stop_signal is not None, code, stop_signal, records)
 
 
 @contextmanager
@@ -392,7 +394,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    end = time.monotonic() + STOP_GRACE_S
+    end = time.monotonic() + CHILD_STOP_GRACE_S
     try:
         for proc in procs:
             try:

@@ -45,7 +45,7 @@ from loadtests.records import (
     read_jsonl,
     summarize_records,
 )
-from loadtests.settings import Settings
+from loadtests.settings import HarnessSettings
 from loadtests.shapes import ArrivalShape
 from sim.errors import StartsimError
 from sim.output import write_json
@@ -64,7 +64,7 @@ class StartFailed(Exception):
 class Campaign:
     """Per-process state: scenario, the asyncio bridge, counters and where records go."""
 
-    def __init__(self, environment, settings: Settings) -> None:
+    def __init__(self, environment, settings: HarnessSettings) -> None:
         self.env, self.settings = environment, settings
         self.sc = settings.sc
         self.runner = environment.runner

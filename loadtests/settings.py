@@ -24,8 +24,8 @@ from sim.errors import MISSING, StartsimError, UsageError
 from sim.output import atomic_write, safe_folder_name, scenario_toml
 from sim.scenario import Scenario
 
-MAX_INSTANCES = 500  # as `startsim loadtest --max-instances`
-MAX_DURATION_S = 900.0  # as `startsim loadtest --max-duration`
+DEFAULT_MAX_INSTANCES = 500  # as `startsim loadtest --max-instances`
+DEFAULT_MAX_DURATION_S = 900.0  # as `startsim loadtest --max-duration`
 
 # (option, environment variable, help); the flag is the option with dashes: --allow-target.
 OPTIONS = (
@@ -67,8 +67,8 @@ def add_arguments(parser) -> None:
         "dsn": {"is_secret": True},
         "allow_target": {"action": "append", "default": None},
         "seed": {"type": int},
-        "max_instances": {"type": int, "default": MAX_INSTANCES},
-        "max_duration": {"type": float, "default": MAX_DURATION_S},
+        "max_instances": {"type": int, "default": DEFAULT_MAX_INSTANCES},
+        "max_duration": {"type": float, "default": DEFAULT_MAX_DURATION_S},
         "out": {"default": "results"},
         "addresses": {"include_in_web_ui": False},
         "run_dir": {"include_in_web_ui": False},
@@ -78,7 +78,7 @@ def add_arguments(parser) -> None:
 
 
 @dataclass(frozen=True)
-class Settings:
+class HarnessSettings:
     """One process's campaign settings, checked."""
 
     sc: Scenario
@@ -93,7 +93,7 @@ class Settings:
     command: tuple[str, ...] = ()  # --instance-command's argv; empty: the built-in asyncpg life
 
 
-def from_options(options, writer: bool) -> Settings:
+def from_options(options, writer: bool) -> HarnessSettings:
     """Settings from Locust's parsed options; :class:`~sim.errors.StartsimError` if unusable.
 
     ``writer``: this process writes records (a local run, or the master), so it gets a folder.
@@ -131,7 +131,7 @@ def from_options(options, writer: bool) -> Settings:
 
         command = tuple(parse_command(command))
     run_dir, fresh = _run_dir(options, sc) if writer else (None, False)
-    return Settings(
+    return HarnessSettings(
         sc=sc,
         dsn=dsn,
         connect=connect,
