@@ -124,7 +124,7 @@ def test_constant_scenarios_give_the_same_records(case):
     assert_same_records(scenario(CASES[case]))
 
 
-@pytest.mark.parametrize("start", ["asyncpg", "concurrent", "background", "workers"])
+@pytest.mark.parametrize("start", fast.POOL_STARTS)
 def test_every_pool_start_gives_the_same_records(start):
     sc = scenario(
         {
@@ -163,7 +163,7 @@ HALVES = st.integers(0, 12).map(lambda k: k / 2)  # binary fractions: exact floa
     instances=st.integers(1, 12),
     min_size=st.integers(0, 4),
     held=st.integers(0, 4),
-    start=st.sampled_from(["asyncpg", "concurrent", "background", "workers"]),
+    start=st.sampled_from(fast.POOL_STARTS),
     on_failure=st.sampled_from(["close", "hold"]),
     retry=st.sampled_from([0.0, 0.5, 2.0]),
     connect=st.sampled_from([0.5, 2.0, 1000.0]),
@@ -399,7 +399,7 @@ def random_scenario(k: int):
             "fleet.rate_per_s": 2.0,
             "pool.min_size": min_size,
             "pool.held_when_ready": int(rng.integers(1, min_size + 1)),
-            "pool.start": pick(["asyncpg", "concurrent", "background", "workers"]),
+            "pool.start": pick(list(fast.POOL_STARTS)),
             "pool.workers": 2,
             "pool.on_failure": pick(["close", "hold"]),
             "pool.retry_backoff_s": pick([0.0, 1.0]),
@@ -678,3 +678,23 @@ def test_a_first_run_without_a_compiled_kernel_says_why_it_waits(monkeypatch, tm
     monkeypatch.setattr(fast, "_checked", False)
     fast._say_if_compiling()
     assert capsys.readouterr().err == ""
+
+
+def test_the_kernels_codes_name_the_vocabulary_once_each():
+    # Outcomes and reasons by kernel code come from sim.records; pool starts from the scenario's
+    # Literal, each the kernel constant of its name.
+    from typing import get_args
+
+    from sim.fast import kernel as K
+    from sim.records import OUTCOMES, Reason
+    from sim.scenario import Pool
+
+    assert sorted(fast._OUTCOME_CODES) == list(range(len(OUTCOMES)))
+    assert fast.OUTCOME_NAMES.tolist() == [str(fast._OUTCOME_CODES[c]) for c in range(4)]
+    assert set(fast.OUTCOME_NAMES.tolist()) == set(OUTCOMES)
+    assert sorted(fast._REASON_CODES) == list(range(len(fast.REASON_NAMES)))
+    assert set(fast.REASON_NAMES.tolist()) <= {"", *Reason}
+    assert get_args(Pool.model_fields["start"].annotation) == fast.POOL_STARTS
+    codes = [fast._STARTS[name] for name in fast.POOL_STARTS]
+    assert sorted(codes) == list(range(len(codes)))
+    assert fast._STARTS["background"] == K.BACKGROUND

@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import numba
 import numpy as np
@@ -43,16 +43,28 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 from sim.engine import STREAMS  # noqa: E402
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
-from sim.scenario import Scenario  # noqa: E402
+from sim.records import Outcome, Reason  # noqa: E402
+from sim.scenario import Pool, Scenario  # noqa: E402
 
-OUTCOMES = np.array(["ready", "timeout", "rejected", "error"])
-REASONS = np.array(["", "deadline", "53300", "connect_timeout"])
-_STARTS = {
-    "asyncpg": K.ASYNCPG,
-    "concurrent": K.CONCURRENT,
-    "background": K.BACKGROUND,
-    "workers": K.WORKERS,
+# The kernel's codes for the names of sim.records and of the scenario's Literals, by code.
+_OUTCOME_CODES = {
+    K.READY: Outcome.READY,
+    K.TIMEOUT: Outcome.TIMEOUT,
+    K.REJECTED: Outcome.REJECTED,
+    K.ERROR: Outcome.ERROR,
 }
+_REASON_CODES = {
+    K.R_NONE: "",
+    K.R_DEADLINE: Reason.DEADLINE,
+    K.R_53300: Reason.TOO_MANY_CLIENTS,
+    K.R_CONNECT_TIMEOUT: Reason.CONNECT_TIMEOUT,
+}
+OUTCOME_NAMES = np.array([str(_OUTCOME_CODES[c]) for c in sorted(_OUTCOME_CODES)])
+REASON_NAMES = np.array([str(_REASON_CODES[c]) for c in sorted(_REASON_CODES)])
+# Each of the scenario's pool starts is the kernel constant of its name (K.ASYNCPG, …): a start
+# added to the scenario without a kernel code fails here, at import.
+POOL_STARTS = get_args(Pool.model_fields["start"].annotation)
+_STARTS = {name: getattr(K, name.upper()) for name in POOL_STARTS}
 _ARRIVALS = {"burst": K.BURST, "uniform": K.UNIFORM_ARRIVAL, "poisson": K.POISSON, "waves": K.WAVES}
 _POLICIES = {"none": K.P_NONE, "fixed": K.P_FIXED, "exponential": K.P_EXPONENTIAL}
 
@@ -191,7 +203,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[K.I_TILT_ROLE] = -1 if tilt is None else ROLE_NAMES.index(tilt.role)
     m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
-        start == "background"
+        _STARTS[start] == K.BACKGROUND
     )
     m[K.M_KIND : K.M_KIND + K.ROLES] = kinds
     m[K.M_VOFF : K.M_VOFF + 2 * K.ROLES] = (offsets + values_at).ravel()
@@ -418,8 +430,8 @@ def run_chunk(
         "start_s": rf[:, K.R_START].copy(),
         "db_init_start_s": rf[:, K.R_INIT_START].copy(),
         "db_init_s": rf[:, K.R_INIT_S].copy(),
-        "outcome": OUTCOMES[ri[:, K.R_OUTCOME]],
-        "reason": REASONS[ri[:, K.R_REASON]],
+        "outcome": OUTCOME_NAMES[ri[:, K.R_OUTCOME]],
+        "reason": REASON_NAMES[ri[:, K.R_REASON]],
         "connections_held": ri[:, K.R_HELD].copy(),
         "connection_attempts": ri[:, K.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, K.R_POOL_STARTS].copy(),
