@@ -197,3 +197,30 @@ def test_the_harness_opens_a_pool_every_way_the_scenario_names():
     starts = set(get_args(Pool.model_fields["start"].annotation))
     assert starts - handled <= {"background"}, starts - handled  # background: the else branch
     assert handled <= starts, handled - starts
+
+
+def _defined_names(path: Path) -> set[str]:
+    """Classes and constants a module defines at its top level (private ones aside)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name) and t.id[0].isupper())
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_a_class_or_constant_name_means_one_thing():
+    # `Outcome` was an attempt's outcome in sim.records and a campaign's result in
+    # loadtests.campaign; `Settings`, `STOP_GRACE_S`, `MAX_INSTANCES` and others likewise.
+    where: dict[str, list[str]] = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for name in _defined_names(path):
+                where.setdefault(name, []).append(_module(path))
+    twice = {name: mods for name, mods in where.items() if len(mods) > 1}
+    # Left: the --engine option's type beside the readable engine's class; renaming it touches
+    # sim/cli/recommend.py, which the lead is rewriting.
+    waived = {"Engine": ["sim.cli.options", "sim.engine"]}
+    assert twice == waived, twice
