@@ -23,21 +23,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests import preflight, safety, settings
+from loadtests.children import die_with_parent, python_module
 from loadtests.records import CONNECTIONS_FILE, RECORDS_FILE, read_jsonl, summarize_records
 from sim.errors import UsageError
-from sim.output import atomic_write, safe_folder_name, scenario_toml, write_json
+from sim.output import atomic_write, scenario_toml, write_json
 from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 EMULATOR_LOG = "emulator.jsonl"
-STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
+CHILD_STOP_GRACE_S = 20.0  # Locust's own shutdown, closing every connection, after SIGTERM
 LIMIT_GRACE_S = 60.0  # past --max-duration, the watchdog stops the run itself
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h  # stop a campaign as Ctrl-C (SIGINT) does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # stop a campaign as Ctrl-C (SIGINT) does
 
 
 @dataclass
@@ -57,7 +56,9 @@ class Options:
 
 
 @dataclass
-class Outcome:
+class CampaignResult:
+    """What a campaign left: its folder, summary and records, and how it ended."""
+
     run_dir: Path
     summary: dict
     interrupted: bool = False
@@ -151,24 +152,11 @@ def _check_command(command: str | None) -> None:
         parse_command(command)
 
 
-def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(100):
-        run_id = f"{stamp}-{safe_folder_name(name)}" + (f"-{n}" if n else "")
-        run_dir = out / run_id
-        try:
-            run_dir.mkdir(parents=True)
-            return run_id, run_dir
-        except FileExistsError:
-            continue
-    raise UsageError(f"--out = {str(out)!r}: cannot create a fresh run folder")
-
-
 def run(
     opts: Options,
     progress: Callable[[dict], None] | None = None,
     started: Callable[[int, Path], None] | None = None,
-) -> Outcome:
+) -> CampaignResult:
     """Run the campaign; on Ctrl-C, SIGTERM or SIGHUP stop cleanly, ``interrupted=True``.
 
     ``started(seed, run_dir)`` is called once every check has passed and the run begins.
@@ -177,7 +165,7 @@ def run(
         return _run(opts, progress, started)
 
 
-def _run(opts: Options, progress, started) -> Outcome:
+def _run(opts: Options, progress, started) -> CampaignResult:
     resolved = check(opts)
     if opts.seed is None:
         opts.seed = fresh_seed()
@@ -185,7 +173,7 @@ def _run(opts: Options, progress, started) -> Outcome:
     reached = preflight.check_connection(
         opts.dsn, resolved, opts.sc.pool.connect_timeout_s, secrets_
     )
-    run_id, run_dir = new_run_dir(opts.out, opts.sc.name)
+    run_id, run_dir = settings.new_run_dir(opts.out, opts.sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(opts.sc))
     limit_s = min(opts.sc.horizon_s, opts.max_duration_s)
     write_json(run_dir / "campaign.json", _describe(opts, run_id, limit_s, resolved))
@@ -226,7 +214,7 @@ def _run(opts: Options, progress, started) -> Outcome:
     summary["stop_signal"] = None if stop_signal is None else signal.Signals(stop_signal).name
     write_json(run_dir / "summary.json", summary)
     code = children[0].returncode if children else None
-    return Outcome(run_dir, summary, stop_signal is not None, code, stop_signal, records)
+    return CampaignResult(run_dir, summary, stop_signal is not None, code, stop_signal, records)
 
 
 @contextmanager
@@ -289,16 +277,8 @@ def _spawn(cmd: list[str], env: dict, out_path: Path) -> subprocess.Popen:
         )
 
 
-def die_with_parent() -> None:
-    """In a child, before exec: SIGTERM from the kernel if startsim dies (Linux prctl)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-
 def locust_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *extra]
+    return python_module("locust", "-f", str(LOCUSTFILE), *extra)
 
 
 def _start_locust(
@@ -347,7 +327,7 @@ def _start_emulator(run_dir: Path, target: safety.Target, opts: Options):
 def start_emulator(
     folder: Path, scenario: Path, upstream: tuple[str, int], seed: int
 ) -> tuple[subprocess.Popen, int]:
-    """The emulator as ``python -m loadtests.emulator``, on a free loopback port, its log and
+    """The emulator as ``python -P -m loadtests.emulator``, on a free loopback port, its log and
     output in ``folder``; it reports the port on a pipe of its own (``loadtests.emulator._main``).
     The caller has checked ``upstream``."""
     config = folder / "emulator.json"
@@ -363,7 +343,7 @@ def start_emulator(
     )
     read_fd, write_fd = os.pipe()
     errors = folder / "emulator.out"
-    cmd = [sys.executable, "-m", "loadtests.emulator", str(config), str(write_fd)]
+    cmd = python_module("loadtests.emulator", str(config), str(write_fd))
     with open(errors, "ab") as err:
         proc = subprocess.Popen(
             cmd,
@@ -414,7 +394,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    end = time.monotonic() + STOP_GRACE_S
+    end = time.monotonic() + CHILD_STOP_GRACE_S
     try:
         for proc in procs:
             try:

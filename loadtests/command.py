@@ -8,8 +8,8 @@ group of its own, with the checked target and the instance's identity in its env
   init (the record's ``db_init_s``; the harness takes its start as the line's arrival less ``s``);
   every phase goes into the record's ``phases``.
 - ``{"ready": true}``: the instance is ready. It keeps running, holding its connections, until the
-  campaign ends; then SIGTERM, and SIGKILL :data:`STOP_GRACE_S` later. Exit code 0 counts as ready
-  too (a start-up script that ends when ready).
+  campaign ends; then SIGTERM, and SIGKILL :data:`INSTANCE_STOP_GRACE_S` later. Exit code 0
+  counts as ready too (a start-up script that ends when ready).
 - ``{"sqlstate": "53300"}`` and counters (``connection_attempts``, ``connections_opened``,
   ``connections_held``, ``pool_starts``): optional, copied into the record.
 
@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from loadtests.campaign import die_with_parent
+from loadtests.children import die_with_parent
 from loadtests.container import APPLICATION_NAME, SQLSTATE_REASONS, AttemptResult
 from sim.errors import UsageError
 from sim.records import Outcome, Reason
 
 EXIT_TIMEOUT = 3  # the incident's service: database init past its deadline
-STOP_GRACE_S = 5.0  # after SIGTERM at the end of a campaign, then SIGKILL
+INSTANCE_STOP_GRACE_S = 5.0  # after SIGTERM at the end of a campaign, then SIGKILL
 STDERR_KEPT = 300  # characters of a failed attempt's stderr kept in its record
 COUNTERS = ("connection_attempts", "connections_opened", "connections_held", "pool_starts")
 # Where libpq and asyncpg look for another target: the child gets the checked one instead.
@@ -212,7 +212,7 @@ class CommandInstance:
         procs, self.procs = self.procs, []
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
-        end = time.monotonic() + STOP_GRACE_S
+        end = time.monotonic() + INSTANCE_STOP_GRACE_S
         for proc in procs:
             try:
                 proc.wait(max(0.1, end - time.monotonic()))

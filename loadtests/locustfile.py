@@ -15,10 +15,18 @@ records, progress and Locust's CSVs.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Locust puts the working directory on sys.path before it imports a locustfile: ours is named by
+# path and imports nothing from there, and a platform.py or asyncio.py where the user runs it must
+# not shadow a module (startsim starts Locust with ``python -P`` for the same reason).
+if os.getcwd() in sys.path:
+    sys.path.remove(os.getcwd())
+
 import asyncio
 import itertools
 import logging
-import sys
 import time
 from typing import NoReturn
 
@@ -37,7 +45,7 @@ from loadtests.records import (
     read_jsonl,
     summarize_records,
 )
-from loadtests.settings import Settings
+from loadtests.settings import HarnessSettings
 from loadtests.shapes import ArrivalShape
 from sim.errors import StartsimError
 from sim.output import write_json
@@ -56,7 +64,7 @@ class StartFailed(Exception):
 class Campaign:
     """Per-process state: scenario, the asyncio bridge, counters and where records go."""
 
-    def __init__(self, environment, settings: Settings) -> None:
+    def __init__(self, environment, settings: HarnessSettings) -> None:
         self.env, self.settings = environment, settings
         self.sc = settings.sc
         self.runner = environment.runner

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from sim.records import Outcome
 from sim.scenario import Scenario
 from sim.stats import summarize
 
@@ -64,7 +65,7 @@ def error_causes(records: list[dict[str, Any]]) -> list[tuple[int, str]]:
         f"{r['reason']}: {r.get('sqlstate') or r.get('error_class', '')} "
         f"{r.get('error_message', '')}"
         for r in records
-        if r["outcome"] == "error"
+        if r["outcome"] == Outcome.ERROR
     )
     return [(n, cause.strip()) for cause, n in causes.most_common()]
 

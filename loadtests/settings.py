@@ -15,16 +15,17 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests import safety
 from sim import scenario as scenarios
 from sim.errors import MISSING, StartsimError, UsageError
-from sim.output import atomic_write, scenario_toml
+from sim.output import atomic_write, safe_folder_name, scenario_toml
 from sim.scenario import Scenario
 
-MAX_INSTANCES = 500  # as `startsim loadtest --max-instances`
-MAX_DURATION_S = 900.0  # as `startsim loadtest --max-duration`
+DEFAULT_MAX_INSTANCES = 500  # as `startsim loadtest --max-instances`
+DEFAULT_MAX_DURATION_S = 900.0  # as `startsim loadtest --max-duration`
 
 # (option, environment variable, help); the flag is the option with dashes: --allow-target.
 OPTIONS = (
@@ -66,8 +67,8 @@ def add_arguments(parser) -> None:
         "dsn": {"is_secret": True},
         "allow_target": {"action": "append", "default": None},
         "seed": {"type": int},
-        "max_instances": {"type": int, "default": MAX_INSTANCES},
-        "max_duration": {"type": float, "default": MAX_DURATION_S},
+        "max_instances": {"type": int, "default": DEFAULT_MAX_INSTANCES},
+        "max_duration": {"type": float, "default": DEFAULT_MAX_DURATION_S},
         "out": {"default": "results"},
         "addresses": {"include_in_web_ui": False},
         "run_dir": {"include_in_web_ui": False},
@@ -77,7 +78,7 @@ def add_arguments(parser) -> None:
 
 
 @dataclass(frozen=True)
-class Settings:
+class HarnessSettings:
     """One process's campaign settings, checked."""
 
     sc: Scenario
@@ -92,7 +93,7 @@ class Settings:
     command: tuple[str, ...] = ()  # --instance-command's argv; empty: the built-in asyncpg life
 
 
-def from_options(options, writer: bool) -> Settings:
+def from_options(options, writer: bool) -> HarnessSettings:
     """Settings from Locust's parsed options; :class:`~sim.errors.StartsimError` if unusable.
 
     ``writer``: this process writes records (a local run, or the master), so it gets a folder.
@@ -130,7 +131,7 @@ def from_options(options, writer: bool) -> Settings:
 
         command = tuple(parse_command(command))
     run_dir, fresh = _run_dir(options, sc) if writer else (None, False)
-    return Settings(
+    return HarnessSettings(
         sc=sc,
         dsn=dsn,
         connect=connect,
@@ -157,11 +158,23 @@ def _checked(item: str, allowed: list[str]) -> list[safety.Target]:
 def _run_dir(options, sc: Scenario) -> tuple[Path, bool]:
     if options.run_dir:
         return Path(options.run_dir), False
-    from loadtests.campaign import new_run_dir
-
     _, run_dir = new_run_dir(Path(options.out), sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(sc))
     return run_dir, True
+
+
+def new_run_dir(out: Path, name: str) -> tuple[str, Path]:
+    """A fresh ``<time>-<name>`` folder under ``out`` for one campaign: its id and path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(100):
+        run_id = f"{stamp}-{safe_folder_name(name)}" + (f"-{n}" if n else "")
+        run_dir = out / run_id
+        try:
+            run_dir.mkdir(parents=True)
+            return run_id, run_dir
+        except FileExistsError:
+            continue
+    raise UsageError(f"--out = {str(out)!r}: cannot create a fresh run folder")
 
 
 def describe(exc: StartsimError) -> str:

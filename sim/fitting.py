@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats
 
 EXACT, RIGHT, LEFT = 0, 1, -1  # kinds of observation: value, at least value, at most value
-RESOLUTION_S = 0.001  # records and logs round durations to the millisecond
+RECORD_RESOLUTION_S = 0.001  # records and logs round durations to the millisecond
 FAMILIES = ("lognormal", "gamma", "weibull", "exponential")
 MIN_EXACT_FOR_FIT = 3  # fewer exact values than this: too few to fit two parameters
 
@@ -69,8 +69,8 @@ class Sample:
         positive durations cannot hold an exact 0."""
         kinds = self.kinds.copy()
         values = self.values.copy()
-        zero = (values < RESOLUTION_S / 2) & (kinds != RIGHT)
-        values[zero], kinds[zero] = RESOLUTION_S / 2, LEFT
+        zero = (values < RECORD_RESOLUTION_S / 2) & (kinds != RIGHT)
+        values[zero], kinds[zero] = RECORD_RESOLUTION_S / 2, LEFT
         return Sample(values, kinds)
 
     def censored_data(self) -> stats.CensoredData:
@@ -130,7 +130,7 @@ def fit_duration(sample: Sample, alpha: float = 0.05) -> DurationFit:
     exact = sample.values[sample.kinds == EXACT]
     if n == 0:
         raise ValueError("no measurement to fit")
-    if exact.size and np.ptp(sample.values) <= 2 * RESOLUTION_S and cens == 0:
+    if exact.size and np.ptp(sample.values) <= 2 * RECORD_RESOLUTION_S and cens == 0:
         value = _round(float(np.mean(sample.values)))
         return DurationFit(
             n, 0, (), {"dist": "constant", "value": value}, "constant", "every value equal"

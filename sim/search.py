@@ -17,6 +17,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sim.records import Outcome
 from sim.runner import Executor, Results, Serial, evaluate
 from sim.scenario import Scenario
 from sim.stats import Proportion, Summary, clustered_proportion
@@ -140,7 +141,7 @@ class TimeoutSearch:
 def failure_hits(res: Results, timeout_s: float) -> np.ndarray:
     """Attempts of a run at a long deadline that a deadline ``timeout_s`` would have failed."""
     a = res.attempts
-    return (a["outcome"] != "ready") | (a["db_init_s"] > timeout_s)
+    return (a["outcome"] != Outcome.READY) | (a["db_init_s"] > timeout_s)
 
 
 def guess_timeout(probe: Results, alpha: float, confidence: float, ceiling_s: float) -> float:

@@ -30,6 +30,7 @@ from sim.calibrate.connector import conditional, scale_outs
 from sim.calibrate.inputs import Run
 from sim.engine import run_replication
 from sim.errors import UsageError
+from sim.records import Outcome
 from sim.scenario import Scenario
 from sim.stats import Proportion, check_confidence, cluster_proportion
 
@@ -37,7 +38,9 @@ INFRASTRUCTURE = ("connector", "database")
 
 
 @dataclass(frozen=True)
-class Figure:
+class Comparison:
+    """One figure measured against its prediction, with the verdict (not a plotted figure)."""
+
     name: str
     measured: float
     measured_interval: tuple[float, float] | None
@@ -47,10 +50,15 @@ class Figure:
     method: str
 
 
+# The old name, still imported by sim/report/validation.py (the report is being rewritten; it
+# switches to Comparison there). A matplotlib Figure is the only Figure elsewhere.
+Figure = Comparison
+
+
 @dataclass
 class Validation:
-    figures: list[Figure]
-    conditional: list[Figure]
+    figures: list[Comparison]
+    conditional: list[Comparison]
     measured_inits: np.ndarray
     simulated_inits: np.ndarray
     conditional_inits: dict[str, np.ndarray] = field(default_factory=dict)
@@ -170,16 +178,16 @@ def _run_figures(run: Run, min_size: int) -> dict[str, float]:
     ready = {
         a.instance: a.start_unix_s + a.before_db_s + a.db_init_s + (a.after_db_s or 0.0)
         for a in at
-        if a.outcome == "ready"
+        if a.outcome == Outcome.READY
     }
     conns = sum(a.connection_attempts or 0 for a in at)
     return {
         "attempts": len(at),
-        "timeouts": sum(a.outcome == "timeout" for a in at),
+        "timeouts": sum(a.outcome == Outcome.TIMEOUT for a in at),
         "instances": n,
-        "first_ok": sum(a.attempt == 1 and a.outcome == "ready" for a in at),
+        "first_ok": sum(a.attempt == 1 and a.outcome == Outcome.READY for a in at),
         "fleet_ready_s": max(ready.values()) - run.t0_unix_s if len(ready) >= n else math.inf,
-        "rejected": sum(a.outcome == "rejected" for a in at) / n,
+        "rejected": sum(a.outcome == Outcome.REJECTED for a in at) / n,
         "restarts": sum(a.attempt > 1 for a in at) / n,
         "amplification": conns / (n * min_size),
     }
@@ -206,11 +214,11 @@ def _simulate(sc: Scenario, replications: int, seed: int) -> dict[str, np.ndarra
         by_replication.append(np.asarray(a["db_init_s"], dtype=float))
         for key, value in (
             ("attempts", outcome.size),
-            ("timeouts", int(np.sum(outcome == "timeout"))),
+            ("timeouts", int(np.sum(outcome == Outcome.TIMEOUT))),
             ("instances", n),
-            ("first_ok", int(np.sum((attempt == 1) & (outcome == "ready")))),
+            ("first_ok", int(np.sum((attempt == 1) & (outcome == Outcome.READY)))),
             ("fleet_ready_s", rep.fleet_ready_s),
-            ("rejected", np.sum(outcome == "rejected") / n),
+            ("rejected", np.sum(outcome == Outcome.REJECTED) / n),
             ("restarts", np.sum(attempt > 1) / n),
             ("amplification", rep.connection_attempts / need),
         ):
@@ -262,8 +270,8 @@ def _ks_distance(sample: np.ndarray, reference_sorted: np.ndarray) -> float:
     return float(np.max(np.abs(fx - fr)))
 
 
-def _ks_figure(name: str, d: float, p: float, alpha: float, how: str) -> Figure:
-    return Figure(
+def _ks_figure(name: str, d: float, p: float, alpha: float, how: str) -> Comparison:
+    return Comparison(
         name,
         d,
         None,
@@ -274,7 +282,7 @@ def _ks_figure(name: str, d: float, p: float, alpha: float, how: str) -> Figure:
     )
 
 
-def _share(name, key, measured, simulated, alpha, total="attempts") -> Figure:
+def _share(name, key, measured, simulated, alpha, total="attempts") -> Comparison:
     m = cluster_proportion(
         [int(f[key]) for f in measured], [int(f[total]) for f in measured], 1 - alpha
     )
@@ -283,7 +291,7 @@ def _share(name, key, measured, simulated, alpha, total="attempts") -> Figure:
     p = cluster_proportion(sim_events, sim_trials, 1 - alpha)
     low, high = newcombe(m, p)
     verdict = "agrees" if low <= 0 <= high else "disagrees"
-    return Figure(
+    return Comparison(
         name,
         m.estimate,
         (m.ci_low, m.ci_high),
@@ -303,7 +311,7 @@ def newcombe(a: Proportion, b: Proportion) -> tuple[float, float]:
     return low, high
 
 
-def _mean_figure(name, key, measured, simulated, alpha, seed) -> Figure:
+def _mean_figure(name, key, measured, simulated, alpha, seed) -> Comparison:
     values = np.asarray([f[key] for f in measured], dtype=float)
     pool = np.concatenate([s[key] for s in simulated])
     rng = np.random.default_rng(seed)
@@ -312,7 +320,7 @@ def _mean_figure(name, key, measured, simulated, alpha, seed) -> Figure:
     mean = float(values.mean())
     verdict = "agrees" if lo <= mean <= hi else "disagrees"
     runs = f"mean of {values.size} run{'s' * (values.size > 1)}"
-    return Figure(
+    return Comparison(
         name,
         mean,
         None,
@@ -323,10 +331,10 @@ def _mean_figure(name, key, measured, simulated, alpha, seed) -> Figure:
     )
 
 
-def _predictive(name: str, value: float, sims: np.ndarray, alpha: float) -> Figure:
+def _predictive(name: str, value: float, sims: np.ndarray, alpha: float) -> Comparison:
     lo, hi = np.quantile(sims, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
     verdict = "agrees" if lo <= value <= hi else "disagrees"
-    return Figure(
+    return Comparison(
         name,
         value,
         None,

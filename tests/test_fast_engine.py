@@ -124,7 +124,7 @@ def test_constant_scenarios_give_the_same_records(case):
     assert_same_records(scenario(CASES[case]))
 
 
-@pytest.mark.parametrize("start", ["asyncpg", "concurrent", "background", "workers"])
+@pytest.mark.parametrize("start", fast.POOL_STARTS)
 def test_every_pool_start_gives_the_same_records(start):
     sc = scenario(
         {
@@ -163,7 +163,7 @@ HALVES = st.integers(0, 12).map(lambda k: k / 2)  # binary fractions: exact floa
     instances=st.integers(1, 12),
     min_size=st.integers(0, 4),
     held=st.integers(0, 4),
-    start=st.sampled_from(["asyncpg", "concurrent", "background", "workers"]),
+    start=st.sampled_from(fast.POOL_STARTS),
     on_failure=st.sampled_from(["close", "hold"]),
     retry=st.sampled_from([0.0, 0.5, 2.0]),
     connect=st.sampled_from([0.5, 2.0, 1000.0]),
@@ -399,7 +399,7 @@ def random_scenario(k: int):
             "fleet.rate_per_s": 2.0,
             "pool.min_size": min_size,
             "pool.held_when_ready": int(rng.integers(1, min_size + 1)),
-            "pool.start": pick(["asyncpg", "concurrent", "background", "workers"]),
+            "pool.start": pick(list(fast.POOL_STARTS)),
             "pool.workers": 2,
             "pool.on_failure": pick(["close", "hold"]),
             "pool.retry_backoff_s": pick([0.0, 1.0]),
@@ -552,17 +552,102 @@ def test_without_records_the_record_room_holds_one_replication():
 
 def test_a_run_that_takes_over_the_last_runs_buffers_gives_what_fresh_ones_give(monkeypatch):
     sc = resolve("staging-incident")
-    monkeypatch.setattr(fast, "_spare", None)
+    shelf = fast.Shelf()
+    monkeypatch.setattr(fast, "_shelf", shelf)
     fresh = fast.run_chunk(sc, 2, range(3, 9), records=False)[1]
     fast.run_chunk(sc, 1, range(20), records=False)  # leaves its buffers behind
-    spare = fast._spare
+    spare = shelf.spare
     again = fast.run_chunk(sc, 2, range(3, 9), records=False)[1]
-    assert fast._spare is spare  # taken over, not allocated
+    assert shelf.spare is spare  # taken over, not allocated
     for key, values in fresh.items():
         assert values.tolist() == again[key].tolist(), key
     other = sc.with_overrides({"fleet.instances": sc.fleet.instances + 1})
     fast.run_chunk(other, 2, range(1), records=False)
-    assert fast._spare is not spare  # another scenario: buffers of its own
+    assert shelf.spare is not spare  # another scenario: buffers of its own
+
+
+def test_the_shelf_never_lends_one_buffer_to_two_threads():
+    # Threads of a Dask worker take and put back at once; with a switch every microsecond a
+    # check-then-take without the lock hands the same buffers to two of them within a few rounds.
+    import sys
+    import threading
+
+    sc = resolve("staging-incident")
+    sizes = fast.first_sizes(sc, 1, keep=False)
+    shelf = fast.Shelf()
+    shelf.put(fast.Buffers(sc, 0, None, sizes, keep=False))
+    lent: set[int] = set()
+    twice: list[int] = []
+    start = threading.Barrier(8)
+
+    def borrow() -> None:
+        start.wait()
+        for _ in range(2000):
+            buf = shelf.take(sc, None, sizes) or fast.Buffers(sc, 0, None, sizes, keep=False)
+            if id(buf) in lent:
+                twice.append(id(buf))
+            lent.add(id(buf))
+            lent.discard(id(buf))
+            shelf.put(buf)
+
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=borrow) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(saved)
+    assert twice == []
+
+
+def test_runs_in_threads_give_what_runs_one_after_another_give(monkeypatch):
+    # The kernel runs without the GIL: runs in threads at once, each on buffers of its own or
+    # taken off the shelf, give the numbers of the same runs made one after another.
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(fast, "_shelf", fast.Shelf())
+    sc = resolve("staging-incident")
+    jobs = [(seed, range(seed, seed + 3)) for seed in range(48)]
+
+    def one(job):
+        return fast.run_chunk(sc, job[0], job[1], records=False)[1]
+
+    alone = [one(job) for job in jobs]
+    with ThreadPoolExecutor(4) as ex:
+        together = list(ex.map(one, jobs))
+    for a, b in zip(alone, together, strict=True):
+        for key, values in a.items():
+            assert values.tolist() == b[key].tolist(), key
+
+
+def test_the_kernel_lets_other_threads_run():
+    # nogil: while one thread runs a long block of replications, this one keeps running.
+    import threading
+    import time
+
+    sc = resolve("staging-incident")
+    fast.run_chunk(sc, 0, range(1), records=False)  # compiled and loaded
+    done = threading.Event()
+    ticks = []
+
+    def long_run():
+        fast.run_chunk(sc, 0, range(20_000), records=False)
+        done.set()
+
+    worker = threading.Thread(target=long_run)
+    began = time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+        time.sleep(0.001)
+    worker.join()
+    took = time.perf_counter() - began
+    gaps = np.diff([began, *ticks, time.perf_counter()])
+    assert took > 0.2, took  # long enough to tell
+    assert gaps.max() < took / 4, (gaps.max(), took)
 
 
 def test_a_later_run_starts_with_the_room_an_earlier_one_needed(monkeypatch):
@@ -593,3 +678,23 @@ def test_a_first_run_without_a_compiled_kernel_says_why_it_waits(monkeypatch, tm
     monkeypatch.setattr(fast, "_checked", False)
     fast._say_if_compiling()
     assert capsys.readouterr().err == ""
+
+
+def test_the_kernels_codes_name_the_vocabulary_once_each():
+    # Outcomes and reasons by kernel code come from sim.records; pool starts from the scenario's
+    # Literal, each the kernel constant of its name.
+    from typing import get_args
+
+    from sim.fast import kernel as K
+    from sim.records import OUTCOMES, Reason
+    from sim.scenario import Pool
+
+    assert sorted(fast._OUTCOME_CODES) == list(range(len(OUTCOMES)))
+    assert fast.OUTCOME_NAMES.tolist() == [str(fast._OUTCOME_CODES[c]) for c in range(4)]
+    assert set(fast.OUTCOME_NAMES.tolist()) == set(OUTCOMES)
+    assert sorted(fast._REASON_CODES) == list(range(len(fast.REASON_NAMES)))
+    assert set(fast.REASON_NAMES.tolist()) <= {"", *Reason}
+    assert get_args(Pool.model_fields["start"].annotation) == fast.POOL_STARTS
+    codes = [fast._STARTS[name] for name in fast.POOL_STARTS]
+    assert sorted(codes) == list(range(len(codes)))
+    assert fast._STARTS["background"] == K.BACKGROUND

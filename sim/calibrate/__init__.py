@@ -30,6 +30,7 @@ from sim.calibrate.inputs import Run
 from sim.distributions import LogNormal
 from sim.errors import UsageError
 from sim.fitting import EXACT, DurationFit, Sample, fit_duration
+from sim.records import Outcome
 from sim.scenario import Scenario, resolve
 from sim.stats import check_confidence
 
@@ -83,12 +84,13 @@ def calibrate(
     if ready:
         how = "ready attempts' after_db_s" + (" (the harness's own draws)" if drawn else "")
         duration("startup.after_db_s", Sample.exact(ready), _phases_source(runs, "after") or how)
-    queries = [a.init_queries_s for a in attempts if a.outcome == "ready"]
+    queries = [a.init_queries_s for a in attempts if a.outcome == Outcome.READY]
     queries = [q for q in queries if q is not None]
     if queries:  # a failed attempt's queries were cut short or never ran: ready ones only
         source = f"{_phases_source(runs, 'queries')} of ready attempts"
         duration("startup.init_queries_s", Sample.exact(queries), source)
-    db = Sample.of([a.db_init_s for a in attempts], right=[a.outcome != "ready" for a in attempts])
+    censored = [a.outcome != Outcome.READY for a in attempts]
+    db = Sample.of([a.db_init_s for a in attempts], right=censored)
     db_fit = fit_duration(db, alpha=1 - confidence)
 
     estimates += _scale_out(runs, confidence, overrides)

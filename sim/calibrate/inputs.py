@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.records import OUTCOMES, Outcome
 from sim.scenario import Scenario
 from sim.scenario import load as load_scenario
 
-OUTCOMES = ("ready", "timeout", "rejected", "error")
 PARTS = ("before", "database", "after")
 MINUTE_S = 60.0
 
@@ -210,7 +210,7 @@ def _campaign_attempt(rec: dict, where: str, path: str, number: int) -> Attempt:
         start_unix_s=start,
         before_db_s=values["before_db_s"],
         db_init_s=values["db_init_s"],
-        after_db_s=values["after_db_s"] if outcome == "ready" else None,
+        after_db_s=values["after_db_s"] if outcome == Outcome.READY else None,
         outcome=outcome,
         reason=str(rec.get("reason") or ""),
         connection_attempts=None
@@ -397,7 +397,7 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         start_unix_s=_timestamp(row["timestamp"], path, number),
         before_db_s=sums["before"],
         db_init_s=sums["database"],
-        after_db_s=sums["after"] if outcome == "ready" else None,
+        after_db_s=sums["after"] if outcome == Outcome.READY else None,
         outcome=outcome,
         where=f"{path}:{number}",
         init_queries_s=queries,
@@ -410,7 +410,7 @@ def _log_outcome(row: dict, path: str, number: int) -> str:
     if "exit_code" not in row:
         raise InputError(path, number, "outcome: missing (give outcome or exit_code)")
     code = _count(row["exit_code"], "exit_code", path, number, least=0)
-    return {0: "ready", 3: "timeout"}.get(code, "error")
+    return {0: Outcome.READY, 3: Outcome.TIMEOUT}.get(code, Outcome.ERROR)  # 3: the deadline
 
 
 # -- values -------------------------------------------------------------------------------------

@@ -41,18 +41,16 @@ def main() -> None:
     """Console-script entry point: every mistake of the user's (startsim's own errors and the
     command line's usage errors alike) becomes one line on stderr and exit code 2, never a
     traceback; Ctrl-C becomes 130."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-
     try:
         code = app(standalone_mode=False)
     except UsageError as exc:
         _fail(_as_flag(exc))
     except StartsimError as exc:
         _fail(str(exc))
-    except NoArgsIsHelpError as exc:  # bare `startsim`: its help, as a usage error
-        exc.show()
-        sys.exit(2)
-    except ClickException as exc:  # typer's own click: unknown option, bad value, missing option
+    except typer.TyperException as exc:  # the command line's: unknown option, bad value, …
+        if not sys.argv[1:]:  # bare `startsim` (no_args_is_help): its help, as a usage error
+            exc.show()
+            sys.exit(2)
         _fail(_usage_message(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from sim.cli.options import ScenarioArg
+from sim.records import OUTCOMES, Outcome
 
 err = Console(stderr=True)
 
@@ -126,10 +127,10 @@ def loadtest(
     result = campaign.run(opts, progress=show, started=started)
     s = result.summary
     outcomes = s["outcomes"]
-    kinds = ("timeout", "rejected", "error")
-    failed = ", ".join(f"{outcomes[k]} {k}" for k in kinds if outcomes[k])
+    ready = outcomes[Outcome.READY]
+    failed = ", ".join(f"{outcomes[k]} {k}" for k in OUTCOMES if k != Outcome.READY and outcomes[k])
     err.print(
-        f"{outcomes['ready']} ready, {s['attempts'] - outcomes['ready']} failed attempts "
+        f"{ready} ready, {s['attempts'] - ready} failed attempts "
         f"of {s['attempts']}" + (f" ({failed})" if failed else "") + f"; wrote {result.run_dir}",
         highlight=False,
         soft_wrap=True,

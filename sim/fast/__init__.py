@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import numba
 import numpy as np
@@ -42,16 +43,28 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 from sim.engine import STREAMS  # noqa: E402
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
-from sim.scenario import Scenario  # noqa: E402
+from sim.records import Outcome, Reason  # noqa: E402
+from sim.scenario import Pool, Scenario  # noqa: E402
 
-OUTCOMES = np.array(["ready", "timeout", "rejected", "error"])
-REASONS = np.array(["", "deadline", "53300", "connect_timeout"])
-_STARTS = {
-    "asyncpg": K.ASYNCPG,
-    "concurrent": K.CONCURRENT,
-    "background": K.BACKGROUND,
-    "workers": K.WORKERS,
+# The kernel's codes for the names of sim.records and of the scenario's Literals, by code.
+_OUTCOME_CODES = {
+    K.READY: Outcome.READY,
+    K.TIMEOUT: Outcome.TIMEOUT,
+    K.REJECTED: Outcome.REJECTED,
+    K.ERROR: Outcome.ERROR,
 }
+_REASON_CODES = {
+    K.R_NONE: "",
+    K.R_DEADLINE: Reason.DEADLINE,
+    K.R_53300: Reason.TOO_MANY_CLIENTS,
+    K.R_CONNECT_TIMEOUT: Reason.CONNECT_TIMEOUT,
+}
+OUTCOME_NAMES = np.array([str(_OUTCOME_CODES[c]) for c in sorted(_OUTCOME_CODES)])
+REASON_NAMES = np.array([str(_REASON_CODES[c]) for c in sorted(_REASON_CODES)])
+# Each of the scenario's pool starts is the kernel constant of its name (K.ASYNCPG, …): a start
+# added to the scenario without a kernel code fails here, at import.
+POOL_STARTS = get_args(Pool.model_fields["start"].annotation)
+_STARTS = {name: getattr(K, name.upper()) for name in POOL_STARTS}
 _ARRIVALS = {"burst": K.BURST, "uniform": K.UNIFORM_ARRIVAL, "poisson": K.POISSON, "waves": K.WAVES}
 _POLICIES = {"none": K.P_NONE, "fixed": K.P_FIXED, "exponential": K.P_EXPONENTIAL}
 
@@ -129,10 +142,9 @@ class Buffers:
 
 def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[np.ndarray, ...]:
     pool, cx, db, rs, fleet = sc.pool, sc.connector, sc.database, sc.restart, sc.fleet
-    cs = getattr(sc, "cloudsql", None)
-    retry_mode, retry_f = _jitter(getattr(pool, "retry_jitter", 0.0))
-    restart_mode, restart_f = _jitter(getattr(rs, "jitter", 0.0))
-    start = getattr(pool, "start", "asyncpg")
+    cs, start = sc.cloudsql, pool.start
+    retry_mode, retry_f = _jitter(pool.retry_jitter)
+    restart_mode, restart_f = _jitter(rs.jitter)
     n = fleet.instances
     kinds, dist, offsets, values = pack(_dists(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
@@ -150,9 +162,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     x[K.F_CONNECT], x[K.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
     x[K.F_RETRY_JITTER], x[K.F_RESTART_JITTER] = retry_f, restart_f
     x[K.F_RESTART_INITIAL], x[K.F_RESTART_MAX] = rs.initial_backoff_s, rs.max_backoff_s
-    x[K.F_RESTART_MULT] = getattr(rs, "multiplier", 2.0)
+    x[K.F_RESTART_MULT] = rs.multiplier
     x[K.F_RELEASE] = rs.exit_release_s
-    x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
+    x[K.F_CS_INTERVAL] = cs.refresh_interval_s
     x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
     # The calendar's reach: a few times the longest of a start-up's usual steps, in about four
     # buckets per instance (any reach and width give the same order; these keep buckets short).
@@ -178,12 +190,12 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
     m[K.I_INSTANCES], m[K.I_MIN_SIZE] = n, pool.min_size
     m[K.I_HELD_WHEN_READY], m[K.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
-    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], getattr(pool, "workers", 1)
+    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], pool.workers
     m[K.I_CX_MIN], m[K.I_CX_MAX] = cx.min_instances, cx.max_instances
     m[K.I_CX_PER], m[K.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
     m[K.I_POLICY], m[K.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
     m[K.I_RETRY_JITTER], m[K.I_RESTART_JITTER] = retry_mode, restart_mode
-    if cs is not None and cs.enabled:
+    if cs.enabled:
         m[K.I_CLOUDSQL], m[K.I_CS_CALLS] = 1, cs.calls_per_refresh
         m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
@@ -191,7 +203,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[K.I_TILT_ROLE] = -1 if tilt is None else ROLE_NAMES.index(tilt.role)
     m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
-        start == "background"
+        _STARTS[start] == K.BACKGROUND
     )
     m[K.M_KIND : K.M_KIND + K.ROLES] = kinds
     m[K.M_VOFF : K.M_VOFF + 2 * K.ROLES] = (offsets + values_at).ravel()
@@ -225,9 +237,8 @@ def _reach(sc: Scenario) -> float:
         sc.database.accept_s,
         sc.startup.init_queries_s,
     ]
-    cs = getattr(sc, "cloudsql", None)
-    if cs is not None and cs.enabled:
-        steps.append(cs.call_s)
+    if sc.cloudsql.enabled:
+        steps.append(sc.cloudsql.call_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
 
@@ -246,7 +257,6 @@ def _dists(sc: Scenario) -> list:
         else Exponential(dist="exponential", mean=1.0 / fleet.rate_per_s)
     )
     unit = Uniform(dist="uniform", low=0.0, high=1.0)
-    cs = getattr(sc, "cloudsql", None)
     return [
         arrival,
         sc.startup.before_db_s,
@@ -257,7 +267,7 @@ def _dists(sc: Scenario) -> list:
         sc.connector.scale_up_delay_s,
         unit,
         unit,
-        cs.call_s if cs is not None else unit,
+        sc.cloudsql.call_s,
         unit,
     ]
 
@@ -291,7 +301,8 @@ def run_raw(
     sc: Scenario, seed: int, indices: range, tilt: Tilt | None = None, keep: bool = True
 ) -> tuple[Buffers, np.ndarray]:
     """Run replications ``indices``: the buffers (with the records if ``keep``) and the fleet
-    figures, one row per name of ``kernel.FLEET``."""
+    figures, one row per name of ``kernel.FLEET``. Without ``keep`` the buffers go back on the
+    shelf: the next run in this process (any thread) may take them over."""
     _say_if_compiling()
     buf = _buffers(sc, seed, tilt, first_sizes(sc, len(indices), keep), keep)
     fleet = np.zeros((len(K.FLEET), len(indices)))
@@ -302,35 +313,60 @@ def run_raw(
         )
         if code != K.OK:
             buf = buf.grown(code)
-    seen = _NEEDED.setdefault(sc.fleet.instances, {})
-    for region, size in buf.sizes.items():
-        if region != "records":
-            seen[region] = max(size, seen.get(region, 0))
+    _shelf.note_needed(sc.fleet.instances, buf.sizes)
     if not keep:
-        global _spare
-        _spare = buf
+        _shelf.put(buf)
     return buf, fleet
 
 
-# This process's buffers of its last run without records: a run of the same scenario takes them
-# over instead of allocating its own. A worker runs a scenario's replications in chunks (some
-# twenty for a 10,000-instance burst); fresh buffers for each cost 7 % of the run on a burst,
-# in allocating them and in the memory's first touch.
-_spare: Buffers | None = None
+class Shelf:
+    """This process's buffers of its last run without records: a run of the same scenario takes
+    them over instead of allocating its own. A worker runs a scenario's replications in chunks
+    (some twenty for a 10,000-instance burst); fresh buffers for each cost 7 % of the run on a
+    burst, in allocating them and in the memory's first touch.
+
+    The threads of a Dask worker share it, and the kernel runs without the GIL: taking and
+    putting back hold a lock, so two runs never share buffers (a run that finds the shelf empty
+    allocates its own). The room each fleet size needed (:data:`_NEEDED`) is kept under the
+    same lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spare: Buffers | None = None
+
+    def take(self, sc: Scenario, tilt: Tilt | None, sizes: dict) -> Buffers | None:
+        """The spare buffers if they fit this run, now off the shelf; else None."""
+        with self._lock:
+            spare = self.spare
+            if (
+                spare is None
+                or spare.tilt != tilt
+                or any(spare.sizes[k] < v for k, v in sizes.items())
+                or spare.sc != sc
+            ):
+                return None
+            self.spare = None
+            return spare
+
+    def put(self, buf: Buffers) -> None:
+        with self._lock:
+            self.spare = buf
+
+    def note_needed(self, instances: int, sizes: dict) -> None:
+        with self._lock:
+            seen = _NEEDED.setdefault(instances, {})
+            for region, size in sizes.items():
+                if region != "records":
+                    seen[region] = max(size, seen.get(region, 0))
+
+
+_shelf = Shelf()
 
 
 def _buffers(sc: Scenario, seed: int, tilt: Tilt | None, sizes: dict, keep: bool) -> Buffers:
-    global _spare
-    spare = _spare
-    if (
-        keep
-        or spare is None
-        or spare.tilt != tilt
-        or any(spare.sizes[k] < v for k, v in sizes.items())
-        or spare.sc != sc
-    ):
+    spare = None if keep else _shelf.take(sc, tilt, sizes)
+    if spare is None:
         return Buffers(sc, seed, tilt, sizes, keep)
-    _spare = None  # taken: a run in another thread (a Dask worker's) allocates its own
     return spare.reseeded(seed)
 
 
@@ -394,8 +430,8 @@ def run_chunk(
         "start_s": rf[:, K.R_START].copy(),
         "db_init_start_s": rf[:, K.R_INIT_START].copy(),
         "db_init_s": rf[:, K.R_INIT_S].copy(),
-        "outcome": OUTCOMES[ri[:, K.R_OUTCOME]],
-        "reason": REASONS[ri[:, K.R_REASON]],
+        "outcome": OUTCOME_NAMES[ri[:, K.R_OUTCOME]],
+        "reason": REASON_NAMES[ri[:, K.R_REASON]],
         "connections_held": ri[:, K.R_HELD].copy(),
         "connection_attempts": ri[:, K.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, K.R_POOL_STARTS].copy(),

@@ -1040,7 +1040,7 @@ def run_one(m, x):
             return m[S_OVERFLOW]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)  # arrays only: threads of a Dask worker run at once
 def run_block(m, x, base, first, stop, fleet, row0):
     """Replications ``first`` … ``stop − 1``, their fleet figures in ``fleet[:, row0 + …]``.
     Returns the replication it stopped at and a code: OK, or the buffer to grow first."""
