@@ -315,7 +315,7 @@ def _rare_checks(lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]) -
 
 
 def _timeout_section(sc, settings, probe, searches, plan, rare=None) -> dict:
-    ok = probe.attempts["outcome"] == "ready"
+    ok = probe.attempts["outcome"] == Outcome.READY
     durations = probe.attempts["db_init_s"][ok]
     p50 = p999 = None
     if ok.any():

@@ -50,11 +50,6 @@ class Comparison:
     method: str
 
 
-# The old name, still imported by sim/report/validation.py (the report is being rewritten; it
-# switches to Comparison there). A matplotlib Figure is the only Figure elsewhere.
-Figure = Comparison
-
-
 @dataclass
 class Validation:
     figures: list[Comparison]

@@ -160,11 +160,9 @@ def test_outcome_names_come_from_the_records_vocabulary():
     from sim.records import OUTCOMES
 
     names = set(OUTCOMES)
-    # Left to the lead's rewrite of the report and the recommendation, which this clean-up leaves.
-    waived = {ROOT / "sim" / "report" / "folder.py", ROOT / "sim" / "recommend.py"}
     for pkg in PACKAGES:
         for path in (ROOT / pkg).rglob("*.py"):
-            if path == ROOT / "sim" / "records.py" or path in waived:
+            if path == ROOT / "sim" / "records.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Compare) and _mentions_outcome(node):
@@ -220,7 +218,4 @@ def test_a_class_or_constant_name_means_one_thing():
             for name in _defined_names(path):
                 where.setdefault(name, []).append(_module(path))
     twice = {name: mods for name, mods in where.items() if len(mods) > 1}
-    # Left: the --engine option's type beside the readable engine's class; renaming it touches
-    # sim/cli/recommend.py, which the lead is rewriting.
-    waived = {"Engine": ["sim.cli.options", "sim.engine"]}
-    assert twice == waived, twice
+    assert twice == {}, twice

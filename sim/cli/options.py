@@ -40,7 +40,7 @@ Dask = Annotated[
 Confidence = Annotated[
     float, typer.Option("--confidence", help="Confidence level of the intervals (0–1).")
 ]
-Engine = Annotated[
+EngineOption = Annotated[
     str,
     typer.Option(
         "--engine",

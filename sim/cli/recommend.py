@@ -13,7 +13,7 @@ from sim.cli.options import (
     RESULTS,
     Confidence,
     Dask,
-    Engine,
+    EngineOption,
     Jobs,
     ScenarioArg,
     Seed,
@@ -94,7 +94,7 @@ def recommend_cmd(
     ] = None,
     jobs: Jobs = None,
     dask: Dask = None,
-    engine: Engine = "auto",
+    engine: EngineOption = "auto",
     svg: Svg = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")] = False,
 ) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from sim import scenario as scenarios
 from sim.cli.options import (
     Dask,
-    Engine,
+    EngineOption,
     Jobs,
     Json,
     Replications,
@@ -40,7 +40,7 @@ def simulate(
     ] = None,
     jobs: Jobs = None,
     dask: Dask = None,
-    engine: Engine = "auto",
+    engine: EngineOption = "auto",
 ) -> None:
     """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
     sc = scenarios.resolve(scenario)

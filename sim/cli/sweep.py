@@ -17,7 +17,7 @@ from sim.cli.options import (
     RESULTS,
     Confidence,
     Dask,
-    Engine,
+    EngineOption,
     Jobs,
     ScenarioArg,
     Seed,
@@ -60,7 +60,7 @@ def sweep(
     jobs: Jobs = None,
     dask: Dask = None,
     svg: Svg = False,
-    engine: Engine = "auto",
+    engine: EngineOption = "auto",
 ) -> None:
     """Simulate every point of a grid over scenario fields, with common random numbers."""
     sc = scenarios.resolve(scenario)

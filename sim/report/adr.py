@@ -8,15 +8,12 @@ in startsim's ``docs/sources.md`` (figure, confidence, public source).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.report.evidence import known_and_assumed, observed_section, success_section
+from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.scenario import Scenario
 from sim.success import DEFINITIONS
-
-Cite = Callable[..., str]
 
 # startsim's docs folder in a source checkout; absent when startsim is installed from a wheel.
 DOCS = Path(__file__).resolve().parents[2] / "docs"

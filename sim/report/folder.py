@@ -8,6 +8,7 @@ from pathlib import Path
 from sim.engine import run_replication
 from sim.output import atomic_write, scenario_toml, write_json
 from sim.recommend import Recommendation
+from sim.records import Outcome
 from sim.runner import Executor, Serial, replication_seed
 from sim.scenario import Scenario
 from sim.sweep import Grid
@@ -59,7 +60,7 @@ def _figure_jobs(sc, rec, data, rows, grid: Grid) -> dict[str, tuple[str, str, t
     """The four figures as role → (file stem, builder, arguments); the ADR links them by role."""
     t, d = data["timeout"], data["decision"]
     jobs: dict[str, tuple[str, str, tuple]] = {}
-    ok = rec.probe.attempts["outcome"] == "ready"
+    ok = rec.probe.attempts["outcome"] == Outcome.READY
     marks = [("current timeout", t["current_s"])]
     if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] != t["current_s"]:
         marks.append(("recommended timeout", d["db_init_timeout_s"]))

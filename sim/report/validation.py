@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.validate import Figure, Validation, verdict_line
+from sim.validate import Comparison, Validation, verdict_line
 
 
 def markdown(v: Validation, scenario_label: str, command: str) -> str:
@@ -40,7 +40,7 @@ def markdown(v: Validation, scenario_label: str, command: str) -> str:
     return "\n".join(lines)
 
 
-def _table(figs: list[Figure]) -> list[str]:
+def _table(figs: list[Comparison]) -> list[str]:
     rows = ["| figure | measured | predicted | verdict | how |", "|---|---|---|---|---|"]
     for f in figs:
         rows.append(
