@@ -1,7 +1,8 @@
 """Many replications of one scenario, across cores, with results as flat numpy columns.
 
-Replication ``i`` always draws from ``SeedSequence(seed, spawn_key=(i,))``, so the same seed gives
-the same numbers whether the replications run in one process or in many.
+Replication ``i`` always draws from the streams keyed by ``(seed, i)`` (:mod:`sim.streams`;
+``replication_seed(seed, i)`` names it for the readable engine), so the same seed gives the same
+numbers whether the replications run in one process or in many, and on either engine.
 
 Every replication row carries its attempt counts (attempts, failed, timed out, rejected, first
 attempts, first attempts ready): all the summary and its clustered intervals need. So a run asked

@@ -1,7 +1,7 @@
 """Sweeps: a cartesian grid over dotted scenario fields, every point simulated with the same seed.
 
-Replication ``i`` of every grid point draws from ``SeedSequence(seed, spawn_key=(i,))`` and the
-engine keeps one random stream per role, so neighbouring points see the same arrivals, set-ups and
+Replication ``i`` of every grid point draws from the same streams (:mod:`sim.streams`: one per
+role, keyed by ``(seed, i)``), so neighbouring points see the same arrivals, set-ups and
 scale-up delays: they differ by their parameters, not by noise (common random numbers).
 
 Points run on any executor of :mod:`sim.runner` and come back in grid order, so an edge that

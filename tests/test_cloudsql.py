@@ -8,7 +8,6 @@ fails (429), and the next waits for the connector's limiter: refresh k starts no
 
 from __future__ import annotations
 
-import numpy as np
 from builders import const, scenario
 from test_engine_exact import attempts
 
@@ -84,7 +83,7 @@ def test_calls_over_the_quota_are_not_counted():
     # Quota 5, 3 instances: 0 and 1 use 4 calls; instance 2's refresh gets 1 call through (5)
     # and a 429 for the other: it fails. In the next minute the 5 are free again.
     sc = scenario({**CLOUDSQL, "fleet.instances": 3, "cloudsql.quota_per_minute": 5})
-    eng = Engine(sc, np.random.Generator(np.random.PCG64(np.random.SeedSequence(0))))
+    eng = Engine(sc, 0)
     eng.run()
     assert eng.api_used == {0: 5}
 
@@ -101,7 +100,7 @@ def test_a_pool_retry_needs_no_new_refresh():
             "pool.retry_backoff_s": 2.0,
         }
     )
-    eng = Engine(sc, np.random.Generator(np.random.PCG64(np.random.SeedSequence(0))))
+    eng = Engine(sc, 0)
     rows = eng.run().attempts
     assert rows["pool_starts"][-1] > 1
     assert eng.api_used == {0: 4}
@@ -111,7 +110,7 @@ def test_the_shipped_storm_exhausts_the_quota():
     # cloudsql-quota-storm: the first minute's requests reach the quota, and attempts time out
     # that never tried a connection (their refreshes got 429s).
     sc = resolve("cloudsql-quota-storm")
-    eng = Engine(sc, np.random.Generator(np.random.PCG64(np.random.SeedSequence(1))))
+    eng = Engine(sc, 1)
     rep = eng.run()
     assert max(eng.api_used.values()) == sc.cloudsql.quota_per_minute
     att = rep.attempts

@@ -3,7 +3,6 @@ events on scenarios with random durations (where hand-computed cases cannot reac
 
 from __future__ import annotations
 
-import numpy as np
 from builders import scenario, uniform
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -31,8 +30,7 @@ class Watched(Engine):
 
 
 def late_connections(sc, seed: int) -> list[tuple[float, float]]:
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
-    eng = Watched(sc, rng)
+    eng = Watched(sc, seed)
     eng.run()
     return eng.late
 
@@ -100,6 +98,5 @@ def test_no_connection_is_established_after_its_connect_timeout(
 
 def test_watching_changes_nothing():
     sc = scenario(STRAGGLER)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(3)))
-    watched = Watched(sc, rng).run()
+    watched = Watched(sc, 3).run()
     assert watched.attempts == run_replication(sc, 3).attempts

@@ -3,11 +3,11 @@
 ``run_chunk(sc, seed, indices)`` returns the same columns as :func:`sim.runner.run_chunk` with the
 readable engine (one row per attempt, one per replication; with ``records=False`` only the
 replication rows, whose counts are all the statistics need), from a compiled port of
-``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from counter-based
-streams keyed by ``(seed, i)`` (:mod:`sim.fast.draws`): the same seed gives the same numbers on any
-number of processes, with common random numbers across scenarios, but not the readable engine's
-numbers; the engines agree in distribution, and record for record when every distribution is
-constant (tests/test_fast_engine.py).
+``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from the
+counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
+(:mod:`sim.fast.draws`):
+the readable engine's numbers, so both engines write the same records for every scenario
+(tests/test_engines_agree.py).
 
 The first call compiles the kernel (about 30 seconds) and caches it in
 ``~/.cache/startsim/``; later processes load it in well under a second.
@@ -19,7 +19,6 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -30,7 +29,7 @@ def _cache_dir() -> str:
     # from another module: a folder per version of the sources keeps a stale kernel from loading.
     here = Path(__file__).parent
     digest = hashlib.sha256(
-        b"".join((here / name).read_bytes() for name in ("draws.py", "kernel.py"))
+        b"".join((here / name).read_bytes() for name in ("draws.py", "kernel.py", "../streams.py"))
     ).hexdigest()[:16]
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return str(Path(root) / "startsim" / f"numba-{digest}")
@@ -39,10 +38,10 @@ def _cache_dir() -> str:
 if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
-from sim.engine import STREAMS  # noqa: E402
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
 from sim.scenario import Scenario  # noqa: E402
+from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
 OUTCOMES = np.array(["ready", "timeout", "rejected", "error"])
 REASONS = np.array(["", "deadline", "53300", "connect_timeout"])
@@ -62,20 +61,9 @@ def _jitter(value) -> tuple[int, float]:
     return (K.J_FRACTION, float(value)) if value else (K.J_NONE, 0.0)
 
 
-class Tilt(NamedTuple):
-    """Importance sampling's proposal (see :mod:`sim.rare`): a share ``mix`` of replications draws
-    the first ``draws`` values of ``role`` from uniforms tilted by ``theta``; the others draw as
-    usual (a defensive mixture, so no weight exceeds 1 / (1 − mix))."""
-
-    role: str
-    theta: float
-    draws: int = 1
-    mix: float = 1.0
-
-
 def _base(seed: int) -> np.uint64:
     """The key every replication's streams are derived from."""
-    return np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+    return np.uint64(seed_base(seed))
 
 
 class Buffers:
@@ -134,7 +122,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     restart_mode, restart_f = _jitter(getattr(rs, "jitter", 0.0))
     start = getattr(pool, "start", "asyncpg")
     n = fleet.instances
-    kinds, dist, offsets, values = pack(_dists(sc))
+    kinds, dist, offsets, values = pack(role_params(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
     # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
     # records, values, waves.
@@ -188,7 +176,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
     m[K.I_KEEP] = keep
-    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLE_NAMES.index(tilt.role)
+    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
     m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
         start == "background"
@@ -230,36 +218,6 @@ def _reach(sc: Scenario) -> float:
         steps.append(cs.call_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
-
-
-# The readable engine's roles, in its order, and the draw that picks a tilted replication.
-ROLE_NAMES = (*STREAMS, "mixture")
-
-
-def _dists(sc: Scenario) -> list:
-    from sim.distributions import Exponential, Uniform
-
-    fleet = sc.fleet
-    arrival = (
-        Uniform(dist="uniform", low=0.0, high=fleet.window_s)
-        if fleet.arrival == "uniform"
-        else Exponential(dist="exponential", mean=1.0 / fleet.rate_per_s)
-    )
-    unit = Uniform(dist="uniform", low=0.0, high=1.0)
-    cs = getattr(sc, "cloudsql", None)
-    return [
-        arrival,
-        sc.startup.before_db_s,
-        sc.connector.setup_s,
-        sc.database.accept_s,
-        sc.startup.init_queries_s,
-        sc.startup.after_db_s,
-        sc.connector.scale_up_delay_s,
-        unit,
-        unit,
-        cs.call_s if cs is not None else unit,
-        unit,
-    ]
 
 
 def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str, int]:

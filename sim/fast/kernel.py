@@ -671,7 +671,8 @@ def pool_failed(m, x, inst, reason):
 def restart_backoff(m, x, restart):
     if m[I_POLICY] == P_FIXED:
         return x[F_RESTART_INITIAL]
-    growth = x[F_RESTART_MULT] ** min(restart - 1, 1000)
+    # A float power (C's pow, as Python's float ** int): numba's float ** int multiplies.
+    growth = x[F_RESTART_MULT] ** float(min(restart - 1, 1000))
     return min(x[F_RESTART_INITIAL] * growth, x[F_RESTART_MAX])
 
 
