@@ -43,8 +43,9 @@ ROLES = (
     "mixture",
 )
 
-# Distribution kinds, as both engines see them.
-CONSTANT, UNIFORM, EXPONENTIAL, LOGNORMAL, GAMMA, EMPIRICAL, WEIBULL = range(7)
+# Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
+# engine's alone.
+CONSTANT, UNIFORM, EXPONENTIAL, LOGNORMAL, GAMMA, EMPIRICAL, WEIBULL, IN_ORDER = range(8)
 
 GOLDEN = 0x9E3779B97F4A7C15
 M1 = 0xBF58476D1CE4E5B9
@@ -226,6 +227,15 @@ def tilted(u: float, theta: float) -> float:
 # -- distributions and roles -----------------------------------------------------------------------
 
 
+class InOrder:
+    """Not a distribution: draw ``k`` is ``values[k]``, then ``after`` for ever. A scenario whose
+    scale-outs take a run's observed delays in order (:func:`sim.calibrate.connector.conditional`);
+    only the readable engine draws it."""
+
+    def __init__(self, values: list[float], after: float) -> None:
+        self.values, self.after = [float(v) for v in values], float(after)
+
+
 def params(dist) -> tuple[int, float, float, tuple[float, ...]]:
     """A distribution as the engines draw it: kind, two parameters, empirical values."""
     if isinstance(dist, Constant):
@@ -242,6 +252,8 @@ def params(dist) -> tuple[int, float, float, tuple[float, ...]]:
         return WEIBULL, dist.shape, dist.scale, ()
     if isinstance(dist, Empirical):
         return EMPIRICAL, 0.0, 0.0, tuple(dist.values)
+    if isinstance(dist, InOrder):
+        return IN_ORDER, dist.after, 0.0, tuple(dist.values)
     raise TypeError(f"no draw for {dist!r}")  # pragma: no cover - every Distribution is above
 
 
@@ -289,22 +301,44 @@ class Tilt(NamedTuple):
     mix: float = 1.0
 
 
+BLOCK = 64  # uniforms the readable engine hashes at a time, as numpy words
+
+
 class Stream:
     """One role's draws in one replication, one at a time: draw 0, 1, 2 …
 
-    ``tilt`` (θ, draws, on): importance sampling's proposal for this role. Its first ``draws``
-    uniforms are noted (``tilted_draws``, ``uniform_sum``), and pushed towards 1 when ``on``."""
+    The uniforms come ``BLOCK`` at a time from :func:`unit` over an array of draw numbers (the same
+    function: numpy's 64-bit words wrap as the masked Python integers do), which spares the
+    readable engine most of its cost per draw; each value is then the same scalar function of its
+    uniform as in the fast engine. ``tilt`` (θ, draws, on): importance sampling's proposal for
+    this role. Its first ``draws`` uniforms are noted (``tilted_draws``, ``uniform_sum``), and
+    pushed towards 1 when ``on``."""
 
-    __slots__ = ("a", "b", "hi", "k", "kind", "state", "tilt", "tilted_draws", "uniform_sum", "x")
+    __slots__ = (
+        "a",
+        "b",
+        "first",
+        "hi",
+        "k",
+        "kind",
+        "state",
+        "tilt",
+        "tilted_draws",
+        "uniform_sum",
+        "us",
+        "x",
+    )
 
     def __init__(self, spec: tuple, state: int, tilt: tuple | None = None) -> None:
         self.kind, self.a, self.b, self.x = spec
         self.hi, self.state, self.k, self.tilt = len(self.x), state, 0, tilt
         self.tilted_draws, self.uniform_sum = 0, 0.0
+        self.first, self.us = -BLOCK, []  # draw number of us[0], and the block of uniforms
 
     def __call__(self) -> float:
         k = self.k
         self.k = k + 1
+        kind = self.kind
         if self.tilt is not None and k < self.tilt[1]:
             theta, _, on = self.tilt
             v = unit(self.state, k)
@@ -312,5 +346,15 @@ class Stream:
                 v = tilted(v, theta)
             self.tilted_draws += 1
             self.uniform_sum += v
-            return inverse_cdf(self.kind, self.a, self.b, self.x, 0, self.hi, v)
-        return draw(self.kind, self.a, self.b, self.x, 0, self.hi, self.state, k)
+            return inverse_cdf(kind, self.a, self.b, self.x, 0, self.hi, v)
+        if kind == CONSTANT:
+            return self.a
+        if kind == IN_ORDER:
+            return self.x[k] if k < self.hi else self.a
+        if kind == GAMMA:
+            return gamma_draw(self.a, self.b, self.state, k)
+        j = k - self.first
+        if j >= BLOCK:
+            self.first, j = k, 0
+            self.us = unit(self.state, np.arange(k, k + BLOCK, dtype=np.uint64)).tolist()
+        return inverse_cdf(kind, self.a, self.b, self.x, 0, self.hi, self.us[j])

@@ -175,6 +175,8 @@ def pack(dists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     values: list[float] = []
     for i, spec in enumerate(dists):
         kind, a, b, xs = spec if isinstance(spec, tuple) else streams.params(spec)
+        if kind == streams.IN_ORDER:
+            raise TypeError("the fast engine draws no values in a given order (InOrder)")
         kinds[i], params[i] = kind, (a, b)
         offsets[i] = (len(values), len(values) + len(xs))
         values += xs
