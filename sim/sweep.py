@@ -182,7 +182,7 @@ def run_grid(
     executor: Executor | None = None,
     skip: int = 0,
     progress: Callable[[int], None] | None = None,
-    engine: str = "auto",
+    engine: str = "reference",
 ) -> Iterator[dict[str, Any]]:
     """Rows of the sweep in grid order, starting after the first ``skip`` points (resume)."""
     points = grid.points()[skip:]

@@ -21,6 +21,7 @@ from sim import streams
 from sim.engines import NOT_MODEL, run_one
 from sim.fast import draws
 from sim.scenario import Scenario, builtin_names, resolve
+from sim.streams import Tilt
 
 
 def _fields(rep) -> tuple:
@@ -215,3 +216,10 @@ def test_the_property_test_draws_every_field_the_model_reads():
 @given(sc=scenarios(), seed=st.integers(0, 2**32 - 1), index=st.integers(0, 1000))
 def test_random_scenarios_give_the_same_records_in_both_engines(sc, seed, index):
     assert_same_replication(sc, seed, index)
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
+def test_tilted_replications_give_the_same_records_and_weights(mix):
+    sc = resolve("staging-incident").with_overrides({"connector.min_instances": 1})
+    for index in range(6):
+        assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))

@@ -40,6 +40,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
+from sim.records import TILT_COLUMNS  # noqa: E402
 from sim.scenario import Scenario  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
@@ -312,7 +313,6 @@ def _say_if_compiling() -> None:
         )
 
 
-TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
 _warm = False
 
 
