@@ -58,6 +58,12 @@ def test_the_compiled_hashing_is_the_pythons():
                 assert state == int(draws.stream_state(np.uint64(key), role))
                 for k in (0, 1, 31, 32, 10**9):
                     assert streams.unit(state, k) == draws.unit(np.uint64(state), k)
+    # The readable engine hashes its uniforms a block at a time: the same function over numpy words.
+    for k0 in (0, 64, 2**40, 2**63 - 32):
+        block = np.arange(k0, k0 + 64, dtype=np.uint64)
+        assert streams.unit(state, block).tolist() == [
+            streams.unit(state, k) for k in range(k0, k0 + 64)
+        ]
     assert [streams.pow2(n) for n in (-1022, -538, 0, 1, 1023)] == [
         draws.pow2(n) for n in (-1022, -538, 0, 1, 1023)
     ]
