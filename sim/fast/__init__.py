@@ -44,16 +44,12 @@ from sim.records import TILT_COLUMNS  # noqa: E402
 from sim.scenario import Scenario  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
-OUTCOMES = np.array(["ready", "timeout", "rejected", "error"])
-REASONS = np.array(["", "deadline", "53300", "connect_timeout"])
-_STARTS = {
-    "asyncpg": K.ASYNCPG,
-    "concurrent": K.CONCURRENT,
-    "background": K.BACKGROUND,
-    "workers": K.WORKERS,
-}
-_ARRIVALS = {"burst": K.BURST, "uniform": K.UNIFORM_ARRIVAL, "poisson": K.POISSON, "waves": K.WAVES}
-_POLICIES = {"none": K.P_NONE, "fixed": K.P_FIXED, "exponential": K.P_EXPONENTIAL}
+# The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
+OUTCOMES = np.array([str(o) for o in K.OUTCOMES])
+REASONS = np.array([str(r) for r in K.MODEL_REASONS])
+_STARTS = {name: code for code, name in enumerate(K.STARTS)}
+_ARRIVALS = {name: code for code, name in enumerate(K.ARRIVALS)}
+_POLICIES = {name: code for code, name in enumerate(K.POLICIES)}
 
 
 def _jitter(value) -> tuple[int, float]:
