@@ -176,8 +176,9 @@ class Engine:
         return self._finish()
 
     def arrival_times(self) -> list[float]:
-        """When each instance starts (docs/model.md, "Arrivals"): uniform arrivals are the window
-        times draws, sorted; Poisson ones add up exponential gaps; bursts and waves draw nothing."""
+        """When each instance starts (docs/model.md, "Randomness"): uniform arrivals are one draw
+        over the window per instance, sorted; Poisson ones add up exponential gaps; bursts and
+        waves draw nothing."""
         fleet = self.sc.fleet
         if fleet.arrival == "uniform":
             return sorted(self.draw_arrival() for _ in range(fleet.instances))

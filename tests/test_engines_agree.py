@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from sim import streams
 from sim.engines import NOT_MODEL, run_one
 from sim.fast import draws
-from sim.scenario import Scenario, builtin_names, resolve
+from sim.scenario import Restart, Scenario, builtin_names, resolve
 from sim.streams import Tilt
 
 
@@ -192,7 +193,9 @@ def scenarios(draw) -> Scenario:
             "database.reserved_connections": reserved,
             "database.other_connections": other,
             "database.accept_s": draw(durations(0.05)),
-            "restart.preset": draw(st.sampled_from(["custom", "grpc"])),
+            "restart.preset": draw(
+                st.sampled_from(get_args(Restart.model_fields["preset"].annotation))
+            ),
             "restart.policy": draw(st.sampled_from(["none", "fixed", "exponential"])),
             "restart.initial_backoff_s": draw(_positive(0.0, 10.0)),
             "restart.max_backoff_s": draw(_positive(0.0, 60.0)),
