@@ -114,10 +114,10 @@ class Buffers:
 
 def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[np.ndarray, ...]:
     pool, cx, db, rs, fleet = sc.pool, sc.connector, sc.database, sc.restart, sc.fleet
-    cs = getattr(sc, "cloudsql", None)
-    retry_mode, retry_f = _jitter(getattr(pool, "retry_jitter", 0.0))
-    restart_mode, restart_f = _jitter(getattr(rs, "jitter", 0.0))
-    start = getattr(pool, "start", "asyncpg")
+    cs = sc.cloudsql
+    retry_mode, retry_f = _jitter(pool.retry_jitter)
+    restart_mode, restart_f = _jitter(rs.jitter)
+    start = pool.start
     n = fleet.instances
     kinds, dist, offsets, values = pack(role_params(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
@@ -135,9 +135,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     x[K.F_CONNECT], x[K.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
     x[K.F_RETRY_JITTER], x[K.F_RESTART_JITTER] = retry_f, restart_f
     x[K.F_RESTART_INITIAL], x[K.F_RESTART_MAX] = rs.initial_backoff_s, rs.max_backoff_s
-    x[K.F_RESTART_MULT] = getattr(rs, "multiplier", 2.0)
+    x[K.F_RESTART_MULT] = rs.multiplier
     x[K.F_RELEASE] = rs.exit_release_s
-    x[K.F_CS_INTERVAL] = cs.refresh_interval_s if cs else 0.0
+    x[K.F_CS_INTERVAL] = cs.refresh_interval_s
     x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
     # The calendar's reach: a few times the longest of a start-up's usual steps, in about four
     # buckets per instance (any reach and width give the same order; these keep buckets short).
@@ -163,12 +163,12 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
     m[K.I_INSTANCES], m[K.I_MIN_SIZE] = n, pool.min_size
     m[K.I_HELD_WHEN_READY], m[K.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
-    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], getattr(pool, "workers", 1)
+    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], pool.workers
     m[K.I_CX_MIN], m[K.I_CX_MAX] = cx.min_instances, cx.max_instances
     m[K.I_CX_PER], m[K.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
     m[K.I_POLICY], m[K.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
     m[K.I_RETRY_JITTER], m[K.I_RESTART_JITTER] = retry_mode, restart_mode
-    if cs is not None and cs.enabled:
+    if cs.enabled:
         m[K.I_CLOUDSQL], m[K.I_CS_CALLS] = 1, cs.calls_per_refresh
         m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
@@ -210,9 +210,8 @@ def _reach(sc: Scenario) -> float:
         sc.database.accept_s,
         sc.startup.init_queries_s,
     ]
-    cs = getattr(sc, "cloudsql", None)
-    if cs is not None and cs.enabled:
-        steps.append(cs.call_s)
+    if sc.cloudsql.enabled:
+        steps.append(sc.cloudsql.call_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
 

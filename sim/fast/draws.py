@@ -21,17 +21,7 @@ from numba.core import types
 from numba.extending import intrinsic, overload, register_jitable
 
 from sim import streams
-from sim.streams import (  # noqa: F401  (kinds: the kernel's and sim.fast's names for them)
-    CONSTANT,
-    EMPIRICAL,
-    EXPONENTIAL,
-    GAMMA,
-    LOGNORMAL,
-    TAIL,
-    UNIFORM,
-    WEIBULL,
-    invertible,
-)
+from sim.streams import LOGNORMAL, TAIL
 
 _GOLDEN = np.uint64(streams.GOLDEN)
 _M1 = np.uint64(streams.M1)
