@@ -9,10 +9,12 @@ write the same records (tests/test_engines_agree.py).
 
 Every function below is plain Python, run as it is by the readable engine. ``sim.fast.draws``
 compiles the same functions with numba (``register_jitable``), so there is one source: only the
-64-bit integer hashing (``mix``, ``unit``, ``substream``) and ``pow2`` have a numba twin there,
-written with machine words, tested equal to these. The floating-point steps (the exponential,
-the normal quantile, every inverse CDF, gamma's rejection sampler) use only + − × ÷, sqrt and
-the C library's log, log1p, expm1 and pow, which Python and numba both call: the same doubles.
+64-bit integer hashing (``mix`` and the keys, states and uniforms made with it) and ``pow2`` have
+a numba twin there, written with machine words, tested equal to these. The floating-point steps
+(the exponential, the normal quantile, every inverse CDF, gamma's rejection sampler) use only
++ − × ÷, sqrt and the C library's log, log1p, expm1 and pow, which Python and numba both call:
+the same doubles (numba's optional Intel SVML, which would vectorise those calls with code of its
+own, is not installed with startsim; tests/test_engines_agree.py would notice it).
 
 Every continuous draw but gamma is an inverse CDF of one uniform, so importance sampling can tilt
 the uniform (``tilted``) and carry the likelihood ratio; see :mod:`sim.rare`.
