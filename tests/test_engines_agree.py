@@ -232,3 +232,24 @@ def test_tilted_replications_give_the_same_records_and_weights(mix):
     sc = resolve("staging-incident").with_overrides({"connector.min_instances": 1})
     for index in range(6):
         assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))
+
+
+@pytest.mark.parametrize("arrival", ["burst", "uniform", "poisson"])
+def test_a_large_fleet_gives_the_same_records(arrival):
+    # Thousands of instances: the kernel's calendar wraps round many times, its buffers grow and
+    # its heap holds the restarts; the records must still be the readable engine's.
+    sc = resolve("eager-pool-storm").with_overrides(
+        {
+            "fleet.instances": 1500,
+            "fleet.arrival": arrival,
+            "fleet.window_s": 120.0,
+            "fleet.rate_per_s": 20.0,
+            "pool.min_size": 4,
+            "pool.held_when_ready": 4,
+            "database.max_connections": 5000,  # room for 1,249 ready instances: the rest time out
+            "connector.max_instances": 40,
+            "restart.jitter": 0.3,
+            "pool.retry_jitter": "full",
+        }
+    )
+    assert_same_replication(sc, 5, 1)
