@@ -8,6 +8,8 @@ with it, and fails when a handler appears, disappears or is renamed without its 
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -16,7 +18,7 @@ from sim import fast
 from sim.engine import Engine
 from sim.fast import kernel
 from sim.records import Outcome, Reason
-from sim.scenario import Fleet, Pool, Restart
+from sim.scenario import Fleet, Pool, Restart, Scenario
 from sim.streams import ROLES
 
 # Engine method → its kernel function, or where the kernel does the same work.
@@ -129,3 +131,19 @@ def test_the_kernels_roles_are_the_streams():
     assert len(ROLES) == kernel.ROLES
     for name, role in kernel_names.items():
         assert getattr(kernel, name) == ROLES.index(role), name
+
+
+def test_no_getattr_default_stands_in_for_a_scenario_field():
+    # A scenario is validated and frozen: every field is there, with the scenario's default. A
+    # getattr default restates it, and can disagree (pool.workers once defaulted to 1 in sim.fast,
+    # 3 in the scenario).
+    fields = {"cloudsql"} | {
+        name
+        for section in Scenario().to_dict().values()
+        if isinstance(section, dict)
+        for name in section
+    }
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.glob("sim/**/*.py"), *root.glob("loadtests/**/*.py")]:
+        for name in re.findall(r'getattr\(\s*[\w.]+\s*,\s*"(\w+)"\s*,', path.read_text()):
+            assert name not in fields, f"{path.relative_to(root)}: getattr(…, {name!r}, default)"
