@@ -19,18 +19,33 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numba
 import numpy as np
 
+from sim.records import TILT_COLUMNS, Outcome, Reason
+from sim.scenario import Fleet, Pool, Restart, Scenario
+
+
+def _vocabularies() -> bytes:
+    """The words whose places the kernel's codes are (sim.records, the scenario's Literals)."""
+    literals = ((Pool, "start"), (Fleet, "arrival"), (Restart, "policy"))
+    words = (
+        tuple(Outcome),
+        tuple(Reason),
+        *(get_args(m.model_fields[f].annotation) for m, f in literals),
+    )
+    return repr(words).encode()
+
 
 def _cache_dir() -> str:
     # numba's cache notices a change of the file a function is in, not of the functions it calls
-    # from another module: a folder per version of the sources keeps a stale kernel from loading.
+    # from another module, nor of the constants it took from one (the kernel's codes): a folder
+    # per version of the sources and vocabularies keeps a stale kernel from loading.
     here = Path(__file__).parent
-    digest = hashlib.sha256(
-        b"".join((here / name).read_bytes() for name in ("draws.py", "kernel.py", "../streams.py"))
-    ).hexdigest()[:16]
+    sources = [(here / name).read_bytes() for name in ("draws.py", "kernel.py", "../streams.py")]
+    digest = hashlib.sha256(b"".join([*sources, _vocabularies()])).hexdigest()[:16]
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return str(Path(root) / "startsim" / f"numba-{digest}")
 
@@ -40,8 +55,6 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
-from sim.records import TILT_COLUMNS  # noqa: E402
-from sim.scenario import Scenario  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
 # The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
