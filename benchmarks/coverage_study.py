@@ -159,9 +159,9 @@ def scenarios(batches: int, per_batch: int, truth_reps: int) -> list[tuple]:
     for label, sc in scenario_cases():
         # Fewer for the storm: its replications are ten times slower.
         scale = 4 if sc.name == "eager-pool-storm" else 1
-        long = simulate(sc, truth_reps // scale, seed=1, jobs=2)
+        long = simulate(sc, truth_reps // scale, seed=1, jobs=2, engine="auto")
         truth = float(np.mean(long.attempts["outcome"] != "ready"))
-        res = simulate(sc, batches * per_batch, seed=2, jobs=2)
+        res = simulate(sc, batches * per_batch, seed=2, jobs=2, engine="auto")
         events, trials = per_replication(res, res.attempts["outcome"] != "ready")
         ev = events.reshape(batches, per_batch)
         tr = trials.reshape(batches, per_batch)

@@ -17,45 +17,14 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from sim.distributions import Uniform
+from sim import streams
 from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
 
 # States of one connection attempt.
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
 
-# Independent random streams per replication, one per role, so that changing one parameter
-# (a timeout, a pool size) leaves the other draws where they were: common random numbers. New
-# roles go at the end: spawning more streams leaves the first ones' draws as they were.
-STREAMS = (
-    "arrival",
-    "before_db",
-    "setup",
-    "accept",
-    "queries",
-    "after_db",
-    "scale_up",
-    "restart_jitter",
-    "retry_jitter",
-    "cloudsql",
-)
-_UNIT = Uniform(dist="uniform", low=0.0, high=1.0)  # the draw a jitter scales
 WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k, 60k + 60)
-
-
-class _Stream:
-    """Draws one value at a time from a distribution, sampling numpy in blocks for speed."""
-
-    __slots__ = ("_buf", "_dist", "_i", "_rng")
-
-    def __init__(self, dist, rng: np.random.Generator) -> None:
-        self._dist, self._rng, self._buf, self._i = dist, rng, [], 0
-
-    def __call__(self) -> float:
-        if self._i == len(self._buf):
-            self._buf, self._i = self._dist.sample(self._rng, 256).tolist(), 0
-        self._i += 1
-        return self._buf[self._i - 1]
 
 
 class _Conn:
@@ -113,26 +82,55 @@ class Replication:
     connection_attempts: int = 0  # connections opened by database init, all attempts
     instances_ready: int = 0
     timeline: dict[str, list] | None = None
+    # Importance sampling (sim.rare): whether this replication ran the tilted component, how
+    # many draws the tilt applied to, and the sum of their uniforms.
+    tilted: bool = False
+    tilt_draws: int = 0
+    tilt_sum: float = 0.0
 
 
 class Engine:
     """State and event handlers of one replication. Use :func:`run_replication`."""
 
-    def __init__(self, sc: Scenario, rng: np.random.Generator, timeline: bool = False) -> None:
+    def __init__(
+        self,
+        sc: Scenario,
+        seed: np.random.SeedSequence | int = 0,
+        timeline: bool = False,
+        index: int = 0,
+        tilt: streams.Tilt | None = None,
+    ) -> None:
         self.sc = sc
-        rngs = dict(zip(STREAMS, rng.spawn(len(STREAMS)), strict=True))
-        self.draw_before = _Stream(sc.startup.before_db_s, rngs["before_db"])
-        self.draw_setup = _Stream(sc.connector.setup_s, rngs["setup"])
-        self.draw_accept = _Stream(sc.database.accept_s, rngs["accept"])
-        self.draw_queries = _Stream(sc.startup.init_queries_s, rngs["queries"])
-        self.draw_after = _Stream(sc.startup.after_db_s, rngs["after_db"])
-        self.draw_scale = _Stream(sc.connector.scale_up_delay_s, rngs["scale_up"])
-        # Drawn only when a jitter or the Cloud SQL path is on: otherwise no extra draw at all.
-        self.draw_restart_u = _Stream(_UNIT, rngs["restart_jitter"])
-        self.draw_retry_u = _Stream(_UNIT, rngs["retry_jitter"])
-        self.draw_api = _Stream(sc.cloudsql.call_s, rngs["cloudsql"])
+        # One counter-based stream per role (sim.streams, the fast engine's too), so that changing
+        # one parameter (a timeout, a pool size) leaves the other roles' draws where they were:
+        # common random numbers. A role draws only when its step happens (a jitter or the Cloud
+        # SQL path switched off draws nothing).
+        key = replication_key(seed, index)
+        on = tilt is not None and streams.unit(streams.stream_state(key, MIXTURE), 0) < tilt.mix
+        draws = [
+            streams.Stream(
+                spec,
+                streams.stream_state(key, role),
+                (tilt.theta, tilt.draws, on) if tilt and streams.ROLES[role] == tilt.role else None,
+            )
+            for role, spec in enumerate(streams.role_params(sc))
+        ]
+        (
+            self.draw_arrival,
+            self.draw_before,
+            self.draw_setup,
+            self.draw_accept,
+            self.draw_queries,
+            self.draw_after,
+            self.draw_scale,
+            self.draw_restart_u,
+            self.draw_retry_u,
+            self.draw_api,
+            _,  # the mixture's: drawn above
+        ) = draws
+        self.tilted = on
+        self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None
         self.api_used: dict[int, int] = {}  # Admin API requests accepted, per quota window
-        self.arrival_rng = rngs["arrival"]
         self.now = 0.0
         # The run ends one deadline after the horizon: every attempt's outcome is decided by then
         # (no database init begins after the horizon); later events (stragglers, slot releases)
@@ -169,15 +167,24 @@ class Engine:
         heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
-        for inst, t in zip(
-            self.instances, self.sc.fleet.arrival_times(self.arrival_rng), strict=True
-        ):
+        for inst, t in zip(self.instances, self.arrival_times(), strict=True):
             self.at(t, self.start_attempt, inst)
         heap = self._heap
         while heap and heap[0][0] <= self.end_s:
             self.now, _, handler, args = heappop(heap)
             handler(*args)
         return self._finish()
+
+    def arrival_times(self) -> list[float]:
+        """When each instance starts (docs/model.md, "Randomness"): uniform arrivals are one draw
+        over the window per instance, sorted; Poisson ones add up exponential gaps; bursts and
+        waves draw nothing."""
+        fleet = self.sc.fleet
+        if fleet.arrival == "uniform":
+            return sorted(self.draw_arrival() for _ in range(fleet.instances))
+        if fleet.arrival == "poisson":
+            return list(itertools.accumulate(self.draw_arrival() for _ in range(fleet.instances)))
+        return [0.0] * fleet.instances if fleet.arrival == "burst" else fleet.arrival_times(None)
 
     def _finish(self) -> Replication:
         out = self.out
@@ -186,6 +193,10 @@ class Engine:
         out.instances_ready = sum(r <= self.sc.horizon_s for r in ready)
         out.fleet_ready_s = max(ready) if out.instances_ready == len(ready) else math.inf
         out.timeline = self.timeline
+        if self.tilted_stream is not None:
+            out.tilted = self.tilted
+            out.tilt_draws = self.tilted_stream.tilted_draws
+            out.tilt_sum = self.tilted_stream.uniform_sum
         return out
 
     def _sample(self) -> None:
@@ -478,10 +489,27 @@ class Engine:
         conn.inst.conns.pop(conn, None)
 
 
+MIXTURE = streams.ROLES.index("mixture")
+
+
+def replication_key(seed: np.random.SeedSequence | int, index: int = 0) -> int:
+    """The key of replication ``index`` of ``seed``. ``SeedSequence(seed, spawn_key=(i,))``, how
+    sim.runner names replication ``i``, is replication ``i`` of ``seed``."""
+    if isinstance(seed, np.random.SeedSequence):
+        if len(seed.spawn_key) > 1 or (seed.spawn_key and index):
+            raise ValueError(f"a replication is (seed, index); got spawn key {seed.spawn_key}")
+        index = seed.spawn_key[0] if seed.spawn_key else index
+        seed = seed.entropy
+    return streams.replication_key(streams.seed_base(seed), index)
+
+
 def run_replication(
-    sc: Scenario, seed: np.random.SeedSequence | int, timeline: bool = False
+    sc: Scenario,
+    seed: np.random.SeedSequence | int,
+    timeline: bool = False,
+    index: int = 0,
+    tilt: streams.Tilt | None = None,
 ) -> Replication:
-    """Simulate one replication. The same seed gives the same records, on any machine."""
-    if not isinstance(seed, np.random.SeedSequence):
-        seed = np.random.SeedSequence(seed)
-    return Engine(sc, np.random.Generator(np.random.PCG64(seed)), timeline).run()
+    """Simulate replication ``index`` of ``seed``. The same seed gives the same records, on any
+    machine, and the fast engine's (sim.fast) records for that replication."""
+    return Engine(sc, seed, timeline, index, tilt).run()

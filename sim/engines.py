@@ -6,8 +6,11 @@ Kept free of numba so that choosing costs nothing when the readable engine runs.
 
 from __future__ import annotations
 
+from sim.engine import Replication, run_replication
 from sim.errors import UsageError
+from sim.records import ATTEMPT_COLUMNS
 from sim.scenario import Scenario
+from sim.streams import Tilt
 
 ENGINES = ("auto", "fast", "reference")
 # "auto" takes the fast engine from this many simulated instance starts (instances × replications):
@@ -88,3 +91,38 @@ def choose(engine: str, sc: Scenario, replications: int) -> str:
         large = sc.fleet.instances * replications >= AUTO_MIN_STARTS
         return "fast" if large and why_not is None else "reference"
     return engine
+
+
+def run_one(
+    sc: Scenario,
+    seed: int,
+    index: int = 0,
+    engine: str = "reference",
+    timeline: bool = False,
+    tilt: Tilt | None = None,
+) -> Replication:
+    """Replication ``index`` of ``seed`` on ``engine`` (``"reference"`` or ``"fast"``): the same
+    :class:`sim.engine.Replication` from either, so one test suite checks both (PEP 399's rule for
+    an accelerator). Only the readable engine keeps a ``timeline``."""
+    if engine == "reference":
+        return run_replication(sc, seed, timeline, index, tilt)
+    if engine != "fast":
+        raise UsageError("must be fast or reference", "engine", engine)
+    if timeline:
+        raise UsageError("only the reference engine keeps a timeline", "engine", engine)
+    from sim import fast
+
+    attempts, fleet = fast.run_chunk(sc, seed, range(index, index + 1), tilt)
+    rep = Replication(
+        attempts={key: attempts[key].tolist() for key in ATTEMPT_COLUMNS},
+        fleet_ready_s=float(fleet["fleet_ready_s"][0]),
+        peak_db_connections=int(fleet["peak_db_connections"][0]),
+        connector_instances_end=int(fleet["connector_instances_end"][0]),
+        connection_attempts=int(fleet["connection_attempts"][0]),
+        instances_ready=int(fleet["instances_ready"][0]),
+    )
+    if tilt is not None:
+        rep.tilted = bool(fleet["tilted"][0])
+        rep.tilt_draws = int(fleet["tilt_draws"][0])
+        rep.tilt_sum = float(fleet["tilt_sum"][0])
+    return rep

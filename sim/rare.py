@@ -4,7 +4,7 @@ A failure near 1 in 10,000 attempts comes from a run whose first scale-out came 
 Carlo waits for such runs; importance sampling draws them more often and weighs each replication
 by its likelihood ratio. The proposal is a defensive mixture (Hesterberg 1995): a share ``mix``
 of replications draws the first ``draws`` scale-up delays from uniforms tilted towards the
-distribution's upper end (density θ e^(θv) / (e^θ − 1) on (0, 1), :func:`sim.fast.draws.tilted`),
+distribution's upper end (density θ e^(θv) / (e^θ − 1) on (0, 1), :func:`sim.streams.tilted`),
 the rest draw as usual. A replication's weight is then
 
     w = 1 / ((1 − mix) + mix · e^L),   L = K log(θ / (e^θ − 1)) + θ S,
@@ -32,8 +32,9 @@ from statistics import NormalDist
 import numpy as np
 
 from sim.errors import UsageError
-from sim.runner import Executor, Serial, chunks
+from sim.runner import Executor, Serial, chunks, run_chunk
 from sim.scenario import Scenario
+from sim.streams import Tilt, invertible
 
 # Candidate proposals (θ, delays tilted); θ = 0 is plain Monte Carlo.
 PROPOSALS = ((0.0, 0), (6.0, 1), (10.0, 1), (15.0, 1))
@@ -104,15 +105,14 @@ def weighted_runs(
     draws: int,
     event: str = "failed",
     executor: Executor | None = None,
+    engine: str = "fast",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per replication: attempts with the event, attempts, and weight, from the fast engine
-    (split across the executor's workers; the same numbers however split)."""
-    from sim import fast
-
+    """Per replication: attempts with the event, attempts, and weight, from ``engine`` (split
+    across the executor's workers; the same numbers however split, and on either engine)."""
     ex = executor or Serial()
-    tilt = fast.Tilt(ROLE, theta, draws, MIX) if theta else None
+    tilt = Tilt(ROLE, theta, draws, MIX) if theta else None
     pieces = chunks(replications, ex.workers)
-    futures = [ex.submit(fast.run_chunk, sc, seed, p, tilt, False) for p in pieces]
+    futures = [ex.submit(run_chunk, sc, seed, p, engine, False, tilt) for p in pieces]
     parts = [f.result()[1] for f in futures]
     fleet = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     hits = fleet[EVENTS[event]].astype(float)
@@ -139,12 +139,15 @@ def best_proposal(
     pilot: int = PILOT_REPLICATIONS,
     event: str = "failed",
     executor: Executor | None = None,
+    engine: str = "fast",
 ) -> tuple[float, int]:
     """The (θ, draws) of ``PROPOSALS`` whose pilot has the smallest relative variance per
     replication (plain Monte Carlo when no pilot sees the event)."""
     best, best_cost = (0.0, 0), math.inf
     for theta, draws in PROPOSALS:
-        hits, total, weight = weighted_runs(sc, pilot, seed + 1, theta, draws, event, executor)
+        hits, total, weight = weighted_runs(
+            sc, pilot, seed + 1, theta, draws, event, executor, engine
+        )
         p, se, _ = ratio_estimate(hits, total, weight, 0.95)
         if p > 0 and (se / p) ** 2 < best_cost:
             best, best_cost = (theta, draws), (se / p) ** 2
@@ -160,26 +163,29 @@ def estimate_failure(
     draws: int = 1,
     event: str = "failed",
     executor: Executor | None = None,
+    engine: str = "fast",
 ) -> RareEstimate:
     """P(a start attempt fails) (``event="timeout"``: reaches its deadline), by importance
     sampling over the first ``draws`` scale-up delays (``tilt`` None: proposal chosen by a
-    pilot; 0: plain Monte Carlo)."""
+    pilot; 0: plain Monte Carlo). ``engine``: the fast one by default, unlike the rest of the
+    library, as the estimator exists for tens of thousands of replications; the readable one
+    gives the same numbers (tests/test_rare.py)."""
     if replications < 2:
         raise UsageError("must be at least 2", "replications", replications)
     if not 0 < confidence < 1:
         raise UsageError("must be between 0 and 1 exclusive (e.g. 0.95)", "confidence", confidence)
     if event not in EVENTS:
         raise UsageError(f"must be one of {', '.join(EVENTS)}", "event", event)
-    from sim.fast.draws import invertible
-
     if not invertible(sc.connector.scale_up_delay_s):
         theta = 0.0  # a constant (or gamma) delay is not drawn by an inverse CDF: nothing to tilt
     elif tilt is None:
-        theta, draws = best_proposal(sc, seed, event=event, executor=executor)
+        theta, draws = best_proposal(sc, seed, event=event, executor=executor, engine=engine)
     else:
         theta = float(tilt)
     draws = draws if theta else 0
-    hits, total, weight = weighted_runs(sc, replications, seed, theta, draws, event, executor)
+    hits, total, weight = weighted_runs(
+        sc, replications, seed, theta, draws, event, executor, engine
+    )
     p, se, ess = ratio_estimate(hits, total, weight, confidence)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     name = (

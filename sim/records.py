@@ -59,6 +59,10 @@ FLEET_COLUMNS = (
     "attempts",
 )
 
+# Importance sampling's columns of a replication row (sim.rare): whether it ran the tilted
+# component, how many draws the tilt applied to, and the sum of their uniforms.
+TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
+
 # The keys of a summary (``startsim simulate --json``, a campaign's summary.json).
 SUMMARY_KEYS = (
     "p_db_init_timeout",

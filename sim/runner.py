@@ -1,7 +1,8 @@
 """Many replications of one scenario, across cores, with results as flat numpy columns.
 
-Replication ``i`` always draws from ``SeedSequence(seed, spawn_key=(i,))``, so the same seed gives
-the same numbers whether the replications run in one process or in many.
+Replication ``i`` always draws from the streams keyed by ``(seed, i)`` (:mod:`sim.streams`;
+``replication_seed(seed, i)`` names it for the readable engine), so the same seed gives the same
+numbers whether the replications run in one process or in many, and on either engine.
 
 Every replication row carries its attempt counts (attempts, failed, timed out, rejected, first
 attempts, first attempts ready): all the summary and its clustered intervals need. So a run asked
@@ -24,9 +25,10 @@ import numpy as np
 from sim.engine import run_replication
 from sim.engines import choose
 from sim.errors import UsageError
-from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, Outcome
+from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, TILT_COLUMNS, Outcome
 from sim.scenario import Scenario
 from sim.stats import Summary, cluster_proportion, percentiles, summarize
+from sim.streams import Tilt
 
 # Attempt counts per replication, beyond FLEET_COLUMNS: with them a summary needs no record.
 COUNT_COLUMNS = ("failed_attempts", "first_attempts", "first_ready")
@@ -112,19 +114,28 @@ def replication_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 
 def run_chunk(
-    sc: Scenario, seed: int, indices: range, engine: str = "reference", records: bool = True
+    sc: Scenario,
+    seed: int,
+    indices: range,
+    engine: str = "reference",
+    records: bool = True,
+    tilt: Tilt | None = None,
 ) -> tuple[dict | None, dict]:
     """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster.
     ``engine``: ``"reference"`` (sim.engine) or ``"fast"`` (sim.fast, the same model compiled).
-    Without ``records`` the attempts come back as None (their counts are in the fleet rows)."""
+    Without ``records`` the attempts come back as None (their counts are in the fleet rows).
+    With a ``tilt`` (importance sampling, sim.rare) the fleet rows carry ``TILT_COLUMNS``."""
     if engine == "fast":
         from sim import fast
 
-        return fast.run_chunk(sc, seed, indices, records=records)
+        return fast.run_chunk(sc, seed, indices, tilt, records)
     attempts = {k: [] for k in ("replication", *ATTEMPT_COLUMNS)}
-    fleet = {k: [] for k in (*FLEET_COLUMNS, *COUNT_COLUMNS)}
+    tilt_columns = TILT_COLUMNS if tilt is not None else ()
+    fleet = {k: [] for k in (*FLEET_COLUMNS, *COUNT_COLUMNS, *tilt_columns)}
     for i in indices:
-        rep = run_replication(sc, replication_seed(seed, i))
+        rep = run_replication(sc, replication_seed(seed, i), tilt=tilt)
+        for key in tilt_columns:
+            fleet[key].append(getattr(rep, key))
         outcomes = rep.attempts["outcome"]
         attempts["replication"] += [i] * len(outcomes)
         for key in ATTEMPT_COLUMNS:
@@ -211,13 +222,14 @@ def run_points(
     executor: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
-    engine: str = "auto",
+    engine: str = "reference",
     records: bool = True,
 ) -> Iterator[Results]:
     """Simulate each scenario (same seed: common random numbers) and yield Results in order.
 
     Each point is split into ``pieces_per_point`` chunks (default: one per worker). ``engine``:
-    ``"reference"``, ``"fast"`` or ``"auto"`` (sim.engines.choose: fast for large runs).
+    ``"reference"`` (the default), ``"fast"`` or ``"auto"`` (sim.engines.choose: fast for large
+    runs).
     ``records=False``: no attempt records, only the replication rows (bounded memory)."""
     executor = executor or Serial()
     per_point = pieces_per_point or executor.workers
@@ -264,7 +276,7 @@ def evaluate(
     executor: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     pieces_per_point: int | None = None,
-    engine: str = "auto",
+    engine: str = "reference",
     records: bool = True,
 ) -> Results:
     """One scenario's replications, split across the executor's workers."""
@@ -334,7 +346,7 @@ def simulate(
     jobs: int | None = None,
     progress: Callable[[int], None] | None = None,
     dask: str | None = None,
-    engine: str = "auto",
+    engine: str = "reference",
     records: bool = True,
 ) -> Results:
     """Run ``replications`` replications on ``jobs`` processes (default: every core) or on a

@@ -55,7 +55,7 @@ class Lab:
         confidence: float = 0.95,
         progress: Callable[[int], None] | None = None,
         on_point: Callable[[int, int], None] | None = None,
-        engine: str = "auto",
+        engine: str = "reference",
     ) -> None:
         """``progress(n)`` after every n replications; ``on_point(k, replications)`` before the
         k-th new simulation, so a progress bar can show each one's total and ETA."""

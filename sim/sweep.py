@@ -1,7 +1,7 @@
 """Sweeps: a cartesian grid over dotted scenario fields, every point simulated with the same seed.
 
-Replication ``i`` of every grid point draws from ``SeedSequence(seed, spawn_key=(i,))`` and the
-engine keeps one random stream per role, so neighbouring points see the same arrivals, set-ups and
+Replication ``i`` of every grid point draws from the same streams (:mod:`sim.streams`: one per
+role, keyed by ``(seed, i)``), so neighbouring points see the same arrivals, set-ups and
 scale-up delays: they differ by their parameters, not by noise (common random numbers).
 
 Points run on any executor of :mod:`sim.runner` and come back in grid order, so an edge that
@@ -182,7 +182,7 @@ def run_grid(
     executor: Executor | None = None,
     skip: int = 0,
     progress: Callable[[int], None] | None = None,
-    engine: str = "auto",
+    engine: str = "reference",
 ) -> Iterator[dict[str, Any]]:
     """Rows of the sweep in grid order, starting after the first ``skip`` points (resume)."""
     points = grid.points()[skip:]

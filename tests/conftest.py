@@ -14,3 +14,10 @@ def pg_server():
     behind (``wait_no_harness_connections``), so the next one starts from an empty server.
     """
     yield from running_server(max_connections=20)
+
+
+@pytest.fixture(params=["reference", "fast"])
+def engine(request) -> str:
+    """The engine a model test runs on: a test that takes this fixture runs on both, as CPython
+    runs the pure-Python suite on its C accelerators (PEP 399)."""
+    return request.param

@@ -3,12 +3,12 @@ events on scenarios with random durations (where hand-computed cases cannot reac
 
 from __future__ import annotations
 
-import numpy as np
 from builders import scenario, uniform
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sim.engine import HELD, Engine, run_replication
+from sim.engine import HELD, Engine
+from sim.engines import run_one
 
 
 class Watched(Engine):
@@ -31,8 +31,7 @@ class Watched(Engine):
 
 
 def late_connections(sc, seed: int) -> list[tuple[float, float]]:
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
-    eng = Watched(sc, rng)
+    eng = Watched(sc, seed)
     eng.run()
     return eng.late
 
@@ -41,7 +40,9 @@ def late_connections(sc, seed: int) -> list[tuple[float, float]]:
 # retry and become ready before its deadline, and a straggler with a long set-up is then still in
 # flight when its connect timeout comes. docs/model.md: a connection "not established within
 # pool.connect_timeout_s of its start" is given up, straggler or not. Found by a random search
-# (1 replication in 20,000 of such scenarios); seed 5448 of this one has it.
+# (1 replication in 20,000 of such scenarios); seed 4097 of this one has it (with the random
+# source of sim.streams: an engine that ignored a straggler's connect timeout once init was over
+# establishes one late there).
 STRAGGLER = {
     "fleet.instances": 8,
     "fleet.arrival": "uniform",
@@ -60,7 +61,7 @@ STRAGGLER = {
 
 
 def test_a_straggler_of_a_failed_hold_pool_still_times_out():
-    assert late_connections(scenario(STRAGGLER), seed=5448) == []
+    assert late_connections(scenario(STRAGGLER), seed=4097) == []
 
 
 # The random search that found the straggler, kept in the suite: Hypothesis varies the seed and the
@@ -75,7 +76,7 @@ def test_a_straggler_of_a_failed_hold_pool_still_times_out():
     max_instances=st.integers(1, 4),
 )
 @example(
-    seed=5448,
+    seed=4097,
     connect_timeout_s=20.0,
     retry_backoff_s=2.0,
     on_failure="hold",
@@ -98,8 +99,8 @@ def test_no_connection_is_established_after_its_connect_timeout(
     assert late_connections(sc, seed) == []
 
 
-def test_watching_changes_nothing():
+def test_watching_changes_nothing(engine):
+    # The watch needs the readable engine's events; the fast engine writes the same records.
     sc = scenario(STRAGGLER)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(3)))
-    watched = Watched(sc, rng).run()
-    assert watched.attempts == run_replication(sc, 3).attempts
+    watched = Watched(sc, 3).run()
+    assert watched.attempts == run_one(sc, 3, engine=engine).attempts

@@ -48,7 +48,7 @@ SCALE_OUT = WAIT_FOR_SCALE_OUT
 
 
 def second_instance(sc, replications: int, seed: int) -> dict[str, np.ndarray]:
-    res = simulate(sc, replications, seed, jobs=1)
+    res = simulate(sc, replications, seed, jobs=1, engine="reference")
     first = res.attempts["attempt"] == 1
     late = first & (res.attempts["instance"] == 1)
     early = first & (res.attempts["instance"] == 0)

@@ -72,7 +72,7 @@ MIXED = {
 
 
 def engine_figures(sc) -> dict[str, np.ndarray]:
-    res = simulate(sc, REPLICATIONS, seed=2024, jobs=1)
+    res = simulate(sc, REPLICATIONS, seed=2024, jobs=1, engine="reference")
     a, f = res.attempts, res.fleet
     n = REPLICATIONS
     per_rep = np.bincount(a["replication"], minlength=n)

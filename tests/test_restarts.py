@@ -42,17 +42,17 @@ def pauses(rows: list[dict]) -> list[float]:
         ("kubernetes-fast", [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]),
     ],
 )
-def test_preset_schedules(preset, expected):
-    rows = attempts(scenario({**ALWAYS_TIMES_OUT, "restart.preset": preset}))
+def test_preset_schedules(preset, expected, engine):
+    rows = attempts(scenario({**ALWAYS_TIMES_OUT, "restart.preset": preset}), engine)
     assert pauses(rows) == expected
 
 
-def test_grpc_preset_without_its_jitter_is_1_times_1_6_to_120():
+def test_grpc_preset_without_its_jitter_is_1_times_1_6_to_120(engine):
     # A field written beside the preset wins over the preset's: jitter 0 leaves the bare schedule.
     sc = scenario({**ALWAYS_TIMES_OUT, "restart.preset": "grpc", "restart.jitter": 0.0})
     assert (sc.restart.multiplier, sc.restart.max_backoff_s) == (1.6, 120.0)
     expected = [min(1.6**k, 120.0) for k in range(8)]
-    assert np.allclose(pauses(attempts(sc)), expected, rtol=1e-12, atol=1e-9)
+    assert np.allclose(pauses(attempts(sc, engine)), expected, rtol=1e-12, atol=1e-9)
 
 
 def test_a_preset_fills_only_the_fields_a_file_leaves_out():
@@ -63,7 +63,7 @@ def test_a_preset_fills_only_the_fields_a_file_leaves_out():
     assert Restart() == from_dict({"restart": {"preset": "custom"}}).restart
 
 
-def test_multiplier_schedule_exactly():
+def test_multiplier_schedule_exactly(engine):
     # initial 4, multiplier 1.5, cap 20: 4, 6, 9, 13.5, 20 (20.25 capped), 20 …
     sc = scenario(
         {
@@ -73,7 +73,7 @@ def test_multiplier_schedule_exactly():
             "restart.max_backoff_s": 20.0,
         }
     )
-    assert pauses(attempts(sc))[:6] == [4.0, 6.0, 9.0, 13.5, 20.0, 20.0]
+    assert pauses(attempts(sc, engine))[:6] == [4.0, 6.0, 9.0, 13.5, 20.0, 20.0]
 
 
 def test_jitter_formula():
@@ -83,12 +83,12 @@ def test_jitter_formula():
     assert jittered_s(10.0, 0.0, 0.9) == 10.0
 
 
-def restart_pauses(jitter, replications: int) -> tuple[np.ndarray, np.ndarray]:
+def restart_pauses(jitter, replications: int, engine) -> tuple[np.ndarray, np.ndarray]:
     """Every pause and its un-jittered base over ``replications`` single-instance runs."""
     sc = scenario({**ALWAYS_TIMES_OUT, "restart.jitter": jitter})
     got, base = [], []
     for seed in range(replications):
-        p = pauses(attempts(sc, seed))
+        p = pauses(attempts(sc, engine, seed))
         got += p
         base += [sc.restart.backoff_s(k) for k in range(1, len(p) + 1)]
     return np.asarray(got), np.asarray(base)
@@ -97,16 +97,16 @@ def restart_pauses(jitter, replications: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("jitter", "low", "width"), [(0.2, 0.8, 0.4), ("full", 0.0, 1.0), (1.0, 0.0, 2.0)]
 )
-def test_jittered_pauses_are_uniform_around_the_schedule(jitter, low, width):
+def test_jittered_pauses_are_uniform_around_the_schedule(jitter, low, width, engine):
     # 250 runs × 8 pauses: the pause ÷ its base must be Uniform(low, low + width).
-    got, base = restart_pauses(jitter, 250)
+    got, base = restart_pauses(jitter, 250, engine)
     ratio = got / base
     assert ratio.min() >= low and ratio.max() <= low + width
     ks = stats.kstest(ratio, stats.uniform(low, width).cdf)
     assert ks.pvalue > ALPHA, ks
 
 
-def test_jitter_changes_no_other_draw():
+def test_jitter_changes_no_other_draw(engine):
     # Restarts jittered or not, the k-th attempt to start gets the same before-db draw: the jitter
     # has its own random stream (docs/model.md, "Randomness"); only the start times move.
     base = {
@@ -119,16 +119,16 @@ def test_jitter_changes_no_other_draw():
         rows = sorted(rows, key=lambda r: (r["start_s"], r["instance"]))
         return [r["db_init_start_s"] - r["start_s"] for r in rows], [r["start_s"] for r in rows]
 
-    plain, plain_starts = before_db_in_start_order(attempts(scenario(base), 7))
+    plain, plain_starts = before_db_in_start_order(attempts(scenario(base), engine, 7))
     jittered, jittered_starts = before_db_in_start_order(
-        attempts(scenario({**base, "restart.jitter": "full"}), 7)
+        attempts(scenario({**base, "restart.jitter": "full"}), engine, 7)
     )
     assert len(plain) == len(jittered) == 5 * 9
     assert np.allclose(plain, jittered, rtol=0, atol=1e-9)
     assert plain_starts != jittered_starts
 
 
-def test_retry_jitter_keeps_retries_within_the_deadline():
+def test_retry_jitter_keeps_retries_within_the_deadline(engine):
     # Connect timeouts every 5 s, retries after 1 s ± 100 %: each pause in [0, 2]; every pool start
     # but the last ends in a connect timeout, and the gaps between pool starts are 5 + pause.
     sc = scenario(
@@ -140,7 +140,7 @@ def test_retry_jitter_keeps_retries_within_the_deadline():
             "pool.retry_jitter": 1.0,
         }
     )
-    starts = [attempts(sc, seed)[0]["pool_starts"] for seed in range(200)]
+    starts = [attempts(sc, engine, seed)[0]["pool_starts"] for seed in range(200)]
     # Without jitter: pool starts at 0, 6, …, 54: 10. With pauses in [0, 2]: between 9 (every
     # pause near 2: gaps of 7) and 12 (every pause near 0: gaps of 5), and both sides occur.
     assert min(starts) >= 9 and max(starts) <= 12

@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 
-import numpy as np
 import pytest
 from builders import const, scenario
 from console import STARTSIM
@@ -254,7 +253,7 @@ class Ended(Engine):
 
 
 def run_ended(sc, seed: int) -> Ended:
-    eng = Ended(sc, np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed))))
+    eng = Ended(sc, seed)
     eng.run()
     return eng
 

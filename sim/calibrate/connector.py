@@ -33,6 +33,7 @@ from sim.distributions import LogNormal
 from sim.engine import run_replication
 from sim.fitting import EXACT, LEFT, Sample
 from sim.scenario import Scenario
+from sim.streams import InOrder
 
 NEVER_S = 1e12  # a scale-out delay past any horizon: no further scale-out in the simulation
 
@@ -94,21 +95,8 @@ def conditional(sc: Scenario, delays: list[float]) -> Scenario:
     """``sc`` whose scale-outs take ``delays`` in order, then never: the engine draws one delay
     per scale-out, so these reproduce a run's observed scale-out times (see docs/calibration.md).
     A copy, not validated: it is only simulated, never written."""
-    cx = sc.connector.model_copy(update={"scale_up_delay_s": InOrder(delays)})
+    cx = sc.connector.model_copy(update={"scale_up_delay_s": InOrder(delays, NEVER_S)})
     return sc.model_copy(update={"connector": cx})
-
-
-class InOrder:
-    """A "distribution" that draws the given values in order, then ``NEVER_S``."""
-
-    def __init__(self, values: list[float]) -> None:
-        self.values = [float(v) for v in values]
-
-    def sample(self, rng, size: int) -> np.ndarray:
-        out = np.full(size, NEVER_S)
-        head = self.values[:size]
-        out[: len(head)] = head
-        return out
 
 
 # -- per-connection times --------------------------------------------------------------------

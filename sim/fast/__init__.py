@@ -3,11 +3,11 @@
 ``run_chunk(sc, seed, indices)`` returns the same columns as :func:`sim.runner.run_chunk` with the
 readable engine (one row per attempt, one per replication; with ``records=False`` only the
 replication rows, whose counts are all the statistics need), from a compiled port of
-``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from counter-based
-streams keyed by ``(seed, i)`` (:mod:`sim.fast.draws`): the same seed gives the same numbers on any
-number of processes, with common random numbers across scenarios, but not the readable engine's
-numbers; the engines agree in distribution, and record for record when every distribution is
-constant (tests/test_fast_engine.py).
+``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from the
+counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
+(:mod:`sim.fast.draws`):
+the readable engine's numbers, so both engines write the same records for every scenario
+(tests/test_engines_agree.py).
 
 The first call compiles the kernel (about 30 seconds) and caches it in
 ``~/.cache/startsim/``; later processes load it in well under a second.
@@ -20,19 +20,33 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import NamedTuple, get_args
+from typing import get_args
 
 import numba
 import numpy as np
 
+from sim.records import TILT_COLUMNS, Outcome, Reason
+from sim.scenario import Fleet, Pool, Restart, Scenario
+
+
+def _vocabularies() -> bytes:
+    """The words whose places the kernel's codes are (sim.records, the scenario's Literals)."""
+    literals = ((Pool, "start"), (Fleet, "arrival"), (Restart, "policy"))
+    words = (
+        tuple(Outcome),
+        tuple(Reason),
+        *(get_args(m.model_fields[f].annotation) for m, f in literals),
+    )
+    return repr(words).encode()
+
 
 def _cache_dir() -> str:
     # numba's cache notices a change of the file a function is in, not of the functions it calls
-    # from another module: a folder per version of the sources keeps a stale kernel from loading.
+    # from another module, nor of the constants it took from one (the kernel's codes): a folder
+    # per version of the sources and vocabularies keeps a stale kernel from loading.
     here = Path(__file__).parent
-    digest = hashlib.sha256(
-        b"".join((here / name).read_bytes() for name in ("draws.py", "kernel.py"))
-    ).hexdigest()[:16]
+    sources = [(here / name).read_bytes() for name in ("draws.py", "kernel.py", "../streams.py")]
+    digest = hashlib.sha256(b"".join([*sources, _vocabularies()])).hexdigest()[:16]
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return str(Path(root) / "startsim" / f"numba-{digest}")
 
@@ -40,33 +54,17 @@ def _cache_dir() -> str:
 if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
-from sim.engine import STREAMS  # noqa: E402
 from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
-from sim.records import Outcome, Reason  # noqa: E402
-from sim.scenario import Pool, Scenario  # noqa: E402
+from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
-# The kernel's codes for the names of sim.records and of the scenario's Literals, by code.
-_OUTCOME_CODES = {
-    K.READY: Outcome.READY,
-    K.TIMEOUT: Outcome.TIMEOUT,
-    K.REJECTED: Outcome.REJECTED,
-    K.ERROR: Outcome.ERROR,
-}
-_REASON_CODES = {
-    K.R_NONE: "",
-    K.R_DEADLINE: Reason.DEADLINE,
-    K.R_53300: Reason.TOO_MANY_CLIENTS,
-    K.R_CONNECT_TIMEOUT: Reason.CONNECT_TIMEOUT,
-}
-OUTCOME_NAMES = np.array([str(_OUTCOME_CODES[c]) for c in sorted(_OUTCOME_CODES)])
-REASON_NAMES = np.array([str(_REASON_CODES[c]) for c in sorted(_REASON_CODES)])
-# Each of the scenario's pool starts is the kernel constant of its name (K.ASYNCPG, …): a start
-# added to the scenario without a kernel code fails here, at import.
-POOL_STARTS = get_args(Pool.model_fields["start"].annotation)
-_STARTS = {name: getattr(K, name.upper()) for name in POOL_STARTS}
-_ARRIVALS = {"burst": K.BURST, "uniform": K.UNIFORM_ARRIVAL, "poisson": K.POISSON, "waves": K.WAVES}
-_POLICIES = {"none": K.P_NONE, "fixed": K.P_FIXED, "exponential": K.P_EXPONENTIAL}
+# The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
+OUTCOME_NAMES = np.array([str(o) for o in K.OUTCOMES])
+REASON_NAMES = np.array([str(r) for r in K.MODEL_REASONS])
+POOL_STARTS = K.STARTS
+_STARTS = {name: code for code, name in enumerate(K.STARTS)}
+_ARRIVALS = {name: code for code, name in enumerate(K.ARRIVALS)}
+_POLICIES = {name: code for code, name in enumerate(K.POLICIES)}
 
 
 def _jitter(value) -> tuple[int, float]:
@@ -75,20 +73,9 @@ def _jitter(value) -> tuple[int, float]:
     return (K.J_FRACTION, float(value)) if value else (K.J_NONE, 0.0)
 
 
-class Tilt(NamedTuple):
-    """Importance sampling's proposal (see :mod:`sim.rare`): a share ``mix`` of replications draws
-    the first ``draws`` values of ``role`` from uniforms tilted by ``theta``; the others draw as
-    usual (a defensive mixture, so no weight exceeds 1 / (1 − mix))."""
-
-    role: str
-    theta: float
-    draws: int = 1
-    mix: float = 1.0
-
-
 def _base(seed: int) -> np.uint64:
     """The key every replication's streams are derived from."""
-    return np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+    return np.uint64(seed_base(seed))
 
 
 class Buffers:
@@ -142,11 +129,12 @@ class Buffers:
 
 def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[np.ndarray, ...]:
     pool, cx, db, rs, fleet = sc.pool, sc.connector, sc.database, sc.restart, sc.fleet
-    cs, start = sc.cloudsql, pool.start
+    cs = sc.cloudsql
     retry_mode, retry_f = _jitter(pool.retry_jitter)
     restart_mode, restart_f = _jitter(rs.jitter)
+    start = pool.start
     n = fleet.instances
-    kinds, dist, offsets, values = pack(_dists(sc))
+    kinds, dist, offsets, values = pack(role_params(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
     # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
     # records, values, waves.
@@ -200,7 +188,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
     m[K.I_KEEP] = keep
-    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLE_NAMES.index(tilt.role)
+    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
     m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
         _STARTS[start] == K.BACKGROUND
@@ -241,35 +229,6 @@ def _reach(sc: Scenario) -> float:
         steps.append(sc.cloudsql.call_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
-
-
-# The readable engine's roles, in its order, and the draw that picks a tilted replication.
-ROLE_NAMES = (*STREAMS, "mixture")
-
-
-def _dists(sc: Scenario) -> list:
-    from sim.distributions import Exponential, Uniform
-
-    fleet = sc.fleet
-    arrival = (
-        Uniform(dist="uniform", low=0.0, high=fleet.window_s)
-        if fleet.arrival == "uniform"
-        else Exponential(dist="exponential", mean=1.0 / fleet.rate_per_s)
-    )
-    unit = Uniform(dist="uniform", low=0.0, high=1.0)
-    return [
-        arrival,
-        sc.startup.before_db_s,
-        sc.connector.setup_s,
-        sc.database.accept_s,
-        sc.startup.init_queries_s,
-        sc.startup.after_db_s,
-        sc.connector.scale_up_delay_s,
-        unit,
-        unit,
-        sc.cloudsql.call_s,
-        unit,
-    ]
 
 
 def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str, int]:
@@ -390,7 +349,6 @@ def _say_if_compiling() -> None:
         )
 
 
-TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")
 _warm = False
 
 

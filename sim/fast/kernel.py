@@ -38,6 +38,7 @@ number), so the records are too.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import numba as nb
 import numpy as np
@@ -53,21 +54,37 @@ from sim.fast.draws import (
     tilted,
     unit,
 )
-from sim.records import FLEET_COLUMNS
+from sim.records import FLEET_COLUMNS, Outcome, Reason
+from sim.scenario import Fleet, Pool, Restart
 
-# Outcomes and reasons, as codes (sim.engine's strings in this order).
-READY, TIMEOUT, REJECTED, ERROR = range(4)
-R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(4)
+
+def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
+    """Each name's code: its place in the vocabulary (a name not in it fails at import)."""
+    return tuple(vocabulary.index(n) for n in names)
+
+
+# Outcomes, as codes: their places in sim.records' vocabulary; the reasons the model gives.
+OUTCOMES = tuple(Outcome)
+READY, TIMEOUT, REJECTED, ERROR = _places(
+    OUTCOMES, (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
+)
+MODEL_REASONS = ("", Reason.DEADLINE, Reason.TOO_MANY_CLIENTS, Reason.CONNECT_TIMEOUT)
+R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(len(MODEL_REASONS))
 # Connection states, as in sim.engine.
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
 ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API, MIX = range(11)
 ROLES = 11
-# Pool-start strategies, arrival patterns, jitter modes, restart policies.
-ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = range(4)
-BURST, UNIFORM_ARRIVAL, POISSON, WAVES = range(4)
-J_NONE, J_FRACTION, J_FULL = range(3)
-P_NONE, P_FIXED, P_EXPONENTIAL = range(3)
+# Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
+STARTS = get_args(Pool.model_fields["start"].annotation)
+ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
+    STARTS, ("asyncpg", "concurrent", "background", "workers")
+)
+ARRIVALS = get_args(Fleet.model_fields["arrival"].annotation)
+BURST, UNIFORM_ARRIVAL, POISSON, WAVES = _places(ARRIVALS, ("burst", "uniform", "poisson", "waves"))
+POLICIES = get_args(Restart.model_fields["policy"].annotation)
+P_NONE, P_FIXED, P_EXPONENTIAL = _places(POLICIES, ("none", "fixed", "exponential"))
+J_NONE, J_FRACTION, J_FULL = range(3)  # jitter: none, a fraction, "full"
 # Event types.
 (
     E_START,
@@ -625,7 +642,7 @@ def db_init_done(m, x, inst, pool):
     m[ii + A_IN_INIT] = 0
     record(m, x, inst, READY, R_NONE)
     settle_ready_pool(m, x, inst)
-    # The ready event would only note its time: note it now, if the run lasts until then.
+    # became_ready would only note its time: note it now, if the run lasts until then.
     ready = x[T_NOW] + rnd(m, x, AFTER)
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
@@ -671,7 +688,8 @@ def pool_failed(m, x, inst, reason):
 def restart_backoff(m, x, restart):
     if m[I_POLICY] == P_FIXED:
         return x[F_RESTART_INITIAL]
-    growth = x[F_RESTART_MULT] ** min(restart - 1, 1000)
+    # A float power (C's pow, as Python's float ** int): numba's float ** int multiplies.
+    growth = x[F_RESTART_MULT] ** float(min(restart - 1, 1000))
     return min(x[F_RESTART_INITIAL] * growth, x[F_RESTART_MAX])
 
 
@@ -852,7 +870,7 @@ def cancel(m, x, conn, serve):
         m[S_CX_WAIT] -= 1
     elif state == SETUP:
         m[S_CX_BUSY] -= 1
-    elif state == HELD:
+    elif state == HELD:  # the engine's release: the slot is free at once
         drop(m, conn)
         m[S_DB_FREE] += 1
         return
@@ -908,14 +926,14 @@ def dispatch(m, x, typ, a, b):
         start_attempt(m, x, a)
     elif typ == E_BEGIN:
         begin_db_init(m, x, a)
-    elif typ == E_DEADLINE:
+    elif typ == E_DEADLINE:  # the engine's deadline
         if deadline_live(m, a, b):
             exit_attempt(m, x, a, TIMEOUT, R_DEADLINE)
     elif typ == E_INIT_DONE:
         db_init_done(m, x, a, b)
     elif typ == E_SCALED:
         scaled_up(m, x)
-    elif typ == E_RETRY:
+    elif typ == E_RETRY:  # the engine's retry
         ii = M_INST + a * NI
         if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
             start_pool(m, x, a)
@@ -923,7 +941,7 @@ def dispatch(m, x, typ, a, b):
         refresh(m, x, a, b)
     elif typ == E_REFRESH_DONE:
         refresh_done(m, x, a, b >> 1, b & 1)
-    elif typ == E_FREE_SLOT:
+    elif typ == E_FREE_SLOT:  # the engine's free_slot
         m[S_DB_FREE] += 1
 
 
