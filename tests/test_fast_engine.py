@@ -628,7 +628,7 @@ def test_the_kernel_lets_other_threads_run():
     import threading
     import time
 
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")  # a storm: each replication has a restart loop to run
     fast.run_chunk(sc, 0, range(1), records=False)  # compiled and loaded
     done = threading.Event()
     ticks = []
