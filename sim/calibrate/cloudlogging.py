@@ -135,24 +135,51 @@ def detect(path: Path) -> bool:
     return first is not None and _is_entry(first[1])
 
 
+def refuse_unknown(path: Path) -> None:
+    """A JSON array that is not a Cloud Logging export is no format startsim reads: say so
+    (our own logs are CSV or JSON lines, never an array)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            head = f.read(4096).lstrip()[:1]
+    except (OSError, UnicodeDecodeError):
+        return
+    if head == "[":
+        raise InputError(
+            str(path),
+            None,
+            "not a known format: a JSON array whose first element is not a Cloud Logging "
+            "LogEntry (no resource or logName); startsim reads campaign folders, CSV / JSON-lines "
+            "start-up logs and Cloud Logging exports (docs/formats.md)",
+        )
+
+
 def _is_entry(obj: object) -> bool:
     return isinstance(obj, dict) and ("logName" in obj or isinstance(obj.get("resource"), dict))
 
 
-def _entries(path: Path) -> Iterator[tuple[str, object]]:
+def _entries(path: Path, progress=None) -> Iterator[tuple[str, object]]:
     """Each entry with where it was: ``(":5", obj)`` for JSON lines, ``("$[4]", obj)`` for an
-    array's elements."""
+    array's elements. ``progress(bytes_read)`` is called every :data:`PROGRESS_EVERY` entries."""
     with open(path, encoding="utf-8-sig") as f:
         head = f.read(1)
         while head.isspace():
             head = f.read(1)
         if head == "[":
-            yield from _array(f, str(path))
-            return
-        f.seek(0)
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield f":{number}", _json(line, str(path), number)
+            items = _array(f, str(path))
+        else:
+            f.seek(0)
+            items = (
+                (f":{n}", _json(line, str(path), n))
+                for n, line in enumerate(f, start=1)
+                if line.strip()
+            )
+        for i, item in enumerate(items, start=1):
+            if progress is not None and i % PROGRESS_EVERY == 0:
+                progress(f.buffer.tell())
+            yield item
+
+
+PROGRESS_EVERY = 10_000
 
 
 def _json(line: str, path: str, number: int) -> object:
@@ -303,16 +330,17 @@ def _what(text: str, pattern: PhasePattern | None, where: str, path: str):
 
 
 def read_cloud_logging(
-    path: Path, phases: str | None = None, phase_pattern: str | None = None
+    path: Path, phases: str | None = None, phase_pattern: str | None = None, progress=None
 ) -> list[Run]:
-    """A Cloud Logging export of a Cloud Run service: one :class:`Run` per revision."""
+    """A Cloud Logging export of a Cloud Run service: one :class:`Run` per revision.
+    ``progress(bytes_read)``, if given, is told how far the reading is (the CLI's bar)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(str(path), None, "no such file or campaign folder")
     pattern = PhasePattern.of(phase_pattern) if phase_pattern else None
     tally, lines = Tally(), []
     try:
-        for where, obj in _entries(path):
+        for where, obj in _entries(path, progress):
             line = entry_line(obj, where, str(path), pattern, tally)
             if line is not None:
                 lines.append(line)

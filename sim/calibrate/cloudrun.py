@@ -147,7 +147,8 @@ def start_of(lines: list[Line], pmap: PhaseMap | None) -> Start | None:
     s = Start(first.instance, first.run, first.where, first.t_ns, first.value, outcome, None, end)
     s.code, s.probe_failed = (ex.code if ex is not None else None), failed
     if pmap is None:
-        s.parts = {"before": 0.0, "database": (_fail_end(lines, first.t_ns, end) - first.t_ns) / NS}
+        stop = end if outcome in ("ready", None) else _fail_end(lines, first.t_ns, end)
+        s.parts = {"before": 0.0, "database": (stop - first.t_ns) / NS}
         s.cut = "database" if outcome is None else ""
     else:
         s.parts, s.cut = _parts(first.t_ns, end, lines, durations, ends, open_, pmap, outcome)

@@ -65,10 +65,33 @@ def read_inputs(
         if path.is_dir():
             runs.append(read_campaign(path, phases))
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
-            runs += cloudlogging.read_cloud_logging(path, phases, phase_pattern)
+            with _bytes_bar(path) as bar:
+                runs += cloudlogging.read_cloud_logging(
+                    path, phases, phase_pattern, lambda at: bar.update(at - bar.n)
+                )
         else:
+            if fmt == "auto":
+                cloudlogging.refuse_unknown(path)
             runs += read_log(path, phases)
     return runs
+
+
+def _bytes_bar(path: Path):
+    """A bar of bytes read, on stderr, shown only on a terminal (large exports take minutes)."""
+    import sys
+
+    from tqdm import tqdm
+
+    size = path.stat().st_size if path.is_file() else None
+    return tqdm(
+        total=size,
+        desc=f"reading {path.name}",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None,
+        leave=False,
+    )
 
 
 def calibrate_cmd(
