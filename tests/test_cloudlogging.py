@@ -129,6 +129,25 @@ def test_phase_edges_read_as_durations(tmp_path):
     assert key == sorted((a.start_unix_s, a.outcome, round(a.db_init_s, 6)) for a in run.attempts)
 
 
+def test_an_exit_after_ready_is_no_failed_start_but_exit_3_after_the_tcp_probe_is(tmp_path):
+    """A ready instance that exits an hour later started; without phase lines an exit(3) after
+    the default TCP probe is a failed start (R4: the probe passes once the port is bound)."""
+    boots = [
+        Boot("00life0001", 0.0, [("config", 0.5), ("db", 1.0), ("warm", 0.2)]),
+        Boot("00tcp00001", 10.0, [("config", 0.5), ("db", 20.0)], exit_code=3),
+    ]
+    entries = export(boots)
+    late = json.loads(json.dumps(entries[-1]))  # the first boot's start line, oldest last
+    late.update(timestamp=_stamp(BASE_NS + 3600 * 10**9), insertId="late", textPayload="")
+    late["textPayload"] = "Container called exit(1)."
+    path = write(tmp_path / "export.json", [late, *entries])
+    by_id = {a.instance: a.outcome for a in read(path).pop().attempts}
+    assert by_id == {"00life0001": "ready", "00tcp00001": "timeout"}
+    (plain,) = read_cloud_logging(path)
+    assert {a.instance: a.outcome for a in plain.attempts} == by_id
+    assert plain.monitoring.failures == {"exit(3)": 1}
+
+
 def _stamp(ns: int) -> str:
     from cloudlogging_export import stamp
 

@@ -134,6 +134,8 @@ def start_of(lines: list[Line], pmap: PhaseMap | None) -> Start | None:
     last = lines[-1].t_ns if lines else first.t_ns
     durations, ends, open_ = _phases(lines)
     ready = _ready_ns(probe, ends, pmap)
+    if ex is not None and ready is not None and _ran_after_ready(ex.code, pmap):
+        ex = None  # it started; the exit came later, in its life, not in its start-up
     if ex is not None and ex.code != 0:
         outcome, end = ("timeout" if ex.code == 3 else "error"), ex.t_ns
     elif ex is not None:
@@ -155,6 +157,14 @@ def start_of(lines: list[Line], pmap: PhaseMap | None) -> Start | None:
     if outcome == "ready" and "after" not in s.parts:
         s.parts["after"] = 0.0
     return s
+
+
+def _ran_after_ready(code: int | None, pmap: PhaseMap | None) -> bool:
+    """An exit after ready ends the instance's life, not its start: when the service logged its
+    last phase, always; when only the probe says ready, unless the code is 3 — the default TCP
+    probe passes once the port is bound, before a start that then fails (R4), and 3 is the
+    start-up failure's code (F2, R12)."""
+    return pmap is not None or code != 3
 
 
 def _phases(lines: list[Line]):
