@@ -105,6 +105,17 @@ def test_duplicates_dropped_censored_kept_as_at_least_early_starts_dropped(tmp_p
     assert cal.scenario.team.observed_failures == 3 and cal.scenario.team.observed_failures_at_least
 
 
+def test_a_start_cut_off_after_database_init_is_at_least_that_long_after_it(tmp_path):
+    boots = [Boot("00cut0000002", 0.0, [("config", 0.5), ("db", 2.0)], cut=4.0)]
+    boots.append(Boot("00ok00000001", 1.0, [("config", 0.5), ("db", 2.0), ("warm", 1.0)]))
+    (run,) = read(write(tmp_path / "export.json", export(boots)))
+    (cut,) = run.censored
+    assert cut.censored == "after" and cut.db_init_s == pytest.approx(2.0)
+    assert cut.after_db_s == pytest.approx(1.0)  # its last line, the probe at 3.5 s: 1 s after init
+    cal = calibrate([run], replications=1)
+    assert cal.db_init.censored == 0 and cal.db_init.n == 2  # its database init was measured
+
+
 def test_phase_edges_read_as_durations(tmp_path):
     """A service that logs each phase's start and end instead of its duration."""
     entries = export(crash_loop())
@@ -224,7 +235,8 @@ def cli(*args):
     return call_main("calibrate", *args, "--phase-pattern", PATTERN, "--phases", PHASES, "-n", "1")
 
 
-def test_calibrate_prints_the_monitoring_counts_and_writes_them(tmp_path, capsys):
+def test_calibrate_prints_the_monitoring_counts_and_writes_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
     path = write(tmp_path / "export.json", export(crash_loop()))
     out = tmp_path / "cal.toml"
     assert cli(str(path), "--out", str(out)) == 0
@@ -314,3 +326,45 @@ def test_entries_in_bounded_memory_one_at_a_time(tmp_path, monkeypatch):
     read_back = list(cloudlogging._entries(path))
     assert [obj for _, obj in read_back] == entries
     assert [w for w, _ in read_back] == [f"$[{i}]" for i in range(len(entries))]
+
+
+def test_validate_reads_an_export_and_prints_its_monitoring_counts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps its tables to the terminal
+    path = write(tmp_path / "export.json", export(crash_loop()))
+    cal = tmp_path / "cal.toml"
+    assert cli(str(path), "--out", str(cal)) == 0
+    capsys.readouterr()
+    out = tmp_path / "validation"
+    args = ["--phase-pattern", PATTERN, "--phases", PHASES, "--format", "cloud-logging"]
+    code = call_main(
+        "validate", str(path), "--scenario", str(cal), "--out", str(out), *args[:2], "-n", "10"
+    )
+    assert code == 2 and "give --phases" in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+    code = call_main(
+        "validate", str(path), "--scenario", str(cal), "-n", "10", "--out", str(out), *args
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "measured vs predicted" in printed and "as monitoring counts" in printed
+    assert "DEPLOYMENT_ROLLOUT 2" in printed and (out / "validation.md").exists()
+
+
+def test_a_cloud_run_job_is_read_by_its_job_name_and_progress_is_told(tmp_path):
+    entries = export(crash_loop())
+    for e in entries:
+        e["resource"] = {"type": "cloud_run_job", "labels": {"job_name": "orders-migrate"}}
+    path = write(tmp_path / "job.jsonl", entries, lines=True)
+    seen = []
+    (run,) = read_cloud_logging(path, PHASES, PATTERN, progress=seen.append)
+    assert run.run_id == "orders-migrate" and len(run.attempts) == 6
+    assert seen == [] or seen == sorted(seen)  # told every PROGRESS_EVERY entries
+
+
+def test_progress_is_told_in_bytes_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(cloudlogging, "PROGRESS_EVERY", 5)
+    for lines in (True, False):
+        path = write(tmp_path / f"e{lines}.json", export(crash_loop()), lines=lines)
+        seen = []
+        read_cloud_logging(path, PHASES, PATTERN, progress=seen.append)
+        assert seen and seen == sorted(seen) and seen[-1] <= path.stat().st_size

@@ -92,10 +92,10 @@ def calibrate(
     if queries:  # a failed attempt's queries were cut short or never ran: ready ones only
         source = f"{_phases_source(runs, 'queries')} of ready attempts"
         duration("startup.init_queries_s", Sample.exact(queries), source)
-    past = [a for a in cut if a.censored in ("database", "after")]  # cut during or after init
     db = Sample.of(
-        [a.db_init_s for a in attempts + past],
-        right=[a.outcome != "ready" for a in attempts] + [True] * len(past),
+        [a.db_init_s for a in attempts] + [a.db_init_s for a in cut if a.censored != "before"],
+        right=[a.outcome != "ready" for a in attempts]
+        + [a.censored == "database" for a in cut if a.censored != "before"],
     )
     db_fit = fit_duration(db, alpha=1 - confidence)
     windows = monitoring_windows(runs)

@@ -14,7 +14,7 @@ export (it began before the window) is dropped and counted.
 from __future__ import annotations
 
 import statistics
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from sim.calibrate.inputs import PARTS, Attempt, PhaseMap, Run
@@ -215,15 +215,18 @@ def _parts(start_ns, end_ns, lines, durations, ends, open_, pmap: PhaseMap, outc
             part = pmap.part_of(name) or "after"
             parts[part] += (stop - began) / NS
             cut = part
-        db_logged = any(n in ends or n in open_ for n in pmap.database)
-        if not cut and not db_logged:
+        db_ends = [ends[n] for n in pmap.database if n in ends]
+        if not cut and not db_ends and not any(n in open_ for n in pmap.database):
             before_done = not pmap.before or any(n in ends for n in pmap.before)
             cut = "database" if before_done else "before"
             since = db_start if cut == "database" else start_ns
             parts[cut] += max(0, stop - since) / NS
-        cut = cut or "after"
-    if outcome != "ready":
-        parts.pop("after")
+        if not cut:  # database init done, the after part not: at least this long in it
+            cut = "after"
+            if outcome is None:  # every line since database init ended is its after part
+                parts["after"] = max(parts["after"], (stop - max(db_ends)) / NS)
+    if outcome is not None and outcome != "ready":
+        parts.pop("after")  # a failed start has no after part to fit
     return parts, (cut if outcome is None else "")
 
 
@@ -264,7 +267,7 @@ def attempt_of(s: Start, path: str) -> Attempt:
         start_unix_s=s.start_ns / NS,
         before_db_s=p.get("before", 0.0),
         db_init_s=p.get("database", 0.0),
-        after_db_s=p.get("after") if s.outcome == "ready" else None,
+        after_db_s=p.get("after") if s.outcome == "ready" or s.cut == "after" else None,
         outcome=s.outcome or "error",
         reason=reason if s.outcome else f"censored: lines end {s.cut}",
         where=f"{path}{s.where}" if s.where.startswith(":") else f"{path} {s.where}",
@@ -334,6 +337,7 @@ class Monitoring:
     failures: dict[str, int]
     starts_per_instance: list[int]
     delays: list[tuple[int, float]]  # (restart number, seconds)
+    reasons: dict[str, int] = field(default_factory=dict)  # starts by the platform's reason
 
     @classmethod
     def of(cls, window: str, starts: list[Start], dropped: int) -> Monitoring:
@@ -357,6 +361,7 @@ class Monitoring:
             dict(sorted(failures.items())),
             sorted(chains.values()),
             sorted(delays),
+            dict(sorted(Counter(s.reason for s in starts).items())),
         )
 
     @classmethod
@@ -376,6 +381,7 @@ class Monitoring:
             dict(sorted(failures.items())),
             sorted(n for m in parts for n in m.starts_per_instance),
             sorted(d for m in parts for d in m.delays),
+            dict(sorted(sum((Counter(m.reasons) for m in parts), Counter()).items())),
         )
 
     @property
@@ -402,12 +408,16 @@ class Monitoring:
             out.append((k, statistics.median(x), len(x)))
         return out
 
+    def why(self) -> str:
+        return ", ".join(f"{r} {n}" for r, n in self.reasons.items())
+
     def lines(self) -> list[str]:
         """The counts as text, one fact a line (the table, the TOML's comments)."""
         fails = ", ".join(f"{k} {n}" for k, n in self.failures.items()) or "none"
         spi = self.starts_per_instance
         out = [
-            f"{self.window}: {self.starts} starts over {self.span_s:.1f} s, {self.ready} ready, "
+            f"{self.window}: {self.starts} starts ({self.why()}) over {self.span_s:.1f} s, "
+            f"{self.ready} ready, "
             f"{self.failed} failed ({fails}), {self.censored} censored (lines end before ready "
             f"or exit), {self.dropped} started before the window (dropped)",
             f"{self.window}: starts per instance (replacement chain): median "

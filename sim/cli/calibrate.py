@@ -197,7 +197,7 @@ def monitoring_table(windows) -> Table:
         t.add_row(
             m.window,
             f"{m.span_s:.0f} s",
-            str(m.starts),
+            f"{m.starts} ({m.why()})",
             str(m.ready),
             f"{m.failed} ({fails})",
             str(m.censored),
