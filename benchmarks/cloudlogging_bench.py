@@ -4,10 +4,11 @@
     python benchmarks/cloudlogging_bench.py --mb 100     # a smaller one
     python benchmarks/cloudlogging_bench.py --array      # a JSON array instead
 
-The export is mostly what real ones are full of (request logs, one per 50 ms), with a crash-looping
-deploy (tests/cloudlogging_export.py's) every 300 s. The reader runs in a process of its own; its
-peak memory is that process's max RSS. Prints figures; asserts nothing. The load average is
-printed: numbers depend on what else runs on the machine.
+The export is mostly what real ones are full of (request logs, and a ready instance's own lines,
+each one per 100 ms), with a crash-looping deploy (tests/cloudlogging_export.py's) every 300 s.
+The reader runs in a process of its own; its peak memory is that process's max RSS. Prints
+figures; asserts nothing. The load average is printed: numbers depend on what else runs on the
+machine.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cloudlogging_export import Ids, crash_loop, export, noise
+from cloudlogging_export import BASE_NS, STDOUT, Ids, crash_loop, entry, export, noise
 
 READ = """
 import sys
@@ -40,8 +41,16 @@ def generate(path: Path, mb: int, array: bool) -> int:
     with open(path, "w") as f:
         f.write("[\n" if array else "")
         while f.tell() < limit:
-            block = export(crash_loop(f"orders-api-{int(t):08d}-kip", t), newest_first=False)
-            block += [noise(t + 0.05 * k, ids)[0] for k in range(6000)]  # request logs
+            revision = f"orders-api-{int(t):08d}-kip"
+            boots = crash_loop(revision, t)
+            block = export(boots, newest_first=False)
+            block += [noise(t + 0.05 * k, ids)[0] for k in range(3000)]  # request logs
+            chatty = boots[-1]  # a ready instance that logs on, every 0.1 s
+            block += [
+                entry(BASE_NS + round((t + 60 + 0.1 * k) * 1e9), msg, chatty, STDOUT, ids)
+                for k in range(3000)
+                for msg in ["handled GET /orders in 12 ms"]
+            ]
             for e in block:
                 f.write(("," if array and n else "") + json.dumps(e) + "\n")
                 n += 1

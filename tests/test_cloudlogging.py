@@ -21,7 +21,7 @@ from cloudlogging_export import (
     write,
 )
 
-from sim.calibrate import calibrate, cloudlogging
+from sim.calibrate import calibrate, cloudlogging, cloudrun
 from sim.calibrate.cloudlogging import parse_time_ns, read_cloud_logging
 from sim.engine import run_replication
 from sim.errors import InputError, UsageError
@@ -368,3 +368,28 @@ def test_progress_is_told_in_bytes_read(tmp_path, monkeypatch):
         seen = []
         read_cloud_logging(path, PHASES, PATTERN, progress=seen.append)
         assert seen and seen == sorted(seen) and seen[-1] <= path.stat().st_size
+
+
+def test_a_chatty_instance_keeps_only_its_latest_lines(tmp_path, monkeypatch):
+    """A thousand of the service's own lines: the reader keeps each instance's latest few (the
+    last before the exit times a failed start, R12), so memory grows with instances only."""
+    boot = Boot("00chat00001", 0.0, [("config", 0.5)], exit_code=3)  # exit(3) at 2.0 s
+    entries = export([boot])
+    chatter = next(e for e in entries if "jsonPayload" in e)
+    for k in range(1000):  # 0.6 s … 1.599 s
+        e = json.loads(json.dumps(chatter))
+        e.update(insertId=f"chat{k}", timestamp=_stamp(BASE_NS + 6 * 10**8 + k * 10**6))
+        e["jsonPayload"] = {"message": f"retrying the database, try {k}"}
+        entries.append(e)
+    kept = []
+    runs_of = cloudrun.runs_of
+    monkeypatch.setattr(
+        cloudrun, "runs_of", lambda lines, *a: kept.extend(lines) or runs_of(lines, *a)
+    )
+    path = write(tmp_path / "chatty.json", entries)
+    with pytest.raises(InputError, match="db never appears in the file, so name every part"):
+        read(path)
+    (run,) = read(path, phases="before=config;database=db")
+    (a,) = run.attempts
+    assert a.outcome == "timeout" and a.db_init_s == pytest.approx(1.599 - 0.5)
+    assert sum(ln.kind == "app" for ln in kept) == cloudlogging.APP_LINES_KEPT

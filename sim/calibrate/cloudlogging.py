@@ -13,6 +13,7 @@ JSON path (``$[12]``, an array's element) and the field.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from collections.abc import Iterator
@@ -27,7 +28,10 @@ from sim.errors import InputError, UsageError
 
 FORMAT = "cloud-logging"
 RESOURCES = ("cloud_run_revision", "cloud_run_job")
-CHUNK_CHARS = 1 << 20  # a JSON array is decoded from 1 MiB pieces: memory stays bounded
+CHUNK_CHARS = 1 << 20
+# Of the service's own lines (not phases) an instance needs only its last before the exit (R12)
+# and its last at all (censoring): its latest few are kept, so memory grows with instances only.
+APP_LINES_KEPT = 8  # a JSON array is decoded from 1 MiB pieces: memory stays bounded
 
 # Cloud Run's platform messages (run.googleapis.com/varlog/system; platform-facts.md, "Telemetry
 # formats a team already has"). Matched anywhere in the text, so a prefix does not hide them.
@@ -275,7 +279,9 @@ def entry_line(obj: object, where: str, path: str, pattern: PhasePattern | None,
     run = rl.get("revision_name") or rl.get("job_name") or rl.get("service_name") or "cloud-run"
     insert = obj.get("insertId")
     tally.used += 1
-    if insert is not None and tally.duplicate(str(insert), t_ns):
+    # The service's other lines count only by their latest times, which a repeat cannot change:
+    # remembering their ids would make memory grow with the export.
+    if kind != "app" and insert is not None and tally.duplicate(str(insert), t_ns):
         return None
     return Line(t_ns, kind, str(instance), str(run), where, value, code, seconds, edge)
 
@@ -329,6 +335,18 @@ def _what(text: str, pattern: PhasePattern | None, where: str, path: str):
 # -- the reader -----------------------------------------------------------------------------------
 
 
+def _absent(pmap, names: list[str]) -> str:
+    """A hint when the database phase never appears (every start failed before logging it):
+    the phases before it cannot be told from the file's order then."""
+    missing = [p for p in pmap.database if p not in names]
+    if not missing:
+        return ""
+    return (
+        f"; {', '.join(missing)} never appears in the file, so name every part "
+        "(e.g. before=config;database=db)"
+    )
+
+
 def read_cloud_logging(
     path: Path, phases: str | None = None, phase_pattern: str | None = None, progress=None
 ) -> list[Run]:
@@ -338,14 +356,20 @@ def read_cloud_logging(
     if not path.is_file():
         raise InputError(str(path), None, "no such file or campaign folder")
     pattern = PhasePattern.of(phase_pattern) if phase_pattern else None
-    tally, lines = Tally(), []
+    tally, lines, latest = Tally(), [], {}
     try:
         for where, obj in _entries(path, progress):
             line = entry_line(obj, where, str(path), pattern, tally)
-            if line is not None:
+            if line is None:
+                continue
+            if line.kind != "app":
                 lines.append(line)
+                continue
+            kept = latest.setdefault((line.run, line.instance), [])
+            (heapq.heappush if len(kept) < APP_LINES_KEPT else heapq.heappushpop)(kept, line.t_ns)
     except UnicodeDecodeError as exc:
         raise InputError(str(path), None, f"cannot read it ({exc})") from None
+    lines += [Line(t, "app", inst, run, "") for (run, inst), ts in latest.items() for t in ts]
     if tally.entries == 0:
         raise InputError(str(path), None, "empty: no log entry in it")
     if not lines:
@@ -369,6 +393,7 @@ def read_cloud_logging(
         raise InputError(
             str(path),
             None,
-            f"phases {', '.join(unknown)} are in no part of the mapping ({pmap.describe()})",
+            f"phases {', '.join(unknown)} are in no part of the mapping ({pmap.describe()})"
+            + _absent(pmap, names),
         )
     return cloudrun.runs_of(lines, str(path), pmap, tally)
