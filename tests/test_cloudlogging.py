@@ -298,6 +298,16 @@ def test_not_a_known_format_and_a_truncated_array_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_bad_phase_pattern_or_one_without_an_export_is_a_usage_error(tmp_path, capsys):
+    path = write(tmp_path / "export.json", export(crash_loop()))
+    assert call_main("calibrate", str(path), "--phase-pattern", r"phase (\w+)") == 2
+    assert "--phase-pattern 'phase (\\w+)': needs the named groups" in capsys.readouterr().err
+    csv = tmp_path / "startup.csv"
+    csv.write_text("timestamp,instance,outcome,phase.db\n1,a,ready,1.0\n")
+    code = call_main("calibrate", str(csv), "--phases", PHASES, "--phase-pattern", PATTERN)
+    assert code == 2 and "none of the inputs is one" in capsys.readouterr().err
+
+
 def test_an_export_without_starts_or_phases_mapping_is_refused(tmp_path):
     only_noise = write(tmp_path / "noise.json", export([], noise_at=[1.0, 2.0]))
     with pytest.raises(InputError, match="no Cloud Run start-up lines among 6 entries"):

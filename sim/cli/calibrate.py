@@ -61,10 +61,12 @@ def read_inputs(
 
         raise UsageError(f"expected one of {', '.join(FORMATS)}", "format", fmt)
     runs: list[Run] = []
+    cloud = False
     for path in paths:
         if path.is_dir():
             runs.append(read_campaign(path, phases))
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
+            cloud = True
             with _bytes_bar(path) as bar:
                 runs += cloudlogging.read_cloud_logging(
                     path, phases, phase_pattern, lambda at: bar.update(at - bar.n)
@@ -73,6 +75,14 @@ def read_inputs(
             if fmt == "auto":
                 cloudlogging.refuse_unknown(path)
             runs += read_log(path, phases)
+    if phase_pattern is not None and not cloud:
+        from sim.errors import UsageError
+
+        raise UsageError(
+            "only Cloud Logging exports are read with it; none of the inputs is one",
+            "phase_pattern",
+            phase_pattern,
+        )
     return runs
 
 
