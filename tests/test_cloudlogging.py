@@ -403,3 +403,18 @@ def test_a_chatty_instance_keeps_only_its_latest_lines(tmp_path, monkeypatch):
     (a,) = run.attempts
     assert a.outcome == "timeout" and a.db_init_s == pytest.approx(1.599 - 0.5)
     assert sum(ln.kind == "app" for ln in kept) == cloudlogging.APP_LINES_KEPT
+
+
+def test_delays_growing_with_the_restart_number_calibrate_an_exponential_backoff(tmp_path):
+    boots, t = [], 0.0
+    for k, pause in enumerate([2.0, 4.0, 8.0, None]):
+        ok = pause is None
+        phases = [("config", 0.5), ("db", 1.0 if ok else 5.0)] + [("warm", 0.3)] * ok
+        boots.append(Boot(f"00grow{k:04d}", t, phases, None if ok else 3))
+        t += 5.5 + EXIT_LAG_S + (pause or 0)
+    (run,) = read(write(tmp_path / "export.json", export(boots)))
+    assert [a.attempt for a in run.attempts] == [1, 2, 3, 4]
+    assert [d for _, d in run.monitoring.delays] == pytest.approx([2.0, 4.0, 8.0])
+    restart = calibrate([run], replications=1).scenario.restart
+    assert (restart.policy, restart.initial_backoff_s) == ("exponential", 2.0)
+    assert restart.multiplier == pytest.approx(2.0)
