@@ -27,6 +27,7 @@ from sim.calibrate.connector import (
     setup_sample,
 )
 from sim.calibrate.inputs import Run
+from sim.calibrate.restarts import observed
 from sim.distributions import LogNormal
 from sim.errors import UsageError
 from sim.fitting import EXACT, DurationFit, Sample, fit_duration
@@ -42,6 +43,7 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     db_init: DurationFit | None = None
+    monitoring: list = field(default_factory=list)  # cloudrun.Monitoring per window, then all
 
     def estimate(self, name: str) -> Estimate:
         return next(e for e in self.estimates if e.field == name)
@@ -62,6 +64,7 @@ def calibrate(
     campaigns = [r for r in runs if r.scenario is not None]
     base = base or (campaigns[0].scenario if campaigns else resolve(None))
     attempts = [a for r in runs for a in r.attempts]
+    cut = [a for r in runs for a in r.censored]  # lines ended before ready or exit: "at least"
     notes = _notes(runs)
     estimates: list[Estimate] = []
     overrides: dict = {}
@@ -77,21 +80,27 @@ def calibrate(
     how = "records' before_db_s" + (" (the harness's own draws)" if drawn else "")
     duration(
         "startup.before_db_s",
-        Sample.exact([a.before_db_s for a in attempts]),
+        _with_censored([a.before_db_s for a in attempts], cut, "before"),
         _phases_source(runs, "before") or how,
     )
     ready = [a.after_db_s for a in attempts if a.after_db_s is not None]
     if ready:
         how = "ready attempts' after_db_s" + (" (the harness's own draws)" if drawn else "")
-        duration("startup.after_db_s", Sample.exact(ready), _phases_source(runs, "after") or how)
+        after = _with_censored(ready, cut, "after")
+        duration("startup.after_db_s", after, _phases_source(runs, "after") or how)
     queries = [a.init_queries_s for a in attempts if a.outcome == Outcome.READY]
     queries = [q for q in queries if q is not None]
     if queries:  # a failed attempt's queries were cut short or never ran: ready ones only
         source = f"{_phases_source(runs, 'queries')} of ready attempts"
         duration("startup.init_queries_s", Sample.exact(queries), source)
-    censored = [a.outcome != Outcome.READY for a in attempts]
-    db = Sample.of([a.db_init_s for a in attempts], right=censored)
+    db = Sample.of(
+        [a.db_init_s for a in attempts] + [a.db_init_s for a in cut if a.censored != "before"],
+        right=[a.outcome != Outcome.READY for a in attempts]
+        + [a.censored == "database" for a in cut if a.censored != "before"],
+    )
     db_fit = fit_duration(db, alpha=1 - confidence)
+    windows = monitoring_windows(runs)
+    estimates += observed(windows, overrides)
 
     estimates += _scale_out(runs, confidence, overrides)
     lines = connection_lines(runs)
@@ -119,7 +128,31 @@ def calibrate(
     )
     scenario = base.with_overrides(overrides, source="calibrated values")
     scenario = _labelled(scenario, estimates, names, set(overrides))
-    return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit)
+    return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit, windows)
+
+
+def _with_censored(values: list[float], cut: list, part: str) -> Sample:
+    """Exact ``values``; of attempts cut off (their lines ended), the part's time: exact when
+    they were cut after it, right-censored ("at least") when cut in it."""
+    later = PARTS[PARTS.index(part) + 1 :]
+    done = [getattr(a, PART_FIELDS[part]) for a in cut if a.censored in later]
+    more = [getattr(a, PART_FIELDS[part]) or 0.0 for a in cut if a.censored == part]
+    exact = values + [v for v in done if v is not None]
+    return Sample.of(exact + more, right=[False] * len(exact) + [True] * len(more))
+
+
+PARTS = ("before", "database", "after")
+PART_FIELDS = {"before": "before_db_s", "database": "db_init_s", "after": "after_db_s"}
+
+
+def monitoring_windows(runs: list[Run]) -> list:
+    """Each log run's monitoring counts, then the whole export's when there are several."""
+    from sim.calibrate.cloudrun import Monitoring
+
+    windows = [r.monitoring for r in runs if r.monitoring is not None]
+    if len(windows) > 1:
+        windows.append(Monitoring.merged("all windows", windows))
+    return windows
 
 
 # Found by simulating candidates against the measured database-init durations, not read off a
@@ -263,7 +296,7 @@ def _connector(
 
 
 def _notes(runs: list[Run]) -> list[str]:
-    notes = []
+    notes = [n for r in runs for n in r.notes]
     for r in runs:
         if r.minute_grid:
             notes.append(

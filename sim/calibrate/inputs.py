@@ -120,6 +120,7 @@ class Attempt:
     connection_attempts: int | None = None
     where: str = ""
     init_queries_s: float | None = None  # the phases mapped to queries, when the row has them
+    censored: str = ""  # lines end before ready or exit: the part they ended in ("at least")
 
 
 @dataclass
@@ -136,6 +137,9 @@ class Run:
     harness_drawn: bool = False  # durations drawn by the harness from its scenario, not measured
     phase_map: PhaseMap | None = None
     minute_grid: bool = False  # timestamps on a one-minute grid: platform metrics, not records
+    censored: list[Attempt] = field(default_factory=list)  # cut off by the end of the export
+    monitoring: Any = None  # what monitoring would have counted (cloudrun.Monitoring)
+    notes: list[str] = field(default_factory=list)  # what the reader skipped, dropped, assumed
 
     @property
     def t0_unix_s(self) -> float:

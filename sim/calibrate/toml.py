@@ -21,6 +21,7 @@ def render(cal: Calibration, command: str = "") -> str:
         "# Fields without a comment come from the base scenario, not from measurements.",
     ]
     lines += [f"# note: {n}" for n in cal.notes]
+    lines += [f"# as monitoring counts: {text}" for m in cal.monitoring for text in m.lines()]
     if cal.db_init is not None:
         lines.append(f"# database init as measured (not a field): {cal.db_init.quality()}")
     lines.append("")

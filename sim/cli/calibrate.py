@@ -19,18 +19,89 @@ if TYPE_CHECKING:  # sim.calibrate loads scipy.stats (0.6 s): only the commands 
 
 Inputs = Annotated[
     list[Path],
-    typer.Argument(help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL)."),
+    typer.Argument(
+        help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, or a "
+        "Cloud Logging export: docs/formats.md)."
+    ),
+]
+FORMATS = ("auto", "startup-log", "cloud-logging")
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        metavar="auto|startup-log|cloud-logging",
+        help="How to read the files: auto (from their content), startup-log (our CSV / JSON "
+        "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines).",
+    ),
+]
+PhasePattern = Annotated[
+    str | None,
+    typer.Option(
+        "--phase-pattern",
+        metavar="REGEX",
+        help="Cloud Logging: the service's phase messages, with named groups phase and seconds "
+        "(or ms, or edge start|end), e.g. 'phase (?P<phase>\\w+) took (?P<seconds>[0-9.]+) s'.",
+    ),
 ]
 
 
-def read_inputs(paths: list[Path], phases: str | None = None) -> list[Run]:
-    """Folders are campaigns, files are production logs."""
+def read_inputs(
+    paths: list[Path],
+    phases: str | None = None,
+    fmt: str = "auto",
+    phase_pattern: str | None = None,
+) -> list[Run]:
+    """Folders are campaigns, files are production logs: Cloud Logging exports when their
+    content says so (or ``fmt`` does), else our own CSV / JSON-lines layout."""
+    from sim.calibrate import cloudlogging
     from sim.calibrate.inputs import read_campaign, read_log
 
+    if fmt not in FORMATS:
+        from sim.errors import UsageError
+
+        raise UsageError(f"expected one of {', '.join(FORMATS)}", "format", fmt)
     runs: list[Run] = []
+    cloud = False
     for path in paths:
-        runs += [read_campaign(path, phases)] if path.is_dir() else read_log(path, phases)
+        if path.is_dir():
+            runs.append(read_campaign(path, phases))
+        elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
+            cloud = True
+            with _bytes_bar(path) as bar:
+                runs += cloudlogging.read_cloud_logging(
+                    path, phases, phase_pattern, lambda at: bar.update(at - bar.n)
+                )
+        else:
+            if fmt == "auto":
+                cloudlogging.refuse_unknown(path)
+            runs += read_log(path, phases)
+    if phase_pattern is not None and not cloud:
+        from sim.errors import UsageError
+
+        raise UsageError(
+            "only Cloud Logging exports are read with it; none of the inputs is one",
+            "phase_pattern",
+            phase_pattern,
+        )
     return runs
+
+
+def _bytes_bar(path: Path):
+    """A bar of bytes read, on stderr, shown only on a terminal (large exports take minutes)."""
+    import sys
+
+    from tqdm import tqdm
+
+    size = path.stat().st_size if path.is_file() else None
+    return tqdm(
+        total=size,
+        desc=f"reading {path.name}",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None,
+        leave=False,
+    )
 
 
 def calibrate_cmd(
@@ -56,6 +127,8 @@ def calibrate_cmd(
             "(startup.init_queries_s).",
         ),
     ] = None,
+    fmt: Format = "auto",
+    phase_pattern: PhasePattern = None,
     confidence: Confidence = 0.95,
     replications: Annotated[
         int,
@@ -69,7 +142,7 @@ def calibrate_cmd(
     from sim.calibrate import calibrate
     from sim.calibrate.toml import render
 
-    runs = read_inputs(inputs, phases)
+    runs = read_inputs(inputs, phases, fmt, phase_pattern)
     base_sc = scenarios.resolve(base) if base is not None else None
     cal = calibrate(runs, base_sc, confidence=confidence, replications=replications, seed=seed)
     text = render(cal, command_line())
@@ -79,6 +152,8 @@ def calibrate_cmd(
         raise UsageError("is a folder; give a file name", "out", str(out))
     console = Console()
     console.print(table(cal))
+    if cal.monitoring:
+        console.print(monitoring_table(cal.monitoring))
     for note in cal.notes:
         Console(stderr=True).print(f"note: {note}", highlight=False)
     atomic_write(out, text)
@@ -111,3 +186,33 @@ def _short(value) -> str:
             (f"{value['dist']}(", ")")
         )
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def monitoring_table(windows) -> Table:
+    """What monitoring would have shown, per window (a revision, then the whole export)."""
+    t = Table(title="as monitoring counts", title_justify="left")
+    for col in ("window", "span", "starts", "ready", "failed", "censored", "before window"):
+        t.add_column(col, overflow="fold")
+    t.add_column("starts/instance")
+    t.add_column("restart delay", overflow="fold")
+    for m in windows:
+        fails = ", ".join(f"{k} {n}" for k, n in m.failures.items()) or "0"
+        d = m.delay_summary()
+        delay = (
+            "—"
+            if d is None
+            else f"median {d['median']:.3g} s, IQR [{d['q1']:.3g}, {d['q3']:.3g}], n {d['n']}"
+        )
+        spi = m.starts_per_instance
+        t.add_row(
+            m.window,
+            f"{m.span_s:.0f} s",
+            f"{m.starts} ({m.why()})",
+            str(m.ready),
+            f"{m.failed} ({fails})",
+            str(m.censored),
+            str(m.dropped),
+            f"mean {sum(spi) / len(spi):.3g}, max {max(spi)}",
+            delay,
+        )
+    return t

@@ -10,13 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.cli.calibrate import read_inputs
+from sim.cli.calibrate import Format, PhasePattern, monitoring_table, read_inputs
 from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
 from sim.output import atomic_write
 
 
 def validate_cmd(
-    campaigns: Annotated[list[Path], typer.Argument(help="Campaign folders (startsim loadtest).")],
+    campaigns: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Campaign folders (startsim loadtest) and/or start-up logs (docs/formats.md)."
+        ),
+    ],
     scenario: Annotated[
         str | None,
         typer.Option(
@@ -29,21 +34,31 @@ def validate_cmd(
     ] = 200,
     confidence: Confidence = 0.95,
     seed: Seed = 0,
+    phases: Annotated[
+        str | None,
+        typer.Option("--phases", help="Which named phases of a log form each part (as calibrate)."),
+    ] = None,
+    fmt: Format = "auto",
+    phase_pattern: PhasePattern = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
     ] = None,
 ) -> None:
     """Measured vs predicted for each campaign, with a verdict per figure."""
     # Here, not at the top: sim.validate loads scipy.stats (0.5 s) that other commands never use.
+    from sim.calibrate import monitoring_windows
     from sim.report.validation import figure, markdown
     from sim.validate import check_replications, validate, verdict_line
 
     check_replications(replications)
-    runs = read_inputs(campaigns)
+    runs = read_inputs(campaigns, phases, fmt, phase_pattern)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
     v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
     Console().print(table(v))
+    windows = monitoring_windows(runs)
+    if windows:
+        Console().print(monitoring_table(windows))
     label = f"`{scenario}`" if scenario else "each campaign's own scenario"
     figure(v, folder)
     atomic_write(folder / "validation.md", markdown(v, label, command_line()))
