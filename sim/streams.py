@@ -122,11 +122,14 @@ def exp(y: float) -> float:
     return math.inf if y > _EXP_MAX else (0.0 if y < _EXP_MIN else e)
 
 
-TAIL = 0.02425  # below it (and above 1 − it) the normal quantile takes Acklam's tail function
+QUANTILE_TAIL = (
+    0.02425  # below it (and above 1 − it) the normal quantile takes Acklam's tail function
+)
 
 
 def central(p: float) -> float:
-    """Acklam's rational function for the middle of the normal quantile (TAIL ≤ p ≤ 1 − TAIL)."""
+    """Acklam's rational function for the middle of the normal quantile
+    (QUANTILE_TAIL ≤ p ≤ 1 − QUANTILE_TAIL)."""
     q = p - 0.5
     r = q * q
     num = (
@@ -169,9 +172,9 @@ def ndtri(p: float) -> float:
     """The standard normal quantile by Acklam's rational approximation: relative error below
     1.2e-9, far below what any scenario's parameters are known to (a refining step with erfc
     would cost three times as much)."""
-    if p < TAIL:
+    if p < QUANTILE_TAIL:
         return acklam_tail(math.sqrt(-2.0 * math.log(p)))
-    if p > 1.0 - TAIL:
+    if p > 1.0 - QUANTILE_TAIL:
         return -acklam_tail(math.sqrt(-2.0 * math.log1p(-p)))
     return central(p)
 
@@ -303,16 +306,16 @@ class Tilt(NamedTuple):
     mix: float = 1.0
 
 
-BLOCK = 64  # uniforms the readable engine hashes at a time, as numpy words
+UNIT_BLOCK = 64  # uniforms the readable engine hashes at a time, as numpy words
 
 
 class Stream:
     """One role's draws in one replication, one at a time: draw 0, 1, 2 …
 
-    The uniforms come ``BLOCK`` at a time from :func:`unit` over an array of draw numbers (the same
-    function: numpy's 64-bit words wrap as the masked Python integers do), which spares the
-    readable engine three Python calls per draw; each value is then the same scalar function of
-    its uniform as in the fast engine. ``tilt`` (θ, draws, on): importance sampling's proposal for
+    The uniforms come ``UNIT_BLOCK`` at a time from :func:`unit` over an array of draw numbers
+    (the same function: numpy's 64-bit words wrap as the masked Python integers do), which spares
+    the readable engine three Python calls per draw; each value is then the same scalar function
+    of its uniform as in the fast engine. ``tilt`` (θ, draws, on): importance sampling's proposal for
     this role. Its first ``draws`` uniforms are noted (``tilted_draws``, ``uniform_sum``), and
     pushed towards 1 when ``on``."""
 
@@ -335,7 +338,7 @@ class Stream:
         self.kind, self.a, self.b, self.x = spec
         self.hi, self.state, self.k, self.tilt = len(self.x), state, 0, tilt
         self.tilted_draws, self.uniform_sum = 0, 0.0
-        self.first, self.us = -BLOCK, []  # draw number of us[0], and the block of uniforms
+        self.first, self.us = -UNIT_BLOCK, []  # draw number of us[0], and the block of uniforms
 
     def __call__(self) -> float:
         k = self.k
@@ -356,7 +359,7 @@ class Stream:
         if kind == GAMMA:
             return gamma_draw(self.a, self.b, self.state, k)
         j = k - self.first
-        if j >= BLOCK:
+        if j >= UNIT_BLOCK:
             self.first, j = k, 0
-            self.us = unit(self.state, np.arange(k, k + BLOCK, dtype=np.uint64)).tolist()
+            self.us = unit(self.state, np.arange(k, k + UNIT_BLOCK, dtype=np.uint64)).tolist()
         return inverse_cdf(kind, self.a, self.b, self.x, 0, self.hi, self.us[j])

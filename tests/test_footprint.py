@@ -88,16 +88,16 @@ def _codes(prefix: str) -> dict[str, int]:
 
 
 def test_outcome_and_reason_codes_are_the_vocabularys():
-    assert [str(o) for o in fast.OUTCOMES] == [str(o) for o in Outcome]
+    assert [str(o) for o in fast.OUTCOME_NAMES] == [str(o) for o in Outcome]
     assert [
         list(Outcome).index(o)
         for o in (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
     ] == [kernel.READY, kernel.TIMEOUT, kernel.REJECTED, kernel.ERROR]
     model_reasons = (Reason.DEADLINE, Reason.TOO_MANY_CLIENTS, Reason.CONNECT_TIMEOUT)
-    assert fast.REASONS.tolist() == ["", *map(str, model_reasons)]
-    assert fast.REASONS[kernel.R_DEADLINE] == Reason.DEADLINE
-    assert fast.REASONS[kernel.R_53300] == Reason.TOO_MANY_CLIENTS
-    assert fast.REASONS[kernel.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
+    assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
+    assert fast.REASON_NAMES[kernel.R_DEADLINE] == Reason.DEADLINE
+    assert fast.REASON_NAMES[kernel.R_53300] == Reason.TOO_MANY_CLIENTS
+    assert fast.REASON_NAMES[kernel.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_the_kernels_roles_are_the_streams():
         "MIX": "mixture",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
-    assert len(ROLES) == kernel.ROLES
+    assert len(ROLES) == kernel.N_ROLES
     for name, role in kernel_names.items():
         assert getattr(kernel, name) == ROLES.index(role), name
 

@@ -26,7 +26,7 @@ from sim.calibrate.connector import (
     setup_estimates,
     setup_sample,
 )
-from sim.calibrate.inputs import Run
+from sim.calibrate.inputs import PARTS, Run
 from sim.calibrate.restarts import observed
 from sim.distributions import LogNormal
 from sim.errors import UsageError
@@ -141,7 +141,6 @@ def _with_censored(values: list[float], cut: list, part: str) -> Sample:
     return Sample.of(exact + more, right=[False] * len(exact) + [True] * len(more))
 
 
-PARTS = ("before", "database", "after")
 PART_FIELDS = {"before": "before_db_s", "database": "db_init_s", "after": "after_db_s"}
 
 

@@ -18,6 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from sim.calibrate.inputs import PARTS, Attempt, PhaseMap, Run
+from sim.records import Outcome
 
 # No restart schedule of Cloud Run is published (platform-facts.md); the incident's replacements
 # came 8–68 s after an exit (R3). A start later than this after an exit is a new scale-out.
@@ -301,8 +302,7 @@ def runs_of(lines: list[Line], path: str, pmap: PhaseMap | None, tally: Tally) -
         runs.append(r)
     lost = sum(n for run, n in dropped.items() if run not in {r.run_id for r in runs})
     if not runs:
-        from sim.records import Outcome
-from sim.errors import InputError
+        from sim.errors import InputError
 
         raise InputError(
             path,

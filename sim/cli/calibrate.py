@@ -34,7 +34,7 @@ Format = Annotated[
         "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines).",
     ),
 ]
-PhasePattern = Annotated[
+PhasePatternOption = Annotated[
     str | None,
     typer.Option(
         "--phase-pattern",
@@ -128,7 +128,7 @@ def calibrate_cmd(
         ),
     ] = None,
     fmt: Format = "auto",
-    phase_pattern: PhasePattern = None,
+    phase_pattern: PhasePatternOption = None,
     confidence: Confidence = 0.95,
     replications: Annotated[
         int,

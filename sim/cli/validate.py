@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.cli.calibrate import Format, PhasePattern, monitoring_table, read_inputs
+from sim.cli.calibrate import Format, PhasePatternOption, monitoring_table, read_inputs
 from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
 from sim.output import atomic_write
 
@@ -39,7 +39,7 @@ def validate_cmd(
         typer.Option("--phases", help="Which named phases of a log form each part (as calibrate)."),
     ] = None,
     fmt: Format = "auto",
-    phase_pattern: PhasePattern = None,
+    phase_pattern: PhasePatternOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
     ] = None,

@@ -25,7 +25,7 @@ from typing import get_args
 import numba
 import numpy as np
 
-from sim.records import TILT_COLUMNS, Outcome, Reason
+from sim.records import OUTCOMES, TILT_COLUMNS, Outcome, Reason
 from sim.scenario import Fleet, Pool, Restart, Scenario
 
 
@@ -59,7 +59,7 @@ from sim.fast.draws import pack  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
 # The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
-OUTCOME_NAMES = np.array([str(o) for o in K.OUTCOMES])
+OUTCOME_NAMES = np.array([str(o) for o in OUTCOMES])
 REASON_NAMES = np.array([str(r) for r in K.MODEL_REASONS])
 POOL_STARTS = K.STARTS
 _STARTS = {name: code for code, name in enumerate(K.STARTS)}
@@ -158,7 +158,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     # buckets per instance (any reach and width give the same order; these keep buckets short).
     buckets = _buckets(n)
     x[K.F_INV_W] = buckets / _reach(sc)
-    for role in range(K.ROLES):
+    for role in range(K.N_ROLES):
         x[K.X_DIST + 2 * role : K.X_DIST + 2 * role + 2] = dist[role]
     if tilt is not None:
         x[K.F_THETA], x[K.F_MIX] = tilt.theta, tilt.mix
@@ -193,8 +193,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
         _STARTS[start] == K.BACKGROUND
     )
-    m[K.M_KIND : K.M_KIND + K.ROLES] = kinds
-    m[K.M_VOFF : K.M_VOFF + 2 * K.ROLES] = (offsets + values_at).ravel()
+    m[K.M_KIND : K.M_KIND + K.N_ROLES] = kinds
+    m[K.M_VOFF : K.M_VOFF + 2 * K.N_ROLES] = (offsets + values_at).ravel()
     m[K.L_CONN], m[K.L_CONN_CAP], m[K.L_FREE] = conn_at, sizes["conns"], free_at
     m[K.L_HEAP_I], m[K.L_HEAP_T], m[K.L_HEAP_CAP] = heap_i, heap_t, sizes["heap"]
     m[K.L_CAL], m[K.L_BUCKETS] = cal_i, buckets_at

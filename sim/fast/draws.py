@@ -21,7 +21,7 @@ from numba.core import types
 from numba.extending import intrinsic, overload, register_jitable
 
 from sim import streams
-from sim.streams import LOGNORMAL, TAIL
+from sim.streams import LOGNORMAL, QUANTILE_TAIL
 
 _GOLDEN = np.uint64(streams.GOLDEN)
 _M1 = np.uint64(streams.M1)
@@ -144,10 +144,10 @@ def fill(kind, a, b, x, lo, hi, state, k, out, count):
             us[j] = unit(state, k + j)
         for j in range(count):
             u = us[j]
-            y[j] = central(u) if TAIL <= u <= 1.0 - TAIL else 0.0
+            y[j] = central(u) if QUANTILE_TAIL <= u <= 1.0 - QUANTILE_TAIL else 0.0
         for j in range(count):
             u = us[j]
-            if u < TAIL or u > 1.0 - TAIL:
+            if u < QUANTILE_TAIL or u > 1.0 - QUANTILE_TAIL:
                 y[j] = ndtri(u)
         for j in range(count):
             y[j] = a * exp(b * y[j])

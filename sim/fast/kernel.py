@@ -29,9 +29,9 @@ time the fleet doubles. The rare events due later (restarts, scale-outs) go on a
 Each step takes the earliest of them all, by time, then by the order of scheduling, exactly as
 one heap would.
 
-Draws are made a block at a time per role (``BLOCK``), in one tight loop: made one by one inside
-the handlers, each draw's logarithm, exponential and rational function waited in line; made
-together, the processor overlaps them. The values are the same (a draw is a function of its
+Draws are made a block at a time per role (``DRAW_BLOCK``), in one tight loop: made one by one
+inside the handlers, each draw's logarithm, exponential and rational function waited in line;
+made together, the processor overlaps them. The values are the same (a draw is a function of its
 number), so the records are too.
 """
 
@@ -54,7 +54,7 @@ from sim.fast.draws import (
     tilted,
     unit,
 )
-from sim.records import FLEET_COLUMNS, Outcome, Reason
+from sim.records import FLEET_COLUMNS, OUTCOMES, Outcome, Reason
 from sim.scenario import Fleet, Pool, Restart
 
 
@@ -64,7 +64,6 @@ def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
 
 
 # Outcomes, as codes: their places in sim.records' vocabulary; the reasons the model gives.
-OUTCOMES = tuple(Outcome)
 READY, TIMEOUT, REJECTED, ERROR = _places(
     OUTCOMES, (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
 )
@@ -74,7 +73,7 @@ R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(len(MODEL_REASONS))
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
 ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API, MIX = range(11)
-ROLES = 11
+N_ROLES = 11
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
@@ -161,10 +160,10 @@ S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
 S_CAL_FREE = S_HEAP_N + 2  # the calendar's first free node (a list through N_NEXT), or -1
 S_CAL_HW = S_HEAP_N + 3  # nodes below this have been used
 M_KC = S_HEAP_N + 4  # draws made, per role
-M_KS = M_KC + ROLES  # stream states, per role (uint64 bits)
-M_KIND = M_KS + ROLES  # distribution kinds, per role
-M_VOFF = M_KIND + ROLES  # empirical values in x: start and stop, per role
-M_KB = M_VOFF + 2 * ROLES  # per role: the draw number of the first value in its block
+M_KS = M_KC + N_ROLES  # stream states, per role (uint64 bits)
+M_KIND = M_KS + N_ROLES  # distribution kinds, per role
+M_VOFF = M_KIND + N_ROLES  # empirical values in x: start and stop, per role
+M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in its block
 # Where the regions start and how big they are.
 (
     L_CONN,
@@ -187,7 +186,7 @@ M_KB = M_VOFF + 2 * ROLES  # per role: the draw number of the first value in its
     L_BUCKETS,  # per bucket: first and last node (valid while the bucket's bit is set)
     L_BITS,  # a bit per bucket (L_NB / 64 words), then a bit per word of those (the summary)
     L_NB,  # how many buckets: a power of two, at least 4,096
-) = range(M_KB + ROLES, M_KB + ROLES + 20)
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 20)
 M_INST = L_NB + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
@@ -239,9 +238,9 @@ T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
 F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
 F_INV_W = 18  # 1 / the calendar's bucket width
 X_DIST = 19  # per role: two parameters
-BLOCK = 32  # draws made at a time per role (not the tilted ones)
-X_BLOCKS = X_DIST + 3 * ROLES  # per role: a block of draws made ahead, and a block of scratch
-X_INST = X_BLOCKS + ROLES * 2 * BLOCK  # instance floats: NF per instance
+DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
+X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
+X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance
 B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
 NF = 4
 
@@ -500,8 +499,8 @@ def rnd(m, x, role):
     k = m[M_KC + role]
     m[M_KC + role] = k + 1
     j = k - m[M_KB + role]
-    if j < BLOCK:
-        return x[X_BLOCKS + role * 2 * BLOCK + j]
+    if j < DRAW_BLOCK:
+        return x[X_BLOCKS + role * 2 * DRAW_BLOCK + j]
     lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
     d = X_DIST + 2 * role
     state = np.uint64(m[M_KS + role])
@@ -513,8 +512,19 @@ def rnd(m, x, role):
         x[T_VSUM] += v
         return inverse_cdf(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, v)
     m[M_KB + role] = k
-    fill(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, state, k, X_BLOCKS + role * 2 * BLOCK, BLOCK)
-    return x[X_BLOCKS + role * 2 * BLOCK]
+    fill(
+        m[M_KIND + role],
+        x[d],
+        x[d + 1],
+        x,
+        lo,
+        hi,
+        state,
+        k,
+        X_BLOCKS + role * 2 * DRAW_BLOCK,
+        DRAW_BLOCK,
+    )
+    return x[X_BLOCKS + role * 2 * DRAW_BLOCK]
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -961,9 +971,9 @@ def reset(m, x, base, index):
     m[bits : bits + (m[L_NB] >> 6) + (m[L_NB] >> 12)] = 0
     x[T_NOW] = x[T_VSUM] = 0.0
     key = replication_key(base, index)
-    for role in range(ROLES):
+    for role in range(N_ROLES):
         m[M_KC + role] = 0
-        m[M_KB + role] = -BLOCK  # no block made yet
+        m[M_KB + role] = -DRAW_BLOCK  # no block made yet
         m[M_KS + role] = np.int64(stream_state(key, role))
     if m[I_TILT_ROLE] >= 0:
         m[S_TILTED] = unit(stream_state(key, MIX), 0) < x[F_MIX]
