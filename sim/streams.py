@@ -315,8 +315,8 @@ class Stream:
     The uniforms come ``UNIT_BLOCK`` at a time from :func:`unit` over an array of draw numbers
     (the same function: numpy's 64-bit words wrap as the masked Python integers do), which spares
     the readable engine three Python calls per draw; each value is then the same scalar function
-    of its uniform as in the fast engine. ``tilt`` (θ, draws, on): importance sampling's proposal for
-    this role. Its first ``draws`` uniforms are noted (``tilted_draws``, ``uniform_sum``), and
+    of its uniform as in the fast engine. ``tilt`` (θ, draws, on): importance sampling's proposal
+    for this role. Its first ``draws`` uniforms are noted (``tilted_draws``, ``uniform_sum``), and
     pushed towards 1 when ``on``."""
 
     __slots__ = (
