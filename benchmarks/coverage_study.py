@@ -38,7 +38,7 @@ SHARES = (1e-4, 1e-3, 0.02, 0.1, 0.31, 0.5)
 CLUSTERS = (200, 1000, 5000)
 DESIGNS = ("equal", "restarts")
 METHODS = ("new", "previous", "wilson", "once")
-DEADLINES_S = (25.0, 27.0, 28.0)  # staging-incident: about 4.5 %, 1 % and 0.3 % fail
+DEADLINES_S = (25.0, 27.0, 28.0)  # capacity-storm: about 4.5 %, 1 % and 0.3 % fail
 
 
 def intervals(events: np.ndarray, trials: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,9 +149,9 @@ def per_replication(res, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def scenario_cases():
     for name in builtin_names():
         yield name, resolve(name)
-    base = resolve("staging-incident")
+    base = resolve("capacity-storm")
     for t in DEADLINES_S:
-        yield f"staging-incident @ {t:g} s", base.with_overrides({"startup.db_init_timeout_s": t})
+        yield f"capacity-storm @ {t:g} s", base.with_overrides({"startup.db_init_timeout_s": t})
 
 
 def scenarios(batches: int, per_batch: int, truth_reps: int) -> list[tuple]:

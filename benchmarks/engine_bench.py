@@ -86,16 +86,16 @@ def run_worker(*args) -> dict:
 
 def streaming_row(replications: int) -> list[str]:
     """A million replications, two processes, no records: wall time and peak memory."""
-    r = run_worker("fast", "staging-incident", replications, 2)
+    r = run_worker("fast", "capacity-storm", replications, 2)
     row = (
-        f"| staging-incident, no records | fast | 2 | {replications:,} | {r['wall_s']:.1f} | "
+        f"| capacity-storm, no records | fast | 2 | {replications:,} | {r['wall_s']:.1f} | "
         f"{r['starts_per_s']:,.0f} | | | {r['peak_mb']:.0f} |"
     )
     print(row, flush=True)
     return [row]
 
 
-RARE_TIMEOUT_S = 29.5  # P(start attempt fails) about 1.3e-4 on staging-incident
+RARE_TIMEOUT_S = 29.5  # P(start attempt fails) about 1.3e-4 on capacity-storm
 
 
 def rare_table(quick: bool) -> list[str]:
@@ -103,7 +103,7 @@ def rare_table(quick: bool) -> list[str]:
     from sim.rare import estimate_failure
     from sim.scenario import resolve
 
-    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": RARE_TIMEOUT_S})
+    sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": RARE_TIMEOUT_S})
     estimate_failure(sc, 2, tilt=0.0)  # load the kernel before the clock starts
     rows = [
         "| estimator | replications | estimate | 95 % interval | relative half-width | "
@@ -133,7 +133,7 @@ def cli(args: list[str]) -> float:
 
 # Replications per scenario, the same for every engine and process count (the issue's "equal
 # replications"): enough that the fast engine's fixed costs (a process pool, buffers) are small.
-REPLICATIONS = {"staging-incident": 5_000, "gang-allocation": 5_000, "burst-10k": 40}
+REPLICATIONS = {"capacity-storm": 5_000, "gang-allocation": 5_000, "burst-10k": 40}
 # The burst's throughput on its own (the issue's 5 million starts per second): the fast engine
 # alone, sustained for a few seconds, so that starting the process pool (about 0.05 s) does not
 # count.
