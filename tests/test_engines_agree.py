@@ -229,7 +229,7 @@ def test_random_scenarios_give_the_same_records_in_both_engines(sc, seed, index)
 
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
 def test_tilted_replications_give_the_same_records_and_weights(mix):
-    sc = resolve("staging-incident").with_overrides({"connector.min_instances": 1})
+    sc = resolve("capacity-storm").with_overrides({"connector.min_instances": 1})
     for index in range(6):
         assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))
 

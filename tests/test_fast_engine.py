@@ -447,7 +447,7 @@ def test_an_unknown_engine_is_refused_by_name():
 
 
 def test_same_seed_same_numbers_whatever_the_chunks():
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     whole_a, whole_f = fast.run_chunk(sc, 7, range(0, 6))
     parts = [fast.run_chunk(sc, 7, r) for r in (range(0, 2), range(2, 6))]
     for key, values in whole_a.items():
@@ -486,7 +486,7 @@ def test_the_event_queue_gives_events_back_by_time_then_scheduling_order(reach):
 
     from sim.fast import kernel as K
 
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     buf = fast.Buffers(sc, 0, None, {**fast.first_sizes(sc, 1), "heap": 10_000})
     m, x = buf.m, buf.x
     K.reset(m, x, buf.base, 0)
@@ -530,7 +530,7 @@ def test_every_model_field_is_known_to_the_fast_engine():
 # -- without records: the counts carry the statistics ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["staging-incident", "gang-allocation", "eager-pool-storm"])
+@pytest.mark.parametrize("name", ["staging-incident", "capacity-storm", "gang-allocation", "eager-pool-storm"])
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_a_run_without_records_gives_the_same_summary(name, engine):
     sc = resolve(name)
@@ -543,7 +543,7 @@ def test_a_run_without_records_gives_the_same_summary(name, engine):
 
 
 def test_without_records_the_record_room_holds_one_replication():
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     buf, _ = fast.run_raw(sc, 0, range(500), keep=False)
     most = sc.fleet.instances * (sc.restart.restarts_allowed + 1)  # every attempt it can make
     assert buf.sizes["records"] == most  # never grown: a grown room reruns the replication

@@ -87,7 +87,7 @@ def test_too_few_replications_and_unknown_events_are_refused_by_name():
 def test_the_readable_engine_gives_the_same_estimate(tilt):
     # Both engines draw the same numbers, tilted ones included: the estimator is checked against
     # the readable engine, the truth, and not only against plain Monte Carlo.
-    sc = resolve("staging-incident").with_overrides({"startup.db_init_timeout_s": 24.0})
+    sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 24.0})
     ref = estimate_failure(sc, 300, seed=4, tilt=tilt, engine="reference")
     fst = estimate_failure(sc, 300, seed=4, tilt=tilt, engine="fast")
     assert ref.event_replications > 0
