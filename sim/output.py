@@ -73,7 +73,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def scenario_toml(sc: Scenario) -> str:
-    return tomli_w.dumps(sc.to_dict())
+    return tomli_w.dumps(sc.file_dict())
 
 
 def columns_csv(columns: dict[str, np.ndarray]) -> str:
