@@ -540,7 +540,9 @@ def _sources_valid(sc: Scenario) -> None:
 def _labellable(dotted: str) -> bool:
     """A scenario field (or below one: a distribution's parameter) that may carry a label."""
     section, _, rest = dotted.partition(".")
-    if section in ("name", "description", "sources") or section not in Scenario.model_fields:
+    if section in ("name", "description", "sources", "uncertain"):
+        return False
+    if section not in Scenario.model_fields:
         return False
     model = Scenario.model_fields[section].annotation
     if not rest:

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.errors import FieldProblem
+from sim.provenance import range_middle
 
 # Attributes of a range as written in a field; anything else in an inline table there is an error.
 WRITTEN = ("range", "scale", "choices")
@@ -60,9 +61,7 @@ class Spread(BaseModel):
         numbers, as ``Source.middle``), or the middle choice (the lower of two middles)."""
         if self.choices is not None:
             return self._cast(self.choices[(len(self.choices) - 1) // 2])
-        low, high = self.range
-        mid = math.sqrt(low * high) if self.scale == "log" else (low + high) / 2
-        return self._cast(math.floor(mid + 0.5) if self.integer else mid)
+        return self._cast(range_middle(*self.range, self.scale, self.integer))
 
     def ends(self) -> list[int | float]:
         """The values each of which must be a valid value of the field: both ends, or every
