@@ -5,6 +5,7 @@ worlds beside every world's replications pooled. ``--out`` appends one row per w
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def across_worlds(sc: Scenario, s: Settings, json_out: bool, out: Path | None) -
     with (
         executor(s.jobs, s.dask) as ex,
         progress(f"simulate {sc.name}", len(d) * s.replications) as bar,
-        open(out / "worlds.csv", "a", encoding="utf-8", newline="") if out else _Nowhere() as f,
+        open(out / "worlds.csv", "a", encoding="utf-8", newline="") if out else nullcontext() as f,
     ):
         runs = w.run(
             d, scenarios, s.replications, s.seed, executor=ex, progress=bar.update, engine=s.engine
@@ -81,16 +82,6 @@ def across_worlds(sc: Scenario, s: Settings, json_out: bool, out: Path | None) -
             Console(stderr=True).print(
                 f"wrote {out}/summary.json, worlds.csv, replications.csv, scenario.toml"
             )
-
-
-class _Nowhere:
-    """No file to append to (no ``--out``)."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _summary(sc: Scenario, s: Settings, d: w.Design, done: list[w.World]) -> dict:
