@@ -446,20 +446,20 @@ class Scenario(_Section):
         A replaced value loses its label, and its range: both spoke of the value it replaces."""
         data, uncertain = self.to_dict(), dict(self.uncertain)
 
-        def forget(dotted: str) -> None:
-            for table in (data["sources"], uncertain):
-                for key in [k for k in table if k == dotted or k.startswith(dotted + ".")]:
-                    del table[key]
+        def forget(table: dict, dotted: str) -> None:
+            for key in [k for k in table if k == dotted or k.startswith(dotted + ".")]:
+                del table[key]
 
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
-            forget(dotted)
+            forget(data["sources"], dotted)
+            forget(uncertain, dotted)
         preset = overrides.get("restart.preset")
         if preset in RESTART_PRESETS:  # a new preset brings its schedule, bar fields also given
             for key in RESTART_PRESETS[preset]:
                 if f"restart.{key}" not in overrides:
                     data["restart"].pop(key, None)
-                    forget(f"restart.{key}")
+                    forget(uncertain, f"restart.{key}")
         return from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
 
 

@@ -74,6 +74,11 @@ def test_an_override_fixes_the_value_and_drops_its_range():
     assert set(fixed.uncertain) == {"database.max_connections"}
     assert "fleet.instances" not in fixed.sources
     assert fixed.with_overrides({"database.max_connections": 100}).uncertain == {}
+    # A preset brings its own schedule: the range of a restart field it replaces goes too.
+    backoff = scenarios.loads('name = "x"\n[restart]\ninitial_backoff_s = { range = [1, 15] }\n')
+    assert backoff.restart.initial_backoff_s == 8.0
+    kubernetes = backoff.with_overrides({"restart.preset": "kubernetes"})
+    assert (kubernetes.restart.initial_backoff_s, kubernetes.uncertain) == (10.0, {})
 
 
 def _error(body: str) -> ScenarioError:
