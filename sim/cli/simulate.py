@@ -47,6 +47,7 @@ def simulate(
         typer.Option(
             "--worlds",
             min=1,
+            metavar="N",
             help="Worlds in the design over the scenario's uncertain values (a power of two "
             "with Sobol'); each runs --replications.",
         ),
