@@ -60,6 +60,16 @@ class TargetError(StartsimError):
     """A load-test target outside loopback that the user did not allow explicitly."""
 
 
+class FieldProblem(Exception):
+    """Inside scenario validation only (never raised to a caller): a rule broken at a field.
+    Not a ValueError, so pydantic lets it through with its field; ``sim.scenario.from_dict``
+    turns it into a :class:`ScenarioError`."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(problem)
+        self.field, self.value, self.problem = field, value, problem
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "(missing)"

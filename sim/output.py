@@ -73,7 +73,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def scenario_toml(sc: Scenario) -> str:
-    return tomli_w.dumps(sc.to_dict())
+    return tomli_w.dumps(sc.file_dict())
 
 
 def columns_csv(columns: dict[str, np.ndarray]) -> str:
@@ -88,3 +88,22 @@ def columns_csv(columns: dict[str, np.ndarray]) -> str:
 
 def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     atomic_write(path, columns_csv(columns))
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+
+def csv_line(values: list) -> str:
+    """One CSV line: floats to the last digit (``repr``), None as an empty cell."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(v) for v in values])
+    return buf.getvalue()
+
+
+def append_row(f, values: list) -> None:
+    """Append one row to an open CSV file and make it durable: a finished row survives a crash
+    of the machine, not just of startsim."""
+    f.write(csv_line(values))
+    f.flush()
+    os.fsync(f.fileno())

@@ -127,9 +127,7 @@ class Source(BaseModel):
         """The nominal value of a range: its middle (geometric on a log scale)."""
         if self.range is None:
             return None
-        low, high = self.range
-        mid = math.sqrt(low * high) if self.scale == "log" else (low + high) / 2
-        return float(math.floor(mid + 0.5)) if integer else mid
+        return range_middle(*self.range, self.scale, integer)
 
     def detail(self) -> str:
         """What backs the value, in a few words (the ADR's and the table's text)."""
@@ -145,6 +143,13 @@ class Source(BaseModel):
         }
         cited = ", ".join(self.cite) if self.cite and self.kind != "fact" else ""
         return _join(parts[self.kind](), cited and f"see {cited}")
+
+
+def range_middle(low: float, high: float, scale: str, integer: bool = False) -> float:
+    """The middle of ``[low, high]``: arithmetic, or geometric on a ``"log"`` scale; rounded half
+    up for a whole-number field. The nominal value of a label's range and of an uncertain value."""
+    mid = math.sqrt(low * high) if scale == "log" else (low + high) / 2
+    return float(math.floor(mid + 0.5)) if integer else mid
 
 
 def _facts_anchor() -> str:

@@ -65,17 +65,19 @@ class Results:
 def summarize_counts(
     fleet: dict[str, np.ndarray],
     *,
-    instances: int,
-    min_size: int,
+    instances: int | np.ndarray,
+    min_size: int | np.ndarray,
     seed: int | None,
     confidence: float = 0.95,
 ) -> Summary:
-    """:func:`sim.stats.summarize` from the replication rows' counts alone: the same Summary."""
+    """:func:`sim.stats.summarize` from the replication rows' counts alone: the same Summary.
+    ``instances`` and ``min_size`` may be given per row (rows of several worlds pooled)."""
     attempts, failed = fleet["attempts"], fleet["failed_attempts"]
     timed_out, rejected = fleet["timed_out_attempts"], fleet["rejected_attempts"]
     some = attempts > 0  # a replication without attempts is no cluster
     replications = len(fleet["replication"])
-    total_instances = instances * replications
+    total_instances = int(np.sum(np.broadcast_to(instances, replications)))
+    needed = int(np.sum(np.broadcast_to(np.multiply(instances, min_size), replications)))
     n, k_failed, k_timeout = int(attempts.sum()), int(failed.sum()), int(timed_out.sum())
     k_rejected = int(rejected.sum())
     ready = int(np.sum(fleet["instances_ready"]))
@@ -89,9 +91,7 @@ def summarize_counts(
         restarts_per_instance=_ratio(n - int(fleet["first_attempts"].sum()), total_instances),
         peak_db_connections_p50=float(np.percentile(peaks, 50)) if replications else None,
         peak_db_connections_max=int(np.max(peaks)) if replications else None,
-        work_amplification=_ratio(
-            int(np.sum(fleet["connection_attempts"])), total_instances * min_size
-        ),
+        work_amplification=_ratio(int(np.sum(fleet["connection_attempts"])), needed),
         attempts=n,
         outcomes={
             Outcome.READY.value: n - k_failed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,8 +36,9 @@ from sim.distributions import (
     Seconds,
     Uniform,
 )
-from sim.errors import MISSING, ScenarioError
+from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
+from sim.uncertainty import Spread, lift
 
 # Limits on one replication; docs/scenario.md gives each with its reason. The engine keeps an
 # object of a few hundred bytes per instance, per attempt record and per connection in flight.
@@ -46,14 +48,6 @@ MAX_OPENING = 2_000_000  # instances × connections each opens at once: ~0.3 kB 
 MAX_CONNECTIONS = 262_143  # PostgreSQL's own ceiling on max_connections (MAX_BACKENDS, 2^18 − 1)
 MAX_POOL_STARTS = 10_000  # pool starts per attempt: db_init_timeout_s ÷ retry_backoff_s
 MAX_NAME_LENGTH = 100
-
-
-class FieldProblem(Exception):
-    """A cross-field rule broken; not a ValueError, so pydantic lets it through with its field."""
-
-    def __init__(self, field: str, value: object, problem: str) -> None:
-        super().__init__(problem)
-        self.field, self.value, self.problem = field, value, problem
 
 
 class _Section(BaseModel):
@@ -348,6 +342,10 @@ class Scenario(_Section):
     cloudsql: CloudSql = CloudSql()
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
+    # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its
+    # nominal value. Not a section of a file: ``to_dict`` leaves it out, ``file_dict`` puts each
+    # range back in its field.
+    uncertain: dict[str, Spread] = Field(default_factory=dict)
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -393,27 +391,47 @@ class Scenario(_Section):
             if dotted in ("name", "description"):
                 continue
             value, default = _lookup(data, dotted), _lookup(defaults, dotted)
-            out.append(self._entry(dotted, value, value == default and dotted not in self.sources))
+            own = dotted in self.sources or dotted in self.uncertain
+            out.append(self._entry(dotted, value, value == default and not own))
             out += [
                 self._entry(key, _lookup(data, key), False)
-                for key in self.sources
+                for key in (*self.sources, *(k for k in self.uncertain if k not in self.sources))
                 if key.startswith(dotted + ".")
             ]
         return out
 
     def _entry(self, dotted: str, value: Any, default: bool) -> Entry:
         src = DEFAULT_SOURCES.get(dotted) if default else self.label(dotted)
+        spread = self.uncertain.get(dotted)
         if src is None:
-            return Entry(dotted, value, UNLABELLED, "", "", False)
-        return Entry(dotted, value, src.kind, src.detail(), src.note, default)
+            detail = f"uncertain, {spread.describe()}" if spread else ""
+            return Entry(dotted, value, UNLABELLED, detail, "", False)
+        if spread is None:
+            return Entry(dotted, value, src.kind, src.detail(), src.note, default)
+        # The label keeps its kind and note and shows the field's range (sim/uncertainty.py).
+        merged = src.model_copy(update=spread.label_update())
+        detail = merged.detail()
+        if src.kind != "assumed":
+            detail = f"{detail}; uncertain, {spread.describe()}".removeprefix("; ")
+        return Entry(dotted, value, src.kind, detail, src.note, False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the TOML layout (field names as users write them); labels keep only the
         attributes they set."""
-        data = self.model_dump(by_alias=True, exclude_defaults=False, exclude_none=True)
+        data = self.model_dump(
+            by_alias=True, exclude_defaults=False, exclude_none=True, exclude={"uncertain"}
+        )
         data["sources"] = {
             key: src.model_dump(exclude_defaults=True) for key, src in self.sources.items()
         }
+        return data
+
+    def file_dict(self) -> dict[str, Any]:
+        """``to_dict`` as a file writes it: each uncertain field as its range, so the file reads
+        back as this very scenario."""
+        data = self.to_dict()
+        for dotted, spread in self.uncertain.items():
+            _set_dotted(data, dotted, spread.written(), "file")
         return data
 
     def get(self, dotted: str) -> Any:
@@ -425,18 +443,24 @@ class Scenario(_Section):
 
     def with_overrides(self, overrides: dict[str, Any], source: str = "override") -> Scenario:
         """A copy with dotted fields replaced, e.g. ``{"startup.db_init_timeout_s": 30.0}``.
-        A replaced value loses its label: the label spoke of the value it replaces."""
-        data = self.to_dict()
+        A replaced value loses its label, and its range: both spoke of the value it replaces."""
+        data, uncertain = self.to_dict(), dict(self.uncertain)
+
+        def forget(table: dict, dotted: str) -> None:
+            for key in [k for k in table if k == dotted or k.startswith(dotted + ".")]:
+                del table[key]
+
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
-            for key in [k for k in data["sources"] if k == dotted or k.startswith(dotted + ".")]:
-                del data["sources"][key]
+            forget(data["sources"], dotted)
+            forget(uncertain, dotted)
         preset = overrides.get("restart.preset")
         if preset in RESTART_PRESETS:  # a new preset brings its schedule, bar fields also given
             for key in RESTART_PRESETS[preset]:
                 if f"restart.{key}" not in overrides:
                     data["restart"].pop(key, None)
-        return from_dict(data, source)
+                    forget(uncertain, f"restart.{key}")
+        return from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
 
 
 def _deadline_within_horizon(sc: Scenario) -> None:
@@ -500,6 +524,14 @@ def _sources_valid(sc: Scenario) -> None:
             raise FieldProblem(f"sources.{key}", src.kind, "the scenario does not set it")
         for attr, bad, problem in src.problems():
             raise FieldProblem(f"sources.{key}.{attr}", bad, problem)
+        if key in sc.uncertain and (src.range is not None or src.choices is not None):
+            attr = "range" if src.range is not None else "choices"
+            raise FieldProblem(
+                f"sources.{key}.{attr}",
+                getattr(src, attr),
+                f"{key} gives its range itself: the label of an uncertain value keeps its kind "
+                "and note, and takes the field's range (docs/scenario.md#uncertain-values)",
+            )
         problem = src.admits(value)
         if problem:
             raise FieldProblem(f"sources.{key}", value, problem)
@@ -508,7 +540,9 @@ def _sources_valid(sc: Scenario) -> None:
 def _labellable(dotted: str) -> bool:
     """A scenario field (or below one: a distribution's parameter) that may carry a label."""
     section, _, rest = dotted.partition(".")
-    if section in ("name", "description", "sources") or section not in Scenario.model_fields:
+    if section in ("name", "description", "sources", "uncertain"):
+        return False
+    if section not in Scenario.model_fields:
         return False
     model = Scenario.model_fields[section].annotation
     if not rest:
@@ -551,13 +585,52 @@ def field_names(scenario: Scenario | None = None) -> list[str]:
     return out
 
 
+@cache
+def _defaults() -> dict[str, Any]:
+    return Scenario().to_dict()
+
+
 def from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """A validated scenario from plain data; a field given as a range (sim/uncertainty.py) holds
+    its nominal value, and each end of its range must be a valid value of the field."""
+    lifted: dict[str, Spread] = {}
     try:
-        return Scenario.model_validate(data)
+        data, lifted = lift(data, _defaults())
+        if lifted:
+            data = {**data, "uncertain": {**data.get("uncertain", {}), **lifted}}
+        sc = Scenario.model_validate(data)
+        _ends_valid(sc, lifted, source)
+        return sc
     except ValidationError as exc:
-        raise _scenario_error(exc, data, source) from None
+        raise _at_range(_scenario_error(exc, data, source), lifted) from None
     except FieldProblem as exc:
-        raise ScenarioError(source, exc.field, exc.value, exc.problem) from None
+        raise _at_range(ScenarioError(source, exc.field, exc.value, exc.problem), lifted) from None
+
+
+def _at_range(exc: ScenarioError, lifted: dict[str, Spread]) -> ScenarioError:
+    """A nominal value that fails is named as what the file wrote: its choices or its range."""
+    spread = lifted.get(exc.field)
+    if spread is None:
+        return exc
+    attr, what = ("choices", "") if spread.choices else ("range", " (the range's middle)")
+    return ScenarioError(exc.source, f"{exc.field}.{attr}", exc.value, exc.problem + what)
+
+
+def _ends_valid(sc: Scenario, spreads: dict[str, Spread], source: str) -> None:
+    """Each end of each range (each choice) set in the nominal scenario must validate: a choice
+    outside the field's own bounds is refused at the field, before any world is drawn."""
+    data = sc.to_dict()
+    for dotted, spread in spreads.items():
+        attr = "range" if spread.range is not None else "choices"
+        for end in spread.ends():
+            _set_dotted(data, dotted, end, source)
+            try:
+                Scenario.model_validate(data)
+            except (ValidationError, FieldProblem) as exc:
+                err = exc if isinstance(exc, FieldProblem) else _scenario_error(exc, data, source)
+                at = "" if err.field == dotted else f"at this end {err.field} = {err.value!r}: "
+                raise FieldProblem(f"{dotted}.{attr}", end, at + err.problem) from None
+        _set_dotted(data, dotted, spread.nominal(), source)
 
 
 def _scenario_error(exc: ValidationError, data: dict, source: str) -> ScenarioError:
@@ -611,6 +684,13 @@ def loads(text: str, source: str = "<scenario>") -> Scenario:
             MISSING,
             'sets no field (is it the right file?); a scenario needs at least name = "…", '
             "every other field has a default",
+        )
+    if "uncertain" in data:
+        raise ScenarioError(
+            source,
+            "uncertain",
+            data["uncertain"],
+            "unknown field: give a range in the field itself, e.g. instances = { range = [3, 40] }",
         )
     return from_dict(data, source)
 

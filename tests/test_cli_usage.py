@@ -85,18 +85,21 @@ def test_help_renders_flags_as_flags():
     assert "<bool>" not in res.stdout
 
 
-def test_simulate_out_writes_summary_last(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", [(), ("--nominal",)])  # across worlds, and one world
+def test_simulate_out_writes_summary_last(tmp_path, monkeypatch, mode):
     """Interrupted while writing records: no summary.json, so no complete-looking folder."""
     from cli_helpers import call_main
 
     import sim.cli.simulate
+    import sim.cli.worlds
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sim.cli.simulate, "write_csv", interrupted)
+    monkeypatch.setattr(sim.cli.worlds, "write_csv", interrupted)
     out = tmp_path / "o"
-    assert call_main("simulate", "-n", "2", "--jobs", "1", "--out", str(out)) == 130
+    assert call_main("simulate", "-n", "2", "--jobs", "1", "--out", str(out), *mode) == 130
     assert not (out / "summary.json").exists()
 
 

@@ -530,7 +530,9 @@ def test_every_model_field_is_known_to_the_fast_engine():
 # -- without records: the counts carry the statistics ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["staging-incident", "capacity-storm", "gang-allocation", "eager-pool-storm"])
+@pytest.mark.parametrize(
+    "name", ["staging-incident", "capacity-storm", "gang-allocation", "eager-pool-storm"]
+)
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_a_run_without_records_gives_the_same_summary(name, engine):
     sc = resolve(name)

@@ -82,19 +82,27 @@ def test_docs_state_every_incident_fact_by_its_id():
     assert missing == []
 
 
-def test_the_defaults_assumptions_sit_at_the_middle_of_their_ranges():
+def test_the_defaults_assumptions_are_uncertain_and_sit_at_the_middle_of_their_ranges():
+    # Issue 22: each assumption of the default with a plausible range gives it in the field, and
+    # its nominal value (what single-world commands run) is the range's middle, as Source.middle.
     sc = scenarios.resolve(scenarios.DEFAULT)
-    ranged = {k: s for k, s in sc.sources.items() if s.kind == "assumed" and s.range}
-    assert {"fleet.instances", "connector.setups_per_instance", "connector.setup_s.median"} <= set(
-        ranged
-    )
+    assert {
+        "fleet.instances",
+        "connector.setups_per_instance",
+        "connector.setup_s.median",
+        "database.other_connections",
+        "restart.initial_backoff_s",
+    } <= set(sc.uncertain)
     data = sc.to_dict()
-    for key, src in ranged.items():
+    for key, spread in sc.uncertain.items():
+        assert sc.label(key).kind == "assumed", key
         value = data
         for part in key.split("."):
             value = value[part]
+        src = Source(kind="assumed", note="n", range=list(spread.range), scale=spread.scale)
         mid = src.middle(integer=isinstance(value, int))
         assert value == pytest.approx(mid, rel=1e-9), (key, value, mid)
+    assert not [k for k, s in sc.sources.items() if s.kind == "assumed" and s.range]
 
 
 def test_middle_of_a_range_by_hand():

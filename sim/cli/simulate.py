@@ -20,6 +20,7 @@ from sim.cli.options import (
     prepare_out,
     progress,
 )
+from sim.cli.worlds import WORLDS, WorldsRun, across_worlds
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
 from sim.records import FLEET_COLUMNS
 from sim.report.tables import scenarios_table, summary_table
@@ -41,9 +42,31 @@ def simulate(
     jobs: Jobs = None,
     dask: Dask = None,
     engine: EngineOption = "auto",
+    worlds: Annotated[
+        int,
+        typer.Option(
+            "--worlds",
+            min=1,
+            metavar="N",
+            help="Worlds in the design over the scenario's uncertain values (a power of two "
+            "with Sobol'); each runs --replications.",
+        ),
+    ] = WORLDS,
+    design: Annotated[
+        str, typer.Option("--design", metavar="sobol|lhs", help="Sobol' or Latin hypercube.")
+    ] = "sobol",
+    nominal: Annotated[
+        bool,
+        typer.Option("--nominal", help="One world at the nominal values, ignoring the ranges."),
+    ] = False,
 ) -> None:
-    """Simulate the scenario and summarise start-up outcomes with 95 % intervals."""
+    """Simulate the scenario and summarise start-up outcomes with 95 % intervals; with uncertain
+    values, across a design of worlds."""
     sc = scenarios.resolve(scenario)
+    if sc.uncertain and not nominal:
+        settings = WorldsRun(replications, seed, jobs, dask, engine, worlds, design)
+        across_worlds(sc, settings, json_out, out)
+        return
     if out is not None:
         prepare_out(out)
     with progress(f"simulate {sc.name}", replications) as bar:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +25,7 @@ from sim.cli.options import (
     stamp,
 )
 from sim.errors import UsageError
-from sim.output import atomic_write, dumps, safe_folder_name, write_json
+from sim.output import append_row, atomic_write, csv_line, dumps, safe_folder_name, write_json
 from sim.report.tables import sweep_table
 from sim.runner import executor
 from sim.stats import check_confidence
@@ -95,7 +93,7 @@ def sweep(
         )
         with open(out / "sweep.csv", "a", encoding="utf-8", newline="") as f:
             for row in rows:
-                _append(f, [row[c] for c in columns])
+                append_row(f, [row[c] for c in columns])
     table = read_rows(out / "sweep.csv")
     figures = _sweep_figures(out, grid, table, sc, replications, svg)
     Console().print(sweep_table(sc, grid, table))
@@ -109,7 +107,7 @@ def _fresh(out: Path, meta: dict, columns: list[str]) -> int:
             "or choose another folder"
         )
     write_json(out / "sweep.json", meta)
-    atomic_write(out / "sweep.csv", _csv_line(columns))
+    atomic_write(out / "sweep.csv", csv_line(columns))
     return 0
 
 
@@ -129,7 +127,7 @@ def _resume(out: Path, meta: dict, columns: list[str]) -> int:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     kept = _complete_rows(text, columns)
     # A line cut short by the interruption is dropped: that point is simulated again.
-    atomic_write(path, _csv_line(columns) + "".join(_csv_line(r) for r in kept))
+    atomic_write(path, csv_line(columns) + "".join(csv_line(r) for r in kept))
     return len(kept)
 
 
@@ -144,22 +142,6 @@ def _complete_rows(text: str, columns: list[str]) -> list[list[str]]:
             break
         rows.append(row)
     return rows
-
-
-def _cell(v: Any) -> str:
-    return "" if v is None else repr(v) if isinstance(v, float) else str(v)
-
-
-def _csv_line(values: list) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_cell(v) for v in values])
-    return buf.getvalue()
-
-
-def _append(f, values: list) -> None:
-    f.write(_csv_line(values))
-    f.flush()
-    os.fsync(f.fileno())  # a finished point survives a crash of the machine, not just of startsim
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -64,6 +64,71 @@ def summary_table(sc: scenarios.Scenario, s: Summary) -> Table:
     return table
 
 
+# Rows of the table across worlds: (figure key of sim.worlds.FIGURES, label, format).
+WORLD_ROWS = (
+    ("p_db_init_timeout", "P(db init > {timeout} s timeout) per attempt", "pct"),
+    ("p_start_failure", "P(start attempt fails) per attempt", "pct"),
+    ("p_first_start_success", "P(first start succeeds) per instance", "pct"),
+    ("never_ready_fraction", "never ready within horizon", "pct"),
+    ("fleet_ready_p50_s", "fleet ready (all instances) p50", "sec"),
+    ("fleet_ready_p95_s", "fleet ready (all instances) p95", "sec"),
+    ("restarts_per_instance", "restarts per instance", "num"),
+    ("peak_db_connections_p50", "peak database connections p50", "int"),
+    ("peak_db_connections_max", "peak database connections max", "int"),
+    ("work_amplification", "work amplification", "times"),
+)
+
+
+def _shown(x, how: str) -> str:
+    if how == "pct":
+        return pct(x)
+    if how == "sec":
+        return "never" if x is None else f"{x:.1f} s"
+    if x is None:
+        return "—"
+    return {"num": f"{x:.2f}", "int": f"{x:.0f}", "times": f"{x:.2f}×"}[how]
+
+
+def worlds_table(sc: scenarios.Scenario, worlds: dict, figures: dict) -> Table:
+    """Each figure across the worlds of a design (``worlds``: sim.worlds.Design.as_dict() and
+    the run's settings): median and 10–90 % band of the worlds' own figures, and all worlds'
+    replications pooled (with its 95 % interval for the two probabilities)."""
+    table = Table(
+        title=f"{sc.name}: {worlds['worlds']} worlds ({worlds['method']}) × "
+        f"{worlds['replications_per_world']} replications, seed {worlds['seed']}",
+        header_style="bold",
+    )
+    table.add_column("figure")
+    for col in ("median", "10–90 % of worlds", "pooled"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for key, label, how in WORLD_ROWS:
+        f = figures[key]
+        pooled = _shown(f["pooled"], how)
+        if "pooled_high" in f:
+            pooled += f" ({_shown(f['pooled_low'], how)} – {_shown(f['pooled_high'], how)})"
+        table.add_row(
+            label.format(timeout=f"{sc.startup.db_init_timeout_s:g}"),
+            _shown(f["median"], how),
+            f"{_shown(f['p10'], how)} – {_shown(f['p90'], how)}",
+            pooled,
+        )
+    ranges = ", ".join(f"{f['field']} {_spread(f)}" for f in worlds["fields"])
+    table.caption = (
+        f"uncertain ({len(worlds['fields'])}): {ranges}\n"
+        "median and band: over worlds, each a world's own figure; pooled: every world's "
+        "replications together, 95 % interval\n" + provenance_footer(sc.provenance())
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def _spread(f: dict) -> str:
+    if "choices" in f:
+        return "{" + ", ".join(f"{c:g}" for c in f["choices"]) + "}"
+    low, high = f["range"]
+    return f"{low:g}–{high:g}" + (" (log)" if f["scale"] == "log" else "")
+
+
 def provenance_footer(entries: list[Entry]) -> str:
     """Where the inputs come from, in a few lines: counts per kind, the assumptions that carry a
     plausible range, and every value set without a label (all of it: ``--json``'s ``sources``)."""
