@@ -1,9 +1,9 @@
 """The connector emulator: an asyncio TCP proxy with the model's connector semantics.
 
-Each new client connection is a set-up. The connector carries ``setups_per_instance × instances``
-set-ups at once; the rest wait in a FIFO queue. While set-ups wait, one scale-out at a time starts
-and adds an instance after a ``scale_up_delay_s`` draw, up to ``max_instances``; it never scales in
-(docs/sources.md#connector-never-scales-in). A set-up holds its place for a ``setup_s`` draw, then
+Each new client connection is a set-up. The rules (capacity, FIFO queue, one scale-out at a time,
+never a scale-in) are not written here: they are ``sim.connector.ConnectorState``, the object the
+readable engine drives too; this module drives it from asyncio, with its own timers and draws
+(``setup_s``, ``scale_up_delay_s``). A set-up holds its place for a ``setup_s`` draw, then
 the proxy dials the upstream and relays bytes untouched. Every change of the instance count is
 logged as a JSON line, so a campaign's connector can be compared with the simulated one.
 
@@ -19,31 +19,27 @@ import asyncio
 import itertools
 import json
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from sim.connector import ConnectorState
 from sim.scenario import Connector
 
 
 class ConnectorModel:
-    """Capacity, FIFO queue and scale-outs; ``await setup()`` is one set-up from queue to done."""
+    """The connector's rules (:class:`sim.connector.ConnectorState`, the engine's too) driven by
+    asyncio: ``await setup()`` is one set-up from queue to done, with the emulator's own timers
+    and draws for the set-up times and scale-up delays, and its log."""
 
     def __init__(self, cx: Connector, rng: np.random.Generator, log: IO[str] | None = None):
         self.cx, self.rng, self.log = cx, rng, log
-        self.instances = cx.min_instances
-        self.busy = 0
-        self.queue: deque[asyncio.Future] = deque()
-        self.scaling = False
+        self.state = ConnectorState(cx)
         self.t0 = time.monotonic()
         self.setups = 0
-
-    @property
-    def capacity(self) -> int:
-        return self.cx.setups_per_instance * self.instances
+        self._scale_out: asyncio.Task | None = None  # kept: the loop holds tasks weakly
 
     def _draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
@@ -55,9 +51,9 @@ class ConnectorModel:
             "t_s": round(time.monotonic() - self.t0, 3),
             "t_unix_s": round(time.time(), 3),
             "event": event,
-            "instances": self.instances,
-            "busy": self.busy,
-            "queued": len(self.queue),
+            "instances": self.state.instances,
+            "busy": self.state.in_setup,
+            "queued": self.state.queued,
             "setups": self.setups,
         }
         self._write(line)
@@ -74,54 +70,49 @@ class ConnectorModel:
 
     async def setup(self, conn: Connection | None = None) -> None:
         """Wait for a place (FIFO), hold it for a ``setup_s`` draw, give it back; ``conn`` (if
-        given) gets the times its place was held and its set-up ended."""
-        if self.busy < self.capacity and not self.queue:
-            self.busy += 1
-        else:
-            fut = asyncio.get_running_loop().create_future()
-            self.queue.append(fut)
+        given) gets the times its place was held and its set-up ended. Cancelled, it gives up
+        its place or leaves the queue."""
+        place = asyncio.get_running_loop().create_future()  # this set-up, to the connector
+        if not self.state.request(place):
             self._maybe_scale()
             try:
-                await fut  # the place is handed over already counted in ``busy``
+                await place  # done when the connector lets it through
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._give_back()  # served in the same loop step as the hang-up
-                elif fut in self.queue:
-                    self.queue.remove(fut)
-                # else: _serve already popped (and skipped) the cancelled future
+                self._start(self.state.give_up((place,)))
                 raise
         if conn is not None:
             conn.placed = time.monotonic()
         try:
             await asyncio.sleep(self._draw(self.cx.setup_s))
-        finally:
+        except asyncio.CancelledError:
             self.setups += 1
-            self._give_back()
+            self._start(self.state.give_up((place,)))
+            raise
+        self.setups += 1
+        self._start(self.state.setup_done(place))
         if conn is not None:
             conn.set_up = time.monotonic()
 
-    def _give_back(self) -> None:
-        self.busy -= 1
-        self._serve()
-
-    def _serve(self) -> None:
-        while self.queue and self.busy < self.capacity:
-            fut = self.queue.popleft()
-            if not fut.done():
-                self.busy += 1
-                fut.set_result(None)
+    def _start(self, places: list[asyncio.Future]) -> None:
+        """Wake the set-ups the connector let through. One whose client hung up in this loop step
+        (its future cancelled, its handler not run yet) gives its place back at once."""
+        places = list(places)
+        while places:
+            place = places.pop(0)
+            if place.done():
+                places += self.state.give_up((place,))
+            else:
+                place.set_result(None)
 
     def _maybe_scale(self) -> None:
-        if self.queue and not self.scaling and self.instances < self.cx.max_instances:
-            self.scaling = True
-            asyncio.get_running_loop().create_task(self._scale_out())
+        if self.state.begin_scale_out():
+            delay_s = self._draw(self.cx.scale_up_delay_s)
+            self._scale_out = asyncio.get_running_loop().create_task(self._join_after(delay_s))
 
-    async def _scale_out(self) -> None:
-        await asyncio.sleep(self._draw(self.cx.scale_up_delay_s))
-        self.instances += 1
-        self.scaling = False
-        self.note("scale_out")
-        self._serve()
+    async def _join_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._start(self.state.instance_joined())
+        self.note("scale_out")  # after the join served the queue: "queued" are still waiting
         self._maybe_scale()
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
 import numpy as np
 
 from sim import streams
+from sim.connector import ConnectorState
 from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
 
@@ -138,13 +138,7 @@ class Engine:
         self.end_s = sc.horizon_s + sc.startup.db_init_timeout_s
         self._heap: list = []
         self._seq = itertools.count()
-        # connector
-        self.cx_instances = sc.connector.min_instances
-        self.cx_capacity = sc.connector.setups_per_instance * self.cx_instances
-        self.cx_busy = 0
-        self.cx_queue: deque[_Conn] = deque()
-        self.cx_waiting = 0  # live entries in cx_queue (cancelled ones are skipped lazily)
-        self.cx_scaling = False
+        self.connector = ConnectorState(sc.connector)  # its rules; the timers are the engine's
         # database
         self.db_free = sc.database.free_slots
         # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
@@ -188,7 +182,7 @@ class Engine:
 
     def _finish(self) -> Replication:
         out = self.out
-        out.connector_instances_end = self.cx_instances
+        out.connector_instances_end = self.connector.instances
         ready = [i.ready_at for i in self.instances]
         out.instances_ready = sum(r <= self.sc.horizon_s for r in ready)
         out.fleet_ready_s = max(ready) if out.instances_ready == len(ready) else math.inf
@@ -204,7 +198,7 @@ class Engine:
             tl = self.timeline
             tl["t"].append(self.now)
             tl["db_connections"].append(self.sc.database.free_slots - self.db_free)
-            tl["connector_instances"].append(self.cx_instances)
+            tl["connector_instances"].append(self.connector.instances)
             tl["instances_ready"].append(sum(i.ready_at <= self.now for i in self.instances))
 
     # -- a container's life --------------------------------------------------------------------
@@ -321,7 +315,7 @@ class Engine:
     def pool_failed(self, inst: _Instance, reason: str) -> None:
         inst.pool += 1  # events of the failed pool start are now stale
         if self.sc.pool.on_failure == "close":
-            self._cancel_all(inst)
+            self._cancel_all(list(inst.conns))
         pool = self.sc.pool
         backoff = pool.retry_backoff_s
         if backoff > 0:
@@ -351,7 +345,7 @@ class Engine:
             for conn in [c for c in inst.conns if c.state == HELD]:
                 self._drop(conn)
                 self.at(self.now + release_s, self._free_slot)
-        self._cancel_all(inst)
+        self._cancel_all(list(inst.conns))
         restart = self.sc.restart
         if inst.attempt <= restart.restarts_allowed:
             pause = restart.backoff_s(inst.attempt)
@@ -389,44 +383,28 @@ class Engine:
             # A connect timeout at or after the deadline changes nothing: the deadline comes first
             # and abandons the connection. Skipping it saves a quarter of the events.
             self.at(timeout_at, self.conn_timeout, conn)
-        if self.cx_busy < self.cx_capacity:
-            self._begin_setup(conn)
-        else:
-            self.cx_queue.append(conn)
-            self.cx_waiting += 1
-            self._maybe_scale()
+        self._begin_setups(self.connector.request(conn))  # now, or it waits in the queue
+        self._maybe_scale()
 
-    def _begin_setup(self, conn: _Conn) -> None:
-        conn.state = SETUP
-        self.cx_busy += 1
-        self.at(self.now + self.draw_setup(), self.setup_done, conn)
-
-    def _serve_queue(self) -> None:
-        while self.cx_waiting and self.cx_busy < self.cx_capacity:
-            conn = self.cx_queue.popleft()
-            if conn.state == QUEUED:
-                self.cx_waiting -= 1
-                self._begin_setup(conn)
+    def _begin_setups(self, conns: list[_Conn]) -> None:
+        """The connections the connector lets through begin their set-ups, in its order."""
+        for conn in conns:
+            conn.state = SETUP
+            self.at(self.now + self.draw_setup(), self.setup_done, conn)
 
     def _maybe_scale(self) -> None:
-        cx = self.sc.connector
-        if self.cx_waiting and not self.cx_scaling and self.cx_instances < cx.max_instances:
-            self.cx_scaling = True
+        if self.connector.begin_scale_out():
             self.at(self.now + self.draw_scale(), self.scaled_up)
 
     def scaled_up(self) -> None:
-        self.cx_instances += 1
-        self.cx_capacity += self.sc.connector.setups_per_instance
-        self.cx_scaling = False
-        self._serve_queue()
+        self._begin_setups(self.connector.instance_joined())
         self._maybe_scale()
         self._sample()
 
     def setup_done(self, conn: _Conn) -> None:
         if conn.state != SETUP:
             return  # cancelled during set-up; its capacity was returned then
-        self.cx_busy -= 1
-        self._serve_queue()
+        self._begin_setups(self.connector.setup_done(conn))
         conn.state = ACCEPT
         self.at(self.now + self.draw_accept(), self.accept_done, conn)
 
@@ -456,23 +434,21 @@ class Engine:
         if conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, Reason.CONNECT_TIMEOUT)
 
-    def cancel(self, conn: _Conn, serve: bool = True) -> None:
+    def cancel(self, conn: _Conn) -> None:
         """The client gives the connection up, wherever it is."""
-        if conn.state == QUEUED:
-            self.cx_waiting -= 1
-        elif conn.state == SETUP:
-            self.cx_busy -= 1
-        elif conn.state == HELD:
-            self.release(conn)
-            return
-        self._drop(conn)
-        if serve:
-            self._serve_queue()
+        self._cancel_all([conn])
 
-    def _cancel_all(self, inst: _Instance) -> None:
-        for conn in list(inst.conns):
-            self.cancel(conn, serve=False)
-        self._serve_queue()
+    def _cancel_all(self, conns: list[_Conn]) -> None:
+        """Give these connections up at once; places they free at the connector are served after
+        all of them left."""
+        at_connector = [c for c in conns if c.state in (QUEUED, SETUP)]
+        for conn in conns:
+            if conn.state == HELD:
+                self.release(conn)
+            else:
+                self._drop(conn)
+        if at_connector:
+            self._begin_setups(self.connector.give_up(at_connector))
 
     def release(self, conn: _Conn) -> None:
         self._drop(conn)

@@ -15,6 +15,7 @@ from typing import get_args
 import pytest
 
 from sim import fast
+from sim.connector import ConnectorState
 from sim.engine import Engine
 from sim.fast import kernel
 from sim.records import Outcome, Reason
@@ -44,8 +45,7 @@ TWINS = {
     "exit": "exit_attempt",
     "_record": "record",
     "open_conn": "open_conn",
-    "_begin_setup": "begin_setup",
-    "_serve_queue": "serve_queue",
+    "_begin_setups": "begin_setup",
     "_maybe_scale": "maybe_scale",
     "scaled_up": "scaled_up",
     "setup_done": "setup_done",
@@ -57,6 +57,26 @@ TWINS = {
     "_free_slot": "inlined in dispatch",
     "_drop": "drop",
 }
+
+
+# The connector's rules are one object, sim.connector.ConnectorState, which the readable engine
+# and the emulator both drive; the kernel keeps a compiled copy in its flat arrays. Each method →
+# the kernel function that does its work.
+CONNECTOR_TWINS = {
+    "request": "open_conn",
+    "setup_done": "setup_done",
+    "give_up": "cancel",  # and cancel_all, for several at once
+    "begin_scale_out": "maybe_scale",
+    "instance_joined": "scaled_up",
+    "_serve": "serve_queue",
+}
+
+
+def test_every_rule_of_the_connector_has_its_twin_in_the_kernel():
+    methods = {n for n, m in vars(ConnectorState).items() if inspect.isfunction(m)}
+    assert methods - {"__init__"} == set(CONNECTOR_TWINS)
+    for method, twin in CONNECTOR_TWINS.items():
+        assert callable(getattr(kernel, twin, None)), f"{method}: kernel.{twin} is gone"
 
 
 def _handlers() -> set[str]:

@@ -217,7 +217,7 @@ def test_setups_beyond_capacity_wait_for_the_scale_up_delay(pg_server, tmp_path)
         serving = asyncio.ensure_future(emu.serve())
         dsn = safety.with_host_port(pg_server.dsn, "127.0.0.1", emu.port)
         try:
-            return await _connect_times(emu, dsn, 4), emu.model.instances
+            return await _connect_times(emu, dsn, 4), emu.model.state.instances
         finally:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
@@ -292,7 +292,7 @@ def test_a_client_that_gives_up_leaves_the_queue(pg_server):
             with pytest.raises(TimeoutError):
                 await asyncpg.connect(dsn, timeout=0.3)
             await asyncio.sleep(0.1)
-            queued = len(emu.model.queue)
+            queued = emu.model.state.queued
             await (await first).close()
             return queued
         finally:
@@ -386,8 +386,8 @@ def test_failure_reasons():
 
 def test_a_queued_client_that_hangs_up_as_the_queue_is_served_leaves_cleanly():
     """The hang-up cancels the wait; a place frees in the same loop step, before the waiter
-    runs again. The served future was cancelled, so the queue drops it, and the waiter must
-    neither remove it again (ValueError) nor keep a place."""
+    runs again. The served future was cancelled, so its place goes back at once, and the
+    waiter's own give-up must neither fail nor free a place twice."""
     from loadtests.emulator import ConnectorModel
 
     cx = _cx(setups=1, min_i=1, max_i=1, setup_s=10.0, delay_s=0.0)
@@ -402,7 +402,7 @@ def test_a_queued_client_that_hangs_up_as_the_queue_is_served_leaves_cleanly():
         waiter.cancel()  # ... and the queued client hangs up in the same step
         # The holder's give-back serves the queue: it pops the waiter's cancelled future.
         results = await asyncio.gather(holder, waiter, return_exceptions=True)
-        return results, model.busy, len(model.queue)
+        return results, model.state.in_setup, model.state.queued
 
     results, busy, queued = asyncio.run(main())
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
@@ -424,7 +424,7 @@ def test_a_served_client_that_hangs_up_gives_its_place_back():
         await asyncio.sleep(0)  # the holder gives back: the waiter's future is served
         waiter.cancel()  # hangs up before it runs again
         await asyncio.gather(holder, waiter, return_exceptions=True)
-        return model.busy, len(model.queue)
+        return model.state.in_setup, model.state.queued
 
     assert asyncio.run(main()) == (0, 0)
 
