@@ -31,6 +31,7 @@ import time
 from typing import NoReturn
 
 import gevent
+import gevent.event
 import numpy as np
 from locust import User, events, task
 from locust.runners import MasterRunner, WorkerRunner
@@ -52,6 +53,11 @@ from sim.output import write_json
 from sim.records import Outcome
 
 SAMPLE_EVERY_S = 0.1
+# A Locust worker connects to its master before its init event has run, so users may be spawned
+# before the campaign exists (seen: 'Environment' object has no attribute 'startsim'). A user waits
+# for the init hook this long, then fails with a message that says so.
+INIT_WAIT_S = 60.0
+_initialised = gevent.event.Event()
 PROGRESS_FILE = "progress.json"
 INSTANCE_STRIDE = 1_000_000  # instance ids: worker index × stride + the worker's own count
 log = logging.getLogger("startsim")
@@ -229,6 +235,7 @@ def _on_init(environment, **_kw) -> None:
     # out of them (the workers have their own --dsn, read at their start).
     options.dsn = safety.redact_dsn(found.dsn)
     environment.startsim = camp = Campaign(environment, found)
+    _initialised.set()
     if writer:
         how = "given" if found.seed_given else f"fresh; --seed {found.seed} repeats it"
         log.info("startsim: seed %d (%s), records in %s", found.seed, how, found.run_dir)
@@ -283,6 +290,8 @@ class ColdStartUser(User):
     """One container instance: start attempts with restarts, then hold the pool until the end."""
 
     def on_start(self) -> None:
+        if not hasattr(self.environment, "startsim") and not _initialised.wait(INIT_WAIT_S):
+            raise StartsimError(f"startsim's init hook did not run within {INIT_WAIT_S:g} s")
         self.camp = self.environment.startsim
         self.instance_id, self.inst, self.rng = self.camp.new_instance()
 
