@@ -176,7 +176,7 @@ def _rows(path):
         return list(csv.reader(f))
 
 
-def test_out_writes_a_row_per_world_and_an_interrupted_run_keeps_the_finished_ones(
+def test_out_writes_a_row_per_world_and_a_run_cut_short_keeps_the_finished_ones(
     tmp_path, monkeypatch, capsys
 ):
     source = tmp_path / "switch.toml"
