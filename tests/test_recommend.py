@@ -15,7 +15,7 @@ from sim.errors import UsageError
 from sim.recommend import Settings, recommend
 from sim.runner import simulate
 from sim.search import RESOLUTION_S, Lab, guess_timeout, zero_failure_replications
-from sim.sizing import pool_advice
+from sim.sizing import PgBouncer, pool_advice
 from sim.stats import wilson
 
 # -- known answer: a uniform scale-up delay the second instance must wait for ------------------
@@ -147,11 +147,14 @@ def test_fleet_cap_and_pgbouncer_when_no_pool_setting_fits():
     assert advice.pool_locking_bound == 6
     assert advice.pool_setting_fits is False and advice.max_size is None
     assert advice.largest_fleet == 12 // 6
-    assert advice.pgbouncer == {
-        "max_client_conn": 6 * 10,
-        "default_pool_size": 12,
-        "query_wait_timeout_s": 120,
-    }
+    assert advice.pgbouncer == PgBouncer(
+        max_client_conn=60, default_pool_size=12, query_wait_timeout_s=120
+    )
+    assert list(advice.as_dict()["pgbouncer"].items()) == [  # summary.json's keys, in order
+        ("max_client_conn", 60),
+        ("default_pool_size", 12),
+        ("query_wait_timeout_s", 120),
+    ]
 
 
 # -- targets that cannot be shown -----------------------------------------------------------------

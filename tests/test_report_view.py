@@ -16,11 +16,12 @@ from builders import const, scenario, uniform
 from sim import advice
 from sim.advice import RareCheck, TargetRow, TimeoutAdvice
 from sim.output import dumps
-from sim.plain import build, key
+from sim.plain import build, key, plain
 from sim.recommend import Settings, recommend
 from sim.report import adr, evidence, folder, tables, view
-from sim.report.view import RecommendationView
+from sim.report.view import PoolView, RecommendationView
 from sim.search import Step, TimeoutSearch
+from sim.sizing import PgBouncer, pool_advice
 from sim.stats import Proportion
 
 ROOT = Path(__file__).parent.parent
@@ -90,6 +91,15 @@ def test_timeout_advice_round_trips_with_a_rare_check():
     assert data["by_target"][0]["p_db_init_timeout"] == search.as_dict()["p_db_init_timeout"]
     assert TimeoutAdvice.from_dict(data) == found
     assert TimeoutAdvice.from_dict(data).as_dict() == data
+
+
+def test_the_pool_view_keeps_summary_jsons_keys_in_order():
+    # 5 tasks × 4 connections: a pool-locking bound of 16 per instance, more than the 6 that fit,
+    # so the advice names a pooler (its keys in summary.json's order too).
+    advice = pool_advice(scenario(SMALL), tasks=5, connections_per_task=4)
+    assert isinstance(advice.pgbouncer, PgBouncer)
+    data = advice.as_dict()
+    assert json.dumps(plain(build(PoolView, data))) == json.dumps(data)
 
 
 def _keys(data, skip=("overrides", "value", "figures", "figure_grid")) -> set[str]:

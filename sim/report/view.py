@@ -5,7 +5,8 @@ rebuilds the typed view from summary.json's data (``Recommendation.as_dict()``, 
 back, as ``results/example/`` is), so the ADR renders the same from a run as from its folder.
 ``view.as_dict()`` gives the data back unchanged (tests/test_report_view.py). The records reuse
 the core's types where summary.json holds them whole (``TimeoutAdvice``, ``DeployMonitoring``,
-``Verdict``, ``Proportion``, ``Entry``) and mirror the rest field by field, in summary.json's order.
+``Verdict``, ``PgBouncer``, ``Proportion``, ``Entry``) and mirror the rest field by field, in
+summary.json's order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
+from sim.sizing import PgBouncer
 from sim.stats import Proportion
 
 
@@ -61,15 +63,6 @@ class DemandView:
     max_connections: int
     start_fits: bool
     held_fits: bool
-
-
-@dataclass(frozen=True)
-class PgBouncer:
-    """The pooler's settings when no pool setting fits."""
-
-    default_pool_size: int
-    max_client_conn: int
-    query_wait_timeout_s: float
 
 
 @dataclass(frozen=True)
