@@ -12,11 +12,10 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_advice
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge
 from sim.errors import UsageError
-from sim.records import Outcome
+from sim.plain import build, plain
 from sim.runner import Results
 from sim.scenario import Scenario
 from sim.search import (
@@ -154,7 +153,7 @@ class Recommendation:
     replications: int
     ceiling_s: float
     verdict: Verdict
-    timeout: dict
+    timeout: TimeoutAdvice
     pool: PoolAdvice
     connector: ConnectorFloor
     fix: TimeoutSearch | None
@@ -188,14 +187,14 @@ class Recommendation:
             "max_timeout_s": self.ceiling_s,
             "verdict": self.verdict.as_dict(),
             "decision": self.decision.as_dict(),
-            "timeout": self.timeout,
+            "timeout": self.timeout.as_dict(),
             "pool": self.pool.as_dict(),
             "connector": self.connector.as_dict(),
             "fix": fix,
             "candidates": [c.as_dict() for c in self.candidates],
             "criterion": self.criterion,
             "history": [h.as_dict() for h in self.history],
-            "monitoring": monitoring(self.today),
+            "monitoring": plain(monitoring(self.today)),
             "success": rates_dict(
                 self.success, self.scenario.team.success_definition, self.criterion
             ),
@@ -221,7 +220,8 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     today = lab.run(sc, reps)  # with its records (monitoring), before any summary-only run
     searches = _searches(lab, sc, settings, plan, probe, ceiling, demand.held_fits)
     main = searches.get(settings.target_success)
-    timeout = _timeout_section(sc, settings, probe, searches, plan, _rare_checks(lab, sc, searches))
+    rare = _rare_checks(lab, sc, searches)
+    timeout = timeout_advice(sc, settings.target_success, probe, searches, plan, rare)
     verdict = _verdict(sc, demand, main, ceiling, probe, settings)
     fix_change = pool_fix(sc, advice)
     fix = None
@@ -290,7 +290,9 @@ def _searches(lab, sc, settings, plan, probe, ceiling, feasible) -> dict[float, 
     return out
 
 
-def _rare_checks(lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]) -> dict:
+def _rare_checks(
+    lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]
+) -> dict[float, RareCheck]:
     """P(db init reaches the found timeout) by importance sampling, for the rarest targets (only
     with the fast engine: the estimator lives in its kernel)."""
     from sim.engines import unsupported
@@ -310,47 +312,9 @@ def _rare_checks(lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]) -
                 event="timeout",
                 executor=lab.executor,
             )
-            out[target] = {**est.as_dict(), "meets": est.reliable and est.ci_high <= 1 - target}
+            meets = est.reliable and est.ci_high <= 1 - target
+            out[target] = build(RareCheck, {**est.as_dict(), "meets": meets})
     return out
-
-
-def _timeout_section(sc, settings, probe, searches, plan, rare=None) -> dict:
-    ok = probe.attempts["outcome"] == Outcome.READY
-    durations = probe.attempts["db_init_s"][ok]
-    p50 = p999 = None
-    if ok.any():
-        p50, p999 = (float(np.percentile(durations, q)) for q in (50, 99.9))
-    main = searches.get(settings.target_success)
-    return {
-        "current_s": sc.startup.db_init_timeout_s,
-        "recommended_s": main.timeout_s if main else None,
-        "criterion": "upper bound of P(db init reaches the timeout) per attempt <= 1 - target",
-        "search": main.as_dict() if main else None,
-        "by_target": [
-            {
-                "target_success": t,
-                "timeout_s": searches[t].timeout_s if t in searches else None,
-                "replications": plan[t],
-                "p_db_init_timeout": (
-                    searches[t].as_dict()["p_db_init_timeout"] if t in searches else None
-                ),
-                "rare": (rare or {}).get(t),  # the importance-sampling check, when it ran
-            }
-            for t in plan
-        ],
-        # AWS Builders' Library: a timeout at the downstream's p99.9 (0.1 % false timeouts),
-        # padded when p99.9 is close to p50 (docs/sources.md#aws-p999-timeout-rule).
-        "aws_p999_s": p999,
-        "aws_timeout_s": None if p999 is None else _on_grid(p999),
-        "db_init_p50_s": p50,
-        "db_init_p999_over_p50": p999 / p50 if p50 else None,
-        "probe_timeout_s": probe.scenario.startup.db_init_timeout_s,
-        "probe_replications": probe.replications,
-    }
-
-
-def _on_grid(seconds: float) -> float:
-    return max(RESOLUTION_S, math.ceil(seconds / RESOLUTION_S - 1e-9) * RESOLUTION_S)
 
 
 def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> Verdict:
@@ -407,7 +371,7 @@ def _changes(sc, main, timeout, advice, connector) -> list[Change]:
     if fix is not None and fix[1] != {"pool.min_size": 1}:
         kind = "fleet" if "fleet.instances" in fix[1] else "pool"
         out.append(Change(kind, fix[0], fix[1]))
-    for t in (main.timeout_s if main else None, timeout["aws_timeout_s"]):
+    for t in (main.timeout_s if main else None, timeout.aws_timeout_s):
         if (
             t
             and t != sc.startup.db_init_timeout_s
@@ -511,34 +475,6 @@ def _observation(sc: Scenario, today: Results, confidence: float) -> Observation
     )
 
 
-def monitoring(res: Results) -> dict:
-    """What a deploy of today's configuration shows on a dashboard: failed starts and exit-code-3
-    exits (database-init timeouts) per deploy (one replication = one deploy of the fleet)."""
-    a = res.attempts
-    reps = res.replications
-    failed = np.bincount(a["replication"], weights=a["outcome"] != Outcome.READY, minlength=reps)
-    exit3 = np.bincount(a["replication"], weights=a["outcome"] == Outcome.TIMEOUT, minlength=reps)
-    restarts = np.bincount(a["replication"], weights=a["attempt"] > 1, minlength=reps)
-
-    def per_deploy(x: np.ndarray) -> dict:
-        return {
-            "mean": float(np.mean(x)) if reps else None,
-            "p50": float(np.percentile(x, 50)) if reps else None,
-            "p95": float(np.percentile(x, 95)) if reps else None,
-            "max": int(np.max(x)) if reps else None,
-            "deploys_with_any": float(np.mean(x > 0)) if reps else None,
-        }
-
-    return {
-        "deploys": reps,
-        "instances_per_deploy": res.scenario.fleet.instances,
-        "horizon_s": res.scenario.horizon_s,
-        "startup_failures_per_deploy": per_deploy(failed),
-        "exit_code_3_per_deploy": per_deploy(exit3),
-        "restarts_per_deploy": per_deploy(restarts),
-    }
-
-
 # -- the figures' grid ---------------------------------------------------------------------------
 
 FIGURE_REPLICATIONS = 100  # a picture, not a decision: enough for shades, cheap on two cores
@@ -549,7 +485,7 @@ def figure_grid(sc: Scenario, rec: Recommendation) -> Grid:
     current = sc.startup.db_init_timeout_s
     centre = rec.decision.smallest_timeout_s or current
     spread = (0.5, 0.75, 1.0, 1.25, 1.5)
-    timeouts = sorted({_on_grid(current), *(_on_grid(centre * f) for f in spread)})
+    timeouts = sorted({on_grid(current), *(on_grid(centre * f) for f in spread)})
     if sc.fleet.arrival == "waves":
         sizes = sorted({1, 2, sc.pool.min_size, min(sc.pool.max_size, 2 * sc.pool.min_size)})
         return Grid((TIMEOUT, "pool.min_size"), (tuple(timeouts), tuple(sizes)))

@@ -17,6 +17,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sim.plain import build
 from sim.records import Outcome
 from sim.runner import Executor, Results, Serial, evaluate
 from sim.scenario import Scenario
@@ -112,6 +113,11 @@ class Step:
     def as_dict(self, key: str = "timeout_s") -> dict:
         return {key: self.value, **self.p.as_dict(), "meets": self.meets}
 
+    @classmethod
+    def from_dict(cls, data: dict, key: str = "timeout_s") -> Step:
+        """The inverse of ``as_dict`` (summary.json's data back to a step)."""
+        return cls(data[key], build(Proportion, data), data["meets"])
+
 
 @dataclass
 class TimeoutSearch:
@@ -136,6 +142,12 @@ class TimeoutSearch:
             "p_db_init_timeout": None if at is None else at.as_dict(),
             "steps": [s.as_dict() for s in sorted(self.steps, key=lambda s: s.value)],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TimeoutSearch:
+        """The inverse of ``as_dict`` (its ``p_db_init_timeout`` is the step at the answer)."""
+        steps = [Step.from_dict(s) for s in data["steps"]]
+        return cls(data["target_success"], data["replications"], data["timeout_s"], steps)
 
 
 def failure_hits(res: Results, timeout_s: float) -> np.ndarray:

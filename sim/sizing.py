@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from sim.plain import plain
 from sim.scenario import Scenario
 from sim.search import Lab, Step
 
@@ -68,6 +69,15 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class PgBouncer:
+    """PgBouncer in front of the database when no pool setting fits: its settings."""
+
+    max_client_conn: int
+    default_pool_size: int
+    query_wait_timeout_s: float
+
+
+@dataclass(frozen=True)
 class PoolAdvice:
     """min_size, max_size and the largest fleet by arithmetic; or, when no pool setting fits, the
     fleet cap and a pooler."""
@@ -82,7 +92,7 @@ class PoolAdvice:
     largest_fleet_current_max_size: int
     largest_fleet: int
     largest_fleet_max_size: int
-    pgbouncer: dict | None
+    pgbouncer: PgBouncer | None
     demand: Demand
 
     @property
@@ -90,7 +100,7 @@ class PoolAdvice:
         return self.max_size is not None
 
     def as_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "demand"}
+        out = {k: plain(getattr(self, k)) for k in self.__dataclass_fields__ if k != "demand"}
         return {**out, "pool_setting_fits": self.pool_setting_fits, "demand": self.demand.as_dict()}
 
 
@@ -121,14 +131,10 @@ def pool_advice(sc: Scenario, tasks: int | None, connections_per_task: int) -> P
     )
 
 
-def _pgbouncer(d: Demand, need: int) -> dict:
+def _pgbouncer(d: Demand, need: int) -> PgBouncer:
     # PgBouncer queues clients instead of rejecting them (53300), waiting at most query_wait_timeout
     # (default 120 s): docs/sources.md#pgbouncer-waiting.
-    return {
-        "max_client_conn": d.instances * max(need, d.max_size),
-        "default_pool_size": d.free_slots,
-        "query_wait_timeout_s": 120,
-    }
+    return PgBouncer(d.instances * max(need, d.max_size), d.free_slots, 120)
 
 
 def pool_fix(sc: Scenario, advice: PoolAdvice) -> tuple[str, dict] | None:

@@ -14,6 +14,7 @@ from doclinks import REPO, anchors, links, problems
 
 from sim import scenario
 from sim.report import adr
+from sim.report.view import RecommendationView
 
 
 def tracked(folder: str, name: str) -> list[Path]:
@@ -141,7 +142,8 @@ def example_inputs() -> tuple[dict, scenario.Scenario, str, str]:
 
 def test_the_example_adr_is_what_the_code_renders():
     data, sc, command, created = example_inputs()
-    fresh = adr.render(data, sc, data["figures"], command, created, adr.docs_href(EXAMPLE))
+    view = RecommendationView.from_dict(data)  # the one way from summary.json to the ADR
+    fresh = adr.render(view, sc, data["figures"], command, created, adr.docs_href(EXAMPLE))
     assert fresh == (EXAMPLE / "adr.md").read_text(encoding="utf-8"), (
         "results/example/adr.md is stale: render it again from its summary.json and scenario.toml "
         "(sim.report.adr.render), or rerun `startsim recommend --out results/example`"
@@ -150,17 +152,19 @@ def test_the_example_adr_is_what_the_code_renders():
 
 def test_a_fresh_adr_links_only_to_what_exists(tmp_path):
     data, sc, command, created = example_inputs()
+    view = RecommendationView.from_dict(data)  # the one way from summary.json to the ADR
     for name in data["figures"].values():
         (tmp_path / name).write_bytes(b"")
     for folder in (tmp_path, EXAMPLE):
-        text = adr.render(data, sc, data["figures"], command, created, adr.docs_href(folder))
+        text = adr.render(view, sc, data["figures"], command, created, adr.docs_href(folder))
         assert "sources.md#" in text
         assert problems(text, folder) == []
 
 
 def test_an_adr_without_the_docs_at_hand_names_them_instead(tmp_path):
     data, sc, command, created = example_inputs()
-    text = adr.render(data, sc, data["figures"], command, created, docs=None)
+    view = RecommendationView.from_dict(data)  # the one way from summary.json to the ADR
+    text = adr.render(view, sc, data["figures"], command, created, docs=None)
     assert set(links(text)) <= set(data["figures"].values())  # only the figures are links
     assert "`docs/sources.md#" in text
     assert problems(text, EXAMPLE) == []

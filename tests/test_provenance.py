@@ -192,12 +192,12 @@ def test_labels_survive_the_scenario_file_written_with_results():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_assumption_of_a_shipped_scenario_is_listed_in_its_adr_context(name):
-    entries = [e.as_dict() for e in scenarios.resolve(name).provenance()]
+    entries = tuple(scenarios.resolve(name).provenance())
     text = known_and_assumed(entries, lambda page, anchor="", label="": label or page)
-    assumed = [e for e in entries if e["kind"] == "assumed"]
+    assumed = [e for e in entries if e.kind == "assumed"]
     assert assumed and "**Assumptions**" in text
     for e in assumed:
-        assert f"`{e['field']}` = " in text, e["field"]
+        assert f"`{e.field}` = " in text, e.field
     assert "**Not labelled**" not in text
 
 

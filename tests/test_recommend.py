@@ -15,7 +15,7 @@ from sim.errors import UsageError
 from sim.recommend import Settings, recommend
 from sim.runner import simulate
 from sim.search import RESOLUTION_S, Lab, guess_timeout, zero_failure_replications
-from sim.sizing import pool_advice
+from sim.sizing import PgBouncer, pool_advice
 from sim.stats import wilson
 
 # -- known answer: a uniform scale-up delay the second instance must wait for ------------------
@@ -53,32 +53,32 @@ def test_recommended_timeout_brackets_the_analytic_value(known):
 
 
 def test_each_reported_timeout_was_simulated_at_that_value(known):
-    search = known.timeout["search"]
-    assert search["timeout_s"] == known.timeout["recommended_s"]
-    steps = {s["timeout_s"]: s for s in search["steps"]}
-    assert steps[search["timeout_s"]]["meets"]
-    below = search["timeout_s"] - RESOLUTION_S
-    assert below in steps and not steps[below]["meets"]  # the next value down was tried and failed
+    search = known.timeout.search
+    assert search.timeout_s == known.timeout.recommended_s
+    steps = {s.value: s for s in search.steps}
+    assert steps[search.timeout_s].meets
+    below = search.timeout_s - RESOLUTION_S
+    assert below in steps and not steps[below].meets  # the next value down was tried and failed
     # Re-simulating at the answer reproduces the search's figure: common random numbers.
-    sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": search["timeout_s"]})
+    sc = scenario({**WAIT_FOR_SCALE_OUT, "startup.db_init_timeout_s": search.timeout_s})
     again = simulate(sc, 1000, 3, jobs=1).summary(0.95).p_db_init_timeout
-    assert again.ci_high == pytest.approx(steps[search["timeout_s"]]["ci_high"])
+    assert again.ci_high == pytest.approx(steps[search.timeout_s].p.ci_high)
 
 
 def test_common_targets_are_ordered_and_the_unshowable_one_is_said_so(known):
-    rows = {r["target_success"]: r for r in known.timeout["by_target"]}
-    assert rows[0.95]["timeout_s"] <= rows[0.99]["timeout_s"]
+    rows = {r.target_success: r for r in known.timeout.by_target}
+    assert rows[0.95].timeout_s <= rows[0.99].timeout_s
     # 1,000 replications cannot show 0.999 (it needs 3,838 with no failure at all).
     assert zero_failure_replications(0.001, 0.95) > 1000
-    assert rows[0.999]["timeout_s"] is None and rows[0.999]["replications"] is None
-    assert analytic_timeout(0.01) <= rows[0.99]["timeout_s"]
+    assert rows[0.999].timeout_s is None and rows[0.999].replications is None
+    assert analytic_timeout(0.01) <= rows[0.99].timeout_s
 
 
 def test_aws_p999_is_the_db_init_p999(known):
     # The untimed db init is 31.75 s (instance 0) or D + 31.75: its p99.9 is near 61.75 − 0.04.
     t = known.timeout
-    assert FIXED_S + HIGH_S - 0.1 <= t["aws_p999_s"] <= FIXED_S + HIGH_S
-    assert t["aws_timeout_s"] == math.ceil(t["aws_p999_s"] / RESOLUTION_S) * RESOLUTION_S
+    assert FIXED_S + HIGH_S - 0.1 <= t.aws_p999_s <= FIXED_S + HIGH_S
+    assert t.aws_timeout_s == math.ceil(t.aws_p999_s / RESOLUTION_S) * RESOLUTION_S
 
 
 def test_recommendation_is_deterministic_under_a_seed(known):
@@ -118,7 +118,7 @@ def test_no_timeout_helps_when_held_connections_cannot_fit(storm):
     assert v.timeout_helps is False
     assert "6 × 5 = 30" in v.reason and "12 free slots" in v.reason
     assert "53300" in v.reason and "restart loop" in v.reason
-    assert storm.timeout["recommended_s"] is None
+    assert storm.timeout.recommended_s is None
     assert v.at_max_timeout["never_ready_fraction"] == pytest.approx(4 / 6)
 
 
@@ -147,11 +147,14 @@ def test_fleet_cap_and_pgbouncer_when_no_pool_setting_fits():
     assert advice.pool_locking_bound == 6
     assert advice.pool_setting_fits is False and advice.max_size is None
     assert advice.largest_fleet == 12 // 6
-    assert advice.pgbouncer == {
-        "max_client_conn": 6 * 10,
-        "default_pool_size": 12,
-        "query_wait_timeout_s": 120,
-    }
+    assert advice.pgbouncer == PgBouncer(
+        max_client_conn=60, default_pool_size=12, query_wait_timeout_s=120
+    )
+    assert list(advice.as_dict()["pgbouncer"].items()) == [  # summary.json's keys, in order
+        ("max_client_conn", 60),
+        ("default_pool_size", 12),
+        ("query_wait_timeout_s", 120),
+    ]
 
 
 # -- targets that cannot be shown -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from sim.output import dumps, safe_folder_name
 from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.folder import write_recommendation
 from sim.report.tables import candidates_table, recommend_table
+from sim.report.view import RecommendationView
 from sim.runner import Pooled, executor
 from sim.search import Lab
 from sim.sweep import run_grid
@@ -153,8 +154,9 @@ def recommend_cmd(
     if json_out:
         typer.echo(dumps(data))
     else:
-        Console().print(recommend_table(sc, data))
-        Console().print(candidates_table(data))
+        view = RecommendationView.from_dict(data)
+        Console().print(recommend_table(sc, view))
+        Console().print(candidates_table(view))
         Console(stderr=True).print(f"wrote {out}/adr.md, summary.json and figures")
 
 

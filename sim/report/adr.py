@@ -1,7 +1,8 @@
 """The decision record: Markdown that reads well pasted into a repository's ``docs/adr/``.
 
-``render`` takes the recommendation's plain data (summary.json), the scenario and the figures'
-file names and returns text; writing it is the caller's job. Vendor figures link to their entry
+``render`` takes the recommendation's typed view (``sim.report.view.RecommendationView``, built
+from summary.json's data), the scenario and the figures' file names and returns text; writing it
+is the caller's job. Vendor figures link to their entry
 in startsim's ``docs/sources.md`` (figure, confidence, public source).
 """
 
@@ -11,8 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sim.advice import DeployMonitoring, TimeoutAdvice
+from sim.provenance import Entry
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
+from sim.report.view import HistoryView, OptionRow, PoolView, RecommendationView
 from sim.scenario import Scenario
+from sim.stats import Proportion
 from sim.success import DEFINITIONS
 
 # startsim's docs folder in a source checkout; absent when startsim is installed from a wheel.
@@ -28,7 +33,7 @@ def docs_href(folder: Path) -> str | None:
 
 
 def render(
-    data: dict,
+    data: RecommendationView,
     sc: Scenario,
     figures: dict[str, str],
     command: str,
@@ -70,31 +75,24 @@ def _sec(x: float | None) -> str:
     return "never (some instance not ready)" if x is None else f"{x:.1f} s"
 
 
-def _interval(p: dict, conf: float) -> str:
-    return f"{_pct(p['estimate'])} ({conf:.0%} interval {_pct(p['ci_low'])} – {_pct(p['ci_high'])})"
+def _interval(p: Proportion, conf: float) -> str:
+    return f"{_pct(p.estimate)} ({conf:.0%} interval {_pct(p.ci_low)} – {_pct(p.ci_high)})"
 
 
-def _title(data: dict, sc: Scenario) -> str:
+def _title(data: RecommendationView, sc: Scenario) -> str:
     return (
         f"# ADR: database-init timeout and connection pool for {sc.name}\n\n"
         f"- **Status:** proposed\n"
-        f"- **Target:** at least {data['target_success']:.4g} of start attempts finish database "
-        f"init within the timeout, shown at {data['confidence']:.0%} confidence\n"
+        f"- **Target:** at least {data.target_success:.4g} of start attempts finish database "
+        f"init within the timeout, shown at {data.confidence:.0%} confidence\n"
         f"- **Evidence:** simulated with startsim; every value below was verified by simulating "
         f"it, not read off a single run"
     )
 
 
-def _current(data: dict) -> dict[str, Any]:
-    for row in data["candidates"]:
-        if not row["overrides"]:
-            return row
-    return data["candidates"][-1]
-
-
-def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
-    cur, t, demand = _current(data), data["timeout"], data["pool"]["demand"]
-    conf = data["confidence"]
+def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
+    cur, t, demand = data.today, data.timeout, data.pool.demand
+    conf = data.confidence
     lines = [
         "## Context",
         "",
@@ -104,42 +102,42 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> s
         f"`pool.min_size` = {sc.pool.min_size} connections during database init and holds "
         f"{sc.pool.held_when_ready} once ready (`pool.max_size` = {sc.pool.max_size}).",
         f"- Database: `max_connections` = {sc.database.max_connections}, of which "
-        f"{demand['free_slots']} are free for the application.",
+        f"{demand.free_slots} are free for the application.",
         f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
         f"{sc.connector.setups_per_instance} connection set-ups at once per instance; a "
         f"scale-out takes {_dist(sc.connector.scale_up_delay_s)} (Serverless VPC Access does "
         f"not publish this figure: {cite('sources.md', 'connector-scale-out-delay', 'sources')}).",
-        f"- Database-init timeout today: {t['current_s']:g} s; the container exits with code 3 "
+        f"- Database-init timeout today: {t.current_s:g} s; the container exits with code 3 "
         f"past it and restarts with backoff ({sc.restart.policy}, first "
         f"{sc.restart.initial_backoff_s:g} s).",
         "",
-        f"Simulated today ({cur['replications']} replications): P(start attempt fails) "
-        f"{_interval(cur['p_start_failure'], conf)}; P(db init reaches the timeout) "
-        f"{_interval(cur['p_db_init_timeout'], conf)}; fleet ready p95 "
-        f"{_sec(cur['fleet_ready_p95_s'])}; {cur['restarts_per_instance']:.2f} restarts per "
-        f"instance; work amplification {_num(cur['work_amplification'])}×.",
+        f"Simulated today ({cur.replications} replications): P(start attempt fails) "
+        f"{_interval(cur.p_start_failure, conf)}; P(db init reaches the timeout) "
+        f"{_interval(cur.p_db_init_timeout, conf)}; fleet ready p95 "
+        f"{_sec(cur.fleet_ready_p95_s)}; {cur.restarts_per_instance:.2f} restarts per "
+        f"instance; work amplification {_num(cur.work_amplification)}×.",
     ]
-    if t["db_init_p50_s"] is not None:
+    if t.db_init_p50_s is not None:
         lines += [
             "",
-            f"Without a binding deadline ({t['probe_timeout_s']:g} s, {t['probe_replications']} "
-            f"replications) database init takes {t['db_init_p50_s']:.1f} s at the median and "
-            f"{t['aws_p999_s']:.1f} s at p99.9.",
+            f"Without a binding deadline ({t.probe_timeout_s:g} s, {t.probe_replications} "
+            f"replications) database init takes {t.db_init_p50_s:.1f} s at the median and "
+            f"{t.aws_p999_s:.1f} s at p99.9.",
         ]
     lines += [
         "",
-        f"Connection demand: instances × min_size = {demand['instances_x_min_size']}, "
-        f"instances × held = {demand['instances_x_held_when_ready']}, instances × max_size = "
-        f"{demand['instances_x_max_size']}, against {demand['free_slots']} free slots.",
+        f"Connection demand: instances × min_size = {demand.instances_x_min_size}, "
+        f"instances × held = {demand.instances_x_held_when_ready}, instances × max_size = "
+        f"{demand.instances_x_max_size}, against {demand.free_slots} free slots.",
     ]
-    if not data["verdict"]["timeout_helps"]:
-        lines += ["", f"**No timeout helps:** {data['verdict']['reason']}."]
-    lines += ["", _monitoring(data["monitoring"])]
-    lines += ["", success_section(data["success"])]
-    observed = observed_section(data["observed_failures"], sc.fleet.instances)
+    if not data.verdict.timeout_helps:
+        lines += ["", f"**No timeout helps:** {data.verdict.reason}."]
+    lines += ["", _monitoring(data.monitoring)]
+    lines += ["", success_section(data.success)]
+    observed = observed_section(data.observed_failures, sc.fleet.instances)
     if observed:
         lines += ["", observed]
-    lines += ["", known_and_assumed(data["sources"], cite)]
+    lines += ["", known_and_assumed(data.sources, cite)]
     for role, caption in (
         ("cdf", "Database-init duration with the current timeout and the timeouts considered"),
         ("timeline", "One replication: connections held vs the limit, connector, instances ready"),
@@ -149,15 +147,15 @@ def _context(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> s
     return "\n".join(lines)
 
 
-def _monitoring(m: dict) -> str:
+def _monitoring(m: DeployMonitoring) -> str:
     """What the team's dashboards would show per deploy of today's configuration."""
-    f, x = m["startup_failures_per_deploy"], m["exit_code_3_per_deploy"]
+    f, x = m.startup_failures_per_deploy, m.exit_code_3_per_deploy
     return (
-        f"What monitoring shows per deploy of {m['instances_per_deploy']} instances today "
-        f"({m['deploys']} simulated deploys, {m['horizon_s']:g} s each): failed start attempts "
-        f"{f['mean']:.1f} on average (median {f['p50']:.0f}, p95 {f['p95']:.0f}, at most "
-        f"{f['max']}), of which exits with code 3 (database-init timeout) {x['mean']:.1f} "
-        f"(p95 {x['p95']:.0f}); {_pct(f['deploys_with_any'], 0)} of deploys see at least one "
+        f"What monitoring shows per deploy of {m.instances_per_deploy} instances today "
+        f"({m.deploys} simulated deploys, {m.horizon_s:g} s each): failed start attempts "
+        f"{f.mean:.1f} on average (median {f.p50:.0f}, p95 {f.p95:.0f}, at most "
+        f"{f.max}), of which exits with code 3 (database-init timeout) {x.mean:.1f} "
+        f"(p95 {x.p95:.0f}); {_pct(f.deploys_with_any, 0)} of deploys see at least one "
         "failed start."
     )
 
@@ -177,59 +175,59 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
-def _decision(data: dict, sc: Scenario, cite: Cite) -> str:
-    d, v = data["decision"], data["verdict"]
-    allowed = _pct(1 - data["target_success"], 3)
+def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
+    d, v = data.decision, data.verdict
+    allowed = _pct(1 - data.target_success, 3)
     lines = ["## Decision", ""]
-    if d["configuration"] is None:
+    if d.configuration is None:
         lines.append(
             "No configuration startsim tried met the target in simulation (see Options "
-            "considered). " + _pool_line(data["pool"], sc, cite)
+            "considered). " + _pool_line(data.pool, sc, cite)
         )
         return "\n".join(lines)
-    if not d["changes"]:
+    if not d.changes:
         lines.append(
             "**Keep today's configuration**: it already meets the target in simulation "
             "(see Options considered)."
         )
         return "\n".join(lines)
     lines += [
-        f"Adopt **{d['configuration']}**: the least change that meets the target. Changes are "
+        f"Adopt **{d.configuration}**: the least change that meets the target. Changes are "
         "preferred by cost and risk: fewest first, then "
-        + ", then ".join(COST_WORDS[k] for k in d["cost_order"])
+        + ", then ".join(COST_WORDS[k] for k in d.cost_order)
         + ".",
         "",
     ]
-    for c in d["changes"]:
-        without = c["without_it"] or "today's configuration"
-        f = c["without_it_p_start_failure"]
+    for c in d.changes:
+        without = c.without_it or "today's configuration"
+        f = c.without_it_p_start_failure
         evidence = (
-            f": P(start attempt fails) {_pct(f['estimate'])}, upper bound {_pct(f['ci_high'])} "
+            f": P(start attempt fails) {_pct(f.estimate)}, upper bound {_pct(f.ci_high)} "
             f"> {allowed}"
             if f
             else ""
         )
         lines.append(
-            f"- `{c['field']}` {c['from']} → **{c['to']}** ({c['why']}). Needed: without it "
+            f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). Needed: without it "
             f"({without}) the target is missed{evidence}."
         )
-    if d["alternatives"]:
+    if d.alternatives:
         lines += [
             "",
             "Also meet the target with as few changes, at a higher cost or risk: "
-            + ", ".join(f"**{a}**" for a in d["alternatives"])
+            + ", ".join(f"**{a}**" for a in d.alternatives)
             + ".",
         ]
-    timeout = d["db_init_timeout_s"]
+    timeout = d.db_init_timeout_s
     lines.append("")
     if timeout == sc.startup.db_init_timeout_s:
         lines.append(f"The database-init timeout stays at {timeout:g} s.")
-    if not v["timeout_helps"]:
-        lines.append(f"Do not raise the timeout: {v['reason']}.")
-    elif d["smallest_timeout_s"] is not None:
+    if not v.timeout_helps:
+        lines.append(f"Do not raise the timeout: {v.reason}.")
+    elif d.smallest_timeout_s is not None:
         lines.append(
             f"For reference, without the other changes the smallest timeout that meets the "
-            f"target is {d['smallest_timeout_s']:g} s (verified by simulation at that value)."
+            f"target is {d.smallest_timeout_s:g} s (verified by simulation at that value)."
         )
     return "\n".join(lines)
 
@@ -246,42 +244,42 @@ def _opt_s(x: float | None) -> str:
     return "none up to the longest timeout tried" if x is None else f"{x:g} s"
 
 
-def _pool_line(pool: dict, sc: Scenario, cite: Cite) -> str:
-    d = pool["demand"]
+def _pool_line(pool: PoolView, sc: Scenario, cite: Cite) -> str:
+    d = pool.demand
     lock = ""
-    if pool["pool_locking_bound"] > 1:  # a bound of 1 says nothing
+    if pool.pool_locking_bound > 1:  # a bound of 1 says nothing
         lock = (
             f"; it respects the pool-locking bound T × (C − 1) + 1 = "
-            f"{pool['pool_locking_bound']} (HikariCP: "
+            f"{pool.pool_locking_bound} (HikariCP: "
             f"{cite('sources.md', 'pool-locking-bound', 'sources')})"
         )
-    if pool["pool_setting_fits"]:
+    if pool.pool_setting_fits:
         return (
-            f"Pool arithmetic: `max_size` (pool_size + max_overflow) = {pool['max_size']} keeps "
-            f"instances × max_size = {sc.fleet.instances * pool['max_size']} within "
-            f"{d['free_slots']} free slots{lock}. The largest fleet at that size is "
-            f"{pool['largest_fleet']} instances (today's max_size {sc.pool.max_size} fits "
-            f"{pool['largest_fleet_current_max_size']})."
+            f"Pool arithmetic: `max_size` (pool_size + max_overflow) = {pool.max_size} keeps "
+            f"instances × max_size = {sc.fleet.instances * pool.max_size} within "
+            f"{d.free_slots} free slots{lock}. The largest fleet at that size is "
+            f"{pool.largest_fleet} instances (today's max_size {sc.pool.max_size} fits "
+            f"{pool.largest_fleet_current_max_size})."
         )
-    pgb = pool["pgbouncer"]
+    pgb = pool.pgbouncer
     return (
         f"No `max_size` fits: {sc.fleet.instances} instances need at least "
-        f"{pool['largest_fleet_max_size']} each, but only {pool['fit_max_size']} each fit in "
-        f"{d['free_slots']} free slots{lock}. Cap the fleet at **{pool['largest_fleet']}** "
-        f"instances, or put PgBouncer in front: `default_pool_size` ≤ {pgb['default_pool_size']}, "
-        f"`max_client_conn` ≥ {pgb['max_client_conn']}; it turns rejections into waiting, "
-        f"bounded by `query_wait_timeout` ({pgb['query_wait_timeout_s']} s by default: "
+        f"{pool.largest_fleet_max_size} each, but only {pool.fit_max_size} each fit in "
+        f"{d.free_slots} free slots{lock}. Cap the fleet at **{pool.largest_fleet}** "
+        f"instances, or put PgBouncer in front: `default_pool_size` ≤ {pgb.default_pool_size}, "
+        f"`max_client_conn` ≥ {pgb.max_client_conn}; it turns rejections into waiting, "
+        f"bounded by `query_wait_timeout` ({pgb.query_wait_timeout_s} s by default: "
         f"{cite('sources.md', 'pgbouncer-waiting', 'sources')})."
     )
 
 
-def _options(data: dict, sc: Scenario, cite: Cite) -> str:
-    conf = data["confidence"]
+def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
+    conf = data.confidence
     lines = [
         "## Options considered",
         "",
         f"Each simulated with the same seed; meets = upper bound of P(start attempt fails) ≤ "
-        f"{_pct(1 - data['target_success'], 3)}, and the ready fleet's connections (instances × "
+        f"{_pct(1 - data.target_success, 3)}, and the ready fleet's connections (instances × "
         f"held_when_ready) fit the free slots. Intervals are {conf:.0%} cluster-aware "
         "intervals. Listed: meeting options first, cheapest first.",
         "",
@@ -289,40 +287,40 @@ def _options(data: dict, sc: Scenario, cite: Cite) -> str:
         "| work ampl. | restarts / instance | replications |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in data["candidates"]:
-        f = r["p_start_failure"]
+    for r in data.candidates:
+        f = r.p_start_failure
         lines.append(
-            f"| {r['name']} | {_pct(f['estimate'])} | {_pct(f['ci_low'])} – "
-            f"{_pct(f['ci_high'])} | {_meets(r)} | "
-            f"{_sec(r['fleet_ready_p95_s'])} | {r['peak_db_connections_max']} / "
-            f"{r['free_slots']} | {_num(r['work_amplification'])} | "
-            f"{r['restarts_per_instance']:.3f} | {r['replications']} |"
+            f"| {r.name} | {_pct(f.estimate)} | {_pct(f.ci_low)} – "
+            f"{_pct(f.ci_high)} | {_meets(r)} | "
+            f"{_sec(r.fleet_ready_p95_s)} | {r.peak_db_connections_max} / "
+            f"{r.free_slots} | {_num(r.work_amplification)} | "
+            f"{r.restarts_per_instance:.3f} | {r.replications} |"
         )
-    lines += ["", _history_table(data), "", _targets_table(data, cite)]
-    if data["pool"]["pool_setting_fits"]:
-        lines += ["", _pool_line(data["pool"], sc, cite)]
+    lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
+    if data.pool.pool_setting_fits:
+        lines += ["", _pool_line(data.pool, sc, cite)]
     return "\n".join(lines)
 
 
-def _meets(row: dict) -> str:
-    if row["meets_target"]:
+def _meets(row: OptionRow) -> str:
+    if row.meets_target:
         return "yes"
-    return "no" if row.get("held_fits", True) else "no: held connections exceed the free slots"
+    return "no" if row.held_fits else "no: held connections exceed the free slots"
 
 
-def _history_table(data: dict) -> str:
-    rows, criterion = data["history"], data["criterion"]
+def _history_table(data: RecommendationView) -> str:
+    rows, criterion = data.history, data.criterion
     if not rows:
         return ""
     judged = f"> {criterion:.4g}" if criterion is not None else "—"
-    definition = rows[0]["success"]["definition"]
+    definition = rows[0].success.definition
     others = [d for d in DEFINITIONS if d != definition]
     lines = [
         "### The timeouts tried so far",
         "",
         f"The team's own criterion: start-up success {judged}, counted as "
         f"{DEFINITIONS[definition]} (`{definition}`); this ADR's target: "
-        f"{data['target_success']:.4g} at {data['confidence']:.0%} confidence. Each timeout "
+        f"{data.target_success:.4g} at {data.confidence:.0%} confidence. Each timeout "
         "simulated in today's configuration otherwise, with the other definitions beside:",
         "",
         f"| timeout | `{definition}` | interval | criterion | "
@@ -332,20 +330,23 @@ def _history_table(data: dict) -> str:
     ]
     verdict = {"met": "met", "not met": "**not met**", "not shown": "not shown (straddles)"}
     for h in rows:
-        rates = h["success"]["by_definition"]
-        own = rates[definition]
-        lines.append(
-            f"| {h['timeout_s']:g} s | {_pct(own['estimate'])} | "
-            f"{_pct(own['ci_low'])} – {_pct(own['ci_high'])} | "
-            f"{verdict.get(h['criterion'], '—')} | "
-            + " | ".join(_pct(rates[d]["estimate"]) for d in others)
-            + f" | {_num(h['restarts_per_instance'])} | {_sec(h['fleet_ready_p95_s'])} |"
-        )
+        lines.append(_history_row(h, definition, others, verdict))
     return "\n".join(lines)
 
 
-def _targets_table(data: dict, cite: Cite) -> str:
-    t = data["timeout"]
+def _history_row(h: HistoryView, definition: str, others: list[str], verdict: dict) -> str:
+    rates = h.success.by_definition
+    own = rates[definition]
+    return (
+        f"| {h.timeout_s:g} s | {_pct(own.estimate)} | "
+        f"{_pct(own.ci_low)} – {_pct(own.ci_high)} | "
+        f"{verdict.get(h.criterion, '—')} | "
+        + " | ".join(_pct(rates[d].estimate) for d in others)
+        + f" | {_num(h.restarts_per_instance)} | {_sec(h.fleet_ready_p95_s)} |"
+    )
+
+
+def _targets_table(t: TimeoutAdvice, cite: Cite) -> str:
     lines = [
         "Timeouts for common targets with today's pool and connector (smallest verified value "
         "on a 0.5 s grid), and the value AWS's guidance gives: the downstream's p99.9, i.e. "
@@ -355,70 +356,71 @@ def _targets_table(data: dict, cite: Cite) -> str:
         "| target | timeout | P(db init reaches it), upper bound | replications |",
         "|---|---|---|---|",
     ]
-    for row in t["by_target"]:
-        p = row["p_db_init_timeout"]
-        reps = row["replications"]
-        shown = _opt_s(row["timeout_s"]) if reps else "—"
+    for row in t.by_target:
+        p = row.p_db_init_timeout
+        reps = row.replications
+        shown = _opt_s(row.timeout_s) if reps else "—"
         lines.append(
-            f"| {row['target_success']:.4g} | {shown} | "
-            f"{_pct(p['ci_high'], 3) if p else '—'} | "
+            f"| {row.target_success:.4g} | {shown} | "
+            f"{_pct(p.p.ci_high, 3) if p else '—'} | "
             f"{reps if reps else 'too few to show it'} |"
         )
-    rare = [row for row in t["by_target"] if row.get("rare")]
+    rare = [row for row in t.by_target if row.rare]
     if rare:
         lines.append("")
     for row in rare:
-        r = row["rare"]
+        r = row.rare
         lines.append(
-            f"At the {row['target_success']:.4g} row's {_opt_s(row['timeout_s'])}, "
-            f"{r['estimator']} over {r['replications']} replications (effective sample size "
-            f"{r['effective_replications']:,.0f}) gives P(db init reaches it) "
-            f"{_pct(r['estimate'], 3)} [{_pct(r['ci_low'], 3)}, {_pct(r['ci_high'], 3)}]"
-            + ("." if r["reliable"] else ": too few failing replications for that interval.")
+            f"At the {row.target_success:.4g} row's {_opt_s(row.timeout_s)}, "
+            f"{r.estimator} over {r.replications} replications (effective sample size "
+            f"{r.effective_replications:,.0f}) gives P(db init reaches it) "
+            f"{_pct(r.estimate, 3)} [{_pct(r.ci_low, 3)}, {_pct(r.ci_high, 3)}]"
+            + ("." if r.reliable else ": too few failing replications for that interval.")
         )
-    if t["aws_timeout_s"] is not None:
-        ratio = t["db_init_p999_over_p50"]
+    if t.aws_timeout_s is not None:
+        ratio = t.db_init_p999_over_p50
         lines.append(
-            f"| AWS p99.9 | {t['aws_timeout_s']:g} s (p99.9 = {t['aws_p999_s']:.2f} s, "
+            f"| AWS p99.9 | {t.aws_timeout_s:g} s (p99.9 = {t.aws_p999_s:.2f} s, "
             f"{_num(ratio)}× the median) | simulated: see the options | "
-            f"{t['probe_replications']} |"
+            f"{t.probe_replications} |"
         )
     return "\n".join(lines)
 
 
-def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
-    d = data["decision"]
-    changed = {c["field"]: c for c in d["changes"]}
+def _consequences(
+    data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite
+) -> str:
+    changed = {c.field: c for c in data.decision.changes}
     lines = ["## Consequences", ""]
     if "pool.min_size" in changed:
         lines.append(
-            f"- Database init opens {changed['pool.min_size']['to']} connection(s); the pool "
+            f"- Database init opens {changed['pool.min_size'].to} connection(s); the pool "
             "opens the others on first use, so the first requests after a start pay the "
             "connection set-up (through the connector) instead of the start-up path."
         )
     if "pool.max_size" in changed:
         c = changed["pool.max_size"]
         lines.append(
-            f"- With `max_size` {c['to']} (today {c['from']}) an instance runs at most {c['to']} "
+            f"- With `max_size` {c.to} (today {c.was}) an instance runs at most {c.to} "
             "queries at once; how long a burst of traffic then waits for a connection depends "
             "on the traffic, which startsim does not model: measure it under load (or size the "
             "pool's checkout timeout) before adopting."
         )
-    if TIMEOUT_FIELD in changed and changed[TIMEOUT_FIELD]["to"] > changed[TIMEOUT_FIELD]["from"]:
+    if TIMEOUT_FIELD in changed and changed[TIMEOUT_FIELD].to > changed[TIMEOUT_FIELD].was:
         c = changed[TIMEOUT_FIELD]
         lines.append(
-            f"- A database that is really down is noticed after {c['to']:g} s instead of "
-            f"{c['from']:g} s; the restart backoff follows."
+            f"- A database that is really down is noticed after {c.to:g} s instead of "
+            f"{c.was:g} s; the restart backoff follows."
         )
     if "fleet.instances" in changed:
         c = changed["fleet.instances"]
-        lines.append(f"- The fleet is capped at {c['to']} instances (today {c['from']}).")
+        lines.append(f"- The fleet is capped at {c.to} instances (today {c.was}).")
     if "connector.min_instances" in changed:
         lines.append(
             "- Connector instances above the minimum are billed while idle, and the connector "
             f"never scales in ({cite('sources.md', 'connector-never-scales-in', 'sources')})."
         )
-    if not data["verdict"]["timeout_helps"]:
+    if not data.verdict.timeout_helps:
         lines.append(
             "- Raising the timeout is not an option: waiting longer keeps rejected instances in "
             "a longer restart loop and multiplies connection attempts"
@@ -428,7 +430,7 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
         "- The decision holds for this fleet and this connector: a larger deploy wave or a "
         "slower scale-out needs a new run"
         + (" (see the heatmap)." if "heatmap" in figures else "."),
-        _assumptions_line(data["sources"], cite),
+        _assumptions_line(data.sources, cite),
         "",
         _figure_links(figures),
     ]
@@ -438,8 +440,8 @@ def _consequences(data: dict, sc: Scenario, figures: dict[str, str], cite: Cite)
 TIMEOUT_FIELD = "startup.db_init_timeout_s"
 
 
-def _assumptions_line(sources: list[dict], cite: Cite) -> str:
-    assumed = [e["field"] for e in sources if e["kind"] in ("assumed", "unlabelled")]
+def _assumptions_line(sources: tuple[Entry, ...], cite: Cite) -> str:
+    assumed = [e.field for e in sources if e.kind in ("assumed", "unlabelled")]
     if not assumed:
         return "- Every value of the scenario is a fact, published, measured or fitted."
     shown = ", ".join(f"`{f}`" for f in assumed[:8]) + (" …" if len(assumed) > 8 else "")
@@ -463,10 +465,10 @@ def _figure_links(figs: dict[str, str]) -> str:
     return "\n\n".join(lines)
 
 
-def _method(data: dict, command: str, created: str, cite: Cite) -> str:
+def _method(data: RecommendationView, command: str, created: str, cite: Cite) -> str:
     return (
         "## How this was computed\n\n"
-        f"`{command}` on {created}: seed {data['seed']}, {data['replications']} replications per "
-        f"decision point, confidence {data['confidence']:.0%}. Method: {cite('recommend.md')}. "
+        f"`{command}` on {created}: seed {data.seed}, {data.replications} replications per "
+        f"decision point, confidence {data.confidence:.0%}. Method: {cite('recommend.md')}. "
         "Figures and numbers: `summary.json` in this folder."
     )

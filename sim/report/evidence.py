@@ -1,11 +1,14 @@
 """The ADR's evidence: what is known and what is assumed, start-up success as the team counts it,
-and what the team's observed failures imply. Text from summary.json's plain data."""
+and what the team's observed failures imply. Text from the typed view of summary.json
+(``sim.report.view``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from sim.provenance import Entry
+from sim.report.view import Implied, ObservedFailures, SuccessView
 from sim.success import DEFINITIONS
 
 Cite = Callable[..., str]
@@ -22,7 +25,7 @@ GROUPS = (
 )  # fmt: skip
 
 
-def known_and_assumed(sources: list[dict], cite: Cite) -> str:
+def known_and_assumed(sources: tuple[Entry, ...], cite: Cite) -> str:
     """The Context's lists: every value of the scenario under the kind of its label."""
     lines = [
         "### What is known and what is assumed",
@@ -32,7 +35,7 @@ def known_and_assumed(sources: list[dict], cite: Cite) -> str:
         f"The incident's facts: {cite('sources.md', 'the-incidents-own-facts', 'F1–F14, R1–R12')}.",
     ]
     for kind, title, what in GROUPS:
-        rows = [e for e in sources if e["kind"] == kind]
+        rows = [e for e in sources if e.kind == kind]
         if not rows:
             continue
         lines += ["", f"**{title}** ({what}):", ""]
@@ -40,15 +43,15 @@ def known_and_assumed(sources: list[dict], cite: Cite) -> str:
     return "\n".join(lines)
 
 
-def _entry(e: dict, cite: Cite) -> str:
-    detail = e["detail"]
-    if e["kind"] == "published" and detail.startswith("docs/sources.md#"):
+def _entry(e: Entry, cite: Cite) -> str:
+    detail = e.detail
+    if e.kind == "published" and detail.startswith("docs/sources.md#"):
         anchor = detail.removeprefix("docs/sources.md#")
         detail = cite("sources.md", anchor, anchor.replace("-", " "))
-    parts = [p for p in (detail, e["note"]) if p]
+    parts = [p for p in (detail, e.note) if p]
     tail = f": {'; '.join(parts)}" if parts else ""
-    default = " *default*" if e["default"] else ""
-    return f"`{e['field']}` = {show(e['value'])}{default}{tail}"
+    default = " *default*" if e.default else ""
+    return f"`{e.field}` = {show(e.value)}{default}{tail}"
 
 
 def show(value: Any) -> str:
@@ -79,21 +82,21 @@ NAMES = {
 }
 
 
-def success_section(success: dict) -> str:
+def success_section(success: SuccessView) -> str:
     """Start-up success by the team's definition, judged on its criterion, the others beside."""
-    definition, criterion = success["definition"], success["criterion"]
-    rates = success["by_definition"]
-    own = rates[definition]
+    definition, criterion = success.definition, success.criterion
+    rates = success.by_definition
+    own = success.own
     judged = ""
     if criterion is not None:
         verdict = {"met": "**met**", "not met": "**not met**", "not shown": "not shown (straddles)"}
-        judged = f"; the criterion > {criterion:.4g}: {verdict[own['criterion']]}"
+        judged = f"; the criterion > {criterion:.4g}: {verdict[own.criterion]}"
     lines = [
         "### Start-up success, as the team counts it",
         "",
         f"The team's definition (`team.success_definition` = `{definition}`): "
-        f"{DEFINITIONS[definition]}. Today: {_pct(own['estimate'])} "
-        f"({_pct(own['ci_low'])} – {_pct(own['ci_high'])}){judged}. A success rate depends on "
+        f"{DEFINITIONS[definition]}. Today: {_pct(own.estimate)} "
+        f"({_pct(own.ci_low)} – {_pct(own.ci_high)}){judged}. A success rate depends on "
         "what it counts; the same runs by the other definitions:",
         "",
         "| definition | what it counts | success | interval | criterion |",
@@ -102,45 +105,45 @@ def success_section(success: dict) -> str:
     for name, r in rates.items():
         mark = " (the team's)" if name == definition else ""
         lines.append(
-            f"| `{name}`{mark} | {DEFINITIONS[name]} | {_pct(r['estimate'])} | "
-            f"{_pct(r['ci_low'])} – {_pct(r['ci_high'])} | {r['criterion'] or '—'} |"
+            f"| `{name}`{mark} | {DEFINITIONS[name]} | {_pct(r.estimate)} | "
+            f"{_pct(r.ci_low)} – {_pct(r.ci_high)} | {r.criterion or '—'} |"
         )
     return "\n".join(lines)
 
 
-def observed_section(obs: dict | None, instances: int) -> str:
+def observed_section(obs: ObservedFailures | None, instances: int) -> str:
     """What the team's observed failed starts imply under the model, and whether they fit it."""
     if obs is None:
         return ""
-    per = obs["failed_starts_per_deploy"]
-    n, conf = per["deploys_simulated"], obs["confidence"]
-    count = f"{'at least ' if obs['at_least'] else ''}{obs['observed']:,}"
+    per = obs.failed_starts_per_deploy
+    n, conf = per.deploys_simulated, obs.confidence
+    count = f"{'at least ' if obs.at_least else ''}{obs.observed:,}"
     lines = [
         "### The failures the team observed",
         "",
         f"Observed: {count} failed starts in one monitoring window (`team.observed_failures`). "
-        f"The model gives {per['mean']:.3g} failed starts per deploy of {instances} instances "
-        f"({conf:.0%} interval {per['ci_low']:.3g} – {per['ci_high']:.3g}, {n:,} simulated "
+        f"The model gives {per.mean:.3g} failed starts per deploy of {instances} instances "
+        f"({conf:.0%} interval {per.ci_low:.3g} – {per.ci_high:.3g}, {n:,} simulated "
         "deploys). " + _implied(obs),
     ]
-    if obs["verdict"] is None:
+    if obs.verdict is None:
         lines.append(
             "The window's number of deploys is not given, so no test: set `team.window_deploys` "
             "(or `team.window_hours` with `team.deploys_per_hour`) to test the count against the "
             "model."
         )
     else:
-        w = obs["window_failures"]
-        p = obs["p_at_least_observed"]
+        w = obs.window_failures
+        p = obs.p_at_least_observed
         verdict = {
             "consistent": "**consistent** with the model",
             "too few failures": "**not consistent**: the model fails too rarely to produce it",
             "too many failures": "**not consistent**: the model fails more often than that",
-        }[obs["verdict"]]
+        }[obs.verdict]
         lines.append(
-            f"Over the window's {obs['window_deploys']:,} deploys the model gives {w['mean']:.1f} "
-            f"failed starts on average (95 % of windows {w['p2.5']:.0f} – {w['p97.5']:.0f}); "
-            f"P(at least {obs['observed']:,}) = {p:.3g}: the observation is {verdict} "
+            f"Over the window's {obs.window_deploys:,} deploys the model gives {w.mean:.1f} "
+            f"failed starts on average (95 % of windows {w.p2_5:.0f} – {w.p97_5:.0f}); "
+            f"P(at least {obs.observed:,}) = {p:.3g}: the observation is {verdict} "
             f"(exact test on the simulated deploys, at {conf:.0%})."
         )
     lines.append(
@@ -150,30 +153,29 @@ def observed_section(obs: dict | None, instances: int) -> str:
     return lines[0] + "\n\n" + " ".join(lines[2:])
 
 
-def _implied(obs: dict) -> str:
-    d, h = obs["deploys_implied"], obs["hours_implied"]
-    per = obs["failed_starts_per_deploy"]
-    if d["estimate"] is None:
-        more = f"more than {d['low']:,.0f} deploys" if d["low"] is not None else "no finite count"
+def _implied(obs: ObservedFailures) -> str:
+    d, h = obs.deploys_implied, obs.hours_implied
+    per = obs.failed_starts_per_deploy
+    if d.estimate is None:
+        more = f"more than {d.low:,.0f} deploys" if d.low is not None else "no finite count"
         hours = ""
-        if h is not None and h["low"] is not None:
-            hours = f" ({h['low']:,.0f} hours, {h['low'] / 24 / 365:.1f} years, at the deploy rate)"
+        if h is not None and h.low is not None:
+            hours = f" ({h.low:,.0f} hours, {h.low / 24 / 365:.1f} years, at the deploy rate)"
         return (
-            f"No simulated deploy failed a start (at most {per['ci_high']:.3g} a deploy): "
-            f"{obs['observed']:,} failures would take {more}{hours}. **This scenario does not "
+            f"No simulated deploy failed a start (at most {per.ci_high:.3g} a deploy): "
+            f"{obs.observed:,} failures would take {more}{hours}. **This scenario does not "
             "explain the observed failures**: what failed is not what it models, or an input is "
             "far from its value here."
         )
-    span = f"{_num(d['low'])} – {_num(d['high'])}"
-    hours = ""
-    if h is not None:
-        hours = (
-            f", {_num(h['estimate'])} hours ({_num(h['low'])} – {_num(h['high'])}) at the "
-            "deploy rate"
-        )
-    return (
-        f"{obs['observed']:,} failures correspond to {_num(d['estimate'])} deploys ({span}){hours}."
-    )
+    return f"{obs.observed:,} failures correspond to {_span(d, 'deploys')}{_hours(h)}."
+
+
+def _span(x: Implied, unit: str) -> str:
+    return f"{_num(x.estimate)} {unit} ({_num(x.low)} – {_num(x.high)})"
+
+
+def _hours(h: Implied | None) -> str:
+    return "" if h is None else f", {_span(h, 'hours')} at the deploy rate"
 
 
 def _num(x: float | None) -> str:

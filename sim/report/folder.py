@@ -9,6 +9,7 @@ from sim.engine import run_replication
 from sim.output import atomic_write, scenario_toml, write_json
 from sim.recommend import Recommendation
 from sim.records import Outcome
+from sim.report.view import RecommendationView
 from sim.runner import Executor, Serial, replication_seed
 from sim.scenario import Scenario
 from sim.sweep import Grid
@@ -26,7 +27,9 @@ def write_recommendation(
     svg: bool = False,
     pool: Executor | None = None,
 ) -> dict:
-    """Write the whole folder (figures first, adr.md last) and return summary.json's data.
+    """Write the whole folder (figures first, adr.md last) and return summary.json's data. The
+    ADR and the figures read its typed view (``RecommendationView.from_dict``), as a folder's
+    summary.json read back gives it.
     ``pool``: local worker processes to draw the figures in, one figure each, instead of one
     after another here (drawing them is most of the time the report takes)."""
     from sim.report import adr
@@ -35,14 +38,15 @@ def write_recommendation(
     data["figure_grid"] = {"vary": grid.as_dict(), "replications": grid_replications, "rows": rows}
     grid_starts = sum(r.get("fleet.instances", sc.fleet.instances) for r in rows)
     data["simulated_instance_starts"] = instance_starts + grid_starts * grid_replications
-    jobs = _figure_jobs(sc, rec, data, rows, grid)
+    view = RecommendationView.from_dict(data)
+    jobs = _figure_jobs(sc, rec, view, rows, grid, grid_replications)
     pool = pool or Serial()
     drawn = {role: pool.submit(draw_figure, *job, out, svg) for role, job in jobs.items()}
     data["figures"] = {role: future.result() for role, future in drawn.items()}
     write_json(out / "summary.json", data)
     atomic_write(out / "scenario.toml", scenario_toml(sc))
     created = datetime.now(UTC).strftime("%Y-%m-%d")
-    text = adr.render(data, sc, data["figures"], command, created, adr.docs_href(out))
+    text = adr.render(view, sc, data["figures"], command, created, adr.docs_href(out))
     atomic_write(out / "adr.md", text)
     return data
 
@@ -56,28 +60,28 @@ def draw_figure(stem: str, builder: str, args: tuple, out: Path, svg: bool) -> s
     return figures.save(fig, out, stem, svg)[0]
 
 
-def _figure_jobs(sc, rec, data, rows, grid: Grid) -> dict[str, tuple[str, str, tuple]]:
+def _figure_jobs(
+    sc, rec, view: RecommendationView, rows, grid: Grid, grid_replications: int
+) -> dict[str, tuple[str, str, tuple]]:
     """The four figures as role → (file stem, builder, arguments); the ADR links them by role."""
-    t, d = data["timeout"], data["decision"]
+    t, d = view.timeout, view.decision
     jobs: dict[str, tuple[str, str, tuple]] = {}
     ok = rec.probe.attempts["outcome"] == Outcome.READY
-    marks = [("current timeout", t["current_s"])]
-    if d["db_init_timeout_s"] is not None and d["db_init_timeout_s"] != t["current_s"]:
-        marks.append(("recommended timeout", d["db_init_timeout_s"]))
-    elif d["smallest_timeout_s"] is not None and d["smallest_timeout_s"] != t["current_s"]:
-        marks.append(("smallest timeout meeting the target alone", d["smallest_timeout_s"]))
-    if t["aws_timeout_s"] is not None:
-        marks.append(("AWS p99.9 rule", t["aws_timeout_s"]))
-    subtitle = (
-        f"{sc.name}, {rec.probe.replications} replications, deadline {t['probe_timeout_s']:g} s"
-    )
-    cdf = (rec.probe.attempts["db_init_s"][ok], marks, data["target_success"], subtitle)
+    marks = [("current timeout", t.current_s)]
+    if d.db_init_timeout_s is not None and d.db_init_timeout_s != t.current_s:
+        marks.append(("recommended timeout", d.db_init_timeout_s))
+    elif d.smallest_timeout_s is not None and d.smallest_timeout_s != t.current_s:
+        marks.append(("smallest timeout meeting the target alone", d.smallest_timeout_s))
+    if t.aws_timeout_s is not None:
+        marks.append(("AWS p99.9 rule", t.aws_timeout_s))
+    subtitle = f"{sc.name}, {rec.probe.replications} replications, deadline {t.probe_timeout_s:g} s"
+    cdf = (rec.probe.attempts["db_init_s"][ok], marks, view.target_success, subtitle)
     jobs["cdf"] = ("db-init-cdf", "db_init_cdf", cdf)
     x, y = grid.fields
     subtitle = (
         f"{sc.name} as today ({_short(sc)}, connector "
         f"{sc.connector.min_instances}–{sc.connector.max_instances}), "
-        f"{data['figure_grid']['replications']} replications per cell"
+        f"{grid_replications} replications per cell"
     )
     jobs["heatmap"] = (
         "heatmap-p-start-fails",
@@ -87,12 +91,12 @@ def _figure_jobs(sc, rec, data, rows, grid: Grid) -> dict[str, tuple[str, str, t
     jobs["timeline"] = (
         "timeline",
         "timeline",
-        (sc, data["seed"], d["overrides"], d["configuration"]),
+        (sc, view.seed, d.overrides, d.configuration),
     )
     if y == "fleet.instances":
         series = [
             (f"timeout {v:g} s", [r for r in rows if r[x] == v])
-            for v in sorted({t["current_s"], d["db_init_timeout_s"] or t["current_s"]})
+            for v in sorted({t.current_s, d.db_init_timeout_s or t.current_s})
         ]
         jobs["restarts"] = ("restarts-vs-fleet", "restarts_vs_fleet", (series,))
     return jobs

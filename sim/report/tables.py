@@ -7,6 +7,7 @@ from rich.table import Table
 from sim import scenario as scenarios
 from sim.provenance import KINDS, UNLABELLED, Entry
 from sim.report.evidence import show
+from sim.report.view import RecommendationView
 from sim.stats import Summary
 from sim.sweep import Grid
 
@@ -166,11 +167,11 @@ def scenarios_table() -> Table:
     return table
 
 
-def recommend_table(sc, data: dict) -> Table:
-    d, v = data["decision"], data["verdict"]
+def recommend_table(sc, data: RecommendationView) -> Table:
+    d, v, t = data.decision, data.verdict, data.timeout
     table = Table(
-        title=f"{sc.name}: target {data['target_success']:g} at {data['confidence']:.0%} "
-        f"confidence, {data['replications']} replications",
+        title=f"{sc.name}: target {data.target_success:g} at {data.confidence:.0%} "
+        f"confidence, {data.replications} replications",
         header_style="bold",
     )
     table.add_column("recommendation")
@@ -180,66 +181,64 @@ def recommend_table(sc, data: dict) -> Table:
     def sec(x):
         return "—" if x is None else f"{x:g} s"
 
-    adopt = d["configuration"] or "none met the target"
+    adopt = d.configuration or "none met the target"
     table.add_row("adopt", adopt, "the least change that meets the target")
-    for c in d["changes"]:
-        without = c["without_it"] or "today's configuration"
-        table.add_row(f"  {c['field']}", f"{c['from']} → {c['to']}", f"needed: {without} fails")
-    for name in d["alternatives"]:
+    for c in d.changes:
+        without = c.without_it or "today's configuration"
+        table.add_row(f"  {c.field}", f"{c.was} → {c.to}", f"needed: {without} fails")
+    for name in d.alternatives:
         table.add_row("  also meets", name, "")
     table.add_row(
         "db init timeout",
-        sec(d["db_init_timeout_s"]),
-        f"today {sec(data['timeout']['current_s'])}; without other changes "
-        f"{sec(d['smallest_timeout_s'])}",
+        sec(d.db_init_timeout_s),
+        f"today {sec(t.current_s)}; without other changes {sec(d.smallest_timeout_s)}",
     )
-    for row in data["timeout"]["by_target"]:
-        table.add_row(f"  for {row['target_success']:g}", sec(row["timeout_s"]), "today's pool")
-    table.add_row("  AWS p99.9 rule", sec(data["timeout"]["aws_timeout_s"]), "p99.9 of db init")
-    if not v["timeout_helps"]:
-        table.add_row("no timeout helps", "", v["reason"])
-    for h in data["history"]:
-        own = h["success"]["by_definition"][h["success"]["definition"]]
-        success = f"{pct(own['ci_low'])} – {pct(own['ci_high'])} {h['success']['definition']}"
-        judged = f", criterion {h['criterion']}" if h["criterion"] else ""
-        table.add_row(f"  tried {sec(h['timeout_s'])}", pct(own["estimate"]), success + judged)
-    success = data["success"]
-    own = success["by_definition"][success["definition"]]
-    verdict = f", criterion {own['criterion']}" if own["criterion"] else ""
+    for row in t.by_target:
+        table.add_row(f"  for {row.target_success:g}", sec(row.timeout_s), "today's pool")
+    table.add_row("  AWS p99.9 rule", sec(t.aws_timeout_s), "p99.9 of db init")
+    if not v.timeout_helps:
+        table.add_row("no timeout helps", "", v.reason)
+    for h in data.history:
+        own = h.success.own
+        success = f"{pct(own.ci_low)} – {pct(own.ci_high)} {h.success.definition}"
+        judged = f", criterion {h.criterion}" if h.criterion else ""
+        table.add_row(f"  tried {sec(h.timeout_s)}", pct(own.estimate), success + judged)
+    own = data.success.own
+    verdict = f", criterion {own.criterion}" if own.criterion else ""
     table.add_row(
         "start-up success",
-        pct(own["estimate"]),
-        f"{pct(own['ci_low'])} – {pct(own['ci_high'])} {success['definition']}{verdict}",
+        pct(own.estimate),
+        f"{pct(own.ci_low)} – {pct(own.ci_high)} {data.success.definition}{verdict}",
     )
-    obs = data["observed_failures"]
+    obs = data.observed_failures
     if obs is not None:
-        per = obs["failed_starts_per_deploy"]
-        fit = f"; {obs['verdict']}" if obs["verdict"] else ""
-        if per["mean"] == 0:
+        per = obs.failed_starts_per_deploy
+        fit = f"; {obs.verdict}" if obs.verdict else ""
+        if per.mean == 0:
             fit += "; the model does not explain them"
         table.add_row(
             "observed failures",
-            f"{obs['observed']:,}",
-            f"model: {per['mean']:.3g} per deploy (≤ {per['ci_high']:.3g}){fit}",
+            f"{obs.observed:,}",
+            f"model: {per.mean:.3g} per deploy (≤ {per.ci_high:.3g}){fit}",
         )
     return table
 
 
-def candidates_table(data: dict) -> Table:
-    alpha = 1 - data["target_success"]
+def candidates_table(data: RecommendationView) -> Table:
+    alpha = 1 - data.target_success
     table = Table(title=f"options (meets: upper bound ≤ {alpha:.2%})", header_style="bold")
     table.add_column("option", ratio=1)
     for col in ("P(start fails)", "upper", "meets", "ready p95", "restarts"):
         table.add_column(col, justify="right", no_wrap=True)
-    for r in data["candidates"]:
-        f = r["p_start_failure"]
+    for r in data.candidates:
+        f = r.p_start_failure
         table.add_row(
-            r["name"],
-            pct(f["estimate"]),
-            pct(f["ci_high"]),
-            "yes" if r["meets_target"] else "no" if r["held_fits"] else "no: held",
-            "never" if r["fleet_ready_p95_s"] is None else f"{r['fleet_ready_p95_s']:.1f} s",
-            f"{r['restarts_per_instance']:.3f}",
+            r.name,
+            pct(f.estimate),
+            pct(f.ci_high),
+            "yes" if r.meets_target else "no" if r.held_fits else "no: held",
+            "never" if r.fleet_ready_p95_s is None else f"{r.fleet_ready_p95_s:.1f} s",
+            f"{r.restarts_per_instance:.3f}",
         )
     return table
 

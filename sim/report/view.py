@@ -1,0 +1,234 @@
+"""summary.json as typed records: what the ADR and the terminal tables read.
+
+The one way from a recommendation's data to the report: ``RecommendationView.from_dict(summary)``
+rebuilds the typed view from summary.json's data (``Recommendation.as_dict()``, or the file read
+back, as ``results/example/`` is), so the ADR renders the same from a run as from its folder.
+``view.as_dict()`` gives the data back unchanged (tests/test_report_view.py). The records reuse
+the core's types where summary.json holds them whole (``TimeoutAdvice``, ``DeployMonitoring``,
+``Verdict``, ``PgBouncer``, ``Proportion``, ``Entry``) and mirror the rest field by field, in
+summary.json's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.advice import DeployMonitoring, TimeoutAdvice
+from sim.plain import KEY, build, record_dict
+from sim.provenance import Entry
+from sim.recommend import Verdict
+from sim.sizing import PgBouncer
+from sim.stats import Proportion
+
+
+@dataclass(frozen=True)
+class AdoptedChange:
+    """One field the decision changes, and the set without it (which misses the target)."""
+
+    field: str
+    was: Any = field(metadata={KEY: "from"})
+    to: Any
+    kind: str
+    why: str
+    without_it: str | None
+    without_it_p_start_failure: Proportion | None
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """summary.json's ``decision``: the least change that meets the target."""
+
+    configuration: str | None  # None: no configuration tried meets the target
+    overrides: dict[str, Any] | None
+    changes: tuple[AdoptedChange, ...]
+    alternatives: tuple[str, ...]
+    cost_order: tuple[str, ...]
+    db_init_timeout_s: float | None
+    smallest_timeout_s: float | None
+    pool_min_size: int | None
+    pool_max_size: int | None
+    largest_fleet: int
+    connector_min_instances: int | None
+
+
+@dataclass(frozen=True)
+class DemandView:
+    """summary.json's ``pool.demand``: the fleet's connections against the free slots."""
+
+    instances_x_min_size: int
+    instances_x_held_when_ready: int
+    instances_x_max_size: int
+    free_slots: int
+    max_connections: int
+    start_fits: bool
+    held_fits: bool
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """summary.json's ``pool`` (``sim.sizing.PoolAdvice.as_dict``)."""
+
+    min_size: int
+    max_size: int | None
+    held_when_ready: int | None
+    pool_locking_bound: int
+    tasks: int
+    connections_per_task: int
+    fit_max_size: int
+    largest_fleet_current_max_size: int
+    largest_fleet: int
+    largest_fleet_max_size: int
+    pgbouncer: PgBouncer | None
+    pool_setting_fits: bool
+    demand: DemandView
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    """One candidate configuration (``sim.decision.Candidate.as_dict``)."""
+
+    name: str
+    overrides: dict[str, Any]
+    kinds: tuple[str, ...]
+    replications: int
+    p_start_failure: Proportion
+    p_db_init_timeout: Proportion
+    meets_target: bool
+    held_fits: bool
+    fleet_ready_p95_s: float | None
+    peak_db_connections_max: int
+    free_slots: int
+    max_connections: int
+    work_amplification: float | None
+    restarts_per_instance: float
+    never_ready_fraction: float
+    p_first_start_success: float | None
+
+
+@dataclass(frozen=True)
+class JudgedRate:
+    """A success rate by one definition, judged on the team's criterion."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    events: int
+    trials: int
+    effective_trials: float
+    criterion: str | None  # met / not met / not shown; None without a criterion
+
+
+@dataclass(frozen=True)
+class SuccessView:
+    """summary.json's ``success`` (``sim.success.rates_dict``): the team's definition first."""
+
+    definition: str
+    criterion: float | None
+    by_definition: dict[str, JudgedRate]
+
+    @property
+    def own(self) -> JudgedRate:
+        return self.by_definition[self.definition]
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """A timeout the team tried (``sim.recommend.HistoryRow.as_dict``)."""
+
+    timeout_s: float
+    start_success: float
+    start_success_low: float
+    start_success_high: float
+    p_db_init_timeout: Proportion
+    p_first_start_success: float | None
+    restarts_per_instance: float | None
+    fleet_ready_p95_s: float | None
+    criterion: str | None
+    success: SuccessView
+
+
+@dataclass(frozen=True)
+class ModelPerDeploy:
+    """The model's failed starts per deploy, with its interval."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    deploys_simulated: int
+
+
+@dataclass(frozen=True)
+class Implied:
+    """Deploys (or hours) an observed count corresponds to; None where unbounded."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class WindowFailures:
+    """The window's failed starts under the model: mean and 95 % range."""
+
+    mean: float
+    p2_5: float = field(metadata={KEY: "p2.5"})
+    p97_5: float = field(metadata={KEY: "p97.5"})
+
+
+@dataclass(frozen=True)
+class ObservedFailures:
+    """summary.json's ``observed_failures`` (``sim.success.Observation.as_dict``)."""
+
+    observed: int
+    at_least: bool
+    failed_starts_per_deploy: ModelPerDeploy
+    deploys_implied: Implied
+    hours_implied: Implied | None
+    window_deploys: int | None
+    window_failures: WindowFailures | None
+    p_at_least_observed: float | None
+    p_at_most_observed: float | None
+    verdict: str | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RecommendationView:
+    """summary.json's data as ``Recommendation.as_dict()`` writes it, typed. ``connector``,
+    ``fix`` and ``engines`` stay plain data: the report does not read them."""
+
+    scenario: str
+    target_success: float
+    confidence: float
+    seed: int
+    engines: dict[str, int]
+    replications: int
+    max_timeout_s: float
+    verdict: Verdict
+    decision: DecisionView
+    timeout: TimeoutAdvice
+    pool: PoolView
+    connector: dict[str, Any]
+    fix: dict[str, Any] | None
+    candidates: tuple[OptionRow, ...]
+    criterion: float | None
+    history: tuple[HistoryView, ...]
+    monitoring: DeployMonitoring
+    success: SuccessView
+    observed_failures: ObservedFailures | None
+    sources: tuple[Entry, ...]
+
+    @classmethod
+    def from_dict(cls, summary: dict) -> RecommendationView:
+        """The typed view of summary.json's data; keys the view does not hold (``figures``,
+        ``figure_grid``, ``simulated_instance_starts``) are left to the caller."""
+        return build(cls, summary)
+
+    def as_dict(self) -> dict:
+        return record_dict(self)
+
+    @property
+    def today(self) -> OptionRow:
+        """Today's configuration among the candidates (the one without overrides)."""
+        return next((r for r in self.candidates if not r.overrides), self.candidates[-1])
