@@ -155,7 +155,8 @@ def objects(path: Path) -> Iterator[tuple[str, object]]:
         try:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            why = "cut short (a truncated file?)" if exc.pos >= len(text) - 1 else "not JSON"
+            cut = text.rstrip()[-1:] not in ("}", "]")  # a JSON value ends with one of them
+            why = "cut short (a truncated file?)" if cut else "not JSON"
             raise InputError(str(path), None, f"$[{index}]: {why} ({exc.msg})") from None
         yield from _unwrap(obj, f"$[{index}]" if index or _skip(text, pos) < len(text) else "$")
         index, pos = index + 1, _skip(text, pos)
@@ -302,7 +303,7 @@ def _event(facts: Facts, ev: dict, at: _Where) -> None:
     meta = ev.get("metadata") if isinstance(ev.get("metadata"), dict) else {}
     uid = str(meta.get("uid") or (pod, container, reason, first, ev.get("message")))
     one = facts.events.setdefault(uid, {"times": {}, "count": 0, "at": at.where, "proto": None})
-    if count in one["times"] and one["times"][count] == last and count > 1:
+    if one["times"].get(count) == last:
         t.duplicates += 1
         return
     t.used += 1
