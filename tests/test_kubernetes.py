@@ -253,5 +253,21 @@ def test_only_events_about_other_kinds_is_refused(tmp_path):
     objs = [e for e in events(crash_loop()) if e["involvedObject"]["kind"] != "Pod"]
     path = write(tmp_path / "events.json", as_list(objs))
     assert kubernetes.detect(path)
-    with pytest.raises(InputError, match=r"no container start in it \(3 objects, 3 skipped"):
+    with pytest.raises(
+        InputError, match=r"no container start in it \(3 objects, 0 out .*, 3 skipped"
+    ):
         read_kubernetes([path])
+
+
+def test_validate_reads_the_files_and_prints_their_monitoring_counts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    ev, pods = files(tmp_path, crash_loop())
+    cal = tmp_path / "cal.toml"
+    assert call_main("calibrate", str(ev), str(pods), "-n", "1", "--out", str(cal)) == 0
+    capsys.readouterr()
+    out = tmp_path / "validation"
+    args = ["--scenario", str(cal), "-n", "10", "--out", str(out), "--format", "kubernetes"]
+    assert call_main("validate", str(ev), str(pods), *args) == 0
+    printed = capsys.readouterr().out
+    assert "measured vs predicted" in printed and "as monitoring counts" in printed
+    assert "first 2, restart 14" in printed and (out / "validation.md").exists()

@@ -96,7 +96,8 @@ def _describe(facts: Facts) -> str:
     t = facts.tally
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(t.skipped.items()))
     return (
-        f"{t.entries} objects, {sum(t.skipped.values())} skipped ({kinds or 'none'}), "
+        f"{t.entries} objects, {t.out_of_order} out of time order (sorted), "
+        f"{sum(t.skipped.values())} skipped ({kinds or 'none'}), "
         f"{t.duplicates} repeated Event copies dropped"
     )
 

@@ -195,12 +195,15 @@ def _logged(path: Path) -> Iterator[tuple[str, object]]:
             yield from _unwrap(entry, where)  # an array of the objects themselves (jq '.items')
             continue
         if not isinstance(entry, dict):
-            raise InputError(str(path), _line(where), f"{where}: not a JSON object (a LogEntry)")
+            shown = "" if where.startswith(":") else f"{where}: "
+            raise InputError(str(path), _line(where), f"{shown}not a JSON object (a LogEntry)")
         payload = entry.get("jsonPayload")
-        if not _k8s_entry(entry) or not isinstance(payload, dict):
+        if not _k8s_entry(entry):
             yield where, {"_skip": f"resource.type {_type(entry)}"}
-            continue
-        yield f"{where}.jsonPayload", payload
+        elif not _k8s_object(payload):  # a container's own log line, an audit entry, …
+            yield where, {"_skip": f"{_type(entry)} entries that are no Event (container logs, …)"}
+        else:
+            yield f"{where}.jsonPayload", payload
 
 
 def _k8s_object(obj: object) -> bool:

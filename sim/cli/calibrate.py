@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # sim.calibrate loads scipy.stats (0.6 s): only the commands 
 Inputs = Annotated[
     list[Path],
     typer.Argument(
-        help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, or a "
-        "Cloud Logging export: docs/formats.md)."
+        help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, a "
+        "Cloud Logging export, or Kubernetes events and pod status: docs/formats.md)."
     ),
 ]
 FORMATS = ("auto", "startup-log", "cloud-logging", "kubernetes")
