@@ -145,12 +145,16 @@ def objects(path: Path) -> Iterator[tuple[str, object]]:
     """Each Kubernetes object with its JSON path: ``$.items[3]`` of a List, ``$[2]`` of a
     stream, ``$[4].jsonPayload`` / ``:5 jsonPayload`` of a Cloud Logging export."""
     with open(path, encoding="utf-8-sig") as f:
-        text = f.read()
-    decoder, pos, index = json.JSONDecoder(), 0, 0
-    pos = _skip(text, pos)
-    if text[pos : pos + 1] == "[" or _is_log(text, pos, decoder):
+        head = f.read(HEAD_CHARS)
+        first = _skip(head, 0)
+        # Cloud Logging entries or an array are streamed, as for Cloud Run; kubectl's output (one
+        # List, or a --watch stream of objects) is read whole.
+        streamed = head[first : first + 1] == "[" or _is_log(head, first)
+        text = "" if streamed else head + f.read()
+    if streamed:
         yield from _logged(path)
         return
+    decoder, pos, index = json.JSONDecoder(), _skip(text, 0), 0
     while pos < len(text):
         try:
             obj, pos = decoder.raw_decode(text, pos)
@@ -168,7 +172,7 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-def _is_log(text: str, pos: int, decoder) -> bool:
+def _is_log(text: str, pos: int) -> bool:
     """JSON lines of Cloud Logging entries (the first line decides)."""
     end = text.find("\n", pos)
     try:
