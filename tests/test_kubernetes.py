@@ -271,3 +271,25 @@ def test_validate_reads_the_files_and_prints_their_monitoring_counts(tmp_path, c
     printed = capsys.readouterr().out
     assert "measured vs predicted" in printed and "as monitoring counts" in printed
     assert "first 2, restart 14" in printed and (out / "validation.md").exists()
+
+
+def test_a_pod_deleted_stops_no_start_but_cuts_one_short(tmp_path):
+    """``Stopping container app`` (the pod deleted): a ready start stays ready, a start not yet
+    ready is censored at the Killing, and neither counts as a failure."""
+    ready = PodRuns("orders-api-7d4b9c5f6-0000d", [Run(0.0, ready_s=4.0)])
+    starting = PodRuns("orders-api-7d4b9c5f6-0000e", [Run(1.0)])
+    objs = events([ready, starting], noise=False)
+    for p, t in ((ready, 30.0), (starting, 3.0)):
+        started = next(
+            e for e in objs if e["involvedObject"]["name"] == p.name and e["reason"] == "Started"
+        )
+        kill = json.loads(json.dumps(started))
+        kill.update(reason="Killing", message="Stopping container app", metadata={"uid": p.name})
+        kill["firstTimestamp"] = kill["lastTimestamp"] = at(t)
+        objs.append(kill)
+    ev = write(tmp_path / "events.json", as_list(objs))
+    (run,) = read_kubernetes([ev, write(tmp_path / "pods.json", as_list(watch([ready, starting])))])
+    m = run.monitoring
+    assert (m.ready, m.censored, m.failures) == (1, 1, {})
+    (cut,) = run.censored
+    assert cut.db_init_s == 2.0 and cut.instance.endswith("0000e/app")

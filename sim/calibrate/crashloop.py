@@ -185,25 +185,26 @@ def _one(pod, container, run, occurrences, lives, now, facts):
 def _end(s, t, nxt, later, lives, kills, kill_msg, now, facts) -> None:
     life = next((x for x in lives if abs(x.started_ns - t) <= SAME_START_NS), None)
     kill = next((k for k in kills if k >= t and (nxt is None or k < nxt)), None)
-    if life is not None:
+    current = now is not None and _same(now.running_ns, t)
+    if current and now.ready_ns is not None and now.ready_ns >= t:
+        s.outcome, s.end_ns = Outcome.READY, now.ready_ns  # a later Killing ends its life
+    elif life is not None:
         s.end_ns, s.code, s.where = life.finished_ns, life.code, life.where
         if life.code == 0:
             s.outcome = Outcome.READY
         else:
             s.outcome = Outcome.TIMEOUT if life.code == 3 else Outcome.ERROR
             s.reason = f"exit({life.code})" if life.code is not None else life.reason
-    elif kill is not None:
-        msg = kill_msg.get(kill, "")
+    elif kill is not None and "probe" in kill_msg.get(kill, ""):
+        # "Container app failed startup probe, will be restarted" (or liveness): a failed start
+        msg = kill_msg[kill]
         s.end_ns, s.reason = kill, ("startup probe failed" if "startup probe" in msg else "killed")
-    elif now is not None and _same(now.running_ns, t):
-        if now.ready_ns is not None and now.ready_ns >= t:
-            s.outcome, s.end_ns = Outcome.READY, now.ready_ns
-        else:
-            s.outcome, s.end_ns = None, facts.tally.last_ns
-    elif later:
-        s.reason = "exit not recorded"
-    else:
+    elif kill is not None:  # "Stopping container app": the pod deleted, its start cut short
+        s.outcome, s.end_ns = None, kill
+    elif current or not later:
         s.outcome, s.end_ns = None, facts.tally.last_ns
+    else:
+        s.reason = "exit not recorded"
 
 
 def _same(a: int | None, b: int) -> bool:

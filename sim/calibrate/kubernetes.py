@@ -303,7 +303,7 @@ def _event(facts: Facts, ev: dict, at: _Where) -> None:
     if first is None and last is None:
         raise at.fail("firstTimestamp", f": missing on a {reason} event (and no eventTime)")
     first, last = first if first is not None else last, last if last is not None else first
-    count = ev.get("count", series.get("count", 1)) or 1
+    count = ev.get("count") or series.get("count") or 1  # a series' Event may say count 0
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise at.fail("count", f" = {count!r}: expected a whole number ≥ 1")
     t.seen(last)
