@@ -293,3 +293,18 @@ def test_a_pod_deleted_stops_no_start_but_cuts_one_short(tmp_path):
     assert (m.ready, m.censored, m.failures) == (1, 1, {})
     (cut,) = run.censored
     assert cut.db_init_s == 2.0 and cut.instance.endswith("0000e/app")
+
+
+def test_watch_events_and_a_started_event_without_its_container(tmp_path):
+    pods = crash_loop(pods=1, failures=2)
+    stream = [{"type": "MODIFIED", "object": o} for o in watch(pods)]  # --output-watch-events
+    ev = write(tmp_path / "events.json", events(pods, copies=True), stream=True)
+    (run,) = read_kubernetes([ev, write(tmp_path / "pods.json", stream, stream=True)])
+    assert [a.outcome for a in run.attempts] == [Outcome.TIMEOUT, Outcome.TIMEOUT, Outcome.READY]
+    assert run.monitoring.delays == [(1, 10.0), (2, 20.0)]
+    objs = events(pods)
+    i = next(k for k, e in enumerate(objs) if e["reason"] == "Started")
+    del objs[i]["involvedObject"]["fieldPath"]
+    path = write(tmp_path / "nofield.json", as_list(objs))
+    with pytest.raises(InputError, match=rf"\$\.items\[{i}\]\.involvedObject\.fieldPath = None"):
+        read_kubernetes([path])

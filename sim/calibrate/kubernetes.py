@@ -293,7 +293,12 @@ def _event(facts: Facts, ev: dict, at: _Where) -> None:
         raise at.fail("involvedObject.name", f": missing on a {reason} event")
     pod = f"{inv.get('namespace') or 'default'}/{inv['name']}"
     m = CONTAINER_PATH.search(str(inv.get("fieldPath") or ""))
-    container = m.group(1) if m else ""
+    if m is None:  # the kubelet names the container of these: the key that joins a start
+        raise at.fail(
+            "involvedObject.fieldPath",
+            f" = {inv.get('fieldPath')!r}: expected spec.containers{{NAME}} on a {reason} event",
+        )
+    container = m.group(1)
     series = ev.get("series") if isinstance(ev.get("series"), dict) else {}
     first = at.time(ev, "firstTimestamp", "firstTimestamp")
     first = first if first is not None else at.time(ev, "eventTime", "eventTime")
