@@ -308,3 +308,19 @@ def test_watch_events_and_a_started_event_without_its_container(tmp_path):
     path = write(tmp_path / "nofield.json", as_list(objs))
     with pytest.raises(InputError, match=rf"\$\.items\[{i}\]\.involvedObject\.fieldPath = None"):
         read_kubernetes([path])
+
+
+def test_an_event_with_event_time_and_series_counts_like_one_with_count(tmp_path):
+    """Events recorded through events.k8s.io show ``eventTime`` (microseconds) and ``series{count,
+    lastObservedTime}`` instead of ``firstTimestamp``, ``lastTimestamp`` and ``count``."""
+    pods = crash_loop(pods=1, failures=2)
+    objs = events(pods, noise=False)
+    for e in objs:
+        first, last, n = e.pop("firstTimestamp"), e.pop("lastTimestamp"), e.pop("count")
+        e["eventTime"] = first.replace("Z", ".000000Z")
+        if n > 1:
+            e["series"] = {"count": n, "lastObservedTime": last.replace("Z", ".000000Z")}
+    ev = write(tmp_path / "events.json", as_list(objs))
+    (run,) = read_kubernetes([ev, write(tmp_path / "pods.json", watch(pods), stream=True)])
+    assert run.monitoring.starts == 3 and run.monitoring.delays == [(1, 10.0), (2, 20.0)]
+    assert "1 starts counted from aggregated" not in run.notes[0]
