@@ -339,6 +339,11 @@ class Monitoring:
     starts_per_instance: list[int]
     delays: list[tuple[int, float]]  # (restart number, seconds)
     reasons: dict[str, int] = field(default_factory=dict)  # starts by the platform's reason
+    # What the counts rest on, for the calibrated values' sources (a reader of another platform
+    # sets its own: sim.calibrate.crashloop).
+    failures_source: str = "Cloud Logging: starts ending in exit(N ≠ 0) or a failed startup probe"
+    delays_source: str = "Cloud Logging: exit(N ≠ 0) to the revision's next 'Starting new instance'"
+    delay_is: str = "exit to the revision's next start"
 
     @classmethod
     def of(cls, window: str, starts: list[Start], dropped: int) -> Monitoring:
@@ -383,6 +388,9 @@ class Monitoring:
             sorted(n for m in parts for n in m.starts_per_instance),
             sorted(d for m in parts for d in m.delays),
             dict(sorted(sum((Counter(m.reasons) for m in parts), Counter()).items())),
+            parts[0].failures_source,
+            parts[0].delays_source,
+            parts[0].delay_is,
         )
 
     @property
@@ -431,7 +439,7 @@ class Monitoring:
         by = self.by_restart()
         ks = "; ".join(f"#{k} {m:.3g} s (n {n})" for k, m, n in by)
         out.append(
-            f"{self.window}: restart delays (exit to the revision's next start): n {d['n']}, "
+            f"{self.window}: restart delays ({self.delay_is}): n {d['n']}, "
             f"median {d['median']:.3g} s, IQR [{d['q1']:.3g}, {d['q3']:.3g}] s, range "
             f"{d['min']:.3g}–{d['max']:.3g} s; by restart number: {ks}; {presets_line(len(by))}"
         )

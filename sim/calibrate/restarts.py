@@ -17,6 +17,8 @@ from sim.calibrate.connector import Estimate
 
 GROWING = 1.5  # by-restart medians rising more than this from the first restart: a backoff
 MIN_DELAYS = 2
+CAPPED = 1.05  # a restart's median this far below the uncapped growth is at the cap
+MAX_RESTART_NUMBERS = 30  # Kubernetes reaches its 300 s cap at the 6th restart
 
 
 def observed(windows: list, overrides: dict, confidence: float = 0.95) -> list[Estimate]:
@@ -37,7 +39,7 @@ def _failures(m, overrides: dict) -> Estimate:
         m.failed,
         None,
         None,
-        "Cloud Logging: starts ending in exit(N ≠ 0) or a failed startup probe",
+        m.failures_source,
         m.starts,
         f"{kinds} in {m.span_s:.0f} s; at least: {m.censored} censored and {m.dropped} "
         "started before the window not counted",
@@ -66,7 +68,7 @@ def _schedule(m, overrides: dict, confidence: float) -> list[Estimate]:
         ]
     by = m.by_restart()
     growth = by[-1][1] / by[0][1] if len(by) > 1 and by[0][1] > 0 else 1.0
-    source = "Cloud Logging: exit(N ≠ 0) to the revision's next 'Starting new instance'"
+    source = m.delays_source
     low, high = median_interval(delays, confidence)
     ks = ", ".join(f"#{k} {med:.3g} s" for k, med, _ in by)
     if growth <= GROWING:
@@ -87,7 +89,26 @@ def _schedule(m, overrides: dict, confidence: float) -> list[Estimate]:
     quality = f"growing with the restart number ({ks}): exponential × {multiplier:.3g}"
     n1 = [d for k, d in m.delays if k == by[0][0]]
     lo1, hi1 = median_interval(sorted(n1), confidence)
-    return [Estimate("restart.initial_backoff_s", first, lo1, hi1, source, len(n1), quality)]
+    out = [Estimate("restart.initial_backoff_s", first, lo1, hi1, source, len(n1), quality)]
+    return [*out, _cap(m, by[0][0], first, multiplier, overrides, source, confidence)]
+
+
+def _cap(m, k0: int, first: float, multiplier: float, overrides: dict, source, confidence):
+    """``restart.max_backoff_s``: the plateau of the delays, at the restart numbers whose median
+    stays below the uncapped growth (Kubernetes: 10 s doubling to 300 s, platform-facts.md)."""
+    by = m.by_restart(most=MAX_RESTART_NUMBERS)
+    capped = [k for k, med, _ in by if first * multiplier ** (k - k0) > med * CAPPED]
+    if not capped:
+        shown = f"#{by[-1][0]} {by[-1][1]:.3g} s"
+        why = f"not identifiable: the delays grow up to the last restart seen ({shown})"
+        return Estimate("restart.max_backoff_s", None, None, None, source, 0, why, False)
+    x = sorted(d for k, d in m.delays if k in capped)
+    value = statistics.median(x)
+    overrides["restart.max_backoff_s"] = round(value, 3)
+    low, high = median_interval(x, confidence)
+    ks = ", ".join(f"#{k}" for k in capped)
+    why = f"the plateau of restarts {ks}, below {first:.3g} s × {multiplier:.3g}^(k − {k0})"
+    return Estimate("restart.max_backoff_s", value, low, high, source, len(x), why)
 
 
 def median_interval(sorted_x: list[float], confidence: float) -> tuple[float | None, float | None]:

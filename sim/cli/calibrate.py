@@ -20,18 +20,19 @@ if TYPE_CHECKING:  # sim.calibrate loads scipy.stats (0.6 s): only the commands 
 Inputs = Annotated[
     list[Path],
     typer.Argument(
-        help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, or a "
-        "Cloud Logging export: docs/formats.md)."
+        help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, a "
+        "Cloud Logging export, or Kubernetes events and pod status: docs/formats.md)."
     ),
 ]
-FORMATS = ("auto", "startup-log", "cloud-logging")
+FORMATS = ("auto", "startup-log", "cloud-logging", "kubernetes")
 Format = Annotated[
     str,
     typer.Option(
         "--format",
-        metavar="auto|startup-log|cloud-logging",
+        metavar="auto|startup-log|cloud-logging|kubernetes",
         help="How to read the files: auto (from their content), startup-log (our CSV / JSON "
-        "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines).",
+        "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines), "
+        "kubernetes (kubectl get events / pods -o json, directly or through Cloud Logging).",
     ),
 ]
 PhasePatternOption = Annotated[
@@ -62,9 +63,12 @@ def read_inputs(
         raise UsageError(f"expected one of {', '.join(FORMATS)}", "format", fmt)
     runs: list[Run] = []
     cloud = False
+    k8s = [p for p in paths if not p.is_dir() and _is_kubernetes(p, fmt)]
     for path in paths:
         if path.is_dir():
             runs.append(read_campaign(path, phases))
+        elif path in k8s:
+            continue  # read together below: events and pod status join
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
             cloud = True
             with _bytes_bar(path) as bar:
@@ -75,6 +79,10 @@ def read_inputs(
             if fmt == "auto":
                 cloudlogging.refuse_unknown(path)
             runs += read_log(path, phases)
+    if k8s:
+        from sim.calibrate.crashloop import read_kubernetes
+
+        runs += read_kubernetes(k8s)
     if phase_pattern is not None and not cloud:
         from sim.errors import UsageError
 
@@ -84,6 +92,12 @@ def read_inputs(
             phase_pattern,
         )
     return runs
+
+
+def _is_kubernetes(path: Path, fmt: str) -> bool:
+    from sim.calibrate import kubernetes
+
+    return fmt == "kubernetes" or (fmt == "auto" and kubernetes.detect(path))
 
 
 def _bytes_bar(path: Path):
