@@ -24,14 +24,15 @@ Inputs = Annotated[
         "Cloud Logging export: docs/formats.md)."
     ),
 ]
-FORMATS = ("auto", "startup-log", "cloud-logging")
+FORMATS = ("auto", "startup-log", "cloud-logging", "otlp", "postgres-log")
 Format = Annotated[
     str,
     typer.Option(
         "--format",
-        metavar="auto|startup-log|cloud-logging",
+        metavar="auto|startup-log|cloud-logging|otlp|postgres-log",
         help="How to read the files: auto (from their content), startup-log (our CSV / JSON "
-        "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines).",
+        "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines), otlp "
+        "(OpenTelemetry OTLP/JSON traces), postgres-log (a PostgreSQL server log).",
     ),
 ]
 PhasePatternOption = Annotated[
@@ -43,6 +44,15 @@ PhasePatternOption = Annotated[
         "(or ms, or edge start|end), e.g. 'phase (?P<phase>\\w+) took (?P<seconds>[0-9.]+) s'.",
     ),
 ]
+StartupSpanOption = Annotated[
+    str | None,
+    typer.Option(
+        "--startup-span",
+        metavar="NAME",
+        help="OTLP traces: the name of the start-up span (default 'startup'); its child "
+        "spans are the phases named in --phases.",
+    ),
+]
 
 
 def read_inputs(
@@ -50,10 +60,11 @@ def read_inputs(
     phases: str | None = None,
     fmt: str = "auto",
     phase_pattern: str | None = None,
+    startup_span: str | None = None,
 ) -> list[Run]:
     """Folders are campaigns, files are production logs: Cloud Logging exports when their
     content says so (or ``fmt`` does), else our own CSV / JSON-lines layout."""
-    from sim.calibrate import cloudlogging
+    from sim.calibrate import cloudlogging, otlp
     from sim.calibrate.inputs import read_campaign, read_log
 
     if fmt not in FORMATS:
@@ -65,6 +76,8 @@ def read_inputs(
     for path in paths:
         if path.is_dir():
             runs.append(read_campaign(path, phases))
+        elif fmt == "otlp" or (fmt == "auto" and otlp.detect(path)):
+            runs += otlp.read_otlp(path, phases, startup_span)
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
             cloud = True
             with _bytes_bar(path) as bar:
@@ -129,6 +142,7 @@ def calibrate_cmd(
     ] = None,
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
+    startup_span: StartupSpanOption = None,
     confidence: Confidence = 0.95,
     replications: Annotated[
         int,
@@ -142,7 +156,7 @@ def calibrate_cmd(
     from sim.calibrate import calibrate
     from sim.calibrate.toml import render
 
-    runs = read_inputs(inputs, phases, fmt, phase_pattern)
+    runs = read_inputs(inputs, phases, fmt, phase_pattern, startup_span)
     base_sc = scenarios.resolve(base) if base is not None else None
     cal = calibrate(runs, base_sc, confidence=confidence, replications=replications, seed=seed)
     text = render(cal, command_line())

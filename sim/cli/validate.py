@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.cli.calibrate import Format, PhasePatternOption, monitoring_table, read_inputs
+from sim.cli.calibrate import (
+    Format,
+    PhasePatternOption,
+    StartupSpanOption,
+    monitoring_table,
+    read_inputs,
+)
 from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
 from sim.output import atomic_write
 
@@ -40,6 +46,7 @@ def validate_cmd(
     ] = None,
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
+    startup_span: StartupSpanOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
     ] = None,
@@ -51,7 +58,7 @@ def validate_cmd(
     from sim.validate import check_replications, validate, verdict_line
 
     check_replications(replications)
-    runs = read_inputs(campaigns, phases, fmt, phase_pattern)
+    runs = read_inputs(campaigns, phases, fmt, phase_pattern, startup_span)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
     v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
