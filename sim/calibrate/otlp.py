@@ -155,7 +155,9 @@ def _fail(path: str, line: int | None, json_path: str, problem: str) -> InputErr
     return InputError(path, line, f"{json_path}: {problem}")
 
 
-def _list(obj: dict, key: str, path: str, line: int | None, at: str) -> list:
+def _list(obj: object, key: str, path: str, line: int | None, at: str) -> list:
+    if not isinstance(obj, dict):
+        raise _fail(path, line, at, "expected an object")
     value = obj.get(key, [])
     if not isinstance(value, list):
         raise _fail(path, line, f"{at}.{key}", "expected a list")
@@ -171,8 +173,15 @@ def attributes(items: object) -> dict[str, object]:
         v = kv["value"]
         for kind in ("stringValue", "intValue", "doubleValue", "boolValue"):
             if kind in v:
-                out[str(kv.get("key"))] = int(v[kind]) if kind == "intValue" else v[kind]
+                out[str(kv.get("key"))] = _int(v[kind]) if kind == "intValue" else v[kind]
     return out
+
+
+def _int(text: object) -> object:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return text  # kept as it came: a field that needs a number says so where it is read
 
 
 def _ns(span: dict, key: str, path: str, line: int | None, at: str) -> int:
@@ -248,27 +257,39 @@ def _pool(obj: dict, path: str, line: int | None, figures: PoolFigures) -> None:
         for j, sm in enumerate(_list(rm, "scopeMetrics", path, line, f"$.resourceMetrics[{i}]")):
             at = f"$.resourceMetrics[{i}].scopeMetrics[{j}]"
             for k, m in enumerate(_list(sm, "metrics", path, line, at)):
-                name = str(m.get("name", "")).removeprefix("db.client.connection.")
-                if name in POOL_METRICS:
+                name = str(m.get("name", "")) if isinstance(m, dict) else ""
+                name = name.removeprefix("db.client.connection.")
+                if name in POOL_METRICS and name != m.get("name"):
                     _metric(m, name, path, line, f"{at}.metrics[{k}]", figures)
 
 
 def _metric(m: dict, name: str, path: str, line, at: str, figures: PoolFigures) -> None:
-    if name == "timeouts":
-        for p in (m.get("sum") or {}).get("dataPoints", []):
-            figures.timeouts += int(p.get("asInt", p.get("asDouble", 0)))
-        figures.seen = True
-        return
+    kind = "sum" if name == "timeouts" else "histogram"
+    points = _list(m.get(kind) or {}, "dataPoints", path, line, f"{at}.{kind}")
     scale = 1e-3 if m.get("unit") == "ms" else 1.0  # semantic conventions: s; older: ms
-    for n, p in enumerate((m.get("histogram") or {}).get("dataPoints", [])):
-        try:
-            count, total = int(p.get("count", 0)), float(p.get("sum", 0.0)) * scale
-        except (TypeError, ValueError):
-            raise _fail(
-                path, line, f"{at}.histogram.dataPoints[{n}].count", "not a number"
-            ) from None
+    for n, p in enumerate(points):
+        here = f"{at}.{kind}.dataPoints[{n}]"
+        if kind == "sum":
+            key = "asInt" if "asInt" in (p or {}) else "asDouble"
+            figures.timeouts += int(_point(p, key, path, line, here))
+            figures.seen = True
+            continue
+        count = int(_point(p, "count", path, line, here))
         figures.count[name] = figures.count.get(name, 0) + count
-        figures.sum_s[name] = figures.sum_s.get(name, 0.0) + total
+        figures.sum_s[name] = (
+            figures.sum_s.get(name, 0.0) + _point(p, "sum", path, line, here) * scale
+        )
+
+
+def _point(p: object, key: str, path: str, line, at: str) -> float:
+    value = p.get(key, 0) if isinstance(p, dict) else None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not x >= 0 or x == float("inf"):
+        raise _fail(path, line, f"{at}.{key}", f"{value!r}: not a number ≥ 0")
+    return x
 
 
 # -- spans into attempts --------------------------------------------------------------------------
