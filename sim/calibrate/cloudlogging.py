@@ -184,6 +184,7 @@ def _entries(path: Path, progress=None) -> Iterator[tuple[str, object]]:
 
 
 PROGRESS_EVERY = 10_000
+entries = _entries  # public: Cloud SQL's entries (sim.calibrate.pglog) stream the same way
 
 
 def _json(line: str, path: str, number: int) -> object:
@@ -249,6 +250,9 @@ def _fail(path: str, where: str, field: str, problem: str) -> InputError:
     if where.startswith(":"):
         return InputError(path, int(where[1:]), text)
     return InputError(path, None, f"{where}.{text}" if field else f"{where}: {text}")
+
+
+fail_at = _fail  # public: other readers of LogEntry files name the place the same way
 
 
 def entry_line(obj: object, where: str, path: str, pattern: PhasePattern | None, tally: Tally):

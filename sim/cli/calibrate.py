@@ -53,6 +53,15 @@ StartupSpanOption = Annotated[
         "spans are the phases named in --phases.",
     ),
 ]
+LogLinePrefixOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-line-prefix",
+        metavar="PREFIX",
+        help="PostgreSQL logs: the server's log_line_prefix (default '%m [%p] '); %m %t %n %p "
+        "%h %u %d %a are read, other escapes skipped.",
+    ),
+]
 
 
 def read_inputs(
@@ -61,10 +70,11 @@ def read_inputs(
     fmt: str = "auto",
     phase_pattern: str | None = None,
     startup_span: str | None = None,
+    log_line_prefix: str | None = None,
 ) -> list[Run]:
     """Folders are campaigns, files are production logs: Cloud Logging exports when their
     content says so (or ``fmt`` does), else our own CSV / JSON-lines layout."""
-    from sim.calibrate import cloudlogging, otlp
+    from sim.calibrate import cloudlogging, otlp, pglog
     from sim.calibrate.inputs import read_campaign, read_log
 
     if fmt not in FORMATS:
@@ -78,6 +88,9 @@ def read_inputs(
             runs.append(read_campaign(path, phases))
         elif fmt == "otlp" or (fmt == "auto" and otlp.detect(path)):
             runs += otlp.read_otlp(path, phases, startup_span)
+        elif fmt == "postgres-log" or (fmt == "auto" and pglog.detect(path, log_line_prefix)):
+            with _bytes_bar(path) as bar:
+                runs += pglog.read_pg_log(path, log_line_prefix, lambda at: bar.update(at - bar.n))
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
             cloud = True
             with _bytes_bar(path) as bar:
@@ -143,6 +156,7 @@ def calibrate_cmd(
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
     startup_span: StartupSpanOption = None,
+    log_line_prefix: LogLinePrefixOption = None,
     confidence: Confidence = 0.95,
     replications: Annotated[
         int,
@@ -156,7 +170,7 @@ def calibrate_cmd(
     from sim.calibrate import calibrate
     from sim.calibrate.toml import render
 
-    runs = read_inputs(inputs, phases, fmt, phase_pattern, startup_span)
+    runs = read_inputs(inputs, phases, fmt, phase_pattern, startup_span, log_line_prefix)
     base_sc = scenarios.resolve(base) if base is not None else None
     cal = calibrate(runs, base_sc, confidence=confidence, replications=replications, seed=seed)
     text = render(cal, command_line())

@@ -12,6 +12,7 @@ from rich.table import Table
 from sim import scenario as scenarios
 from sim.cli.calibrate import (
     Format,
+    LogLinePrefixOption,
     PhasePatternOption,
     StartupSpanOption,
     monitoring_table,
@@ -47,6 +48,7 @@ def validate_cmd(
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
     startup_span: StartupSpanOption = None,
+    log_line_prefix: LogLinePrefixOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
     ] = None,
@@ -58,7 +60,7 @@ def validate_cmd(
     from sim.validate import check_replications, validate, verdict_line
 
     check_replications(replications)
-    runs = read_inputs(campaigns, phases, fmt, phase_pattern, startup_span)
+    runs = read_inputs(campaigns, phases, fmt, phase_pattern, startup_span, log_line_prefix)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
     v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
