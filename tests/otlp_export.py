@@ -141,3 +141,27 @@ def write(path: Path, objects: list[dict], lines: bool = True) -> Path:
         }
         path.write_text(json.dumps(merged, indent=2) + "\n")
     return path
+
+
+def demo() -> list[dict]:
+    """Two instances at a deploy: each times out in database init at 20 s (exit 3), restarts 8 s
+    later and is ready on its third attempt; one more ready at once; the pool's metrics."""
+    out, n = [], 0
+    for slot, inst in enumerate(("orders-0", "orders-1")):
+        t = 0.4 * slot
+        for k in range(3):
+            ok = k == 2
+            db = 2.0 + 0.3 * slot if ok else 20.0
+            phases = [("config", 0.8 + 0.1 * k), ("db", db)] + [("warm", 1.2)] * ok
+            n += 1
+            out.append(boot_object(Boot(inst, t, phases, 0 if ok else 3), n))
+            t += 0.8 + 0.1 * k + db + 8.0
+    out.append(boot_object(Boot("orders-2", 0.2, [("config", 0.7), ("db", 1.6), ("warm", 1.1)]), 9))
+    out.append(pool_metrics([0.031, 0.044, 0.052, 0.120, 0.038], [0.0, 0.0, 4.5, 0.2, 0.0], 3))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    write(Path(sys.argv[1]), demo())

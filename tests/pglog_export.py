@@ -133,3 +133,13 @@ def storm() -> list[Conn]:
     conns += [Conn(200, 3.0, refused=True), Conn(201, 3.2, refused=True, reserved=True)]
     conns.append(Conn(202, 9.0, 30.0, hold_s=1.0))
     return conns
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = Path(sys.argv[1])
+    if out.suffix == ".json":
+        write_cloudsql(out, storm())
+    else:
+        write_plain(out, storm())

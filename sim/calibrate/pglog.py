@@ -194,6 +194,7 @@ class _Tracker:
             self.pids.add(pid)
         else:
             self.count += 1
+            self.log.by_pid = False
 
     def _close(self, pid: str | None) -> None:
         if pid is not None and pid in self.pids:
