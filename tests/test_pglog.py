@@ -126,3 +126,12 @@ def test_a_log_without_connection_lines_or_the_wrong_prefix_is_refused(tmp_path)
     path = write_plain(tmp_path / "postgresql.log", storm())
     with pytest.raises(InputError, match=r"no connection lines among .* --log-line-prefix"):
         pglog.read_pg_log(path, "%t | %u ")
+
+
+def test_validate_refuses_a_server_log_alone(tmp_path, capsys):
+    path = write_plain(tmp_path / "postgresql.log", storm())
+    out = tmp_path / "val"
+    assert call_main("validate", str(path), "-n", "10", "--out", str(out)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "postgresql.log: no start attempts in them" in err and "Traceback" not in err
+    assert not out.exists()

@@ -61,6 +61,7 @@ def validate_cmd(
 
     check_replications(replications)
     runs = read_inputs(campaigns, phases, fmt, phase_pattern, startup_span, log_line_prefix)
+    runs = _with_attempts(runs)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
     v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
@@ -72,6 +73,24 @@ def validate_cmd(
     figure(v, folder)
     atomic_write(folder / "validation.md", markdown(v, label, command_line()))
     Console(stderr=True).print(f"{verdict_line(v)}; wrote {folder}/validation.md", highlight=False)
+
+
+def _with_attempts(runs):
+    """A server log (PostgreSQL's) holds no start attempt to compare: it calibrates, and is left
+    out here; alone it is a usage error, not a traceback."""
+    kept = [r for r in runs if r.attempts]
+    if not kept:
+        from sim.errors import UsageError
+
+        raise UsageError(
+            f"{', '.join(r.source for r in runs)}: no start attempts in them (a PostgreSQL "
+            "server log has none): validate compares attempts, so give a campaign, a start-up "
+            "log, a Cloud Logging export or an OTLP trace; a server log calibrates"
+        )
+    for r in runs:
+        if not r.attempts:
+            Console(stderr=True).print(f"note: {r.source}: no start attempts, not validated")
+    return kept
 
 
 def table(v) -> Table:
