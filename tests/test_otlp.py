@@ -178,3 +178,13 @@ def test_a_span_without_its_key_is_named(tmp_path):
         InputError, match=r":1: \$\.resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]\.spanId"
     ):
         otlp.read_otlp(write(tmp_path / "t.jsonl", objs), PHASES)
+
+
+def test_a_bad_metric_point_names_its_path(tmp_path):
+    metrics = pool_metrics([0.02], [0.1], 0)
+    points = metrics["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]
+    points["dataPoints"][0]["count"] = "many"
+    path = write(tmp_path / "t.jsonl", [*objects(), metrics])
+    where = r"t\.jsonl:6: \$\.resourceMetrics\[0\]\.scopeMetrics\[0\]\.metrics\[0\]"
+    with pytest.raises(InputError, match=where + r"\.histogram\.dataPoints\[0\]\.count"):
+        otlp.read_otlp(path, PHASES)

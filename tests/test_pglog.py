@@ -135,3 +135,14 @@ def test_validate_refuses_a_server_log_alone(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "postgresql.log: no start attempts in them" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_bad_cloudsql_timestamp_names_the_json_path(tmp_path):
+    import json
+
+    path = write_cloudsql(tmp_path / "cloudsql.json", storm())
+    entries = json.loads(path.read_text())
+    entries[4]["timestamp"] = "yesterday"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(InputError, match=r"cloudsql\.json: \$\[4\]\.timestamp: 'yesterday'"):
+        pglog.read_pg_log(path)
