@@ -146,3 +146,12 @@ def test_a_bad_cloudsql_timestamp_names_the_json_path(tmp_path):
     path.write_text(json.dumps(entries))
     with pytest.raises(InputError, match=r"cloudsql\.json: \$\[4\]\.timestamp: 'yesterday'"):
         pglog.read_pg_log(path)
+
+
+def test_odd_bytes_in_a_statement_and_progress_in_bytes(tmp_path, monkeypatch):
+    path = write_plain(tmp_path / "postgresql.log", storm())
+    path.write_bytes(path.read_bytes() + b"\tSELECT 'caf\xe9'\n")  # a latin-1 statement line
+    monkeypatch.setattr(pglog.cloudlogging, "PROGRESS_EVERY", 10)
+    told = []
+    (run,) = pglog.read_pg_log(path, progress=told.append)
+    assert run.server.refusals == 2 and told == sorted(told) and len(told) >= 10

@@ -113,7 +113,7 @@ def detect(path: Path) -> bool:
     )
 
 
-def _objects(path: Path) -> Iterator[tuple[int | None, dict]]:
+def _objects(path: Path, progress=None) -> Iterator[tuple[int | None, dict]]:
     """(line, object): JSON lines one at a time, or one object spread over the file (line None;
     read whole: the Collector writes one object a line, which streams)."""
     with open(path, encoding="utf-8-sig") as f:
@@ -132,6 +132,8 @@ def _objects(path: Path) -> Iterator[tuple[int | None, dict]]:
             return
         yield 1, _object(obj, str(path), 1)
         for number, line in enumerate(f, start=2):
+            if progress is not None and number % 1000 == 0:
+                progress(f.buffer.tell())
             if not line.strip():
                 continue
             try:
@@ -352,7 +354,7 @@ def read_otlp(
     starts: list[Span] = []
     children: dict[tuple[str, str], list[Span]] = {}
     try:
-        for line, obj in _objects(path):
+        for line, obj in _objects(path, progress):
             keep = _Everything() if keep_all else names
             for s in _spans(obj, str(path), line, keep, tally):
                 if s.name == name:

@@ -269,7 +269,11 @@ def read_pg_log(path: Path, prefix: str | None = None, progress=None) -> list[Ru
             head = f.read(1)
             while head.isspace():
                 head = f.read(1)
-        source = _entries(path, regex, log, progress) if head in "{[" else _plain(path, regex, log)
+        source = (
+            _entries(path, regex, log, progress)
+            if head in "{["
+            else _plain(path, regex, log, progress)
+        )
         for n, item in enumerate(source):
             events.append((item[0], n, *item[1:]))
     except UnicodeDecodeError as exc:
@@ -291,10 +295,14 @@ def read_pg_log(path: Path, prefix: str | None = None, progress=None) -> list[Ru
     return [run]
 
 
-def _plain(path: Path, regex: re.Pattern, log: ServerLog):
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
+def _plain(path: Path, regex: re.Pattern, log: ServerLog, progress=None):
+    with open(path, "rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            if progress is not None and number % cloudlogging.PROGRESS_EVERY == 0:
+                progress(raw.tell())
+            # A statement logged may carry any client encoding: only the connection lines matter.
+            line = data.decode("utf-8", "replace").rstrip("\r\n")
+            line = line.removeprefix("\ufeff") if number == 1 else line
             if not line.strip():
                 continue
             log.lines += 1

@@ -87,7 +87,10 @@ def read_inputs(
         if path.is_dir():
             runs.append(read_campaign(path, phases))
         elif fmt == "otlp" or (fmt == "auto" and otlp.detect(path)):
-            runs += otlp.read_otlp(path, phases, startup_span)
+            with _bytes_bar(path) as bar:
+                runs += otlp.read_otlp(
+                    path, phases, startup_span, lambda at: bar.update(at - bar.n)
+                )
         elif fmt == "postgres-log" or (fmt == "auto" and pglog.detect(path, log_line_prefix)):
             with _bytes_bar(path) as bar:
                 runs += pglog.read_pg_log(path, log_line_prefix, lambda at: bar.update(at - bar.n))
