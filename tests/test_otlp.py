@@ -188,3 +188,11 @@ def test_a_bad_metric_point_names_its_path(tmp_path):
     where = r"t\.jsonl:6: \$\.resourceMetrics\[0\]\.scopeMetrics\[0\]\.metrics\[0\]"
     with pytest.raises(InputError, match=where + r"\.histogram\.dataPoints\[0\]\.count"):
         otlp.read_otlp(path, PHASES)
+
+
+def test_an_exit_code_that_is_no_whole_number_is_named(tmp_path):
+    objs = objects()
+    root = objs[0]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    root["attributes"] = [{"key": "process.exit.code", "value": {"stringValue": "three"}}]
+    with pytest.raises(InputError, match=r"spans\[0\]\.attributes\.process\.exit\.code: 'three'"):
+        otlp.read_otlp(write(tmp_path / "t.jsonl", objs), PHASES)

@@ -214,9 +214,10 @@ def _span(raw: object, res: dict, path: str, line: int | None, at: str) -> Span:
         raise _fail(path, line, f"{at}.endTimeUnixNano", f"{end} is before the start {start}")
     attrs = attributes(raw.get("attributes"))
     instance = next((str(res[k]) for k in INSTANCE_KEYS if res.get(k)), raw["traceId"])
-    code = next((attrs[k] for k in EXIT_KEYS if k in attrs), None)
-    if code is not None and (isinstance(code, bool) or not isinstance(code, int | float)):
-        raise _fail(path, line, f"{at}.attributes.exit.code", f"{code!r}: not a whole number")
+    key = next((k for k in EXIT_KEYS if k in attrs), None)
+    code = attrs.get(key) if key else None
+    if code is not None and (not isinstance(code, int | float) or code != int(code)):
+        raise _fail(path, line, f"{at}.attributes.{key}", f"{code!r}: not a whole number")
     status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
     words = [str(e.get("name", "")) for e in raw.get("events") or [] if isinstance(e, dict)]
     words += [str(attrs.get("error.type", "")), str(status.get("message", ""))]
@@ -242,7 +243,8 @@ def _spans(obj: dict, path: str, line: int | None, keep, tally: _Tally) -> Itera
         at = f"$.resourceSpans[{i}]"
         if not isinstance(rs, dict):
             raise _fail(path, line, at, "not an object")
-        res = attributes((rs.get("resource") or {}).get("attributes"))
+        resource = rs.get("resource")
+        res = attributes(resource.get("attributes") if isinstance(resource, dict) else None)
         for j, ss in enumerate(_list(rs, "scopeSpans", path, line, at)):
             at_s = f"{at}.scopeSpans[{j}]"
             for k, raw in enumerate(_list(ss, "spans", path, line, at_s)):
