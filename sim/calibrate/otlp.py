@@ -41,6 +41,12 @@ POOL_METRICS = ("create_time", "wait_time", "timeouts")
 _STATUS_ERROR = (2, "STATUS_CODE_ERROR")
 _DEADLINE_WORDS = ("deadline", "timeout", "timed out")
 _NS = 1_000_000_000
+# What the model calls the same stretch of time: a pool's create_time is a whole connection set-up
+# as the client sees it; its wait_time is the wait for a connection of the pool.
+_COUNTERPART = {
+    "create_time": " (measured; the model's counterpart: connector.setup_s + database.accept_s)",
+    "wait_time": " (measured; not a scenario field: the pool's queue, simulated)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,8 @@ class PoolFigures:
             n = self.count.get(key, 0)
             if n:
                 mean = self.sum_s[key] / n
-                out.append(f"{path}: db.client.connection.{key}: n {n}, mean {mean:.4g} s")
+                line = f"{path}: db.client.connection.{key}: n {n}, mean {mean:.4g} s"
+                out.append(line + _COUNTERPART[key])
         if self.seen:
             out.append(f"{path}: db.client.connection.timeouts: {self.timeouts}")
         return out
