@@ -153,7 +153,8 @@ def refuse_unknown(path: Path) -> None:
             None,
             "not a known format: a JSON array whose first element is not a Cloud Logging "
             "LogEntry (no resource or logName); startsim reads campaign folders, CSV / JSON-lines "
-            "start-up logs and Cloud Logging exports (docs/formats.md)",
+            "start-up logs, Cloud Logging exports, OTLP/JSON traces and PostgreSQL server logs "
+            "(docs/formats.md)",
         )
 
 
