@@ -28,6 +28,7 @@ from sim.calibrate.connector import (
 )
 from sim.calibrate.inputs import PARTS, Run
 from sim.calibrate.restarts import observed
+from sim.calibrate.server import SERVER_SETUP, server_accept, server_slots
 from sim.distributions import LogNormal
 from sim.errors import UsageError
 from sim.fitting import EXACT, DurationFit, Sample, fit_duration
@@ -76,37 +77,42 @@ def calibrate(
         overrides[name] = fit.chosen
         return fit
 
-    drawn = all(r.harness_drawn for r in runs)
-    how = "records' before_db_s" + (" (the harness's own draws)" if drawn else "")
-    duration(
-        "startup.before_db_s",
-        _with_censored([a.before_db_s for a in attempts], cut, "before"),
-        _phases_source(runs, "before") or how,
-    )
-    ready = [a.after_db_s for a in attempts if a.after_db_s is not None]
-    if ready:
-        how = "ready attempts' after_db_s" + (" (the harness's own draws)" if drawn else "")
-        after = _with_censored(ready, cut, "after")
-        duration("startup.after_db_s", after, _phases_source(runs, "after") or how)
-    queries = [a.init_queries_s for a in attempts if a.outcome == Outcome.READY]
-    queries = [q for q in queries if q is not None]
-    if queries:  # a failed attempt's queries were cut short or never ran: ready ones only
-        source = f"{_phases_source(runs, 'queries')} of ready attempts"
-        duration("startup.init_queries_s", Sample.exact(queries), source)
-    db = Sample.of(
-        [a.db_init_s for a in attempts] + [a.db_init_s for a in cut if a.censored != "before"],
-        right=[a.outcome != Outcome.READY for a in attempts]
-        + [a.censored == "database" for a in cut if a.censored != "before"],
-    )
-    db_fit = fit_duration(db, alpha=1 - confidence)
+    db_fit = None
+    if attempts or cut:  # a server log alone holds no start attempts: its figures only
+        drawn = all(r.harness_drawn for r in runs)
+        how = "records' before_db_s" + (" (the harness's own draws)" if drawn else "")
+        duration(
+            "startup.before_db_s",
+            _with_censored([a.before_db_s for a in attempts], cut, "before"),
+            _phases_source(runs, "before") or how,
+        )
+        ready = [a.after_db_s for a in attempts if a.after_db_s is not None]
+        if ready:
+            how = "ready attempts' after_db_s" + (" (the harness's own draws)" if drawn else "")
+            after = _with_censored(ready, cut, "after")
+            duration("startup.after_db_s", after, _phases_source(runs, "after") or how)
+        queries = [a.init_queries_s for a in attempts if a.outcome == Outcome.READY]
+        queries = [q for q in queries if q is not None]
+        if queries:  # a failed attempt's queries were cut short or never ran: ready ones only
+            source = f"{_phases_source(runs, 'queries')} of ready attempts"
+            duration("startup.init_queries_s", Sample.exact(queries), source)
+        db = Sample.of(
+            [a.db_init_s for a in attempts] + [a.db_init_s for a in cut if a.censored != "before"],
+            right=[a.outcome != Outcome.READY for a in attempts]
+            + [a.censored == "database" for a in cut if a.censored != "before"],
+        )
+        db_fit = fit_duration(db, alpha=1 - confidence)
     windows = monitoring_windows(runs)
     estimates += observed(windows, overrides)
 
-    estimates += _scale_out(runs, confidence, overrides)
+    estimates += _scale_out([r for r in runs if r.attempts], confidence, overrides)
     lines = connection_lines(runs)
     accept, setup = accept_sample(lines), setup_sample(lines)
+    accept_from = f"{CONNECTION_LINES}' accept_s (dial to verdict)"
+    if accept is None and (accept := server_accept(runs)) is not None:
+        accept_from = SERVER_SETUP
     if accept is not None:
-        duration("database.accept_s", accept, f"{CONNECTION_LINES}' accept_s (dial to verdict)")
+        duration("database.accept_s", accept, accept_from)
     else:
         estimates.append(_not_measured("database.accept_s"))
     if setup is not None:
@@ -115,6 +121,8 @@ def calibrate(
         runs, base, overrides, confidence, replications, seed, setup_measured=setup is not None
     )
     slots = free_slots(campaigns)
+    if not slots.identifiable and any(r.server for r in runs):
+        slots = server_slots(runs, base.database.other_connections)
     estimates.append(slots)
     if slots.identifiable:
         db_base = base.database

@@ -153,7 +153,8 @@ def refuse_unknown(path: Path) -> None:
             None,
             "not a known format: a JSON array whose first element is not a Cloud Logging "
             "LogEntry (no resource or logName); startsim reads campaign folders, CSV / JSON-lines "
-            "start-up logs and Cloud Logging exports (docs/formats.md)",
+            "start-up logs, Cloud Logging exports, Kubernetes events and pod status, OTLP/JSON "
+            "traces and PostgreSQL server logs (docs/formats.md)",
         )
 
 
@@ -184,6 +185,7 @@ def _entries(path: Path, progress=None) -> Iterator[tuple[str, object]]:
 
 
 PROGRESS_EVERY = 10_000
+entries = _entries  # public: Cloud SQL's entries (sim.calibrate.pglog) stream the same way
 
 
 def _json(line: str, path: str, number: int) -> object:
@@ -249,6 +251,9 @@ def _fail(path: str, where: str, field: str, problem: str) -> InputError:
     if where.startswith(":"):
         return InputError(path, int(where[1:]), text)
     return InputError(path, None, f"{where}.{text}" if field else f"{where}: {text}")
+
+
+fail_at = _fail  # public: other readers of LogEntry files name the place the same way
 
 
 def entry_line(obj: object, where: str, path: str, pattern: PhasePattern | None, tally: Tally):

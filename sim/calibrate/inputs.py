@@ -140,6 +140,7 @@ class Run:
     censored: list[Attempt] = field(default_factory=list)  # cut off by the end of the export
     monitoring: Any = None  # what monitoring would have counted (cloudrun.Monitoring)
     notes: list[str] = field(default_factory=list)  # what the reader skipped, dropped, assumed
+    server: Any = None  # a server log's measurements (pglog.ServerLog), beside no attempts
 
     @property
     def t0_unix_s(self) -> float:

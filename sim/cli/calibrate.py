@@ -21,18 +21,20 @@ Inputs = Annotated[
     list[Path],
     typer.Argument(
         help="Campaign folders (startsim loadtest) and/or start-up logs (CSV, JSONL, a "
-        "Cloud Logging export, or Kubernetes events and pod status: docs/formats.md)."
+        "Cloud Logging export, Kubernetes events and pod status, OTLP traces, a PostgreSQL "
+        "server log: docs/formats.md)."
     ),
 ]
-FORMATS = ("auto", "startup-log", "cloud-logging", "kubernetes")
+FORMATS = ("auto", "startup-log", "cloud-logging", "kubernetes", "otlp", "postgres-log")
 Format = Annotated[
     str,
     typer.Option(
         "--format",
-        metavar="auto|startup-log|cloud-logging|kubernetes",
+        metavar="auto|startup-log|cloud-logging|kubernetes|otlp|postgres-log",
         help="How to read the files: auto (from their content), startup-log (our CSV / JSON "
         "lines), cloud-logging (gcloud logging read --format=json, array or JSON lines), "
-        "kubernetes (kubectl get events / pods -o json, directly or through Cloud Logging).",
+        "kubernetes (kubectl get events / pods -o json, directly or through Cloud Logging), otlp "
+        "(OpenTelemetry OTLP/JSON traces), postgres-log (a PostgreSQL server log).",
     ),
 ]
 PhasePatternOption = Annotated[
@@ -44,6 +46,24 @@ PhasePatternOption = Annotated[
         "(or ms, or edge start|end), e.g. 'phase (?P<phase>\\w+) took (?P<seconds>[0-9.]+) s'.",
     ),
 ]
+StartupSpanOption = Annotated[
+    str | None,
+    typer.Option(
+        "--startup-span",
+        metavar="NAME",
+        help="OTLP traces: the name of the start-up span (default 'startup'); its child "
+        "spans are the phases named in --phases.",
+    ),
+]
+LogLinePrefixOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-line-prefix",
+        metavar="PREFIX",
+        help="PostgreSQL logs: the server's log_line_prefix (default '%m [%p] '); %m %t %n %p "
+        "%h %u %d %a are read, other escapes skipped.",
+    ),
+]
 
 
 def read_inputs(
@@ -51,10 +71,12 @@ def read_inputs(
     phases: str | None = None,
     fmt: str = "auto",
     phase_pattern: str | None = None,
+    startup_span: str | None = None,
+    log_line_prefix: str | None = None,
 ) -> list[Run]:
     """Folders are campaigns, files are production logs: Cloud Logging exports when their
     content says so (or ``fmt`` does), else our own CSV / JSON-lines layout."""
-    from sim.calibrate import cloudlogging
+    from sim.calibrate import cloudlogging, otlp, pglog
     from sim.calibrate.inputs import read_campaign, read_log
 
     if fmt not in FORMATS:
@@ -69,6 +91,14 @@ def read_inputs(
             runs.append(read_campaign(path, phases))
         elif path in k8s:
             continue  # read together below: events and pod status join
+        elif fmt == "otlp" or (fmt == "auto" and otlp.detect(path)):
+            with _bytes_bar(path) as bar:
+                runs += otlp.read_otlp(
+                    path, phases, startup_span, lambda at: bar.update(at - bar.n)
+                )
+        elif fmt == "postgres-log" or (fmt == "auto" and pglog.detect(path, log_line_prefix)):
+            with _bytes_bar(path) as bar:
+                runs += pglog.read_pg_log(path, log_line_prefix, lambda at: bar.update(at - bar.n))
         elif fmt == "cloud-logging" or (fmt == "auto" and cloudlogging.detect(path)):
             cloud = True
             with _bytes_bar(path) as bar:
@@ -143,6 +173,8 @@ def calibrate_cmd(
     ] = None,
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
+    startup_span: StartupSpanOption = None,
+    log_line_prefix: LogLinePrefixOption = None,
     confidence: Confidence = 0.95,
     replications: Annotated[
         int,
@@ -156,7 +188,7 @@ def calibrate_cmd(
     from sim.calibrate import calibrate
     from sim.calibrate.toml import render
 
-    runs = read_inputs(inputs, phases, fmt, phase_pattern)
+    runs = read_inputs(inputs, phases, fmt, phase_pattern, startup_span, log_line_prefix)
     base_sc = scenarios.resolve(base) if base is not None else None
     cal = calibrate(runs, base_sc, confidence=confidence, replications=replications, seed=seed)
     text = render(cal, command_line())

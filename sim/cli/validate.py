@@ -10,7 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.cli.calibrate import Format, PhasePatternOption, monitoring_table, read_inputs
+from sim.cli.calibrate import (
+    Format,
+    LogLinePrefixOption,
+    PhasePatternOption,
+    StartupSpanOption,
+    monitoring_table,
+    read_inputs,
+)
 from sim.cli.options import RESULTS, Confidence, Seed, command_line, prepare_out, stamp
 from sim.output import atomic_write
 
@@ -40,6 +47,8 @@ def validate_cmd(
     ] = None,
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
+    startup_span: StartupSpanOption = None,
+    log_line_prefix: LogLinePrefixOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for validation.md and the figure.")
     ] = None,
@@ -51,7 +60,8 @@ def validate_cmd(
     from sim.validate import check_replications, validate, verdict_line
 
     check_replications(replications)
-    runs = read_inputs(campaigns, phases, fmt, phase_pattern)
+    runs = read_inputs(campaigns, phases, fmt, phase_pattern, startup_span, log_line_prefix)
+    runs = _with_attempts(runs)
     calibrated = scenarios.resolve(scenario) if scenario is not None else None
     folder = prepare_out(out or RESULTS / f"{stamp()}-validation")
     v = validate(runs, calibrated, replications=replications, seed=seed, confidence=confidence)
@@ -63,6 +73,24 @@ def validate_cmd(
     figure(v, folder)
     atomic_write(folder / "validation.md", markdown(v, label, command_line()))
     Console(stderr=True).print(f"{verdict_line(v)}; wrote {folder}/validation.md", highlight=False)
+
+
+def _with_attempts(runs):
+    """A server log (PostgreSQL's) holds no start attempt to compare: it calibrates, and is left
+    out here; alone it is a usage error, not a traceback."""
+    kept = [r for r in runs if r.attempts]
+    if not kept:
+        from sim.errors import UsageError
+
+        raise UsageError(
+            f"{', '.join(r.source for r in runs)}: no start attempts in them (a PostgreSQL "
+            "server log has none): validate compares attempts, so give a campaign, a start-up "
+            "log, a Cloud Logging export or an OTLP trace; a server log calibrates"
+        )
+    for r in runs:
+        if not r.attempts:
+            Console(stderr=True).print(f"note: {r.source}: no start attempts, not validated")
+    return kept
 
 
 def table(v) -> Table:
