@@ -362,7 +362,8 @@ def db_init_done(m, x, inst, pool):
 
 @nb.njit(cache=True, _nrt=False)
 def settle_ready_pool(m, x, inst):
-    """Keep the pool's first ``held_when_ready`` connections, give up the rest, open the missing."""
+    """Keep the pool's first ``held_when_ready`` connections, give up the rest at once (the
+    connector serves its queue after all of them left, as in cancel_all), open the missing."""
     ii = M_INST + inst * NI
     want, pool = m[I_HELD_WHEN_READY], m[ii + A_POOL]
     kept = 0
@@ -373,8 +374,9 @@ def settle_ready_pool(m, x, inst):
         if m[ci + C_POOL] == pool:
             kept += 1
             if kept > want:
-                cancel(m, x, conn, True)
+                cancel(m, x, conn, False)
         conn = nxt
+    serve_queue(m, x)
     m[ii + A_POOL] += 1
     for _ in range(want - min(kept, want)):
         open_conn(m, x, inst, m[ii + A_POOL], False, False)
