@@ -299,11 +299,10 @@ class Engine:
 
     def _settle_ready_pool(self, inst: _Instance) -> None:
         """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
-        opening in the background; it gives up the rest and opens the missing ones."""
+        opening in the background; it gives up the rest at once and opens the missing ones."""
         want = self.sc.pool.held_when_ready
         pool_conns = [c for c in inst.conns if c.pool == inst.pool]
-        for conn in pool_conns[want:]:
-            self.cancel(conn)
+        self._cancel_all(pool_conns[want:])
         inst.pool += 1  # later connections belong to no pool start
         for _ in range(want - len(pool_conns)):
             self.open_conn(inst, inst.pool, counted=False, awaited=False)

@@ -31,6 +31,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sim.engines import choose
 from sim.errors import UsageError
 from sim.runner import Executor, Serial, chunks, run_chunk
 from sim.scenario import Scenario
@@ -105,7 +106,7 @@ def weighted_runs(
     draws: int,
     event: str = "failed",
     executor: Executor | None = None,
-    engine: str = "fast",
+    engine: str = "reference",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per replication: attempts with the event, attempts, and weight, from ``engine`` (split
     across the executor's workers; the same numbers however split, and on either engine)."""
@@ -139,7 +140,7 @@ def best_proposal(
     pilot: int = PILOT_REPLICATIONS,
     event: str = "failed",
     executor: Executor | None = None,
-    engine: str = "fast",
+    engine: str = "reference",
 ) -> tuple[float, int]:
     """The (θ, draws) of ``PROPOSALS`` whose pilot has the smallest relative variance per
     replication (plain Monte Carlo when no pilot sees the event)."""
@@ -163,13 +164,14 @@ def estimate_failure(
     draws: int = 1,
     event: str = "failed",
     executor: Executor | None = None,
-    engine: str = "fast",
+    engine: str = "reference",
 ) -> RareEstimate:
     """P(a start attempt fails) (``event="timeout"``: reaches its deadline), by importance
     sampling over the first ``draws`` scale-up delays (``tilt`` None: proposal chosen by a
-    pilot; 0: plain Monte Carlo). ``engine``: the fast one by default, unlike the rest of the
-    library, as the estimator exists for tens of thousands of replications; the readable one
-    gives the same numbers (tests/test_rare.py)."""
+    pilot; 0: plain Monte Carlo). ``engine``: the readable one by default, like the rest of the
+    library; callers that want speed say ``"fast"`` (or ``"auto"``, which takes it from 4,000
+    instance starts), and get the same numbers (tests/test_rare.py)."""
+    engine = choose(engine, sc, replications)
     if replications < 2:
         raise UsageError("must be at least 2", "replications", replications)
     if not 0 < confidence < 1:

@@ -293,14 +293,11 @@ def _searches(lab, sc, settings, plan, probe, ceiling, feasible) -> dict[float, 
 def _rare_checks(
     lab: Lab, sc: Scenario, searches: dict[float, TimeoutSearch]
 ) -> dict[float, RareCheck]:
-    """P(db init reaches the found timeout) by importance sampling, for the rarest targets (only
-    with the fast engine: the estimator lives in its kernel)."""
-    from sim.engines import unsupported
+    """P(db init reaches the found timeout) by importance sampling, for the rarest targets, on
+    the engine the lab runs (the command's choice: both give the same numbers)."""
     from sim.rare import estimate_failure
 
     out = {}
-    if lab.engine == "reference" or unsupported(sc) is not None:
-        return out
     for target, found in searches.items():
         if target >= RARE_TARGET and found.timeout_s is not None:
             at = at_timeout(sc, found.timeout_s)
@@ -311,6 +308,7 @@ def _rare_checks(
                 lab.confidence,
                 event="timeout",
                 executor=lab.executor,
+                engine=lab.engine,
             )
             meets = est.reliable and est.ci_high <= 1 - target
             out[target] = build(RareCheck, {**est.as_dict(), "meets": meets})

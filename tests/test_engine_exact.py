@@ -13,6 +13,7 @@ import math
 import pytest
 from builders import const, scenario
 
+from sim.engine import Engine
 from sim.engines import run_one
 
 
@@ -558,3 +559,37 @@ def test_connection_ending_exactly_at_its_connect_timeout_is_given_up(engine):
     )
     (row,) = attempts(sc, engine)
     assert (row["outcome"], row["reason"], row["db_init_s"]) == ("error", "connect_timeout", 5.0)
+
+
+def setup_draws(sc, engine: str) -> int:
+    """How many set-up durations replication 0 of seed 0 drew."""
+    if engine == "reference":
+        eng = Engine(sc, 0)
+        eng.run()
+        return eng.draw_setup.k
+    from sim import fast
+    from sim.fast import layout
+
+    buf, _ = fast.run_raw(sc, 0, range(1))
+    return int(buf.m[layout.M_KC + layout.SETUP_S])
+
+
+def test_a_ready_pool_gives_its_extra_connections_up_at_once(engine):
+    # docs/model.md, step 6: the extras leave together, then the connector serves its queue once.
+    # A background start with one set-up place: at the end of init (1.25 s) the second
+    # connection is in its set-up and the third waits behind it. Given up one by one, the third
+    # would begin a set-up (a draw) when the second left, and be given up in the same instant.
+    sc = scenario(
+        {
+            "pool.start": "background",
+            "pool.min_size": 3,
+            "pool.held_when_ready": 1,
+            "connector.setups_per_instance": 1,
+            "connector.setup_s": const(1.0),
+            "startup.init_queries_s": const(0.25),
+        }
+    )
+    (row,) = attempts(sc, engine)
+    assert row["outcome"] == "ready" and row["db_init_s"] == 1.25
+    assert held_at_the_end(sc) == 1
+    assert setup_draws(sc, engine) == 2  # the first connection's and the second's

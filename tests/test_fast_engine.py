@@ -464,17 +464,18 @@ def test_buffers_grow_and_the_replication_runs_again():
     sc = scenario(CASES["gang allocation (hold)"])
     small = {"conns": 1, "heap": 1, "rings": 1, "queue": 1, "records": 1}
     buf = fast.Buffers(sc, 0, None, small)
-    from sim.fast import kernel
+    from sim.fast import layout
+    from sim.fast.kernel import run_block
 
-    fleet = np.zeros((len(kernel.FLEET), 1))
+    fleet = np.zeros((len(layout.FLEET), 1))
     first, grown = 0, 0
     while first < 1:
-        first, code = kernel.run_block(buf.m, buf.x, buf.base, 0, 1, fleet, 0)
+        first, code = run_block(buf.m, buf.x, buf.base, 0, 1, fleet, 0)
         if code:
             buf, grown = buf.grown(code), grown + 1
     assert grown >= 5
     ref = run_replication(sc, replication_seed(0, 0))
-    assert buf.records()[0][:, kernel.R_ATTEMPT].tolist() == ref.attempts["attempt"]
+    assert buf.records()[0][:, layout.R_ATTEMPT].tolist() == ref.attempts["attempt"]
 
 
 @pytest.mark.parametrize("reach", [2.0**-10, 1.0, 2.0**10])
@@ -484,40 +485,42 @@ def test_the_event_queue_gives_events_back_by_time_then_scheduling_order(reach):
     beyond the calendar's reach, and the bucket ring going round many times over."""
     import heapq
 
-    from sim.fast import kernel as K
+    from sim.fast import layout as L
+    from sim.fast import queue as Q
+    from sim.fast.kernel import reset
 
     sc = resolve("capacity-storm")
     buf = fast.Buffers(sc, 0, None, {**fast.first_sizes(sc, 1), "heap": 10_000})
     m, x = buf.m, buf.x
-    K.reset(m, x, buf.base, 0)
-    m[K.S_ARRIVED] = m[K.I_INSTANCES]  # no first starts waiting
-    x[K.F_END] = np.inf
-    x[K.F_INV_W] = m[K.L_NB] / reach
-    width = reach / m[K.L_NB]
+    reset(m, x, buf.base, 0)
+    m[L.S_ARRIVED] = m[L.I_INSTANCES]  # no first starts waiting
+    x[L.F_END] = np.inf
+    x[L.F_INV_W] = m[L.L_NB] / reach
+    width = reach / m[L.L_NB]
     rng = np.random.default_rng(5)
     pending, scheduled, calendar, heap = [], 0, 0, 0
     for step in range(10_000):
         for _ in range(rng.integers(0, 4) if step < 3000 else 0):
             far = 100 if rng.random() < 0.1 else 1
-            t = x[K.T_NOW] + int(rng.integers(0, 12)) * reach / 8 * far
+            t = x[L.T_NOW] + int(rng.integers(0, 12)) * reach / 8 * far
             t += int(rng.integers(0, 8)) * width / 4  # a bucket holds several times
-            typ, key = int(rng.integers(0, 12)), m[K.S_SEQ] * 16
-            K.at(m, x, t, typ, scheduled, 0)
+            typ, key = int(rng.integers(0, 12)), m[L.S_SEQ] * 16
+            Q.at(m, x, t, typ, scheduled, 0)
             heapq.heappush(pending, (t, key + typ, scheduled))
             scheduled += 1
         if not pending:
             if step >= 3000:
                 break
             continue
-        src, t, key, bucket = K.earliest(m, x)
+        src, t, key, bucket = Q.earliest(m, x)
         calendar, heap = calendar + (src == 4), heap + (src == 5)
-        typ, a, _ = K.remove(m, x, src, bucket)
-        x[K.T_NOW] = t
+        typ, a, _ = Q.remove(m, x, src, bucket)
+        x[L.T_NOW] = t
         assert (t, key, a) == heapq.heappop(pending)
         assert typ == key % 16
-    assert not pending and m[K.S_CAL_N] == m[K.S_HEAP_N] == m[K.S_OVERFLOW] == 0
+    assert not pending and m[L.S_CAL_N] == m[L.S_HEAP_N] == m[L.S_OVERFLOW] == 0
     assert calendar > 2000 and heap > 300  # both were used
-    assert x[K.T_NOW] * x[K.F_INV_W] > 10 * m[K.L_NB]  # the buckets went round ten times
+    assert x[L.T_NOW] * x[L.F_INV_W] > 10 * m[L.L_NB]  # the buckets went round ten times
 
 
 def test_every_model_field_is_known_to_the_fast_engine():
@@ -682,19 +685,36 @@ def test_a_first_run_without_a_compiled_kernel_says_why_it_waits(monkeypatch, tm
     assert capsys.readouterr().err == ""
 
 
+def test_the_cache_folder_is_keyed_by_every_module_the_kernel_is_compiled_from():
+    # numba's cache notices a change of a function's own file only: a module of the kernel left
+    # out of the key would let a kernel compiled from its old version load.
+    import sys
+    from pathlib import Path
+
+    from sim.fast import kernel  # noqa: F401  (loads every module the kernel imports)
+
+    sources = set(fast.kernel_sources())
+    modules = [m for name, m in sys.modules.items() if name.startswith("sim.fast.")]
+    assert {"sim.fast.layout", "sim.fast.queue", "sim.fast.handlers"} <= {
+        m.__name__ for m in modules
+    }
+    assert {Path(m.__file__) for m in modules} <= sources
+    assert Path(sys.modules["sim.streams"].__file__) in sources
+
+
 def test_the_kernels_codes_name_the_vocabulary_once_each():
     # Outcomes and reasons by kernel code come from sim.records; pool starts from the scenario's
     # Literal, each the kernel constant of its name.
     from typing import get_args
 
-    from sim.fast import kernel as K
+    from sim.fast import layout as L
     from sim.records import OUTCOMES, Outcome, Reason
     from sim.scenario import Pool
 
     assert fast.OUTCOME_NAMES.tolist() == [str(o) for o in OUTCOMES]
-    assert fast.OUTCOME_NAMES[K.READY] == Outcome.READY
+    assert fast.OUTCOME_NAMES[L.READY] == Outcome.READY
     assert set(fast.REASON_NAMES.tolist()) <= {"", *Reason}
     assert get_args(Pool.model_fields["start"].annotation) == fast.POOL_STARTS
     codes = [fast._STARTS[name] for name in fast.POOL_STARTS]
     assert sorted(codes) == list(range(len(codes)))
-    assert fast._STARTS["background"] == K.BACKGROUND
+    assert fast._STARTS["background"] == L.BACKGROUND

@@ -7,6 +7,7 @@ with it, and fails when a handler appears, disappears or is renamed without its 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -17,45 +18,46 @@ import pytest
 from sim import fast
 from sim.connector import ConnectorState
 from sim.engine import Engine
-from sim.fast import kernel
+from sim.fast import layout
 from sim.records import Outcome, Reason
 from sim.scenario import Fleet, Pool, Restart, Scenario
 from sim.streams import ROLES
 
-# Engine method → its kernel function, or where the kernel does the same work.
+# Engine method → its kernel function (module.function in sim/fast/), or where the kernel does the
+# same work.
 TWINS = {
-    "at": "at",  # and `later`, for the timers due a constant time after they are set
-    "run": "run_one",
-    "arrival_times": "arrivals",
-    "_finish": "run_block",
+    "at": "queue.at",  # and `later`, for the timers due a constant time after they are set
+    "run": "kernel.run_one",
+    "arrival_times": "kernel.arrivals",
+    "_finish": "kernel.run_block",
     "_sample": "none: only the readable engine keeps a timeline",
-    "start_attempt": "start_attempt",
-    "begin_db_init": "begin_db_init",
-    "refresh": "refresh",
-    "refresh_done": "refresh_done",
-    "start_pool": "start_pool",
-    "pool_conn_ready": "pool_conn_ready",
-    "run_queries": "run_queries",
-    "db_init_done": "db_init_done",
-    "_settle_ready_pool": "settle_ready_pool",
-    "became_ready": "inlined in db_init_done",
-    "pool_failed": "pool_failed",
-    "retry": "inlined in dispatch",
-    "deadline": "inlined in dispatch",
-    "exit": "exit_attempt",
-    "_record": "record",
-    "open_conn": "open_conn",
-    "_begin_setups": "begin_setup",
-    "_maybe_scale": "maybe_scale",
-    "scaled_up": "scaled_up",
-    "setup_done": "setup_done",
-    "accept_done": "accept_done",
-    "conn_timeout": "conn_timeout",
-    "cancel": "cancel",
-    "_cancel_all": "cancel_all",
-    "release": "inlined in cancel",
-    "_free_slot": "inlined in dispatch",
-    "_drop": "drop",
+    "start_attempt": "handlers.start_attempt",
+    "begin_db_init": "handlers.begin_db_init",
+    "refresh": "handlers.refresh",
+    "refresh_done": "handlers.refresh_done",
+    "start_pool": "handlers.start_pool",
+    "pool_conn_ready": "handlers.pool_conn_ready",
+    "run_queries": "handlers.run_queries",
+    "db_init_done": "handlers.db_init_done",
+    "_settle_ready_pool": "handlers.settle_ready_pool",
+    "became_ready": "inlined in handlers.db_init_done",
+    "pool_failed": "handlers.pool_failed",
+    "retry": "inlined in handlers.dispatch",
+    "deadline": "inlined in handlers.dispatch",
+    "exit": "handlers.exit_attempt",
+    "_record": "handlers.record",
+    "open_conn": "handlers.open_conn",
+    "_begin_setups": "handlers.begin_setup",
+    "_maybe_scale": "handlers.maybe_scale",
+    "scaled_up": "handlers.scaled_up",
+    "setup_done": "handlers.setup_done",
+    "accept_done": "handlers.accept_done",
+    "conn_timeout": "handlers.conn_timeout",
+    "cancel": "handlers.cancel",
+    "_cancel_all": "handlers.cancel_all",
+    "release": "inlined in handlers.cancel",
+    "_free_slot": "inlined in handlers.dispatch",
+    "_drop": "handlers.drop",
 }
 
 
@@ -63,12 +65,12 @@ TWINS = {
 # and the emulator both drive; the kernel keeps a compiled copy in its flat arrays. Each method →
 # the kernel function that does its work.
 CONNECTOR_TWINS = {
-    "request": "open_conn",
-    "setup_done": "setup_done",
-    "give_up": "cancel",  # and cancel_all, for several at once
-    "begin_scale_out": "maybe_scale",
-    "instance_joined": "scaled_up",
-    "_serve": "serve_queue",
+    "request": "handlers.open_conn",
+    "setup_done": "handlers.setup_done",
+    "give_up": "handlers.cancel",  # and cancel_all, for several at once
+    "begin_scale_out": "handlers.maybe_scale",
+    "instance_joined": "handlers.scaled_up",
+    "_serve": "handlers.serve_queue",
 }
 
 
@@ -76,7 +78,13 @@ def test_every_rule_of_the_connector_has_its_twin_in_the_kernel():
     methods = {n for n, m in vars(ConnectorState).items() if inspect.isfunction(m)}
     assert methods - {"__init__"} == set(CONNECTOR_TWINS)
     for method, twin in CONNECTOR_TWINS.items():
-        assert callable(getattr(kernel, twin, None)), f"{method}: kernel.{twin} is gone"
+        assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"
+
+
+def _function(qualified: str):
+    """``module.function`` of sim/fast/, or None."""
+    module, _, name = qualified.partition(".")
+    return getattr(importlib.import_module(f"sim.fast.{module}"), name, None)
 
 
 def _handlers() -> set[str]:
@@ -97,14 +105,22 @@ def test_each_twin_exists_in_the_kernel(handler):
     if twin.startswith("none: "):
         return
     name = twin.removeprefix("inlined in ")
-    assert callable(getattr(kernel, name, None)), f"{handler}: kernel.{name} is gone"
+    assert callable(_function(name)), f"{handler}: sim.fast.{name} is gone"
     if twin.startswith("inlined in "):  # the host names the handler where it does its work
-        source = inspect.getsource(getattr(kernel, name).py_func)
-        assert handler.strip("_") in source, f"kernel.{name} does not name {handler}"
+        source = inspect.getsource(_function(name).py_func)
+        assert handler.strip("_") in source, f"sim.fast.{name} does not name {handler}"
 
 
-def _codes(prefix: str) -> dict[str, int]:
-    return {n: v for n, v in vars(kernel).items() if n.startswith(prefix) and isinstance(v, int)}
+def test_the_handlers_are_in_the_handlers_module_and_the_loop_in_the_kernel():
+    # One job per module: what an event does in sim.fast.handlers, the queue's scheduling in
+    # sim.fast.queue, the loop over replications in sim.fast.kernel.
+    twins = [t.removeprefix("inlined in ") for t in (*TWINS.values(), *CONNECTOR_TWINS.values())]
+    modules = {t.partition(".")[0] for t in twins if not t.startswith("none: ")}
+    assert modules == {"handlers", "queue", "kernel"}
+    for twin in twins:
+        if not twin.startswith("none: "):
+            module = twin.partition(".")[0]
+            assert _function(twin).py_func.__module__ == f"sim.fast.{module}", twin
 
 
 def test_outcome_and_reason_codes_are_the_vocabularys():
@@ -112,12 +128,12 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
     assert [
         list(Outcome).index(o)
         for o in (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
-    ] == [kernel.READY, kernel.TIMEOUT, kernel.REJECTED, kernel.ERROR]
+    ] == [layout.READY, layout.TIMEOUT, layout.REJECTED, layout.ERROR]
     model_reasons = (Reason.DEADLINE, Reason.TOO_MANY_CLIENTS, Reason.CONNECT_TIMEOUT)
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
-    assert fast.REASON_NAMES[kernel.R_DEADLINE] == Reason.DEADLINE
-    assert fast.REASON_NAMES[kernel.R_53300] == Reason.TOO_MANY_CLIENTS
-    assert fast.REASON_NAMES[kernel.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
+    assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
+    assert fast.REASON_NAMES[layout.R_53300] == Reason.TOO_MANY_CLIENTS
+    assert fast.REASON_NAMES[layout.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
 
 
 @pytest.mark.parametrize(
@@ -148,9 +164,9 @@ def test_the_kernels_roles_are_the_streams():
         "MIX": "mixture",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
-    assert len(ROLES) == kernel.N_ROLES
+    assert len(ROLES) == layout.N_ROLES
     for name, role in kernel_names.items():
-        assert getattr(kernel, name) == ROLES.index(role), name
+        assert getattr(layout, name) == ROLES.index(role), name
 
 
 def test_no_getattr_default_stands_in_for_a_scenario_field():

@@ -20,8 +20,8 @@ def _se(est) -> float:
 
 def test_tilted_and_plain_estimates_agree_within_their_intervals():
     sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 27.0})
-    plain = estimate_failure(sc, 3000, seed=0, tilt=0.0)
-    tilted = estimate_failure(sc, 3000, seed=1, tilt=6.0)
+    plain = estimate_failure(sc, 3000, seed=0, tilt=0.0, engine="fast")
+    tilted = estimate_failure(sc, 3000, seed=1, tilt=6.0, engine="fast")
     assert plain.estimator == "plain Monte Carlo"
     assert tilted.estimator == "importance sampling (defensive mixture 0.5, first 1 scale_up θ=6)"
     assert plain.effective_replications == 3000
@@ -33,8 +33,8 @@ def test_tilted_and_plain_estimates_agree_within_their_intervals():
 
 def test_timeouts_are_estimated_too_and_never_exceed_failures():
     sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 27.0})
-    failed = estimate_failure(sc, 2000, seed=2, tilt=6.0)
-    timeout = estimate_failure(sc, 2000, seed=2, tilt=6.0, event="timeout")
+    failed = estimate_failure(sc, 2000, seed=2, tilt=6.0, engine="fast")
+    timeout = estimate_failure(sc, 2000, seed=2, tilt=6.0, event="timeout", engine="fast")
     assert timeout.event == "timeout"
     assert 0 < timeout.estimate <= failed.estimate
 
@@ -81,6 +81,9 @@ def test_too_few_replications_and_unknown_events_are_refused_by_name():
     with pytest.raises(UsageError) as err:
         estimate_failure(resolve("capacity-storm"), 10, event="slow")
     assert err.value.option == "event"
+    with pytest.raises(UsageError) as err:
+        estimate_failure(resolve("capacity-storm"), 10, engine="quick")
+    assert err.value.option == "engine"
 
 
 @pytest.mark.parametrize("tilt", [0.0, 6.0])
@@ -92,3 +95,12 @@ def test_the_readable_engine_gives_the_same_estimate(tilt):
     fst = estimate_failure(sc, 300, seed=4, tilt=tilt, engine="fast")
     assert ref.event_replications > 0
     assert ref.as_dict() == fst.as_dict()
+
+
+def test_the_readable_engine_is_the_default_and_auto_takes_the_fast_one_for_large_runs():
+    # Like the rest of the library: a caller that wants the fast engine says so ("fast", or
+    # "auto" for a run of 4,000 instance starts or more); the numbers are the same.
+    sc = resolve("capacity-storm").with_overrides({"startup.db_init_timeout_s": 24.0})
+    default = estimate_failure(sc, 200, seed=4, tilt=6.0)
+    auto = estimate_failure(sc, 200, seed=4, tilt=6.0, engine="auto")
+    assert default.as_dict() == auto.as_dict()

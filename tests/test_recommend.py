@@ -271,3 +271,47 @@ def test_an_option_whose_ready_fleet_cannot_hold_its_connections_does_not_meet(s
     alone = by_name["pool.min_size 1"]
     assert not alone.held_fits and not alone.meets_target
     assert storm.decision.adopted.name == "pool sized to fit"
+
+
+RARE_CHECK = """
+import json, sys
+from builders import WAIT_FOR_SCALE_OUT, scenario
+from sim.rare import estimate_failure
+from sim.recommend import RARE_REPLICATIONS, _rare_checks
+from sim.search import Lab, TimeoutSearch, at_timeout
+
+sc = scenario(WAIT_FOR_SCALE_OUT)
+lab = Lab(seed=2, engine="reference")
+rare = _rare_checks(lab, sc, {0.999: TimeoutSearch(0.999, 100, timeout_s=61.0)})[0.999]
+alone = estimate_failure(
+    at_timeout(sc, 61.0), RARE_REPLICATIONS, 2, lab.confidence, event="timeout", engine="reference"
+)
+print(json.dumps({"rare": rare, "alone": alone.as_dict(), "fast": "sim.fast" in sys.modules}))
+"""
+
+
+def test_the_rare_check_runs_on_the_engine_the_command_chose():
+    # A lab on the readable engine checks its rarest row by importance sampling on the readable
+    # engine: the same estimate as estimate_failure's there, and the fast engine never loaded
+    # (in a process of its own, so that no other test has loaded it).
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    out = subprocess.run(
+        [sys.executable, "-c", RARE_CHECK],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tests.parent,
+        env={**os.environ, "PYTHONPATH": str(tests)},
+        timeout=300,
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["fast"] is False
+    assert got["alone"]["event_replications"] > 0
+    assert {k: v for k, v in got["rare"].items() if k != "meets"} == got["alone"]
+    assert got["rare"]["meets"] == (got["alone"]["reliable"] and got["alone"]["ci_high"] <= 0.001)

@@ -3,7 +3,8 @@
 ``run_chunk(sc, seed, indices)`` returns the same columns as :func:`sim.runner.run_chunk` with the
 readable engine (one row per attempt, one per replication; with ``records=False`` only the
 replication rows, whose counts are all the statistics need), from a compiled port of
-``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`). Replication ``i`` draws from the
+``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`, with :mod:`sim.fast.layout`,
+:mod:`sim.fast.queue` and :mod:`sim.fast.handlers`). Replication ``i`` draws from the
 counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
 (:mod:`sim.fast.draws`):
 the readable engine's numbers, so both engines write the same records for every scenario
@@ -40,12 +41,21 @@ def _vocabularies() -> bytes:
     return repr(words).encode()
 
 
+def kernel_sources() -> list[Path]:
+    """The files the compiled kernel is made from: every module of this package but this one
+    (a module added to the kernel counts without being listed), and the draws of sim.streams."""
+    here = Path(__file__).parent
+    return [
+        *sorted(p for p in here.glob("*.py") if p.name != "__init__.py"),
+        here.parent / "streams.py",
+    ]
+
+
 def _cache_dir() -> str:
     # numba's cache notices a change of the file a function is in, not of the functions it calls
     # from another module, nor of the constants it took from one (the kernel's codes): a folder
     # per version of the sources and vocabularies keeps a stale kernel from loading.
-    here = Path(__file__).parent
-    sources = [(here / name).read_bytes() for name in ("draws.py", "kernel.py", "../streams.py")]
+    sources = [path.read_bytes() for path in kernel_sources()]
     digest = hashlib.sha256(b"".join([*sources, _vocabularies()])).hexdigest()[:16]
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return str(Path(root) / "startsim" / f"numba-{digest}")
@@ -54,23 +64,24 @@ def _cache_dir() -> str:
 if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
-from sim.fast import kernel as K  # noqa: E402  (after the cache folder is set)
+from sim.fast import layout as L  # noqa: E402  (after the cache folder is set)
 from sim.fast.draws import pack  # noqa: E402
+from sim.fast.kernel import run_block  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
 
 # The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
 OUTCOME_NAMES = np.array([str(o) for o in OUTCOMES])
-REASON_NAMES = np.array([str(r) for r in K.MODEL_REASONS])
-POOL_STARTS = K.STARTS
-_STARTS = {name: code for code, name in enumerate(K.STARTS)}
-_ARRIVALS = {name: code for code, name in enumerate(K.ARRIVALS)}
-_POLICIES = {name: code for code, name in enumerate(K.POLICIES)}
+REASON_NAMES = np.array([str(r) for r in L.MODEL_REASONS])
+POOL_STARTS = L.STARTS
+_STARTS = {name: code for code, name in enumerate(L.STARTS)}
+_ARRIVALS = {name: code for code, name in enumerate(L.ARRIVALS)}
+_POLICIES = {name: code for code, name in enumerate(L.POLICIES)}
 
 
 def _jitter(value) -> tuple[int, float]:
     if value == "full":
-        return K.J_FULL, 0.0
-    return (K.J_FRACTION, float(value)) if value else (K.J_NONE, 0.0)
+        return L.J_FULL, 0.0
+    return (L.J_FRACTION, float(value)) if value else (L.J_NONE, 0.0)
 
 
 def _base(seed: int) -> np.uint64:
@@ -96,34 +107,34 @@ class Buffers:
     def reseeded(self, seed: int) -> Buffers:
         """These buffers, for a run of ``seed`` (each replication resets the state it uses)."""
         self.seed, self.base = seed, _base(seed)
-        self.m[K.S_REC_N] = 0
+        self.m[L.S_REC_N] = 0
         return self
 
     def grown(self, code: int) -> Buffers:
         """Twice the room in the region that overflowed, with the records made so far."""
         name = {
-            K.FULL_HEAP: "heap",
-            K.FULL_CONNS: "conns",
-            K.FULL_QUEUE: "queue",
-            K.FULL_RING: "rings",
+            L.FULL_HEAP: "heap",
+            L.FULL_CONNS: "conns",
+            L.FULL_QUEUE: "queue",
+            L.FULL_RING: "rings",
         }.get(code, "records")
         sizes = {**self.sizes, name: 2 * self.sizes[name]}
         new = Buffers(self.sc, self.seed, self.tilt, sizes, self.keep)
-        kept = self.m[K.S_REC_N]
+        kept = self.m[L.S_REC_N]
         for region, width, arr, new_arr in (
-            (K.L_REC_I, K.NR, self.m, new.m),
-            (K.L_REC_F, K.NRF, self.x, new.x),
+            (L.L_REC_I, L.NR, self.m, new.m),
+            (L.L_REC_F, L.NRF, self.x, new.x),
         ):
             old_at, new_at = self.m[region], new.m[region]
             new_arr[new_at : new_at + kept * width] = arr[old_at : old_at + kept * width]
-        new.m[K.S_REC_N] = kept
+        new.m[L.S_REC_N] = kept
         return new
 
     def records(self) -> tuple[np.ndarray, np.ndarray]:
         """The attempt records so far: ints (n × NR) and floats (n × NRF)."""
-        n, m, x = self.m[K.S_REC_N], self.m, self.x
-        ri = m[m[K.L_REC_I] : m[K.L_REC_I] + n * K.NR].reshape(n, K.NR)
-        rf = x[m[K.L_REC_F] : m[K.L_REC_F] + n * K.NRF].reshape(n, K.NRF)
+        n, m, x = self.m[L.S_REC_N], self.m, self.x
+        ri = m[m[L.L_REC_I] : m[L.L_REC_I] + n * L.NR].reshape(n, L.NR)
+        rf = x[m[L.L_REC_F] : m[L.L_REC_F] + n * L.NRF].reshape(n, L.NRF)
         return ri, rf
 
 
@@ -138,72 +149,72 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
     # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
     # records, values, waves.
-    heap_t = K.X_INST + n * K.NF
+    heap_t = L.X_INST + n * L.NF
     ring_t = heap_t + sizes["heap"] + 1
     arrivals_at = ring_t + 2 * sizes["rings"]
     rec_f = arrivals_at + n
-    values_at = rec_f + sizes["records"] * K.NRF
+    values_at = rec_f + sizes["records"] * L.NRF
     waves_at = values_at + values.size
     x = np.zeros(waves_at + len(waves))
-    x[K.F_HORIZON], x[K.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
-    x[K.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
-    x[K.F_CONNECT], x[K.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
-    x[K.F_RETRY_JITTER], x[K.F_RESTART_JITTER] = retry_f, restart_f
-    x[K.F_RESTART_INITIAL], x[K.F_RESTART_MAX] = rs.initial_backoff_s, rs.max_backoff_s
-    x[K.F_RESTART_MULT] = rs.multiplier
-    x[K.F_RELEASE] = rs.exit_release_s
-    x[K.F_CS_INTERVAL] = cs.refresh_interval_s
-    x[K.F_WINDOW], x[K.F_RATE] = fleet.window_s, fleet.rate_per_s
+    x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
+    x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
+    x[L.F_CONNECT], x[L.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
+    x[L.F_RETRY_JITTER], x[L.F_RESTART_JITTER] = retry_f, restart_f
+    x[L.F_RESTART_INITIAL], x[L.F_RESTART_MAX] = rs.initial_backoff_s, rs.max_backoff_s
+    x[L.F_RESTART_MULT] = rs.multiplier
+    x[L.F_RELEASE] = rs.exit_release_s
+    x[L.F_CS_INTERVAL] = cs.refresh_interval_s
+    x[L.F_WINDOW], x[L.F_RATE] = fleet.window_s, fleet.rate_per_s
     # The calendar's reach: a few times the longest of a start-up's usual steps, in about four
     # buckets per instance (any reach and width give the same order; these keep buckets short).
     buckets = _buckets(n)
-    x[K.F_INV_W] = buckets / _reach(sc)
-    for role in range(K.N_ROLES):
-        x[K.X_DIST + 2 * role : K.X_DIST + 2 * role + 2] = dist[role]
+    x[L.F_INV_W] = buckets / _reach(sc)
+    for role in range(L.N_ROLES):
+        x[L.X_DIST + 2 * role : L.X_DIST + 2 * role + 2] = dist[role]
     if tilt is not None:
-        x[K.F_THETA], x[K.F_MIX] = tilt.theta, tilt.mix
+        x[L.F_THETA], x[L.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
     x[waves_at:] = waves
     # Ints: scenario, state, streams, layout, instances, connections, free list, heap, calendar
     # (nodes, buckets, bits), rings, queue, records.
-    conn_at = K.M_INST + n * K.NI
-    free_at = conn_at + sizes["conns"] * K.NC
+    conn_at = L.M_INST + n * L.NI
+    free_at = conn_at + sizes["conns"] * L.NC
     heap_i = free_at + sizes["conns"]
     cal_i = heap_i + 3 * (sizes["heap"] + 1)
-    buckets_at = cal_i + K.NN * sizes["heap"]
+    buckets_at = cal_i + L.NN * sizes["heap"]
     bits_at = buckets_at + 2 * buckets
     ring_i = bits_at + buckets // 64 + buckets // 4096
     queue_at = ring_i + 6 * sizes["rings"]
     rec_i = queue_at + 2 * sizes["queue"]
-    m = np.zeros(rec_i + sizes["records"] * K.NR, np.int64)
-    m[K.I_INSTANCES], m[K.I_MIN_SIZE] = n, pool.min_size
-    m[K.I_HELD_WHEN_READY], m[K.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
-    m[K.I_START], m[K.I_WORKERS] = _STARTS[start], pool.workers
-    m[K.I_CX_MIN], m[K.I_CX_MAX] = cx.min_instances, cx.max_instances
-    m[K.I_CX_PER], m[K.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
-    m[K.I_POLICY], m[K.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
-    m[K.I_RETRY_JITTER], m[K.I_RESTART_JITTER] = retry_mode, restart_mode
+    m = np.zeros(rec_i + sizes["records"] * L.NR, np.int64)
+    m[L.I_INSTANCES], m[L.I_MIN_SIZE] = n, pool.min_size
+    m[L.I_HELD_WHEN_READY], m[L.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
+    m[L.I_START], m[L.I_WORKERS] = _STARTS[start], pool.workers
+    m[L.I_CX_MIN], m[L.I_CX_MAX] = cx.min_instances, cx.max_instances
+    m[L.I_CX_PER], m[L.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
+    m[L.I_POLICY], m[L.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
+    m[L.I_RETRY_JITTER], m[L.I_RESTART_JITTER] = retry_mode, restart_mode
     if cs.enabled:
-        m[K.I_CLOUDSQL], m[K.I_CS_CALLS] = 1, cs.calls_per_refresh
-        m[K.I_CS_QUOTA], m[K.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
-    m[K.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
-    m[K.I_KEEP] = keep
-    m[K.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
-    m[K.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
-    m[K.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
-        _STARTS[start] == K.BACKGROUND
+        m[L.I_CLOUDSQL], m[L.I_CS_CALLS] = 1, cs.calls_per_refresh
+        m[L.I_CS_QUOTA], m[L.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
+    m[L.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
+    m[L.I_KEEP] = keep
+    m[L.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
+    m[L.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
+    m[L.I_STRAGGLERS] = (pool.on_failure == "hold" and pool.retry_backoff_s > 0) or (
+        _STARTS[start] == L.BACKGROUND
     )
-    m[K.M_KIND : K.M_KIND + K.N_ROLES] = kinds
-    m[K.M_VOFF : K.M_VOFF + 2 * K.N_ROLES] = (offsets + values_at).ravel()
-    m[K.L_CONN], m[K.L_CONN_CAP], m[K.L_FREE] = conn_at, sizes["conns"], free_at
-    m[K.L_HEAP_I], m[K.L_HEAP_T], m[K.L_HEAP_CAP] = heap_i, heap_t, sizes["heap"]
-    m[K.L_CAL], m[K.L_BUCKETS] = cal_i, buckets_at
-    m[K.L_BITS], m[K.L_NB] = bits_at, buckets
-    m[K.L_QUEUE], m[K.L_Q_CAP] = queue_at, sizes["queue"]
-    m[K.L_REC_I], m[K.L_REC_F], m[K.L_REC_CAP] = rec_i, rec_f, sizes["records"]
-    m[K.L_WAVES] = waves_at
-    m[K.L_RING_T], m[K.L_RING_I], m[K.L_RING_CAP] = ring_t, ring_i, sizes["rings"]
-    m[K.L_ARRIVALS] = arrivals_at
+    m[L.M_KIND : L.M_KIND + L.N_ROLES] = kinds
+    m[L.M_VOFF : L.M_VOFF + 2 * L.N_ROLES] = (offsets + values_at).ravel()
+    m[L.L_CONN], m[L.L_CONN_CAP], m[L.L_FREE] = conn_at, sizes["conns"], free_at
+    m[L.L_HEAP_I], m[L.L_HEAP_T], m[L.L_HEAP_CAP] = heap_i, heap_t, sizes["heap"]
+    m[L.L_CAL], m[L.L_BUCKETS] = cal_i, buckets_at
+    m[L.L_BITS], m[L.L_NB] = bits_at, buckets
+    m[L.L_QUEUE], m[L.L_Q_CAP] = queue_at, sizes["queue"]
+    m[L.L_REC_I], m[L.L_REC_F], m[L.L_REC_CAP] = rec_i, rec_f, sizes["records"]
+    m[L.L_WAVES] = waves_at
+    m[L.L_RING_T], m[L.L_RING_I], m[L.L_RING_CAP] = ring_t, ring_i, sizes["rings"]
+    m[L.L_ARRIVALS] = arrivals_at
     return m, x
 
 
@@ -260,17 +271,17 @@ def run_raw(
     sc: Scenario, seed: int, indices: range, tilt: Tilt | None = None, keep: bool = True
 ) -> tuple[Buffers, np.ndarray]:
     """Run replications ``indices``: the buffers (with the records if ``keep``) and the fleet
-    figures, one row per name of ``kernel.FLEET``. Without ``keep`` the buffers go back on the
+    figures, one row per name of ``layout.FLEET``. Without ``keep`` the buffers go back on the
     shelf: the next run in this process (any thread) may take them over."""
     _say_if_compiling()
     buf = _buffers(sc, seed, tilt, first_sizes(sc, len(indices), keep), keep)
-    fleet = np.zeros((len(K.FLEET), len(indices)))
+    fleet = np.zeros((len(L.FLEET), len(indices)))
     first = indices.start
     while first < indices.stop:
-        first, code = K.run_block(
+        first, code = run_block(
             buf.m, buf.x, buf.base, first, indices.stop, fleet, first - indices.start
         )
-        if code != K.OK:
+        if code != L.OK:
             buf = buf.grown(code)
     _shelf.note_needed(sc.fleet.instances, buf.sizes)
     if not keep:
@@ -372,7 +383,7 @@ def run_chunk(
     without ``records``)."""
     buf, fleet = run_raw(sc, seed, indices, tilt, records)
     out = {"replication": np.arange(indices.start, indices.stop)}
-    for row, name in enumerate(K.FLEET):
+    for row, name in enumerate(L.FLEET):
         if name in TILT_COLUMNS and tilt is None:
             continue
         floats = name in ("fleet_ready_s", "tilt_sum")
@@ -382,16 +393,16 @@ def run_chunk(
         return None, out
     ri, rf = buf.records()
     attempts = {
-        "replication": ri[:, K.R_REP].copy(),
-        "instance": ri[:, K.R_INSTANCE].copy(),
-        "attempt": ri[:, K.R_ATTEMPT].copy(),
-        "start_s": rf[:, K.R_START].copy(),
-        "db_init_start_s": rf[:, K.R_INIT_START].copy(),
-        "db_init_s": rf[:, K.R_INIT_S].copy(),
-        "outcome": OUTCOME_NAMES[ri[:, K.R_OUTCOME]],
-        "reason": REASON_NAMES[ri[:, K.R_REASON]],
-        "connections_held": ri[:, K.R_HELD].copy(),
-        "connection_attempts": ri[:, K.R_CONN_ATTEMPTS].copy(),
-        "pool_starts": ri[:, K.R_POOL_STARTS].copy(),
+        "replication": ri[:, L.R_REP].copy(),
+        "instance": ri[:, L.R_INSTANCE].copy(),
+        "attempt": ri[:, L.R_ATTEMPT].copy(),
+        "start_s": rf[:, L.R_START].copy(),
+        "db_init_start_s": rf[:, L.R_INIT_START].copy(),
+        "db_init_s": rf[:, L.R_INIT_S].copy(),
+        "outcome": OUTCOME_NAMES[ri[:, L.R_OUTCOME]],
+        "reason": REASON_NAMES[ri[:, L.R_REASON]],
+        "connections_held": ri[:, L.R_HELD].copy(),
+        "connection_attempts": ri[:, L.R_CONN_ATTEMPTS].copy(),
+        "pool_starts": ri[:, L.R_POOL_STARTS].copy(),
     }
     return attempts, out

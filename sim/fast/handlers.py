@@ -1,0 +1,659 @@
+"""The fast engine's handlers: ``sim/engine.py``'s, one for one, compiled with numba.
+
+The readable engine is the truth; this is a port of it. Each handler here has the name, the order
+of scheduling and the guards of the engine's method of the same name, so simultaneous events run
+in the same order and both engines write the same records for every scenario
+(tests/test_engines_agree.py; tests/test_footprint.py maps each engine method to its twin here).
+:func:`dispatch` runs the handler of an event's type.
+
+Draws are made a block at a time per role (``DRAW_BLOCK``, :func:`rnd`), in one tight loop: made
+one by one inside the handlers, each draw's logarithm, exponential and rational function waited in
+line; made together, the processor overlaps them. The values are the same (a draw is a function of
+its number), so the records are too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from sim.fast.draws import fill, inverse_cdf, tilted, unit
+from sim.fast.layout import (
+    A_ATTEMPT,
+    A_CONN_ATTEMPTS,
+    A_HEAD,
+    A_HELD,
+    A_IN_INIT,
+    A_PENDING,
+    A_POOL,
+    A_POOL_STARTS,
+    A_REFRESHES,
+    A_TAIL,
+    A_TO_OPEN,
+    ACCEPT,
+    ACCEPT_S,
+    AFTER,
+    API,
+    ASYNCPG,
+    B_ATTEMPT_START,
+    B_DEADLINE,
+    B_INIT_START,
+    B_READY,
+    BACKGROUND,
+    BEFORE,
+    C_AWAITED,
+    C_GEN,
+    C_INST,
+    C_NEXT,
+    C_POOL,
+    C_PREV,
+    C_STATE,
+    CONCURRENT,
+    CONN_TIMEOUTS,
+    DEADLINES,
+    DRAW_BLOCK,
+    E_ACCEPT_DONE,
+    E_BEGIN,
+    E_CONN_TIMEOUT,
+    E_DEADLINE,
+    E_FREE_SLOT,
+    E_INIT_DONE,
+    E_REFRESH,
+    E_REFRESH_DONE,
+    E_RETRY,
+    E_SCALED,
+    E_SETUP_DONE,
+    E_START,
+    ERROR,
+    F_CONNECT,
+    F_CS_INTERVAL,
+    F_END,
+    F_HORIZON,
+    F_RELEASE,
+    F_RESTART_INITIAL,
+    F_RESTART_JITTER,
+    F_RESTART_MAX,
+    F_RESTART_MULT,
+    F_RETRY,
+    F_RETRY_JITTER,
+    F_THETA,
+    F_TIMEOUT,
+    FULL_CONNS,
+    FULL_QUEUE,
+    FULL_RECORDS,
+    GONE,
+    HELD,
+    I_CLOUDSQL,
+    I_CS_BURST,
+    I_CS_CALLS,
+    I_CS_QUOTA,
+    I_CX_MAX,
+    I_CX_PER,
+    I_FREE_SLOTS,
+    I_HELD_WHEN_READY,
+    I_HOLD,
+    I_MIN_SIZE,
+    I_POLICY,
+    I_RESTART_JITTER,
+    I_RESTARTS,
+    I_RETRY_JITTER,
+    I_START,
+    I_STRAGGLERS,
+    I_TILT_DRAWS,
+    I_TILT_ROLE,
+    I_WORKERS,
+    J_FULL,
+    J_NONE,
+    L_CONN,
+    L_FREE,
+    L_Q_CAP,
+    L_QUEUE,
+    L_REC_CAP,
+    L_REC_F,
+    L_REC_I,
+    M_INST,
+    M_KB,
+    M_KC,
+    M_KIND,
+    M_KS,
+    M_VOFF,
+    NC,
+    NF,
+    NI,
+    NR,
+    NRF,
+    P_FIXED,
+    QUERIES,
+    QUEUED,
+    R_53300,
+    R_ATTEMPT,
+    R_CONN_ATTEMPTS,
+    R_CONNECT_TIMEOUT,
+    R_DEADLINE,
+    R_HELD,
+    R_INIT_S,
+    R_INIT_START,
+    R_INSTANCE,
+    R_NONE,
+    R_OUTCOME,
+    R_POOL_STARTS,
+    R_REASON,
+    R_START,
+    READY,
+    REJECTED,
+    RESTART_U,
+    RETRY_U,
+    S_API_USED,
+    S_API_WINDOW,
+    S_CONN_ATTEMPTS,
+    S_CX_BUSY,
+    S_CX_CAP,
+    S_CX_INST,
+    S_CX_SCALING,
+    S_CX_WAIT,
+    S_DB_FREE,
+    S_FREE_TOP,
+    S_OVERFLOW,
+    S_PEAK,
+    S_Q_HEAD,
+    S_Q_TAIL,
+    S_REC_N,
+    S_TILT_K,
+    S_TILTED,
+    SCALE,
+    SETUP,
+    SETUP_S,
+    T_NOW,
+    T_VSUM,
+    TIMEOUT,
+    WORKERS,
+    X_BLOCKS,
+    X_DIST,
+    X_INST,
+)
+from sim.fast.queue import at, later
+
+# -- draws, and whether a pending timer still matters ----------------------------------------------
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def deadline_live(m, inst, attempt):
+    """Whether a deadline set for ``attempt`` would still end it: that attempt is in db init."""
+    ii = M_INST + inst * NI
+    return m[ii + A_ATTEMPT] == attempt and m[ii + A_IN_INIT] != 0
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def timeout_live(m, conn, gen):
+    """Whether a connect timeout would still give the connection up: the same one, not yet held."""
+    ci = m[L_CONN] + conn * NC
+    return m[ci + C_GEN] == gen and m[ci + C_STATE] != HELD
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def rnd(m, x, role):
+    """The next draw of a role's stream, from its block of draws made ahead (a block's draws are
+    made in one tight loop, where the processor overlaps them). The first draws of the tilted
+    role record their uniform (pushed towards 1 in a tilted replication), from which sim.rare
+    computes the weight."""
+    k = m[M_KC + role]
+    m[M_KC + role] = k + 1
+    j = k - m[M_KB + role]
+    if j < DRAW_BLOCK:
+        return x[X_BLOCKS + role * 2 * DRAW_BLOCK + j]
+    lo, hi = m[M_VOFF + 2 * role], m[M_VOFF + 2 * role + 1]
+    d = X_DIST + 2 * role
+    state = np.uint64(m[M_KS + role])
+    if role == m[I_TILT_ROLE] and k < m[I_TILT_DRAWS]:
+        v = unit(state, k)
+        if m[S_TILTED]:
+            v = tilted(v, x[F_THETA])
+        m[S_TILT_K] += 1
+        x[T_VSUM] += v
+        return inverse_cdf(m[M_KIND + role], x[d], x[d + 1], x, lo, hi, v)
+    m[M_KB + role] = k
+    fill(
+        m[M_KIND + role],
+        x[d],
+        x[d + 1],
+        x,
+        lo,
+        hi,
+        state,
+        k,
+        X_BLOCKS + role * 2 * DRAW_BLOCK,
+        DRAW_BLOCK,
+    )
+    return x[X_BLOCKS + role * 2 * DRAW_BLOCK]
+
+
+@nb.njit(cache=True, _nrt=False)
+def jittered(pause, mode, fraction, u):
+    if mode == J_FULL:
+        return pause * u
+    return pause * (1.0 - fraction + 2.0 * fraction * u)
+
+
+# -- a container's life ----------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, _nrt=False)
+def start_attempt(m, x, inst):
+    now = x[T_NOW]
+    if now >= x[F_HORIZON]:
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    m[ii + A_ATTEMPT] += 1
+    x[fi + B_ATTEMPT_START] = now
+    m[ii + A_CONN_ATTEMPTS] = 0
+    m[ii + A_POOL_STARTS] = 0
+    at(m, x, now + rnd(m, x, BEFORE), E_BEGIN, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def begin_db_init(m, x, inst):
+    now = x[T_NOW]
+    if now > x[F_HORIZON]:
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    m[ii + A_IN_INIT] = 1
+    x[fi + B_INIT_START] = now
+    x[fi + B_DEADLINE] = now + x[F_TIMEOUT]
+    later(m, x, DEADLINES, x[fi + B_DEADLINE], E_DEADLINE, inst, m[ii + A_ATTEMPT])
+    if m[I_CLOUDSQL]:
+        m[ii + A_REFRESHES] = 0
+        refresh(m, x, inst, m[ii + A_ATTEMPT])
+    else:
+        start_pool(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def refresh(m, x, inst, attempt):
+    """One Cloud SQL refresh: its calls count against the per-minute quota; any over it 429."""
+    ii = M_INST + inst * NI
+    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+        return
+    now = x[T_NOW]
+    m[ii + A_REFRESHES] += 1
+    window = math.floor(now / 60.0)
+    if window != m[S_API_WINDOW]:  # time only moves forward: earlier windows are done with
+        m[S_API_WINDOW] = window
+        m[S_API_USED] = 0
+    calls = m[I_CS_CALLS]
+    accepted = min(calls, m[I_CS_QUOTA] - m[S_API_USED])
+    m[S_API_USED] += accepted
+    at(m, x, now + rnd(m, x, API), E_REFRESH_DONE, inst, attempt * 2 + (accepted == calls))
+
+
+@nb.njit(cache=True, _nrt=False)
+def refresh_done(m, x, inst, attempt, ok):
+    ii = M_INST + inst * NI
+    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+        return
+    if ok:
+        start_pool(m, x, inst)
+        return
+    start = x[X_INST + inst * NF + B_INIT_START]
+    not_before = start + (m[ii + A_REFRESHES] + 1 - m[I_CS_BURST]) * x[F_CS_INTERVAL]
+    at(m, x, max(x[T_NOW], not_before), E_REFRESH, inst, attempt)
+
+
+@nb.njit(cache=True, _nrt=False)
+def start_pool(m, x, inst):
+    ii = M_INST + inst * NI
+    m[ii + A_POOL] += 1
+    m[ii + A_POOL_STARTS] += 1
+    size = m[I_MIN_SIZE]
+    if size == 0:
+        run_queries(m, x, inst)
+        return
+    start = m[I_START]
+    first = 1
+    if start == CONCURRENT:
+        first = size
+    elif start == WORKERS:
+        first = min(m[I_WORKERS], size)
+    m[ii + A_PENDING] = 1 if start == BACKGROUND else size
+    m[ii + A_TO_OPEN] = size - first if start == WORKERS else 0
+    for _ in range(first):
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+
+
+@nb.njit(cache=True, _nrt=False)
+def pool_conn_ready(m, x, inst, conn):
+    ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
+    if not m[ci + C_AWAITED] or m[ci + C_POOL] != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        return
+    m[ii + A_PENDING] -= 1
+    start, size = m[I_START], m[I_MIN_SIZE]
+    if start == ASYNCPG and m[ii + A_PENDING] == size - 1:
+        for _ in range(m[ii + A_PENDING]):
+            open_conn(m, x, inst, m[ii + A_POOL], True, True)
+    elif start == WORKERS and m[ii + A_TO_OPEN]:
+        m[ii + A_TO_OPEN] -= 1
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+    if m[ii + A_PENDING] == 0:
+        run_queries(m, x, inst)
+        if start == BACKGROUND:
+            for _ in range(size - 1):
+                open_conn(m, x, inst, m[ii + A_POOL], True, False)
+
+
+@nb.njit(cache=True, _nrt=False)
+def run_queries(m, x, inst):
+    at(m, x, x[T_NOW] + rnd(m, x, QUERIES), E_INIT_DONE, inst, m[M_INST + inst * NI + A_POOL])
+
+
+@nb.njit(cache=True, _nrt=False)
+def db_init_done(m, x, inst, pool):
+    ii = M_INST + inst * NI
+    if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        return
+    m[ii + A_IN_INIT] = 0
+    record(m, x, inst, READY, R_NONE)
+    settle_ready_pool(m, x, inst)
+    # became_ready would only note its time: note it now, if the run lasts until then.
+    ready = x[T_NOW] + rnd(m, x, AFTER)
+    if ready <= x[F_END]:
+        x[X_INST + inst * NF + B_READY] = ready
+
+
+@nb.njit(cache=True, _nrt=False)
+def settle_ready_pool(m, x, inst):
+    """Keep the pool's first ``held_when_ready`` connections, give up the rest at once (the
+    connector serves its queue after all of them left, as in cancel_all), open the missing."""
+    ii = M_INST + inst * NI
+    want, pool = m[I_HELD_WHEN_READY], m[ii + A_POOL]
+    kept = 0
+    conn = m[ii + A_HEAD]
+    while conn >= 0:
+        ci = m[L_CONN] + conn * NC
+        nxt = m[ci + C_NEXT]
+        if m[ci + C_POOL] == pool:
+            kept += 1
+            if kept > want:
+                cancel(m, x, conn, False)
+        conn = nxt
+    serve_queue(m, x)
+    m[ii + A_POOL] += 1
+    for _ in range(want - min(kept, want)):
+        open_conn(m, x, inst, m[ii + A_POOL], False, False)
+
+
+@nb.njit(cache=True, _nrt=False)
+def pool_failed(m, x, inst, reason):
+    ii = M_INST + inst * NI
+    m[ii + A_POOL] += 1
+    if not m[I_HOLD]:
+        cancel_all(m, x, inst)
+    backoff = x[F_RETRY]
+    if backoff > 0:
+        if m[I_RETRY_JITTER] != J_NONE:
+            backoff = jittered(backoff, m[I_RETRY_JITTER], x[F_RETRY_JITTER], rnd(m, x, RETRY_U))
+        if x[T_NOW] + backoff < x[X_INST + inst * NF + B_DEADLINE]:
+            at(m, x, x[T_NOW] + backoff, E_RETRY, inst, m[ii + A_ATTEMPT])
+        return
+    exit_attempt(m, x, inst, REJECTED if reason == R_53300 else ERROR, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def restart_backoff(m, x, restart):
+    if m[I_POLICY] == P_FIXED:
+        return x[F_RESTART_INITIAL]
+    # A float power (C's pow, as Python's float ** int): numba's float ** int multiplies.
+    growth = x[F_RESTART_MULT] ** float(min(restart - 1, 1000))
+    return min(x[F_RESTART_INITIAL] * growth, x[F_RESTART_MAX])
+
+
+@nb.njit(cache=True, _nrt=False)
+def exit_attempt(m, x, inst, outcome, reason):
+    """Exit code 3: record, drop every connection, and schedule the restart."""
+    ii = M_INST + inst * NI
+    m[ii + A_IN_INIT] = 0
+    m[ii + A_POOL] += 1
+    record(m, x, inst, outcome, reason)
+    if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
+        conn = m[ii + A_HEAD]
+        while conn >= 0:
+            ci = m[L_CONN] + conn * NC
+            nxt = m[ci + C_NEXT]
+            if m[ci + C_STATE] == HELD:
+                drop(m, conn)
+                at(m, x, x[T_NOW] + x[F_RELEASE], E_FREE_SLOT, 0, 0)
+            conn = nxt
+    cancel_all(m, x, inst)
+    if m[ii + A_ATTEMPT] <= m[I_RESTARTS]:
+        pause = restart_backoff(m, x, m[ii + A_ATTEMPT])
+        if m[I_RESTART_JITTER] != J_NONE:
+            u = rnd(m, x, RESTART_U)
+            pause = jittered(pause, m[I_RESTART_JITTER], x[F_RESTART_JITTER], u)
+        at(m, x, x[T_NOW] + pause, E_START, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def record(m, x, inst, outcome, reason):
+    n = m[S_REC_N]
+    if n == m[L_REC_CAP]:
+        m[S_OVERFLOW] = FULL_RECORDS
+        return
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    r, f = m[L_REC_I] + n * NR, m[L_REC_F] + n * NRF
+    m[r + R_INSTANCE], m[r + R_ATTEMPT] = inst, m[ii + A_ATTEMPT]
+    m[r + R_OUTCOME], m[r + R_REASON], m[r + R_HELD] = outcome, reason, m[ii + A_HELD]
+    m[r + R_CONN_ATTEMPTS], m[r + R_POOL_STARTS] = m[ii + A_CONN_ATTEMPTS], m[ii + A_POOL_STARTS]
+    x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], x[fi + B_INIT_START]
+    x[f + R_INIT_S] = x[T_NOW] - x[fi + B_INIT_START]
+    m[S_CONN_ATTEMPTS] += m[ii + A_CONN_ATTEMPTS]
+    m[S_REC_N] = n + 1
+
+
+# -- one connection: connector, then database ------------------------------------------------------
+
+
+@nb.njit(cache=True, _nrt=False)
+def open_conn(m, x, inst, pool, counted, awaited):
+    top = m[S_FREE_TOP]
+    if top == 0:
+        m[S_OVERFLOW] = FULL_CONNS
+        return
+    conn = m[m[L_FREE] + top - 1]
+    m[S_FREE_TOP] = top - 1
+    ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
+    m[ci + C_INST], m[ci + C_POOL], m[ci + C_STATE] = inst, pool, QUEUED
+    m[ci + C_AWAITED] = awaited
+    tail = m[ii + A_TAIL]  # append to the instance's live connections, in opening order
+    m[ci + C_PREV], m[ci + C_NEXT] = tail, -1
+    if tail >= 0:
+        m[m[L_CONN] + tail * NC + C_NEXT] = conn
+    else:
+        m[ii + A_HEAD] = conn
+    m[ii + A_TAIL] = conn
+    if counted:
+        m[ii + A_CONN_ATTEMPTS] += 1
+    timeout_at = x[T_NOW] + x[F_CONNECT]
+    deadline = x[X_INST + inst * NF + B_DEADLINE]
+    if not (counted and timeout_at >= deadline and not m[I_STRAGGLERS]):
+        later(m, x, CONN_TIMEOUTS, timeout_at, E_CONN_TIMEOUT, conn, m[ci + C_GEN])
+    if m[S_CX_BUSY] < m[S_CX_CAP]:
+        begin_setup(m, x, conn)
+        return
+    tail = m[S_Q_TAIL]
+    if tail == m[L_Q_CAP]:  # compact the queue before giving up
+        head, q = m[S_Q_HEAD], m[L_QUEUE]
+        if head == 0:
+            m[S_OVERFLOW] = FULL_QUEUE
+            return
+        for j in range(2 * (tail - head)):  # forwards: the copy never overtakes its source
+            m[q + j] = m[q + 2 * head + j]
+        tail -= head
+        m[S_Q_HEAD] = 0
+    m[m[L_QUEUE] + 2 * tail], m[m[L_QUEUE] + 2 * tail + 1] = conn, m[ci + C_GEN]
+    m[S_Q_TAIL] = tail + 1
+    m[S_CX_WAIT] += 1
+    maybe_scale(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
+def begin_setup(m, x, conn):
+    ci = m[L_CONN] + conn * NC
+    m[ci + C_STATE] = SETUP
+    m[S_CX_BUSY] += 1
+    at(m, x, x[T_NOW] + rnd(m, x, SETUP_S), E_SETUP_DONE, conn, m[ci + C_GEN])
+
+
+@nb.njit(cache=True, _nrt=False)
+def serve_queue(m, x):
+    while m[S_CX_WAIT] and m[S_CX_BUSY] < m[S_CX_CAP]:
+        head = m[S_Q_HEAD]
+        conn, gen = m[m[L_QUEUE] + 2 * head], m[m[L_QUEUE] + 2 * head + 1]
+        m[S_Q_HEAD] = head + 1
+        ci = m[L_CONN] + conn * NC
+        if m[ci + C_GEN] == gen and m[ci + C_STATE] == QUEUED:
+            m[S_CX_WAIT] -= 1
+            begin_setup(m, x, conn)
+
+
+@nb.njit(cache=True, _nrt=False)
+def maybe_scale(m, x):
+    if m[S_CX_WAIT] and not m[S_CX_SCALING] and m[S_CX_INST] < m[I_CX_MAX]:
+        m[S_CX_SCALING] = 1
+        at(m, x, x[T_NOW] + rnd(m, x, SCALE), E_SCALED, 0, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def scaled_up(m, x):
+    m[S_CX_INST] += 1
+    m[S_CX_CAP] += m[I_CX_PER]
+    m[S_CX_SCALING] = 0
+    serve_queue(m, x)
+    maybe_scale(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
+def setup_done(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != SETUP:
+        return  # cancelled during set-up; its capacity was returned then
+    m[S_CX_BUSY] -= 1
+    serve_queue(m, x)
+    m[ci + C_STATE] = ACCEPT
+    at(m, x, x[T_NOW] + rnd(m, x, ACCEPT_S), E_ACCEPT_DONE, conn, gen)
+
+
+@nb.njit(cache=True, _nrt=False)
+def accept_done(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != ACCEPT:
+        return
+    inst = m[ci + C_INST]
+    ii = M_INST + inst * NI
+    if m[S_DB_FREE] == 0:
+        awaited, pool = m[ci + C_AWAITED], m[ci + C_POOL]
+        drop(m, conn)
+        if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
+            pool_failed(m, x, inst, R_53300)  # SQLSTATE 53300: too many clients
+        return
+    m[S_DB_FREE] -= 1
+    m[ci + C_STATE] = HELD
+    m[ii + A_HELD] += 1
+    held = m[I_FREE_SLOTS] - m[S_DB_FREE]
+    if held > m[S_PEAK]:
+        m[S_PEAK] = held
+    pool_conn_ready(m, x, inst, conn)
+
+
+@nb.njit(cache=True, _nrt=False)
+def conn_timeout(m, x, conn, gen):
+    if not timeout_live(m, conn, gen):
+        return
+    ci = m[L_CONN] + conn * NC
+    inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
+    cancel(m, x, conn, True)
+    ii = M_INST + inst * NI
+    if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
+        pool_failed(m, x, inst, R_CONNECT_TIMEOUT)
+
+
+@nb.njit(cache=True, _nrt=False)
+def cancel(m, x, conn, serve):
+    """The client gives the connection up, wherever it is."""
+    state = m[m[L_CONN] + conn * NC + C_STATE]
+    if state == QUEUED:
+        m[S_CX_WAIT] -= 1
+    elif state == SETUP:
+        m[S_CX_BUSY] -= 1
+    elif state == HELD:  # the engine's release: the slot is free at once
+        drop(m, conn)
+        m[S_DB_FREE] += 1
+        return
+    drop(m, conn)
+    if serve:
+        serve_queue(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
+def cancel_all(m, x, inst):
+    conn = m[M_INST + inst * NI + A_HEAD]
+    while conn >= 0:
+        nxt = m[m[L_CONN] + conn * NC + C_NEXT]
+        cancel(m, x, conn, False)
+        conn = nxt
+    serve_queue(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
+def drop(m, conn):
+    """Forget the connection: off its instance's list, its slot free for reuse."""
+    ci = m[L_CONN] + conn * NC
+    ii = M_INST + m[ci + C_INST] * NI
+    if m[ci + C_STATE] == HELD:
+        m[ii + A_HELD] -= 1
+    m[ci + C_STATE] = GONE
+    m[ci + C_GEN] += 1  # its pending events are now stale
+    prev, nxt = m[ci + C_PREV], m[ci + C_NEXT]
+    if prev >= 0:
+        m[m[L_CONN] + prev * NC + C_NEXT] = nxt
+    else:
+        m[ii + A_HEAD] = nxt
+    if nxt >= 0:
+        m[m[L_CONN] + nxt * NC + C_PREV] = prev
+    else:
+        m[ii + A_TAIL] = prev
+    m[m[L_FREE] + m[S_FREE_TOP]] = conn
+    m[S_FREE_TOP] += 1
+
+
+# -- the handler of each event type ----------------------------------------------------------------
+
+
+@nb.njit(cache=True, _nrt=False)
+def dispatch(m, x, typ, a, b):
+    if typ == E_SETUP_DONE:
+        setup_done(m, x, a, b)
+    elif typ == E_ACCEPT_DONE:
+        accept_done(m, x, a, b)
+    elif typ == E_CONN_TIMEOUT:
+        conn_timeout(m, x, a, b)
+    elif typ == E_START:
+        start_attempt(m, x, a)
+    elif typ == E_BEGIN:
+        begin_db_init(m, x, a)
+    elif typ == E_DEADLINE:  # the engine's deadline
+        if deadline_live(m, a, b):
+            exit_attempt(m, x, a, TIMEOUT, R_DEADLINE)
+    elif typ == E_INIT_DONE:
+        db_init_done(m, x, a, b)
+    elif typ == E_SCALED:
+        scaled_up(m, x)
+    elif typ == E_RETRY:  # the engine's retry
+        ii = M_INST + a * NI
+        if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+            start_pool(m, x, a)
+    elif typ == E_REFRESH:
+        refresh(m, x, a, b)
+    elif typ == E_REFRESH_DONE:
+        refresh_done(m, x, a, b >> 1, b & 1)
+    elif typ == E_FREE_SLOT:  # the engine's free_slot
+        m[S_DB_FREE] += 1

@@ -1,0 +1,221 @@
+"""Where the fast engine keeps a replication: two flat arrays and the codes written in them.
+
+Why two flat arrays: numba passes every array of a call's arguments field by field, so handlers
+that took a tuple of forty arrays spent more time calling than simulating. Here the whole state of
+a replication, and the scenario, live in one int64 array ``m`` and one float64 array ``x``; a
+record of several fields is a run of slots at a base offset (``ii = M_INST + inst * NI`` for an
+instance, ``ci = m[L_CONN] + conn * NC`` for a connection), and the header says where each region
+starts. :mod:`sim.fast` lays them out. Buffers have fixed sizes; when one is full the replication
+stops with an overflow code, the caller grows that buffer and runs the same replication again (its
+draws depend only on the seed and its index, so the rerun is identical).
+
+The codes (outcomes, pool starts, arrival patterns, restart policies) are places in the
+vocabularies they encode (:mod:`sim.records`, the scenario's Literals), so they cannot drift.
+Plain Python: numba reads these names as constants when it compiles the functions that use them.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from sim.records import FLEET_COLUMNS, OUTCOMES, Outcome, Reason
+from sim.scenario import Fleet, Pool, Restart
+
+
+def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
+    """Each name's code: its place in the vocabulary (a name not in it fails at import)."""
+    return tuple(vocabulary.index(n) for n in names)
+
+
+# Outcomes, as codes: their places in sim.records' vocabulary; the reasons the model gives.
+READY, TIMEOUT, REJECTED, ERROR = _places(
+    OUTCOMES, (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
+)
+MODEL_REASONS = ("", Reason.DEADLINE, Reason.TOO_MANY_CLIENTS, Reason.CONNECT_TIMEOUT)
+R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(len(MODEL_REASONS))
+# Connection states, as in sim.engine.
+QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+# Roles of the random streams (MIX: which importance-sampling component a replication runs).
+ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API, MIX = range(11)
+N_ROLES = 11
+# Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
+STARTS = get_args(Pool.model_fields["start"].annotation)
+ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
+    STARTS, ("asyncpg", "concurrent", "background", "workers")
+)
+ARRIVALS = get_args(Fleet.model_fields["arrival"].annotation)
+BURST, UNIFORM_ARRIVAL, POISSON, WAVES = _places(ARRIVALS, ("burst", "uniform", "poisson", "waves"))
+POLICIES = get_args(Restart.model_fields["policy"].annotation)
+P_NONE, P_FIXED, P_EXPONENTIAL = _places(POLICIES, ("none", "fixed", "exponential"))
+J_NONE, J_FRACTION, J_FULL = range(3)  # jitter: none, a fraction, "full"
+# Event types.
+(
+    E_START,
+    E_BEGIN,
+    E_DEADLINE,
+    E_REFRESH,
+    E_REFRESH_DONE,
+    E_RETRY,
+    E_INIT_DONE,
+    E_SCALED,
+    E_SETUP_DONE,
+    E_ACCEPT_DONE,
+    E_CONN_TIMEOUT,
+    E_FREE_SLOT,
+) = range(12)
+# The two rings of events due a constant time after they are scheduled.
+DEADLINES, CONN_TIMEOUTS = range(2)
+# Overflow codes: which buffer to grow.
+OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
+
+# -- the int64 array m -----------------------------------------------------------------------------
+# Scenario integers.
+(
+    I_INSTANCES,
+    I_MIN_SIZE,
+    I_HELD_WHEN_READY,
+    I_HOLD,
+    I_START,
+    I_WORKERS,
+    I_CX_MIN,
+    I_CX_MAX,
+    I_CX_PER,
+    I_FREE_SLOTS,
+    I_POLICY,
+    I_RESTARTS,
+    I_RETRY_JITTER,
+    I_RESTART_JITTER,
+    I_CLOUDSQL,
+    I_CS_CALLS,
+    I_CS_QUOTA,
+    I_CS_BURST,
+    I_ARRIVAL,
+    I_STRAGGLERS,
+    I_KEEP,  # keep every attempt record (1), or only count them per replication (0)
+    I_TILT_ROLE,  # the role whose first I_TILT_DRAWS draws importance sampling tilts; -1: none
+    I_TILT_DRAWS,
+) = range(23)
+# Scalar state of a replication.
+(
+    S_CX_INST,
+    S_CX_CAP,
+    S_CX_BUSY,
+    S_CX_WAIT,
+    S_CX_SCALING,
+    S_DB_FREE,
+    S_PEAK,
+    S_CONN_ATTEMPTS,
+    S_SEQ,
+    S_Q_HEAD,
+    S_Q_TAIL,
+    S_FREE_TOP,
+    S_REC_N,
+    S_API_WINDOW,
+    S_API_USED,
+    S_OVERFLOW,
+    S_TILTED,  # this replication runs the tilted component of the mixture
+    S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
+    S_ARRIVED,  # instances whose first start has run
+    S_RING_HEAD,  # where each ring's first entry is (two slots)
+) = range(23, 43)
+S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
+S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
+S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
+S_CAL_FREE = S_HEAP_N + 2  # the calendar's first free node (a list through N_NEXT), or -1
+S_CAL_HW = S_HEAP_N + 3  # nodes below this have been used
+M_KC = S_HEAP_N + 4  # draws made, per role
+M_KS = M_KC + N_ROLES  # stream states, per role (uint64 bits)
+M_KIND = M_KS + N_ROLES  # distribution kinds, per role
+M_VOFF = M_KIND + N_ROLES  # empirical values in x: start and stop, per role
+M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in its block
+# Where the regions start and how big they are.
+(
+    L_CONN,
+    L_CONN_CAP,
+    L_FREE,
+    L_HEAP_I,
+    L_HEAP_T,
+    L_HEAP_CAP,
+    L_QUEUE,
+    L_Q_CAP,
+    L_REC_I,
+    L_REC_F,
+    L_REC_CAP,
+    L_WAVES,
+    L_RING_T,
+    L_RING_I,
+    L_RING_CAP,
+    L_ARRIVALS,
+    L_CAL,  # calendar nodes: NN ints each
+    L_BUCKETS,  # per bucket: first and last node (valid while the bucket's bit is set)
+    L_BITS,  # a bit per bucket (L_NB / 64 words), then a bit per word of those (the summary)
+    L_NB,  # how many buckets: a power of two, at least 4,096
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 20)
+M_INST = L_NB + 1  # instance ints: NI per instance
+(
+    A_ATTEMPT,
+    A_POOL,
+    A_IN_INIT,
+    A_HELD,
+    A_PENDING,
+    A_TO_OPEN,
+    A_REFRESHES,
+    A_CONN_ATTEMPTS,
+    A_POOL_STARTS,
+    A_HEAD,
+    A_TAIL,
+) = range(11)
+NI = 11
+# Calendar nodes: the event's time (its float's bits, so that the whole event is read at once
+# from one place), key, arguments, and the next node of its bucket.
+N_TIME, N_KEY, N_A, N_B, N_NEXT = range(5)
+NN = 5
+# Connection ints: NC per connection slot.
+C_INST, C_POOL, C_STATE, C_AWAITED, C_GEN, C_NEXT, C_PREV = range(7)
+NC = 7
+# Attempt records: ints and floats.
+(R_REP, R_INSTANCE, R_ATTEMPT, R_OUTCOME, R_REASON, R_HELD, R_CONN_ATTEMPTS, R_POOL_STARTS) = range(
+    8
+)
+NR = 8
+R_START, R_INIT_START, R_INIT_S = range(3)
+NRF = 3
+
+# -- the float64 array x ---------------------------------------------------------------------------
+(
+    F_HORIZON,
+    F_TIMEOUT,
+    F_END,
+    F_CONNECT,
+    F_RETRY,
+    F_RETRY_JITTER,
+    F_RESTART_INITIAL,
+    F_RESTART_MAX,
+    F_RESTART_MULT,
+    F_RESTART_JITTER,
+    F_RELEASE,
+    F_CS_INTERVAL,
+    F_WINDOW,
+    F_RATE,
+) = range(14)
+T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
+F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
+F_INV_W = 18  # 1 / the calendar's bucket width
+X_DIST = 19  # per role: two parameters
+DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
+X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
+X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance
+B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
+NF = 4
+
+# The replication row: the records' fleet columns (less the replication number), then the counts
+# that summarise a run without records, then the importance sampler's.
+FLEET = (
+    *FLEET_COLUMNS[1:],
+    "failed_attempts",
+    "first_attempts",
+    "first_ready",
+    "tilted",
+    "tilt_draws",
+    "tilt_sum",
+)
