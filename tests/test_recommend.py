@@ -276,6 +276,7 @@ def test_an_option_whose_ready_fleet_cannot_hold_its_connections_does_not_meet(s
 RARE_CHECK = """
 import json, sys
 from builders import WAIT_FOR_SCALE_OUT, scenario
+from sim.plain import plain
 from sim.rare import estimate_failure
 from sim.recommend import RARE_REPLICATIONS, _rare_checks
 from sim.search import Lab, TimeoutSearch, at_timeout
@@ -286,7 +287,8 @@ rare = _rare_checks(lab, sc, {0.999: TimeoutSearch(0.999, 100, timeout_s=61.0)})
 alone = estimate_failure(
     at_timeout(sc, 61.0), RARE_REPLICATIONS, 2, lab.confidence, event="timeout", engine="reference"
 )
-print(json.dumps({"rare": rare, "alone": alone.as_dict(), "fast": "sim.fast" in sys.modules}))
+fast = "sim.fast" in sys.modules
+print(json.dumps({"rare": plain(rare), "alone": alone.as_dict(), "fast": fast}))
 """
 
 
