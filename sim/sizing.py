@@ -174,11 +174,17 @@ class ConnectorFloor:
         return out
 
 
+# Serverless VPC Access allows a connector 2 to 9 minimum instances (docs/sources.md#connector-
+# instance-range): a floor above 9 is no setting a team can apply.
+MAX_CONNECTOR_FLOOR = 9
+
+
 def connector_floor(
     lab: Lab, sc: Scenario, target_success: float, replications: int
 ) -> ConnectorFloor:
-    """The smallest ``min_instances`` with which the start-up meets the target without any
-    scale-out: simulated with ``max_instances`` pinned to it, so no scale-out can ever arrive.
+    """The smallest ``min_instances`` (at most ``MAX_CONNECTOR_FLOOR``) with which the start-up
+    meets the target without any scale-out, judged as every decision is, on P(start attempt
+    fails): simulated with ``max_instances`` pinned to it, so no scale-out can ever arrive.
     Skipped (``skipped`` says why) when the fleet's connections cannot fit the free slots."""
     cx = sc.connector
     alpha = 1 - target_success
@@ -196,11 +202,11 @@ def connector_floor(
 
     def ok(m: int) -> bool:
         over = {"connector.min_instances": m, "connector.max_instances": m}
-        p = lab.summary(sc.with_overrides(over), replications).p_db_init_timeout
+        p = lab.summary(sc.with_overrides(over), replications).p_start_failure
         out.steps.append(Step(m, p, p.ci_high <= alpha))
         return p.ci_high <= alpha
 
-    lo, hi = cx.min_instances - 1, cx.max_instances
+    lo, hi = cx.min_instances - 1, min(cx.max_instances, max(MAX_CONNECTOR_FLOOR, cx.min_instances))
     if not ok(hi):
         return out
     while hi - lo > 1:

@@ -317,3 +317,31 @@ def test_the_rare_check_runs_on_the_engine_the_command_chose():
     assert got["alone"]["event_replications"] > 0
     assert {k: v for k, v in got["rare"].items() if k != "meets"} == got["alone"]
     assert got["rare"]["meets"] == (got["alone"]["reliable"] and got["alone"]["ci_high"] <= 0.001)
+
+
+def test_the_connector_floor_stays_within_what_serverless_vpc_access_allows():
+    # Ten instances each open one connection at t = 0 through connectors carrying one 15 s
+    # set-up each, under a 20 s deadline: every connection must start at once, so only a floor
+    # of 10 would meet, and Serverless VPC Access allows at most 9 minimum instances.
+    from sim.sizing import MAX_CONNECTOR_FLOOR, connector_floor
+
+    sc = scenario(
+        {
+            "fleet.instances": 10,
+            "pool.min_size": 1,
+            "pool.held_when_ready": 1,
+            "connector.min_instances": 1,
+            "connector.max_instances": 10,
+            "connector.setups_per_instance": 1,
+            "connector.setup_s": const(15.0),
+            "startup.db_init_timeout_s": 20.0,
+            "restart.policy": "none",
+        }
+    )
+    floor = connector_floor(Lab(seed=1), sc, 0.9, 40)
+    assert floor.min_instances is None
+    assert max(s.value for s in floor.steps) == MAX_CONNECTOR_FLOOR
+    # With one instance fewer the floor of 9 is the answer, judged on P(start attempt fails).
+    nine = connector_floor(Lab(seed=1), sc.with_overrides({"fleet.instances": 9}), 0.9, 40)
+    assert nine.min_instances == 9
+    assert all(s.meets == (s.value >= 9) for s in nine.steps)

@@ -175,3 +175,11 @@ def test_hopeless_scenario_is_answered_not_searched(tmp_path):
     assert f"{sc.database.free_slots} free slots" in data["verdict"]["reason"]
     assert data["fix"]["search"]["timeout_s"] is not None  # the pool fix meets the target
     assert imread(out / "db-init-cdf.png").std() > 0  # drawn (axes, no curve), not empty
+
+
+def test_a_share_is_never_rounded_to_all_or_none():
+    from sim.report.adr import _share
+
+    shares = (0.0, 1.0, 0.5, 0.997, 0.003, 0.99996, 0.00004)
+    shown = ["0 %", "100 %", "50 %", "99.7 %", "0.3 %", "> 99.9 %", "< 0.1 %"]
+    assert [_share(x) for x in shares] == shown

@@ -71,6 +71,16 @@ def _pct(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f} %"
 
 
+def _share(x: float | None) -> str:
+    """A share in whole percent, never rounded to 0 % or 100 % unless it is exactly that: 99.7 %
+    of deploys is not "100 %"."""
+    if x is None or x in (0.0, 1.0) or 0.005 <= x < 0.995:
+        return _pct(x, 0)
+    if 0.0005 <= x < 0.9995:
+        return _pct(x, 1)
+    return "< 0.1 %" if x < 0.5 else "> 99.9 %"
+
+
 def _sec(x: float | None) -> str:
     return "never (some instance not ready)" if x is None else f"{x:.1f} s"
 
@@ -155,7 +165,7 @@ def _monitoring(m: DeployMonitoring) -> str:
         f"({m.deploys} simulated deploys, {m.horizon_s:g} s each): failed start attempts "
         f"{f.mean:.1f} on average (median {f.p50:.0f}, p95 {f.p95:.0f}, at most "
         f"{f.max}), of which exits with code 3 (database-init timeout) {x.mean:.1f} "
-        f"(p95 {x.p95:.0f}); {_pct(f.deploys_with_any, 0)} of deploys see at least one "
+        f"(p95 {x.p95:.0f}); {_share(f.deploys_with_any)} of deploys see at least one "
         "failed start."
     )
 
