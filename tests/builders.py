@@ -81,3 +81,37 @@ WAIT_FOR_SCALE_OUT: dict[str, Any] = {
     "database.accept_s": const(0.5),
     "startup.init_queries_s": const(0.25),
 }
+
+
+# The report tests' scenario. Three instances behind a one-slot connector that scales out after
+# 2–6 s: it needs a timeout above the current 4 s, so every part of the report has something to
+# say.
+REPORT_SMALL: dict[str, Any] = {
+    "horizon_s": 120.0,
+    "fleet.instances": 3,
+    "pool.min_size": 2,
+    "pool.max_size": 10,
+    "pool.held_when_ready": 2,
+    "connector.max_instances": 3,
+    "connector.setups_per_instance": 1,
+    "connector.setup_s": const(1.0),
+    "connector.scale_up_delay_s": uniform(2.0, 6.0),
+    "database.max_connections": 20,
+    "startup.db_init_timeout_s": 4.0,
+    "restart.policy": "exponential",
+    "restart.max_restarts": 3,
+}
+
+
+# A small fleet with random phases and fixed restarts, written out in a log format and read
+# back by the readers' round-trip tests (Cloud Logging, OTLP).
+LOG_ROUND_TRIP: dict[str, Any] = {
+    "fleet.instances": 4,
+    "startup.before_db_s": uniform(0.5, 1.5),
+    "startup.db_init_timeout_s": 3.0,
+    "database.accept_s": uniform(1.0, 6.0),
+    "restart.policy": "fixed",
+    "restart.initial_backoff_s": 8.0,
+    "restart.max_restarts": 3,
+    "horizon_s": 200.0,
+}

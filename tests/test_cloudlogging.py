@@ -9,7 +9,7 @@ import json
 import random
 
 import pytest
-from builders import scenario, uniform
+from builders import LOG_ROUND_TRIP, scenario
 from cli_helpers import call_main
 from cloudlogging_export import (
     BASE_NS,
@@ -174,21 +174,11 @@ def test_the_phase_pattern_must_name_its_groups():
 
 # -- a simulated run, written out and read back --------------------------------------------------
 
-ROUND_TRIP = {
-    "fleet.instances": 4,
-    "startup.before_db_s": uniform(0.5, 1.5),
-    "startup.db_init_timeout_s": 3.0,
-    "database.accept_s": uniform(1.0, 6.0),
-    "restart.policy": "fixed",
-    "restart.initial_backoff_s": 8.0,
-    "restart.max_restarts": 3,
-    "horizon_s": 200.0,
-}
 AFTER_S = 0.75
 
 
 def simulated_export(seed: int):
-    sc = scenario(ROUND_TRIP)
+    sc = scenario(LOG_ROUND_TRIP)
     cols = run_replication(sc, seed).attempts
     rows = [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
     boots = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import scenario, uniform
+from builders import LOG_ROUND_TRIP, scenario
 from cli_helpers import call_main
 from otlp_export import BASE_NS, Boot, boot_object, pool_metrics, write
 
@@ -82,20 +82,9 @@ def test_without_a_mapping_the_children_are_named_and_without_children_timed_who
 
 # -- a simulated run, written as spans and read back ------------------------------------------
 
-ROUND_TRIP = {
-    "fleet.instances": 4,
-    "startup.before_db_s": uniform(0.5, 1.5),
-    "startup.db_init_timeout_s": 3.0,
-    "database.accept_s": uniform(1.0, 6.0),
-    "restart.policy": "fixed",
-    "restart.initial_backoff_s": 8.0,
-    "restart.max_restarts": 3,
-    "horizon_s": 200.0,
-}
-
 
 def test_a_simulated_run_written_as_spans_reads_back_as_the_same_attempts(tmp_path):
-    cols = run_replication(scenario(ROUND_TRIP), 5).attempts
+    cols = run_replication(scenario(LOG_ROUND_TRIP), 5).attempts
     rows = [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
     assert {r["outcome"] for r in rows} == {"ready", "timeout"}
     assert any(r["attempt"] > 1 for r in rows)

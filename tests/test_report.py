@@ -8,36 +8,18 @@ import json
 
 import pytest
 import tomli_w
-from builders import const, scenario, uniform
+from builders import REPORT_SMALL, scenario
 from cli_helpers import call_main
 from doclinks import problems
 from markdown_it import MarkdownIt
 from matplotlib.image import imread
-
-# Three instances behind a one-slot connector that scales out after 2–6 s: it needs a timeout
-# above the current 4 s, so every part of the report has something to say.
-SMALL = {
-    "horizon_s": 120.0,
-    "fleet.instances": 3,
-    "pool.min_size": 2,
-    "pool.max_size": 10,
-    "pool.held_when_ready": 2,
-    "connector.max_instances": 3,
-    "connector.setups_per_instance": 1,
-    "connector.setup_s": const(1.0),
-    "connector.scale_up_delay_s": uniform(2.0, 6.0),
-    "database.max_connections": 20,
-    "startup.db_init_timeout_s": 4.0,
-    "restart.policy": "exponential",
-    "restart.max_restarts": 3,
-}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     path = root / "small.toml"
-    path.write_text(tomli_w.dumps(scenario(SMALL).to_dict()), encoding="utf-8")
+    path.write_text(tomli_w.dumps(scenario(REPORT_SMALL).to_dict()), encoding="utf-8")
     out = root / "out"
     args = ["recommend", str(path), "-n", "400", "--jobs", "1", "--svg", "--out", str(out)]
     assert call_main(*args) == 0
@@ -158,7 +140,7 @@ def test_hopeless_scenario_is_answered_not_searched(tmp_path):
     path = tmp_path / "hopeless.toml"
     sc = scenario(
         {
-            **SMALL,
+            **REPORT_SMALL,
             "fleet.instances": 5,
             "pool.min_size": 20,
             "pool.max_size": 20,

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import const, scenario, uniform
+from builders import REPORT_SMALL, scenario
 
 from sim import advice
 from sim.advice import RareCheck, TargetRow, TimeoutAdvice
@@ -31,19 +31,7 @@ ADDED_BY_THE_FOLDER = ("figure_grid", "simulated_instance_starts", "figures")
 # test_report's small scenario (a timeout above today's 4 s is needed), with a team history and
 # observed failures so that every part of summary.json has something in it.
 SMALL = {
-    "horizon_s": 120.0,
-    "fleet.instances": 3,
-    "pool.min_size": 2,
-    "pool.max_size": 10,
-    "pool.held_when_ready": 2,
-    "connector.max_instances": 3,
-    "connector.setups_per_instance": 1,
-    "connector.setup_s": const(1.0),
-    "connector.scale_up_delay_s": uniform(2.0, 6.0),
-    "database.max_connections": 20,
-    "startup.db_init_timeout_s": 4.0,
-    "restart.policy": "exponential",
-    "restart.max_restarts": 3,
+    **REPORT_SMALL,
     "team.timeout_history_s": [4.0, 8.0],
     "team.observed_failures": 40,
     "team.window_deploys": 20,
