@@ -127,6 +127,9 @@ class Engine:
             self.draw_retry_u,
             self.draw_api,
             _,  # the mixture's: drawn above
+            self.draw_path_fault,
+            self.draw_path_delay,
+            self.draw_phase,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None

@@ -23,6 +23,12 @@ class Reason(StrEnum):
     DEADLINE = "deadline"
     TOO_MANY_CLIENTS = "53300"  # SQLSTATE 53300: max_connections reached
     CONNECT_TIMEOUT = "connect_timeout"
+    # The path failed the connection (docs/model.md, "Path faults"): no capacity or slot involved.
+    CLOSED = "closed"  # "server closed the connection unexpectedly"
+    RESET = "reset"  # "connection reset by peer"
+    HUNG = "hung"  # nothing came back: the client's connect timeout gave it up
+    # A start-up phase's own bound, nested inside the database-init deadline, ran out.
+    PHASE_DEADLINE = "phase_deadline"
     # Measured only: the target's fault, not the start-up path's congestion.
     AUTH = "auth"  # 28000, 28P01, 42501
     DATABASE = "database"  # 3D000: no such database

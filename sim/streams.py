@@ -43,6 +43,10 @@ ROLES = (
     "retry_jitter",
     "cloudsql",
     "mixture",
+    # Reserved for the path-fault and start-up-phase rules (docs/model.md); nothing draws them yet.
+    "path_fault",
+    "path_delay",
+    "phase",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -286,6 +290,9 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         _UNIT,
         _UNIT,
         params(sc.cloudsql.call_s),
+        _UNIT,
+        _UNIT,
+        _UNIT,
         _UNIT,
     ]
 

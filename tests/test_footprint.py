@@ -162,6 +162,9 @@ def test_the_kernels_roles_are_the_streams():
         "RETRY_U": "retry_jitter",
         "API": "cloudsql",
         "MIX": "mixture",
+        "PATH_FAULT": "path_fault",
+        "PATH_DELAY": "path_delay",
+        "PHASE": "phase",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
     assert len(ROLES) == layout.N_ROLES

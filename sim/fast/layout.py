@@ -36,8 +36,23 @@ R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT = range(len(MODEL_REASONS))
 # Connection states, as in sim.engine.
 QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
-ARRIVAL, BEFORE, SETUP_S, ACCEPT_S, QUERIES, AFTER, SCALE, RESTART_U, RETRY_U, API, MIX = range(11)
-N_ROLES = 11
+(
+    ARRIVAL,
+    BEFORE,
+    SETUP_S,
+    ACCEPT_S,
+    QUERIES,
+    AFTER,
+    SCALE,
+    RESTART_U,
+    RETRY_U,
+    API,
+    MIX,
+    PATH_FAULT,
+    PATH_DELAY,
+    PHASE,
+) = range(14)
+N_ROLES = 14
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
