@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sim.cli import calibrate, loadtest, recommend, simulate, sweep, validate
+from sim.cli import calibrate, diagnose, loadtest, recommend, simulate, sweep, validate
 from sim.cli.options import flag
 from sim.errors import StartsimError, UsageError
 
@@ -33,6 +33,7 @@ app.command("connector-emulator")(loadtest.connector_emulator)
 app.command("scenarios")(simulate.list_scenarios)
 app.command("calibrate")(calibrate.calibrate_cmd)
 app.command("validate")(validate.validate_cmd)
+app.command("diagnose")(diagnose.diagnose_cmd)
 
 err = Console(stderr=True)
 

@@ -1,0 +1,532 @@
+"""``startsim diagnose``: which story can produce what the logs show, before any recommendation.
+
+Six **signals** are computed by one function, :func:`signals`, from attempt records (the columns of
+:data:`sim.records.ATTEMPT_COLUMNS`, plus ``deploy``): once on the records read from the logs, once
+on every simulated replication of each hypothesis (a replication is one deploy). Each signal is
+then tested per hypothesis with a posterior-predictive p-value (how often the hypothesis gives
+something at least as far from its own prediction as the observation is), the p-values of one
+hypothesis are combined by Holm's rule at ``alpha``, and a hypothesis with any signal rejected
+"cannot produce" what was observed. Those that can are ranked by the likelihood of the observed
+failure times and error kinds under each. docs/diagnose.md has the method and its error rates.
+
+No file is read or written here: the CLI reads the logs (``sim.calibrate``'s readers), the report
+writer (``sim.report.diagnose``) writes the files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.predictive import (
+    BOUND_CONFIDENCE,
+    DEADLINE_TOLERANCE_S,
+    binned,
+    categorical_p,
+    holm,
+    ks_p,
+    mean_p,
+    refusal_p,
+    time_bins,
+)
+from sim.records import Outcome, Reason
+from sim.stats import wilson
+
+# The test per hypothesis: Holm over its measured signals, family-wise error rate ALPHA.
+ALPHA = 0.01
+# Assumed: a deploy's instances started within about 3 s (R2); a new instance (not a replacement:
+# the readers join those to their chain, R3) more than this after the previous one is a new deploy.
+DEPLOY_GAP_S = 5.0
+# In the order the verdicts name them (the first ones win a tie).
+SIGNALS = (
+    "failure_time_in_phase_s",
+    "starts_per_deploy",
+    "refusals",
+    "error_kinds",
+    "failures_per_deploy",
+    "restart_cadence_s",
+)
+UNCLASSIFIED = "unclassified"
+# What a log can tell apart: a client's own timeout reads the same whether the connector queued
+# the connection (connect_timeout), the path swallowed it (hung) or a deadline cut the phase.
+REASON_FAMILIES = {
+    Reason.TOO_MANY_CLIENTS.value: "refused",
+    Reason.CLOSED.value: "closed by the path",
+    Reason.RESET.value: "closed by the path",
+    Reason.DEADLINE.value: "timed out",
+    Reason.CONNECT_TIMEOUT.value: "timed out",
+    Reason.HUNG.value: "timed out",
+    Reason.PHASE_DEADLINE.value: "timed out",
+}
+FAMILY_NAMES = ("refused", "closed by the path", "timed out", "other")
+_REASONS = {r.value for r in Reason}
+Records = dict[str, np.ndarray]
+
+
+def reason_of(outcome: str, reason: str) -> str:
+    """A failed attempt's reason in the model's vocabulary; a start-up log gives only the outcome
+    (timeout: the deadline; rejected: 53300); anything else (``exit(3)``) is unclassified."""
+    if reason in _REASONS:
+        return reason
+    if not reason and outcome == Outcome.TIMEOUT:
+        return Reason.DEADLINE.value
+    if not reason and outcome == Outcome.REJECTED:
+        return Reason.TOO_MANY_CLIENTS.value
+    return UNCLASSIFIED
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The six signals of one set of records (one deploy per distinct ``deploy`` value). Each
+    per-failure or per-restart value carries the index of its deploy (``*_deploy``), so a test
+    can draw whole deploys: attempts of one deploy share its connector, database and path."""
+
+    failure_time_in_phase_s: np.ndarray  # failed attempts: time from their phase's start
+    failure_time_deploy: np.ndarray
+    failure_reasons: np.ndarray  # every failed attempt's reason (reason_of)
+    failure_deploy: np.ndarray
+    starts_per_deploy: np.ndarray  # instances (chains) per deploy
+    failures_per_deploy: np.ndarray
+    restart_cadence_s: np.ndarray  # start to the next start of the same instance (chain)
+    restart_cadence_deploy: np.ndarray
+    failing_phases: dict[str, int] = field(default_factory=dict)  # when records name the phase
+
+    @property
+    def failures(self) -> int:
+        return int(self.failure_reasons.size)
+
+    @property
+    def error_kinds(self) -> dict[str, int]:
+        """Failures by reason (the error-kinds histogram)."""
+        return dict(sorted(Counter(self.failure_reasons.tolist()).items()))
+
+    @property
+    def classified(self) -> int:
+        """Failures whose reason is known."""
+        return int(np.sum(self.failure_reasons != UNCLASSIFIED))
+
+    @property
+    def refusals(self) -> int:
+        return int(np.sum(self.failure_reasons == Reason.TOO_MANY_CLIENTS.value))
+
+    @property
+    def deploys(self) -> int:
+        return int(self.starts_per_deploy.size)
+
+    def families(self) -> np.ndarray:
+        """Classified failures by family (:data:`FAMILY_NAMES`), one row per deploy."""
+        out = np.zeros((self.deploys, len(FAMILY_NAMES)))
+        known = self.failure_reasons != UNCLASSIFIED
+        fam = [
+            FAMILY_NAMES.index(REASON_FAMILIES.get(r, "other")) for r in self.failure_reasons[known]
+        ]
+        np.add.at(out, (self.failure_deploy[known], fam), 1)
+        return out
+
+
+def signals(rec: Records) -> Signals:
+    """Every signal of ``rec``: columns ``deploy``, ``instance``, ``attempt``, ``start_s``,
+    ``db_init_start_s``, ``db_init_s``, ``outcome``, ``reason``; with ``phase_start_s`` (and
+    ``phase``) a failure's time is counted from the start of the phase it failed in."""
+    outcome = np.asarray(rec["outcome"]).astype(str)
+    failed = outcome != Outcome.READY.value
+    times = np.asarray(rec["db_init_s"], dtype=float)
+    if "phase_start_s" in rec:
+        start = np.asarray(rec["phase_start_s"], dtype=float)
+        end = np.asarray(rec["db_init_start_s"], dtype=float) + times
+        times = np.where(np.isfinite(start), end - start, times)
+    reasons = np.array(
+        [
+            reason_of(o, r)
+            for o, r in zip(
+                outcome[failed], np.asarray(rec["reason"]).astype(str)[failed], strict=True
+            )
+        ],
+        dtype=object,
+    ).astype(str)
+    phases = Counter(np.asarray(rec["phase"]).astype(str)[failed]) if "phase" in rec else {}
+    index, starts, cadence, cadence_deploy = _per_deploy(rec)
+    deploy = index[failed]
+    t = times[failed]
+    timed = np.isfinite(t)
+    fails = np.bincount(deploy, minlength=starts.size).astype(float)
+    return Signals(
+        failure_time_in_phase_s=t[timed],
+        failure_time_deploy=deploy[timed],
+        failure_reasons=reasons,
+        failure_deploy=deploy,
+        starts_per_deploy=starts,
+        failures_per_deploy=fails,
+        restart_cadence_s=cadence,
+        restart_cadence_deploy=cadence_deploy,
+        failing_phases=dict(sorted(phases.items())),
+    )
+
+
+def _per_deploy(rec: Records):
+    """Each row's deploy index, instances per deploy, and the restart cadences with theirs."""
+    deploy = np.asarray(rec["deploy"])
+    names = sorted(set(deploy.tolist()))
+    position = {d: k for k, d in enumerate(names)}
+    index = np.array([position[d] for d in deploy.tolist()], dtype=int)
+    chains: dict[tuple, list[tuple[int, float]]] = {}
+    for d, i, a, s in zip(index, rec["instance"], rec["attempt"], rec["start_s"], strict=True):
+        chains.setdefault((int(d), i), []).append((int(a), float(s)))
+    starts = np.bincount([d for d, _ in chains], minlength=len(names)).astype(float)
+    gaps = [(d, b[1] - a[1]) for (d, _), c in chains.items() for a, b in _pairs(sorted(c))]
+    cadence = np.array([g for _, g in gaps], dtype=float)
+    return index, starts, cadence, np.array([d for d, _ in gaps], dtype=int)
+
+
+def _pairs(seq):
+    return itertools.pairwise(seq)
+
+
+# -- the observed records -------------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """The logs' records as :func:`signals` takes them, and what they cannot measure."""
+
+    records: Records
+    sources: list[str]
+    deploys: int
+    not_measured: dict[str, str] = field(default_factory=dict)  # signal -> why
+    server_refusals: int | None = None  # 53300s in a server log, when one was given
+
+
+def observed(runs: list) -> Observed:
+    """The readers' runs (:class:`sim.calibrate.inputs.Run`) as records. Deploys: every new
+    instance (a chain's first start, replacements joined by the readers) starting within
+    :data:`DEPLOY_GAP_S` of the previous one, across runs, belongs to the same deploy."""
+    rows = []
+    for r in runs:
+        timed = not (r.kind == "log" and r.phase_map is None)  # else: whole start, not the phase
+        for a in [*r.attempts, *r.censored]:
+            rows.append((r, a, timed))
+    if not rows:
+        from sim.errors import UsageError
+
+        names = ", ".join(r.source for r in runs)
+        raise UsageError(f"{names}: no start attempts in them", "inputs", names)
+    t0 = min(a.start_unix_s for _, a, _ in rows)
+    first: dict[tuple, float] = {}
+    for r, a, _ in rows:
+        key = (r.run_id, r.source, a.instance)
+        first[key] = min(first.get(key, math.inf), a.start_unix_s)
+    deploy_of = _deploys(first)
+    rec = {k: [] for k in ("deploy", "instance", "attempt", "start_s", "db_init_start_s")}
+    rec |= {"db_init_s": [], "outcome": [], "reason": []}
+    for r, a, timed in rows:
+        key = (r.run_id, r.source, a.instance)
+        rec["deploy"].append(deploy_of[key])
+        rec["instance"].append("/".join(key))
+        rec["attempt"].append(a.attempt)
+        rec["start_s"].append(a.start_unix_s - t0)
+        rec["db_init_start_s"].append(a.start_unix_s - t0 + a.before_db_s)
+        cut = bool(a.censored)  # lines end before the outcome: a start, not a failure time
+        rec["db_init_s"].append(a.db_init_s if timed and not cut else math.nan)
+        rec["outcome"].append(Outcome.READY.value if cut else a.outcome)
+        rec["reason"].append("" if cut else a.reason)
+    records = {k: np.array(v) for k, v in rec.items()}
+    servers = [r.server for r in runs if r.server is not None]
+    out = Observed(records, [r.source for r in runs], len(set(deploy_of.values())))
+    out.server_refusals = sum(s.refusals for s in servers) if servers else None
+    out.not_measured = _not_measured(signals(records), runs, out.server_refusals)
+    return out
+
+
+def _deploys(first: dict[tuple, float]) -> dict[tuple, int]:
+    out, deploy, last = {}, -1, -math.inf
+    for key, t in sorted(first.items(), key=lambda kv: kv[1]):
+        if t - last > DEPLOY_GAP_S:
+            deploy += 1
+        out[key], last = deploy, t
+    return out
+
+
+def _not_measured(s: Signals, runs: list, server_refusals: int | None) -> dict[str, str]:
+    why = {}
+    if s.failures == 0:
+        for name in ("failure_time_in_phase_s", "refusals", "error_kinds"):
+            why[name] = "no failed start in the logs"
+    elif s.failure_time_in_phase_s.size == 0:
+        why["failure_time_in_phase_s"] = (
+            "the logs time whole starts, not the phase that failed (give --phase-pattern and "
+            "--phases for a Cloud Logging export)"
+        )
+    if s.failures and s.classified == 0:
+        why["error_kinds"] = (
+            f"no failure's reason is known ({', '.join(_raw_reasons(runs))}): the records say "
+            "how a start ended, not why a connection failed"
+        )
+        if server_refusals is None:
+            why["refusals"] = why["error_kinds"] + "; a PostgreSQL server log would count 53300s"
+    if s.restart_cadence_s.size == 0:
+        why["restart_cadence_s"] = "no instance started more than once (no replacement seen)"
+    return why
+
+
+def _raw_reasons(runs: list) -> list[str]:
+    seen = Counter(
+        a.reason or a.outcome for r in runs for a in r.attempts if a.outcome != Outcome.READY
+    )
+    return [f"{k} {n}" for k, n in seen.most_common(3)]
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Test:
+    """One signal tested against one hypothesis."""
+
+    signal: str
+    p_value: float | None  # None: not comparable (the hypothesis produced nothing to compare)
+    method: str
+    observed: dict
+    predicted: dict
+    note: str = ""
+    adjusted_p: float | None = None
+    rejected: bool = False
+
+
+def deadlines(sc) -> list[float]:
+    """The bounds a hypothesis cuts an attempt at: the connection's and database init's."""
+    return sorted({float(sc.pool.connect_timeout_s), float(sc.startup.db_init_timeout_s)})
+
+
+# -- hypotheses -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Hypothesis:
+    """A hypothesis's simulated signals, its tests against the observation and its verdict."""
+
+    name: str
+    source: str
+    replications: int
+    simulated: Signals
+    tests: list[Test] = field(default_factory=list)
+    log_likelihood: float | None = None  # of the observed failure-time bins and error families
+    rank: int | None = None  # among those that can produce the observation, 1 = best
+
+    @property
+    def survives(self) -> bool:
+        return not any(t.rejected for t in self.tests)
+
+    @property
+    def deciding(self) -> list[Test]:
+        return [t for t in self.tests if t.rejected]
+
+    @property
+    def min_adjusted_p(self) -> float | None:
+        ps = [t.adjusted_p for t in self.tests if t.adjusted_p is not None]
+        return min(ps) if ps else None
+
+    @property
+    def verdict(self) -> str:
+        return "can produce what was observed" if self.survives else "cannot produce it"
+
+
+def simulated_records(results) -> Records:
+    """A run's attempt records (``sim.runner.Results``) with each replication as one deploy."""
+    rec = dict(results.attempts)
+    rec["deploy"] = rec["replication"]
+    return rec
+
+
+@dataclass
+class Diagnosis:
+    observed: Observed
+    signals: Signals
+    hypotheses: list[Hypothesis]
+    edges: np.ndarray
+    bin_labels: list[str]
+    alpha: float
+    seed: int
+
+    @property
+    def supported(self) -> Hypothesis | None:
+        ranked = [h for h in self.hypotheses if h.rank is not None]
+        return min(ranked, key=lambda h: h.rank) if ranked else None
+
+
+def diagnose(
+    obs: Observed,
+    simulated: list[tuple[str, str, object, Records, int]],
+    *,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> Diagnosis:
+    """Test every hypothesis against ``obs``. ``simulated``: (name, source, scenario, records,
+    replications) per hypothesis. The failure-time bins are common to all hypotheses (every
+    hypothesis's bounds), so their likelihoods compare."""
+    s_obs = signals(obs.records)
+    bounds = sorted({d for _, _, sc, _, _ in simulated for d in deadlines(sc)})
+    edges, labels = time_bins(bounds)
+    out = []
+    for k, (name, source, _sc, rec, n) in enumerate(simulated):
+        rng = np.random.default_rng([seed, k])
+        h = Hypothesis(name, source, n, signals(rec))
+        h.tests, h.log_likelihood = _tests(obs, s_obs, h.simulated, edges, labels, rng)
+        for t, adjusted in zip(h.tests, holm([t.p_value for t in h.tests]), strict=True):
+            t.adjusted_p, t.rejected = adjusted, adjusted is not None and adjusted <= alpha
+        out.append(h)
+    # Ranked: those that can produce it, by the observed failures' likelihood (the higher, the
+    # better), then by their weakest Holm-adjusted p.
+    alive = sorted(
+        (h for h in out if h.survives),
+        key=lambda h: (-(h.log_likelihood or 0.0), -(h.min_adjusted_p or 1.0)),
+    )
+    for rank, h in enumerate(alive, start=1):
+        h.rank = rank
+    return Diagnosis(obs, s_obs, out, edges, labels, alpha, seed)
+
+
+def _tests(obs: Observed, o: Signals, s: Signals, edges, labels, rng):
+    tests, lls = [], []
+    skip = obs.not_measured
+    if "failure_time_in_phase_s" not in skip:
+        t, ll = _time_test(o, s, edges, labels, rng)
+        tests.append(t)
+        lls.append(ll)
+    if "refusals" not in skip:
+        tests.append(_refusal_test(obs, o, s))
+    if "error_kinds" not in skip:
+        t, ll = _kinds_test(o, s, rng)
+        tests.append(t)
+        lls.append(ll)
+    for name in ("starts_per_deploy", "failures_per_deploy"):
+        x, y = getattr(o, name), getattr(s, name)
+        seen = {"mean": float(x.mean()), "deploys": int(x.size), "values": _few(x)}
+        method = "predictive: mean of as many whole simulated deploys, two-sided"
+        tests.append(Test(name, mean_p(x, y, rng), method, seen, _spread(y)))
+    if "restart_cadence_s" not in skip:
+        tests.append(_cadence_test(o, s, rng))
+    tests.sort(key=lambda t: SIGNALS.index(t.signal))
+    lls = [x for x in lls if x is not None]
+    return tests, (sum(lls) if lls else None)
+
+
+def _cadence_test(o: Signals, s: Signals, rng) -> Test:
+    x, y = o.restart_cadence_s, s.restart_cadence_s
+    p, d = ks_p(x, y, s.restart_cadence_deploy, s.deploys, o.deploys, rng)
+    seen = {"median_s": float(np.median(x)), "n": int(x.size), "ks_distance": d}
+    note = "" if p is not None else "the hypothesis never starts an instance twice"
+    method = (
+        f"predictive: Kolmogorov–Smirnov distance with {DEADLINE_TOLERANCE_S:g} s slack, "
+        "whole simulated deploys"
+    )
+    return Test("restart_cadence_s", p, method, seen, _spread(y), note)
+
+
+def _time_test(o: Signals, s: Signals, edges, labels, rng):
+    x = binned(o.failure_time_in_phase_s, o.failure_time_deploy, o.deploys, edges).sum(axis=0)
+    y = binned(s.failure_time_in_phase_s, s.failure_time_deploy, s.deploys, edges)
+    seen = {
+        "median_s": float(np.median(o.failure_time_in_phase_s)),
+        "n": int(x.sum()),
+        "bins": dict(zip(labels, x.astype(int).tolist(), strict=True)),
+    }
+    p, ll = categorical_p(x, y, o.deploys, rng)
+    if p is None:
+        why = "the hypothesis produced no failure: failures_per_deploy decides"
+        return Test("failure_time_in_phase_s", None, "binned", seen, {"n": 0}, why), None
+    pooled = y.sum(axis=0)
+    predicted = {
+        "median_s": float(np.median(s.failure_time_in_phase_s)),
+        "n": int(pooled.sum()),
+        "shares": dict(zip(labels, (pooled / pooled.sum()).round(4).tolist(), strict=True)),
+    }
+    method = (
+        f"predictive: divergence of the shares over {len(labels)} bins, one at each bound "
+        f"(± {DEADLINE_TOLERANCE_S:g} s: censored at the deadline), whole simulated deploys"
+    )
+    return Test("failure_time_in_phase_s", p, method, seen, predicted), ll
+
+
+def _refusal_test(obs: Observed, o: Signals, s: Signals) -> Test:
+    if o.classified:
+        r, k, where = o.refusals, o.classified, "failures whose reason is known"
+    else:
+        r, k, where = min(obs.server_refusals or 0, o.failures), o.failures, "the server log"
+    seen = {"refusals": r, "failures": k, "share": r / k, "from": where}
+    if s.classified == 0:
+        why = "the hypothesis produced no failure: failures_per_deploy decides"
+        return Test("refusals", None, "binomial", seen, {"failures": 0}, why)
+    low, high = wilson(s.refusals, s.classified, BOUND_CONFIDENCE)
+    predicted = {
+        "refusals": s.refusals,
+        "failures": s.classified,
+        "share": s.refusals / s.classified,
+        "share_low": low,
+        "share_high": high,
+    }
+    method = f"binomial, the simulated share at its {BOUND_CONFIDENCE:.0%} Wilson bound, two-sided"
+    return Test("refusals", refusal_p(r, k, s.refusals, s.classified), method, seen, predicted)
+
+
+def _kinds_test(o: Signals, s: Signals, rng):
+    x, y = o.families().sum(axis=0), s.families()
+    seen = {
+        "kinds": o.error_kinds,
+        "families": dict(zip(FAMILY_NAMES, x.astype(int).tolist(), strict=True)),
+    }
+    p, ll = categorical_p(x, y, o.deploys, rng)
+    if p is None:
+        why = "the hypothesis produced no failure: failures_per_deploy decides"
+        return Test("error_kinds", None, "families", seen, {"kinds": {}}, why), None
+    pooled = y.sum(axis=0)
+    predicted = {
+        "kinds": s.error_kinds,
+        "shares": dict(zip(FAMILY_NAMES, (pooled / pooled.sum()).round(4).tolist(), strict=True)),
+    }
+    method = (
+        "predictive: divergence of the shares of the families refused, closed by the path, "
+        "timed out and other, whole simulated deploys"
+    )
+    return Test("error_kinds", p, method, seen, predicted), ll
+
+
+def _few(x: np.ndarray, most: int = 20) -> list[float]:
+    return [float(v) for v in x[:most]]
+
+
+def _spread(y: np.ndarray) -> dict:
+    if y.size == 0:
+        return {"n": 0}
+    q = np.percentile(y, [5, 50, 95])
+    return {"mean": float(y.mean()), "p5": q[0], "p50": q[1], "p95": q[2], "n": int(y.size)}
+
+
+# -- the shipped hypotheses -----------------------------------------------------------------------
+
+
+def shipped_hypotheses() -> list[str]:
+    """Names of the hypotheses shipped in ``sim/scenarios/hypotheses/``."""
+    from importlib import resources
+
+    folder = resources.files("sim") / "scenarios" / "hypotheses"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_hypothesis(name_or_path: str):
+    """(scenario, where it came from): a shipped hypothesis by name, else any scenario
+    (a shipped scenario's name or a TOML file, as every command takes it)."""
+    from importlib import resources
+
+    from sim import scenario as scenarios
+
+    if name_or_path in shipped_hypotheses():
+        res = resources.files("sim") / "scenarios" / "hypotheses" / f"{name_or_path}.toml"
+        where = f"{name_or_path} (built-in hypothesis)"
+        return scenarios.loads(res.read_text(encoding="utf-8"), where), where
+    return scenarios.resolve(name_or_path), name_or_path
