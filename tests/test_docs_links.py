@@ -37,7 +37,9 @@ MARKDOWN = sorted(
     ]
 )
 NOTEBOOKS = sorted(REPO.glob("notebooks/*.ipynb"))
-SCENARIOS = sorted(REPO.glob("sim/scenarios/*.toml"))
+SCENARIOS = sorted(
+    [*REPO.glob("sim/scenarios/*.toml"), *REPO.glob("sim/scenarios/hypotheses/*.toml")]
+)
 
 
 def rel(path: Path) -> str:

@@ -231,6 +231,7 @@ HEDGES = re.compile(r"assum|hypothe|not given|not the incident|what-if|capacity-
 
 def _shipped_texts():
     for pattern in ("README.md", "docs/*.md", "sim/scenarios/*.toml", "notebooks/*.ipynb",
+                    "sim/scenarios/hypotheses/*.toml",
                     "results/example/*.md", "examples/*.py"):  # fmt: skip
         yield from sorted(ROOT.glob(pattern))
 
