@@ -338,3 +338,38 @@ def test_a_bad_hypothesis_exits_2_naming_the_file_and_the_field(tmp_path, capsys
     assert code == 2 and "bad.toml" in err and "min_size" in err
     with pytest.raises(ScenarioError):
         load_hypothesis(str(bad))
+
+
+def test_a_cloud_logging_export_says_what_it_cannot_measure(tmp_path, capsys):
+    # Two deploys as in R2-R3 (tests/cloudlogging_export.py): two instances each, every start
+    # failing database init after 20 s with exit(3), replaced about 8 s after its exit. An exit
+    # code is no reason: refusals and error kinds are not measured, and no verdict rests on them.
+    from cloudlogging_export import PATTERN, SERVICE, crash_loop, export, write
+
+    boots = crash_loop() + crash_loop(f"{SERVICE}-00008-zor", at_s=900.0)
+    log = write(tmp_path / "export.json", export(boots))
+    out = tmp_path / "out"
+    args = ["--phase-pattern", PATTERN, "--phases", "before=config;database=db;after=warm"]
+    args += ["--hypothesis", "capacity", "-n", "5", "--out", str(out), "--json"]
+    assert call_main("diagnose", str(log), *args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["not_measured"]) == {"refusals", "error_kinds"}
+    assert doc["observed"]["signals"]["refusals"] == {
+        "not_measured": doc["not_measured"]["refusals"]
+    }
+    tested = [t["signal"] for t in doc["hypotheses"][0]["tests"]]
+    assert "refusals" not in tested and "error_kinds" not in tested
+    seen = doc["observed"]["signals"]
+    assert seen["starts_per_deploy"]["values"] == [2.0, 2.0]  # two new instances a deploy
+    assert seen["failure_time_in_phase_s"]["median"] == pytest.approx(20.0)
+    # Start to the replacement's start: config 0.8 (0.9 the second time) + db 20 + exit 1.5 +
+    # 6.5 s: 28.8 s, then 28.9 s.
+    assert seen["restart_cadence_s"]["median"] == pytest.approx(28.85, abs=0.01)
+    md = (out / "diagnose.md").read_text(encoding="utf-8")
+    assert (
+        "- `refusals`: no failure's reason is known (exit(3) 8)" in md.split("## Not measured")[1]
+    )
+    # Without the phase lines, starts are timed whole: no failure time within a phase either.
+    assert call_main("diagnose", str(log), *args[4:]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "failure_time_in_phase_s" in doc["not_measured"]
