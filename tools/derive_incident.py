@@ -211,8 +211,14 @@ def derive(repo: Path) -> tuple[list[dict], dict]:
             raise SystemExit(f"two instance ids end in {short}: keep more digits")
         kept.append(out)
     kept.sort(key=lambda x: (x["timestamp"], x["insertId"]))
+    requests = [e.get("httpRequest") or e.get("http_request") for e in unique.values()]
+    requests = [r for r in requests if r]
     report = {
         "raw entries, distinct": len(unique),
+        "request logs by status": dict(sorted(Counter(r.get("status") for r in requests).items())),
+        "request logs, longest latency (s)": max(
+            (float(str(r.get("latency") or "0s").rstrip("s")) for r in requests), default=0.0
+        ),
         "dropped": dict(sorted(dropped.items())),
         "refused (too many clients, remaining connection slots, 53300, connection refused)": sum(
             bool(REFUSED.search(t)) for t in texts
