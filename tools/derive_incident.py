@@ -8,7 +8,8 @@ turns them into one JSON-lines file of minimal LogEntry objects that
 ``startsim calibrate --format cloud-logging`` reads (docs/incident/README.md), keeping only:
 
 - Cloud Run's own lines (``Starting new instance. Reason: …``, ``Default STARTUP TCP probe
-  succeeded …``, ``Container called exit(3).``) and the deploys' audit entries (method, revision);
+  succeeded …``, ``Container called exit(3).``) and the deploys' audit entries (method, gcloud
+  command);
 - the service's start-up markers and error kinds, each reduced to the words that carry the fact
   (the phase's number, "server closed the connection unexpectedly", "initialization timeout after
   25.0s", "ModuleNotFoundError"): no stack trace, no URL, no secret.
@@ -16,7 +17,7 @@ turns them into one JSON-lines file of minimal LogEntry objects that
 The project id becomes ``<project>``, instance ids keep their last 16 hex digits, and a
 timestamp, a severity, a revision and the insertId (for de-duplication) are all else an entry has.
 
-    python tools/derive_incident.py derive /work/.mirror/netra-systems+zen/repo \
+    python tools/derive_incident.py derive /path/to/netra-systems/zen \
         -o docs/incident/derived-logs.jsonl
     python tools/derive_incident.py measure docs/incident/derived-logs.jsonl
 
@@ -130,7 +131,8 @@ def has_payload(e: dict) -> bool:
 
 
 def audit(e: dict) -> dict | None:
-    """A deploy's audit entry, reduced to its method (and the revision it made ready)."""
+    """A deploy's audit entry, reduced to its method and gcloud command (or, for a revision's
+    status, that it became ready)."""
     for key in ("jsonPayload", "json_payload"):
         p = e.get(key)
         if isinstance(p, dict) and str(p.get("@type", "")).endswith("AuditLog"):
