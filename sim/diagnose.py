@@ -27,6 +27,7 @@ from sim.predictive import (
     DEADLINE_TOLERANCE_S,
     binned,
     categorical_p,
+    effective,
     holm,
     ks_p,
     mean_p,
@@ -34,7 +35,7 @@ from sim.predictive import (
     time_bins,
 )
 from sim.records import Outcome, Reason
-from sim.stats import wilson
+from sim.stats import clustered_proportion
 
 # The test per hypothesis: Holm over its measured signals, family-wise error rate ALPHA.
 ALPHA = 0.01
@@ -460,16 +461,37 @@ def _refusal_test(obs: Observed, o: Signals, s: Signals) -> Test:
     if s.classified == 0:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
         return Test("refusals", None, "binomial", seen, {"failures": 0}, why)
-    low, high = wilson(s.refusals, s.classified, BOUND_CONFIDENCE)
+    known = s.failure_reasons != UNCLASSIFIED
+    refused = s.failure_reasons[known] == Reason.TOO_MANY_CLIENTS.value
+    share = clustered_proportion(refused, s.failure_deploy[known], BOUND_CONFIDENCE)
+    deff = _design_effect(share, s.failure_deploy[known], o.failure_deploy, k)
+    r_eff, k_eff = effective(r, k, deff)
     predicted = {
         "refusals": s.refusals,
         "failures": s.classified,
-        "share": s.refusals / s.classified,
-        "share_low": low,
-        "share_high": high,
+        "share": share.estimate,
+        "share_low": share.ci_low,
+        "share_high": share.ci_high,
+        "design_effect": deff,
+        "observed_as": {"refusals": r_eff, "failures": k_eff},
     }
-    method = f"binomial, the simulated share at its {BOUND_CONFIDENCE:.0%} Wilson bound, two-sided"
-    return Test("refusals", refusal_p(r, k, s.refusals, s.classified), method, seen, predicted)
+    method = (
+        f"binomial, the simulated share at its {BOUND_CONFIDENCE:.0%} clustered Wilson bound, "
+        "the failures counted over the simulated design effect, two-sided"
+    )
+    p = refusal_p(r_eff, k_eff, share.ci_low, share.ci_high)
+    return Test("refusals", p, method, seen, predicted)
+
+
+def _design_effect(share, sim_deploys: np.ndarray, obs_deploys: np.ndarray, k: int) -> float:
+    """The observed failures' design effect, 1 + (m − 1) ρ: ρ, the failures' correlation within
+    a deploy, from the simulated design effect at the simulated failures per deploy; m, the
+    observed failures per deploy that has any."""
+    m_sim = share.trials / max(np.unique(sim_deploys).size, 1)
+    deff_sim = share.trials / share.effective_trials if share.effective_trials else 1.0
+    rho = min(1.0, max(0.0, (deff_sim - 1) / (m_sim - 1))) if m_sim > 1 else 0.0
+    m_obs = k / max(np.unique(obs_deploys).size, 1)
+    return 1 + max(m_obs - 1, 0.0) * rho
 
 
 def _kinds_test(o: Signals, s: Signals, rng):

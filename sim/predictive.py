@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.stats import wilson
-
 # Predictive draws per test: the smallest p a test can give is 1 / (DRAWS + 1), so that even six
 # Holm-adjusted signals can reach ALPHA (6 × 2 / 2001 < 0.01).
 DRAWS = 2000
 # Assumed: a process stops a few ms after its own deadline and a log line lands up to a few hundred
 # ms later (R6: "≈ 10.2 s" for a 10 s bound); a failure this close to a deadline is "at" it.
 DEADLINE_TOLERANCE_S = 0.5
-# The confidence of the Wilson bounds on a simulated refusal share: a finite simulation never
-# claims a share of exactly 0 or 1.
+# The confidence of the bounds on a simulated refusal share: a finite simulation never claims a
+# share of exactly 0 or 1.
 BOUND_CONFIDENCE = 0.99
 
 
@@ -131,17 +129,26 @@ def _ks(samples: np.ndarray, pool: np.ndarray, tol: float = DEADLINE_TOLERANCE_S
     return np.maximum((i / n - above).max(axis=1), (below - (i - 1) / n).max(axis=1)).clip(0)
 
 
-def refusal_p(refusals: int, failures: int, sim_refusals: int, sim_failures: int) -> float:
+def refusal_p(refusals: int, failures: int, share_low: float, share_high: float) -> float:
     """Two-sided P(a count of refusals at least as extreme as ``refusals`` in ``failures``) when
-    each failure is a refusal with the simulated share; the share is taken at its Wilson bound
-    (:data:`BOUND_CONFIDENCE`) on the side that favours the hypothesis, so a finite simulation
-    never makes an observation impossible."""
+    each failure is a refusal with the simulated share, taken at its lower bound for the low tail
+    and at its upper bound for the high tail (the side that favours the hypothesis), so a finite
+    simulation never makes an observation impossible: "no refusal in k failures" is
+    2 × (1 − share_low)^k."""
     from scipy.stats import binom
 
-    low, high = wilson(sim_refusals, sim_failures, BOUND_CONFIDENCE)
-    at_most = float(binom.cdf(refusals, failures, low))
-    at_least = float(binom.sf(refusals - 1, failures, high))
+    at_most = float(binom.cdf(refusals, failures, share_low))
+    at_least = float(binom.sf(refusals - 1, failures, share_high))
     return min(1.0, 2 * min(at_most, at_least))
+
+
+def effective(refusals: int, failures: int, design_effect: float) -> tuple[int, int]:
+    """The observed count read as ``failures / design_effect`` independent failures (failures of
+    one deploy share its cause), with the same share, at least one failure, and a refusal kept
+    as at least one."""
+    k = max(1, round(failures / max(design_effect, 1.0)))
+    r = round(refusals * k / failures) if failures else 0
+    return (max(r, 1) if refusals else 0), k
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:

@@ -29,11 +29,12 @@ from sim.diagnose import (
 )
 from sim.errors import ScenarioError
 from sim.output import scenario_toml
-from sim.predictive import categorical_p, holm, mean_p, refusal_p, time_bins
+from sim.predictive import categorical_p, effective, holm, mean_p, refusal_p, time_bins
 from sim.provenance import INCIDENT_FACTS
 from sim.records import Outcome, Reason
 from sim.runner import simulate
 from sim.scenario import Scenario
+from sim.stats import wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 # The path-fault hypothesis needs the scenario's [path] section (branch `path`): until it is
@@ -106,12 +107,24 @@ def test_no_refusal_in_ten_failures_by_hand():
     z = 2.5758293035489
     low = (0.5 + z * z / 200 - z * math.sqrt(0.25 / 100 + z * z / 40000)) / (1 + z * z / 100)
     assert low == pytest.approx(0.37528, abs=1e-5)
-    assert refusal_p(0, 10, 50, 100) == pytest.approx(2 * (1 - low) ** 10, rel=1e-9)
+    assert wilson(50, 100, 0.99)[0] == pytest.approx(low, rel=1e-9)
+    assert refusal_p(0, 10, low, 0.6) == pytest.approx(2 * (1 - low) ** 10, rel=1e-9)
+    assert refusal_p(0, 10, low, 0.6) == pytest.approx(0.0181, abs=1e-4)
     # A simulation that never refused cannot make a refusal impossible: its share's upper bound
-    # is z²/n / (1 + z²/n) = 0.06221 at n = 100, so P(1 or more of 10) = 1 - (1 - 0.06221)^10.
+    # is z²/n / (1 + z²/n) = 0.06221 at n = 100, so P(1 or more of 10) = 1 - (1 - 0.06221)^10,
+    # twice.
     high = (z * z / 100) / (1 + z * z / 100)
-    assert refusal_p(1, 10, 0, 100) == pytest.approx(2 * (1 - (1 - high) ** 10), rel=1e-9)
-    assert refusal_p(0, 10, 0, 100) == 1.0  # none observed, none predicted
+    assert wilson(0, 100, 0.99)[1] == pytest.approx(high, rel=1e-9)
+    assert refusal_p(1, 10, 0.0, high) == pytest.approx(2 * (1 - (1 - high) ** 10), rel=1e-9)
+    assert refusal_p(0, 10, 0.0, high) == 1.0  # none observed, none predicted
+
+
+def test_failures_of_one_deploy_count_once_per_design_effect():
+    # 48 failures, no refusal, a design effect of 10: 4.8 independent failures, rounded to 5.
+    assert effective(0, 48, 10.0) == (0, 5)
+    # 1 refusal in 48 stays at least one; 48 in 48 stay all.
+    assert effective(1, 48, 10.0) == (1, 5) and effective(48, 48, 10.0) == (5, 5)
+    assert effective(3, 30, 0.5) == (3, 30)  # a design effect below 1 counts as 1
 
 
 def test_holm_by_hand():

@@ -10,7 +10,6 @@ import numpy as np
 
 from sim.diagnose import ALPHA, DEPLOY_GAP_S, SIGNALS, Diagnosis, Signals
 from sim.predictive import DEADLINE_TOLERANCE_S, DRAWS, ecdf_band
-from sim.stats import wilson
 from sim.verdicts import observed_phrase, predicted_phrase, sentence, verdict
 
 RULE = (
@@ -163,7 +162,7 @@ def figure(d: Diagnosis, folder: Path) -> str:
     _bar_panel(axes[0][1], d, o.starts_per_deploy, "starts_per_deploy", "instances starting")
     axes[0][1].set_title("starts per deploy (5–95 % of simulated deploys)", fontsize=10)
     _refusal_panel(axes[1][1], d)
-    axes[1][1].set_title("refusals (99 % Wilson bounds)", fontsize=10)
+    axes[1][1].set_title("refusals (99 % clustered Wilson bounds)", fontsize=10)
     fig.suptitle("observed (black) against each hypothesis's 5–95 % predictive band")
     fig.tight_layout()
     return save(fig, folder, "diagnose")[0]
@@ -205,11 +204,11 @@ def _bar_panel(ax, d: Diagnosis, x: np.ndarray, name: str, ylabel: str) -> None:
 
 def _refusal_panel(ax, d: Diagnosis) -> None:
     for k, h in enumerate(d.hypotheses):
-        s = h.simulated
-        if s.classified:
-            share = s.refusals / s.classified
-            lo, hi = wilson(s.refusals, s.classified, 0.99)
-            ax.errorbar([k], [share], yerr=[[share - lo], [hi - share]], fmt="o", capsize=4)
+        test = next((t for t in h.tests if t.signal == "refusals" and t.p_value is not None), None)
+        if test is not None:
+            p = test.predicted
+            err = [[p["share"] - p["share_low"]], [p["share_high"] - p["share"]]]
+            ax.errorbar([k], [p["share"]], yerr=err, fmt="o", capsize=4)
     o = d.signals
     if "refusals" not in d.observed.not_measured and o.classified:
         share = o.refusals / o.classified
