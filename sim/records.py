@@ -5,6 +5,8 @@ it, so a simulated and a measured record line up field by field.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -85,3 +87,17 @@ SUMMARY_KEYS = (
     "replications",
     "seed",
 )
+
+
+def reported_total(counts: Iterable[float | None]) -> float:
+    """A counter summed over attempts, or NaN ("not measured") if any attempt did not report it.
+
+    A measured record marks a counter it does not have (a start-up command that never printed
+    it) as ``None`` (JSON ``null``, a missing key, an empty CSV cell) and its sums as NaN: a sum
+    over the attempts that did report would pass for a small count (work amplification 0)."""
+    total = 0.0
+    for c in counts:
+        if c is None or math.isnan(c):
+            return math.nan
+        total += c
+    return total
