@@ -52,6 +52,9 @@ ATTEMPT_COLUMNS = (
     "connections_held",
     "connection_attempts",
     "pool_starts",
+    # When the instance became ready (start of the attempt's routable time under an HTTP probe,
+    # sim/probes.py): end of database init plus the after-db draw; NaN for a failed attempt.
+    "ready_s",
 )
 
 # One row per replication (replications.csv).
