@@ -16,6 +16,7 @@ from sim import scenario as scenarios
 from sim.calibrate.inputs import Attempt, Run
 from sim.engine import run_replication
 from sim.records import Outcome, reported_total
+from sim.report.validation import markdown
 from sim.validate import (
     AGREES,
     DISAGREES,
@@ -148,6 +149,12 @@ def test_a_counter_never_reported_is_not_measured_and_spoils_no_verdict(censored
     assert len(judged) == len(v.figures) - 1 and all(f.verdict == AGREES for f in judged)
     line = verdict_line(v)
     assert line.startswith(f"all {len(judged)} figures agree") and "work amplification" in line
+    row = next(
+        r
+        for r in markdown(v, "model", "startsim validate").splitlines()
+        if r.startswith("| work ampl")
+    )
+    assert "| not measured |" in row and "nan" not in row  # validation.md says so too
     # Measured in some runs only: those runs are compared, and the figure says so.
     mixed = validate([*runs[:3], *silent[3:]], replications=60, seed=0)
     amp = next(f for f in mixed.figures if f.name == "work amplification")
