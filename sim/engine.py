@@ -296,9 +296,12 @@ class Engine:
         if pool != inst.pool or not inst.in_init:
             return
         inst.in_init = False
-        self._record(inst, Outcome.READY, "")
+        # The after-db draw is taken first, for the record's ready time: each role draws from its
+        # own stream, so the values drawn are the same whatever the order.
+        ready_s = self.now + self.draw_after()
+        self._record(inst, Outcome.READY, "", ready_s)
         self._settle_ready_pool(inst)
-        self.at(self.now + self.draw_after(), self.became_ready, inst)
+        self.at(ready_s, self.became_ready, inst)
 
     def _settle_ready_pool(self, inst: _Instance) -> None:
         """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
@@ -355,7 +358,9 @@ class Engine:
                 pause = jittered_s(pause, restart.jitter, self.draw_restart_u())
             self.at(self.now + pause, self.start_attempt, inst)
 
-    def _record(self, inst: _Instance, outcome: str, reason: str) -> None:
+    def _record(
+        self, inst: _Instance, outcome: str, reason: str, ready_s: float = math.nan
+    ) -> None:
         cols = self.out.attempts
         for key, value in (
             ("instance", inst.idx),
@@ -368,6 +373,7 @@ class Engine:
             ("connections_held", inst.held),
             ("connection_attempts", inst.conn_attempts),
             ("pool_starts", inst.pool_starts),
+            ("ready_s", ready_s),
         ):
             cols[key].append(value)
         self.out.connection_attempts += inst.conn_attempts

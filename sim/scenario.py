@@ -37,6 +37,7 @@ from sim.distributions import (
     Uniform,
 )
 from sim.errors import MISSING, FieldProblem, ScenarioError
+from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
 from sim.uncertainty import Spread, lift
 
@@ -352,6 +353,7 @@ class Scenario(_Section):
     database: Database = Database()
     restart: Restart = Restart()
     cloudsql: CloudSql = CloudSql()
+    probe: Probe = Probe()  # sim/probes.py: which attempts may take requests, and the requests
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its

@@ -404,5 +404,6 @@ def run_chunk(
         "connections_held": ri[:, L.R_HELD].copy(),
         "connection_attempts": ri[:, L.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, L.R_POOL_STARTS].copy(),
+        "ready_s": rf[:, L.R_READY].copy(),
     }
     return attempts, out

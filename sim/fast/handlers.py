@@ -139,6 +139,7 @@ from sim.fast.layout import (
     R_NONE,
     R_OUTCOME,
     R_POOL_STARTS,
+    R_READY,
     R_REASON,
     R_START,
     READY,
@@ -352,10 +353,11 @@ def db_init_done(m, x, inst, pool):
     if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
         return
     m[ii + A_IN_INIT] = 0
-    record(m, x, inst, READY, R_NONE)
+    # The after-db draw first, for the record's ready time (its own stream: same values).
+    ready = x[T_NOW] + rnd(m, x, AFTER)
+    record(m, x, inst, READY, R_NONE, ready)
     settle_ready_pool(m, x, inst)
     # became_ready would only note its time: note it now, if the run lasts until then.
-    ready = x[T_NOW] + rnd(m, x, AFTER)
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
 
@@ -413,7 +415,7 @@ def exit_attempt(m, x, inst, outcome, reason):
     ii = M_INST + inst * NI
     m[ii + A_IN_INIT] = 0
     m[ii + A_POOL] += 1
-    record(m, x, inst, outcome, reason)
+    record(m, x, inst, outcome, reason, np.nan)
     if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
         conn = m[ii + A_HEAD]
         while conn >= 0:
@@ -433,7 +435,7 @@ def exit_attempt(m, x, inst, outcome, reason):
 
 
 @nb.njit(cache=True, _nrt=False)
-def record(m, x, inst, outcome, reason):
+def record(m, x, inst, outcome, reason, ready):
     n = m[S_REC_N]
     if n == m[L_REC_CAP]:
         m[S_OVERFLOW] = FULL_RECORDS
@@ -445,6 +447,7 @@ def record(m, x, inst, outcome, reason):
     m[r + R_CONN_ATTEMPTS], m[r + R_POOL_STARTS] = m[ii + A_CONN_ATTEMPTS], m[ii + A_POOL_STARTS]
     x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], x[fi + B_INIT_START]
     x[f + R_INIT_S] = x[T_NOW] - x[fi + B_INIT_START]
+    x[f + R_READY] = ready
     m[S_CONN_ATTEMPTS] += m[ii + A_CONN_ATTEMPTS]
     m[S_REC_N] = n + 1
 

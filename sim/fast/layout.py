@@ -193,8 +193,8 @@ NC = 7
     8
 )
 NR = 8
-R_START, R_INIT_START, R_INIT_S = range(3)
-NRF = 3
+R_START, R_INIT_START, R_INIT_S, R_READY = range(4)
+NRF = 4
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (
