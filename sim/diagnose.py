@@ -24,7 +24,7 @@ import numpy as np
 
 from sim.predictive import (
     BOUND_CONFIDENCE,
-    DEADLINE_TOLERANCE_S,
+    BOUND_TOLERANCE_S,
     binned,
     categorical_p,
     effective,
@@ -421,7 +421,7 @@ def _cadence_test(o: Signals, s: Signals, rng) -> Test:
     seen = {"median_s": float(np.median(x)), "n": int(x.size), "ks_distance": d}
     note = "" if p is not None else "the hypothesis never starts an instance twice"
     method = (
-        f"predictive: Kolmogorov–Smirnov distance with {DEADLINE_TOLERANCE_S:g} s slack, "
+        f"predictive: Kolmogorov–Smirnov distance with {BOUND_TOLERANCE_S:g} s slack, "
         "whole simulated deploys"
     )
     return Test("restart_cadence_s", p, method, seen, _spread(y), note)
@@ -447,7 +447,7 @@ def _time_test(o: Signals, s: Signals, edges, labels, rng):
     }
     method = (
         f"predictive: divergence of the shares over {len(labels)} bins, one at each bound "
-        f"(± {DEADLINE_TOLERANCE_S:g} s: censored at the deadline), whole simulated deploys"
+        f"(± {BOUND_TOLERANCE_S:g} s: censored at the deadline), whole simulated deploys"
     )
     return Test("failure_time_in_phase_s", p, method, seen, predicted), ll
 

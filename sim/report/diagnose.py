@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.diagnose import ALPHA, DEPLOY_GAP_S, SIGNALS, Diagnosis, Signals
-from sim.predictive import DEADLINE_TOLERANCE_S, DRAWS, ecdf_band
+from sim.predictive import BOUND_TOLERANCE_S, DRAWS, ecdf_band
 from sim.verdicts import observed_phrase, predicted_phrase, sentence, verdict
 
 RULE = (
@@ -29,7 +29,7 @@ def as_json(d: Diagnosis, command: str) -> dict:
         "rule": RULE,
         "alpha": d.alpha,
         "draws": DRAWS,
-        "deadline_tolerance_s": DEADLINE_TOLERANCE_S,
+        "bound_tolerance_s": BOUND_TOLERANCE_S,
         "deploy_gap_s": DEPLOY_GAP_S,
         "failure_time_bins": d.bin_labels,
         "seed": d.seed,
@@ -113,7 +113,7 @@ def markdown(d: Diagnosis, doc: dict) -> str:
         f"{o['attempts']} start attempts in {o['deploys']} deploys, {o['failures']} failed, from "
         f"{', '.join(f'`{s}`' for s in doc['inputs'])}. A deploy: new instances starting within "
         f"{DEPLOY_GAP_S:g} s of one another (replacements joined to their instance by the "
-        f"readers); a failure within {DEADLINE_TOLERANCE_S:g} s of a bound counts as at it.",
+        f"readers); a failure within {BOUND_TOLERANCE_S:g} s of a bound counts as at it.",
         "",
     ]
     for h in d.hypotheses:
@@ -153,7 +153,7 @@ def figure(d: Diagnosis, folder: Path) -> str:
     o = d.signals
     _ecdf_panel(axes[0][0], d, o.failure_time_in_phase_s, "failure_time_in_phase_s", rng)
     axes[0][0].set_xlabel("failure: time since its phase began (s)")
-    for edge in d.edges[::2] + DEADLINE_TOLERANCE_S:  # each bound
+    for edge in d.edges[::2] + BOUND_TOLERANCE_S:  # each bound
         axes[0][0].axvline(edge, color="grey", ls=":", lw=1)
     axes[0][0].set_title("failure times within the phase", fontsize=10)
     _ecdf_panel(axes[1][0], d, o.restart_cadence_s, "restart_cadence_s", rng)
