@@ -108,6 +108,8 @@ def ks_p(
     clocks and log lines differ by that much); p against ``draws`` samples of ``deploys`` whole
     simulated deploys (``sim_deploy``: each value's deploy, of ``total``), counting the observation
     itself; samples without any value are left out, None when every one is empty."""
+    if sim.size == 0:
+        return None, 1.0
     pool = np.sort(sim)
     d_obs = float(_ks(np.sort(obs)[None, :], pool)[0])
     order = np.argsort(sim_deploy, kind="stable")

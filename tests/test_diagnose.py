@@ -20,6 +20,7 @@ from sim.calibrate.inputs import read_campaign
 from sim.diagnose import (
     SIGNALS,
     UNCLASSIFIED,
+    Observed,
     diagnose,
     load_hypothesis,
     observed,
@@ -145,6 +146,23 @@ def test_predictive_p_values_never_claim_zero():
     # Jeffreys: bin 1's share is 0.5 / (200 + 1): the log-likelihood of ten there.
     assert ll == pytest.approx(10 * math.log(0.5 / 201))
     assert categorical_p(np.array([10.0, 0.0]), sim, 2, rng, draws=99)[0] == 1.0
+
+
+def test_a_hypothesis_that_never_fails_is_judged_on_its_failures_per_deploy():
+    # Observed: the hand records (2 deploys, 4 failures). The hypothesis: 50 deploys of one
+    # instance, ready at once, never restarted. It has no failure time, no refusal share, no
+    # error kind and no cadence to compare: those say so; failures per deploy (2 observed, 0
+    # always) decides: p = 2 × 1 / 2001 for each compared signal's tail, × 2 by Holm.
+    obs = Observed(_records(HAND), ["hand"], 2)
+    ready = [(d, 0, 1, 0.0, 1.0, 0.5, "ready", "") for d in range(50)]
+    d = diagnose(obs, [("never", "hand", Scenario(), _records(ready), 50)])
+    by = {t.signal: t for t in d.hypotheses[0].tests}
+    for name in ("failure_time_in_phase_s", "refusals", "error_kinds", "restart_cadence_s"):
+        assert by[name].p_value is None and by[name].note, name
+    assert by["failures_per_deploy"].p_value == pytest.approx(2 / 2001)
+    assert by["failures_per_deploy"].adjusted_p == pytest.approx(4 / 2001)
+    assert by["failures_per_deploy"].rejected and not d.hypotheses[0].survives
+    assert by["starts_per_deploy"].rejected  # 1.5 a deploy observed, always 1 simulated
 
 
 # -- data sets: one simulated from the capacity hypothesis, one of a path fault by hand --------
