@@ -21,7 +21,9 @@ def observed_phrase(t: Test) -> str:
         top = max(fam, key=fam.get)
         return f"{fam[top] / sum(fam.values()):.0%} of failures {top}"
     if t.signal == "starts_per_deploy":
-        return f"{o['mean']:.2g} instances starting per deploy ({o['deploys']} deploys)"
+        mean, n = o["mean"], o["deploys"]
+        noun = "instance" if mean == 1 else "instances"
+        return f"{mean:.2g} {noun} starting per deploy ({n} deploy{'s' if n != 1 else ''})"
     if t.signal == "failures_per_deploy":
         return f"{o['mean']:.3g} failed starts per deploy"
     return f"a new start of the same instance every {o['median_s']:.3g} s (median)"
