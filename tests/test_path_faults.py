@@ -13,7 +13,7 @@ from builders import const, scenario
 from sim.engines import run_one
 from sim.errors import ScenarioError
 from sim.records import Outcome, Reason
-from sim.scenario import from_dict
+from sim.scenario import from_dict, loads
 
 
 def rows(sc, engine: str, seed: int = 0) -> list[dict]:
@@ -233,3 +233,17 @@ def test_bad_path_values_are_refused_by_name(path, field):
     with pytest.raises(ScenarioError) as err:
         from_dict({"name": "bad", "path": path}, "bad.toml")
     assert err.value.field.startswith(field), err.value
+
+
+def test_path_numbers_take_ranges_until_s_too():
+    # p_fault, from_s and fail_after_s's parameters are numbers with defaults; until_s has none
+    # (no end) but is a number when set: each may be a range, each end checked as a value.
+    sc = loads(
+        'name = "r"\n[path]\nfault = "closed"\np_fault = { range = [0.1, 0.5] }\n'
+        "from_s = 5\nuntil_s = { range = [10, 20] }\n"
+    )
+    assert (sc.path.p_fault, sc.path.until_s) == (0.3, 15.0)
+    assert set(sc.uncertain) == {"path.p_fault", "path.until_s"}
+    with pytest.raises(ScenarioError) as err:
+        loads('name = "r"\n[path]\nfrom_s = 5\nuntil_s = { range = [2, 20] }\n')
+    assert err.value.field == "path.until_s.range" and "path.from_s" in err.value.problem
