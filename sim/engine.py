@@ -21,8 +21,10 @@ from sim.connector import ConnectorState
 from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
 
-# States of one connection attempt.
-QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+# States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults").
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
+# The reason a path failure gives, by path.fault.
+PATH_REASONS = {"closed": Reason.CLOSED, "reset": Reason.RESET}
 
 WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k, 60k + 60)
 
@@ -150,6 +152,9 @@ class Engine:
         self.stragglers_outlive = (
             sc.pool.on_failure == "hold" and sc.pool.retry_backoff_s > 0
         ) or sc.pool.start == "background"
+        # Path faults: which connections the path fails, in [from_s, until_s) of the run.
+        self.path_on = sc.path.fault != "none"
+        self.path_end_s = sc.path.window_end_s()
         self.out = Replication()
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         self.timeline = (
@@ -391,8 +396,32 @@ class Engine:
             # A connect timeout at or after the deadline changes nothing: the deadline comes first
             # and abandons the connection. Skipping it saves a quarter of the events.
             self.at(timeout_at, self.conn_timeout, conn)
+        if self._path_faults():
+            self._fault(conn)
+            return  # it never reaches the connector nor the database
         self._begin_setups(self.connector.request(conn))  # now, or it waits in the queue
         self._maybe_scale()
+
+    def _path_faults(self) -> bool:
+        """Whether the path fails the connection opened now: one draw, in the window only."""
+        path = self.sc.path
+        if not self.path_on or not path.from_s <= self.now < self.path_end_s:
+            return False
+        return self.draw_path_fault() < path.p_fault
+
+    def _fault(self, conn: _Conn) -> None:
+        """A faulted connection: closed or reset after a fail_after_s draw; hung, never."""
+        conn.state = FAULTED
+        if self.sc.path.fault in PATH_REASONS:
+            self.at(self.now + self.draw_path_delay(), self.path_failed, conn)
+
+    def path_failed(self, conn: _Conn) -> None:
+        if conn.state != FAULTED:
+            return  # given up before the path failed it
+        inst = conn.inst
+        self._drop(conn)
+        if conn.awaited and conn.pool == inst.pool and inst.in_init:
+            self.pool_failed(inst, PATH_REASONS[self.sc.path.fault])
 
     def _begin_setups(self, conns: list[_Conn]) -> None:
         """The connections the connector lets through begin their set-ups, in its order."""
@@ -438,9 +467,11 @@ class Engine:
         if conn.state in (HELD, GONE):
             return
         inst = conn.inst
+        # A faulted connection's timeout: nothing came back from the path before it.
+        reason = Reason.HUNG if conn.state == FAULTED else Reason.CONNECT_TIMEOUT
         self.cancel(conn)
         if conn.awaited and conn.pool == inst.pool and inst.in_init:
-            self.pool_failed(inst, Reason.CONNECT_TIMEOUT)
+            self.pool_failed(inst, reason)
 
     def cancel(self, conn: _Conn) -> None:
         """The client gives the connection up, wherever it is."""

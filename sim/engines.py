@@ -59,6 +59,7 @@ FAST_FIELDS = {
         "refresh_burst",
         "refresh_interval_s",
     },
+    "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
 }
 
 

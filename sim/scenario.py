@@ -313,6 +313,32 @@ class CloudSql(_Section):
     refresh_interval_s: PositiveSeconds = 30.0  # … refilled one per 30 s
 
 
+class PathFaults(_Section):
+    """A network path that fails connections on their way to the database (docs/model.md, "Path
+    faults"): off by default, and then nothing is drawn."""
+
+    fault: Literal["none", "closed", "reset", "hung"] = "none"
+    p_fault: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of connections opened in the window
+    from_s: Seconds = 0.0  # the window of the run in which opened connections can be faulted …
+    until_s: PositiveSeconds | None = None  # … until this time; None: to the end of the run
+    # closed / reset: from the connection's opening until the path fails it. An assumption.
+    fail_after_s: Distribution = Constant(dist="constant", value=0.05)
+
+    @model_validator(mode="after")
+    def _window(self) -> PathFaults:
+        if self.until_s is not None and self.until_s <= self.from_s:
+            raise FieldProblem(
+                "path.until_s",
+                self.until_s,
+                f"must be greater than path.from_s ({self.from_s:g}); leave it out for no end",
+            )
+        return self
+
+    def window_end_s(self) -> float:
+        """When the window ends: ``until_s``, or never."""
+        return math.inf if self.until_s is None else self.until_s
+
+
 # How a start-up success rate is computed (docs/recommend.md#what-a-success-rate-counts): starts
 # that reach ready per container start (what exit-code-3 logs count), first starts that reach
 # ready, instances ready by the horizon, deploys in which no start failed.
@@ -354,6 +380,7 @@ class Scenario(_Section):
     restart: Restart = Restart()
     cloudsql: CloudSql = CloudSql()
     probe: Probe = Probe()  # sim/probes.py: which attempts may take requests, and the requests
+    path: PathFaults = PathFaults()
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its
