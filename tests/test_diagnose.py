@@ -38,10 +38,6 @@ from sim.scenario import Scenario
 from sim.stats import wilson
 
 ROOT = Path(__file__).resolve().parents[1]
-# The path-fault hypothesis needs the scenario's [path] section (branch `path`): until it is
-# merged, the tests that load it are skipped, and say so.
-HAS_PATH = "path" in Scenario.model_fields
-NEEDS_PATH = pytest.mark.skipif(not HAS_PATH, reason="needs [path] (branch path): path-fault")
 
 
 def _records(rows: list[tuple]) -> dict[str, np.ndarray]:
@@ -272,9 +268,7 @@ def test_a_path_fault_is_what_the_capacity_story_cannot_produce(tmp_path):
     }
 
 
-@NEEDS_PATH
 def test_a_path_fault_is_what_the_path_fault_hypothesis_can_produce(tmp_path):
-    # Needs the [path] section (branch path): skipped until it is merged.
     d = _diagnose(_path_fault_campaigns(tmp_path), ["capacity", "path-fault", "slow-dependency"])
     by = {h.name: h for h in d.hypotheses}
     assert by["path-fault"].survives, [(t.signal, t.adjusted_p) for t in by["path-fault"].tests]
@@ -314,16 +308,11 @@ def _set_fields(data: dict, prefix: str = "") -> list[str]:
     return out
 
 
-LOADABLE = [
-    pytest.param(n, marks=NEEDS_PATH) if n == "path-fault" else n for n in shipped_hypotheses()
-]
-
-
 def test_the_three_hypotheses_are_shipped():
     assert shipped_hypotheses() == ["capacity", "path-fault", "slow-dependency"]
 
 
-@pytest.mark.parametrize("name", LOADABLE)
+@pytest.mark.parametrize("name", shipped_hypotheses())
 def test_every_field_a_hypothesis_sets_has_a_label_true_to_its_kind(name):
     sc, _ = load_hypothesis(name)
     res = resources.files("sim") / "scenarios" / "hypotheses" / f"{name}.toml"
