@@ -301,6 +301,7 @@ def _time_test(o: Signals, s: Signals, edges, labels, rng):
         "median_s": float(np.median(o.failure_time_in_phase_s)),
         "n": int(x.sum()),
         "bins": dict(zip(labels, x.astype(int).tolist(), strict=True)),
+        "phases": o.failing_phases,  # when the records name the phase a failure ended in
     }
     p, ll = categorical_p(x, y, o.deploys, rng)
     if p is None:

@@ -12,7 +12,9 @@ def observed_phrase(t: Test) -> str:
     """What was observed, as the end of "the … hypothesis can(not) produce …"."""
     o = t.observed
     if t.signal == "failure_time_in_phase_s":
-        return f"failures {o['median_s']:.3g} s into the phase that failed (median of {o['n']})"
+        named = [name for name in o.get("phases", {}) if name]
+        where = f"phase {named[0]}" if len(named) == 1 else "the phase that failed"
+        return f"failures {o['median_s']:.3g} s into {where} (median of {o['n']})"
     if t.signal == "refusals":
         count = "no refusal" if o["refusals"] == 0 else f"{o['refusals']} refusals"
         return f"{count} (53300) in {o['failures']} failures"

@@ -21,6 +21,7 @@ from sim.diagnose import (
     SIGNALS,
     UNCLASSIFIED,
     Observed,
+    Test,
     diagnose,
     load_hypothesis,
     observed,
@@ -36,6 +37,7 @@ from sim.records import Outcome, Reason
 from sim.runner import simulate
 from sim.scenario import Scenario
 from sim.stats import wilson
+from sim.verdicts import observed_phrase
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +82,9 @@ def test_a_failure_is_timed_from_the_start_of_its_phase_when_the_records_say_it(
     # Row 1 ends at 2 + 10 = 12 s, its phase began at 5 s: 7 s into it; the rest as before.
     assert s.failure_time_in_phase_s.tolist() == [7.0, 10.0, 20.0, 0.5]
     assert s.failing_phases == {"3": 4}
+    seen = {"median_s": 8.5, "n": 4, "phases": s.failing_phases}
+    phrase = observed_phrase(Test("failure_time_in_phase_s", 1.0, "", seen, {}))
+    assert phrase == "failures 8.5 s into phase 3 (median of 4)"
 
 
 def test_an_exit_code_is_no_reason():
