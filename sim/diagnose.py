@@ -151,7 +151,7 @@ def _raw_reasons(runs: list) -> list[str]:
 
 
 @dataclass
-class Test:
+class SignalTest:
     """One signal tested against one hypothesis."""
 
     signal: str
@@ -180,7 +180,7 @@ class Hypothesis:
     source: str
     replications: int
     simulated: Signals
-    tests: list[Test] = field(default_factory=list)
+    tests: list[SignalTest] = field(default_factory=list)
     log_likelihood: float | None = None  # of the observed failure-time bins and error families
     rank: int | None = None  # among those that can produce the observation, 1 = best
 
@@ -189,7 +189,7 @@ class Hypothesis:
         return not any(t.rejected for t in self.tests)
 
     @property
-    def deciding(self) -> list[Test]:
+    def deciding(self) -> list[SignalTest]:
         return [t for t in self.tests if t.rejected]
 
     @property
@@ -274,7 +274,7 @@ def _tests(obs: Observed, o: Signals, s: Signals, edges, labels, rng):
         x, y = getattr(o, name), getattr(s, name)
         seen = {"mean": float(x.mean()), "deploys": int(x.size), "values": _few(x)}
         method = "predictive: mean of as many whole simulated deploys, two-sided"
-        tests.append(Test(name, mean_p(x, y, rng), method, seen, _spread(y)))
+        tests.append(SignalTest(name, mean_p(x, y, rng), method, seen, _spread(y)))
     if "restart_cadence_s" not in skip:
         tests.append(_cadence_test(o, s, rng))
     tests.sort(key=lambda t: SIGNALS.index(t.signal))
@@ -282,7 +282,7 @@ def _tests(obs: Observed, o: Signals, s: Signals, edges, labels, rng):
     return tests, (sum(lls) if lls else None)
 
 
-def _cadence_test(o: Signals, s: Signals, rng) -> Test:
+def _cadence_test(o: Signals, s: Signals, rng) -> SignalTest:
     x, y = o.restart_cadence_s, s.restart_cadence_s
     p, d = ks_p(x, y, s.restart_cadence_deploy, s.deploys, o.deploys, rng)
     seen = {"median_s": float(np.median(x)), "n": int(x.size), "ks_distance": d}
@@ -291,7 +291,7 @@ def _cadence_test(o: Signals, s: Signals, rng) -> Test:
         f"predictive: Kolmogorov–Smirnov distance with {BOUND_TOLERANCE_S:g} s slack, "
         "whole simulated deploys"
     )
-    return Test("restart_cadence_s", p, method, seen, _spread(y), note)
+    return SignalTest("restart_cadence_s", p, method, seen, _spread(y), note)
 
 
 def _time_test(o: Signals, s: Signals, edges, labels, rng):
@@ -306,7 +306,7 @@ def _time_test(o: Signals, s: Signals, edges, labels, rng):
     p, ll = categorical_p(x, y, o.deploys, rng)
     if p is None:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
-        return Test("failure_time_in_phase_s", None, "binned", seen, {"n": 0}, why), None
+        return SignalTest("failure_time_in_phase_s", None, "binned", seen, {"n": 0}, why), None
     pooled = y.sum(axis=0)
     predicted = {
         "median_s": float(np.median(s.failure_time_in_phase_s)),
@@ -317,10 +317,10 @@ def _time_test(o: Signals, s: Signals, edges, labels, rng):
         f"predictive: divergence of the shares over {len(labels)} bins, one at each bound "
         f"(± {BOUND_TOLERANCE_S:g} s: censored at the deadline), whole simulated deploys"
     )
-    return Test("failure_time_in_phase_s", p, method, seen, predicted), ll
+    return SignalTest("failure_time_in_phase_s", p, method, seen, predicted), ll
 
 
-def _refusal_test(obs: Observed, o: Signals, s: Signals) -> Test:
+def _refusal_test(obs: Observed, o: Signals, s: Signals) -> SignalTest:
     if o.classified:
         r, k, where = o.refusals, o.classified, "failures whose reason is known"
     else:
@@ -328,7 +328,7 @@ def _refusal_test(obs: Observed, o: Signals, s: Signals) -> Test:
     seen = {"refusals": r, "failures": k, "share": r / k, "from": where}
     if s.classified == 0:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
-        return Test("refusals", None, "binomial", seen, {"failures": 0}, why)
+        return SignalTest("refusals", None, "binomial", seen, {"failures": 0}, why)
     known = s.failure_reasons != UNCLASSIFIED
     refused = s.failure_reasons[known] == Reason.TOO_MANY_CLIENTS.value
     share = clustered_proportion(refused, s.failure_deploy[known], BOUND_CONFIDENCE)
@@ -348,7 +348,7 @@ def _refusal_test(obs: Observed, o: Signals, s: Signals) -> Test:
         "the failures counted over the simulated design effect, two-sided"
     )
     p = refusal_p(r_eff, k_eff, share.ci_low, share.ci_high)
-    return Test("refusals", p, method, seen, predicted)
+    return SignalTest("refusals", p, method, seen, predicted)
 
 
 def _design_effect(share, sim_deploys: np.ndarray, obs_deploys: np.ndarray, k: int) -> float:
@@ -371,7 +371,7 @@ def _kinds_test(o: Signals, s: Signals, rng):
     p, ll = categorical_p(x, y, o.deploys, rng)
     if p is None:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
-        return Test("error_kinds", None, "families", seen, {"kinds": {}}, why), None
+        return SignalTest("error_kinds", None, "families", seen, {"kinds": {}}, why), None
     pooled = y.sum(axis=0)
     predicted = {
         "kinds": s.error_kinds,
@@ -381,7 +381,7 @@ def _kinds_test(o: Signals, s: Signals, rng):
         "predictive: divergence of the shares of the families refused, closed by the path, "
         "timed out and other, whole simulated deploys"
     )
-    return Test("error_kinds", p, method, seen, predicted), ll
+    return SignalTest("error_kinds", p, method, seen, predicted), ll
 
 
 def _few(x: np.ndarray, most: int = 20) -> list[float]:

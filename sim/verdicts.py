@@ -5,10 +5,10 @@ starting per deploy and no refusal (53300) in 30 failures (…); the path-fault 
 
 from __future__ import annotations
 
-from sim.diagnose import Diagnosis, Hypothesis, Test
+from sim.diagnose import Diagnosis, Hypothesis, SignalTest
 
 
-def observed_phrase(t: Test) -> str:
+def observed_phrase(t: SignalTest) -> str:
     """What was observed, as the end of "the … hypothesis can(not) produce …"."""
     o = t.observed
     if t.signal == "failure_time_in_phase_s":
@@ -31,7 +31,7 @@ def observed_phrase(t: Test) -> str:
     return f"a new start of the same instance every {o['median_s']:.3g} s (median)"
 
 
-def predicted_phrase(t: Test) -> str:
+def predicted_phrase(t: SignalTest) -> str:
     """What the hypothesis gives instead, in the same terms."""
     p = t.predicted
     if t.note:
@@ -77,7 +77,7 @@ def sentence(h: Hypothesis, detail: bool = True) -> str:
     return f"the {h.name} hypothesis cannot produce {_and(deciding)} ({why})"
 
 
-def _and(tests: list[Test]) -> str:
+def _and(tests: list[SignalTest]) -> str:
     parts = [observed_phrase(t) for t in tests]
     if len(parts) < 2:
         return "".join(parts) or "what was observed"

@@ -21,7 +21,7 @@ from sim.diagnose import (
     SIGNALS,
     UNCLASSIFIED,
     Observed,
-    Test,
+    SignalTest,
     diagnose,
     load_hypothesis,
     observed,
@@ -83,7 +83,7 @@ def test_a_failure_is_timed_from_the_start_of_its_phase_when_the_records_say_it(
     assert s.failure_time_in_phase_s.tolist() == [7.0, 10.0, 20.0, 0.5]
     assert s.failing_phases == {"3": 4}
     seen = {"median_s": 8.5, "n": 4, "phases": s.failing_phases}
-    phrase = observed_phrase(Test("failure_time_in_phase_s", 1.0, "", seen, {}))
+    phrase = observed_phrase(SignalTest("failure_time_in_phase_s", 1.0, "", seen, {}))
     assert phrase == "failures 8.5 s into phase 3 (median of 4)"
 
 
