@@ -39,8 +39,9 @@ CALIBRATE_EXPORT = "startsim calibrate export.json --format cloud-logging"
 # A campaign from inside the VPC crosses the real connector (docs/loadtests.md).
 CAMPAIGN = (
     "startsim loadtest SCENARIO.toml --dsn postgresql://APP@HOST:5432/DB --allow-target HOST "
-    "(from inside the VPC), then startsim calibrate results/RUN"
+    "--out results; startsim calibrate results/RUN"
 )
+IN_THE_VPC = "run from inside the VPC, so that the campaign crosses the real connector"
 OTHER_CONNECTIONS_SQL = (
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
     "AND usename <> 'APP';"
@@ -84,13 +85,15 @@ SOURCES = {
         "duration",
     ),
     "connector.setups_per_instance": (
-        "the connector's set-up capacity, fitted to a campaign's database-init durations",
+        f"the connector's set-up capacity, fitted to a campaign's database-init durations "
+        f"({IN_THE_VPC})",
         CAMPAIGN,
         "campaigns",
         "capacity",
     ),
     "connector.setup_s": (
-        "the connector's set-up time, fitted to a campaign's database-init durations",
+        f"the connector's set-up time, fitted to a campaign's database-init durations "
+        f"({IN_THE_VPC})",
         CAMPAIGN,
         "connections",
         "duration",
@@ -173,21 +176,25 @@ def measurement(
         log_f = max(abs(math.log(threshold / x0)), floor)
         n = math.ceil((z * sigma / log_f) ** 2) if log_f > 0 else None
         how = (
-            f"median within a factor {math.exp(log_f):.3g} of the true one "
-            f"(threshold {threshold:.3g}, assumed {x0:.3g}): n = ⌈(z·σ / ln f)²⌉, σ {sigma:g}"
+            f"to place the median on one side of {threshold:.3g} from {x0:.3g} (a factor "
+            f"{math.exp(log_f):.3g}), n = ⌈(z·σ / ln f)²⌉ with σ {sigma:g}"
         )
         return Measurement(what, command, unit, n, how)
     h = max(abs(x0 - threshold), (high - low) / (2 * bins))
     if kind == "duration" and param == "sigma":
         n = math.ceil((z * high / h) ** 2 / 2) if h > 0 else None
         return Measurement(
-            what, command, unit, n, f"sigma within ±{h:.3g}: n = ⌈(z·σ / h)² / 2⌉, σ {high:g}"
+            what,
+            command,
+            unit,
+            n,
+            f"to pin sigma within ±{h:.3g}, n = ⌈(z·σ / h)² / 2⌉ with σ {high:g}",
         )
     sd = (high - low) / math.sqrt(12)
     n = math.ceil((z * sd / h) ** 2) if h > 0 else None
     how = (
-        f"mean within ±{h:.3g} (threshold {threshold:.3g}, assumed {x0:.3g}): "
-        f"n = ⌈(z·sd / h)²⌉, sd = (high − low)/√12 = {sd:.3g}"
+        f"to place the mean on one side of {threshold:.3g} from {x0:.3g} (±{h:.3g}), "
+        f"n = ⌈(z·sd / h)²⌉ with sd = (high − low)/√12 = {sd:.3g}"
     )
     return Measurement(what, command, unit, n, how)
 

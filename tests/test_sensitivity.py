@@ -154,3 +154,20 @@ def test_too_few_worlds_for_the_method_exit_2_naming_the_option(tmp_path, capsys
     err = capsys.readouterr().err
     assert "--worlds 40" in err and "8 × 7 = 56 worlds" in err
     assert "Traceback" not in err
+
+
+def test_the_adr_section_names_each_assumption_and_what_to_measure_first(result):
+    from sim.report.assumptions import parts
+    from sim.sensitivity import Assumptions
+
+    def cite(page, anchor="", label=""):
+        return f"docs/{page}#{anchor}"
+
+    assert parts(None, {}, cite) == []  # no range: no section, the ADR unchanged
+    (text,) = parts(Assumptions(result, None), {"tornado": "tornado.png"}, cite)
+    assert text.startswith("## What this decision assumes")
+    for e in result.effects:
+        assert f"| `{e.field}` | {e.range} |" in text
+    assert "| `cloudsql.quota_per_minute` | 60–600 | 330 | no |" in text
+    assert "**What to measure first: `database.other_connections`**" in text
+    assert "pg_stat_activity" in text and "![" in text and "(tornado.png)" in text

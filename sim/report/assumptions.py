@@ -31,7 +31,7 @@ def _where(e: FieldEffect | None) -> str:
     if e.threshold is None:
         return f"yes, in {_pct(e.flips)} of the pairs, only together with other values"
     side = "above" if e.holds_above else "below"
-    return f"yes, in {_pct(e.flips)} of the pairs: met {side} about {e.threshold:.3g}"
+    return f"yes, in {_pct(e.flips)} of the pairs; the target is met {side} about {e.threshold:.3g}"
 
 
 def parts(a: Assumptions | None, figures: dict[str, str], cite: Cite) -> list[str]:
@@ -111,9 +111,7 @@ def _first(a: Assumptions) -> str:
             )
         return text
     m = first.measurement
-    runs = (
-        f" It needs about {m.runs:,} {m.unit} ({m.how})." if m.runs is not None else f" ({m.how})."
-    )
+    runs = f" It needs about {m.runs:,} {m.unit}: {m.how}." if m.runs is not None else f" {m.how}."
     return (
         f"**What to measure first: `{first.field}`**, which alone flips the verdict in "
         f"{_pct(first.flips)} of the design's pairs: {m.what}"
