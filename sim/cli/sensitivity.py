@@ -33,6 +33,7 @@ from sim.sensitivity import (
     analyse,
     base_points,
 )
+from sim.stats import check_confidence
 
 SENSITIVITY_WORLDS = 512  # a budget: the design takes the largest N (d + 2) within it
 
@@ -82,14 +83,13 @@ def sensitivity(
     values, and what to measure first."""
     if not 0 < target_success < 1:
         raise UsageError("must be between 0 and 1 exclusive", "target_success", target_success)
+    check_confidence(confidence)
     sc = scenarios.resolve(scenario)
     overrides = _settings(setting or [])
     chosen = sc.with_overrides(overrides) if overrides else sc
     if not chosen.uncertain:
         raise UsageError(
-            f"{sc.name} gives no value as a range: nothing to analyse (docs/uncertainty.md)",
-            "worlds",
-            worlds,
+            f"{sc.name} gives no value as a range: nothing to analyse (docs/uncertainty.md)"
         )
     base = base_points(worlds, len(chosen.uncertain))
     s = SensitivitySettings(base, replications, seed, target_success, confidence, engine)

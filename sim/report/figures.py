@@ -133,7 +133,9 @@ def _axis_label(field: str) -> str:
     }
     if field in labels:
         return labels[field]
-    return f"{field} (s)" if field.endswith("_s") else field
+    # A duration's parameter (connector.setup_s.median) is in seconds as the duration is.
+    seconds = field.endswith("_s") or field.rsplit(".", 1)[0].endswith("_s")
+    return f"{field} (s)" if seconds and not field.endswith("sigma") else field
 
 
 def _value_label(value: str) -> str:
