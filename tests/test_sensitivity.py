@@ -171,3 +171,21 @@ def test_the_adr_section_names_each_assumption_and_what_to_measure_first(result)
     assert "| `cloudsql.quota_per_minute` | 60–600 | 330 | no |" in text
     assert "**What to measure first: `database.other_connections`**" in text
     assert "pg_stat_activity" in text and "![" in text and "(tornado.png)" in text
+
+
+def test_a_decision_that_sets_an_assumed_value_is_assessed_without_its_range():
+    # The decision pins other_connections at 0 (say, the other services move off the server):
+    # its worlds vary the other four values only, and nothing flips its verdict any more.
+    from sim.report.assumptions import section
+
+    sc = scenarios.loads(DOMINANT)
+    a = assess(sc, SETTINGS, {"database.other_connections": 0}, "other services moved")
+    assert a.decision is not None and a.today.first.field == "database.other_connections"
+    assert "database.other_connections" not in a.decision.per_world.fields
+    assert a.decision.first is None and a.decision.meets_share == 1.0
+    assert a.decision.worlds == 16 * 6 and a.today.worlds == 16 * 7
+    # What to measure first falls back to today's: the value the need for a change rests on.
+    assert a.measure_first().field == "database.other_connections"
+    text = section(a, {}, lambda *args, **kw: "docs")
+    assert "| `database.other_connections` | 0–40 | 20 | fixed by this configuration | — |" in text
+    assert "other services moved meets it in 100 % of the worlds, today's configuration in" in text

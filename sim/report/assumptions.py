@@ -47,8 +47,9 @@ def section(a: Assumptions, figures: dict[str, str], cite: Cite) -> str:
         "## What this decision assumes",
         "",
         f"The scenario gives {len(today.effects)} values as ranges. Each configuration was "
-        f"simulated in {s.worlds} worlds across them (Saltelli's design, {s.base} base points, "
-        f"{s.replications} replications each, one seed for all; method: "
+        f"simulated across them in Saltelli's design ({s.base} base points: {s.worlds} worlds"
+        + (f", {today.worlds} for today's" if today.worlds != s.worlds else "")
+        + f", {s.replications} replications each, one seed for all; method: "
         f"{cite('uncertainty.md', 'sensitivity-what-to-measure-first', 'docs/uncertainty.md')}). "
         f"A world meets the target when its P(start attempt fails), estimated from its "
         f"replications, is at most {_pct(1 - s.target_success, 2)} (the world's value, not "
@@ -66,12 +67,11 @@ def section(a: Assumptions, figures: dict[str, str], cite: Cite) -> str:
         "total index on P(start fails) |",
         "|---|---|---|---|---|",
     ]
-    for e in today.effects:
-        chosen = mine.get(e.field) if a.decision is not None else e
-        shown = chosen or e
-        lines.append(
-            f"| `{e.field}` | {e.range} | {e.nominal:g} | {_where(chosen)} | {_index(shown)} |"
-        )
+    fixed = [e for e in today.effects if e.field not in mine]  # set by the decision itself
+    for e in (*s.effects, *fixed):
+        chosen = mine.get(e.field)
+        shown = "—" if chosen is None else _index(chosen)
+        lines.append(f"| `{e.field}` | {e.range} | {e.nominal:g} | {_where(chosen)} | {shown} |")
     lines += ["", _first(a)]
     top = key_unknown(a)
     for role, caption in (
@@ -110,11 +110,12 @@ def _first(a: Assumptions) -> str:
                 f" What moves P(start attempt fails) most is `{top.field}`" + _command(top) + "."
             )
         return text
+    source = a.chosen if a.chosen.first is not None else a.today
     m = first.measurement
     runs = f" It needs about {m.runs:,} {m.unit}: {m.how}." if m.runs is not None else f" {m.how}."
     return (
-        f"**What to measure first: `{first.field}`**, which alone flips the verdict in "
-        f"{_pct(first.flips)} of the design's pairs: {m.what}"
+        f"**What to measure first: `{first.field}`**, which alone flips the verdict of "
+        f"{source.configuration} in {_pct(first.flips)} of the design's pairs: {m.what}"
         + (
             f", measured by `{m.command}`."
             if m.command
