@@ -237,13 +237,21 @@ def tornado(rows: Sequence[tuple[str, float, float, float, float, float]], subti
     left.barh(y, first, xerr=first_conf, height=0.4, color="C0", label="first order (S1)")
     left.set_xlabel("Sobol' index on P(start attempt fails)")
     left.axvline(0, color="black", lw=0.8)
+    if not np.any(total):
+        left.set_xlim(-0.05, 1.05)
     left.legend(fontsize=8, loc="lower right")
     right.barh(y, 100 * flips, color="C3")
     right.set_xlabel("base points where the value alone flips the verdict (%)")
     right.set_xlim(0, max(5.0, 110 * float(flips.max(initial=0))))
     left.set_yticks(y, names, fontsize=9)
-    for ax in (left, right):
+    for ax, empty, text in (
+        (left, not np.any(first) and not np.any(total), "every index is 0: P(start attempt\n"
+         "fails) hardly varies across the worlds"),
+        (right, not np.any(flips), "no value alone flips the verdict\ninside its range"),
+    ):  # fmt: skip
         ax.grid(alpha=0.3, axis="x")
+        if empty:  # say so, rather than leave an empty panel to be read as a drawing error
+            ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9)
     fig.suptitle(f"What the answer depends on\n{subtitle}", fontsize=10)
     fig.tight_layout()
     return fig
