@@ -29,6 +29,7 @@ from sim.search import (
     search_timeout,
     zero_failure_replications,
 )
+from sim.sensitivity import SENSITIVITY_REPLICATIONS, Assumptions, SensitivitySettings, assess
 from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
 from sim.stats import Proportion, Summary, check_confidence
 from sim.success import Observation, judge, observe, rates_dict, success_rates
@@ -167,6 +168,9 @@ class Recommendation:
     success: dict[str, Proportion]  # today's start-up success, by each definition
     observation: Observation | None  # the team's observed failures against the model
     engines: dict[str, int] = field(default_factory=dict)  # simulations run by each engine
+    # today's configuration and the decision across the scenario's ranges (sim.sensitivity);
+    # None when the scenario gives no value as a range
+    assumptions: Assumptions | None = None
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -200,6 +204,7 @@ class Recommendation:
             ),
             "observed_failures": None if self.observation is None else self.observation.as_dict(),
             "sources": [e.as_dict() for e in self.scenario.provenance()],
+            "assumptions": None if self.assumptions is None else self.assumptions.as_dict(),
         }
 
 
@@ -253,7 +258,28 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         success,
         _observation(sc, today, settings.confidence),
         dict(lab.engines),
+        _assumptions(lab, sc, settings, n, decision),
     )
+
+
+# A small design: 16 base points are 208 worlds for the default scenario's 11 ranges, about a
+# second on the fast engine; `startsim sensitivity` runs larger ones.
+ASSUMPTIONS_BASE = 16
+
+
+def _assumptions(lab: Lab, sc: Scenario, settings: Settings, n: int, decision: Decision):
+    """Today's configuration and the decision across the scenario's ranges."""
+    s = SensitivitySettings(
+        ASSUMPTIONS_BASE,
+        min(n, SENSITIVITY_REPLICATIONS),
+        settings.seed,
+        settings.target_success,
+        settings.confidence,
+        lab.engine,
+    )
+    adopted = decision.adopted
+    overrides = adopted.overrides if adopted is not None else None
+    return assess(sc, s, overrides, adopted.name if adopted else "", lab.executor)
 
 
 def _ceiling(sc: Scenario, settings: Settings) -> float:

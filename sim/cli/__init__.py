@@ -14,7 +14,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sim.cli import calibrate, diagnose, loadtest, recommend, simulate, sweep, validate
+from sim.cli import (
+    calibrate,
+    diagnose,
+    loadtest,
+    recommend,
+    sensitivity,
+    simulate,
+    sweep,
+    validate,
+)
 from sim.cli.options import flag
 from sim.errors import StartsimError, UsageError
 
@@ -27,6 +36,7 @@ app = typer.Typer(
 app.command("simulate")(simulate.simulate)
 app.command("sweep")(sweep.sweep)
 app.command("recommend")(recommend.recommend_cmd)
+app.command("sensitivity")(sensitivity.sensitivity)
 app.command("loadtest")(loadtest.loadtest)
 app.command("loadtest-worker")(loadtest.loadtest_worker)
 app.command("connector-emulator")(loadtest.connector_emulator)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
+from sim.report import assumptions
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.report.view import HistoryView, OptionRow, PoolView, RecommendationView
 from sim.scenario import Scenario
@@ -49,6 +50,7 @@ def render(
         _decision(data, sc, cite),
         _options(data, sc, cite),
         _consequences(data, sc, figures, cite),
+        *assumptions.parts(data.assumptions, figures, cite),
         _method(data, command, created, cite),
     ]
     return "\n\n".join(p.strip() for p in parts) + "\n"

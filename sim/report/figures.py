@@ -133,7 +133,9 @@ def _axis_label(field: str) -> str:
     }
     if field in labels:
         return labels[field]
-    return f"{field} (s)" if field.endswith("_s") else field
+    # A duration's parameter (connector.setup_s.median) is in seconds as the duration is.
+    seconds = field.endswith("_s") or field.rsplit(".", 1)[0].endswith("_s")
+    return f"{field} (s)" if seconds and not field.endswith("sigma") else field
 
 
 def _value_label(value: str) -> str:
@@ -215,6 +217,77 @@ def restarts_vs_fleet(
         ax.legend(fontsize=8)
     fig.suptitle(
         "The restart loop's feedback: more instances, more retries per instance", fontsize=11
+    )
+    fig.tight_layout()
+    return fig
+
+
+def tornado(rows: Sequence[tuple[str, float, float, float, float, float]], subtitle: str) -> Figure:
+    """Per uncertain value (first row on top): its total and first-order Sobol' indices on
+    P(start attempt fails), each with its bootstrap interval, and how often it alone flips the
+    verdict. ``rows``: (field, S1, S1 half-width, ST, ST half-width, flip share)."""
+    names = [r[0] for r in rows][::-1]
+    y = np.arange(len(rows))
+    first, first_conf, total, total_conf, flips = (
+        np.array([r[k] for r in rows][::-1], dtype=float) for k in range(1, 6)
+    )
+    height = max(2.5, 0.45 * len(rows) + 1.4)
+    fig, (left, right) = subplots(1, 2, figsize=(10, height), sharey=True)
+    left.barh(y, total, xerr=total_conf, color="C0", alpha=0.45, label="total (ST)", capsize=2)
+    left.barh(y, first, xerr=first_conf, height=0.4, color="C0", label="first order (S1)")
+    left.set_xlabel("Sobol' index on P(start attempt fails)")
+    left.axvline(0, color="black", lw=0.8)
+    if not np.any(total):
+        left.set_xlim(-0.05, 1.05)
+    left.legend(fontsize=8, loc="lower right")
+    right.barh(y, 100 * flips, color="C3")
+    right.set_xlabel("base points where the value alone flips the verdict (%)")
+    right.set_xlim(0, max(5.0, 110 * float(flips.max(initial=0))))
+    left.set_yticks(y, names, fontsize=9)
+    for ax, empty, text in (
+        (left, not np.any(first) and not np.any(total), "every index is 0: P(start attempt\n"
+         "fails) hardly varies across the worlds"),
+        (right, not np.any(flips), "no value alone flips the verdict\ninside its range"),
+    ):  # fmt: skip
+        ax.grid(alpha=0.3, axis="x")
+        if empty:  # say so, rather than leave an empty panel to be read as a drawing error
+            ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9)
+    fig.suptitle(f"What the answer depends on\n{subtitle}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def p_fail_against(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    field: str,
+    log: bool,
+    allowed: float,
+) -> Figure:
+    """P(start attempt fails) in each world against one uncertain value, one colour per
+    configuration, with the target's allowed share as a line."""
+    fig, ax = subplots(figsize=FIGSIZE)
+    for i, (label, x, p) in enumerate(series):
+        ax.scatter(x, 100 * np.asarray(p, dtype=float), s=14, alpha=0.6, color=f"C{i}", label=label)
+    ax.axhline(100 * allowed, color="grey", ls=":", lw=1)
+    ax.annotate(
+        f"target: at most {100 * allowed:g} %",
+        (0, 100 * allowed),
+        xycoords=("axes fraction", "data"),
+        xytext=(3, 3),
+        textcoords="offset points",
+        fontsize=8,
+        color="grey",
+    )
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(_axis_label(field))
+    ax.set_ylabel("P(start attempt fails) in the world (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"P(start attempt fails) against {field}, one point per world\n(the other unknowns "
+        "drawn across their ranges)",
+        fontsize=10,
     )
     fig.tight_layout()
     return fig

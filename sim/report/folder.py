@@ -9,6 +9,7 @@ from sim.engine import run_replication
 from sim.output import atomic_write, scenario_toml, write_json
 from sim.recommend import Recommendation
 from sim.records import Outcome
+from sim.report.assumptions import figure_jobs
 from sim.report.view import RecommendationView
 from sim.runner import Executor, Serial, replication_seed
 from sim.scenario import Scenario
@@ -99,6 +100,8 @@ def _figure_jobs(
             for v in sorted({t.current_s, d.db_init_timeout_s or t.current_s})
         ]
         jobs["restarts"] = ("restarts-vs-fleet", "restarts_vs_fleet", (series,))
+    if view.assumptions is not None:  # the tornado, and P(start fails) against the key unknown
+        jobs |= figure_jobs(view.assumptions, sc.name)
     return jobs
 
 

@@ -18,6 +18,7 @@ from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
+from sim.sensitivity import Assumptions
 from sim.sizing import PgBouncer
 from sim.stats import Proportion
 
@@ -218,12 +219,14 @@ class RecommendationView:
     success: SuccessView
     observed_failures: ObservedFailures | None
     sources: tuple[Entry, ...]
+    assumptions: Assumptions | None = None  # across the scenario's ranges (sim.sensitivity)
 
     @classmethod
     def from_dict(cls, summary: dict) -> RecommendationView:
         """The typed view of summary.json's data; keys the view does not hold (``figures``,
-        ``figure_grid``, ``simulated_instance_starts``) are left to the caller."""
-        return build(cls, summary)
+        ``figure_grid``, ``simulated_instance_starts``) are left to the caller. A summary.json
+        written before ``assumptions`` existed reads as without them."""
+        return build(cls, {"assumptions": None, **summary})
 
     def as_dict(self) -> dict:
         return record_dict(self)
