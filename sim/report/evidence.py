@@ -89,8 +89,18 @@ def success_section(success: SuccessView) -> str:
     own = success.own
     judged = ""
     if criterion is not None:
-        verdict = {"met": "**met**", "not met": "**not met**", "not shown": "not shown (straddles)"}
+        verdict = {
+            "met": "**met**",
+            "not met": "**not met**",
+            "too close to call": "too close to call",
+        }
         judged = f"; the criterion > {criterion:.4g}: {verdict[own.criterion]}"
+        seq = success.sequential
+        if seq is not None:
+            judged += (
+                f" ({_pct(seq.confidence)} interval after {seq.replications} replications, "
+                f"look {seq.look} of {seq.looks} of the sequential rule)"
+            )
     lines = [
         "### Start-up success, as the team counts it",
         "",
