@@ -98,6 +98,7 @@ class Rule:
 
     name: str
     confidence: float
+    alpha: float  # 1 − confidence: the chance, over all looks, that a settled verdict is wrong
     looks: tuple[int, ...]  # replications at each look of a decision point
     alpha_spent: tuple[float, ...]
     cap_replications: int
@@ -108,6 +109,7 @@ class Rule:
         return cls(
             "group-sequential, linear alpha spending (Lan & DeMets 1983), Bonferroni over looks",
             confidence,
+            1 - confidence,
             sizes,
             spent_alpha(1 - confidence, looks),
             sizes[-1],
@@ -117,6 +119,7 @@ class Rule:
         return {
             "name": self.name,
             "confidence": self.confidence,
+            "alpha": self.alpha,
             "looks": list(self.looks),
             "alpha_spent": list(self.alpha_spent),
             "cap_replications": self.cap_replications,

@@ -80,6 +80,8 @@ def rates_dict(
     }
 
 
+HOURS_A_YEAR = 24 * 365
+
 # Past this many points the N-fold convolution is replaced by its normal approximation.
 MAX_CONVOLUTION = 1 << 22
 
@@ -134,6 +136,13 @@ class Observation:
                 "estimate": _finite(mid / rate),
                 "low": _finite(low / rate),
                 "high": _finite(high / rate),
+            },
+            "years_implied": None
+            if rate is None
+            else {
+                "estimate": _finite(mid / rate / HOURS_A_YEAR),
+                "low": _finite(low / rate / HOURS_A_YEAR),
+                "high": _finite(high / rate / HOURS_A_YEAR),
             },
             "window_deploys": self.window_deploys,
             "window_failures": None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from builders import FIXED_S, HIGH_S, LOW_S, WAIT_FOR_SCALE_OUT, const, scenario
+from builders import FIXED_S, HIGH_S, LOW_S, STORM, WAIT_FOR_SCALE_OUT, const, scenario
 
 from sim.errors import UsageError
 from sim.recommend import Settings, recommend
@@ -87,25 +87,6 @@ def test_recommendation_is_deterministic_under_a_seed(known):
 
 
 # -- no timeout helps: held connections cannot fit ------------------------------------------------
-
-# 6 instances each hold 5 connections once ready: 30 against 12 free slots. Only 2 instances can
-# ever be ready, whatever the timeout; pool max_size 12 // 6 = 2 makes the fleet fit.
-STORM = {
-    "horizon_s": 120.0,
-    "fleet.instances": 6,
-    "pool.min_size": 5,
-    "pool.max_size": 10,
-    "pool.held_when_ready": 5,
-    "pool.retry_backoff_s": 1.0,
-    "connector.setup_s": const(0.01),
-    "database.max_connections": 15,
-    "database.reserved_connections": 3,
-    "database.accept_s": const(0.005),
-    "startup.before_db_s": const(0.5),
-    "startup.after_db_s": const(0.5),
-    "startup.db_init_timeout_s": 20.0,
-    "restart.policy": "exponential",
-}
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def _sec(x: float | None) -> str:
 
 
 def _interval(p: Proportion, conf: float) -> str:
-    return f"{_pct(p.estimate)} ({conf:.0%} interval {_pct(p.ci_low)} – {_pct(p.ci_high)})"
+    return f"{_pct(p.estimate)} ({_pct(conf)} interval {_pct(p.ci_low)} – {_pct(p.ci_high)})"
 
 
 def _title(data: RecommendationView, sc: Scenario) -> str:
@@ -109,7 +109,8 @@ def _title(data: RecommendationView, sc: Scenario) -> str:
 
 def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     cur, t, demand = data.today, data.timeout, data.pool.demand
-    conf = data.confidence
+    # Today's intervals are those of the look that settled its verdict (sim.sequential).
+    conf = cur.sequential.confidence if cur.sequential else data.confidence
     lines = [
         "## Context",
         "",
@@ -546,10 +547,10 @@ def _verdicts(data: RecommendationView, cite: Cite) -> str:
     text = (
         "Verdicts do not rest on one draw of the seed: an interval that straddles its threshold "
         "is *too close to call*, and replications are added in looks of "
-        f"{looks} (the cap) while it does. The error rate {1 - rule.confidence:.2g} is spent "
-        f"over the looks ({alphas}: linear alpha spending, Lan & DeMets 1983, "
+        f"{looks} (the cap) while it does. The error rate {rule.alpha:.2g} is spent "
+        f"over the looks ({alphas}: {rule.name}, "
         f"{cite('sources.md', 'group-sequential-alpha-spending', 'sources')}), so a settled "
-        f"verdict is wrong with probability at most {1 - rule.confidence:.2g}. "
+        f"verdict is wrong with probability at most {rule.alpha:.2g}. "
         f"Settled ({len(settled)}; verdict, replications spent): "
         + (", ".join(settled) or "none")
         + f". Too close to call at the cap ({len(close)}; replications spent): "

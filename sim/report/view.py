@@ -192,6 +192,7 @@ class ObservedFailures:
     failed_starts_per_deploy: ModelPerDeploy
     deploys_implied: Implied
     hours_implied: Implied | None
+    years_implied: Implied | None
     window_deploys: int | None
     window_failures: WindowFailures | None
     p_at_least_observed: float | None
