@@ -216,8 +216,8 @@ def _shown(summary: dict) -> set[str]:
 
 def _claims(adr: str) -> str:
     """The ADR's sentences that state a simulated number or a verdict: today's figures and what
-    monitoring shows, start-up success, the Decision, the options and the past timeouts, and the
-    verdicts' settlement."""
+    monitoring shows, start-up success, the Decision, the options and the past timeouts, the pool
+    arithmetic, and the verdicts' settlement."""
     context = adr.split("## Context", 1)[1].split("## Decision", 1)[0]
     paragraphs = context.split("\n\n")
     starts = ("What monitoring", "Simulated today", "Without a binding deadline")
@@ -225,8 +225,9 @@ def _claims(adr: str) -> str:
     success = context.split("### Start-up success", 1)[1].split("### What is known", 1)[0]
     decision = adr.split("## Decision", 1)[1].split("## Options considered", 1)[0]
     options = adr.split("## Options considered", 1)[1].split("Timeouts for common targets", 1)[0]
+    pool = "\n".join(p for p in adr.split("\n\n") if p.startswith("Pool arithmetic"))
     method = adr.split("## How this was computed", 1)[1].split("\n\n", 2)[2]
-    return "\n".join((simulated, success, decision, options, method))
+    return "\n".join((simulated, success, decision, options, pool, method))
 
 
 def unbacked(adr: str, summary: dict) -> list[str]:

@@ -293,7 +293,7 @@ def _pool_line(pool: PoolView, sc: Scenario, cite: Cite) -> str:
     if pool.pool_setting_fits:
         return (
             f"Pool arithmetic: `max_size` (pool_size + max_overflow) = {pool.max_size} keeps "
-            f"instances × max_size = {sc.fleet.instances * pool.max_size} within "
+            f"{sc.fleet.instances} instances × {pool.max_size} within "
             f"{d.free_slots} free slots{lock}. The largest fleet at that size is "
             f"{pool.largest_fleet} instances (today's max_size {sc.pool.max_size} fits "
             f"{pool.largest_fleet_current_max_size})."
