@@ -210,7 +210,9 @@ def pruned(
     while True:
         checks = [_check(as_is, adopted, c, f) for c, f in _fields(adopted.changes)]
         gone = next((chk for chk in checks if chk.status == NOT_NEEDED), None)
-        if gone is None:
+        if gone is None:  # listed in the set's own order, cheapest kind first
+            order = [(c.name, f) for c in adopted.changes for f in c.overrides]
+            checks.sort(key=lambda chk: order.index((chk.change.name, chk.field)))
             return adopted, tuple(checks), tuple(dropped)
         dropped.append(gone)
         adopted = gone.without
