@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sim.errors import ScenarioError
 from sim.scenario import Scenario
 from sim.search import TIMEOUT
+from sim.sequential import NOT_MET, TOO_CLOSE, Settled
 from sim.sizing import PoolAdvice
 from sim.stats import Summary
 
@@ -48,6 +50,7 @@ class Candidate:
     max_connections: int
     meets_target: bool
     held_fits: bool = True  # the ready fleet's connections fit the free slots
+    settled: Settled | None = None  # where the sequential rule stopped; None: no look needed
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -68,6 +71,7 @@ class Candidate:
             "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
             "meets_target": self.meets_target,
             "held_fits": self.held_fits,
+            "sequential": None if self.settled is None else self.settled.as_dict(),
             "fleet_ready_p95_s": s.fleet_ready_s["p95"],
             "peak_db_connections_max": s.peak_db_connections_max,
             "free_slots": self.free_slots,
@@ -79,16 +83,65 @@ class Candidate:
         }
 
 
+NEEDED = "needed"
+NOT_NEEDED = "not needed"
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """One field a decision changes, and the decision simulated without that field alone."""
+
+    change: Change
+    field: str
+    without: Candidate | None  # None: without it the other values are no valid configuration
+    invalid: str | None = None  # why not, then
+
+    @property
+    def status(self) -> str:
+        """``needed`` when the decision without it misses the target (a settled verdict, or the
+        ready fleet's connections no longer fit, or the other values need it), ``not needed``
+        when it still meets it, and ``too close to call`` when the sequential rule could not
+        settle which."""
+        w = self.without
+        if w is None:
+            return NEEDED
+        if w.meets_target:
+            return NOT_NEEDED
+        if not w.held_fits or w.settled is None or w.settled.verdict == NOT_MET:
+            return NEEDED
+        return TOO_CLOSE
+
+    def as_dict(self, sc: Scenario) -> dict:
+        w = self.without
+        return {
+            "field": self.field,
+            "from": sc.get(self.field),
+            "to": self.change.overrides[self.field],
+            "kind": self.change.kind,
+            "why": COST_WHY[self.change.kind],
+            "needed": self.status,
+            "without_it": None if w is None else w.name,
+            "without_it_invalid": self.invalid,
+            "without_it_p_start_failure": None
+            if w is None
+            else w.summary.p_start_failure.as_dict(),
+            "without_it_sequential": None
+            if w is None or w.settled is None
+            else w.settled.as_dict(),
+        }
+
+
 @dataclass(frozen=True)
 class Decision:
     """The least change that meets the target (none when today's configuration already does)."""
 
     adopted: Candidate | None
-    needed: tuple[tuple[Change, Candidate | None], ...]  # each change, and the set without it
+    needed: tuple[FieldCheck, ...]  # each field the adopted set changes, checked without it
     alternatives: tuple[Candidate, ...]  # other sets of the same size that also meet
     smallest_timeout_s: float | None
     advice: PoolAdvice
     scenario: Scenario
+    dropped: tuple[FieldCheck, ...] = ()  # fields the least change had, shown not needed
 
     def value(self, field: str) -> Any:
         over = self.adopted.overrides if self.adopted else {}
@@ -100,21 +153,8 @@ class Decision:
         return {
             "configuration": None if a is None else a.name,
             "overrides": None if a is None else a.overrides,
-            "changes": [
-                {
-                    "field": f,
-                    "from": sc.get(f),
-                    "to": v,
-                    "kind": c.kind,
-                    "why": COST_WHY[c.kind],
-                    "without_it": None if alone is None else alone.name,
-                    "without_it_p_start_failure": (
-                        None if alone is None else alone.summary.p_start_failure.as_dict()
-                    ),
-                }
-                for c, alone in self.needed
-                for f, v in c.overrides.items()
-            ],
+            "changes": [check.as_dict(sc) for check in self.needed],
+            "dropped": [check.as_dict(sc) for check in self.dropped],
             "alternatives": [c.name for c in self.alternatives],
             "cost_order": list(COST_ORDER),
             "db_init_timeout_s": None if a is None else self.value(TIMEOUT),
@@ -157,3 +197,47 @@ def merge(changes) -> dict[str, Any]:
     for c in changes:
         out.update(c.overrides)
     return out
+
+
+def pruned(
+    adopted: Candidate, as_is: Callable[[tuple[Change, ...]], Candidate]
+) -> tuple[Candidate, tuple[FieldCheck, ...], tuple[FieldCheck, ...]]:
+    """Each field of the adopted set checked by simulating the set without that field alone
+    (``as_is`` simulates a set exactly as given). A field without which the set still meets the
+    target is dropped, the costliest kind first, until every field left is needed or too close to
+    call. Returns the set that holds, its fields' checks, and the fields dropped."""
+    dropped: list[FieldCheck] = []
+    while True:
+        checks = [_check(as_is, adopted, c, f) for c, f in _fields(adopted.changes)]
+        gone = next((chk for chk in checks if chk.status == NOT_NEEDED), None)
+        if gone is None:  # listed in the set's own order, cheapest kind first
+            order = [(c.name, f) for c in adopted.changes for f in c.overrides]
+            checks.sort(key=lambda chk: order.index((chk.change.name, chk.field)))
+            return adopted, tuple(checks), tuple(dropped)
+        dropped.append(gone)
+        adopted = gone.without
+
+
+def _check(as_is, adopted: Candidate, change: Change, field: str) -> FieldCheck:
+    try:
+        return FieldCheck(change, field, as_is(without_field(adopted.changes, change, field)))
+    except ScenarioError as e:  # e.g. pool.min_size back above the new pool.max_size
+        return FieldCheck(change, field, None, str(e))
+
+
+def _fields(changes: tuple[Change, ...]) -> list[tuple[Change, str]]:
+    """Every (change, field) of a set, the costliest kind first (the first to drop)."""
+    pairs = [(c, f) for c in changes for f in c.overrides]
+    return sorted(pairs, key=lambda cf: -COST_ORDER.index(cf[0].kind))
+
+
+def without_field(changes: tuple[Change, ...], change: Change, field: str) -> tuple[Change, ...]:
+    """The set with one field of one change taken out (the change goes when it was its only
+    field; otherwise it is renamed after the fields it keeps)."""
+    rest = {f: v for f, v in change.overrides.items() if f != field}
+    kept = Change(
+        change.kind,
+        " + ".join(f"{f} {v:g}" if isinstance(v, float) else f"{f} {v}" for f, v in rest.items()),
+        rest,
+    )
+    return tuple(kept if c is change else c for c in changes if c is not change or rest)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_advice
-from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge
+from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
 from sim.errors import UsageError
 from sim.plain import build, plain
 from sim.runner import Results
@@ -30,6 +30,7 @@ from sim.search import (
     zero_failure_replications,
 )
 from sim.sensitivity import SENSITIVITY_REPLICATIONS, Assumptions, SensitivitySettings, assess
+from sim.sequential import MET, Rule, Settled, at_least, at_most, settle
 from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
 from sim.stats import Proportion, Summary, check_confidence
 from sim.success import Observation, judge, observe, rates_dict, success_rates
@@ -127,6 +128,7 @@ class HistoryRow:
     criterion: float | None
     rates: dict[str, Proportion]
     definition: str
+    settled: Settled | None = None  # where the sequential rule stopped; None: no criterion
 
     def as_dict(self) -> dict:
         f = self.summary.p_start_failure
@@ -141,7 +143,7 @@ class HistoryRow:
             "restarts_per_instance": self.summary.restarts_per_instance,
             "fleet_ready_p95_s": self.summary.fleet_ready_s["p95"],
             "criterion": judge(self.rates[self.definition], self.criterion),
-            "success": rates_dict(self.rates, self.definition, self.criterion),
+            "success": rates_dict(self.rates, self.definition, self.criterion, self.settled),
         }
 
 
@@ -171,6 +173,7 @@ class Recommendation:
     # today's configuration and the decision across the scenario's ranges (sim.sensitivity);
     # None when the scenario gives no value as a range
     assumptions: Assumptions | None = None
+    success_settled: Settled | None = None  # today's success verdict: where the rule stopped
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -200,11 +203,15 @@ class Recommendation:
             "history": [h.as_dict() for h in self.history],
             "monitoring": plain(monitoring(self.today)),
             "success": rates_dict(
-                self.success, self.scenario.team.success_definition, self.criterion
+                self.success,
+                self.scenario.team.success_definition,
+                self.criterion,
+                self.success_settled,
             ),
             "observed_failures": None if self.observation is None else self.observation.as_dict(),
             "sources": [e.as_dict() for e in self.scenario.provenance()],
             "assumptions": None if self.assumptions is None else self.assumptions.as_dict(),
+            "sequential": Rule.of(s.confidence, self.replications).as_dict(),
         }
 
 
@@ -237,7 +244,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix)
     criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
     history = _history(lab, sc, settings, n, criterion)
-    success = success_rates(today.fleet, sc.fleet.instances, settings.confidence)
+    _, success, success_settled = _judged_success(lab, sc, settings, n, criterion)
     return Recommendation(
         sc,
         settings,
@@ -259,6 +266,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         _observation(sc, today, settings.confidence),
         dict(lab.engines),
         _assumptions(lab, sc, settings, n, decision),
+        success_settled,
     )
 
 
@@ -422,19 +430,25 @@ def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
             seen[key] = _candidate(lab, sc, settings, n, combo)
         return seen[key]
 
+    def as_is(combo: tuple[Change, ...]) -> Candidate:
+        key = json.dumps(merge(combo), sort_keys=True)
+        if key not in seen:
+            seen[key] = _candidate(lab, sc, settings, n, combo)
+        return seen[key]
+
     today = run(())
     adopted, alternatives = (today, []) if today.meets_target else least_change(changes, run)
     for single in changes:  # every change alone is an option the ADR lists
         run((single,))
-    # Each adopted change is needed: the set without it is simulated too (and misses).
-    needed = (
-        tuple((c, run(tuple(x for x in adopted.changes if x is not c))) for c in adopted.changes)
-        if adopted is not None
-        else ()
-    )
+    # Each field of the adopted set is checked: the set without it is simulated (the other values
+    # as they are) and judged by the same rule; a field it still meets without is dropped.
+    needed, dropped = (), ()
+    if adopted is not None:
+        adopted, needed, dropped = pruned(adopted, as_is)
+        alternatives = [a for a in alternatives if a.overrides != adopted.overrides]
     cands = sorted(seen.values(), key=lambda c: (not c.meets_target, c.cost))
     smallest = main.timeout_s if main else (fix.timeout_s if fix else None)
-    decision = Decision(adopted, needed, tuple(alternatives), smallest, advice, sc)
+    decision = Decision(adopted, needed, tuple(alternatives), smallest, advice, sc, dropped)
     return cands, decision
 
 
@@ -455,17 +469,28 @@ def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...
 
 
 def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
+    """A set of changes simulated and judged on P(start attempt fails) by the sequential rule
+    (``sim.sequential``): replications are added while its interval straddles ``1 − target``."""
     over = merge(combo)
     cand = sc.with_overrides(over)
     fits = Demand.of(cand).held_fits
-    reps = n if fits else min(n, EVIDENCE_REPLICATIONS)
-    s = lab.summary(cand, reps)
-    name = " + ".join(c.name for c in combo) or "today's configuration"
+    alpha = 1 - settings.target_success
+
+    def judge(reps: int, confidence: float) -> str:
+        p = lab.run(cand, reps, records=False).summary(confidence).p_start_failure
+        return at_most(p.ci_low, p.ci_high, alpha)
+
     # Starts that succeed are not enough when the ready fleet cannot hold its connections: the
     # instances would then starve under traffic (the model opens those lazily and lets them fail).
-    meets = fits and s.p_start_failure.ci_high <= 1 - settings.target_success
+    # That is arithmetic, not chance: one small run shows it, and no look is needed.
+    settled = settle(judge, n, settings.confidence) if fits else None
+    reps = settled.replications if settled else min(n, EVIDENCE_REPLICATIONS)
+    confidence = settled.confidence if settled else settings.confidence
+    s = lab.run(cand, reps, records=False).summary(confidence)
+    name = " + ".join(c.name for c in combo) or "today's configuration"
+    meets = fits and settled is not None and settled.verdict == MET
     db = cand.database
-    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets, fits)
+    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled)
 
 
 # -- the team's history, and what monitoring would have seen -------------------------------------
@@ -476,12 +501,32 @@ def _history(lab, sc, settings, n, criterion) -> list[HistoryRow]:
     rows = []
     for t in timeouts:
         cand = at_timeout(sc, t)
-        reps = n if Demand.of(cand).held_fits else min(n, EVIDENCE_REPLICATIONS)
-        res = lab.run(cand, reps, records=False)
-        rates = success_rates(res.fleet, sc.fleet.instances, settings.confidence)
+        s, rates, settled = _judged_success(lab, cand, settings, n, criterion)
         definition = sc.team.success_definition
-        rows.append(HistoryRow(float(t), lab.summary(cand, reps), criterion, rates, definition))
+        rows.append(HistoryRow(float(t), s, criterion, rates, definition, settled))
     return rows
+
+
+def _judged_success(lab, sc, settings, n, criterion):
+    """Start-up success by each definition, the team's judged on its criterion by the sequential
+    rule (``sim.sequential``): replications are added while its interval straddles the criterion.
+    Returns the summary and the rates at the look that stopped, and where it stopped."""
+    reps = n if Demand.of(sc).held_fits else min(n, EVIDENCE_REPLICATIONS)
+    definition = sc.team.success_definition
+
+    def rates_at(r: int, confidence: float) -> dict[str, Proportion]:
+        res = lab.run(sc, r, records=False)
+        return success_rates(res.fleet, sc.fleet.instances, confidence)
+
+    def judge(r: int, confidence: float) -> str:
+        p = rates_at(r, confidence)[definition]
+        return at_least(p.ci_low, p.ci_high, criterion)
+
+    settled = None if criterion is None else settle(judge, reps, settings.confidence)
+    reps = settled.replications if settled else reps
+    confidence = settled.confidence if settled else settings.confidence
+    summary = lab.run(sc, reps, records=False).summary(confidence)
+    return summary, rates_at(reps, confidence), settled
 
 
 def _observation(sc: Scenario, today: Results, confidence: float) -> Observation | None:

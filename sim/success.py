@@ -22,6 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sim.sequential import Settled, at_least
 from sim.stats import Proportion, cluster_proportion, wilson
 
 DEFINITIONS: dict[str, str] = {
@@ -54,16 +55,20 @@ def success_rates(fleet: dict[str, np.ndarray], instances: int, confidence: floa
 
 def judge(p: Proportion, criterion: float | None) -> str | None:
     """``met`` when the whole interval clears the criterion, ``not met`` when none of it does,
-    ``not shown`` when it straddles; None without a criterion."""
+    ``too close to call`` when it straddles (``sim.sequential``); None without a criterion."""
     if criterion is None:
         return None
-    if p.ci_low >= criterion:
-        return "met"
-    return "not met" if p.ci_high < criterion else "not shown"
+    return at_least(p.ci_low, p.ci_high, criterion)
 
 
-def rates_dict(rates: dict[str, Proportion], definition: str, criterion: float | None) -> dict:
-    """summary.json's ``success``: every definition, the team's first, each judged."""
+def rates_dict(
+    rates: dict[str, Proportion],
+    definition: str,
+    criterion: float | None,
+    settled: Settled | None = None,
+) -> dict:
+    """summary.json's ``success``: every definition, the team's first, each judged; ``sequential``
+    says where the sequential rule stopped on the team's definition (None: one look)."""
     return {
         "definition": definition,
         "criterion": criterion,
@@ -71,8 +76,11 @@ def rates_dict(rates: dict[str, Proportion], definition: str, criterion: float |
             name: {**rates[name].as_dict(), "criterion": judge(rates[name], criterion)}
             for name in sorted(rates, key=lambda n: n != definition)
         },
+        "sequential": None if settled is None else settled.as_dict(),
     }
 
+
+HOURS_A_YEAR = 24 * 365
 
 # Past this many points the N-fold convolution is replaced by its normal approximation.
 MAX_CONVOLUTION = 1 << 22
@@ -128,6 +136,13 @@ class Observation:
                 "estimate": _finite(mid / rate),
                 "low": _finite(low / rate),
                 "high": _finite(high / rate),
+            },
+            "years_implied": None
+            if rate is None
+            else {
+                "estimate": _finite(mid / rate / HOURS_A_YEAR),
+                "low": _finite(low / rate / HOURS_A_YEAR),
+                "high": _finite(high / rate / HOURS_A_YEAR),
             },
             "window_deploys": self.window_deploys,
             "window_failures": None

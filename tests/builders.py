@@ -103,6 +103,26 @@ REPORT_SMALL: dict[str, Any] = {
 }
 
 
+# 6 instances each hold 5 connections once ready: 30 against 12 free slots. Only 2 instances can
+# ever be ready, whatever the timeout; pool max_size 12 // 6 = 2 makes the fleet fit.
+STORM = {
+    "horizon_s": 120.0,
+    "fleet.instances": 6,
+    "pool.min_size": 5,
+    "pool.max_size": 10,
+    "pool.held_when_ready": 5,
+    "pool.retry_backoff_s": 1.0,
+    "connector.setup_s": const(0.01),
+    "database.max_connections": 15,
+    "database.reserved_connections": 3,
+    "database.accept_s": const(0.005),
+    "startup.before_db_s": const(0.5),
+    "startup.after_db_s": const(0.5),
+    "startup.db_init_timeout_s": 20.0,
+    "restart.policy": "exponential",
+}
+
+
 # A small fleet with random phases and fixed restarts, written out in a log format and read
 # back by the readers' round-trip tests (Cloud Logging, OTLP).
 LOG_ROUND_TRIP: dict[str, Any] = {

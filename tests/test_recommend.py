@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from builders import FIXED_S, HIGH_S, LOW_S, WAIT_FOR_SCALE_OUT, const, scenario
+from builders import FIXED_S, HIGH_S, LOW_S, STORM, WAIT_FOR_SCALE_OUT, const, scenario
 
 from sim.errors import UsageError
 from sim.recommend import Settings, recommend
@@ -88,25 +88,6 @@ def test_recommendation_is_deterministic_under_a_seed(known):
 
 # -- no timeout helps: held connections cannot fit ------------------------------------------------
 
-# 6 instances each hold 5 connections once ready: 30 against 12 free slots. Only 2 instances can
-# ever be ready, whatever the timeout; pool max_size 12 // 6 = 2 makes the fleet fit.
-STORM = {
-    "horizon_s": 120.0,
-    "fleet.instances": 6,
-    "pool.min_size": 5,
-    "pool.max_size": 10,
-    "pool.held_when_ready": 5,
-    "pool.retry_backoff_s": 1.0,
-    "connector.setup_s": const(0.01),
-    "database.max_connections": 15,
-    "database.reserved_connections": 3,
-    "database.accept_s": const(0.005),
-    "startup.before_db_s": const(0.5),
-    "startup.after_db_s": const(0.5),
-    "startup.db_init_timeout_s": 20.0,
-    "restart.policy": "exponential",
-}
-
 
 @pytest.fixture(scope="module")
 def storm():
@@ -125,7 +106,12 @@ def test_no_timeout_helps_when_held_connections_cannot_fit(storm):
 def test_the_pool_fix_recommended_instead_meets_the_target_when_simulated(storm):
     assert storm.pool.max_size == 2 and storm.pool.min_size == 1
     d = storm.decision.as_dict()
-    assert d["configuration"] is not None and d["overrides"]["pool.max_size"] == 2
+    # The pool fix sets min_size 1, max_size 2 and held_when_ready 2; max_size is checked like
+    # every field, by simulating the decision without it: the rest still meets the target, so it
+    # is dropped (the least change that holds), and said so.
+    assert d["overrides"] == {"pool.min_size": 1, "pool.held_when_ready": 2}
+    assert [(c["field"], c["needed"]) for c in d["dropped"]] == [("pool.max_size", "not needed")]
+    assert all(c["needed"] == "needed" for c in d["changes"])
     # Simulate the decision independently, with another seed: it meets the target.
     fixed = scenario(STORM).with_overrides(d["overrides"])
     s = simulate(fixed, 400, 99, jobs=1).summary(0.95)
@@ -200,8 +186,9 @@ def test_decision_is_the_least_change_timeout_before_paid_connector_instances(kn
     assert d.value("startup.db_init_timeout_s") == d.smallest_timeout_s
     assert d.value("connector.min_instances") == 1  # unchanged
     assert "connector.min_instances 2" in [c.name for c in d.alternatives]
-    ((_, without),) = d.needed
-    assert without.name == "today's configuration" and not without.meets_target
+    (check,) = d.needed
+    assert check.without.name == "today's configuration" and not check.without.meets_target
+    assert check.status == "needed" and check.without.settled.verdict == "not met"
     data = d.as_dict()
     assert data["changes"][0]["field"] == "startup.db_init_timeout_s"
     assert data["changes"][0]["from"] == 45.0 and data["changes"][0]["to"] == d.smallest_timeout_s
@@ -270,7 +257,7 @@ def test_an_option_whose_ready_fleet_cannot_hold_its_connections_does_not_meet(s
     by_name = {c.name: c for c in storm.candidates}
     alone = by_name["pool.min_size 1"]
     assert not alone.held_fits and not alone.meets_target
-    assert storm.decision.adopted.name == "pool sized to fit"
+    assert storm.decision.adopted.name == "pool.min_size 1 + pool.held_when_ready 2"
 
 
 RARE_CHECK = """

@@ -5,21 +5,29 @@ targets exit 2 with a message and write nothing."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import tomli_w
-from builders import REPORT_SMALL, scenario
+from builders import REPORT_SMALL, STORM, scenario
 from cli_helpers import call_main
 from doclinks import problems
 from markdown_it import MarkdownIt
 from matplotlib.image import imread
+
+# With the team's past timeouts and criterion, so the ADR has verdicts on them to check.
+WITH_HISTORY = {
+    **REPORT_SMALL,
+    "team.timeout_history_s": [4.0, 8.0],
+    "team.success_criterion": 0.9,
+}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     path = root / "small.toml"
-    path.write_text(tomli_w.dumps(scenario(REPORT_SMALL).to_dict()), encoding="utf-8")
+    path.write_text(tomli_w.dumps(scenario(WITH_HISTORY).to_dict()), encoding="utf-8")
     out = root / "out"
     args = ["recommend", str(path), "-n", "400", "--jobs", "1", "--svg", "--out", str(out)]
     assert call_main(*args) == 0
@@ -165,3 +173,167 @@ def test_a_share_is_never_rounded_to_all_or_none():
     shares = (0.0, 1.0, 0.5, 0.997, 0.003, 0.99996, 0.00004)
     shown = ["0 %", "100 %", "50 %", "99.7 %", "0.3 %", "> 99.9 %", "< 0.1 %"]
     assert [_share(x) for x in shares] == shown
+
+
+# -- every claim of the ADR, read beside summary.json ---------------------------------------------
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?: ?%)?")
+
+
+def _numbers(data) -> list[float]:
+    if isinstance(data, bool):
+        return []
+    if isinstance(data, int | float):
+        return [float(data)]
+    if isinstance(data, dict):
+        return [x for v in data.values() for x in _numbers(v)]
+    if isinstance(data, list):
+        return [x for v in data for x in _numbers(v)]
+    return []
+
+
+def _strings(data) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, dict):
+        return [x for v in data.values() for x in _strings(v)]
+    if isinstance(data, list):
+        return [x for v in data for x in _strings(v)]
+    return []
+
+
+def _shown(summary: dict) -> set[str]:
+    """Every way the report prints a number of summary.json: as is, rounded, or as a percentage
+    of it or of its complement (success = 1 − failure)."""
+    out = set()
+    for v in _numbers(summary):
+        out |= {f"{v:g}", f"{v:.0f}", f"{v:.1f}", f"{v:.2f}", f"{v:.3f}", f"{v:.3g}", f"{v:.4g}"}
+        out |= {f"{v:,.0f}", f"{v:.0%}"}
+        for x in (v, 1 - v):
+            out |= {f"{100 * x:.{d}f} %" for d in range(4)}
+    return out
+
+
+def _claims(adr: str) -> str:
+    """The ADR's sentences that state a simulated number or a verdict: today's figures and what
+    monitoring shows, start-up success, the Decision, the options and the past timeouts, the pool
+    arithmetic, and the verdicts' settlement."""
+    context = adr.split("## Context", 1)[1].split("## Decision", 1)[0]
+    paragraphs = context.split("\n\n")
+    starts = ("What monitoring", "Simulated today", "Without a binding deadline")
+    simulated = "\n".join(p for p in paragraphs if p.startswith(starts))
+    success = context.split("### Start-up success", 1)[1].split("### What is known", 1)[0]
+    decision = adr.split("## Decision", 1)[1].split("## Options considered", 1)[0]
+    options = adr.split("## Options considered", 1)[1].split("Timeouts for common targets", 1)[0]
+    pool = "\n".join(p for p in adr.split("\n\n") if p.startswith("Pool arithmetic"))
+    method = adr.split("## How this was computed", 1)[1].split("\n\n", 2)[2]
+    return "\n".join((simulated, success, decision, options, pool, method))
+
+
+def unbacked(adr: str, summary: dict) -> list[str]:
+    """Numbers in the ADR's claims that no value of summary.json prints as; names and reasons
+    that summary.json holds as text are taken out first (their digits are its own)."""
+    text = _claims(adr)
+    for s in sorted(_strings(summary), key=len, reverse=True):
+        if len(s) > 2:
+            text = text.replace(s, " ")
+    text = re.sub(r"`[^`]*`", " ", text)  # field names and the command
+    shown = _shown(summary)
+    return [m for m in NUMBER.findall(text) if m.strip() not in shown]
+
+
+def _decision_line(adr: str, field: str, dropped: bool) -> str:
+    decision = adr.split("## Decision", 1)[1].split("## Options considered", 1)[0]
+    start = "- Not adopted: " if dropped else "- "
+    return next(ln for ln in decision.splitlines() if ln.startswith(f"{start}`{field}`"))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def check_side_by_side(adr: str, summary: dict) -> None:
+    """The ADR says what summary.json holds, claim by claim."""
+    assert unbacked(adr, summary) == []
+    d = summary["decision"]
+    says = {"needed": "Needed:", "not needed": "Not needed:", "too close to call": "Not shown"}
+    for dropped, rows in ((False, d["changes"]), (True, d["dropped"])):
+        for c in rows:
+            line = _decision_line(adr, c["field"], dropped)
+            assert says[c["needed"]] in line and f"{c['from']} → " in line, line
+            assert (c["needed"] == "not needed") == dropped
+            seq, f = c["without_it_sequential"], c["without_it_p_start_failure"]
+            if seq is not None:
+                assert f"({c['without_it']})" in line, line
+                interval = f"{_pct(seq['confidence'])} interval {_pct(f['ci_low'])} – "
+                assert f"{_pct(f['estimate'])}, {interval}{_pct(f['ci_high'])}" in line, line
+                assert f"{seq['replications']} replications" in line, line
+    options = adr.split("## Options considered", 1)[1]
+    for h in summary["history"]:  # each past timeout: its verdict and what it took
+        own = h["success"]["by_definition"][h["success"]["definition"]]
+        seq = h["success"]["sequential"]
+        row = next(ln for ln in options.splitlines() if ln.startswith(f"| {h['timeout_s']:g} s |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:4] == [
+            _pct(own["estimate"]),
+            f"{_pct(own['ci_low'])} – {_pct(own['ci_high'])}",
+            {"not met": "**not met**"}.get(h["criterion"], h["criterion"]),
+        ], row
+        assert cells[4].startswith(f"{seq['replications']} (look {seq['look']} of "), row
+    method = adr.split("## How this was computed", 1)[1]
+    settled = re.search(r"Settled \((\d+);", method).group(1)
+    close = re.search(r"Too close to call at the cap \((\d+);", method).group(1)
+    records = [c["sequential"] for c in summary["candidates"] if c["sequential"]]
+    records += [h["success"]["sequential"] for h in summary["history"]]
+    records += [summary["success"]["sequential"]] if summary["success"]["sequential"] else []
+    assert int(settled) == sum(r["settled"] for r in records)
+    assert int(close) == sum(not r["settled"] for r in records)
+    m = summary["monitoring"]["startup_failures_per_deploy"]  # the share of deploys
+    share = adr_share(m["deploys_with_any"])
+    assert f"{share} of deploys see at least one failed start" in adr
+
+
+def adr_share(x: float) -> str:
+    from sim.report.adr import _share
+
+    return _share(x)
+
+
+def test_every_claim_of_the_adr_is_a_value_of_summary_json(report):
+    adr = (report / "adr.md").read_text(encoding="utf-8")
+    summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    assert summary["history"] and summary["decision"]["changes"]
+    check_side_by_side(adr, summary)
+    # The check has teeth: a number the data does not hold is caught.
+    assert unbacked(adr.replace("## Decision\n", "## Decision\n\n12.34 % of nothing.\n"), summary)
+
+
+def test_a_field_not_needed_is_dropped_and_said_so():
+    """STORM (tests/builders.py): the pool fix sets min_size 1, max_size 2 and held_when_ready 2;
+    without max_size the rest still meets the target, so the ADR drops it and says why, with the
+    figures summary.json holds; without held_when_ready the ready fleet no longer fits."""
+    from sim.recommend import Settings, recommend
+    from sim.report.adr import render
+    from sim.report.view import RecommendationView
+
+    sc = scenario(STORM)
+    rec = recommend(sc, Settings(target_success=0.99, replications=400, seed=1))
+    summary = json.loads(json.dumps(rec.as_dict()))
+    adr = render(RecommendationView.from_dict(summary), sc, {}, "startsim recommend", "today")
+    d = summary["decision"]
+    assert [(c["field"], c["needed"]) for c in d["dropped"]] == [("pool.max_size", "not needed")]
+    assert "Not adopted: `pool.max_size` 10 → 2. Not needed: without it" in adr
+    line = _decision_line(adr, "pool.held_when_ready", dropped=False)
+    assert "Needed: without it (pool.min_size 1) the ready fleet's connections exceed" in line
+    check_side_by_side(adr, summary)
+
+
+def test_the_example_adr_states_only_what_its_summary_holds():
+    """results/example (the default scenario, with the team's history and observed failures)."""
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "results" / "example"
+    adr = (example / "adr.md").read_text(encoding="utf-8")
+    summary = json.loads((example / "summary.json").read_text(encoding="utf-8"))
+    assert summary["history"] and summary["observed_failures"]
+    check_side_by_side(adr, summary)

@@ -47,7 +47,7 @@ def test_a_verdict_needs_the_whole_interval_on_one_side():
     assert judge(r, None) is None
     assert judge(r, r.ci_low) == "met"
     assert judge(r, r.ci_high + 1e-9) == "not met"
-    assert judge(r, (r.ci_low + r.ci_high) / 2) == "not shown"
+    assert judge(r, (r.ci_low + r.ci_high) / 2) == "too close to call"
 
 
 # Failed starts per simulated deploy 0, 1, 2, 1: the distribution ¼, ½, ¼; two deploys sum to

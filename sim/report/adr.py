@@ -16,8 +16,15 @@ from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
 from sim.report import assumptions
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
-from sim.report.view import HistoryView, OptionRow, PoolView, RecommendationView
+from sim.report.view import (
+    AdoptedChange,
+    HistoryView,
+    OptionRow,
+    PoolView,
+    RecommendationView,
+)
 from sim.scenario import Scenario
+from sim.sequential import TOO_CLOSE, Settled
 from sim.stats import Proportion
 from sim.success import DEFINITIONS
 
@@ -88,7 +95,7 @@ def _sec(x: float | None) -> str:
 
 
 def _interval(p: Proportion, conf: float) -> str:
-    return f"{_pct(p.estimate)} ({conf:.0%} interval {_pct(p.ci_low)} – {_pct(p.ci_high)})"
+    return f"{_pct(p.estimate)} ({_pct(conf)} interval {_pct(p.ci_low)} – {_pct(p.ci_high)})"
 
 
 def _title(data: RecommendationView, sc: Scenario) -> str:
@@ -104,7 +111,8 @@ def _title(data: RecommendationView, sc: Scenario) -> str:
 
 def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     cur, t, demand = data.today, data.timeout, data.pool.demand
-    conf = data.confidence
+    # Today's intervals are those of the look that settled its verdict (sim.sequential).
+    conf = cur.sequential.confidence if cur.sequential else data.confidence
     lines = [
         "## Context",
         "",
@@ -211,17 +219,11 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         "",
     ]
     for c in d.changes:
-        without = c.without_it or "today's configuration"
-        f = c.without_it_p_start_failure
-        evidence = (
-            f": P(start attempt fails) {_pct(f.estimate)}, upper bound {_pct(f.ci_high)} "
-            f"> {allowed}"
-            if f
-            else ""
-        )
+        lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {_needed(c, allowed)}")
+    for c in d.dropped:
         lines.append(
-            f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). Needed: without it "
-            f"({without}) the target is missed{evidence}."
+            f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed)} The least "
+            "change that holds is kept."
         )
     if d.alternatives:
         lines += [
@@ -242,6 +244,31 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"target is {d.smallest_timeout_s:g} s (verified by simulation at that value)."
         )
     return "\n".join(lines)
+
+
+def _needed(c: AdoptedChange, allowed: str) -> str:
+    """The checked claim about one adopted field: the decision simulated without it alone."""
+    f, seq = c.without_it_p_start_failure, c.without_it_sequential
+    if c.without_it_invalid is not None:
+        return f"Needed: the other changes need it ({c.without_it_invalid})."
+    if seq is None:  # the ready fleet's connections do not fit without it: arithmetic
+        return (
+            f"Needed: without it ({c.without_it}) the ready fleet's connections exceed the free "
+            "slots."
+        )
+    evidence = (
+        f"P(start attempt fails) {_pct(f.estimate)}, {_pct(seq.confidence)} interval "
+        f"{_pct(f.ci_low)} – {_pct(f.ci_high)} against {allowed}, {seq.replications} "
+        f"replications"
+    )
+    if c.needed == "needed":
+        return f"Needed: without it ({c.without_it}) the target is missed: {evidence}."
+    if c.needed == "not needed":
+        return f"Not needed: without it ({c.without_it}) the target is still met: {evidence}."
+    return (
+        f"Not shown to be needed: without it ({c.without_it}) the verdict is too close to call "
+        f"at the cap: {evidence}; kept, because only with it is the target shown to be met."
+    )
 
 
 COST_WORDS = {
@@ -268,7 +295,7 @@ def _pool_line(pool: PoolView, sc: Scenario, cite: Cite) -> str:
     if pool.pool_setting_fits:
         return (
             f"Pool arithmetic: `max_size` (pool_size + max_overflow) = {pool.max_size} keeps "
-            f"instances × max_size = {sc.fleet.instances * pool.max_size} within "
+            f"{sc.fleet.instances} instances × {pool.max_size} within "
             f"{d.free_slots} free slots{lock}. The largest fleet at that size is "
             f"{pool.largest_fleet} instances (today's max_size {sc.pool.max_size} fits "
             f"{pool.largest_fleet_current_max_size})."
@@ -292,8 +319,10 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         "",
         f"Each simulated with the same seed; meets = upper bound of P(start attempt fails) ≤ "
         f"{_pct(1 - data.target_success, 3)}, and the ready fleet's connections (instances × "
-        f"held_when_ready) fit the free slots. Intervals are {conf:.0%} cluster-aware "
-        "intervals. Listed: meeting options first, cheapest first.",
+        f"held_when_ready) fit the free slots; an interval that straddles it is too close to "
+        "call, and replications are added by the sequential rule (How this was computed). "
+        "Intervals are cluster-aware, at the confidence of the look that stopped (column "
+        f"replications; {conf:.0%} overall). Listed: meeting options first, cheapest first.",
         "",
         "| option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
         "| work ampl. | restarts / instance | replications |",
@@ -306,7 +335,7 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"{_pct(f.ci_high)} | {_meets(r)} | "
             f"{_sec(r.fleet_ready_p95_s)} | {r.peak_db_connections_max} / "
             f"{r.free_slots} | {_num(r.work_amplification)} | "
-            f"{r.restarts_per_instance:.3f} | {r.replications} |"
+            f"{r.restarts_per_instance:.3f} | {_spent(r.sequential, r.replications)} |"
         )
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
@@ -317,7 +346,9 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
 def _meets(row: OptionRow) -> str:
     if row.meets_target:
         return "yes"
-    return "no" if row.held_fits else "no: held connections exceed the free slots"
+    if not row.held_fits:
+        return "no: held connections exceed the free slots"
+    return "too close to call" if row.sequential.verdict == TOO_CLOSE else "no"
 
 
 def _history_table(data: RecommendationView) -> str:
@@ -335,12 +366,12 @@ def _history_table(data: RecommendationView) -> str:
         f"{data.target_success:.4g} at {data.confidence:.0%} confidence. Each timeout "
         "simulated in today's configuration otherwise, with the other definitions beside:",
         "",
-        f"| timeout | `{definition}` | interval | criterion | "
+        f"| timeout | `{definition}` | interval | criterion | replications | "
         + " | ".join(f"`{d}`" for d in others)
         + " | restarts / instance | fleet ready p95 |",
-        "|---|---|---|---|" + "---|" * len(others) + "---|---|",
+        "|---|---|---|---|---|" + "---|" * len(others) + "---|---|",
     ]
-    verdict = {"met": "met", "not met": "**not met**", "not shown": "not shown (straddles)"}
+    verdict = {"met": "met", "not met": "**not met**", "too close to call": "too close to call"}
     for h in rows:
         lines.append(_history_row(h, definition, others, verdict))
     return "\n".join(lines)
@@ -352,10 +383,17 @@ def _history_row(h: HistoryView, definition: str, others: list[str], verdict: di
     return (
         f"| {h.timeout_s:g} s | {_pct(own.estimate)} | "
         f"{_pct(own.ci_low)} – {_pct(own.ci_high)} | "
-        f"{verdict.get(h.criterion, '—')} | "
+        f"{verdict.get(h.criterion, '—')} | {_spent(h.success.sequential)} | "
         + " | ".join(_pct(rates[d].estimate) for d in others)
         + f" | {_num(h.restarts_per_instance)} | {_sec(h.fleet_ready_p95_s)} |"
     )
+
+
+def _spent(seq: Settled | None, replications: int | None = None) -> str:
+    """Replications a verdict took, and at which look of the sequential rule it stopped."""
+    if seq is None:
+        return "—" if replications is None else str(replications)
+    return f"{seq.replications} (look {seq.look} of {seq.looks}, {_pct(seq.confidence)})"
 
 
 def _targets_table(t: TimeoutAdvice, cite: Cite) -> str:
@@ -482,5 +520,43 @@ def _method(data: RecommendationView, command: str, created: str, cite: Cite) ->
         "## How this was computed\n\n"
         f"`{command}` on {created}: seed {data.seed}, {data.replications} replications per "
         f"decision point, confidence {data.confidence:.0%}. Method: {cite('recommend.md')}. "
-        "Figures and numbers: `summary.json` in this folder."
+        "Figures and numbers: `summary.json` in this folder.\n\n" + _verdicts(data, cite)
     )
+
+
+def judged(data: RecommendationView) -> list[tuple[str, Settled]]:
+    """Every verdict the sequential rule judged: the options, the team's past timeouts and today's
+    start-up success against its criterion, each with where the rule stopped."""
+    out = [(f"option {r.name}", r.sequential) for r in data.candidates if r.sequential]
+    out += [
+        (f"past timeout {h.timeout_s:g} s", h.success.sequential)
+        for h in data.history
+        if h.success.sequential
+    ]
+    if data.success.sequential:
+        out.append(("start-up success today", data.success.sequential))
+    return out
+
+
+def _verdicts(data: RecommendationView, cite: Cite) -> str:
+    """The sequential rule, and which verdicts it settled and which stayed too close to call."""
+    rule = data.sequential
+    looks = ", ".join(str(n) for n in rule.looks)
+    alphas = ", ".join(f"{a:.4g}" for a in rule.alpha_spent)
+    rows = judged(data)
+    settled = [f"{name} ({s.verdict}, {s.replications})" for name, s in rows if s.settled]
+    close = [f"{name} ({s.replications})" for name, s in rows if s.verdict == TOO_CLOSE]
+    text = (
+        "Verdicts do not rest on one draw of the seed: an interval that straddles its threshold "
+        "is *too close to call*, and replications are added in looks of "
+        f"{looks} (the cap) while it does. The error rate {rule.alpha:.2g} is spent "
+        f"over the looks ({alphas}: {rule.name}, "
+        f"{cite('sources.md', 'group-sequential-alpha-spending', 'sources')}), so a settled "
+        f"verdict is wrong with probability at most {rule.alpha:.2g}. "
+        f"Settled ({len(settled)}; verdict, replications spent): "
+        + (", ".join(settled) or "none")
+        + f". Too close to call at the cap ({len(close)}; replications spent): "
+        + (", ".join(close) or "none")
+        + "."
+    )
+    return text

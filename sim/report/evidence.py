@@ -89,8 +89,18 @@ def success_section(success: SuccessView) -> str:
     own = success.own
     judged = ""
     if criterion is not None:
-        verdict = {"met": "**met**", "not met": "**not met**", "not shown": "not shown (straddles)"}
+        verdict = {
+            "met": "**met**",
+            "not met": "**not met**",
+            "too close to call": "too close to call",
+        }
         judged = f"; the criterion > {criterion:.4g}: {verdict[own.criterion]}"
+        seq = success.sequential
+        if seq is not None:
+            judged += (
+                f" ({_pct(seq.confidence)} interval after {seq.replications} replications, "
+                f"look {seq.look} of {seq.looks} of the sequential rule)"
+            )
     lines = [
         "### Start-up success, as the team counts it",
         "",
@@ -159,8 +169,9 @@ def _implied(obs: ObservedFailures) -> str:
     if d.estimate is None:
         more = f"more than {d.low:,.0f} deploys" if d.low is not None else "no finite count"
         hours = ""
+        y = obs.years_implied
         if h is not None and h.low is not None:
-            hours = f" ({h.low:,.0f} hours, {h.low / 24 / 365:.1f} years, at the deploy rate)"
+            hours = f" ({h.low:,.0f} hours, {y.low:.1f} years, at the deploy rate)"
         return (
             f"No simulated deploy failed a start (at most {per.ci_high:.3g} a deploy): "
             f"{obs.observed:,} failures would take {more}{hours}. **This scenario does not "

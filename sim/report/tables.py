@@ -185,7 +185,9 @@ def recommend_table(sc, data: RecommendationView) -> Table:
     table.add_row("adopt", adopt, "the least change that meets the target")
     for c in d.changes:
         without = c.without_it or "today's configuration"
-        table.add_row(f"  {c.field}", f"{c.was} → {c.to}", f"needed: {without} fails")
+        table.add_row(f"  {c.field}", f"{c.was} → {c.to}", f"{c.needed}: without it {without}")
+    for c in d.dropped:
+        table.add_row(f"  not {c.field}", f"{c.was} → {c.to}", f"not needed: {c.without_it} meets")
     for name in d.alternatives:
         table.add_row("  also meets", name, "")
     table.add_row(

@@ -19,6 +19,7 @@ from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
 from sim.sensitivity import Assumptions
+from sim.sequential import Rule, Settled
 from sim.sizing import PgBouncer
 from sim.stats import Proportion
 
@@ -32,8 +33,11 @@ class AdoptedChange:
     to: Any
     kind: str
     why: str
+    needed: str  # needed / not needed / too close to call (sim.decision.FieldCheck.status)
     without_it: str | None
+    without_it_invalid: str | None  # why the values without it are no valid configuration
     without_it_p_start_failure: Proportion | None
+    without_it_sequential: Settled | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class DecisionView:
     configuration: str | None  # None: no configuration tried meets the target
     overrides: dict[str, Any] | None
     changes: tuple[AdoptedChange, ...]
+    dropped: tuple[AdoptedChange, ...]  # fields the least change had, shown not needed
     alternatives: tuple[str, ...]
     cost_order: tuple[str, ...]
     db_init_timeout_s: float | None
@@ -97,6 +102,7 @@ class OptionRow:
     p_db_init_timeout: Proportion
     meets_target: bool
     held_fits: bool
+    sequential: Settled | None
     fleet_ready_p95_s: float | None
     peak_db_connections_max: int
     free_slots: int
@@ -117,7 +123,7 @@ class JudgedRate:
     events: int
     trials: int
     effective_trials: float
-    criterion: str | None  # met / not met / not shown; None without a criterion
+    criterion: str | None  # met / not met / too close to call; None without a criterion
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ class SuccessView:
     definition: str
     criterion: float | None
     by_definition: dict[str, JudgedRate]
+    sequential: Settled | None  # where the sequential rule stopped; None: one look
 
     @property
     def own(self) -> JudgedRate:
@@ -186,6 +193,7 @@ class ObservedFailures:
     failed_starts_per_deploy: ModelPerDeploy
     deploys_implied: Implied
     hours_implied: Implied | None
+    years_implied: Implied | None
     window_deploys: int | None
     window_failures: WindowFailures | None
     p_at_least_observed: float | None
@@ -219,6 +227,7 @@ class RecommendationView:
     success: SuccessView
     observed_failures: ObservedFailures | None
     sources: tuple[Entry, ...]
+    sequential: Rule
     assumptions: Assumptions | None = None  # across the scenario's ranges (sim.sensitivity)
 
     @classmethod
