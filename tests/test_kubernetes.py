@@ -370,3 +370,13 @@ def test_a_watch_stream_is_read_an_object_at_a_time(tmp_path, monkeypatch):
     assert [w for w, _ in got] == [f"$[{i}]" for i in range(len(pods))]
     biggest = max(len(json.dumps(o, indent=2)) for o in pods)
     assert max(held) <= biggest + 2 * 512 < path.stat().st_size
+
+
+def test_progress_is_told_in_bytes_per_file(tmp_path, monkeypatch):
+    ev, pods = files(tmp_path, crash_loop())
+    monkeypatch.setattr(jsonstream, "PIECE_CHARS", 512)
+    told: dict = {}
+    read_kubernetes([ev, pods], progress=lambda p, at: told.setdefault(p, []).append(at))
+    assert set(told) == {ev, pods}
+    for path, seen in told.items():
+        assert seen == sorted(seen) and len(seen) > 3 and seen[-1] == path.stat().st_size

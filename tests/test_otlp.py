@@ -205,7 +205,9 @@ def test_one_document_is_read_a_span_at_a_time_in_bounded_memory(tmp_path, monke
         return got
 
     monkeypatch.setattr(jsonstream._Text, "more", more)
-    items = list(otlp._items(merged))
+    told = []
+    items = list(otlp._items(merged, progress=told.append))
+    assert told == sorted(told) and told[-1] == merged.stat().st_size  # bytes read, per piece
     # boots(): a start-up span, its phases and a GET each: 4 + 5 + 5 + 4 + 4 spans, six times
     assert len(items) == 6 * 22
     assert all(kind == "span" for kind, *_ in items)
