@@ -184,11 +184,14 @@ def bench(fmt: str, mb: int, tmp: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "tests")}
     code = CHILD.format(read=READ[fmt])
     start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, env=env
-    ).stdout.split()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env
+    )
     wall = time.perf_counter() - start
     path.unlink()
+    if done.returncode != 0:
+        return f"{fmt:<20} {size:>7.0f} MB: the reader failed: {done.stderr.strip()[-2000:]}"
+    out = done.stdout.split()
     attempts, runs, rss_kb = (int(x) for x in out)
     return (
         f"{fmt:<20} {size:>7.0f} MB {written:>11,} objects (made in {made:>4.0f} s) → "

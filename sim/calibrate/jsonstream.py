@@ -33,6 +33,9 @@ PIECE_CHARS = 1 << 20
 TRUNCATED = "cut short (a truncated file?)"
 STREAMED = object()  # a member descended into: its elements came as events of their own
 _SPACE = re.compile(r"\s*")
+# The decoder says where a value it could not read began: a literal, a number or an escape cut
+# by the piece's end (``nul``, ``-1.5e``, ``\u00``) begins at most this far before it.
+CUT_MARGIN = 16
 
 
 class _Text:
@@ -70,10 +73,11 @@ class _Text:
             except json.JSONDecodeError as exc:
                 # An error at the piece's end (or a string begun in it) may be the piece's, not
                 # the file's: read on. Any other is the file's: say so at once.
-                at_end = exc.pos >= len(self.buf) - 1 or exc.msg.startswith("Unterminated")
+                at_end = exc.pos >= len(self.buf) - CUT_MARGIN or exc.msg.startswith("Unterminated")
                 if at_end and not self.eof and self.more():
                     continue
-                raise self.fail(where, TRUNCATED if self.eof else f"not JSON ({exc.msg})") from None
+                cut = at_end and self.eof
+                raise self.fail(where, TRUNCATED if cut else f"not JSON ({exc.msg})") from None
             # A number at the piece's end may go on in the next piece: decode it again then.
             if end == len(self.buf) and not self.eof and self.more():
                 continue
