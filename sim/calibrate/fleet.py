@@ -21,8 +21,8 @@ from sim.calibrate.connector import Estimate
 from sim.calibrate.inputs import Run
 from sim.calibrate.restarts import median_interval
 
-# Assumed: deploys of one service are minutes apart, while one deploy's instances start within
-# seconds to a minute of each other (the incident's 15 instances came up together, F1).
+# Assumed: deploys of one service are minutes apart, one deploy's instances seconds apart (the
+# incident's deploys came 3–6 an hour, each starting about three instances within 3 s, R2).
 DEPLOY_GAP_S = 60.0
 # Assumed: instances started within this of each other start "together" (the engine's burst);
 # Kubernetes times have one-second resolution and a ReplicaSet creates its pods a few at a time.
