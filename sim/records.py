@@ -50,6 +50,10 @@ ATTEMPT_COLUMNS = (
     "connections_held",
     "connection_attempts",
     "pool_starts",
+    # Start-up phases (docs/model.md): the phase a failed attempt ended in and when it began;
+    # "" and db_init_start_s for a ready attempt, or without phases.
+    "phase",
+    "phase_start_s",
 )
 
 # One row per replication (replications.csv).

@@ -40,7 +40,7 @@ TWINS = {
     "run_queries": "handlers.run_queries",
     "db_init_done": "handlers.db_init_done",
     "_settle_ready_pool": "handlers.settle_ready_pool",
-    "became_ready": "inlined in handlers.db_init_done",
+    "became_ready": "inlined in handlers.init_done",
     "pool_failed": "handlers.pool_failed",
     "retry": "inlined in handlers.dispatch",
     "deadline": "inlined in handlers.dispatch",
@@ -58,6 +58,20 @@ TWINS = {
     "release": "inlined in handlers.cancel",
     "_free_slot": "inlined in handlers.dispatch",
     "_drop": "handlers.drop",
+    # Start-up phases (docs/model.md, "Start-up phases").
+    "_begin_init_work": "handlers.begin_init_work",
+    "begin_phases": "handlers.begin_phases",
+    "next_phase": "handlers.next_phase",
+    "_enter_phase": "handlers.enter_phase",
+    "_phase_work": "handlers.phase_work",
+    "phase_conn_ready": "handlers.phase_conn_ready",
+    "phase_conn_failed": "handlers.phase_conn_failed",
+    "phase_retry": "inlined in handlers.dispatch",
+    "phase_deadline": "inlined in handlers.dispatch",
+    "phase_failed": "handlers.phase_failed",
+    "phase_done": "handlers.phase_done",
+    "phase_duration_s": "handlers.phase_duration",
+    "_init_done": "handlers.init_done",
 }
 
 
@@ -129,11 +143,17 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         list(Outcome).index(o)
         for o in (Outcome.READY, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.ERROR)
     ] == [layout.READY, layout.TIMEOUT, layout.REJECTED, layout.ERROR]
-    model_reasons = (Reason.DEADLINE, Reason.TOO_MANY_CLIENTS, Reason.CONNECT_TIMEOUT)
+    model_reasons = (
+        Reason.DEADLINE,
+        Reason.TOO_MANY_CLIENTS,
+        Reason.CONNECT_TIMEOUT,
+        Reason.PHASE_DEADLINE,
+    )
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
     assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
     assert fast.REASON_NAMES[layout.R_53300] == Reason.TOO_MANY_CLIENTS
     assert fast.REASON_NAMES[layout.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
+    assert fast.REASON_NAMES[layout.R_PHASE_DEADLINE] == Reason.PHASE_DEADLINE
 
 
 @pytest.mark.parametrize(
