@@ -8,6 +8,9 @@ compare with ``==``. Every connection takes set-up 1 + accept 0.5 = 1.5 s unless
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from builders import WAIT_FOR_SCALE_OUT, const, scenario, uniform
 from test_engine_exact import attempts, held_at_the_end
@@ -15,6 +18,7 @@ from test_engine_exact import attempts, held_at_the_end
 from sim.engines import run_one
 from sim.errors import ScenarioError
 from sim.records import ATTEMPT_COLUMNS
+from sim.scenario import loads
 
 MIGRATIONS = {
     "name": "migrations",
@@ -226,3 +230,11 @@ def test_bad_phases_are_refused_naming_the_field(phases, field):
     with pytest.raises(ScenarioError) as err:
         scenario({"startup.phases": phases})
     assert err.value.field == field
+
+
+def test_the_documented_example_is_a_valid_phase_list(engine):
+    doc = (Path(__file__).parent.parent / "docs" / "scenario.md").read_text(encoding="utf-8")
+    (example,) = [b for b in re.findall(r"```toml\n(.*?)```", doc, re.S) if "[[startup" in b]
+    sc = loads('name = "doc"\n' + example)
+    assert [ph.name for ph in sc.startup.phases] == ["migrations", "table_check", "schema", "rest"]
+    assert run_one(sc, 0, engine=engine).attempts["outcome"]  # it runs
