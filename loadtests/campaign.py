@@ -136,6 +136,12 @@ def check(opts: Options) -> safety.Resolved:
             f"--dsn host = {resolved.targets[0].host!r}: --via-emulator needs a TCP host, "
             "not a Unix socket"
         )
+    fault = opts.sc.path.fault
+    if fault != "none" and not opts.via_emulator:
+        raise UsageError(
+            f"path.fault = {fault!r}: only the connector emulator injects path faults; "
+            'add --via-emulator, or set path.fault = "none"'
+        )
     bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     if opts.remote_workers and bind.port == 0:
         raise UsageError(
@@ -290,6 +296,12 @@ def _start_locust(
     if expected == 0:
         logfile = ["--logfile", str(run_dir / "locust.log")]
         return [_spawn(locust_cmd(*common, *stats, *logfile), env, run_dir / "locust.out")]
+    fault = opts.sc.path.fault
+    if fault != "none" and not opts.via_emulator:
+        raise UsageError(
+            f"path.fault = {fault!r}: only the connector emulator injects path faults; "
+            'add --via-emulator, or set path.fault = "none"'
+        )
     bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     port = bind.port or _free_port(bind.host)
     master = [

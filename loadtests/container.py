@@ -47,9 +47,19 @@ def failure_reason(exc: BaseException) -> tuple[str, bool]:
     if sqlstate in SQLSTATE_REASONS:
         return SQLSTATE_REASONS[sqlstate], True
     if isinstance(exc, TimeoutError):
+        # A path that never answers (a "hung" fault) looks the same from here: the emulator's
+        # log tells them apart (docs/loadtests.md#path-faults).
         return Reason.CONNECT_TIMEOUT, False
     if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
         return Reason.REFUSED, True  # nothing listens there (TCP port, or Unix socket path)
+    # The path closed the connection before the server's answer (docs/model.md, "Path faults").
+    # asyncpg raises ConnectionResetError for an RST, or, once it sent its start-up message,
+    # ConnectionDoesNotExistError with the reset as its cause; a FIN gives that error with no
+    # cause, or ConnectionError("unexpected connection_lost() call") during SSL negotiation.
+    if isinstance(exc, ConnectionResetError) or isinstance(exc.__cause__, ConnectionResetError):
+        return Reason.RESET, False
+    if isinstance(exc, ConnectionError | asyncpg.ConnectionDoesNotExistError):
+        return Reason.CLOSED, False
     return Reason.OTHER, False
 
 

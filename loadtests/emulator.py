@@ -11,6 +11,12 @@ Each relayed connection is logged too (event ``connection``): how long it queued
 the server's accept: from the upstream dial to the first ReadyForQuery (or the ErrorResponse that
 refused it), read from the first few PostgreSQL messages the server sends. After that verdict the
 proxy stops looking at the bytes.
+
+With a scenario's ``[path]`` fault on (docs/model.md, "Path faults"), the proxy fails a share of
+the connections it accepts instead (:mod:`loadtests.faults` decides which): ``closed`` closes the
+client's socket gracefully after a ``fail_after_s`` draw, ``reset`` aborts it with SO_LINGER 0 (an
+RST), ``hung`` never answers. A faulted connection never takes a set-up place nor dials the server,
+and its ``connection`` line carries the fault as its stage.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, get_args
 
 import numpy as np
 
+from loadtests.faults import PathFaultInjector
 from sim.connector import ConnectorState
-from sim.scenario import Connector
+from sim.scenario import Connector, PathFaults
 
 
 class ConnectorModel:
@@ -119,6 +128,8 @@ class ConnectorModel:
 # The client's first message: int32 length, int32 code (PostgreSQL protocol, "Message Formats").
 STARTUP_V3, SSL_REQUEST, GSSENC_REQUEST = 196608, 80877103, 80877104
 WATCH_LIMIT = 65536  # bytes of the server's start-up looked at, at most: then we stop looking
+# A faulted connection's stage: the fault injected (the scenario's choices but "none").
+PATH_FAULTS = tuple(f for f in get_args(PathFaults.model_fields["fault"].annotation) if f != "none")
 
 
 @dataclass
@@ -127,8 +138,9 @@ class Connection:
     ``queued``, ``setup``, ``accept`` (waiting for the server's verdict), ``ready``
     (ReadyForQuery), ``rejected`` (an ErrorResponse, with its SQLSTATE), ``encrypted`` (TLS or
     GSS: the verdict cannot be seen), ``other`` (a cancel request, or bytes that are not the
-    protocol) or ``refused`` (the upstream dial failed). Durations of a stage left unfinished run
-    to the moment it ended: "at least"."""
+    protocol), ``refused`` (the upstream dial failed), or the path fault injected: ``closed``,
+    ``reset``, ``hung``. Durations of a stage left unfinished run to the moment it ended: "at
+    least"."""
 
     opened: float
     placed: float | None = None
@@ -145,6 +157,10 @@ class Connection:
         return "queued" if self.placed is None else "setup" if self.set_up is None else "accept"
 
     def fields(self, now: float) -> dict:
+        if self.verdict in PATH_FAULTS:  # no place, no set-up, no server: only how long it took
+            failed_s = round((self.ended or now) - self.opened, 4)
+            none = {"queued_s": None, "setup_s": None, "accept_s": None}
+            return {"stage": self.verdict, **none, "fault_s": failed_s}
         marks = [m for m in (self.opened, self.placed, self.set_up, self.ended) if m is not None]
         spans = [round(b - a, 4) for a, b in itertools.pairwise([*marks, now])]
         queued, setup, accept = [*spans, None, None, None][:3]
@@ -230,13 +246,19 @@ class Emulator:
         seed: int = 0,
         log_path: Path | None = None,
         log_stream: IO[str] | None = None,
+        path: PathFaults | None = None,
     ) -> None:
         self.listen, self.upstream = listen, upstream
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
         self._owns_log = self._log is not None
         self._log = self._log or log_stream
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
+        seeds = np.random.SeedSequence(seed)
+        rng = np.random.Generator(np.random.PCG64(seeds))
         self.model = ConnectorModel(cx, rng, self._log)
+        # The path's faults draw from a generator of their own (the campaign seed's child), so
+        # switching them on leaves the connector's draws where they were.
+        fault_rng = np.random.Generator(np.random.PCG64(seeds.spawn(1)[0]))
+        self.faults = PathFaultInjector(path or PathFaults(), fault_rng, self.model.t0)
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self.clients: set[_Client] = set()
@@ -377,6 +399,10 @@ class _Client(_Relay):
 
     async def _connect(self) -> None:
         conn = self.conn
+        fault = self.emulator.faults.fault(conn.opened)
+        if fault is not None:
+            await self._fail(fault)
+            return
         try:
             await self.emulator.model.setup(conn)
             loop = asyncio.get_running_loop()
@@ -395,6 +421,21 @@ class _Client(_Relay):
             upstream.transport.write(bytes(self.early))
             self.early.clear()
 
+    async def _fail(self, fault: str) -> None:
+        """The path fails this connection: no set-up place, no server. ``hung`` waits until the
+        client gives up (its close cancels this task)."""
+        self.conn.verdict = fault
+        if fault == "hung":
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.emulator.faults.fail_after_s())
+        self.conn.ended = time.monotonic()
+        if fault == "reset":  # SO_LINGER 0: the close sends an RST instead of a FIN
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+        else:
+            self.transport.close()
+
 
 async def run(emulator: Emulator, ready=None) -> None:
     """Serve until cancelled; ``ready(port)`` is called once the socket listens."""
@@ -412,6 +453,7 @@ def serve(
     seed: int,
     log_path: Path | None = None,
     ready=None,
+    path: PathFaults | None = None,
 ) -> None:
     """Run an emulator until SIGTERM or SIGINT (the checked addresses are the caller's job);
     ``ready(host, port)`` once it listens. Its log goes to ``log_path``, or stdout without one."""
@@ -425,6 +467,7 @@ def serve(
         seed,
         log_path=log_path,
         log_stream=sys.stdout if log_path is None else None,
+        path=path,
     )
 
     async def main() -> None:
@@ -464,6 +507,7 @@ def _main(argv: list[str]) -> None:
         config["seed"],
         Path(config["log"]),
         ready,
+        sc.path,
     )
 
 

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from sim.records import Outcome
+from sim.records import Outcome, reported_total
 from sim.scenario import Scenario
 from sim.stats import summarize
 
@@ -117,8 +117,11 @@ def fleet_columns(
         "replication": np.asarray([0]),
         "fleet_ready_s": np.asarray([fleet_ready_s]),
         "peak_db_connections": np.asarray([peak_connections(samples)]),
-        # A start-up command reports its counters or not (None): count what was reported.
-        "connection_attempts": np.asarray([sum(r["connection_attempts"] or 0 for r in records)]),
+        # A start-up command reports its counters or not (None): NaN, not measured, unless
+        # every attempt reported it (summarize then gives no work amplification).
+        "connection_attempts": np.asarray(
+            [reported_total(r.get("connection_attempts") for r in records)]
+        ),
         "instances_ready": np.asarray([len(ready)]),
     }
 

@@ -21,8 +21,10 @@ from sim.connector import ConnectorState
 from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
 
-# States of one connection attempt.
-QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+# States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults").
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
+# The reason a path failure gives, by path.fault.
+PATH_REASONS = {"closed": Reason.CLOSED, "reset": Reason.RESET}
 
 WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k, 60k + 60)
 
@@ -162,6 +164,9 @@ class Engine:
         ) or sc.pool.start == "background"
         self.phases = sc.startup.phases
         self.phase_specs = [streams.params(ph.duration_s) for ph in self.phases]
+        # Path faults: which connections the path fails, in [from_s, until_s) of the run.
+        self.path_on = sc.path.fault != "none"
+        self.path_end_s = sc.path.window_end_s()
         self.out = Replication()
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         self.timeline = (
@@ -435,9 +440,12 @@ class Engine:
 
     def _init_done(self, inst: _Instance) -> None:
         inst.in_init = False
-        self._record(inst, Outcome.READY, "")
+        # The after-db draw is taken first, for the record's ready time: each role draws from its
+        # own stream, so the values drawn are the same whatever the order.
+        ready_s = self.now + self.draw_after()
+        self._record(inst, Outcome.READY, "", ready_s)
         self._settle_ready_pool(inst)
-        self.at(self.now + self.draw_after(), self.became_ready, inst)
+        self.at(ready_s, self.became_ready, inst)
 
     def _settle_ready_pool(self, inst: _Instance) -> None:
         """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
@@ -504,7 +512,9 @@ class Engine:
                 pause = jittered_s(pause, restart.jitter, self.draw_restart_u())
             self.at(self.now + pause, self.start_attempt, inst)
 
-    def _record(self, inst: _Instance, outcome: str, reason: str) -> None:
+    def _record(
+        self, inst: _Instance, outcome: str, reason: str, ready_s: float = math.nan
+    ) -> None:
         cols = self.out.attempts
         init_start = inst.init_start if inst.db_started else self.now  # it never began
         phase, phase_start = "", init_start
@@ -521,6 +531,7 @@ class Engine:
             ("connections_held", inst.held),
             ("connection_attempts", inst.conn_attempts),
             ("pool_starts", inst.pool_starts),
+            ("ready_s", ready_s),
             ("phase", phase),
             ("phase_start_s", phase_start),
         ):
@@ -540,8 +551,32 @@ class Engine:
             # A connect timeout at or after the deadline changes nothing: the deadline comes first
             # and abandons the connection. Skipping it saves a quarter of the events.
             self.at(timeout_at, self.conn_timeout, conn)
+        if self._path_faults():
+            self._fault(conn)
+            return  # it never reaches the connector nor the database
         self._begin_setups(self.connector.request(conn))  # now, or it waits in the queue
         self._maybe_scale()
+
+    def _path_faults(self) -> bool:
+        """Whether the path fails the connection opened now: one draw, in the window only."""
+        path = self.sc.path
+        if not self.path_on or not path.from_s <= self.now < self.path_end_s:
+            return False
+        return self.draw_path_fault() < path.p_fault
+
+    def _fault(self, conn: _Conn) -> None:
+        """A faulted connection: closed or reset after a fail_after_s draw; hung, never."""
+        conn.state = FAULTED
+        if self.sc.path.fault in PATH_REASONS:
+            self.at(self.now + self.draw_path_delay(), self.path_failed, conn)
+
+    def path_failed(self, conn: _Conn) -> None:
+        if conn.state != FAULTED:
+            return  # given up before the path failed it
+        inst = conn.inst
+        self._drop(conn)
+        if conn.awaited and conn.pool == inst.pool and inst.in_init:
+            self.pool_failed(inst, PATH_REASONS[self.sc.path.fault])
 
     def _begin_setups(self, conns: list[_Conn]) -> None:
         """The connections the connector lets through begin their set-ups, in its order."""
@@ -587,9 +622,11 @@ class Engine:
         if conn.state in (HELD, GONE):
             return
         inst = conn.inst
+        # A faulted connection's timeout: nothing came back from the path before it.
+        reason = Reason.HUNG if conn.state == FAULTED else Reason.CONNECT_TIMEOUT
         self.cancel(conn)
         if conn.awaited and conn.pool == inst.pool and inst.in_init:
-            self.pool_failed(inst, Reason.CONNECT_TIMEOUT)
+            self.pool_failed(inst, reason)
 
     def cancel(self, conn: _Conn) -> None:
         """The client gives the connection up, wherever it is."""

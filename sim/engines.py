@@ -59,12 +59,13 @@ FAST_FIELDS = {
         "refresh_burst",
         "refresh_interval_s",
     },
+    "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
 }
 
 
-# Sections the model never reads (what the team tried and where each value comes from, for the
-# reports): no engine needs them.
-NOT_MODEL = {"team", "sources"}
+# Sections the engines never read (what the team tried and where each value comes from, for the
+# reports; the probe, computed from the records afterwards by sim/probes.py): no engine needs them.
+NOT_MODEL = {"team", "sources", "probe"}
 
 
 def unsupported(sc: Scenario) -> str | None:

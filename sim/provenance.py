@@ -260,6 +260,17 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "cloudsql.refresh_interval_s": _label(
         "published", "", anchor="cloud-sql-connector-refresh-limits"
     ),
+    "probe.kind": _label("assumed", "an HTTP readiness probe: routable once ready"),
+    "probe.port_bound_s": _label("assumed", "unused with an HTTP probe"),
+    "probe.request_rate_per_s": _label("assumed", "no figure: no requests modelled"),
+    "probe.request_timeout_s": _label(
+        "published", "Cloud Run's default", anchor="cloud-run-request-timeout"
+    ),
+    "path.fault": _label("assumed", "no path fault unless a scenario needs one"),
+    "path.p_fault": _label("assumed", "unused without a fault; every connection when on"),
+    "path.from_s": _label("assumed", "from the start of the run"),
+    "path.until_s": _label("assumed", "to the end of the run"),
+    "path.fail_after_s": _label("assumed", "not measured; a failure soon after the connect"),
     "team.timeout_history_s": _label("assumed", "none given"),
     "team.success_criterion": _label("assumed", "none given"),
     "team.success_definition": _label("assumed", "per container start, as exit-code-3 logs count"),

@@ -5,6 +5,8 @@ it, so a simulated and a measured record line up field by field.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -50,6 +52,9 @@ ATTEMPT_COLUMNS = (
     "connections_held",
     "connection_attempts",
     "pool_starts",
+    # When the instance became ready (start of the attempt's routable time under an HTTP probe,
+    # sim/probes.py): end of database init plus the after-db draw; NaN for a failed attempt.
+    "ready_s",
     # Start-up phases (docs/model.md): the phase a failed attempt ended in and when it began;
     # "" and db_init_start_s for a ready attempt, or without phases.
     "phase",
@@ -89,3 +94,17 @@ SUMMARY_KEYS = (
     "replications",
     "seed",
 )
+
+
+def reported_total(counts: Iterable[float | None]) -> float:
+    """A counter summed over attempts, or NaN ("not measured") if any attempt did not report it.
+
+    A measured record marks a counter it does not have (a start-up command that never printed
+    it) as ``None`` (JSON ``null``, a missing key, an empty CSV cell) and its sums as NaN: a sum
+    over the attempts that did report would pass for a small count (work amplification 0)."""
+    total = 0.0
+    for c in counts:
+        if c is None or math.isnan(c):
+            return math.nan
+        total += c
+    return total

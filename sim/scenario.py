@@ -37,6 +37,7 @@ from sim.distributions import (
 )
 from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
+from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
 from sim.uncertainty import Spread, lift
 
@@ -218,6 +219,9 @@ class Database(_Section):
 
 
 # Published restart schedules (docs/sources.md): a preset fills the restart fields left out.
+# Cloud Run sets no limit on replacements; the preset takes the most that keeps a fleet of up to
+# 1,000 instances within MAX_ATTEMPTS (instances × (max_restarts + 1) attempt records).
+CLOUDRUN_MAX_RESTARTS = MAX_ATTEMPTS // 1000 - 1
 RESTART_PRESETS: dict[str, dict[str, Any]] = {
     "custom": {},
     # Kubernetes CrashLoopBackOff: 10 s doubling to 300 s, no jitter.
@@ -244,11 +248,20 @@ RESTART_PRESETS: dict[str, dict[str, Any]] = {
         "multiplier": 1.6,
         "jitter": 0.2,
     },
+    # Cloud Run: a new instance for each failed start, after a pause that does not grow (R3).
+    # Fitted: exit(3) to the replacement's start, median of 7 in the incident's raw logs
+    # (docs/sources.md#cloud-run-replacement-pause); no limit seen over 15 failures in a row.
+    "cloudrun": {
+        "policy": "fixed",
+        "initial_backoff_s": 0.27,
+        "jitter": 0.0,
+        "max_restarts": CLOUDRUN_MAX_RESTARTS,
+    },
 }
 
 
 class Restart(_Section):
-    preset: Literal["custom", "kubernetes", "kubernetes-fast", "grpc"] = "custom"
+    preset: Literal["custom", "kubernetes", "kubernetes-fast", "grpc", "cloudrun"] = "custom"
     policy: Literal["none", "fixed", "exponential"] = "exponential"
     initial_backoff_s: Seconds = 10.0
     max_backoff_s: Seconds = 300.0
@@ -292,6 +305,32 @@ class CloudSql(_Section):
     refresh_interval_s: PositiveSeconds = 30.0  # … refilled one per 30 s
 
 
+class PathFaults(_Section):
+    """A network path that fails connections on their way to the database (docs/model.md, "Path
+    faults"): off by default, and then nothing is drawn."""
+
+    fault: Literal["none", "closed", "reset", "hung"] = "none"
+    p_fault: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of connections opened in the window
+    from_s: Seconds = 0.0  # the window of the run in which opened connections can be faulted …
+    until_s: PositiveSeconds | None = None  # … until this time; None: to the end of the run
+    # closed / reset: from the connection's opening until the path fails it. An assumption.
+    fail_after_s: Distribution = Constant(dist="constant", value=0.05)
+
+    @model_validator(mode="after")
+    def _window(self) -> PathFaults:
+        if self.until_s is not None and self.until_s <= self.from_s:
+            raise FieldProblem(
+                "path.until_s",
+                self.until_s,
+                f"must be greater than path.from_s ({self.from_s:g}); leave it out for no end",
+            )
+        return self
+
+    def window_end_s(self) -> float:
+        """When the window ends: ``until_s``, or never."""
+        return math.inf if self.until_s is None else self.until_s
+
+
 # How a start-up success rate is computed (docs/recommend.md#what-a-success-rate-counts): starts
 # that reach ready per container start (what exit-code-3 logs count), first starts that reach
 # ready, instances ready by the horizon, deploys in which no start failed.
@@ -332,6 +371,8 @@ class Scenario(_Section):
     database: Database = Database()
     restart: Restart = Restart()
     cloudsql: CloudSql = CloudSql()
+    probe: Probe = Probe()  # sim/probes.py: which attempts may take requests, and the requests
+    path: PathFaults = PathFaults()
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its

@@ -255,9 +255,7 @@ def summarize(
         restarts_per_instance=_ratio(restarts, total_instances),
         peak_db_connections_p50=float(np.percentile(peaks, 50)) if replications else None,
         peak_db_connections_max=int(np.max(peaks)) if replications else None,
-        work_amplification=_ratio(
-            int(np.sum(fleet["connection_attempts"])), total_instances * min_size
-        ),
+        work_amplification=_counted_ratio(fleet["connection_attempts"], total_instances * min_size),
         attempts=int(outcome.size),
         outcomes={k.value: int(np.sum(outcome == k)) for k in OUTCOMES},
         confidence=confidence,
@@ -268,6 +266,12 @@ def summarize(
 
 def _ratio(a: float, b: float) -> float | None:
     return None if b == 0 else a / b
+
+
+def _counted_ratio(counts: np.ndarray, b: float) -> float | None:
+    """A measured counter's total over ``b``; None when a record did not measure it (NaN)."""
+    total = float(np.sum(counts))
+    return None if math.isnan(total) else _ratio(int(total), b)
 
 
 def check_confidence(confidence: float) -> None:

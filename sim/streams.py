@@ -43,7 +43,8 @@ ROLES = (
     "retry_jitter",
     "cloudsql",
     "mixture",
-    # Reserved for the path-fault and start-up-phase rules (docs/model.md); nothing draws them yet.
+    # The path-fault rule's (docs/model.md, "Path faults"): whether a connection is faulted, and
+    # when the path fails it; then the start-up-phase rule's, reserved (nothing draws it yet).
     "path_fault",
     "path_delay",
     "phase",
@@ -292,7 +293,7 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         params(sc.cloudsql.call_s),
         _UNIT,
         _UNIT,
-        _UNIT,
+        params(sc.path.fail_after_s),
         _UNIT,
     ]
 

@@ -168,16 +168,20 @@ def lift(data: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict, dict[str
             section = dict(value)
             for name, field_value in value.items():
                 dotted = f"{key}.{name}"
-                if name not in defaults[key] and not (key == "team" and name in _TEAM_OPTIONAL):
+                optional = (key == "team" and name in _TEAM_OPTIONAL) or dotted in _OPTIONAL_NUMBERS
+                if name not in defaults[key] and not optional:
                     continue  # an unknown field: the model refuses it by name
-                section[name] = _lift_field(
-                    dotted, field_value, defaults[key].get(name), key, found
-                )
+                default = defaults[key].get(name, _OPTIONAL_NUMBERS.get(dotted))
+                section[name] = _lift_field(dotted, field_value, default, key, found)
             out[key] = section
         elif key in defaults and isinstance(value, dict):
             out[key] = _lift_field(key, value, defaults[key], None, found)
     return out, found
 
+
+# Model fields whose default is None (no value: Scenario().to_dict() leaves them out) but which
+# are numbers when set, so they may be written as a range: a zero of their type.
+_OPTIONAL_NUMBERS = {"path.until_s": 0.0}
 
 # [team] fields whose default is None (Scenario().to_dict() leaves them out).
 _TEAM_OPTIONAL = (

@@ -5,7 +5,8 @@ connection is a SimPy process, and giving a connection up is an ``Interrupt`` to
 slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
-jitter, the restart multiplier, the Cloud SQL path, start-up phases) and leaves out the rest:
+jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases) and leaves out
+the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
@@ -23,8 +24,11 @@ import simpy
 
 from sim.scenario import Scenario
 
-# Where a connection is (docs/model.md, "One connection").
+# Where a connection is (docs/model.md, "One connection"); FAULTED: the path fails it ("Path
+# faults"), it never reaches the connector.
 QUEUED, SETUP, ACCEPT, HELD, GONE = "queued", "setup", "accept", "held", "gone"
+FAULTED = "faulted"
+IN_FLIGHT = (QUEUED, SETUP, ACCEPT, FAULTED)
 
 
 @dataclass
@@ -503,15 +507,40 @@ class Model:
         inst.conns.append(conn)
         if pool is not None:  # background connections are not database-init work
             inst.tried += 1
+        if self.path_faults():
+            conn.stage = FAULTED
         conn.proc = self.env.process(self.connect(inst, conn))
-        # The client gives up connect_timeout_s after it started, wherever the connection is.
+        # The client gives up connect_timeout_s after it started, wherever the connection is; a
+        # faulted connection's path gave nothing back by then: "hung".
         watchdog = self.env.timeout(self.sc.pool.connect_timeout_s)
-        watchdog.callbacks.append(lambda _: self.interrupt(conn, "connect_timeout"))
+        watchdog.callbacks.append(
+            lambda _: self.interrupt(conn, "hung" if conn.stage == FAULTED else "connect_timeout")
+        )
         return conn
+
+    def path_faults(self) -> bool:
+        """A connection opened now in [from_s, until_s) is faulted with probability p_fault."""
+        path = self.sc.path
+        until_s = math.inf if path.until_s is None else path.until_s
+        if path.fault == "none" or not path.from_s <= self.env.now < until_s:
+            return False
+        return self.rng.uniform() < path.p_fault
+
+    def faulted(self, inst: Instance, conn: Conn):
+        """The path closes or resets it after fail_after_s, or (hung) never answers."""
+        if self.sc.path.fault == "hung":
+            yield self.env.event()
+        yield self.env.timeout(self.draw(self.sc.path.fail_after_s))
+        conn.stage = GONE
+        if conn in inst.conns:
+            inst.conns.remove(conn)
+        return self.sc.path.fault
 
     def connect(self, inst: Instance, conn: Conn):
         env = self.env
         try:
+            if conn.stage == FAULTED:  # never at the connector nor the database
+                return (yield from self.faulted(inst, conn))
             conn.grant = self.connector.request()
             yield conn.grant
             conn.stage = SETUP
@@ -537,7 +566,7 @@ class Model:
             return stop.cause
 
     def interrupt(self, conn: Conn, cause: str) -> None:
-        if conn.stage in (QUEUED, SETUP, ACCEPT) and conn.proc.is_alive:
+        if conn.stage in IN_FLIGHT and conn.proc.is_alive:
             conn.proc.interrupt(cause)
 
     def abandon(self, conn: Conn) -> None:

@@ -238,6 +238,26 @@ def test_calibrate_prints_the_monitoring_counts_and_writes_them(tmp_path, capsys
     assert cli(str(path), "--format", "cloud-logging", "--out", str(out)) == 0
 
 
+def test_calibrate_json_prints_one_object_with_the_same_counts(tmp_path, capsys):
+    path = write(tmp_path / "export.json", export(crash_loop()))
+    out = tmp_path / "cal.toml"
+    assert cli(str(path), "--out", str(out), "--json") == 0
+    data = json.loads(capsys.readouterr().out)  # nothing else on stdout
+    assert data["out"] == str(out) and out.exists()
+    (window, *_), whole = data["monitoring"], data["monitoring"][-1]
+    assert window["window"] == "orders-api-00007-kip" and window["starts"] == 6
+    assert whole["failures"] == {"exit(3)": 4} and whole["failed"] == 4
+    delays = whole["restart_delay_s"]
+    assert delays["n"] == sum(r["n"] for r in whole["restart_delays_by_restart"])
+    assert delays["min"] <= delays["median"] <= delays["max"]
+    fields = {e["field"]: e for e in data["estimates"]}
+    assert fields["team.observed_failures"]["value"] == 4
+    assert fields["restart.initial_backoff_s"]["value"] > 0
+    assert fields["database.max_connections"]["value"] is None  # not in a platform log
+    for e in data["estimates"]:  # each with what it rests on
+        assert e["source"] and isinstance(e["n"], int)
+
+
 def _bad(tmp_path, entries, lines: bool):
     return write(tmp_path / ("bad.jsonl" if lines else "bad.json"), entries, lines=lines)
 

@@ -33,6 +33,7 @@ MARKDOWN = sorted(
         REPO / "README.md",
         REPO / "results" / "README.md",
         *REPO.glob("docs/*.md"),
+        *REPO.glob("docs/*/*.md"),
         *tracked("results", "adr.md"),
     ]
 )

@@ -20,7 +20,7 @@ from sim.connector import ConnectorState
 from sim.engine import Engine
 from sim.fast import layout
 from sim.records import Outcome, Reason
-from sim.scenario import Fleet, Pool, Restart, Scenario
+from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 from sim.streams import ROLES
 
 # Engine method → its kernel function (module.function in sim/fast/), or where the kernel does the
@@ -53,6 +53,9 @@ TWINS = {
     "setup_done": "handlers.setup_done",
     "accept_done": "handlers.accept_done",
     "conn_timeout": "handlers.conn_timeout",
+    "_path_faults": "handlers.path_faults",
+    "_fault": "inlined in handlers.open_conn",
+    "path_failed": "handlers.path_failed",
     "cancel": "handlers.cancel",
     "_cancel_all": "handlers.cancel_all",
     "release": "inlined in handlers.cancel",
@@ -147,12 +150,18 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         Reason.DEADLINE,
         Reason.TOO_MANY_CLIENTS,
         Reason.CONNECT_TIMEOUT,
+        Reason.CLOSED,
+        Reason.RESET,
+        Reason.HUNG,
         Reason.PHASE_DEADLINE,
     )
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
     assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
     assert fast.REASON_NAMES[layout.R_53300] == Reason.TOO_MANY_CLIENTS
     assert fast.REASON_NAMES[layout.R_CONNECT_TIMEOUT] == Reason.CONNECT_TIMEOUT
+    assert fast.REASON_NAMES[layout.R_CLOSED] == Reason.CLOSED
+    assert fast.REASON_NAMES[layout.R_RESET] == Reason.RESET
+    assert fast.REASON_NAMES[layout.R_HUNG] == Reason.HUNG
     assert fast.REASON_NAMES[layout.R_PHASE_DEADLINE] == Reason.PHASE_DEADLINE
 
 
@@ -162,6 +171,7 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         (Pool.model_fields["start"].annotation, fast._STARTS),
         (Fleet.model_fields["arrival"].annotation, fast._ARRIVALS),
         (Restart.model_fields["policy"].annotation, fast._POLICIES),
+        (PathFaults.model_fields["fault"].annotation, fast._FAULTS),
     ],
 )
 def test_every_choice_of_the_scenario_has_a_kernel_code(literal, codes):

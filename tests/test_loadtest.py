@@ -212,6 +212,40 @@ def test_distributed_run_through_the_emulator_merges_records(pg_server, tmp_path
     assert 1.8 <= max(r["db_init_s"] for r in records) < 3.0  # spawns differ by a few ms
 
 
+@pytest.mark.parametrize("fault", ["closed", "reset"])
+def test_path_faults_through_the_emulator_are_recorded_as_the_model_names_them(
+    pg_server, tmp_path, fault
+):
+    # Every connection the emulator accepts is failed 0.3 s later without reaching the server
+    # (p_fault 1, no retry, no restart): 3 instances, 3 attempts, each error/<fault> after about
+    # 0.3 s, no 53300; the emulator logs each as a connection of that stage and never set one up.
+    sc = scenario_file(tmp_path, name=fault, instances=3, min_size=1)
+    sc.write_text(
+        sc.read_text(encoding="utf-8")
+        + f'[path]\nfault = "{fault}"\nfail_after_s = {{ dist = "constant", value = 0.3 }}\n',
+        encoding="utf-8",
+    )
+    run_dir, records = campaign(pg_server, tmp_path, sc, "--via-emulator")
+    assert len(records) == 3
+    assert {(r["outcome"], r["reason"]) for r in records} == {("error", fault)}
+    assert not any(r["sqlstate"] == "53300" for r in records)
+    assert all(0.3 <= r["db_init_s"] < 1.5 for r in records)
+    assert {r["connections_opened"] for r in records} == {0}
+    log = read_jsonl(run_dir / "emulator.jsonl")
+    conns = [e for e in log if e["event"] == "connection"]
+    assert [c["stage"] for c in conns] == [fault] * 3
+    assert all(c["setup_s"] is None and 0.3 <= c["fault_s"] < 1.0 for c in conns)
+    assert max(e["setups"] for e in log if e["event"] != "connection") == 0
+
+
+def test_path_faults_need_the_emulator(pg_server, tmp_path):
+    sc = scenario_file(tmp_path, name="nofault", instances=1, min_size=1)
+    sc.write_text(sc.read_text(encoding="utf-8") + '[path]\nfault = "hung"\n', encoding="utf-8")
+    res = startsim("loadtest", str(sc), "--dsn", pg_server.dsn, "--out", str(tmp_path / "r"))
+    assert res.returncode == 2
+    assert "path.fault = 'hung'" in res.stderr and "--via-emulator" in res.stderr
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     # A shell without job control starts background commands with SIGINT ignored, and Python then
     # never raises KeyboardInterrupt (CI may run the suite so); a terminal's Ctrl-C is not ignored.

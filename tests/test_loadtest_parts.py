@@ -240,6 +240,55 @@ def test_setups_beyond_capacity_wait_for_the_scale_up_delay(pg_server, tmp_path)
     assert all(t <= took + 1e-4 for t, took in zip(totals, times, strict=True))
 
 
+def test_a_hung_path_holds_no_place_and_times_the_client_out(tmp_path):
+    # p_fault 1, hung: the client's 0.3 s connect timeout ends it (asyncpg's TimeoutError, so a
+    # campaign records connect_timeout); the emulator took no set-up place and dialled nothing
+    # (its upstream is a closed port), and logs the connection as hung.
+    cx = _cx(setups=1, min_i=1, max_i=1, setup_s=0.0, delay_s=0.0)
+    path = scenarios.PathFaults(fault="hung")
+
+    async def main():
+        log = tmp_path / "emulator.jsonl"
+        emu = Emulator(cx, ("127.0.0.1", 0), ("127.0.0.1", 9), log_path=log, path=path)
+        await emu.start()
+        serving = asyncio.ensure_future(emu.serve())
+        try:
+            for _ in range(2):  # one place only: a faulted connection must not keep it
+                with pytest.raises(TimeoutError):
+                    await asyncpg.connect(
+                        host="127.0.0.1", port=emu.port, user="u", password="p", timeout=0.3
+                    )
+            await asyncio.sleep(0.05)  # the hang-ups reach the emulator
+            return emu.model.setups, emu.model.state.in_setup
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    assert asyncio.run(main()) == (0, 0)
+    lines = [json.loads(x) for x in (tmp_path / "emulator.jsonl").read_text().splitlines()]
+    conns = [x for x in lines if x["event"] == "connection"]
+    assert [c["stage"] for c in conns] == ["hung", "hung"]
+    # Held until the client gave up: about its 0.3 s timeout, which starts before the emulator's
+    # accept, so a loaded machine shows a little less (0.2: far from an early hang-up).
+    assert all(c["fault_s"] >= 0.2 for c in conns)
+
+
+def test_path_faults_draw_only_inside_their_window():
+    from loadtests.faults import PathFaultInjector
+
+    path = scenarios.PathFaults(fault="reset", p_fault=0.5, from_s=5.0, until_s=10.0)
+    rng = np.random.default_rng(7)
+    faults = PathFaultInjector(path, rng, t0=100.0)
+    before = rng.bit_generator.state
+    assert faults.fault(104.9) is None and faults.fault(110.0) is None  # outside: no draw
+    assert rng.bit_generator.state == before
+    inside = [faults.fault(105.0 + i / 1000) for i in range(2000)]
+    assert set(inside) == {"reset", None}
+    assert abs(inside.count("reset") / 2000 - 0.5) < 4.5 * (0.25 / 2000) ** 0.5
+    off, now = PathFaultInjector(scenarios.PathFaults(), rng, t0=0.0), rng.bit_generator.state
+    assert off.fault(1.0) is None and rng.bit_generator.state == now  # fault "none": no draw
+
+
 def _message(kind: bytes, body: bytes) -> bytes:
     return kind + (len(body) + 4).to_bytes(4, "big") + body
 
@@ -381,7 +430,15 @@ def test_failure_reasons():
     assert failure_reason(Pg("3D000")) == ("database", True)
     assert failure_reason(ConnectionRefusedError(111, "refused")) == ("refused", True)
     assert failure_reason(TimeoutError()) == ("connect_timeout", False)
-    assert failure_reason(ConnectionResetError()) == ("error", False)
+    # The path failing the connection (asyncpg's exceptions, seen on a loopback socket that
+    # closes or resets after the client's first message): closed or reset.
+    assert failure_reason(ConnectionResetError(104, "reset")) == ("reset", False)
+    closed = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    assert failure_reason(closed) == ("closed", False)
+    closed.__cause__ = ConnectionResetError(104, "reset")
+    assert failure_reason(closed) == ("reset", False)
+    assert failure_reason(ConnectionError("unexpected connection_lost() call")) == ("closed", False)
+    assert failure_reason(ValueError("something else")) == ("error", False)
 
 
 def test_a_queued_client_that_hangs_up_as_the_queue_is_served_leaves_cleanly():

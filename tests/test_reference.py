@@ -31,7 +31,9 @@ FIGURES = (  # per replication
     "peak_db_connections",
     "connection_attempts",
     "connector_instances_end",
+    "path_failures",
 )
+PATH_REASONS = ("closed", "reset", "hung")
 
 
 def lognormal(median: float, sigma: float) -> dict:
@@ -88,6 +90,9 @@ def engine_figures(sc) -> dict[str, np.ndarray]:
         "peak_db_connections": f["peak_db_connections"],
         "connection_attempts": f["connection_attempts"],
         "connector_instances_end": f["connector_instances_end"],
+        "path_failures": np.bincount(
+            a["replication"], weights=np.isin(a["reason"], PATH_REASONS), minlength=n
+        ),
     }
 
 
@@ -108,6 +113,7 @@ def reference_figures(sc) -> dict[str, np.ndarray]:
         rows["peak_db_connections"].append(rep.peak_db_connections)
         rows["connection_attempts"].append(sum(r["connection_attempts"] for r in att))
         rows["connector_instances_end"].append(rep.connector_instances_end)
+        rows["path_failures"].append(sum(r["reason"] in PATH_REASONS for r in att))
     return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
 
 
@@ -157,6 +163,26 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
             "cloudsql.call_s": lognormal(0.3, 0.5),
             "cloudsql.refresh_interval_s": 10.0,
         },
+        # Path faults, no retry (so each failure is an attempt's reason): about 0.3 of the
+        # connections opened between 2 s and 60 s are closed after some 0.3 s, or hang until their
+        # connect timeout (fixed restarts).
+        {
+            "pool.on_failure": "close",
+            "pool.retry_backoff_s": 0.0,
+            "path.fault": "closed",
+            "path.p_fault": 0.3,
+            "path.from_s": 2.0,
+            "path.until_s": 60.0,
+            "path.fail_after_s": lognormal(0.3, 0.5),
+        },
+        {
+            "pool.on_failure": "hold",
+            "pool.retry_backoff_s": 0.0,
+            "pool.connect_timeout_s": 4.0,
+            "restart.policy": "fixed",
+            "path.fault": "hung",
+            "path.p_fault": 0.3,
+        },
         # Start-up phases (docs/model.md, "Start-up phases"): the incident's shape around a pool
         # start, with a phase deadline, a phase retry and ignored failures before and inside.
         {
@@ -199,6 +225,8 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
         "workers",
         "jitter",
         "cloudsql",
+        "path-closed",
+        "path-hung",
         "phases",
     ],
 )
@@ -228,7 +256,9 @@ def test_engine_agrees_with_the_simpy_reference(variant):
     failures = ("timeouts",) if sc.pool.retry_backoff_s > 0 else ("rejected", "errors")
     for name in failures:
         assert eng[name].sum() > 0 and ref[name].sum() > 0, name
-    if not sc.cloudsql.enabled:  # the database fills up
+    if sc.path.fault != "none":
+        assert eng["path_failures"].sum() > 0 and ref["path_failures"].sum() > 0
+    elif not sc.cloudsql.enabled:  # the database fills up
         assert eng["peak_db_connections"].max() == 22
 
 

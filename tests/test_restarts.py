@@ -15,7 +15,15 @@ from builders import const, scenario
 from scipy import stats
 from test_engine_exact import attempts
 
-from sim.scenario import Restart, from_dict, jittered_s
+from sim.errors import ScenarioError
+from sim.records import Outcome
+from sim.scenario import (
+    CLOUDRUN_MAX_RESTARTS,
+    MAX_ATTEMPTS,
+    Restart,
+    from_dict,
+    jittered_s,
+)
 
 ALPHA = 0.001
 # One instance that always times out after 20 s of database init, which begins at once.
@@ -61,6 +69,49 @@ def test_a_preset_fills_only_the_fields_a_file_leaves_out():
     assert r.max_backoff_s == 30.0
     # custom (the default) changes nothing: the Scenario() defaults of before.
     assert Restart() == from_dict({"restart": {"preset": "custom"}}).restart
+
+
+# Cloud Run's replacement, fitted: one fixed pause of 0.27 s, no growth (docs/sources.md).
+CLOUDRUN_TIMES_OUT = {
+    "horizon_s": 200.0,
+    "startup.db_init_timeout_s": 20.0,
+    "connector.setup_s": const(30.0),
+    "restart.preset": "cloudrun",
+}
+
+
+def test_cloudrun_preset_fills_a_fixed_pause_without_limit():
+    r = from_dict({"restart": {"preset": "cloudrun"}}).restart
+    assert (r.policy, r.initial_backoff_s, r.jitter) == ("fixed", 0.27, 0.0)
+    # No limit was seen over 15 failures in a row: the most a fleet of 1,000 instances allows.
+    assert r.max_restarts == CLOUDRUN_MAX_RESTARTS == MAX_ATTEMPTS // 1000 - 1 == 999
+    assert [r.backoff_s(k) for k in (1, 2, 15, 999)] == [0.27] * 4
+    from_dict({"restart": {"preset": "cloudrun"}, "fleet": {"instances": 1000}})
+    with pytest.raises(ScenarioError, match=r"restart\.max_restarts"):
+        from_dict({"restart": {"preset": "cloudrun"}, "fleet": {"instances": 1001}})
+
+
+def test_cloudrun_schedule_by_hand(engine):
+    # Database init begins at once and its one connection's 30 s set-up outlasts the 20 s
+    # deadline: every attempt times out at start + 20, exits, and the next starts 0.27 s later.
+    # Starts at k × 20.27 s: 0, 20.27, …, 182.43 (k = 9); k = 10 would start at 202.7, past the
+    # 200 s horizon. So 10 attempts, all timeouts, each pause 0.27 s.
+    rows = attempts(scenario(CLOUDRUN_TIMES_OUT), engine)
+    assert [r["attempt"] for r in rows] == list(range(1, 11))
+    assert {r["outcome"] for r in rows} == {Outcome.TIMEOUT}
+    assert np.allclose([r["start_s"] for r in rows], [20.27 * k for k in range(10)], atol=1e-9)
+    assert np.allclose(pauses(rows), [0.27] * 9, atol=1e-9)
+
+
+def test_cloudrun_preset_yields_to_fields_written_beside_it(engine):
+    # A pause of 5 s and at most 3 restarts written in the file: 4 attempts at 0, 25, 50, 75.
+    sc = scenario(
+        {**CLOUDRUN_TIMES_OUT, "restart.initial_backoff_s": 5.0, "restart.max_restarts": 3}
+    )
+    assert (sc.restart.policy, sc.restart.jitter) == ("fixed", 0.0)  # still the preset's
+    rows = attempts(sc, engine)
+    assert [r["start_s"] for r in rows] == [0.0, 25.0, 50.0, 75.0]
+    assert pauses(rows) == [5.0, 5.0, 5.0]
 
 
 def test_multiplier_schedule_exactly(engine):

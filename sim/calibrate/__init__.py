@@ -49,6 +49,33 @@ class Calibration:
     def estimate(self, name: str) -> Estimate:
         return next(e for e in self.estimates if e.field == name)
 
+    def as_dict(self) -> dict:
+        """What ``startsim calibrate --json`` prints: every estimate with its interval, sample
+        size, source and fit; database init's fit; the monitoring windows' counts; the notes."""
+        db = self.db_init
+        return {
+            "runs": list(self.runs),
+            "scenario": self.scenario.name,
+            "estimates": [
+                {
+                    "field": e.field,
+                    "value": e.value,
+                    "low": e.low,
+                    "high": e.high,
+                    "n": e.n,
+                    "source": e.source,
+                    "fit": e.quality,
+                    "identifiable": e.identifiable,
+                }
+                for e in self.estimates
+            ],
+            "db_init": None
+            if db is None
+            else {"n": db.n, "censored": db.censored, "chosen": db.chosen, "fit": db.quality()},
+            "monitoring": [m.as_dict() for m in self.monitoring],
+            "notes": list(self.notes),
+        }
+
 
 def calibrate(
     runs: list[Run],

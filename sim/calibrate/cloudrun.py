@@ -409,6 +409,27 @@ class Monitoring:
         q = statistics.quantiles(x, n=4, method="inclusive") if len(x) > 1 else [x[0]] * 3
         return {"n": len(x), "median": q[1], "q1": q[0], "q3": q[2], "min": min(x), "max": max(x)}
 
+    def as_dict(self) -> dict:
+        """One window's counts as plain data (``startsim calibrate --json``)."""
+        return {
+            "window": self.window,
+            "span_s": self.span_s,
+            "starts": self.starts,
+            "ready": self.ready,
+            "failed": self.failed,
+            "failures": dict(self.failures),
+            "censored": self.censored,
+            "before_window": self.dropped,
+            "starts_by_reason": dict(self.reasons),
+            "starts_per_instance": list(self.starts_per_instance),
+            "restart_delay_s": self.delay_summary(),
+            "restart_delays_by_restart": [
+                {"restart": k, "median_s": med, "n": n} for k, med, n in self.by_restart()
+            ],
+            "failures_source": self.failures_source,
+            "delays_source": self.delays_source,
+        }
+
     def by_restart(self, most: int = 5) -> list[tuple[int, float, int]]:
         """(restart number, median delay s, n) for the first ``most`` restart numbers."""
         out = []

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import scenario as scenarios
-from sim.cli.options import Confidence, Seed, command_line
+from sim.cli.options import Confidence, Json, Seed, command_line
 from sim.output import atomic_write
 
 if TYPE_CHECKING:  # sim.calibrate loads scipy.stats (0.6 s): only the commands that use it do
@@ -183,6 +183,7 @@ def calibrate_cmd(
         ),
     ] = 20,
     seed: Seed = 0,
+    json_out: Json = False,
 ) -> None:
     """Fit the scenario's durations, connector and server from measurements; write a TOML."""
     from sim.calibrate import calibrate
@@ -196,13 +197,18 @@ def calibrate_cmd(
         from sim.errors import UsageError
 
         raise UsageError("is a folder; give a file name", "out", str(out))
-    console = Console()
-    console.print(table(cal))
-    if cal.monitoring:
-        console.print(monitoring_table(cal.monitoring))
+    atomic_write(out, text)
+    if json_out:  # one JSON object on stdout, nothing else there
+        from sim.output import dumps
+
+        print(dumps({**cal.as_dict(), "out": str(out)}))
+    else:
+        console = Console()
+        console.print(table(cal))
+        if cal.monitoring:
+            console.print(monitoring_table(cal.monitoring))
     for note in cal.notes:
         Console(stderr=True).print(f"note: {note}", highlight=False)
-    atomic_write(out, text)
     Console(stderr=True).print(f"wrote {out}", highlight=False)
 
 

@@ -190,7 +190,8 @@ def connector_emulator(
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     allow_target: AllowTarget = None,
 ) -> None:
-    """A TCP proxy with the scenario's connector semantics (capacity, FIFO queue, scale-outs)."""
+    """A TCP proxy with the scenario's connector semantics (capacity, FIFO queue, scale-outs) and
+    the path faults its path section asks for."""
     from loadtests import safety
     from loadtests.emulator import serve
     from sim import scenario as scenarios
@@ -203,4 +204,4 @@ def connector_emulator(
     def ready(host: str, port: int) -> None:
         err.print(f"listening on {host}:{port}", highlight=False)
 
-    serve(sc.connector, (where.host, where.port), (to.host, to.port), seed, log, ready)
+    serve(sc.connector, (where.host, where.port), (to.host, to.port), seed, log, ready, sc.path)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sim import probes
 from sim import scenario as scenarios
 from sim.cli.options import (
     Dask,
@@ -69,10 +70,19 @@ def simulate(
         return
     if out is not None:
         prepare_out(out)
+    requests = sc.probe.request_rate_per_s > 0
     with progress(f"simulate {sc.name}", replications) as bar:
-        # Attempt records only for attempts.csv: without --out a run keeps a row per replication.
+        # Attempt records for attempts.csv and the probe's requests (computed from them);
+        # otherwise a run keeps a row per replication.
         res = run_simulation(
-            sc, replications, seed, jobs, bar.update, dask, engine, records=out is not None
+            sc,
+            replications,
+            seed,
+            jobs,
+            bar.update,
+            dask,
+            engine,
+            records=out is not None or requests,
         )
     summary = res.summary(confidence=0.95)
     rates = success_rates(res.fleet, sc.fleet.instances, 0.95)
@@ -80,6 +90,7 @@ def simulate(
         "scenario": sc.name,
         "engine": res.engine,
         **summary.as_dict(),
+        **(_requests(sc, res) if requests else {}),
         "success": rates_dict(rates, sc.team.success_definition, sc.team.success_criterion),
         "sources": [e.as_dict() for e in sc.provenance()],
     }
@@ -94,10 +105,30 @@ def simulate(
         table = summary_table(sc, summary)
         table.title = f"{table.title}, {res.engine} engine"
         Console().print(table)
+        if requests:
+            Console().print(_requests_line(sc, data), highlight=False)
         if out is not None:
             Console(stderr=True).print(
                 f"wrote {out}/summary.json, attempts.csv, replications.csv, scenario.toml"
             )
+
+
+def _requests(sc, res) -> dict:
+    """The probe's figures (sim/probes.py): failed requests per deploy and the mean wait."""
+    per = probes.per_deploy(res.attempts, res.fleet["replication"], sc.probe, sc.horizon_s)
+    return probes.summary(per, 0.95)
+
+
+def _requests_line(sc, data: dict) -> str:
+    f, wait = data["requests_failed_per_deploy"], data["request_wait_mean_s"]
+    mean = "n/a" if f["mean"] is None else f"{f['mean']:.4g}"
+    interval = "" if f["ci_low"] is None else f" [{f['ci_low']:.4g}, {f['ci_high']:.4g}]"
+    waited = "no request served" if wait is None else f"{wait:.3g} s mean wait of a served one"
+    return (
+        f"{sc.probe.kind.upper()} probe, {data['requests_per_deploy']:.4g} requests per deploy: "
+        f"{mean}{interval} failed per deploy (95 %; deploys {f['deploys_low']:.4g}–"
+        f"{f['deploys_high']:.4g}), {waited}"
+    )
 
 
 def list_scenarios() -> None:

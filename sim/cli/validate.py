@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -108,5 +109,7 @@ def table(v) -> Table:
 
 
 def _fmt(x, iv) -> str:
+    if math.isnan(x):
+        return "not measured"
     s = "never" if x == float("inf") else f"{x:.4g}"
     return s if iv is None else f"{s} [{iv[0]:.3g}, {iv[1]:.3g}]"

@@ -29,12 +29,12 @@ import numpy as np
 from sim.distributions import Constant
 from sim.phases import connections_of
 from sim.records import OUTCOMES, TILT_COLUMNS, Outcome, Reason
-from sim.scenario import Fleet, Pool, Restart, Scenario
+from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 
 
 def _vocabularies() -> bytes:
     """The words whose places the kernel's codes are (sim.records, the scenario's Literals)."""
-    literals = ((Pool, "start"), (Fleet, "arrival"), (Restart, "policy"))
+    literals = ((Pool, "start"), (Fleet, "arrival"), (Restart, "policy"), (PathFaults, "fault"))
     words = (
         tuple(Outcome),
         tuple(Reason),
@@ -78,6 +78,7 @@ POOL_STARTS = L.STARTS
 _STARTS = {name: code for code, name in enumerate(L.STARTS)}
 _ARRIVALS = {name: code for code, name in enumerate(L.ARRIVALS)}
 _POLICIES = {name: code for code, name in enumerate(L.POLICIES)}
+_FAULTS = {name: code for code, name in enumerate(L.FAULTS)}
 
 
 def _jitter(value) -> tuple[int, float]:
@@ -171,6 +172,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     x[L.F_RELEASE] = rs.exit_release_s
     x[L.F_CS_INTERVAL] = cs.refresh_interval_s
     x[L.F_WINDOW], x[L.F_RATE] = fleet.window_s, fleet.rate_per_s
+    x[L.F_P_FAULT], x[L.F_PATH_FROM] = sc.path.p_fault, sc.path.from_s
+    x[L.F_PATH_UNTIL] = sc.path.window_end_s()
     # The calendar's reach: a few times the longest of a start-up's usual steps, in about four
     # buckets per instance (any reach and width give the same order; these keep buckets short).
     buckets = _buckets(n)
@@ -206,6 +209,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         m[L.I_CLOUDSQL], m[L.I_CS_CALLS] = 1, cs.calls_per_refresh
         m[L.I_CS_QUOTA], m[L.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[L.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
+    m[L.I_PATH_FAULT] = _FAULTS[sc.path.fault]
     m[L.I_KEEP] = keep
     m[L.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
     m[L.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
@@ -250,10 +254,10 @@ def _buckets(instances: int) -> int:
 
 def _reach(sc: Scenario) -> float:
     """How far ahead the calendar holds events: four times the longest mean of a start-up's steps
-    (before the database, a connection's set-up and accept, the queries, a Cloud SQL call), but
-    at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing, and at most the
-    run (no event is kept beyond its end; a heavy-tailed step's huge mean would put every event
-    in the first few buckets)."""
+    (before the database, a connection's set-up and accept, the queries, a Cloud SQL call, a path
+    failure), but at least 2⁻²⁰ of the run, so that bucket numbers stay far from overflowing, and
+    at most the run (no event is kept beyond its end; a heavy-tailed step's huge mean would put
+    every event in the first few buckets)."""
     steps = [
         sc.startup.before_db_s,
         sc.connector.setup_s,
@@ -262,6 +266,8 @@ def _reach(sc: Scenario) -> float:
     ]
     if sc.cloudsql.enabled:
         steps.append(sc.cloudsql.call_s)
+    if sc.path.fault in ("closed", "reset"):
+        steps.append(sc.path.fail_after_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
 
@@ -430,6 +436,7 @@ def run_chunk(
         "connections_held": ri[:, L.R_HELD].copy(),
         "connection_attempts": ri[:, L.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, L.R_POOL_STARTS].copy(),
+        "ready_s": rf[:, L.R_READY].copy(),
         "phase": phase_names[ri[:, L.R_PHASE]],
         "phase_start_s": rf[:, L.R_PHASE_START].copy(),
     }

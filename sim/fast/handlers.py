@@ -66,6 +66,7 @@ from sim.fast.layout import (
     E_DEADLINE,
     E_FREE_SLOT,
     E_INIT_DONE,
+    E_PATH_FAILED,
     E_PHASE_DEADLINE,
     E_PHASE_DONE,
     E_PHASE_RETRY,
@@ -81,6 +82,9 @@ from sim.fast.layout import (
     F_CS_INTERVAL,
     F_END,
     F_HORIZON,
+    F_P_FAULT,
+    F_PATH_FROM,
+    F_PATH_UNTIL,
     F_RELEASE,
     F_RESTART_INITIAL,
     F_RESTART_JITTER,
@@ -90,6 +94,10 @@ from sim.fast.layout import (
     F_RETRY_JITTER,
     F_THETA,
     F_TIMEOUT,
+    FAULT_HUNG,
+    FAULT_NONE,
+    FAULT_RESET,
+    FAULTED,
     FULL_CONNS,
     FULL_QUEUE,
     FULL_RECORDS,
@@ -105,6 +113,7 @@ from sim.fast.layout import (
     I_HELD_WHEN_READY,
     I_HOLD,
     I_MIN_SIZE,
+    I_PATH_FAULT,
     I_POLICY,
     I_RESTART_JITTER,
     I_RESTARTS,
@@ -140,6 +149,8 @@ from sim.fast.layout import (
     NR,
     NRF,
     P_FIXED,
+    PATH_DELAY,
+    PATH_FAULT,
     PH_CONCURRENT,
     PH_CONNS,
     PH_CONTINUE,
@@ -161,10 +172,12 @@ from sim.fast.layout import (
     QUEUED,
     R_53300,
     R_ATTEMPT,
+    R_CLOSED,
     R_CONN_ATTEMPTS,
     R_CONNECT_TIMEOUT,
     R_DEADLINE,
     R_HELD,
+    R_HUNG,
     R_INIT_S,
     R_INIT_START,
     R_INSTANCE,
@@ -174,7 +187,9 @@ from sim.fast.layout import (
     R_PHASE_DEADLINE,
     R_PHASE_START,
     R_POOL_STARTS,
+    R_READY,
     R_REASON,
+    R_RESET,
     R_START,
     READY,
     REJECTED,
@@ -558,10 +573,11 @@ def db_init_done(m, x, inst, pool):
 def init_done(m, x, inst):
     ii = M_INST + inst * NI
     m[ii + A_IN_INIT] = 0
-    record(m, x, inst, READY, R_NONE)
+    # The after-db draw first, for the record's ready time (its own stream: same values).
+    ready = x[T_NOW] + rnd(m, x, AFTER)
+    record(m, x, inst, READY, R_NONE, ready)
     settle_ready_pool(m, x, inst)
     # became_ready would only note its time: note it now, if the run lasts until then.
-    ready = x[T_NOW] + rnd(m, x, AFTER)
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
 
@@ -626,7 +642,7 @@ def exit_attempt(m, x, inst, outcome, reason):
     m[ii + A_IN_INIT] = 0
     m[ii + A_POOL] += 1
     if not m[ii + A_BEFORE_INIT] or x[T_NOW] <= x[F_HORIZON]:
-        record(m, x, inst, outcome, reason)
+        record(m, x, inst, outcome, reason, np.nan)
     if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
         conn = m[ii + A_HEAD]
         while conn >= 0:
@@ -646,7 +662,7 @@ def exit_attempt(m, x, inst, outcome, reason):
 
 
 @nb.njit(cache=True, _nrt=False)
-def record(m, x, inst, outcome, reason):
+def record(m, x, inst, outcome, reason, ready):
     n = m[S_REC_N]
     if n == m[L_REC_CAP]:
         m[S_OVERFLOW] = FULL_RECORDS
@@ -659,6 +675,7 @@ def record(m, x, inst, outcome, reason):
     init_start = x[T_NOW] if m[ii + A_BEFORE_INIT] else x[fi + B_INIT_START]  # never began
     x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], init_start
     x[f + R_INIT_S] = x[T_NOW] - init_start
+    x[f + R_READY] = ready
     m[r + R_PHASE], x[f + R_PHASE_START] = 0, init_start
     if m[L_PHASES] and outcome != READY:
         m[r + R_PHASE], x[f + R_PHASE_START] = m[ii + A_PHASE_I] + 1, x[fi + B_PHASE_START]
@@ -694,6 +711,11 @@ def open_conn(m, x, inst, pool, counted, awaited):
     deadline = x[X_INST + inst * NF + B_DEADLINE]
     if not (counted and timeout_at >= deadline and not m[I_STRAGGLERS]):
         later(m, x, CONN_TIMEOUTS, timeout_at, E_CONN_TIMEOUT, conn, m[ci + C_GEN])
+    if path_faults(m, x):  # the engine's _fault: it never reaches the connector nor the database
+        m[ci + C_STATE] = FAULTED
+        if m[I_PATH_FAULT] != FAULT_HUNG:
+            at(m, x, x[T_NOW] + rnd(m, x, PATH_DELAY), E_PATH_FAILED, conn, m[ci + C_GEN])
+        return
     if m[S_CX_BUSY] < m[S_CX_CAP]:
         begin_setup(m, x, conn)
         return
@@ -711,6 +733,27 @@ def open_conn(m, x, inst, pool, counted, awaited):
     m[S_Q_TAIL] = tail + 1
     m[S_CX_WAIT] += 1
     maybe_scale(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
+def path_faults(m, x):
+    """Whether the path fails the connection opened now: one draw, in the window only."""
+    now = x[T_NOW]
+    if m[I_PATH_FAULT] == FAULT_NONE or now < x[F_PATH_FROM] or now >= x[F_PATH_UNTIL]:
+        return False
+    return rnd(m, x, PATH_FAULT) < x[F_P_FAULT]
+
+
+@nb.njit(cache=True, _nrt=False)
+def path_failed(m, x, conn, gen):
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != FAULTED:
+        return  # given up before the path failed it
+    inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
+    drop(m, conn)
+    ii = M_INST + inst * NI
+    if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
+        pool_failed(m, x, inst, R_RESET if m[I_PATH_FAULT] == FAULT_RESET else R_CLOSED)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -788,10 +831,12 @@ def conn_timeout(m, x, conn, gen):
         return
     ci = m[L_CONN] + conn * NC
     inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
+    # A faulted connection's timeout: nothing came back from the path before it.
+    reason = R_HUNG if m[ci + C_STATE] == FAULTED else R_CONNECT_TIMEOUT
     cancel(m, x, conn, True)
     ii = M_INST + inst * NI
     if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
-        pool_failed(m, x, inst, R_CONNECT_TIMEOUT)
+        pool_failed(m, x, inst, reason)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -900,3 +945,5 @@ def dispatch(m, x, typ, a, b):
         refresh_done(m, x, a, b >> 1, b & 1)
     elif typ == E_FREE_SLOT:  # the engine's free_slot
         m[S_DB_FREE] += 1
+    elif typ == E_PATH_FAILED:
+        path_failed(m, x, a, b)

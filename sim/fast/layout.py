@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import get_args
 
 from sim.records import FLEET_COLUMNS, OUTCOMES, Outcome, Reason
-from sim.scenario import Fleet, Pool, Restart
+from sim.scenario import Fleet, PathFaults, Pool, Restart
 
 
 def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
@@ -36,11 +36,16 @@ MODEL_REASONS = (
     Reason.DEADLINE,
     Reason.TOO_MANY_CLIENTS,
     Reason.CONNECT_TIMEOUT,
+    Reason.CLOSED,
+    Reason.RESET,
+    Reason.HUNG,
     Reason.PHASE_DEADLINE,
 )
-R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT, R_PHASE_DEADLINE = range(len(MODEL_REASONS))
+R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT, R_CLOSED, R_RESET, R_HUNG, R_PHASE_DEADLINE = range(
+    len(MODEL_REASONS)
+)
 # Connection states, as in sim.engine.
-QUEUED, SETUP, ACCEPT, HELD, GONE = range(5)
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
 (
     ARRIVAL,
@@ -69,6 +74,10 @@ BURST, UNIFORM_ARRIVAL, POISSON, WAVES = _places(ARRIVALS, ("burst", "uniform", 
 POLICIES = get_args(Restart.model_fields["policy"].annotation)
 P_NONE, P_FIXED, P_EXPONENTIAL = _places(POLICIES, ("none", "fixed", "exponential"))
 J_NONE, J_FRACTION, J_FULL = range(3)  # jitter: none, a fraction, "full"
+FAULTS = get_args(PathFaults.model_fields["fault"].annotation)
+FAULT_NONE, FAULT_CLOSED, FAULT_RESET, FAULT_HUNG = _places(
+    FAULTS, ("none", "closed", "reset", "hung")
+)
 # Event types.
 (
     E_START,
@@ -83,11 +92,17 @@ J_NONE, J_FRACTION, J_FULL = range(3)  # jitter: none, a fraction, "full"
     E_ACCEPT_DONE,
     E_CONN_TIMEOUT,
     E_FREE_SLOT,
+    E_PATH_FAILED,
     E_PHASES,  # start-up phases (docs/model.md): after before_db_s, the first phase
     E_PHASE_DEADLINE,
     E_PHASE_DONE,
     E_PHASE_RETRY,
-) = range(16)
+) = range(17)
+# An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
+# few once path faults and start-up phases both came).
+E_SPAN = 32
+if E_PHASE_RETRY >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
+    raise ValueError(f"{E_PHASE_RETRY + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
 DEADLINES, CONN_TIMEOUTS = range(2)
 # Overflow codes: which buffer to grow.
@@ -119,7 +134,8 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     I_KEEP,  # keep every attempt record (1), or only count them per replication (0)
     I_TILT_ROLE,  # the role whose first I_TILT_DRAWS draws importance sampling tilts; -1: none
     I_TILT_DRAWS,
-) = range(23)
+    I_PATH_FAULT,  # path.fault, as a place in its Literal (FAULT_NONE: off)
+) = range(24)
 # Scalar state of a replication.
 (
     S_CX_INST,
@@ -142,7 +158,7 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
     S_ARRIVED,  # instances whose first start has run
     S_RING_HEAD,  # where each ring's first entry is (two slots)
-) = range(23, 43)
+) = range(24, 44)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
@@ -234,8 +250,8 @@ NC = 8
     R_PHASE,  # 0: none ("" in the records), else 1 + the phase's place in startup.phases
 ) = range(9)
 NR = 9
-R_START, R_INIT_START, R_INIT_S, R_PHASE_START = range(4)
-NRF = 4
+R_START, R_INIT_START, R_INIT_S, R_READY, R_PHASE_START = range(5)
+NRF = 5
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (
@@ -253,11 +269,14 @@ NRF = 4
     F_CS_INTERVAL,
     F_WINDOW,
     F_RATE,
-) = range(14)
-T_NOW, T_VSUM = 14, 15  # T_VSUM: the sum of the tilted draws' uniforms
-F_THETA, F_MIX = 16, 17  # the tilt θ, and the share of replications that run tilted
-F_INV_W = 18  # 1 / the calendar's bucket width
-X_DIST = 19  # per role: two parameters
+    F_P_FAULT,  # path.p_fault
+    F_PATH_FROM,  # path.from_s
+    F_PATH_UNTIL,  # path.until_s, inf for no end
+) = range(17)
+T_NOW, T_VSUM = 17, 18  # T_VSUM: the sum of the tilted draws' uniforms
+F_THETA, F_MIX = 19, 20  # the tilt θ, and the share of replications that run tilted
+F_INV_W = 21  # 1 / the calendar's bucket width
+X_DIST = 22  # per role: two parameters
 DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
 X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
 X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance

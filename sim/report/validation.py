@@ -51,6 +51,8 @@ def _table(figs: list[Comparison]) -> list[str]:
 
 
 def _num(x: float) -> str:
+    if math.isnan(x):  # a counter no record reported: sim.validate gives it no verdict
+        return "not measured"
     return "never" if math.isinf(x) else f"{x:.4g}"
 
 
