@@ -59,6 +59,9 @@ def show(value: Any) -> str:
     if isinstance(value, dict) and "dist" in value:
         params = ", ".join(f"{k} {show(v)}" for k, v in value.items() if k != "dist")
         return f"{value['dist']}({params})"
+    if isinstance(value, dict) and "name" in value:  # a start-up phase: its name, then the rest
+        rest = ", ".join(f"{k} {show(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']} ({rest})"
     if isinstance(value, list):
         if len(value) > 6:
             return f"{len(value)} values"
