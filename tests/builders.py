@@ -145,3 +145,16 @@ def comparable(attempts: dict[str, list]) -> dict[str, list]:
         key: ["nan" if isinstance(v, float) and math.isnan(v) else v for v in values]
         for key, values in attempts.items()
     }
+
+
+def set_fields(data: dict, prefix: str = "") -> list[str]:
+    """Every field a TOML file sets: a distribution counts as one field, its table as a value."""
+    out = []
+    for key, value in data.items():
+        if key in ("name", "description", "sources"):
+            continue
+        if isinstance(value, dict) and "dist" not in value:
+            out += set_fields(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
