@@ -119,9 +119,9 @@ def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], ci
         "",
         f"{sc.description or sc.name}.",
         "",
-        f"- Fleet: {sc.fleet.instances} instances, arrival `{sc.fleet.arrival}`; each opens "
-        f"`pool.min_size` = {sc.pool.min_size} connections during database init and holds "
-        f"{sc.pool.held_when_ready} once ready (`pool.max_size` = {sc.pool.max_size}).",
+        f"- Fleet: {sc.fleet.instances} instances, arrival `{sc.fleet.arrival}`; each "
+        f"{_opens(sc)} and holds {sc.pool.held_when_ready} once ready (`pool.max_size` = "
+        f"{sc.pool.max_size}).",
         f"- Database: `max_connections` = {sc.database.max_connections}, of which "
         f"{demand.free_slots} are free for the application.",
         f"- Connector: {sc.connector.min_instances}–{sc.connector.max_instances} instances, "
@@ -133,7 +133,7 @@ def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], ci
         f"{sc.restart.initial_backoff_s:g} s).",
         "",
         f"Simulated today ({cur.replications} replications): P(start attempt fails) "
-        f"{_interval(cur.p_start_failure, conf)}; P(db init reaches the timeout) "
+        f"{_interval(cur.p_start_failure, conf)}; P(db init reaches a deadline) "
         f"{_interval(cur.p_db_init_timeout, conf)}; fleet ready p95 "
         f"{_sec(cur.fleet_ready_p95_s)}; {cur.restarts_per_instance:.2f} restarts per "
         f"instance; work amplification {_num(cur.work_amplification)}×.",
@@ -166,6 +166,22 @@ def _context(data: RecommendationView, sc: Scenario, figures: dict[str, str], ci
         if role in figures:
             lines += ["", f"![{caption}]({figures[role]})"]
     return "\n".join(lines)
+
+
+def _opens(sc: Scenario) -> str:
+    """What one start opens: the pool's connections, or each start-up phase's with its bound."""
+    if not sc.startup.phases:
+        return f"opens `pool.min_size` = {sc.pool.min_size} connections during database init"
+    parts = []
+    for p in sc.startup.phases:
+        n = p.connections
+        order = f" ({p.order})" if n > 1 else ""
+        what = "the pool start" if p.pool else f"{n} connection{'s' if n != 1 else ''}{order}"
+        where = "in database init" if p.db_init else "before database init"
+        bound = f", its own bound {p.deadline_s:g} s" if p.deadline_s else ""
+        fails = ", a failure ignored" if p.on_failure == "continue" else ""
+        parts.append(f"`{p.name}` ({what}, {where}{bound}{fails})")
+    return "runs its start-up phases " + ", then ".join(parts)
 
 
 def _monitoring(m: DeployMonitoring) -> str:
