@@ -89,7 +89,7 @@ def observed(runs: list) -> Observed:
         first[key] = min(first.get(key, math.inf), a.start_unix_s)
     deploy_of = _deploys(first)
     rec = {k: [] for k in ("deploy", "instance", "attempt", "start_s", "db_init_start_s")}
-    rec |= {"db_init_s": [], "outcome": [], "reason": []}
+    rec |= {"db_init_s": [], "outcome": [], "reason": [], "phase": []}
     for r, a, timed in rows:
         key = (r.run_id, r.source, a.instance)
         rec["deploy"].append(deploy_of[key])
@@ -101,6 +101,7 @@ def observed(runs: list) -> Observed:
         rec["db_init_s"].append(a.db_init_s if timed and not cut else math.nan)
         rec["outcome"].append(Outcome.READY.value if cut else a.outcome)
         rec["reason"].append("" if cut else a.reason)
+        rec["phase"].append("" if cut else a.phase)
     records = {k: np.array(v) for k, v in rec.items()}
     servers = [r.server for r in runs if r.server is not None]
     out = Observed(records, [r.source for r in runs], len(set(deploy_of.values())))

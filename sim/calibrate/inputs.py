@@ -9,10 +9,11 @@ exported from production go through the same fitting. Every problem is an
 A production log is CSV or JSON lines, one start attempt per row (docs/calibration.md):
 ``timestamp`` (Unix seconds or ISO 8601, when the attempt started), ``instance``, ``attempt``,
 optional ``run`` (one fleet start: a deploy, a scale-out), ``outcome`` (ready | timeout | rejected
-| error) and/or ``exit_code`` (0 ready, 3 timeout, else error), and one duration in seconds per
-phase: CSV columns ``phase.<name>``, or in JSON ``"phases": {"<name>": s, …}``. Which phases form
-each part comes from ``--phases`` or from the file (a ``# phases: …`` first line in CSV, a
-``{"phase_map": …}`` first line in JSON lines).
+| error) and/or ``exit_code`` (0 ready, 3 timeout, else error), optional ``reason`` (a failed
+attempt's, in sim.records.Reason's words) and ``phase`` (the phase it failed in), and one duration
+in seconds per phase: CSV columns ``phase.<name>``, or in JSON ``"phases": {"<name>": s, …}``.
+Which phases form each part comes from ``--phases`` or from the file (a ``# phases: …`` first
+line in CSV, a ``{"phase_map": …}`` first line in JSON lines).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.records import OUTCOMES, Outcome
+from sim.records import OUTCOMES, Outcome, Reason
 from sim.scenario import Scenario
 from sim.scenario import load as load_scenario
 
 PARTS = ("before", "database", "after")
+REASONS = tuple(r.value for r in Reason)
 MINUTE_S = 60.0
 
 
@@ -121,6 +123,7 @@ class Attempt:
     where: str = ""
     init_queries_s: float | None = None  # the phases mapped to queries, when the row has them
     censored: str = ""  # lines end before ready or exit: the part they ended in ("at least")
+    phase: str = ""  # the named phase a failed attempt ended in, when the record says it
 
 
 @dataclass
@@ -218,6 +221,7 @@ def _campaign_attempt(rec: dict, where: str, path: str, number: int) -> Attempt:
         after_db_s=values["after_db_s"] if outcome == Outcome.READY else None,
         outcome=outcome,
         reason=str(rec.get("reason") or ""),
+        phase=str(rec.get("phase") or ""),
         connection_attempts=None
         if conns is None
         else _count(conns, "connection_attempts", path, number, least=0),
@@ -329,7 +333,7 @@ def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
     return rows, in_file
 
 
-LOG_COLUMNS = ("timestamp", "instance", "attempt", "run", "outcome", "exit_code")
+LOG_COLUMNS = ("timestamp", "instance", "attempt", "run", "outcome", "exit_code", "reason", "phase")
 
 
 def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None]:
@@ -388,6 +392,11 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         if key not in row:
             raise InputError(path, number, f"{key}: missing")
     outcome = _log_outcome(row, path, number)
+    reason, phase = _log_reason(row, outcome, path, number), str(row.get("phase") or "")
+    if phase and f"phase.{phase}" not in row:
+        raise InputError(
+            path, number, f"phase = {phase!r}: the row has no phase.{phase} (its duration)"
+        )
     sums = dict.fromkeys(PARTS, 0.0)
     queries = None
     for key, value in row.items():
@@ -404,9 +413,23 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         db_init_s=sums["database"],
         after_db_s=sums["after"] if outcome == Outcome.READY else None,
         outcome=outcome,
+        reason=reason,
         where=f"{path}:{number}",
         init_queries_s=queries,
+        phase=phase,
     )
+
+
+def _log_reason(row: dict, outcome: str, path: str, number: int) -> str:
+    """The optional ``reason`` of a failed attempt, in the model's words (sim.records.Reason)."""
+    reason = str(row.get("reason") or "")
+    if not reason:
+        return ""
+    if outcome == Outcome.READY:
+        raise InputError(path, number, f"reason = {reason!r}: a ready attempt has no reason")
+    if reason not in REASONS:
+        raise InputError(path, number, f"reason = {reason!r}: expected one of {', '.join(REASONS)}")
+    return reason
 
 
 def _log_outcome(row: dict, path: str, number: int) -> str:
