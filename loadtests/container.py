@@ -8,7 +8,8 @@ failed pool start either closes what it opened (``on_failure = "close"``) or kee
 container exits (``"hold"``); a retry follows after ``retry_backoff_s`` if it fits before the
 deadline. Past the deadline (or with no retry) the attempt exits; its connections go
 ``exit_release_s`` later. Once ready, the instance holds ``held_when_ready`` connections until
-:meth:`Instance.close`.
+:meth:`Instance.close`. With ``startup.phases`` the attempt runs its phases instead
+(:mod:`loadtests.startup_phases`, docs/model.md "Start-up phases").
 
 Nothing here knows about gevent or Locust: the harness runs it through :mod:`loadtests.bridge`.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from loadtests.startup_phases import PhasedStart
 from sim.records import Outcome, Reason
 from sim.scenario import Restart, Scenario, jittered_s
 
@@ -89,6 +91,8 @@ class TrackedConnection(asyncpg.Connection):
     """
 
     pinned = False
+    pooled = False  # opened by a pool start (else by a start-up phase's own connect)
+    opened_at = 0.0  # monotonic time it was opened: a ready instance keeps the first ones
 
     def terminate(self) -> None:
         if not self.pinned:
@@ -126,9 +130,13 @@ class AttemptResult:
     connections_opened: int = 0
     connections_held: int = 0
     pool_starts: int = 0
+    # Start-up phases (docs/model.md): the phase a failed attempt ended in, and when it began in
+    # seconds after start_unix_s; "" and before_db_s (database init's start) for a ready attempt.
+    phase: str = ""
+    phase_start_s: float = 0.0
 
 
-class Instance:
+class Instance(PhasedStart):
     """One container across its attempts. Call :meth:`attempt`, then :meth:`close` at the end."""
 
     def __init__(
@@ -163,8 +171,29 @@ class Instance:
         """One start attempt: before-db phase, database init, after-db phase (if ready)."""
         res = self.result = AttemptResult(number, time.time())
         await asyncio.sleep(self.draw(self.sc.startup.before_db_s))
+        if self.sc.startup.phases:
+            await self._phased_attempt(res)
+        else:
+            await self._single_init(res)
+        res.connections_held = len(self.conns)
+        if res.outcome == Outcome.READY:
+            if self.sc.startup.phases:
+                await self._settle_phased()
+            else:
+                await self._settle_ready()
+            after_start = time.time()
+            await asyncio.sleep(self.draw(self.sc.startup.after_db_s))
+            res.ready_unix_s = time.time()
+            res.after_db_s = res.ready_unix_s - after_start
+        else:
+            self._exit()
+        res.end_unix_s = time.time()
+        return res
+
+    async def _single_init(self, res: AttemptResult) -> None:
+        """Database init without phases: the pool start under the deadline."""
         init_start = time.time()
-        res.before_db_s = init_start - res.start_unix_s
+        res.before_db_s = res.phase_start_s = init_start - res.start_unix_s
         try:
             self.in_init = True
             async with asyncio.timeout(self.sc.startup.db_init_timeout_s):
@@ -177,17 +206,23 @@ class Instance:
         finally:
             self.in_init = False
         res.db_init_s = time.time() - init_start
-        res.connections_held = len(self.conns)
-        if res.outcome == Outcome.READY:
-            await self._settle_ready()
-            after_start = time.time()
-            await asyncio.sleep(self.draw(self.sc.startup.after_db_s))
-            res.ready_unix_s = time.time()
-            res.after_db_s = res.ready_unix_s - after_start
-        else:
-            self._exit()
-        res.end_unix_s = time.time()
-        return res
+
+    async def _dial(self) -> TrackedConnection:
+        """One connection outside a pool (a start-up phase's), as the pool's are made."""
+        return await asyncpg.connect(
+            self.dsn,
+            **self.connect,
+            timeout=self.sc.pool.connect_timeout_s,
+            connection_class=TrackedConnection,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
+
+    def _note_failure(self, res: AttemptResult, exc: BaseException) -> tuple[str, bool]:
+        """Record a failed connection; (reason, fatal) as :func:`failure_reason`."""
+        res.error_class = type(exc).__name__
+        res.sqlstate = getattr(exc, "sqlstate", "") or ""
+        res.error_message = self._redact(str(exc))[:200]
+        return failure_reason(exc)
 
     async def _db_init(self, res: AttemptResult) -> None:
         pool_cfg = self.sc.pool
@@ -223,6 +258,7 @@ class Instance:
         async def connect(*args, **kwargs):
             res.connection_attempts += self.in_init
             con = await asyncpg.connect(*args, **kwargs)
+            con.pooled = True
             self._adopt(con, res)
             if generation != self.generation and pool_cfg.on_failure == "close":
                 await con.close_for_real()  # a straggler of a pool start already given up
@@ -275,7 +311,8 @@ class Instance:
                 task.add_done_callback(self.background.discard)
 
     def _adopt(self, con: TrackedConnection, res: AttemptResult) -> None:
-        con.pinned = self.sc.pool.on_failure == "hold"
+        con.pinned = self.sc.pool.on_failure == "hold" and con.pooled
+        con.opened_at = time.monotonic()
         self.conns.add(con)
         res.connections_opened += 1
         self.gauge.opened()
@@ -290,12 +327,9 @@ class Instance:
     def _pool_failed(self, res: AttemptResult, exc: Exception) -> bool:
         """Record the failure; True when it is the target's (no retry can help)."""
         self.generation += 1  # stragglers of this pool start are now stale
-        res.error_class = type(exc).__name__
-        res.sqlstate = getattr(exc, "sqlstate", "") or ""
-        res.error_message = self._redact(str(exc))[:200]
-        res.reason, fatal = failure_reason(exc)
+        res.reason, fatal = self._note_failure(res, exc)
         if self.sc.pool.on_failure == "close":
-            for con in list(self.conns):
+            for con in [c for c in self.conns if c.pooled]:
                 self._spawn(con.close_for_real())
         return fatal
 
@@ -304,13 +338,14 @@ class Instance:
             text = text.replace(secret, "***")
         return text
 
-    async def _settle_ready(self) -> None:
-        """Keep ``held_when_ready`` connections checked out; close what init opened beyond that."""
-        want = self.sc.pool.held_when_ready
+    async def _settle_ready(self, want: int | None = None) -> None:
+        """Keep ``held_when_ready`` (or ``want``) connections checked out; close what init opened
+        beyond that."""
+        want = self.sc.pool.held_when_ready if want is None else want
         # A background start's connections still opening are waited for (each bounded by the
         # connect timeout), then the ready pool keeps held_when_ready of them like the others.
         await asyncio.gather(*self.background, return_exceptions=True)
-        for con in list(self.conns):
+        for con in [c for c in self.conns if c.pooled]:
             con.pinned = False
         # asyncpg 0.31+ reopens closed connections up to min_size; the model's ready instance
         # keeps held_when_ready (a lazy pool), so lower that floor (a private attribute).

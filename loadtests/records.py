@@ -8,7 +8,8 @@ A record (times are Unix seconds and durations seconds, both rounded to the mill
      "db_init_s": 0.333, "after_db_s": 0.0, "ready_unix_s": null, "outcome": "rejected",
      "reason": "53300", "error_class": "TooManyConnectionsError", "sqlstate": "53300",
      "error_message": "sorry, too many clients already", "connection_attempts": 3,
-     "connections_opened": 2, "connections_held": 2, "pool_starts": 1, "final": true}
+     "connections_opened": 2, "connections_held": 2, "pool_starts": 1, "phase": "",
+     "phase_start_s": 0.0, "final": true}
 
 Locust rounds response times of 10 s and more to whole seconds
 (docs/sources.md#locust-response-time-rounding), so threshold probabilities come from these

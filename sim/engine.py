@@ -16,7 +16,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from sim import streams
+from sim import phases, streams
 from sim.connector import ConnectorState
 from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
 from sim.scenario import Scenario, jittered_s
@@ -30,11 +30,12 @@ WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k,
 
 
 class _Conn:
-    __slots__ = ("awaited", "inst", "pool", "state")
+    __slots__ = ("awaited", "inst", "pool", "run", "state")
 
     def __init__(self, inst: _Instance, pool: int, awaited: bool) -> None:
         self.inst, self.pool, self.state = inst, pool, QUEUED
         self.awaited = awaited  # database init waits for it: its failure fails the pool start
+        self.run = inst.phase_run  # the start-up phase's run that opened it (0 without phases)
 
 
 class _Instance:
@@ -43,14 +44,19 @@ class _Instance:
     __slots__ = (
         "attempt",
         "attempt_start",
+        "bound",
         "conn_attempts",
         "conns",
+        "db_started",
         "deadline_at",
         "held",
         "idx",
         "in_init",
         "init_start",
         "pending",
+        "phase_i",
+        "phase_run",
+        "phase_start",
         "pool",
         "pool_starts",
         "ready_at",
@@ -71,6 +77,10 @@ class _Instance:
         self.ready_at = math.inf
         self.attempt_start = self.init_start = self.deadline_at = 0.0
         self.conn_attempts = self.pool_starts = 0
+        # Start-up phases (docs/model.md): the current one, its run (stale events compare
+        # against it), when it began, its bound; whether database init has begun.
+        self.phase_i, self.phase_run, self.phase_start, self.bound = -1, 0, 0.0, 0.0
+        self.db_started = True
 
 
 @dataclass
@@ -152,6 +162,8 @@ class Engine:
         self.stragglers_outlive = (
             sc.pool.on_failure == "hold" and sc.pool.retry_backoff_s > 0
         ) or sc.pool.start == "background"
+        self.phases = sc.startup.phases
+        self.phase_specs = [streams.params(ph.duration_s) for ph in self.phases]
         # Path faults: which connections the path fails, in [from_s, until_s) of the run.
         self.path_on = sc.path.fault != "none"
         self.path_end_s = sc.path.window_end_s()
@@ -216,25 +228,143 @@ class Engine:
         inst.attempt += 1
         inst.attempt_start = self.now
         inst.conn_attempts = inst.pool_starts = 0
-        self.at(self.now + self.draw_before(), self.begin_db_init, inst)
+        after = self.begin_phases if self.phases else self.begin_db_init
+        self.at(self.now + self.draw_before(), after, inst)
 
     def begin_db_init(self, inst: _Instance) -> None:
         if self.now > self.sc.horizon_s:
-            return  # like a start after the horizon: never ready, and no record
+            # like a start after the horizon: never ready, and no record
+            if self.phases:  # what the phases before it opened is given up
+                inst.in_init = False
+                inst.pool += 1
+                self._cancel_all(list(inst.conns))
+            return
         inst.in_init = True
+        inst.db_started = True
         inst.init_start = self.now
-        inst.deadline_at = self.now + self.sc.startup.db_init_timeout_s
+        inst.deadline_at = inst.bound = self.now + self.sc.startup.db_init_timeout_s
         self.at(inst.deadline_at, self.deadline, inst, inst.attempt)
+        if self.phases:
+            self._enter_phase(inst)
         if self.sc.cloudsql.enabled:
             inst.refreshes = 0
-            self.refresh(inst, inst.attempt)
+            self.refresh(inst, inst.attempt, inst.phase_run)
+        else:
+            self._begin_init_work(inst)
+
+    def _begin_init_work(self, inst: _Instance) -> None:
+        """Database init's first connections: the pool start, or the current phase's."""
+        if self.phases:
+            self._phase_work(inst)
         else:
             self.start_pool(inst)
 
+    # -- start-up phases (docs/model.md, "Start-up phases") -------------------------------------
+    def begin_phases(self, inst: _Instance) -> None:
+        """After before_db_s: the phases before database init, if any, then database init."""
+        if self.now > self.sc.horizon_s:
+            return  # still before its database init at the horizon: no record
+        inst.phase_i = -1
+        inst.db_started = False
+        inst.deadline_at = math.inf
+        self.next_phase(inst)
+
+    def next_phase(self, inst: _Instance) -> None:
+        inst.phase_i += 1
+        if inst.phase_i == len(self.phases):
+            self._init_done(inst)
+        elif self.phases[inst.phase_i].db_init and not inst.db_started:
+            self.begin_db_init(inst)
+        else:
+            inst.in_init = True
+            self._enter_phase(inst)
+            self._phase_work(inst)
+
+    def _enter_phase(self, inst: _Instance) -> None:
+        """The current phase begins: its start, its bound, and its own deadline if that comes
+        strictly before the bound it is nested in."""
+        ph = self.phases[inst.phase_i]
+        inst.phase_run += 1
+        inst.phase_start = self.now
+        if ph.deadline_s is not None and self.now + ph.deadline_s < inst.deadline_at:
+            inst.bound = self.now + ph.deadline_s
+            self.at(inst.bound, self.phase_deadline, inst, inst.phase_run)
+        else:
+            inst.bound = inst.deadline_at
+
+    def _phase_work(self, inst: _Instance) -> None:
+        ph = self.phases[inst.phase_i]
+        if ph.pool:
+            self.start_pool(inst)
+            return
+        inst.pool += 1  # a new generation: events of earlier phases are stale
+        inst.pending = ph.connections
+        if ph.connections == 0:
+            self.run_queries(inst)
+            return
+        first = ph.connections if ph.order == "concurrent" else 1
+        inst.to_open = ph.connections - first
+        for _ in range(first):
+            self.open_conn(inst, inst.pool)
+
+    def phase_conn_ready(self, inst: _Instance) -> None:
+        inst.pending -= 1
+        if inst.to_open:  # sequential: the next one
+            inst.to_open -= 1
+            self.open_conn(inst, inst.pool)
+        if inst.pending == 0:
+            self.run_queries(inst)
+
+    def phase_conn_failed(self, inst: _Instance, reason: str) -> None:
+        ph = self.phases[inst.phase_i]
+        pause = ph.retry_backoff_s
+        if pause > 0:
+            if ph.retry_jitter:
+                pause = jittered_s(pause, ph.retry_jitter, self.draw_retry_u())
+            if self.now + pause < inst.bound:
+                self.at(self.now + pause, self.phase_retry, inst, inst.pool)
+            return  # otherwise the phase waits for its bound
+        self.phase_failed(inst, reason)
+
+    def phase_retry(self, inst: _Instance, pool: int) -> None:
+        if pool == inst.pool and inst.in_init:
+            self.open_conn(inst, inst.pool)
+
+    def phase_deadline(self, inst: _Instance, run: int) -> None:
+        if run == inst.phase_run and inst.in_init:
+            self.phase_failed(inst, Reason.PHASE_DEADLINE)
+
+    def phase_failed(self, inst: _Instance, reason: str) -> None:
+        if self.phases[inst.phase_i].on_failure == "continue":
+            inst.pool += 1
+            self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
+            self.next_phase(inst)
+            return
+        outcome = {
+            Reason.TOO_MANY_CLIENTS: Outcome.REJECTED,
+            Reason.PHASE_DEADLINE: Outcome.TIMEOUT,
+        }.get(reason, Outcome.ERROR)
+        self.exit(inst, outcome, reason)
+
+    def phase_done(self, inst: _Instance, pool: int) -> None:
+        if pool != inst.pool or not inst.in_init:
+            return
+        inst.pool += 1
+        if not self.phases[inst.phase_i].keep:
+            self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
+        self.next_phase(inst)
+
+    def phase_duration_s(self, inst: _Instance) -> float:
+        """The current phase's work: the next draw of the phase stream, by its distribution."""
+        stream = self.draw_phase
+        k = stream.k
+        stream.k = k + 1
+        return phases.duration_s(self.phase_specs[inst.phase_i], stream.state, k)
+
     # -- Cloud SQL: Admin API calls before the first connection ---------------------------------
-    def refresh(self, inst: _Instance, attempt: int) -> None:
+    def refresh(self, inst: _Instance, attempt: int, run: int) -> None:
         """One refresh: its calls count against the project's per-minute quota; any over it 429."""
-        if inst.attempt != attempt or not inst.in_init:
+        if inst.attempt != attempt or not inst.in_init or inst.phase_run != run:
             return
         cs = self.sc.cloudsql
         inst.refreshes += 1
@@ -243,13 +373,13 @@ class Engine:
         accepted = min(cs.calls_per_refresh, cs.quota_per_minute - used)
         self.api_used[window] = used + accepted
         ok = accepted == cs.calls_per_refresh
-        self.at(self.now + self.draw_api(), self.refresh_done, inst, attempt, ok)
+        self.at(self.now + self.draw_api(), self.refresh_done, inst, attempt, run, ok)
 
-    def refresh_done(self, inst: _Instance, attempt: int, ok: bool) -> None:
-        if inst.attempt != attempt or not inst.in_init:
+    def refresh_done(self, inst: _Instance, attempt: int, run: int, ok: bool) -> None:
+        if inst.attempt != attempt or not inst.in_init or inst.phase_run != run:
             return
         if ok:
-            self.start_pool(inst)
+            self._begin_init_work(inst)
             return
         # The connector's limiter: a bucket of refresh_burst refilled one per refresh_interval_s
         # from the attempt's start, so refresh k starts no earlier than (k − burst) intervals in.
@@ -257,7 +387,7 @@ class Engine:
         not_before = (
             inst.init_start + (inst.refreshes + 1 - cs.refresh_burst) * cs.refresh_interval_s
         )
-        self.at(max(self.now, not_before), self.refresh, inst, attempt)
+        self.at(max(self.now, not_before), self.refresh, inst, attempt, run)
 
     # -- database init: pool starts -------------------------------------------------------------
     def start_pool(self, inst: _Instance) -> None:
@@ -280,6 +410,9 @@ class Engine:
     def pool_conn_ready(self, inst: _Instance, conn: _Conn) -> None:
         if not conn.awaited or conn.pool != inst.pool or not inst.in_init:
             return  # a straggler ("hold"), a background connection: it simply stays held
+        if self.phases and not self.phases[inst.phase_i].pool:
+            self.phase_conn_ready(inst)
+            return
         inst.pending -= 1
         start, size = self.sc.pool.start, self.sc.pool.min_size
         if start == "asyncpg" and inst.pending == size - 1:
@@ -295,11 +428,17 @@ class Engine:
                     self.open_conn(inst, inst.pool, awaited=False)
 
     def run_queries(self, inst: _Instance) -> None:
+        if self.phases:  # the phase's own work instead of init_queries_s
+            self.at(self.now + self.phase_duration_s(inst), self.phase_done, inst, inst.pool)
+            return
         self.at(self.now + self.draw_queries(), self.db_init_done, inst, inst.pool)
 
     def db_init_done(self, inst: _Instance, pool: int) -> None:
         if pool != inst.pool or not inst.in_init:
             return
+        self._init_done(inst)
+
+    def _init_done(self, inst: _Instance) -> None:
         inst.in_init = False
         # The after-db draw is taken first, for the record's ready time: each role draws from its
         # own stream, so the values drawn are the same whatever the order.
@@ -312,7 +451,10 @@ class Engine:
         """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
         opening in the background; it gives up the rest at once and opens the missing ones."""
         want = self.sc.pool.held_when_ready
-        pool_conns = [c for c in inst.conns if c.pool == inst.pool]
+        if self.phases:  # every connection the phases kept, in the order they were opened
+            pool_conns = list(inst.conns)
+        else:
+            pool_conns = [c for c in inst.conns if c.pool == inst.pool]
         self._cancel_all(pool_conns[want:])
         inst.pool += 1  # later connections belong to no pool start
         for _ in range(want - len(pool_conns)):
@@ -323,22 +465,28 @@ class Engine:
         self._sample()
 
     def pool_failed(self, inst: _Instance, reason: str) -> None:
+        if self.phases and not self.phases[inst.phase_i].pool:
+            self.phase_conn_failed(inst, reason)
+            return
         inst.pool += 1  # events of the failed pool start are now stale
-        if self.sc.pool.on_failure == "close":
-            self._cancel_all(list(inst.conns))
+        if self.sc.pool.on_failure == "close":  # this phase's (every one without phases)
+            self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
         pool = self.sc.pool
         backoff = pool.retry_backoff_s
         if backoff > 0:
             if pool.retry_jitter:
                 backoff = jittered_s(backoff, pool.retry_jitter, self.draw_retry_u())
-            if self.now + backoff < inst.deadline_at:
-                self.at(self.now + backoff, self.retry, inst, inst.attempt)
-            return  # otherwise the deadline ends the attempt while it waits
+            if self.now + backoff < inst.bound:
+                self.at(self.now + backoff, self.retry, inst, inst.attempt, inst.phase_run)
+            return  # otherwise the deadline (the phase's bound) ends it while it waits
+        if self.phases:
+            self.phase_failed(inst, reason)
+            return
         outcome = Outcome.REJECTED if reason == Reason.TOO_MANY_CLIENTS else Outcome.ERROR
         self.exit(inst, outcome, reason)
 
-    def retry(self, inst: _Instance, attempt: int) -> None:
-        if inst.attempt == attempt and inst.in_init:
+    def retry(self, inst: _Instance, attempt: int, run: int) -> None:
+        if inst.attempt == attempt and inst.in_init and inst.phase_run == run:
             self.start_pool(inst)
 
     def deadline(self, inst: _Instance, attempt: int) -> None:
@@ -349,7 +497,8 @@ class Engine:
         """Exit code 3: record, drop every connection, and schedule the restart."""
         inst.in_init = False
         inst.pool += 1
-        self._record(inst, outcome, reason)
+        if inst.db_started or self.now <= self.sc.horizon_s:  # see begin_phases
+            self._record(inst, outcome, reason)
         release_s = self.sc.restart.exit_release_s
         if release_s > 0:  # the server notices the dead client late: its slots stay taken a while
             for conn in [c for c in inst.conns if c.state == HELD]:
@@ -367,18 +516,24 @@ class Engine:
         self, inst: _Instance, outcome: str, reason: str, ready_s: float = math.nan
     ) -> None:
         cols = self.out.attempts
+        init_start = inst.init_start if inst.db_started else self.now  # it never began
+        phase, phase_start = "", init_start
+        if self.phases and outcome != Outcome.READY:
+            phase, phase_start = self.phases[inst.phase_i].name, inst.phase_start
         for key, value in (
             ("instance", inst.idx),
             ("attempt", inst.attempt),
             ("start_s", inst.attempt_start),
-            ("db_init_start_s", inst.init_start),
-            ("db_init_s", self.now - inst.init_start),
+            ("db_init_start_s", init_start),
+            ("db_init_s", self.now - init_start),
             ("outcome", outcome),
             ("reason", reason),
             ("connections_held", inst.held),
             ("connection_attempts", inst.conn_attempts),
             ("pool_starts", inst.pool_starts),
             ("ready_s", ready_s),
+            ("phase", phase),
+            ("phase_start_s", phase_start),
         ):
             cols[key].append(value)
         self.out.connection_attempts += inst.conn_attempts

@@ -21,7 +21,7 @@ AUTO_MIN_STARTS = 4_000
 # scenarios that set it away from its default to the readable engine until the kernel has it.
 FAST_FIELDS = {
     "fleet": {"instances", "arrival", "window_s", "rate_per_s", "waves"},
-    "startup": {"before_db_s", "db_init_timeout_s", "init_queries_s", "after_db_s"},
+    "startup": {"before_db_s", "db_init_timeout_s", "init_queries_s", "after_db_s", "phases"},
     "pool": {
         "min_size",
         "max_size",

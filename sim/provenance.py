@@ -219,6 +219,7 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "startup.db_init_timeout_s": _label("assumed", "a deadline of the incident's order"),
     "startup.init_queries_s": _label("assumed", _ASSUMED_SHORT),
     "startup.after_db_s": _label("assumed", _ASSUMED_SHORT),
+    "startup.phases": _label("assumed", "no phases: one database init, as docs/model.md says"),
     "pool.min_size": _label("assumed", "an eager pool of 20, asyncpg-style"),
     "pool.max_size": _label("assumed", "a pool of 50"),
     "pool.held_when_ready": _label("assumed", "a ready instance keeps what it opened"),

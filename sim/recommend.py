@@ -210,8 +210,8 @@ class Recommendation:
             ),
             "observed_failures": None if self.observation is None else self.observation.as_dict(),
             "sources": [e.as_dict() for e in self.scenario.provenance()],
-            "assumptions": None if self.assumptions is None else self.assumptions.as_dict(),
             "sequential": Rule.of(s.confidence, self.replications).as_dict(),
+            "assumptions": None if self.assumptions is None else self.assumptions.as_dict(),
         }
 
 

@@ -55,6 +55,10 @@ ATTEMPT_COLUMNS = (
     # When the instance became ready (start of the attempt's routable time under an HTTP probe,
     # sim/probes.py): end of database init plus the after-db draw; NaN for a failed attempt.
     "ready_s",
+    # Start-up phases (docs/model.md): the phase a failed attempt ended in and when it began;
+    # "" and db_init_start_s for a ready attempt, or without phases.
+    "phase",
+    "phase_start_s",
 )
 
 # One row per replication (replications.csv).

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +36,7 @@ from sim.distributions import (
     Uniform,
 )
 from sim.errors import MISSING, FieldProblem, ScenarioError
+from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
 from sim.uncertainty import Spread, lift
@@ -64,21 +64,6 @@ def _at_most(limit: int, why: str):
         return value
 
     return check
-
-
-def _jitter(value: float | str) -> float | str:
-    if isinstance(value, str):
-        if value != "full":
-            raise ValueError('must be "full" or a fraction from 0 to 1 (0 = no jitter)')
-        return value
-    if not 0 <= value <= 1:
-        raise ValueError('must be "full" or a fraction from 0 to 1 (0 = no jitter)')
-    return value
-
-
-# A pause's jitter: 0 (none), a fraction f (the pause times a uniform draw in [1 − f, 1 + f], as
-# gRPC's ±20 %) or "full" (a uniform draw in [0, pause], AWS's "full jitter").
-Jitter = Annotated[float | str, AfterValidator(_jitter)]
 
 
 def jittered_s(pause_s: float, jitter: float | str, u: float) -> float:
@@ -148,6 +133,13 @@ class Startup(_Section):
     db_init_timeout_s: PositiveSeconds = 20.0
     init_queries_s: Distribution = LogNormal(dist="lognormal", median=0.05, sigma=0.5)
     after_db_s: Distribution = Constant(dist="constant", value=3.0)
+    # Start-up phases (docs/model.md, "Start-up phases"); empty: one database init as above.
+    phases: list[Phase] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _phases_ordered(self) -> Startup:
+        check_order(self.phases)
+        return self
 
 
 class Pool(_Section):
@@ -410,6 +402,7 @@ class Scenario(_Section):
             _attempts_bounded,
             _opening_bounded,
             _retries,
+            _phase_retries,
             _sources_valid,
         ):
             check(self)
@@ -529,14 +522,16 @@ def _attempts_bounded(sc: Scenario) -> None:
 
 
 def _opening_bounded(sc: Scenario) -> None:
-    each = max(sc.pool.min_size, sc.pool.held_when_ready)
+    phased = connections_of(sc.startup.phases, sc.pool.min_size)
+    each = max(sc.pool.min_size, sc.pool.held_when_ready, phased)
     opening = sc.fleet.instances * each
     if opening > MAX_OPENING:
         raise FieldProblem(
             "pool.min_size",
             sc.pool.min_size,
-            f"fleet.instances ({sc.fleet.instances:,}) × max(min_size, held_when_ready) = "
-            f"{opening:,} connections opened at once; at most {MAX_OPENING:,} fit in memory",
+            f"fleet.instances ({sc.fleet.instances:,}) × max(min_size, held_when_ready, "
+            f"phase connections) = {opening:,} connections opened at once; at most "
+            f"{MAX_OPENING:,} fit in memory",
         )
 
 
@@ -552,6 +547,13 @@ def _retries(sc: Scenario) -> None:
             f"startup.db_init_timeout_s ({deadline_s:g}); at most {MAX_POOL_STARTS:,}: use 0 "
             f"(no retry) or at least {full * deadline_s / MAX_POOL_STARTS:g} s",
         )
+
+
+def _phase_retries(sc: Scenario) -> None:
+    pool = sc.pool
+    check_bounds(
+        sc.startup.phases, sc.startup.db_init_timeout_s, pool.retry_backoff_s, pool.retry_jitter
+    )
 
 
 def _sources_valid(sc: Scenario) -> None:

@@ -5,7 +5,8 @@ connection is a SimPy process, and giving a connection up is an ``Interrupt`` to
 slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
-jitter, the restart multiplier, the Cloud SQL path, path faults) and leaves out the rest:
+jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases) and leaves out
+the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
@@ -37,6 +38,7 @@ class Conn:
 
     pool: int | None
     awaited: bool = True
+    tag: int | None = None  # the start-up phase's run that opened it
     stage: str = QUEUED
     grant: simpy.Event | None = None
     proc: simpy.Process | None = None
@@ -195,6 +197,17 @@ class Model:
             record = {"instance": inst.idx, "attempt": inst.attempt, "start_s": env.now}
             record["pool_starts"] = inst.tried = 0
             yield env.timeout(self.draw(sc.startup.before_db_s))
+            if sc.startup.phases:
+                done = yield from self.phased_attempt(inst, record)
+                if done is None:
+                    return  # no record: past the horizon before its database init
+                if done:
+                    return
+                backoff_s = restart_backoff_s(sc, inst.attempt)
+                if backoff_s is None:
+                    return
+                yield env.timeout(jitter(backoff_s, sc.restart.jitter, self.rng))
+                continue
             t0 = env.now
             init = env.process(self.db_init(inst, t0 + sc.startup.db_init_timeout_s, record))
             deadline = env.timeout(sc.startup.db_init_timeout_s)
@@ -217,6 +230,179 @@ class Model:
             if backoff_s is None:
                 return
             yield env.timeout(jitter(backoff_s, sc.restart.jitter, self.rng))
+
+    # -- start-up phases (docs/model.md, "Start-up phases") ----------------------------------
+    def phased_attempt(self, inst: Instance, record: dict):
+        """One attempt through the phases. Returns True once ready, False after an exit, None
+        when it leaves no record."""
+        env, sc = self.env, self.sc
+        phases = sc.startup.phases
+        before = [ph for ph in phases if not ph.db_init]
+        inside = [ph for ph in phases if ph.db_init]
+        for ph in before:
+            start = env.now
+            bound = start + ph.deadline_s if ph.deadline_s is not None else math.inf
+            failure = yield from self.bounded_phase(inst, ph, bound, math.inf, record)
+            if failure is None or ph.on_failure == "continue":
+                continue
+            self.exit(inst)
+            if env.now > sc.horizon_s:
+                return None
+            record.update(
+                outcome=failure_outcome(failure),
+                reason=failure,
+                db_init_s=0.0,
+                connection_attempts=inst.tried,
+                phase=ph.name,
+            )
+            self.records.append(record)
+            return False
+        if env.now > sc.horizon_s:
+            self.exit(inst)
+            return None
+        t0 = env.now
+        deadline_s = t0 + sc.startup.db_init_timeout_s
+        where = {"phase": inside[0].name}
+        init = env.process(self.phased_init(inst, inside, deadline_s, record, where))
+        yield init | env.timeout(sc.startup.db_init_timeout_s)
+        if init.triggered:
+            outcome, reason = init.value
+        else:
+            init.interrupt()
+            outcome, reason = "timeout", "deadline"
+        record.update(outcome=outcome, reason=reason, db_init_s=env.now - t0)
+        record["connection_attempts"] = inst.tried
+        record["phase"] = "" if outcome == "ready" else where["phase"]
+        self.records.append(record)
+        if outcome != "ready":
+            self.exit(inst)
+            return False
+        want = sc.pool.held_when_ready
+        mine = [c for c in inst.conns if c.stage != GONE]
+        for conn in mine[want:]:
+            self.abandon(conn)
+        for _ in range(want - len(mine)):
+            self.open(inst, None)
+        inst.pool += 1
+        yield env.timeout(self.draw(sc.startup.after_db_s))
+        inst.ready_at = env.now
+        return True
+
+    def phased_init(self, inst, inside, deadline_s, record, where):
+        env = self.env
+        current = None
+        try:
+            for i, ph in enumerate(inside):
+                where["phase"] = ph.name
+                start = env.now
+                own = start + ph.deadline_s if ph.deadline_s is not None else math.inf
+                bound = min(own, deadline_s)
+                current = env.process(
+                    self.bounded_phase(inst, ph, bound, deadline_s, record, refresh=i == 0)
+                )
+                failure = yield current
+                if failure is not None and ph.on_failure == "exit":
+                    return failure_outcome(failure), failure
+            return "ready", ""
+        except simpy.Interrupt:
+            if current is not None and current.is_alive:
+                current.interrupt()
+            return "timeout", "deadline"
+
+    def bounded_phase(self, inst, ph, bound, deadline_s, record, refresh=False):
+        """One phase within its bound (its own deadline, if before the outer one). Returns None
+        or the failure's reason; a failed or closing phase's connections are given up."""
+        env = self.env
+        inst.pool += 1
+        tag = inst.pool
+        work = env.process(self.phase_work(inst, ph, bound, tag, record, refresh))
+        try:
+            if bound < deadline_s:
+                yield work | env.timeout(bound - env.now)
+                if work.triggered:
+                    failure = work.value
+                else:
+                    work.interrupt()
+                    failure = "phase_deadline"
+            else:
+                failure = yield work
+        except simpy.Interrupt:  # the database-init deadline: the caller records it
+            if work.is_alive:
+                work.interrupt()
+            return "interrupted"
+        if failure is not None or not ph.keep:
+            for conn in [c for c in inst.conns if c.tag == tag]:
+                self.abandon(conn)
+        return failure
+
+    def phase_work(self, inst, ph, bound, tag, record, refresh):
+        env = self.env
+        children = []
+        try:
+            if refresh and self.sc.cloudsql.enabled:
+                yield from self.refresh(env.now)
+            if ph.pool:
+                failure = yield from self.pool_phase(inst, bound, tag, record)
+                if failure is not None:
+                    return failure
+            else:
+                n = ph.connections
+                at_once = n if ph.order == "concurrent" else 1
+                left, pending = n, []
+                while left or pending:
+                    while left and len(pending) < at_once:
+                        pending.append(env.process(self.one_connection(inst, ph, bound, tag)))
+                        left -= 1
+                    children[:] = pending
+                    yield env.any_of(pending)
+                    for proc in [p for p in pending if p.triggered]:
+                        if proc.value != HELD:
+                            for other in pending:
+                                if other.is_alive:
+                                    other.interrupt()
+                            return proc.value
+                        pending.remove(proc)
+            yield env.timeout(self.draw(ph.duration_s))
+            return None
+        except simpy.Interrupt:
+            for child in children:
+                if child.is_alive:
+                    child.interrupt()
+            return "interrupted"
+
+    def one_connection(self, inst, ph, bound, tag):
+        """A phase's connection, opened again after a failure while a retry fits in the bound."""
+        env = self.env
+        try:
+            while True:
+                conn = self.open(inst, tag)
+                result = yield conn.proc
+                if result == HELD or ph.retry_backoff_s == 0:
+                    return result
+                pause_s = jitter(ph.retry_backoff_s, ph.retry_jitter, self.rng)
+                if env.now + pause_s < bound:
+                    yield env.timeout(pause_s)
+                else:
+                    yield env.event()  # wait for the bound
+        except simpy.Interrupt:
+            return "interrupted"
+
+    def pool_phase(self, inst, bound, tag, record):
+        env, pool = self.env, self.sc.pool
+        while True:
+            failure = yield from self.pool_start(inst, record, tag)
+            if failure is None:
+                return None
+            if pool.on_failure == "close":
+                for conn in [c for c in inst.conns if c.pool == inst.pool]:
+                    self.abandon(conn)
+            if pool.retry_backoff_s == 0:
+                return failure
+            pause_s = jitter(pool.retry_backoff_s, pool.retry_jitter, self.rng)
+            if env.now + pause_s < bound:
+                yield env.timeout(pause_s)
+            else:
+                yield env.event()
 
     def exit(self, inst: Instance) -> None:
         """Close what it holds (freed by the server after exit_release_s); abandon the rest."""
@@ -278,7 +464,7 @@ class Model:
             if granted:
                 return
 
-    def pool_start(self, inst: Instance, record: dict):
+    def pool_start(self, inst: Instance, record: dict, tag: int | None = None):
         """Open min_size connections as pool.start says; the first failure of one it waits for
         fails it. Returns None or the failure's reason.
 
@@ -291,12 +477,12 @@ class Model:
         if size == 0:
             return None
         if cfg.start in ("asyncpg", "background"):
-            result = yield self.open(inst, inst.pool).proc
+            result = yield self.open(inst, inst.pool, tag=tag).proc
             if result != HELD:
                 return result
             if cfg.start == "background":
                 for _ in range(size - 1):
-                    self.open(inst, inst.pool, awaited=False)
+                    self.open(inst, inst.pool, awaited=False, tag=tag)
                 return None
             left, at_once = size - 1, size - 1
         else:
@@ -304,7 +490,7 @@ class Model:
         pending = []
         while left or pending:
             while left and len(pending) < at_once:
-                pending.append(self.open(inst, inst.pool).proc)
+                pending.append(self.open(inst, inst.pool, tag=tag).proc)
                 left -= 1
             yield self.env.any_of(pending)
             for proc in [p for p in pending if p.triggered]:
@@ -314,8 +500,10 @@ class Model:
         return None
 
     # -- one connection -----------------------------------------------------------------------
-    def open(self, inst: Instance, pool: int | None, awaited: bool = True) -> Conn:
-        conn = Conn(pool, awaited)
+    def open(
+        self, inst: Instance, pool: int | None, awaited: bool = True, tag: int | None = None
+    ) -> Conn:
+        conn = Conn(pool, awaited, tag=pool if tag is None else tag)
         inst.conns.append(conn)
         if pool is not None:  # background connections are not database-init work
             inst.tried += 1
@@ -387,6 +575,10 @@ class Model:
             self.db.give_back()
         else:
             self.interrupt(conn, "abandoned")
+
+
+def failure_outcome(reason: str) -> str:
+    return {"53300": "rejected", "phase_deadline": "timeout"}.get(reason, "error")
 
 
 def restart_backoff_s(sc: Scenario, k: int) -> float | None:

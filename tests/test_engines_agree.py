@@ -149,6 +149,35 @@ JITTER = st.one_of(st.just(0.0), _positive(0.01, 1.0), st.just("full"))
 
 
 @st.composite
+def phase_lists(draw) -> list[dict]:
+    """Start-up phases (docs/model.md): some before database init, at least one in it, at most
+    one of them the pool start; every kind of connection order, bound, failure and retry."""
+    before, inside = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    pool_at = draw(st.one_of(st.none(), st.integers(before, before + inside - 1)))
+    phases = []
+    for i in range(before + inside):
+        deadline = draw(st.one_of(st.none(), _positive(0.1, 20.0)))
+        retry = draw(st.one_of(st.just(0.0), _positive(0.1, 3.0)))
+        phase = {
+            "name": f"p{i}",
+            "db_init": i >= before,
+            "connections": 0 if i == pool_at else draw(st.integers(0, 3)),
+            "order": draw(st.sampled_from(["sequential", "concurrent"])),
+            "pool": i == pool_at,
+            "keep": draw(st.booleans()),
+            "duration_s": draw(durations(0.3)),
+            "on_failure": draw(st.sampled_from(["exit", "continue"])),
+            # Before database init a retry needs a bound of the phase's own.
+            "retry_backoff_s": retry if i >= before or deadline is not None else 0.0,
+            "retry_jitter": draw(JITTER),
+        }
+        if deadline is not None:
+            phase["deadline_s"] = deadline
+        phases.append(phase)
+    return phases
+
+
+@st.composite
 def scenarios(draw) -> Scenario:
     """A scenario over every field the model reads, at sizes where queues, rejections, timeouts,
     retries and restarts all happen."""
@@ -179,6 +208,7 @@ def scenarios(draw) -> Scenario:
             "startup.db_init_timeout_s": draw(_positive(0.5, 30.0)),
             "startup.init_queries_s": draw(durations(0.1)),
             "startup.after_db_s": draw(durations(1.0)),
+            "startup.phases": draw(st.one_of(st.just([]), phase_lists())),
             "pool.min_size": min_size,
             "pool.max_size": max_size,
             "pool.held_when_ready": draw(st.integers(0, max_size)),

@@ -40,7 +40,7 @@ TWINS = {
     "run_queries": "handlers.run_queries",
     "db_init_done": "handlers.db_init_done",
     "_settle_ready_pool": "handlers.settle_ready_pool",
-    "became_ready": "inlined in handlers.db_init_done",
+    "became_ready": "inlined in handlers.init_done",
     "pool_failed": "handlers.pool_failed",
     "retry": "inlined in handlers.dispatch",
     "deadline": "inlined in handlers.dispatch",
@@ -61,6 +61,20 @@ TWINS = {
     "release": "inlined in handlers.cancel",
     "_free_slot": "inlined in handlers.dispatch",
     "_drop": "handlers.drop",
+    # Start-up phases (docs/model.md, "Start-up phases").
+    "_begin_init_work": "handlers.begin_init_work",
+    "begin_phases": "handlers.begin_phases",
+    "next_phase": "handlers.next_phase",
+    "_enter_phase": "handlers.enter_phase",
+    "_phase_work": "handlers.phase_work",
+    "phase_conn_ready": "handlers.phase_conn_ready",
+    "phase_conn_failed": "handlers.phase_conn_failed",
+    "phase_retry": "inlined in handlers.dispatch",
+    "phase_deadline": "inlined in handlers.dispatch",
+    "phase_failed": "handlers.phase_failed",
+    "phase_done": "handlers.phase_done",
+    "phase_duration_s": "handlers.phase_duration",
+    "_init_done": "handlers.init_done",
 }
 
 
@@ -139,6 +153,7 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         Reason.CLOSED,
         Reason.RESET,
         Reason.HUNG,
+        Reason.PHASE_DEADLINE,
     )
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
     assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
@@ -147,6 +162,7 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
     assert fast.REASON_NAMES[layout.R_CLOSED] == Reason.CLOSED
     assert fast.REASON_NAMES[layout.R_RESET] == Reason.RESET
     assert fast.REASON_NAMES[layout.R_HUNG] == Reason.HUNG
+    assert fast.REASON_NAMES[layout.R_PHASE_DEADLINE] == Reason.PHASE_DEADLINE
 
 
 @pytest.mark.parametrize(

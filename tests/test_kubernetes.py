@@ -6,6 +6,7 @@ and bad files refused naming the file, the JSON path and the field. The files ar
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from builders import scenario, uniform
@@ -23,7 +24,7 @@ from kubernetes_export import (
     write,
 )
 
-from sim.calibrate import calibrate, kubernetes
+from sim.calibrate import calibrate, jsonstream, kubernetes
 from sim.calibrate.crashloop import read_kubernetes
 from sim.engine import run_replication
 from sim.errors import InputError
@@ -246,7 +247,8 @@ def test_bad_files_exit_2_naming_file_json_path_and_field(tmp_path, capsys):
     cut.write_text(text[: len(text) // 2])
     out = tmp_path / "cal.toml"
     assert call_main("calibrate", str(cut), "--format", "kubernetes", "--out", str(out)) == 2
-    assert "cut.json: $[0]: cut short" in " ".join(capsys.readouterr().err.split())
+    # streamed a List item at a time: the item cut short is named
+    assert re.search(r"cut\.json: \$\.items\[\d+\]: cut short", capsys.readouterr().err)
 
 
 def test_only_events_about_other_kinds_is_refused(tmp_path):
@@ -324,3 +326,57 @@ def test_an_event_with_event_time_and_series_counts_like_one_with_count(tmp_path
     (run,) = read_kubernetes([ev, write(tmp_path / "pods.json", watch(pods), stream=True)])
     assert run.monitoring.starts == 3 and run.monitoring.delays == [(1, 10.0), (2, 20.0)]
     assert "1 starts counted from aggregated" not in run.notes[0]
+
+
+def _pieces_held(monkeypatch, piece_chars: int, lookahead: int = 4096) -> list[int]:
+    """Make the streaming reader read ``piece_chars`` at a time (and look ``lookahead`` ahead
+    for a second document) and record, after each piece, how much text it holds."""
+    monkeypatch.setattr(jsonstream, "PIECE_CHARS", piece_chars)
+    monkeypatch.setattr(jsonstream, "LOOKAHEAD_CHARS", lookahead)
+    held, real = [], jsonstream._Text.more
+
+    def more(self):
+        got = real(self)
+        held.append(len(self.buf))
+        return got
+
+    monkeypatch.setattr(jsonstream._Text, "more", more)
+    return held
+
+
+def test_a_list_is_read_an_item_at_a_time_in_bounded_memory(tmp_path, monkeypatch):
+    """kubectl's List is streamed: each item decoded alone, the text held never more than the
+    look-ahead (for a second document, 2 KiB here), an item and two pieces: far less than the
+    file."""
+    lst = as_list(events(crash_loop(pods=8)))
+    path = write(tmp_path / "events.json", lst)
+    held = _pieces_held(monkeypatch, 512, lookahead=2048)
+    got = list(kubernetes.objects(path))
+    assert [obj for _, obj in got] == lst["items"]
+    assert [w for w, _ in got] == [f"$.items[{i}]" for i in range(len(lst["items"]))]
+    # json.dumps(indent=2) writes an item nested at depth 2 with 4 more spaces a line: bounded
+    # by twice its own indented text
+    item = max(len(json.dumps(o, indent=2)) for o in lst["items"])
+    bound = 2048 + 2 * item + 2 * 512
+    assert len(held) > 10 and max(held) <= bound < path.stat().st_size / 2
+
+
+def test_a_watch_stream_is_read_an_object_at_a_time(tmp_path, monkeypatch):
+    pods = watch(crash_loop())
+    path = write(tmp_path / "pods.json", pods, stream=True)
+    held = _pieces_held(monkeypatch, 512)
+    got = list(kubernetes.objects(path))
+    assert [obj for _, obj in got] == pods
+    assert [w for w, _ in got] == [f"$[{i}]" for i in range(len(pods))]
+    biggest = max(len(json.dumps(o, indent=2)) for o in pods)
+    assert max(held) <= biggest + 2 * 512 < path.stat().st_size
+
+
+def test_progress_is_told_in_bytes_per_file(tmp_path, monkeypatch):
+    ev, pods = files(tmp_path, crash_loop())
+    monkeypatch.setattr(jsonstream, "PIECE_CHARS", 512)
+    told: dict = {}
+    read_kubernetes([ev, pods], progress=lambda p, at: told.setdefault(p, []).append(at))
+    assert set(told) == {ev, pods}
+    for path, seen in told.items():
+        assert seen == sorted(seen) and len(seen) > 3 and seen[-1] == path.stat().st_size

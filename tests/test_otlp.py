@@ -11,7 +11,7 @@ from builders import LOG_ROUND_TRIP, scenario
 from cli_helpers import call_main
 from otlp_export import BASE_NS, Boot, boot_object, pool_metrics, write
 
-from sim.calibrate import otlp
+from sim.calibrate import jsonstream, otlp
 from sim.engine import run_replication
 from sim.errors import InputError
 
@@ -185,3 +185,102 @@ def test_an_exit_code_that_is_no_whole_number_is_named(tmp_path):
     root["attributes"] = [{"key": "process.exit.code", "value": {"stringValue": "three"}}]
     with pytest.raises(InputError, match=r"spans\[0\]\.attributes\.process\.exit\.code: 'three'"):
         otlp.read_otlp(write(tmp_path / "t.jsonl", objs), PHASES)
+
+
+# -- large files: read a span at a time ---------------------------------------------------------
+
+
+def test_one_document_is_read_a_span_at_a_time_in_bounded_memory(tmp_path, monkeypatch):
+    """A pretty-printed document (all spans in one object) is streamed: every span arrives alone
+    with its resource's attributes, the text held stays far below the file, and only the
+    start-up and phase spans are kept."""
+    merged = write(tmp_path / "one.json", objects(boots() * 6), lines=False)
+    monkeypatch.setattr(jsonstream, "PIECE_CHARS", 512)
+    monkeypatch.setattr(jsonstream, "LOOKAHEAD_CHARS", 1024)
+    held, real = [], jsonstream._Text.more
+
+    def more(self):
+        got = real(self)
+        held.append(len(self.buf))
+        return got
+
+    monkeypatch.setattr(jsonstream._Text, "more", more)
+    told = []
+    items = list(otlp._items(merged, progress=told.append))
+    assert told == sorted(told) and told[-1] == merged.stat().st_size  # bytes read, per piece
+    # boots(): a start-up span, its phases and a GET each: 4 + 5 + 5 + 4 + 4 spans, six times
+    assert len(items) == 6 * 22
+    assert all(kind == "span" for kind, *_ in items)
+    where = [at for _, _, at, _, _ in items]
+    assert where[:2] == [f"$.resourceSpans[0].scopeSpans[0].spans[{k}]" for k in (0, 1)]
+    assert items[0][4]["service.instance.id"] == "i-1" and items[-1][4]["service.instance.id"]
+    # a span is a few hundred characters, indented: the text held is bounded by the
+    # look-ahead, a span's text and two pieces
+    assert max(held) <= 1024 + 2000 + 2 * 512 < merged.stat().st_size / 10
+    tally = otlp._Tally()
+    kept = list(otlp._spans(iter(items), "one.json", {"startup"}, tally, otlp.PoolFigures()))
+    assert len(kept) == 30 and tally.skipped == {"spans of other names": len(items) - 30}
+
+
+def test_a_resource_after_its_spans_still_names_their_instance(tmp_path):
+    """The encoding does not fix the members' order: spans read before their resource wait for
+    it."""
+    objs = objects()
+    for o in objs:
+        rs = o["resourceSpans"][0]
+        o["resourceSpans"][0] = {"scopeSpans": rs["scopeSpans"], "resource": rs["resource"]}
+    reordered = write(tmp_path / "late.json", objs, lines=False)
+    plain = write(tmp_path / "t.jsonl", objects())
+    assert key(otlp.read_otlp(reordered, PHASES)[0]) == key(otlp.read_otlp(plain, PHASES)[0])
+
+
+def test_without_a_mapping_one_document_names_the_children_too(tmp_path):
+    with pytest.raises(InputError, match="children of 'startup': config, db, GET /config, warm"):
+        otlp.read_otlp(write(tmp_path / "one.json", objects(), lines=False))
+
+
+# -- counting as monitoring counts ----------------------------------------------------------------
+
+
+def test_start_up_spans_are_counted_as_monitoring_counts(tmp_path):
+    # boots(): i-1 fails with exit(3) (0 + 0.5 + 20 = 20.5 s) and starts again at 28 s: restart #1
+    # after 7.5 s; i-2 ready; i-3 status ERROR with a deadline event; i-4 status ERROR. i-3 and
+    # i-4 end failed with no start after them: no replacement to chain.
+    (run,) = otlp.read_otlp(write(tmp_path / "t.jsonl", objects()), PHASES)
+    m = run.monitoring
+    assert (m.starts, m.ready, m.failed, m.censored, m.dropped) == (5, 2, 3, 0, 0)
+    assert m.failures == {"exit(3)": 1, "status ERROR": 1, "status ERROR (deadline)": 1}
+    assert m.reasons == {"first": 4, "restart": 1}
+    assert m.starts_per_instance == [1, 1, 1, 2]
+    assert m.delays == [(1, pytest.approx(7.5))]
+
+
+def test_a_replacement_instance_continues_the_chain_it_replaces(tmp_path):
+    # r-1 fails at 0.5 + 20 = 20.5 s (exit 3) and never starts again; r-2's first span starts at
+    # 28 s: r-1's replacement (restart #1 after 7.5 s), counted as r-1's attempt 2. r-3 started
+    # at 0.1 s, before any failure: an instance of its own.
+    bs = [
+        Boot("r-1", 0.0, [("config", 0.5), ("db", 20.0)], exit_code=3),
+        Boot("r-3", 0.1, [("config", 0.4), ("db", 2.0), ("warm", 1.0)]),
+        Boot("r-2", 28.0, [("config", 0.5), ("db", 1.25), ("warm", 0.75)]),
+    ]
+    (run,) = otlp.read_otlp(write(tmp_path / "t.jsonl", objects(bs)), PHASES)
+    assert [(a.instance, a.attempt) for a in run.attempts] == [("r-1", 1), ("r-3", 1), ("r-1", 2)]
+    assert run.monitoring.delays == [(1, pytest.approx(7.5))]
+    assert run.monitoring.starts_per_instance == [1, 2]
+
+
+def test_the_restart_schedule_is_calibrated_from_traces(tmp_path):
+    # otlp_export.demo(): two instances each fail twice (exit 3) and start again 8 s after each
+    # failed span's end: four delays of 8 s, no growth: fixed at 8 s; 4 failures observed.
+    from otlp_export import demo
+
+    from sim.calibrate import calibrate
+
+    runs = otlp.read_otlp(write(tmp_path / "t.jsonl", demo()), PHASES)
+    cal = calibrate(runs, replications=1)
+    assert cal.scenario.restart.policy == "fixed"
+    assert cal.scenario.restart.initial_backoff_s == pytest.approx(8.0)
+    assert cal.scenario.team.observed_failures == 4
+    assert cal.scenario.sources["restart.initial_backoff_s"].kind == "measured"
+    assert cal.as_dict()["monitoring"][0]["failures"] == {"exit(3)": 4}

@@ -155,3 +155,31 @@ def test_odd_bytes_in_a_statement_and_progress_in_bytes(tmp_path, monkeypatch):
     told = []
     (run,) = pglog.read_pg_log(path, progress=told.append)
     assert run.server.refusals == 2 and told == sorted(told) and len(told) >= 10
+
+
+def test_lines_are_read_one_at_a_time_and_only_connection_events_kept(tmp_path, monkeypatch):
+    """Of a large log only the connection events are kept, as four numbers in typed arrays
+    (25 bytes each): statements and other lines are counted and dropped as they are read.
+    storm(): 25 held connections × 4 lines (received, authorized, ready, disconnection), two
+    refusals × 2 lines, one more connection × 4 lines = 108 events, among 112 lines + padding."""
+    conns = storm()
+    path = write_plain(tmp_path / "postgresql.log", conns)
+    padding = "2026-11-29 11:00:00.000 UTC [7] LOG:  statement: SELECT 1\n" * 5000
+    path.write_text(path.read_text() + padding)
+    kept = []
+
+    class Spy(pglog._Events):
+        def in_time_order(self):
+            kept.append(self)
+            return super().in_time_order()
+
+    monkeypatch.setattr(pglog, "_Events", Spy)
+    (run,) = pglog.read_pg_log(path)
+    (events,) = kept
+    assert len(events) == 25 * 4 + 2 * 2 + 4 and run.server.lines == 112 + 5000
+    arrays = (events.t_ns, events.kind, events.pid, events.value)
+    assert sum(a.itemsize * len(a) for a in arrays) == 25 * len(events)
+    # Cloud SQL's newest-first entries put in time order give the same counts
+    (cloud,) = pglog.read_pg_log(write_cloudsql(tmp_path / "cloudsql.json", conns))
+    assert (cloud.server.peak_held, cloud.server.held_at_refusal) == (HELD, HELD)
+    assert (run.server.peak_held, run.server.held_at_refusal) == (HELD, HELD)

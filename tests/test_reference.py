@@ -183,6 +183,38 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
             "path.fault": "hung",
             "path.p_fault": 0.3,
         },
+        # Start-up phases (docs/model.md, "Start-up phases"): the incident's shape around a pool
+        # start, with a phase deadline, a phase retry and ignored failures before and inside.
+        {
+            "pool.on_failure": "close",
+            "startup.phases": [
+                {
+                    "name": "migrations",
+                    "db_init": False,
+                    "connections": 1,
+                    "keep": False,
+                    "on_failure": "continue",
+                    "deadline_s": 6.0,
+                    "duration_s": lognormal(0.3, 0.3),
+                },
+                {
+                    "name": "table_check",
+                    "connections": 1,
+                    "deadline_s": 8.0,
+                    "retry_backoff_s": 1.0,
+                    "retry_jitter": 0.5,
+                    "duration_s": lognormal(0.1, 0.5),
+                },
+                {"name": "pool", "pool": True, "duration_s": lognormal(0.2, 0.5)},
+                {
+                    "name": "schema",
+                    "connections": 2,
+                    "order": "concurrent",
+                    "on_failure": "continue",
+                    "duration_s": lognormal(0.1, 0.5),
+                },
+            ],
+        },
     ],
     ids=[
         "hold",
@@ -195,6 +227,7 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
         "cloudsql",
         "path-closed",
         "path-hung",
+        "phases",
     ],
 )
 def test_engine_agrees_with_the_simpy_reference(variant):

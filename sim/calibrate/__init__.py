@@ -26,6 +26,7 @@ from sim.calibrate.connector import (
     setup_estimates,
     setup_sample,
 )
+from sim.calibrate.fleet import deploys, observed_fleet
 from sim.calibrate.inputs import PARTS, Run
 from sim.calibrate.restarts import observed
 from sim.calibrate.server import SERVER_SETUP, server_accept, server_slots
@@ -45,6 +46,7 @@ class Calibration:
     runs: list[str] = field(default_factory=list)
     db_init: DurationFit | None = None
     monitoring: list = field(default_factory=list)  # cloudrun.Monitoring per window, then all
+    deploys: list = field(default_factory=list)  # fleet.Deploy: the instances each deploy started
 
     def estimate(self, name: str) -> Estimate:
         return next(e for e in self.estimates if e.field == name)
@@ -73,6 +75,7 @@ class Calibration:
             if db is None
             else {"n": db.n, "censored": db.censored, "chosen": db.chosen, "fit": db.quality()},
             "monitoring": [m.as_dict() for m in self.monitoring],
+            "deploys": [d.as_dict() for d in self.deploys],
             "notes": list(self.notes),
         }
 
@@ -131,6 +134,7 @@ def calibrate(
         db_fit = fit_duration(db, alpha=1 - confidence)
     windows = monitoring_windows(runs)
     estimates += observed(windows, overrides)
+    estimates += observed_fleet(runs, overrides, confidence)
 
     estimates += _scale_out([r for r in runs if r.attempts], confidence, overrides)
     lines = connection_lines(runs)
@@ -163,7 +167,8 @@ def calibrate(
     )
     scenario = base.with_overrides(overrides, source="calibrated values")
     scenario = _labelled(scenario, estimates, names, set(overrides))
-    return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit, windows)
+    found = [] if campaigns else deploys(runs)
+    return Calibration(scenario, estimates, notes, [r.run_id for r in runs], db_fit, windows, found)
 
 
 def _with_censored(values: list[float], cut: list, part: str) -> Sample:

@@ -51,11 +51,12 @@ class ContainerStart:
         return self.outcome in (Outcome.TIMEOUT, Outcome.ERROR)
 
 
-def read_kubernetes(paths: list[Path]) -> list[Run]:
+def read_kubernetes(paths: list[Path], progress=None) -> list[Run]:
     """Kubernetes events and pod status files, read together: one :class:`Run` per ReplicaSet
-    (a deploy's pods), its attempts, censored ones, and what monitoring would have counted."""
+    (a deploy's pods), its attempts, censored ones, and what monitoring would have counted.
+    ``progress(path, bytes_read)``, if given, is told how far each file's reading is."""
     paths = [Path(p) for p in paths]
-    facts = kubernetes.read_facts(paths)
+    facts = kubernetes.read_facts(paths, progress)
     names = ", ".join(map(str, paths))
     starts, in_force, dropped = _starts(facts)
     if not starts:

@@ -140,6 +140,9 @@ class Run:
     harness_drawn: bool = False  # durations drawn by the harness from its scenario, not measured
     phase_map: PhaseMap | None = None
     minute_grid: bool = False  # timestamps on a one-minute grid: platform metrics, not records
+    # A log run is one deploy (a revision, a ReplicaSet, a `run` value): its first starts are the
+    # fleet it started. False: starts are grouped into deploys by a gap (sim.calibrate.fleet).
+    deploys_by_run: bool = True
     censored: list[Attempt] = field(default_factory=list)  # cut off by the end of the export
     monitoring: Any = None  # what monitoring would have counted (cloudrun.Monitoring)
     notes: list[str] = field(default_factory=list)  # what the reader skipped, dropped, assumed
@@ -299,6 +302,7 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
             f"phases {', '.join(unknown)} are in no part of the mapping ({pmap.describe()})",
         )
     by_run: dict[str, list[Attempt]] = {}
+    has_runs = any(row.get("run") for _, row in rows)
     for number, row in rows:
         run = str(row.get("run") or "run")
         by_run.setdefault(run, []).append(_log_attempt(row, pmap, str(path), number))
@@ -309,7 +313,9 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
         on_grid = len(starts) >= 5 and all(
             abs(t / MINUTE_S - round(t / MINUTE_S)) < 1e-4 for t in starts
         )
-        runs.append(Run(run_id, str(path), "log", attempts, phase_map=pmap, minute_grid=on_grid))
+        run = Run(run_id, str(path), "log", attempts, phase_map=pmap, minute_grid=on_grid)
+        run.deploys_by_run = has_runs
+        runs.append(run)
     return runs
 
 

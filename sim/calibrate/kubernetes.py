@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.calibrate import jsonstream
 from sim.calibrate.cloudlogging import _entries, parse_time_ns
 from sim.calibrate.cloudrun import Tally
 from sim.errors import InputError
@@ -141,29 +142,24 @@ def _k8s_entry(obj: object) -> bool:
     return str(obj["resource"].get("type", "")).startswith("k8s_")
 
 
-def objects(path: Path) -> Iterator[tuple[str, object]]:
+def objects(path: Path, progress=None) -> Iterator[tuple[str, object]]:
     """Each Kubernetes object with its JSON path: ``$.items[3]`` of a List, ``$[2]`` of a
-    stream, ``$[4].jsonPayload`` / ``:5 jsonPayload`` of a Cloud Logging export."""
+    stream, ``$[4].jsonPayload`` / ``:5 jsonPayload`` of a Cloud Logging export. Every form is
+    streamed: a List's items one at a time, a stream's objects one at a time."""
     with open(path, encoding="utf-8-sig") as f:
         head = f.read(HEAD_CHARS)
-        first = _skip(head, 0)
-        # Cloud Logging entries or an array are streamed, as for Cloud Run; kubectl's output (one
-        # List, or a --watch stream of objects) is read whole.
-        streamed = head[first : first + 1] == "[" or _is_log(head, first)
-        text = "" if streamed else head + f.read()
-    if streamed:
-        yield from _logged(path)
+    first = _skip(head, 0)
+    # Cloud Logging entries or an array are streamed as for Cloud Run; kubectl's output (one List,
+    # or a --watch stream of objects) a List's item at a time (sim.calibrate.jsonstream).
+    if head[first : first + 1] == "[" or _is_log(head, first):
+        yield from _logged(path, progress)
         return
-    decoder, pos, index = json.JSONDecoder(), _skip(text, 0), 0
-    while pos < len(text):
-        try:
-            obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            cut = text.rstrip()[-1:] not in ("}", "]")  # a JSON value ends with one of them
-            why = "cut short (a truncated file?)" if cut else "not JSON"
-            raise InputError(str(path), None, f"$[{index}]: {why} ({exc.msg})") from None
-        yield from _unwrap(obj, f"$[{index}]" if index or _skip(text, pos) < len(text) else "$")
-        index, pos = index + 1, _skip(text, pos)
+    with open(path, encoding="utf-8-sig") as f:
+        for event in jsonstream.walk(f, str(path), (("items", "*"),), progress):
+            if event[0] == "item" or event[0] == "value":
+                yield event[1], event[2]
+            elif event[0] == "end" and "." not in event[1] and "items" not in event[2]:
+                yield from _unwrap(event[2], event[1])  # a whole object: a Pod, a watch event
 
 
 def _skip(text: str, pos: int) -> int:
@@ -193,8 +189,8 @@ def _unwrap(obj: object, where: str) -> Iterator[tuple[str, object]]:
         yield where, obj
 
 
-def _logged(path: Path) -> Iterator[tuple[str, object]]:
-    for where, entry in _entries(path):
+def _logged(path: Path, progress=None) -> Iterator[tuple[str, object]]:
+    for where, entry in _entries(path, progress):
         if _k8s_object(entry):
             yield from _unwrap(entry, where)  # an array of the objects themselves (jq '.items')
             continue
@@ -251,13 +247,16 @@ class _Where:
             ) from None
 
 
-def read_facts(paths: list[Path]) -> Facts:
+def read_facts(paths: list[Path], progress=None) -> Facts:
+    """What the files say; ``progress(path, bytes_read)``, if given, is told how far the reading
+    of each file is (the CLI's bar)."""
     facts = Facts()
     for path in paths:
         if not Path(path).is_file():
             raise InputError(str(path), None, "no such file or campaign folder")
+        told = None if progress is None else (lambda at, path=path: progress(path, at))
         try:
-            for where, obj in objects(Path(path)):
+            for where, obj in objects(Path(path), told):
                 _take(facts, obj, _Where(Path(path), where))
         except UnicodeDecodeError as exc:
             raise InputError(str(path), None, f"cannot read it ({exc})") from None

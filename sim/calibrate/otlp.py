@@ -18,18 +18,22 @@ The outcome of a start-up span (the rule, in order):
 
 ``resourceMetrics`` with the pool metrics ``db.client.connection.create_time`` / ``wait_time``
 (histograms) and ``timeouts`` (a sum) are summed and reported as measured figures (notes).
-Spans of other names are skipped and counted. JSON lines are read one line at a time; only
-start-up and phase spans are kept. Every problem is an :class:`~sim.errors.InputError` naming
+Spans of other names are skipped and counted. JSON lines are read one line at a time, one
+document a span at a time (:mod:`sim.calibrate.jsonstream`); only start-up and phase spans are
+kept. :mod:`sim.calibrate.traces` chains the start-up spans into restarts and counts them as
+monitoring would. Every problem is an :class:`~sim.errors.InputError` naming
 the file, the line and the JSON path of the field.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sim.calibrate import jsonstream, traces
 from sim.calibrate.inputs import PARTS, Attempt, PhaseMap, Run, parse_phases
 from sim.errors import InputError
 from sim.records import Outcome, Reason
@@ -120,9 +124,9 @@ def detect(path: Path) -> bool:
     )
 
 
-def _objects(path: Path, progress=None) -> Iterator[tuple[int | None, dict]]:
-    """(line, object): JSON lines one at a time, or one object spread over the file (line None;
-    read whole: the Collector writes one object a line, which streams)."""
+def _objects(path: Path, progress=None) -> Iterator[tuple[int, dict]]:
+    """(line, object) of JSON lines, one line at a time; nothing when the first line is not a
+    whole object (one document spread over the file: :func:`_document`)."""
     with open(path, encoding="utf-8-sig") as f:
         first = f.readline()
         try:
@@ -130,12 +134,6 @@ def _objects(path: Path, progress=None) -> Iterator[tuple[int | None, dict]]:
         except json.JSONDecodeError:
             obj = None
         if obj is None:
-            f.seek(0)
-            try:
-                whole = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise InputError(str(path), exc.lineno, f"not JSON ({exc.msg})") from None
-            yield None, _object(whole, str(path), None)
             return
         yield 1, _object(obj, str(path), 1)
         for number, line in enumerate(f, start=2):
@@ -151,10 +149,89 @@ def _objects(path: Path, progress=None) -> Iterator[tuple[int | None, dict]]:
             yield number, _object(obj, str(path), number)
 
 
+def _one_line(path: Path) -> bool:
+    """Whether the file is JSON lines (its first line a whole object, within
+    :data:`LINE_LOOKAHEAD_CHARS`) rather than one document, or lines too long to take whole
+    (both are read by :func:`_document`, a span at a time)."""
+    with open(path, encoding="utf-8-sig") as f:
+        first = f.readline(LINE_LOOKAHEAD_CHARS)
+    if not first.endswith("\n"):
+        return False
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+LINE_LOOKAHEAD_CHARS = 1 << 22  # a Collector batch of a few thousand spans fits
+
+
 def _object(obj: object, path: str, line: int | None) -> dict:
     if not isinstance(obj, dict) or not ({"resourceSpans", "resourceMetrics"} & set(obj)):
         raise InputError(path, line, "$: not an OTLP/JSON object (no resourceSpans)")
     return obj
+
+
+# The paths of one document read element by element: each span, each resourceMetrics.
+SPANS_PATH = ("resourceSpans", "*", "scopeSpans", "*", "spans", "*")
+STREAMED_PATHS = (SPANS_PATH, ("resourceMetrics", "*"))
+
+
+def _items(path: Path, progress=None) -> Iterator[tuple]:
+    """The spans and the metrics of a file, one at a time, whatever its layout:
+    ``("span", line, json_path, raw, resource_attributes)`` and ``("metrics", line, json_path,
+    resourceMetrics)``. JSON lines are read a line at a time; one document a span at a time."""
+    if not _one_line(path):
+        yield from _document(path, progress)
+        return
+    for line, obj in _objects(path, progress):
+        for i, rs in enumerate(_list(obj, "resourceSpans", str(path), line, "$")):
+            at = f"$.resourceSpans[{i}]"
+            if not isinstance(rs, dict):
+                raise _fail(str(path), line, at, "not an object")
+            res = _resource(rs)
+            for j, ss in enumerate(_list(rs, "scopeSpans", str(path), line, at)):
+                at_s = f"{at}.scopeSpans[{j}]"
+                for k, raw in enumerate(_list(ss, "spans", str(path), line, at_s)):
+                    yield "span", line, f"{at_s}.spans[{k}]", raw, res
+        for i, rm in enumerate(_list(obj, "resourceMetrics", str(path), line, "$")):
+            yield "metrics", line, f"$.resourceMetrics[{i}]", rm
+
+
+def _resource(rs: dict) -> dict:
+    resource = rs.get("resource")
+    return attributes(resource.get("attributes") if isinstance(resource, dict) else None)
+
+
+_TOP = re.compile(r"\$(?:\[\d+\])?")
+_RESOURCE_SPANS = re.compile(r"\$(?:\[\d+\])?\.resourceSpans\[\d+\]")
+_RESOURCE_METRICS = re.compile(r"\$(?:\[\d+\])?\.resourceMetrics\[\d+\]")
+
+
+def _document(path: Path, progress=None) -> Iterator[tuple]:
+    """One document (pretty-printed, or an exporter's request body) read a span at a time
+    (:mod:`sim.calibrate.jsonstream`). A resource is known once its ``resource`` member is read:
+    spans before it (a writer that puts ``scopeSpans`` first) wait for it."""
+    res, known, waiting = {}, False, []
+    with open(path, encoding="utf-8-sig") as f:
+        for event in jsonstream.walk(f, str(path), STREAMED_PATHS, progress):
+            kind, where = event[0], event[1]
+            if kind == "member" and event[2] == "resource" and _RESOURCE_SPANS.fullmatch(where):
+                res, known = _resource({"resource": event[3]}), True
+                yield from (("span", None, w, raw, res) for w, raw in waiting)
+                waiting = []
+            elif kind == "item" and _RESOURCE_METRICS.fullmatch(where):
+                yield "metrics", None, where, event[2]
+            elif kind == "item" and ".spans[" in where:
+                if known:
+                    yield "span", None, where, event[2], res
+                else:
+                    waiting.append((where, event[2]))
+            elif kind == "end" and _RESOURCE_SPANS.fullmatch(where):
+                yield from (("span", None, w, raw, {}) for w, raw in waiting)  # no resource
+                res, known, waiting = {}, False, []
+            elif kind == "value" or (kind == "end" and _TOP.fullmatch(where)):
+                _object(event[2], str(path), None)  # refused unless an OTLP object
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -245,33 +322,30 @@ def _span(raw: object, res: dict, path: str, line: int | None, at: str) -> Span:
     )
 
 
-def _spans(obj: dict, path: str, line: int | None, keep, tally: _Tally) -> Iterator[Span]:
-    for i, rs in enumerate(_list(obj, "resourceSpans", path, line, "$")):
-        at = f"$.resourceSpans[{i}]"
-        if not isinstance(rs, dict):
-            raise _fail(path, line, at, "not an object")
-        resource = rs.get("resource")
-        res = attributes(resource.get("attributes") if isinstance(resource, dict) else None)
-        for j, ss in enumerate(_list(rs, "scopeSpans", path, line, at)):
-            at_s = f"{at}.scopeSpans[{j}]"
-            for k, raw in enumerate(_list(ss, "spans", path, line, at_s)):
-                tally.spans += 1
-                name = raw.get("name") if isinstance(raw, dict) else None
-                if name not in keep:
-                    tally.skip("spans of other names")
-                    continue
-                yield _span(raw, res, path, line, f"{at_s}.spans[{k}]")
+def _spans(items, path: str, keep, tally: _Tally, figures: PoolFigures) -> Iterator[Span]:
+    """The spans named in ``keep`` (the others counted and dropped); the pool metrics summed
+    into ``figures`` on the way."""
+    for item in items:
+        if item[0] == "metrics":
+            _pool(item[3], path, item[1], item[2], figures)
+            continue
+        _, line, at, raw, res = item
+        tally.spans += 1
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if name not in keep:
+            tally.skip("spans of other names")
+            continue
+        yield _span(raw, res, path, line, at)
 
 
-def _pool(obj: dict, path: str, line: int | None, figures: PoolFigures) -> None:
-    for i, rm in enumerate(_list(obj, "resourceMetrics", path, line, "$")):
-        for j, sm in enumerate(_list(rm, "scopeMetrics", path, line, f"$.resourceMetrics[{i}]")):
-            at = f"$.resourceMetrics[{i}].scopeMetrics[{j}]"
-            for k, m in enumerate(_list(sm, "metrics", path, line, at)):
-                name = str(m.get("name", "")) if isinstance(m, dict) else ""
-                name = name.removeprefix("db.client.connection.")
-                if name in POOL_METRICS and name != m.get("name"):
-                    _metric(m, name, path, line, f"{at}.metrics[{k}]", figures)
+def _pool(rm: object, path: str, line: int | None, at_rm: str, figures: PoolFigures) -> None:
+    for j, sm in enumerate(_list(rm, "scopeMetrics", path, line, at_rm)):
+        at = f"{at_rm}.scopeMetrics[{j}]"
+        for k, m in enumerate(_list(sm, "metrics", path, line, at)):
+            name = str(m.get("name", "")) if isinstance(m, dict) else ""
+            name = name.removeprefix("db.client.connection.")
+            if name in POOL_METRICS and name != m.get("name"):
+                _metric(m, name, path, line, f"{at}.metrics[{k}]", figures)
 
 
 def _metric(m: dict, name: str, path: str, line, at: str, figures: PoolFigures) -> None:
@@ -351,34 +425,57 @@ def attempt_of(span: Span, children: list[Span], pmap: PhaseMap | None, number: 
 def read_otlp(
     path: Path, phases: str | None = None, startup_span: str | None = None, progress=None
 ) -> list[Run]:
-    """An OTLP/JSON trace file: one :class:`Run` per ``service.name``."""
+    """An OTLP/JSON trace file: one :class:`Run` per ``service.name``. Only the start-up spans
+    and the phase spans named in ``phases`` are kept, whatever the file's size."""
     path = Path(path)
     if not path.is_file():
         raise InputError(str(path), None, "no such file or campaign folder")
     name = startup_span or STARTUP_SPAN
     pmap = parse_phases(phases) if phases else None
-    names = {name, *(n for p in (*PARTS, "queries") for n in getattr(pmap, p, ()))}
-    keep_all = pmap is None  # without a mapping, children are kept to name them in the error
+    keep = {name, *(n for p in (*PARTS, "queries") for n in getattr(pmap, p, ()))}
     tally, figures = _Tally(), PoolFigures()
     starts: list[Span] = []
     children: dict[tuple[str, str], list[Span]] = {}
     try:
-        for line, obj in _objects(path, progress):
-            keep = _Everything() if keep_all else names
-            for s in _spans(obj, str(path), line, keep, tally):
-                if s.name == name:
-                    starts.append(s)
-                else:
-                    children.setdefault((s.trace, s.parent), []).append(s)
-            _pool(obj, str(path), line, figures)
+        for s in _spans(_items(path, progress), str(path), keep, tally, figures):
+            if s.name == name:
+                starts.append(s)
+            else:
+                children.setdefault((s.trace, s.parent), []).append(s)
+        if pmap is None and starts and (named := _child_names(path, starts)):
+            raise InputError(
+                str(path),
+                None,
+                "which child spans are database init? give --phases database=NAME "
+                f"(children of {name!r}: {', '.join(named)})",
+            )
     except UnicodeDecodeError as exc:
         raise InputError(str(path), None, f"cannot read it ({exc})") from None
     return _runs(path, name, starts, children, pmap, tally, figures)
 
 
-class _Everything:
-    def __contains__(self, item: object) -> bool:
-        return True
+def _child_names(path: Path, starts: list[Span]) -> list[str]:
+    """The names of the start-up spans' children, in the file's order: without ``--phases``
+    the file is read a second time for them (children usually come before their parent, and
+    keeping every span to name them would hold the whole file)."""
+    own = {(s.trace, s.span_id) for s in starts}
+    names: dict[str, None] = {}
+    for item in _items(path):
+        raw = item[3] if item[0] == "span" else None
+        if isinstance(raw, dict) and (raw.get("traceId"), raw.get("parentSpanId")) in own:
+            names.setdefault(str(raw.get("name", "")), None)
+    return list(names)
+
+
+def _failure(span: Span, outcome: str, reason: str) -> str:
+    """What monitoring would call a failed start: its exit code, else its status."""
+    if outcome == Outcome.READY:
+        return ""
+    if span.exit_code is not None:
+        return f"exit({span.exit_code})"
+    if outcome == Outcome.REJECTED:
+        return f"{Reason.TOO_MANY_CLIENTS} (too many clients)"
+    return "status ERROR (deadline)" if reason == Reason.DEADLINE else "status ERROR"
 
 
 def _runs(path, name, starts, children, pmap, tally, figures) -> list[Run]:
@@ -394,23 +491,22 @@ def _runs(path, name, starts, children, pmap, tally, figures) -> list[Run]:
     orphans = sum(len(v) for k, v in children.items() if k not in own)
     if orphans:
         tally.skip("phase-named spans whose parent is no start-up span", orphans)
-    child_names = list(dict.fromkeys(c.name for v in mine.values() for c in v))
-    if pmap is None and child_names:
-        raise InputError(
-            str(path),
-            None,
-            "which child spans are database init? give --phases database=NAME "
-            f"(children of {name!r}: {', '.join(child_names)})",
-        )
-    by_run: dict[str, list[Attempt]] = {}
-    counts: dict[str, int] = {}
-    for s in sorted(starts, key=lambda s: s.start_ns):
-        counts[s.instance] = counts.get(s.instance, 0) + 1
-        a = attempt_of(s, mine.get((s.trace, s.span_id), []), pmap, counts[s.instance])
-        by_run.setdefault(s.run, []).append(a)
-    runs = [
-        Run(run, str(path), "log", attempts, phase_map=pmap) for run, attempts in by_run.items()
+    spans = sorted(starts, key=lambda s: s.start_ns)
+    got = [outcome_of(s, mine.get((s.trace, s.span_id), [])) for s in spans]
+    chained = [
+        traces.SpanStart(s.instance, s.run, s.start_ns, s.end_ns, out, _failure(s, out, why))
+        for s, (out, why) in zip(spans, got, strict=True)
     ]
+    traces.chain(chained)
+    by_run: dict[str, list[Attempt]] = {}
+    for s, c in zip(spans, chained, strict=True):
+        a = attempt_of(s, mine.get((s.trace, s.span_id), []), pmap, c.attempt)
+        by_run.setdefault(s.run, []).append(replace(a, instance=c.chain))
+    runs = []
+    for run, attempts in by_run.items():
+        r = Run(run, str(path), "log", attempts, phase_map=pmap, deploys_by_run=False)
+        r.monitoring = traces.monitoring(run, [c for c in chained if c.run == run])
+        runs.append(r)
     runs[0].notes.append(f"{path}: {tally.describe()}")
     runs[0].notes += figures.lines(str(path))
     if pmap is None:

@@ -112,7 +112,12 @@ def read_inputs(
     if k8s:
         from sim.calibrate.crashloop import read_kubernetes
 
-        runs += read_kubernetes(k8s)
+        bars = {p: _bytes_bar(p) for p in k8s}
+        try:
+            runs += read_kubernetes(k8s, lambda p, at: bars[p].update(at - bars[p].n))
+        finally:
+            for bar in bars.values():
+                bar.close()
     if phase_pattern is not None and not cloud:
         from sim.errors import UsageError
 

@@ -26,6 +26,8 @@ from typing import get_args
 import numba
 import numpy as np
 
+from sim.distributions import Constant
+from sim.phases import connections_of
 from sim.records import OUTCOMES, TILT_COLUMNS, Outcome, Reason
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 
@@ -148,6 +150,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     n = fleet.instances
     kinds, dist, offsets, values = pack(role_params(sc))
     waves = [w.at_s for w in fleet.waves for _ in range(w.count)] or [0.0]
+    phases = sc.startup.phases
+    ph_kinds, ph_dist, ph_offsets, ph_values = pack([ph.duration_s for ph in phases] or [_ZERO])
     # Floats: scenario, state, distributions, instances, heap times, ring times, first starts,
     # records, values, waves.
     heap_t = L.X_INST + n * L.NF
@@ -156,7 +160,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     rec_f = arrivals_at + n
     values_at = rec_f + sizes["records"] * L.NRF
     waves_at = values_at + values.size
-    x = np.zeros(waves_at + len(waves))
+    phase_x = waves_at + len(waves)
+    phase_values = phase_x + len(phases) * L.NPX
+    x = np.zeros(phase_values + ph_values.size)
     x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
     x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
     x[L.F_CONNECT], x[L.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
@@ -177,7 +183,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     if tilt is not None:
         x[L.F_THETA], x[L.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
-    x[waves_at:] = waves
+    x[waves_at:phase_x] = waves
+    x[phase_values:] = ph_values
     # Ints: scenario, state, streams, layout, instances, connections, free list, heap, calendar
     # (nodes, buckets, bits), rings, queue, records.
     conn_at = L.M_INST + n * L.NI
@@ -188,7 +195,8 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     bits_at = buckets_at + 2 * buckets
     ring_i = bits_at + buckets // 64 + buckets // 4096
     queue_at = ring_i + 6 * sizes["rings"]
-    rec_i = queue_at + 2 * sizes["queue"]
+    phase_i = queue_at + 2 * sizes["queue"]
+    rec_i = phase_i + len(phases) * L.NPH
     m = np.zeros(rec_i + sizes["records"] * L.NR, np.int64)
     m[L.I_INSTANCES], m[L.I_MIN_SIZE] = n, pool.min_size
     m[L.I_HELD_WHEN_READY], m[L.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
@@ -219,7 +227,23 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[L.L_WAVES] = waves_at
     m[L.L_RING_T], m[L.L_RING_I], m[L.L_RING_CAP] = ring_t, ring_i, sizes["rings"]
     m[L.L_ARRIVALS] = arrivals_at
+    m[L.L_PHASES], m[L.L_PHASE_I], m[L.L_PHASE_X] = len(phases), phase_i, phase_x
+    for j, ph in enumerate(phases):
+        pi, px = phase_i + j * L.NPH, phase_x + j * L.NPX
+        mode, fraction = _jitter(ph.retry_jitter)
+        m[pi + L.PH_DB_INIT], m[pi + L.PH_CONNS] = ph.db_init, ph.connections
+        m[pi + L.PH_CONCURRENT], m[pi + L.PH_POOL] = ph.order == "concurrent", ph.pool
+        m[pi + L.PH_KEEP], m[pi + L.PH_CONTINUE] = ph.keep, ph.on_failure == "continue"
+        m[pi + L.PH_JITTER], m[pi + L.PH_KIND] = mode, ph_kinds[j]
+        m[pi + L.PH_VLO : pi + L.PH_VHI + 1] = ph_offsets[j] + phase_values
+        m[pi + L.PH_HAS_DEADLINE] = ph.deadline_s is not None
+        x[px + L.PX_DEADLINE] = ph.deadline_s or 0.0
+        x[px + L.PX_A], x[px + L.PX_B] = ph_dist[j]
+        x[px + L.PX_RETRY], x[px + L.PX_JITTER] = ph.retry_backoff_s, fraction
     return m, x
+
+
+_ZERO = Constant(dist="constant", value=0.0)  # pack needs one distribution
 
 
 def _buckets(instances: int) -> int:
@@ -256,7 +280,8 @@ def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str,
     process are the floor (:data:`_NEEDED`)."""
     n = sc.fleet.instances
     attempts = n * (sc.restart.restarts_allowed + 1)
-    conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, 1) + 16
+    each = connections_of(sc.startup.phases, sc.pool.min_size)
+    conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, each, 1) + 16
     sizes = {
         "conns": conns,
         "heap": conns + n + 64,
@@ -398,6 +423,7 @@ def run_chunk(
     if not records:
         return None, out
     ri, rf = buf.records()
+    phase_names = np.array(["", *(ph.name for ph in sc.startup.phases)])
     attempts = {
         "replication": ri[:, L.R_REP].copy(),
         "instance": ri[:, L.R_INSTANCE].copy(),
@@ -411,5 +437,7 @@ def run_chunk(
         "connection_attempts": ri[:, L.R_CONN_ATTEMPTS].copy(),
         "pool_starts": ri[:, L.R_POOL_STARTS].copy(),
         "ready_s": rf[:, L.R_READY].copy(),
+        "phase": phase_names[ri[:, L.R_PHASE]],
+        "phase_start_s": rf[:, L.R_PHASE_START].copy(),
     }
     return attempts, out

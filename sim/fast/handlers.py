@@ -19,14 +19,17 @@ import math
 import numba as nb
 import numpy as np
 
-from sim.fast.draws import fill, inverse_cdf, tilted, unit
+from sim.fast.draws import draw, fill, inverse_cdf, tilted, unit
 from sim.fast.layout import (
     A_ATTEMPT,
+    A_BEFORE_INIT,
     A_CONN_ATTEMPTS,
     A_HEAD,
     A_HELD,
     A_IN_INIT,
     A_PENDING,
+    A_PHASE_I,
+    A_PHASE_RUN,
     A_POOL,
     A_POOL_STARTS,
     A_REFRESHES,
@@ -38,8 +41,10 @@ from sim.fast.layout import (
     API,
     ASYNCPG,
     B_ATTEMPT_START,
+    B_BOUND,
     B_DEADLINE,
     B_INIT_START,
+    B_PHASE_START,
     B_READY,
     BACKGROUND,
     BEFORE,
@@ -49,6 +54,7 @@ from sim.fast.layout import (
     C_NEXT,
     C_POOL,
     C_PREV,
+    C_RUN,
     C_STATE,
     CONCURRENT,
     CONN_TIMEOUTS,
@@ -61,6 +67,10 @@ from sim.fast.layout import (
     E_FREE_SLOT,
     E_INIT_DONE,
     E_PATH_FAILED,
+    E_PHASE_DEADLINE,
+    E_PHASE_DONE,
+    E_PHASE_RETRY,
+    E_PHASES,
     E_REFRESH,
     E_REFRESH_DONE,
     E_RETRY,
@@ -117,6 +127,9 @@ from sim.fast.layout import (
     J_NONE,
     L_CONN,
     L_FREE,
+    L_PHASE_I,
+    L_PHASE_X,
+    L_PHASES,
     L_Q_CAP,
     L_QUEUE,
     L_REC_CAP,
@@ -131,11 +144,30 @@ from sim.fast.layout import (
     NC,
     NF,
     NI,
+    NPH,
+    NPX,
     NR,
     NRF,
     P_FIXED,
     PATH_DELAY,
     PATH_FAULT,
+    PH_CONCURRENT,
+    PH_CONNS,
+    PH_CONTINUE,
+    PH_DB_INIT,
+    PH_HAS_DEADLINE,
+    PH_JITTER,
+    PH_KEEP,
+    PH_KIND,
+    PH_POOL,
+    PH_VHI,
+    PH_VLO,
+    PHASE,
+    PX_A,
+    PX_B,
+    PX_DEADLINE,
+    PX_JITTER,
+    PX_RETRY,
     QUERIES,
     QUEUED,
     R_53300,
@@ -151,6 +183,9 @@ from sim.fast.layout import (
     R_INSTANCE,
     R_NONE,
     R_OUTCOME,
+    R_PHASE,
+    R_PHASE_DEADLINE,
+    R_PHASE_START,
     R_POOL_STARTS,
     R_READY,
     R_REASON,
@@ -264,31 +299,189 @@ def start_attempt(m, x, inst):
     x[fi + B_ATTEMPT_START] = now
     m[ii + A_CONN_ATTEMPTS] = 0
     m[ii + A_POOL_STARTS] = 0
-    at(m, x, now + rnd(m, x, BEFORE), E_BEGIN, inst, 0)
+    after = E_PHASES if m[L_PHASES] else E_BEGIN
+    at(m, x, now + rnd(m, x, BEFORE), after, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def token(m, ii):
+    """What a pending retry or refresh compares against: the attempt, or with phases the phase's
+    run (never the same twice, so it names the attempt too), as the engine's (attempt, run)."""
+    return m[ii + A_PHASE_RUN] if m[L_PHASES] else m[ii + A_ATTEMPT]
 
 
 @nb.njit(cache=True, _nrt=False)
 def begin_db_init(m, x, inst):
     now = x[T_NOW]
-    if now > x[F_HORIZON]:
-        return
     ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    if now > x[F_HORIZON]:
+        if m[L_PHASES]:  # what the phases before it opened is given up
+            m[ii + A_IN_INIT] = 0
+            m[ii + A_POOL] += 1
+            cancel_all(m, x, inst)
+        return
     m[ii + A_IN_INIT] = 1
+    m[ii + A_BEFORE_INIT] = 0
     x[fi + B_INIT_START] = now
     x[fi + B_DEADLINE] = now + x[F_TIMEOUT]
+    x[fi + B_BOUND] = x[fi + B_DEADLINE]
     later(m, x, DEADLINES, x[fi + B_DEADLINE], E_DEADLINE, inst, m[ii + A_ATTEMPT])
+    if m[L_PHASES]:
+        enter_phase(m, x, inst)
     if m[I_CLOUDSQL]:
         m[ii + A_REFRESHES] = 0
-        refresh(m, x, inst, m[ii + A_ATTEMPT])
+        refresh(m, x, inst, token(m, ii))
+    else:
+        begin_init_work(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def begin_init_work(m, x, inst):
+    if m[L_PHASES]:
+        phase_work(m, x, inst)
     else:
         start_pool(m, x, inst)
+
+
+# -- start-up phases -------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def phase_at(m, ii):
+    """Where the current phase's ints are."""
+    return m[L_PHASE_I] + m[ii + A_PHASE_I] * NPH
+
+
+@nb.njit(cache=True, _nrt=False)
+def begin_phases(m, x, inst):
+    if x[T_NOW] > x[F_HORIZON]:
+        return
+    ii = M_INST + inst * NI
+    m[ii + A_PHASE_I] = -1
+    m[ii + A_BEFORE_INIT] = 1
+    x[X_INST + inst * NF + B_DEADLINE] = np.inf
+    next_phase(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def next_phase(m, x, inst):
+    ii = M_INST + inst * NI
+    m[ii + A_PHASE_I] += 1
+    if m[ii + A_PHASE_I] == m[L_PHASES]:
+        init_done(m, x, inst)
+    elif m[phase_at(m, ii) + PH_DB_INIT] and m[ii + A_BEFORE_INIT]:
+        begin_db_init(m, x, inst)
+    else:
+        m[ii + A_IN_INIT] = 1
+        enter_phase(m, x, inst)
+        phase_work(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def enter_phase(m, x, inst):
+    ii, fi = M_INST + inst * NI, X_INST + inst * NF
+    pi = phase_at(m, ii)
+    px = m[L_PHASE_X] + m[ii + A_PHASE_I] * NPX
+    m[ii + A_PHASE_RUN] += 1
+    now = x[T_NOW]
+    x[fi + B_PHASE_START] = now
+    if m[pi + PH_HAS_DEADLINE] and now + x[px + PX_DEADLINE] < x[fi + B_DEADLINE]:
+        x[fi + B_BOUND] = now + x[px + PX_DEADLINE]
+        at(m, x, x[fi + B_BOUND], E_PHASE_DEADLINE, inst, m[ii + A_PHASE_RUN])
+    else:
+        x[fi + B_BOUND] = x[fi + B_DEADLINE]
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_work(m, x, inst):
+    ii = M_INST + inst * NI
+    pi = phase_at(m, ii)
+    if m[pi + PH_POOL]:
+        start_pool(m, x, inst)
+        return
+    m[ii + A_POOL] += 1
+    conns = m[pi + PH_CONNS]
+    m[ii + A_PENDING] = conns
+    if conns == 0:
+        run_queries(m, x, inst)
+        return
+    first = conns if m[pi + PH_CONCURRENT] else 1
+    m[ii + A_TO_OPEN] = conns - first
+    for _ in range(first):
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_conn_ready(m, x, inst):
+    ii = M_INST + inst * NI
+    m[ii + A_PENDING] -= 1
+    if m[ii + A_TO_OPEN]:
+        m[ii + A_TO_OPEN] -= 1
+        open_conn(m, x, inst, m[ii + A_POOL], True, True)
+    if m[ii + A_PENDING] == 0:
+        run_queries(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_conn_failed(m, x, inst, reason):
+    ii = M_INST + inst * NI
+    pi = phase_at(m, ii)
+    px = m[L_PHASE_X] + m[ii + A_PHASE_I] * NPX
+    pause = x[px + PX_RETRY]
+    if pause > 0:
+        if m[pi + PH_JITTER] != J_NONE:
+            pause = jittered(pause, m[pi + PH_JITTER], x[px + PX_JITTER], rnd(m, x, RETRY_U))
+        if x[T_NOW] + pause < x[X_INST + inst * NF + B_BOUND]:
+            at(m, x, x[T_NOW] + pause, E_PHASE_RETRY, inst, m[ii + A_POOL])
+        return
+    phase_failed(m, x, inst, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_failed(m, x, inst, reason):
+    ii = M_INST + inst * NI
+    if m[phase_at(m, ii) + PH_CONTINUE]:
+        m[ii + A_POOL] += 1
+        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
+        next_phase(m, x, inst)
+        return
+    outcome = ERROR
+    if reason == R_53300:
+        outcome = REJECTED
+    elif reason == R_PHASE_DEADLINE:
+        outcome = TIMEOUT
+    exit_attempt(m, x, inst, outcome, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_done(m, x, inst, pool):
+    ii = M_INST + inst * NI
+    if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        return
+    m[ii + A_POOL] += 1
+    if not m[phase_at(m, ii) + PH_KEEP]:
+        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
+    next_phase(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_duration(m, x, inst):
+    """The current phase's work: the next draw of the phase stream, by its own distribution."""
+    ii = M_INST + inst * NI
+    pi = phase_at(m, ii)
+    px = m[L_PHASE_X] + m[ii + A_PHASE_I] * NPX
+    k = m[M_KC + PHASE]
+    m[M_KC + PHASE] = k + 1
+    state = np.uint64(m[M_KS + PHASE])
+    lo, hi = m[pi + PH_VLO], m[pi + PH_VHI]
+    return draw(m[pi + PH_KIND], x[px + PX_A], x[px + PX_B], x, lo, hi, state, k)
 
 
 @nb.njit(cache=True, _nrt=False)
 def refresh(m, x, inst, attempt):
     """One Cloud SQL refresh: its calls count against the per-minute quota; any over it 429."""
     ii = M_INST + inst * NI
-    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+    if token(m, ii) != attempt or not m[ii + A_IN_INIT]:
         return
     now = x[T_NOW]
     m[ii + A_REFRESHES] += 1
@@ -305,10 +498,10 @@ def refresh(m, x, inst, attempt):
 @nb.njit(cache=True, _nrt=False)
 def refresh_done(m, x, inst, attempt, ok):
     ii = M_INST + inst * NI
-    if m[ii + A_ATTEMPT] != attempt or not m[ii + A_IN_INIT]:
+    if token(m, ii) != attempt or not m[ii + A_IN_INIT]:
         return
     if ok:
-        start_pool(m, x, inst)
+        begin_init_work(m, x, inst)
         return
     start = x[X_INST + inst * NF + B_INIT_START]
     not_before = start + (m[ii + A_REFRESHES] + 1 - m[I_CS_BURST]) * x[F_CS_INTERVAL]
@@ -341,6 +534,9 @@ def pool_conn_ready(m, x, inst, conn):
     ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
     if not m[ci + C_AWAITED] or m[ci + C_POOL] != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
         return
+    if m[L_PHASES] and not m[phase_at(m, ii) + PH_POOL]:
+        phase_conn_ready(m, x, inst)
+        return
     m[ii + A_PENDING] -= 1
     start, size = m[I_START], m[I_MIN_SIZE]
     if start == ASYNCPG and m[ii + A_PENDING] == size - 1:
@@ -358,7 +554,11 @@ def pool_conn_ready(m, x, inst, conn):
 
 @nb.njit(cache=True, _nrt=False)
 def run_queries(m, x, inst):
-    at(m, x, x[T_NOW] + rnd(m, x, QUERIES), E_INIT_DONE, inst, m[M_INST + inst * NI + A_POOL])
+    pool = m[M_INST + inst * NI + A_POOL]
+    if m[L_PHASES]:  # the phase's own work instead of init_queries_s
+        at(m, x, x[T_NOW] + phase_duration(m, x, inst), E_PHASE_DONE, inst, pool)
+        return
+    at(m, x, x[T_NOW] + rnd(m, x, QUERIES), E_INIT_DONE, inst, pool)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -366,6 +566,12 @@ def db_init_done(m, x, inst, pool):
     ii = M_INST + inst * NI
     if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
         return
+    init_done(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def init_done(m, x, inst):
+    ii = M_INST + inst * NI
     m[ii + A_IN_INIT] = 0
     # The after-db draw first, for the record's ready time (its own stream: same values).
     ready = x[T_NOW] + rnd(m, x, AFTER)
@@ -387,7 +593,7 @@ def settle_ready_pool(m, x, inst):
     while conn >= 0:
         ci = m[L_CONN] + conn * NC
         nxt = m[ci + C_NEXT]
-        if m[ci + C_POOL] == pool:
+        if m[L_PHASES] or m[ci + C_POOL] == pool:  # with phases: every one kept
             kept += 1
             if kept > want:
                 cancel(m, x, conn, False)
@@ -401,15 +607,21 @@ def settle_ready_pool(m, x, inst):
 @nb.njit(cache=True, _nrt=False)
 def pool_failed(m, x, inst, reason):
     ii = M_INST + inst * NI
+    if m[L_PHASES] and not m[phase_at(m, ii) + PH_POOL]:
+        phase_conn_failed(m, x, inst, reason)
+        return
     m[ii + A_POOL] += 1
-    if not m[I_HOLD]:
-        cancel_all(m, x, inst)
+    if not m[I_HOLD]:  # this phase's connections (every one without phases)
+        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
     backoff = x[F_RETRY]
     if backoff > 0:
         if m[I_RETRY_JITTER] != J_NONE:
             backoff = jittered(backoff, m[I_RETRY_JITTER], x[F_RETRY_JITTER], rnd(m, x, RETRY_U))
-        if x[T_NOW] + backoff < x[X_INST + inst * NF + B_DEADLINE]:
-            at(m, x, x[T_NOW] + backoff, E_RETRY, inst, m[ii + A_ATTEMPT])
+        if x[T_NOW] + backoff < x[X_INST + inst * NF + B_BOUND]:
+            at(m, x, x[T_NOW] + backoff, E_RETRY, inst, token(m, ii))
+        return
+    if m[L_PHASES]:
+        phase_failed(m, x, inst, reason)
         return
     exit_attempt(m, x, inst, REJECTED if reason == R_53300 else ERROR, reason)
 
@@ -429,7 +641,8 @@ def exit_attempt(m, x, inst, outcome, reason):
     ii = M_INST + inst * NI
     m[ii + A_IN_INIT] = 0
     m[ii + A_POOL] += 1
-    record(m, x, inst, outcome, reason, np.nan)
+    if not m[ii + A_BEFORE_INIT] or x[T_NOW] <= x[F_HORIZON]:
+        record(m, x, inst, outcome, reason, np.nan)
     if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
         conn = m[ii + A_HEAD]
         while conn >= 0:
@@ -459,9 +672,13 @@ def record(m, x, inst, outcome, reason, ready):
     m[r + R_INSTANCE], m[r + R_ATTEMPT] = inst, m[ii + A_ATTEMPT]
     m[r + R_OUTCOME], m[r + R_REASON], m[r + R_HELD] = outcome, reason, m[ii + A_HELD]
     m[r + R_CONN_ATTEMPTS], m[r + R_POOL_STARTS] = m[ii + A_CONN_ATTEMPTS], m[ii + A_POOL_STARTS]
-    x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], x[fi + B_INIT_START]
-    x[f + R_INIT_S] = x[T_NOW] - x[fi + B_INIT_START]
+    init_start = x[T_NOW] if m[ii + A_BEFORE_INIT] else x[fi + B_INIT_START]  # never began
+    x[f + R_START], x[f + R_INIT_START] = x[fi + B_ATTEMPT_START], init_start
+    x[f + R_INIT_S] = x[T_NOW] - init_start
     x[f + R_READY] = ready
+    m[r + R_PHASE], x[f + R_PHASE_START] = 0, init_start
+    if m[L_PHASES] and outcome != READY:
+        m[r + R_PHASE], x[f + R_PHASE_START] = m[ii + A_PHASE_I] + 1, x[fi + B_PHASE_START]
     m[S_CONN_ATTEMPTS] += m[ii + A_CONN_ATTEMPTS]
     m[S_REC_N] = n + 1
 
@@ -480,6 +697,7 @@ def open_conn(m, x, inst, pool, counted, awaited):
     ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
     m[ci + C_INST], m[ci + C_POOL], m[ci + C_STATE] = inst, pool, QUEUED
     m[ci + C_AWAITED] = awaited
+    m[ci + C_RUN] = m[ii + A_PHASE_RUN]
     tail = m[ii + A_TAIL]  # append to the instance's live connections, in opening order
     m[ci + C_PREV], m[ci + C_NEXT] = tail, -1
     if tail >= 0:
@@ -649,6 +867,19 @@ def cancel_all(m, x, inst):
 
 
 @nb.njit(cache=True, _nrt=False)
+def cancel_run(m, x, inst, run):
+    """cancel_all, for the connections one phase run opened."""
+    conn = m[M_INST + inst * NI + A_HEAD]
+    while conn >= 0:
+        ci = m[L_CONN] + conn * NC
+        nxt = m[ci + C_NEXT]
+        if m[ci + C_RUN] == run:
+            cancel(m, x, conn, False)
+        conn = nxt
+    serve_queue(m, x)
+
+
+@nb.njit(cache=True, _nrt=False)
 def drop(m, conn):
     """Forget the connection: off its instance's list, its slot free for reuse."""
     ci = m[L_CONN] + conn * NC
@@ -694,8 +925,20 @@ def dispatch(m, x, typ, a, b):
         scaled_up(m, x)
     elif typ == E_RETRY:  # the engine's retry
         ii = M_INST + a * NI
-        if m[ii + A_ATTEMPT] == b and m[ii + A_IN_INIT]:
+        if token(m, ii) == b and m[ii + A_IN_INIT]:
             start_pool(m, x, a)
+    elif typ == E_PHASES:
+        begin_phases(m, x, a)
+    elif typ == E_PHASE_DEADLINE:  # the engine's phase_deadline
+        ii = M_INST + a * NI
+        if m[ii + A_PHASE_RUN] == b and m[ii + A_IN_INIT]:
+            phase_failed(m, x, a, R_PHASE_DEADLINE)
+    elif typ == E_PHASE_DONE:
+        phase_done(m, x, a, b)
+    elif typ == E_PHASE_RETRY:  # the engine's phase_retry
+        ii = M_INST + a * NI
+        if m[ii + A_POOL] == b and m[ii + A_IN_INIT]:
+            open_conn(m, x, a, b, True, True)
     elif typ == E_REFRESH:
         refresh(m, x, a, b)
     elif typ == E_REFRESH_DONE:

@@ -116,7 +116,7 @@ def reset(m, x, base, index):
     m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
     m[S_DB_FREE] = m[I_FREE_SLOTS]
     m[S_API_WINDOW] = -1
-    m[S_SEQ] = n  # keys below n * 16 are the first starts', in instance order
+    m[S_SEQ] = n  # keys below n * E_SPAN are the first starts', in instance order
     m[S_CAL_FREE] = -1
     bits = m[L_BITS]
     m[bits : bits + (m[L_NB] >> 6) + (m[L_NB] >> 12)] = 0
@@ -142,7 +142,7 @@ def reset(m, x, base, index):
 @nb.njit(cache=True)  # sorting needs numba's runtime
 def arrivals(m, x):
     """Every instance's first start time, in instance order (uniform arrivals sorted). They are a
-    stream of their own beside heap and rings: instance ``i``'s start has key ``i * 16``, before
+    stream of their own beside heap and rings: instance ``i``'s start has key ``i * E_SPAN``, before
     every event scheduled later, as if scheduled first."""
     n, kind, out = m[I_INSTANCES], m[I_ARRIVAL], m[L_ARRIVALS]
     if kind == UNIFORM_ARRIVAL:

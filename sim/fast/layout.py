@@ -39,8 +39,9 @@ MODEL_REASONS = (
     Reason.CLOSED,
     Reason.RESET,
     Reason.HUNG,
+    Reason.PHASE_DEADLINE,
 )
-R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT, R_CLOSED, R_RESET, R_HUNG = range(
+R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT, R_CLOSED, R_RESET, R_HUNG, R_PHASE_DEADLINE = range(
     len(MODEL_REASONS)
 )
 # Connection states, as in sim.engine.
@@ -92,7 +93,16 @@ FAULT_NONE, FAULT_CLOSED, FAULT_RESET, FAULT_HUNG = _places(
     E_CONN_TIMEOUT,
     E_FREE_SLOT,
     E_PATH_FAILED,
-) = range(13)
+    E_PHASES,  # start-up phases (docs/model.md): after before_db_s, the first phase
+    E_PHASE_DEADLINE,
+    E_PHASE_DONE,
+    E_PHASE_RETRY,
+) = range(17)
+# An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
+# few once path faults and start-up phases both came).
+E_SPAN = 32
+if E_PHASE_RETRY >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
+    raise ValueError(f"{E_PHASE_RETRY + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
 DEADLINES, CONN_TIMEOUTS = range(2)
 # Overflow codes: which buffer to grow.
@@ -181,8 +191,11 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_BUCKETS,  # per bucket: first and last node (valid while the bucket's bit is set)
     L_BITS,  # a bit per bucket (L_NB / 64 words), then a bit per word of those (the summary)
     L_NB,  # how many buckets: a power of two, at least 4,096
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 20)
-M_INST = L_NB + 1  # instance ints: NI per instance
+    L_PHASES,  # how many start-up phases (0: none)
+    L_PHASE_I,  # phase ints: NPH per phase
+    L_PHASE_X,  # phase floats: NPX per phase
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 23)
+M_INST = L_PHASE_X + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -195,22 +208,50 @@ M_INST = L_NB + 1  # instance ints: NI per instance
     A_POOL_STARTS,
     A_HEAD,
     A_TAIL,
+    A_PHASE_I,  # the current start-up phase's place
+    A_PHASE_RUN,  # runs of phases so far (stale phase events compare against it)
+    A_BEFORE_INIT,  # in the phases before database init
+) = range(14)
+NI = 14
+# Phase ints and floats: NPH and NPX per phase (docs/model.md, "Start-up phases").
+(
+    PH_DB_INIT,
+    PH_CONNS,
+    PH_CONCURRENT,
+    PH_POOL,
+    PH_KEEP,
+    PH_CONTINUE,
+    PH_JITTER,
+    PH_KIND,
+    PH_VLO,
+    PH_VHI,
+    PH_HAS_DEADLINE,
 ) = range(11)
-NI = 11
+NPH = 11
+PX_DEADLINE, PX_A, PX_B, PX_RETRY, PX_JITTER = range(5)
+NPX = 5
 # Calendar nodes: the event's time (its float's bits, so that the whole event is read at once
 # from one place), key, arguments, and the next node of its bucket.
 N_TIME, N_KEY, N_A, N_B, N_NEXT = range(5)
 NN = 5
 # Connection ints: NC per connection slot.
-C_INST, C_POOL, C_STATE, C_AWAITED, C_GEN, C_NEXT, C_PREV = range(7)
-NC = 7
+C_INST, C_POOL, C_STATE, C_AWAITED, C_GEN, C_NEXT, C_PREV, C_RUN = range(8)
+NC = 8
 # Attempt records: ints and floats.
-(R_REP, R_INSTANCE, R_ATTEMPT, R_OUTCOME, R_REASON, R_HELD, R_CONN_ATTEMPTS, R_POOL_STARTS) = range(
-    8
-)
-NR = 8
-R_START, R_INIT_START, R_INIT_S, R_READY = range(4)
-NRF = 4
+(
+    R_REP,
+    R_INSTANCE,
+    R_ATTEMPT,
+    R_OUTCOME,
+    R_REASON,
+    R_HELD,
+    R_CONN_ATTEMPTS,
+    R_POOL_STARTS,
+    R_PHASE,  # 0: none ("" in the records), else 1 + the phase's place in startup.phases
+) = range(9)
+NR = 9
+R_START, R_INIT_START, R_INIT_S, R_READY, R_PHASE_START = range(5)
+NRF = 5
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (
@@ -239,8 +280,8 @@ X_DIST = 22  # per role: two parameters
 DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
 X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
 X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance
-B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE = range(4)
-NF = 4
+B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE, B_PHASE_START, B_BOUND = range(6)
+NF = 6
 
 # The replication row: the records' fleet columns (less the replication number), then the counts
 # that summarise a run without records, then the importance sampler's.

@@ -22,6 +22,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from sim.fast.draws import as_bits, as_float
 from sim.fast.layout import (
+    E_SPAN,
     E_START,
     F_END,
     F_INV_W,
@@ -70,7 +71,7 @@ def at(m, x, t, typ, a, b):
     kept."""
     if t > x[F_END]:
         return
-    key = m[S_SEQ] * 16 + typ
+    key = m[S_SEQ] * E_SPAN + typ
     k = np.int64(t * x[F_INV_W])
     if k - np.int64(x[T_NOW] * x[F_INV_W]) < m[L_NB]:
         cal_add(m, x, t, k & (m[L_NB] - 1), key, a, b)
@@ -226,7 +227,7 @@ def pop(m, x):
         i = c
     x[ht + i] = lt
     m[hi + 3 * i], m[hi + 3 * i + 1], m[hi + 3 * i + 2] = lk, la, lb
-    return t, key & 15, a, b
+    return t, key & (E_SPAN - 1), a, b
 
 
 # -- two rings: the timers due a constant time after they are set ---------------------------------
@@ -247,7 +248,7 @@ def later(m, x, ring, t, typ, a, b):
     j = ring * cap + (j - cap if j >= cap else j)
     x[m[L_RING_T] + j] = t
     e = m[L_RING_I] + 3 * j
-    m[e], m[e + 1], m[e + 2] = m[S_SEQ] * 16 + typ, a, b
+    m[e], m[e + 1], m[e + 2] = m[S_SEQ] * E_SPAN + typ, a, b
     m[S_SEQ] += 1
     m[S_RING_N + ring] = n + 1
 
@@ -259,7 +260,7 @@ def take(m, ring):
     e = m[L_RING_I] + 3 * (ring * cap + head)
     m[S_RING_HEAD + ring] = head + 1 if head + 1 < cap else 0
     m[S_RING_N + ring] -= 1
-    return m[e] & 15, m[e + 1], m[e + 2]
+    return m[e] & (E_SPAN - 1), m[e + 1], m[e + 2]
 
 
 # -- the next event, wherever it waits -------------------------------------------------------------
@@ -287,7 +288,7 @@ def earliest(m, x):
                 src, t, key = ring, x[rt + j], m[ri + 3 * j]
     k = m[S_ARRIVED]
     if k < m[I_INSTANCES] and x[m[L_ARRIVALS] + k] <= t:  # a first start's key is below all
-        src, t, key = 3, x[m[L_ARRIVALS] + k], k * 16 + E_START
+        src, t, key = 3, x[m[L_ARRIVALS] + k], k * E_SPAN + E_START
     return src, t, key, bucket
 
 
@@ -296,7 +297,7 @@ def remove(m, x, src, bucket):
     """Take the first event of ``src`` (not the first starts): its type and two arguments."""
     if src == 4:
         e = m[L_CAL] + NN * cal_pop(m, bucket)
-        return m[e + N_KEY] & 15, m[e + N_A], m[e + N_B]
+        return m[e + N_KEY] & (E_SPAN - 1), m[e + N_A], m[e + N_B]
     if src == 5:
         _, typ, a, b = pop(m, x)
         return typ, a, b
