@@ -166,8 +166,10 @@ class SignalTest:
 
 
 def deadlines(sc) -> list[float]:
-    """The bounds a hypothesis cuts an attempt at: the connection's and database init's."""
-    return sorted({float(sc.pool.connect_timeout_s), float(sc.startup.db_init_timeout_s)})
+    """The bounds a hypothesis cuts an attempt at: the connection's, database init's and each
+    start-up phase's own (``deadline_s``, docs/model.md "Start-up phases")."""
+    phases = {float(p.deadline_s) for p in sc.startup.phases if p.deadline_s is not None}
+    return sorted({float(sc.pool.connect_timeout_s), float(sc.startup.db_init_timeout_s), *phases})
 
 
 # -- hypotheses -----------------------------------------------------------------------------------

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import call_main
 
 from sim.calibrate.inputs import read_log
 from sim.diagnose import observed, signals
@@ -18,6 +21,7 @@ from sim.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 INCIDENT = ROOT / "docs" / "incident"
 ATTEMPTS = INCIDENT / "attempts.csv"
+STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
 
 
 def _tool():
@@ -107,3 +111,123 @@ def test_a_ready_attempt_has_no_reason(tmp_path):
     )
     with pytest.raises(InputError, match="a ready attempt has no reason"):
         read_log(path, "database=db")
+
+
+# -- diagnose on the incident's attempts ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory):
+    """`startsim diagnose docs/incident/attempts.csv` with the shipped hypotheses, 100 deploys
+    each (the verdict's figures: docs/case-study.md, "The diagnosis")."""
+    out = tmp_path_factory.mktemp("diagnose")
+    code = call_main("diagnose", str(ATTEMPTS), "-n", "100", "--out", str(out), "--json")
+    assert code == 0
+    return json.loads((out / "diagnose.json").read_text(encoding="utf-8")), out
+
+
+def test_the_incident_rejects_capacity_and_supports_the_path_fault(incident):
+    doc, out = incident
+    assert doc["supported"] == "path-fault"
+    by = {h["name"]: h for h in doc["hypotheses"]}
+    assert by["path-fault"]["survives"] and by["path-fault"]["rank"] == 1
+    assert not by["capacity"]["survives"] and not by["slow-dependency"]["survives"]
+    # Every signal is measured on the attempts (reasons and phases included) and decides.
+    assert doc["not_measured"] == {}
+    capacity = {t["signal"]: t for t in by["capacity"]["tests"]}
+    assert {t["signal"] for t in by["capacity"]["tests"] if t["rejected"]} >= {
+        "failure_time_in_phase_s",
+        "starts_per_deploy",
+        "refusals",
+    }
+    # 8 failures 10.1-10.4 s into the table check, in the bin at its 10 s bound; none refused.
+    seen = capacity["failure_time_in_phase_s"]["observed"]
+    assert seen["n"] == 8 and seen["bins"]["at 10 s"] == 8 and seen["phases"] == {"table_check": 8}
+    assert capacity["refusals"]["observed"]["refusals"] == 0
+    slow = {t["signal"]: t for t in by["slow-dependency"]["tests"]}
+    assert slow["failure_time_in_phase_s"]["rejected"]  # at 20 s, not 10
+    md = (out / "diagnose.md").read_text(encoding="utf-8")
+    assert "The evidence supports the path-fault hypothesis." in md
+
+
+# -- the opposite case: a real capacity limit -------------------------------------------------
+
+CAPACITY_CAMPAIGN = """
+name = "capacity-campaign"
+description = "Twelve instances of three connections each into 17 free slots"
+horizon_s = 4.0
+[fleet]
+instances = 12
+arrival = "burst"
+[startup]
+before_db_s = { dist = "constant", value = 0.0 }
+db_init_timeout_s = 3.0
+init_queries_s = { dist = "constant", value = 0.01 }
+after_db_s = { dist = "constant", value = 0.0 }
+[pool]
+min_size = 3
+max_size = 3
+held_when_ready = 3
+connect_timeout_s = 2.0
+on_failure = "close"
+retry_backoff_s = 0.0
+[database]
+max_connections = 20
+reserved_connections = 3
+[restart]
+policy = "fixed"
+initial_backoff_s = 0.5
+jitter = 0.5
+max_restarts = 20
+[connector]
+min_instances = 1
+max_instances = 2
+setups_per_instance = 10
+setup_s = { dist = "lognormal", median = 0.05, sigma = 0.5 }
+scale_up_delay_s = { dist = "constant", value = 0.5 }
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_real_capacity_limit_is_what_capacity_explains_and_a_path_fault_cannot(
+    pg_server, tmp_path
+):
+    # A campaign through the connector emulator against the throwaway server (max_connections
+    # 20, 17 free): 12 instances of 3 connections want 36 slots. Five pools fit (15 slots) and
+    # stay held; the other seven are refused (53300) at once and restart every 0.25-0.75 s
+    # (jittered) until the 4 s horizon: 46-49 failures in five runs (44-54 simulated), every one
+    # a refusal about 0.1 s into database init. The capacity story stated at the campaign's own
+    # fleet (its scenario) can produce that; the path fault (one instance, failures at the 10 s
+    # bound, no refusal) cannot, nor the shipped capacity hypothesis, whose 40 instances are not
+    # the 12 started. About 7 s of campaign.
+    scenario = tmp_path / "capacity-campaign.toml"
+    scenario.write_text(CAPACITY_CAMPAIGN, encoding="utf-8")
+    runs = tmp_path / "runs"
+    command = [*STARTSIM, "loadtest", str(scenario), "--dsn", pg_server.dsn, "--out", str(runs)]
+    res = subprocess.run(
+        [*command, "--via-emulator", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert pg_server.wait_no_harness_connections() == 0
+    (folder,) = runs.iterdir()
+    out = tmp_path / "diagnose"
+    args = ["--hypothesis", str(scenario), "--hypothesis", "path-fault"]
+    args += ["--hypothesis", "capacity", "-n", "100", "--out", str(out), "--json"]
+    assert call_main("diagnose", str(folder), *args) == 0
+    doc = json.loads((out / "diagnose.json").read_text(encoding="utf-8"))
+    seen = doc["observed"]["signals"]
+    assert seen["refusals"]["refusals"] == seen["refusals"]["failures"] > 0
+    assert seen["starts_per_deploy"]["values"] == [12.0]
+    by = {h["name"]: h for h in doc["hypotheses"]}
+    assert doc["supported"] == "capacity-campaign", doc["verdict"]
+    assert by["capacity-campaign"]["survives"]
+    path = {t["signal"] for t in by["path-fault"]["tests"] if t["rejected"]}
+    assert not by["path-fault"]["survives"]
+    assert {"failure_time_in_phase_s", "error_kinds", "starts_per_deploy"} <= path
+    shipped = {t["signal"] for t in by["capacity"]["tests"] if t["rejected"]}
+    assert "starts_per_deploy" in shipped and not by["capacity"]["survives"]
