@@ -26,7 +26,7 @@ def fleet_of(cal):
 def test_cloud_run_deploys_are_revisions_and_a_late_start_is_a_scale_out(tmp_path):
     # cloudlogging_export's demo: each revision starts two instances 0.4 s apart (slots 0 and 1
     # of crash_loop), each replaced twice (the same instance); revision 7 starts one more 1700 s
-    # later (> DEPLOY_GAP_S after the one before: a scale-out, not the deploy's fleet).
+    # later (> SCALE_OUT_GAP_S after the one before: a scale-out, not the deploy's fleet).
     boots = cl.crash_loop() + cl.crash_loop(f"{cl.SERVICE}-00008-zor", at_s=900.0)
     boots.append(cl.Boot("00zz0late01", 1700.0, [("config", 0.9)], cut=2.0))
     path = cl.write(tmp_path / "export.json", cl.export(boots))
@@ -74,7 +74,7 @@ def _otlp_deploys(tmp_path, second_at_s: float, spread_s: float = 0.0):
 
 def test_traces_are_grouped_into_deploys_by_the_gap_rule(tmp_path):
     # OTLP names no revision: first starts 0, 0, 0 and 900, 900, 900 s are two deploys (900 s >
-    # DEPLOY_GAP_S), each of 3 started together.
+    # SCALE_OUT_GAP_S), each of 3 started together.
     cal = calibrate(_otlp_deploys(tmp_path, 900.0), replications=1)
     est, sc, _ = fleet_of(cal)
     assert (est["fleet.instances"].value, est["fleet.instances"].n) == (3, 2)
@@ -83,11 +83,11 @@ def test_traces_are_grouped_into_deploys_by_the_gap_rule(tmp_path):
 
 
 def test_instances_started_over_half_a_minute_arrive_uniformly(tmp_path):
-    # instances 20 s apart (< DEPLOY_GAP_S: one deploy each time), 3 per deploy: each deploy's
+    # instances 20 s apart (< SCALE_OUT_GAP_S: one deploy each time), 3 per deploy: each deploy's
     # first starts span 40 s > BURST_S, so uniform over the median spread, 40 s.
     cal = calibrate(_otlp_deploys(tmp_path, 900.0, spread_s=20.0), replications=1)
     est, sc, sources = fleet_of(cal)
     assert (sc.instances, sc.arrival, sc.window_s) == (3, "uniform", 40.0)
     assert est["fleet.window_s"].value == 40.0 and est["fleet.window_s"].n == 2
     assert sources["fleet.window_s"].kind == "measured"
-    assert fleet.BURST_S < 40.0 < fleet.DEPLOY_GAP_S
+    assert fleet.BURST_S < 40.0 < fleet.SCALE_OUT_GAP_S

@@ -504,7 +504,7 @@ def test_the_event_queue_gives_events_back_by_time_then_scheduling_order(reach):
             far = 100 if rng.random() < 0.1 else 1
             t = x[L.T_NOW] + int(rng.integers(0, 12)) * reach / 8 * far
             t += int(rng.integers(0, 8)) * width / 4  # a bucket holds several times
-            typ, key = int(rng.integers(0, 12)), m[L.S_SEQ] * 16
+            typ, key = int(rng.integers(0, 12)), m[L.S_SEQ] * L.E_SPAN
             Q.at(m, x, t, typ, scheduled, 0)
             heapq.heappush(pending, (t, key + typ, scheduled))
             scheduled += 1
@@ -517,7 +517,7 @@ def test_the_event_queue_gives_events_back_by_time_then_scheduling_order(reach):
         typ, a, _ = Q.remove(m, x, src, bucket)
         x[L.T_NOW] = t
         assert (t, key, a) == heapq.heappop(pending)
-        assert typ == key % 16
+        assert typ == key % L.E_SPAN
     assert not pending and m[L.S_CAL_N] == m[L.S_HEAP_N] == m[L.S_OVERFLOW] == 0
     assert calendar > 2000 and heap > 300  # both were used
     assert x[L.T_NOW] * x[L.F_INV_W] > 10 * m[L.L_NB]  # the buckets went round ten times

@@ -2,7 +2,7 @@
 
 A production log's starts (not a campaign's: its fleet is the harness's own) are grouped into
 deploys: one per run where the format names one (Cloud Run's revision, a Kubernetes ReplicaSet,
-our own log's ``run`` column), else by a gap — first starts more than :data:`DEPLOY_GAP_S` after
+our own log's ``run`` column), else by a gap — first starts more than :data:`SCALE_OUT_GAP_S` after
 the previous one begin a new deploy (OTLP traces, whose ``service.name`` spans every deploy). Of a
 run, the first such group is the deploy; instances started later are scale-outs (counted). A
 deploy's size is its instances that started in the window: each chain's first start (a restart or
@@ -23,7 +23,7 @@ from sim.calibrate.restarts import median_interval
 
 # Assumed: deploys of one service are minutes apart, one deploy's instances seconds apart (the
 # incident's deploys came 3–6 an hour, each starting about three instances within 3 s, R2).
-DEPLOY_GAP_S = 60.0
+SCALE_OUT_GAP_S = 60.0
 # Assumed: instances started within this of each other start "together" (the engine's burst);
 # Kubernetes times have one-second resolution and a ReplicaSet creates its pods a few at a time.
 BURST_S = 10.0
@@ -35,7 +35,7 @@ class Deploy:
 
     name: str
     starts_s: tuple[float, ...]
-    later: int = 0  # instances the run started more than DEPLOY_GAP_S after: scale-outs
+    later: int = 0  # instances the run started more than SCALE_OUT_GAP_S after: scale-outs
 
     @property
     def size(self) -> int:
@@ -78,7 +78,7 @@ def deploys(runs: list[Run]) -> list[Deploy]:
 def _by_gap(starts: list[float]) -> list[list[float]]:
     groups: list[list[float]] = []
     for t in starts:
-        if not groups or t - groups[-1][-1] > DEPLOY_GAP_S:
+        if not groups or t - groups[-1][-1] > SCALE_OUT_GAP_S:
             groups.append([])
         groups[-1].append(t)
     return groups
@@ -97,10 +97,10 @@ def observed_fleet(runs: list[Run], overrides: dict, confidence: float = 0.95) -
     low, high = median_interval([float(s) for s in sizes], confidence)
     grouped = (
         f"one per run (revision, ReplicaSet, run column), its instances started more than "
-        f"{DEPLOY_GAP_S:g} s after the one before them left out as scale-outs "
+        f"{SCALE_OUT_GAP_S:g} s after the one before them left out as scale-outs "
         f"({sum(d.later for d in found)})"
         if all(r.deploys_by_run for r in runs if r.kind == "log")
-        else f"first starts more than {DEPLOY_GAP_S:g} s apart begin a new deploy"
+        else f"first starts more than {SCALE_OUT_GAP_S:g} s apart begin a new deploy"
     )
     before = sum(r.monitoring.dropped for r in runs if r.monitoring is not None)
     shown = ", ".join(f"{d.name} {d.size}" for d in found[:6]) + (", …" if len(found) > 6 else "")
