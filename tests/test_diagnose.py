@@ -208,8 +208,8 @@ def _path_fault_campaigns(folder: Path) -> list[Path]:
     time); each fails four times, every time 10.0-10.2 s into its table check, whose own 10 s
     bound cut it (R6), no 53300 (R7), and is replaced 60-80 s after its start (R3: about 56-68 s;
     55.7-75.3 s measured in the raw logs): the 12 gaps are the quantiles (k + 0.5) / 12 of
-    50.27 s + lognormal(16.48 s, 0.33), the path-fault hypothesis's start to failure and pause,
-    in a fixed mixed order."""
+    50.27 s + lognormal(16.48 s, 0.33), median 66.75 s and sd about 5.7 s (the path-fault
+    hypothesis gives 66.7 s, sd 5.9 s), in a fixed mixed order."""
     quantile = NormalDist().inv_cdf
     gaps = [50.27 + 16.48 * math.exp(0.33 * quantile((k + 0.5) / 12)) for k in range(12)]
     rows = []
