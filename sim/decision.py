@@ -24,14 +24,19 @@ class Change:
     kind: str
     name: str
     overrides: dict[str, Any]
+    # How the team applies it in its own platform and code (Markdown: a command, a config
+    # snippet, a code line); "" where the report words the change from its field.
+    apply: str = ""
 
 
 # The order in which changes are preferred, cheapest and least risky first: a pool setting costs
 # nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
 # really down; a capped fleet serves less; connector instances are paid for around the clock.
-COST_ORDER = ("pool", "timeout", "fleet", "connector")
+COST_ORDER = ("pool", "retry", "timeout", "egress", "fleet", "connector")
 COST_WHY = {
     "pool": "a pool setting: free, and undone by a deploy",
+    "retry": "a retry in the start-up code: a code change; each retry is one more connection",
+    "egress": "the egress route: a network change, and a NAT gateway billed per hour and per GiB",
     "timeout": "a longer deadline: also delays noticing a database that is really down",
     "fleet": "a smaller fleet: serves less traffic",
     "connector": "connector instances kept warm: paid for around the clock",
@@ -128,6 +133,8 @@ class FieldCheck:
             "without_it_sequential": None
             if w is None or w.settled is None
             else w.settled.as_dict(),
+            "change": self.change.name,
+            "apply": self.change.apply,
         }
 
 

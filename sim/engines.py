@@ -13,9 +13,22 @@ from sim.scenario import Scenario
 from sim.streams import Tilt
 
 ENGINES = ("auto", "fast", "reference")
-# "auto" takes the fast engine from this many simulated instance starts (instances × replications):
-# below it the readable engine's answer comes back before the fast one has loaded its kernel.
+# "auto" takes the fast engine from this many simulated instance starts (instances × replications,
+# each instance counted RESTART_WEIGHT times over when it may restart): below it the readable
+# engine's answer comes back before the fast one has loaded its kernel.
 AUTO_MIN_STARTS = 4_000
+# A restart loop multiplies the starts a run makes before anyone can count them: a scenario that
+# may restart counts its instances as this many starts each (the incident's three instances made
+# about ten starts each in ten minutes), so a crash loop of a small fleet goes to the fast engine.
+RESTART_WEIGHT = 10
+
+
+def expected_starts(sc: Scenario, replications: int) -> int:
+    """The instance starts ``auto`` weighs: instances × replications, times RESTART_WEIGHT (at
+    most the restarts allowed plus one) when instances may restart."""
+    weight = min(sc.restart.restarts_allowed + 1, RESTART_WEIGHT)
+    return sc.fleet.instances * replications * weight
+
 
 # Every scenario field the fast engine implements; a field added to the model later sends
 # scenarios that set it away from its default to the readable engine until the kernel has it.
@@ -89,7 +102,7 @@ def choose(engine: str, sc: Scenario, replications: int) -> str:
     if engine == "fast" and why_not:
         raise UsageError(f"cannot run this scenario: {why_not}", "engine", engine)
     if engine == "auto":
-        large = sc.fleet.instances * replications >= AUTO_MIN_STARTS
+        large = expected_starts(sc, replications) >= AUTO_MIN_STARTS
         return "fast" if large and why_not is None else "reference"
     return engine
 

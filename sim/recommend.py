@@ -16,6 +16,7 @@ from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_ad
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
 from sim.errors import UsageError
 from sim.plain import build, plain
+from sim.remedies import PathEvidence, ProbeAdvice, path_changes, path_evidence, probe_advice
 from sim.runner import Results
 from sim.scenario import Scenario
 from sim.search import (
@@ -174,6 +175,8 @@ class Recommendation:
     # None when the scenario gives no value as a range
     assumptions: Assumptions | None = None
     success_settled: Settled | None = None  # today's success verdict: where the rule stopped
+    path: PathEvidence | None = None  # a faulted path today, and with its route restored
+    startup_probe: ProbeAdvice | None = None  # requests failed per deploy: TCP vs HTTP probe
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -212,6 +215,8 @@ class Recommendation:
             "sources": [e.as_dict() for e in self.scenario.provenance()],
             "sequential": Rule.of(s.confidence, self.replications).as_dict(),
             "assumptions": None if self.assumptions is None else self.assumptions.as_dict(),
+            "path": plain(self.path),
+            "startup_probe": plain(self.startup_probe),
         }
 
 
@@ -267,6 +272,8 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         dict(lab.engines),
         _assumptions(lab, sc, settings, n, decision),
         success_settled,
+        None if sc.path.fault == "none" else path_evidence(lab, sc, n, today, settings.confidence),
+        probe_advice(sc, today, settings.confidence),
     )
 
 
@@ -352,7 +359,13 @@ def _rare_checks(
 def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> Verdict:
     if main is not None and main.timeout_s is not None:
         return Verdict(True, "a timeout meets the target (verified)")
-    if not demand.held_fits:
+    if sc.path.fault != "none":
+        why = (
+            f"the path fails connections before they reach the database (`{sc.path.fault}`, "
+            f"{sc.path.p_fault:.0%} of those opened in its window): a longer deadline only "
+            "lengthens each failing start"
+        )
+    elif not demand.held_fits:
         most = demand.free_slots // max(sc.pool.held_when_ready, 1)
         why = (
             f"the fleet holds fleet.instances × pool.held_when_ready = {sc.fleet.instances} × "
@@ -367,7 +380,7 @@ def _verdict(sc, demand: Demand, main, ceiling, probe, settings) -> Verdict:
     else:
         why = f"even a {ceiling:g} s timeout leaves too many inits unfinished"
     s = probe.summary(settings.confidence)
-    if not demand.held_fits or not demand.start_fits:
+    if sc.path.fault == "none" and (not demand.held_fits or not demand.start_fits):
         why += (
             "; the failures are rejections (SQLSTATE 53300) and retries, and a longer timeout "
             "only lengthens the restart loop"
@@ -396,7 +409,7 @@ def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
 
 def _changes(sc, main, timeout, advice, connector) -> list[Change]:
     """Each change that could help on its own, in ``COST_ORDER``."""
-    out = []
+    out = path_changes(sc)  # a faulted path: the route back, a retry (sim.remedies)
     if sc.pool.min_size > 1:
         out.append(Change("pool", "pool.min_size 1", {"pool.min_size": 1}))
     fix = pool_fix(sc, advice)

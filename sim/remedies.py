@@ -19,6 +19,7 @@ from sim.decision import Change
 from sim.records import Outcome
 from sim.runner import Results
 from sim.scenario import Scenario
+from sim.stats import Proportion
 
 EGRESS, RETRY = "egress", "retry"
 # The retry offered: a pause of 1 s, jittered ±50 % (uniform on 0.5–1.5 s), within the phase's
@@ -32,7 +33,8 @@ def path_changes(sc: Scenario) -> list[Change]:
     inside the phase that fails (which helps only when some connections get through)."""
     if sc.path.fault == "none":
         return []
-    out = [Change(EGRESS, "egress private-ranges-only + Cloud NAT", {"path.fault": "none"})]
+    name = "VPC egress private-ranges-only + Cloud NAT"
+    out = [Change(EGRESS, name, {"path.fault": "none"}, EGRESS_HOW)]
     retry = retry_change(sc)
     if retry is not None:
         out.append(retry)
@@ -40,50 +42,44 @@ def path_changes(sc: Scenario) -> list[Change]:
 
 
 def retry_change(sc: Scenario) -> Change | None:
-    """A retry with a jittered backoff in the first database-init phase that opens connections
-    without one (the pool's retry when there are no phases); None when it already retries."""
+    """A retry with a jittered backoff for the connections of every database-init phase that
+    fails the start without one (the pool's retry when there are no phases); None when they all
+    retry already."""
     phases = sc.startup.phases
+    pool = {"pool.retry_backoff_s": RETRY_S, "pool.retry_jitter": RETRY_JITTER}
     if not phases:
         if sc.pool.retry_backoff_s > 0:
             return None
-        over = {"pool.retry_backoff_s": RETRY_S, "pool.retry_jitter": RETRY_JITTER}
-        return Change(RETRY, f"retry the pool start ({RETRY_S:g} s ± 50 %)", over)
-    for i, phase in enumerate(phases):
+        return Change(RETRY, f"retry the pool start ({RETRY_S:g} s ± 50 %)", pool, _retry_how())
+    rows = [p.model_dump(mode="json", exclude_defaults=True) for p in phases]
+    over: dict[str, Any] = {}
+    names, bounds = [], []
+    for row, phase in zip(rows, phases, strict=True):
         if not phase.db_init or phase.on_failure != "exit":
-            continue
+            continue  # before database init, or its failure is ignored: nothing to cure
         if phase.pool and sc.pool.retry_backoff_s == 0:
-            over = {"pool.retry_backoff_s": RETRY_S, "pool.retry_jitter": RETRY_JITTER}
-            return Change(RETRY, f"retry {phase.name} ({RETRY_S:g} s ± 50 %)", over)
-        if not phase.pool and phase.connections and phase.retry_backoff_s == 0:
-            rows = [p.model_dump(mode="json", exclude_defaults=True) for p in phases]
-            rows[i] |= {"retry_backoff_s": RETRY_S, "retry_jitter": RETRY_JITTER}
-            return Change(RETRY, f"retry {phase.name} ({RETRY_S:g} s ± 50 %)", {PHASES: rows})
-        return None  # the first database phase that connects already retries
-    return None
+            over |= pool
+        elif not phase.pool and phase.connections and phase.retry_backoff_s == 0:
+            row |= {"retry_backoff_s": RETRY_S, "retry_jitter": RETRY_JITTER}
+            over[PHASES] = rows
+        else:
+            continue
+        names.append(phase.name)
+        bounds.append(phase.deadline_s)
+    if not names:
+        return None
+    name = f"retry {', '.join(names)} ({RETRY_S:g} s ± 50 %)"
+    return Change(RETRY, name, over, _retry_how(next((b for b in bounds if b), None)))
 
 
 PHASES = "startup.phases"
 
 
-def apply_text(change: Change, sc: Scenario) -> str:
-    """How the team applies ``change`` in its own platform and code (Markdown), or "" for the
-    changes :mod:`sim.report.adr` words itself."""
-    if change.kind == EGRESS:
-        return EGRESS_HOW
-    if change.kind == RETRY:
-        phase = _retried_phase(change, sc)
-        bound = phase.deadline_s if phase is not None and phase.deadline_s else None
-        stop = "table_setup_timeout" if bound else "db_init_timeout"
-        return RETRY_HOW.format(stop=stop, low=RETRY_S * 0.5, high=RETRY_S * 1.5)
-    return ""
-
-
-def _retried_phase(change: Change, sc: Scenario):
-    rows = change.overrides.get(PHASES)
-    if rows is None:
-        return next((p for p in sc.startup.phases if p.pool), None)
-    names = [r["name"] for r in rows if r.get("retry_backoff_s")]
-    return next((p for p in sc.startup.phases if p.name in names), None)
+def _retry_how(bound_s: float | None = None) -> str:
+    stop = f"{bound_s:g}" if bound_s else "DB_INIT_TIMEOUT_S"
+    return RETRY_HOW.format(
+        stop=stop, low=RETRY_S * (1 - RETRY_JITTER), high=RETRY_S * (1 + RETRY_JITTER)
+    )
 
 
 EGRESS_HOW = """\
@@ -101,8 +97,9 @@ Cloud NAT pricing); Cloud Run's built-in Cloud SQL connection (`host=/cloudsql/�
 through the connector with `private-ranges-only`."""
 
 RETRY_HOW = """\
-Retry the first connection of the phase with a jittered pause, within the phase's own bound
-(here with tenacity):
+Retry each of these connections with a jittered pause, within its phase's own bound (here with
+tenacity, around the code that opens it; `stop_after_delay` is the phase's bound, or what is left
+of the database-init deadline):
 
 ```python
 from tenacity import AsyncRetrying, stop_after_delay, wait_random
@@ -170,3 +167,47 @@ def _slowest_ready_s(res: Results) -> float:
         return 0.0
     took = np.asarray(a["ready_s"], float)[ready] - np.asarray(a["start_s"], float)[ready]
     return float(took.max())
+
+
+@dataclass(frozen=True)
+class PathEvidence:
+    """What a faulted path does today and what the route back leaves (recommend's "What the
+    evidence supports"): today's failures by reason, and the scenario with the path restored,
+    its failures and database init's p50 and p99 against today's bounds."""
+
+    fault: str
+    p_fault: float
+    from_s: float
+    until_s: float | None
+    failures_by_reason: dict[str, int]  # today's failed attempts, by reason
+    restored_p_start_failure: Proportion
+    restored_replications: int
+    restored_db_init_p50_s: float | None
+    restored_db_init_p99_s: float | None
+    bounds_s: dict[str, float]  # today's bounds: each phase's own, then database init's
+
+
+def path_evidence(lab, sc: Scenario, n: int, today: Results, confidence: float) -> PathEvidence:
+    """Today's failures by reason, and ``sc`` with the path restored, simulated ``n`` times."""
+    a = today.attempts
+    reasons = np.asarray(a["reason"])[np.asarray(a["outcome"]) != Outcome.READY]
+    names, counts = np.unique(reasons, return_counts=True)
+    restored = lab.run(sc.with_overrides({"path.fault": "none"}), n)
+    r = restored.attempts
+    ready = np.asarray(r["outcome"]) == Outcome.READY
+    took = np.asarray(r["db_init_s"], float)[ready]
+    p50, p99 = (float(q) for q in np.quantile(took, [0.5, 0.99])) if took.size else (None, None)
+    bounds = {p.name: p.deadline_s for p in sc.startup.phases if p.deadline_s}
+    bounds["database init"] = sc.startup.db_init_timeout_s
+    return PathEvidence(
+        sc.path.fault,
+        sc.path.p_fault,
+        sc.path.from_s,
+        sc.path.until_s,
+        {str(k): int(v) for k, v in zip(names, counts, strict=True)},
+        restored.summary(confidence).p_start_failure,
+        restored.replications,
+        p50,
+        p99,
+        bounds,
+    )

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from sim.engines import AUTO_MIN_STARTS, choose, unsupported
+from sim.engines import AUTO_MIN_STARTS, choose, expected_starts, unsupported
 from sim.errors import ScenarioError, UsageError
 from sim.runner import Executor, run_points, summarize_counts
 from sim.scenario import Scenario
@@ -138,7 +138,7 @@ def one_engine(engine: str, worlds: Sequence[Scenario], replications: int) -> st
         choose(engine, w, replications)  # a wrong or impossible engine is refused up front
     if engine != "auto":
         return engine
-    mean_starts = sum(w.fleet.instances for w in worlds) * replications / len(worlds)
+    mean_starts = sum(expected_starts(w, replications) for w in worlds) / len(worlds)
     fits = all(unsupported(w) is None for w in worlds)
     return "fast" if fits and mean_starts >= AUTO_MIN_STARTS else "reference"
 

@@ -3,6 +3,7 @@ so that each test switches on exactly the mechanism it checks, by dotted overrid
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sim.scenario import Scenario, from_dict
@@ -135,3 +136,12 @@ LOG_ROUND_TRIP: dict[str, Any] = {
     "restart.max_restarts": 3,
     "horizon_s": 200.0,
 }
+
+
+def comparable(attempts: dict[str, list]) -> dict[str, list]:
+    """Attempt records with NaN as text: a failed attempt's ready_s is NaN, never equal to itself
+    (the fast engine's come as new floats, where the readable engine's are one object)."""
+    return {
+        key: ["nan" if isinstance(v, float) and math.isnan(v) else v for v in values]
+        for key, values in attempts.items()
+    }

@@ -556,7 +556,7 @@ def test_without_records_the_record_room_holds_one_replication():
 
 
 def test_a_run_that_takes_over_the_last_runs_buffers_gives_what_fresh_ones_give(monkeypatch):
-    sc = resolve("staging-incident")
+    sc = resolve("capacity-storm")
     shelf = fast.Shelf()
     monkeypatch.setattr(fast, "_shelf", shelf)
     fresh = fast.run_chunk(sc, 2, range(3, 9), records=False)[1]

@@ -87,11 +87,11 @@ def test_the_defaults_assumptions_are_uncertain_and_sit_at_the_middle_of_their_r
     # its nominal value (what single-world commands run) is the range's middle, as Source.middle.
     sc = scenarios.resolve(scenarios.DEFAULT)
     assert {
-        "fleet.instances",
+        "startup.before_db_s.median",
         "connector.setups_per_instance",
         "connector.setup_s.median",
         "database.other_connections",
-        "restart.initial_backoff_s",
+        "path.fail_after_s.median",
     } <= set(sc.uncertain)
     data = sc.to_dict()
     for key, spread in sc.uncertain.items():
@@ -206,7 +206,8 @@ def test_simulate_reports_where_its_inputs_come_from(capsys):
     data = json.loads(capsys.readouterr().out)
     kinds = {e["field"]: e["kind"] for e in data["sources"]}
     assert kinds["startup.db_init_timeout_s"] == "fact"
-    assert kinds["fleet.instances"] == "assumed"
+    assert kinds["fleet.instances"] == "fact"  # three starts a deploy, R2
+    assert kinds["database.other_connections"] == "assumed"
     assert data["success"]["definition"] == "starts"
     assert set(data["success"]["by_definition"]) == {
         "starts",

@@ -242,10 +242,13 @@ def unbacked(adr: str, summary: dict) -> list[str]:
     return [m for m in NUMBER.findall(text) if m.strip() not in shown]
 
 
-def _decision_line(adr: str, field: str, dropped: bool) -> str:
+def _decision_line(adr: str, field: str, dropped: bool, change: str = "") -> str:
+    """The Decision's line of one field, or of the change it belongs to when the change is
+    worded by its name (one the team applies in its platform or code: sim.remedies)."""
     decision = adr.split("## Decision", 1)[1].split("## Options considered", 1)[0]
     start = "- Not adopted: " if dropped else "- "
-    return next(ln for ln in decision.splitlines() if ln.startswith(f"{start}`{field}`"))
+    head = f"{start}**{change}**" if change and not dropped else f"{start}`{field}`"
+    return next(ln for ln in decision.splitlines() if ln.startswith(head))
 
 
 def _pct(x: float) -> str:
@@ -259,8 +262,12 @@ def check_side_by_side(adr: str, summary: dict) -> None:
     says = {"needed": "Needed:", "not needed": "Not needed:", "too close to call": "Not shown"}
     for dropped, rows in ((False, d["changes"]), (True, d["dropped"])):
         for c in rows:
-            line = _decision_line(adr, c["field"], dropped)
-            assert says[c["needed"]] in line and f"{c['from']} → " in line, line
+            named = c["change"] if c.get("apply") else ""
+            line = _decision_line(adr, c["field"], dropped, named)
+            assert says[c["needed"]] in line, line
+            assert named or f"{c['from']} → " in line, line
+            if named and not dropped:  # and how to apply it, once, after the list
+                assert f"How to apply **{named}**: " in adr
             assert (c["needed"] == "not needed") == dropped
             seq, f = c["without_it_sequential"], c["without_it_p_start_failure"]
             if seq is not None:

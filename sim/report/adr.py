@@ -14,7 +14,7 @@ from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
-from sim.report import assumptions
+from sim.report import assumptions, path
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.report.view import (
     AdoptedChange,
@@ -54,13 +54,14 @@ def render(
     parts = [
         _title(data, sc),
         _context(data, sc, figures, cite),
+        path.section(data.path, data.startup_probe, data.confidence, cite),
         _decision(data, sc, cite),
         _options(data, sc, cite),
         _consequences(data, sc, figures, cite),
         *assumptions.parts(data.assumptions, figures, cite),
         _method(data, command, created, cite),
     ]
-    return "\n\n".join(p.strip() for p in parts) + "\n"
+    return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
 
 
 def _citer(docs: str | None) -> Cite:
@@ -218,8 +219,17 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         + ".",
         "",
     ]
+    shown: dict[str, str] = {}  # changes worded by their name: how each is applied
     for c in d.changes:
-        lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {_needed(c, allowed)}")
+        if c.apply and c.change in shown:
+            continue  # one line per change the team applies, not per model field it sets
+        if c.apply:
+            shown[c.change] = c.apply
+            lines.append(f"- **{c.change}** ({c.why}). {_needed(c, allowed)}")
+        else:
+            lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {_needed(c, allowed)}")
+    for name, how in shown.items():
+        lines += ["", f"How to apply **{name}**: {how}"]
     for c in d.dropped:
         lines.append(
             f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed)} The least "
@@ -273,6 +283,8 @@ def _needed(c: AdoptedChange, allowed: str) -> str:
 
 COST_WORDS = {
     "pool": "pool settings",
+    "retry": "a retry in the start-up code",
+    "egress": "the egress route",
     "timeout": "the database-init timeout",
     "fleet": "a smaller fleet",
     "connector": "connector instances",

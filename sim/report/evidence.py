@@ -59,6 +59,10 @@ def show(value: Any) -> str:
     if isinstance(value, dict) and "dist" in value:
         params = ", ".join(f"{k} {show(v)}" for k, v in value.items() if k != "dist")
         return f"{value['dist']}({params})"
+    if isinstance(value, dict) and "name" in value:  # a start-up phase: its name, then the rest
+        items = sorted(value.items(), key=lambda kv: kv[0] != "name")  # the name first
+        name, *rest = (show(v) if k == "name" else f"{k} {show(v)}" for k, v in items)
+        return f"{name} ({', '.join(rest)})"
     if isinstance(value, list):
         if len(value) > 6:
             return f"{len(value)} values"

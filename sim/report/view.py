@@ -18,6 +18,7 @@ from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
+from sim.remedies import PathEvidence, ProbeAdvice
 from sim.sensitivity import Assumptions
 from sim.sequential import Rule, Settled
 from sim.sizing import PgBouncer
@@ -38,6 +39,8 @@ class AdoptedChange:
     without_it_invalid: str | None  # why the values without it are no valid configuration
     without_it_p_start_failure: Proportion | None
     without_it_sequential: Settled | None
+    change: str = ""  # the change the field belongs to (sim.decision.Change.name)
+    apply: str = ""  # how the team applies that change; "" when the field says it
 
 
 @dataclass(frozen=True)
@@ -229,13 +232,16 @@ class RecommendationView:
     sources: tuple[Entry, ...]
     sequential: Rule
     assumptions: Assumptions | None = None  # across the scenario's ranges (sim.sensitivity)
+    path: PathEvidence | None = None  # a faulted path today, and restored (sim.remedies)
+    startup_probe: ProbeAdvice | None = None  # requests failed per deploy, TCP vs HTTP probe
 
     @classmethod
     def from_dict(cls, summary: dict) -> RecommendationView:
         """The typed view of summary.json's data; keys the view does not hold (``figures``,
         ``figure_grid``, ``simulated_instance_starts``) are left to the caller. A summary.json
-        written before ``assumptions`` existed reads as without them."""
-        return build(cls, {"assumptions": None, **summary})
+        written before ``assumptions``, ``path`` or ``startup_probe`` existed reads as without
+        them."""
+        return build(cls, {"assumptions": None, "path": None, "startup_probe": None, **summary})
 
     def as_dict(self) -> dict:
         return record_dict(self)
