@@ -15,8 +15,9 @@ import pytest
 from cli_helpers import call_main
 
 from sim.calibrate.inputs import read_log
-from sim.diagnose import observed, signals
+from sim.diagnose import load_hypothesis, observed, signals
 from sim.errors import InputError
+from sim.scenario import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 INCIDENT = ROOT / "docs" / "incident"
@@ -73,9 +74,11 @@ def test_the_reader_carries_reasons_and_phases():
     assert s.error_kinds == {"phase_deadline": 8} and s.failing_phases == {"table_check": 8}
     # The failure's time within its phase is the table check's duration: the first database part.
     assert sorted(s.failure_time_in_phase_s.round(3).tolist())[:2] == [10.14, 10.161]
-    # One chain a deploy (one instance at a time, R3); start to start 62.9-81.1 s.
+    # One chain a deploy (one instance at a time, R3); start to start 62.9-81.1 s. The file says
+    # that it keeps only part of each deploy.
     assert s.starts_per_deploy.tolist() == [1, 1]
     assert s.restart_cadence_s.size == 6 and 62 < s.restart_cadence_s.min() < 63
+    assert bg5.partial_deploys and d6z.partial_deploys
 
 
 @pytest.mark.parametrize(
@@ -101,6 +104,26 @@ def test_a_bad_reason_or_phase_names_the_line(tmp_path, change, message):
     with pytest.raises(InputError) as err:
         read_log(path)
     assert f"{path}:3" in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("head", "partial"),
+    [("", False), ("# deploys: whole\n", False), ("# deploys: partial\n", True)],
+)
+def test_a_log_may_say_it_keeps_only_part_of_each_deploy(tmp_path, head, partial):
+    path = tmp_path / "log.csv"
+    path.write_text(
+        f"# phases: database=db\n{head}timestamp,instance,outcome,phase.db\n1700000000,a,ready,1\n",
+        encoding="utf-8",
+    )
+    (run,) = read_log(path)
+    assert run.partial_deploys is partial
+    obs = observed([run])
+    assert ("starts_per_deploy" in obs.not_measured) is partial is obs.partial
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# deploys: some\ntimestamp,instance,outcome\n1,a,ready\n", encoding="utf-8")
+    with pytest.raises(InputError, match="deploys = 'some': expected whole or partial"):
+        read_log(bad, "database=db")
 
 
 def test_a_ready_attempt_has_no_reason(tmp_path):
@@ -132,13 +155,16 @@ def test_the_incident_rejects_capacity_and_supports_the_path_fault(incident):
     by = {h["name"]: h for h in doc["hypotheses"]}
     assert by["path-fault"]["survives"] and by["path-fault"]["rank"] == 1
     assert not by["capacity"]["survives"] and not by["slow-dependency"]["survives"]
-    # Every signal is measured on the attempts (reasons and phases included) and decides.
-    assert doc["not_measured"] == {}
+    # Reasons and phases are measured; the counts per deploy are not: the exports kept only part
+    # of each deploy (`# deploys: partial`).
+    assert set(doc["not_measured"]) == {"starts_per_deploy", "failures_per_deploy"}
+    assert "part of each deploy" in doc["not_measured"]["starts_per_deploy"]
     capacity = {t["signal"]: t for t in by["capacity"]["tests"]}
-    assert {t["signal"] for t in by["capacity"]["tests"] if t["rejected"]} >= {
+    assert {t["signal"] for t in by["capacity"]["tests"] if t["rejected"]} == {
         "failure_time_in_phase_s",
-        "starts_per_deploy",
         "refusals",
+        "error_kinds",
+        "restart_cadence_s",
     }
     # 8 failures 10.1-10.4 s into the table check, in the bin at its 10 s bound; none refused.
     seen = capacity["failure_time_in_phase_s"]["observed"]
@@ -231,3 +257,30 @@ def test_a_real_capacity_limit_is_what_capacity_explains_and_a_path_fault_cannot
     assert {"failure_time_in_phase_s", "error_kinds", "starts_per_deploy"} <= path
     shipped = {t["signal"] for t in by["capacity"]["tests"] if t["rejected"]}
     assert "starts_per_deploy" in shipped and not by["capacity"]["survives"]
+
+
+# -- one model of the incident -----------------------------------------------------------------
+
+# Not the model: what the scenario is called, the team's figures, the labels, the probe (what
+# `recommend` judges readiness by; diagnose does not look at it) and the uncertain values' ranges
+# (each field's value, the range's middle, is compared).
+NOT_THE_MODEL = ("name", "description", "team", "sources", "probe", "uncertain")
+
+
+def _model(sc) -> dict:
+    return {k: v for k, v in sc.model_dump().items() if k not in NOT_THE_MODEL}
+
+
+def _differences(a: dict, b: dict, at: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{at}{k}.")]
+    return [] if a == b else [f"{at.rstrip('.')}: {a!r} != {b!r}"]
+
+
+def test_the_path_fault_hypothesis_is_the_default_scenario_as_logged():
+    # The incident as logged is one model: the shipped path-fault hypothesis and the default
+    # scenario, staging-incident, carry the same model sections field by field.
+    hypothesis, _ = load_hypothesis("path-fault")
+    default = resolve("staging-incident")
+    assert _differences(_model(hypothesis), _model(default)) == []

@@ -147,6 +147,7 @@ class Run:
     monitoring: Any = None  # what monitoring would have counted (cloudrun.Monitoring)
     notes: list[str] = field(default_factory=list)  # what the reader skipped, dropped, assumed
     server: Any = None  # a server log's measurements (pglog.ServerLog), beside no attempts
+    partial_deploys: bool = False  # the log keeps only part of each deploy (an export cut short)
 
     @property
     def t0_unix_s(self) -> float:
@@ -281,7 +282,7 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
     if not text.strip():
         raise InputError(str(path), None, "empty: no attempt in it")
     first = text.lstrip()[:1]
-    rows, in_file = _json_rows(path) if first == "{" else _csv_rows(path, text)
+    rows, in_file, partial = _json_rows(path) if first == "{" else _csv_rows(path, text)
     if not rows:
         raise InputError(str(path), None, "no attempt rows in it")
     order = _phase_order(rows)
@@ -314,19 +315,22 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
             abs(t / MINUTE_S - round(t / MINUTE_S)) < 1e-4 for t in starts
         )
         run = Run(run_id, str(path), "log", attempts, phase_map=pmap, minute_grid=on_grid)
-        run.deploys_by_run = has_runs
+        run.deploys_by_run, run.partial_deploys = has_runs, partial
         runs.append(run)
     return runs
 
 
-def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
+def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None, bool]:
     lines = _json_lines(path)
-    in_file = None
-    if lines and "phase_map" in lines[0][1]:
-        pm = lines[0][1]["phase_map"]
+    in_file, partial = None, False
+    if lines and ("phase_map" in lines[0][1] or "deploys" in lines[0][1]):
+        head = lines[0][1]
+        pm = head.get("phase_map", {})
         if not isinstance(pm, dict):
             raise InputError(str(path), lines[0][0], "phase_map: expected {part: [phases]}")
-        in_file = ";".join(f"{k}={','.join(map(str, v))}" for k, v in pm.items())
+        if pm:
+            in_file = ";".join(f"{k}={','.join(map(str, v))}" for k, v in pm.items())
+        partial = _deploys(head.get("deploys", ""), str(path), lines[0][0])
         lines = lines[1:]
     rows = []
     for number, obj in lines:
@@ -336,20 +340,30 @@ def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
             raise InputError(str(path), number, "phases: expected an object {name: seconds}")
         flat.update({f"phase.{k}": v for k, v in phases.items()})
         rows.append((number, flat))
-    return rows, in_file
+    return rows, in_file, partial
+
+
+def _deploys(value: object, path: str, number: int) -> bool:
+    """A log's ``deploys`` directive: ``partial`` when it keeps only part of each deploy (an
+    export cut by a line limit): its starts and failures per deploy are not whole."""
+    if value not in ("", "whole", "partial"):
+        raise InputError(path, number, f"deploys = {value!r}: expected whole or partial")
+    return value == "partial"
 
 
 LOG_COLUMNS = ("timestamp", "instance", "attempt", "run", "outcome", "exit_code", "reason", "phase")
 
 
-def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None]:
+def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None, bool]:
     lines = text.splitlines()
-    in_file, skip = None, 0
-    if lines and lines[0].startswith("#"):
-        head = lines[0].lstrip("#").strip()
+    in_file, skip, partial = None, 0, False
+    while skip < len(lines) and lines[skip].startswith("#"):  # `# phases: …`, `# deploys: …`
+        head = lines[skip].lstrip("#").strip()
         if head.startswith("phases:"):
             in_file = head.removeprefix("phases:").strip()
-        skip = 1
+        if head.startswith("deploys:"):
+            partial = _deploys(head.removeprefix("deploys:").strip(), str(path), skip + 1)
+        skip += 1
     reader = csv.reader(io.StringIO("\n".join(lines[skip:])))
     header = next(reader, None)
     if not header:
@@ -374,7 +388,7 @@ def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None
                 f"{len(cells)} cells for {len(header)} columns (a truncated or malformed line)",
             )
         rows.append((i, {h: c.strip() for h, c in zip(header, cells, strict=True) if c.strip()}))
-    return rows, in_file
+    return rows, in_file, partial
 
 
 def _phase_order(rows: list[tuple[int, dict]]) -> list[str]:
