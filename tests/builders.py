@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sim.calibrate import jsonstream
 from sim.scenario import Scenario, from_dict
 
 
@@ -145,3 +146,32 @@ def comparable(attempts: dict[str, list]) -> dict[str, list]:
         key: ["nan" if isinstance(v, float) and math.isnan(v) else v for v in values]
         for key, values in attempts.items()
     }
+
+
+def set_fields(data: dict, prefix: str = "") -> list[str]:
+    """Every field a TOML file sets: a distribution counts as one field, its table as a value."""
+    out = []
+    for key, value in data.items():
+        if key in ("name", "description", "sources"):
+            continue
+        if isinstance(value, dict) and "dist" not in value:
+            out += set_fields(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+def pieces_held(monkeypatch, piece_chars: int, lookahead: int = 4096) -> list[int]:
+    """Make the streaming reader read ``piece_chars`` at a time (and look ``lookahead`` ahead
+    for a second document) and record, after each piece, how much text it holds."""
+    monkeypatch.setattr(jsonstream, "PIECE_CHARS", piece_chars)
+    monkeypatch.setattr(jsonstream, "LOOKAHEAD_CHARS", lookahead)
+    held, real = [], jsonstream._Text.more
+
+    def more(self):
+        got = real(self)
+        held.append(len(self.buf))
+        return got
+
+    monkeypatch.setattr(jsonstream._Text, "more", more)
+    return held

@@ -13,6 +13,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from builders import set_fields
 from cli_helpers import call_main
 from doclinks import file_anchors
 
@@ -306,18 +307,6 @@ def test_a_log_without_reasons_leaves_refusals_and_error_kinds_unmeasured(tmp_pa
 # -- the shipped hypotheses ---------------------------------------------------------------------
 
 
-def _set_fields(data: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in data.items():
-        if key in ("name", "description", "sources"):
-            continue
-        if isinstance(value, dict) and "dist" not in value:
-            out += _set_fields(value, f"{prefix}{key}.")
-        else:
-            out.append(prefix + key)
-    return out
-
-
 def test_the_three_hypotheses_are_shipped():
     assert shipped_hypotheses() == ["capacity", "path-fault", "slow-dependency"]
 
@@ -327,7 +316,7 @@ def test_every_field_a_hypothesis_sets_has_a_label_true_to_its_kind(name):
     sc, _ = load_hypothesis(name)
     res = resources.files("sim") / "scenarios" / "hypotheses" / f"{name}.toml"
     data = tomllib.loads(res.read_text(encoding="utf-8"))
-    assert [f for f in _set_fields(data) if sc.label(f) is None] == []
+    assert [f for f in set_fields(data) if sc.label(f) is None] == []
     anchors = file_anchors(ROOT / "docs" / "sources.md")
     for field, src in sc.sources.items():
         assert not src.problems(), (name, field)

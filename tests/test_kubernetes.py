@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from builders import scenario, uniform
+from builders import pieces_held, scenario, uniform
 from cli_helpers import call_main
 from kubernetes_export import (
     BASE_NS,
@@ -328,29 +328,13 @@ def test_an_event_with_event_time_and_series_counts_like_one_with_count(tmp_path
     assert "1 starts counted from aggregated" not in run.notes[0]
 
 
-def _pieces_held(monkeypatch, piece_chars: int, lookahead: int = 4096) -> list[int]:
-    """Make the streaming reader read ``piece_chars`` at a time (and look ``lookahead`` ahead
-    for a second document) and record, after each piece, how much text it holds."""
-    monkeypatch.setattr(jsonstream, "PIECE_CHARS", piece_chars)
-    monkeypatch.setattr(jsonstream, "LOOKAHEAD_CHARS", lookahead)
-    held, real = [], jsonstream._Text.more
-
-    def more(self):
-        got = real(self)
-        held.append(len(self.buf))
-        return got
-
-    monkeypatch.setattr(jsonstream._Text, "more", more)
-    return held
-
-
 def test_a_list_is_read_an_item_at_a_time_in_bounded_memory(tmp_path, monkeypatch):
     """kubectl's List is streamed: each item decoded alone, the text held never more than the
     look-ahead (for a second document, 2 KiB here), an item and two pieces: far less than the
     file."""
     lst = as_list(events(crash_loop(pods=8)))
     path = write(tmp_path / "events.json", lst)
-    held = _pieces_held(monkeypatch, 512, lookahead=2048)
+    held = pieces_held(monkeypatch, 512, lookahead=2048)
     got = list(kubernetes.objects(path))
     assert [obj for _, obj in got] == lst["items"]
     assert [w for w, _ in got] == [f"$.items[{i}]" for i in range(len(lst["items"]))]
@@ -364,7 +348,7 @@ def test_a_list_is_read_an_item_at_a_time_in_bounded_memory(tmp_path, monkeypatc
 def test_a_watch_stream_is_read_an_object_at_a_time(tmp_path, monkeypatch):
     pods = watch(crash_loop())
     path = write(tmp_path / "pods.json", pods, stream=True)
-    held = _pieces_held(monkeypatch, 512)
+    held = pieces_held(monkeypatch, 512)
     got = list(kubernetes.objects(path))
     assert [obj for _, obj in got] == pods
     assert [w for w, _ in got] == [f"$[{i}]" for i in range(len(pods))]

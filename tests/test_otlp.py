@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import LOG_ROUND_TRIP, scenario
+from builders import LOG_ROUND_TRIP, pieces_held, scenario
 from cli_helpers import call_main
 from otlp_export import BASE_NS, Boot, boot_object, pool_metrics, write
 
-from sim.calibrate import jsonstream, otlp
+from sim.calibrate import otlp
 from sim.engine import run_replication
 from sim.errors import InputError
 
@@ -195,16 +195,7 @@ def test_one_document_is_read_a_span_at_a_time_in_bounded_memory(tmp_path, monke
     with its resource's attributes, the text held stays far below the file, and only the
     start-up and phase spans are kept."""
     merged = write(tmp_path / "one.json", objects(boots() * 6), lines=False)
-    monkeypatch.setattr(jsonstream, "PIECE_CHARS", 512)
-    monkeypatch.setattr(jsonstream, "LOOKAHEAD_CHARS", 1024)
-    held, real = [], jsonstream._Text.more
-
-    def more(self):
-        got = real(self)
-        held.append(len(self.buf))
-        return got
-
-    monkeypatch.setattr(jsonstream._Text, "more", more)
+    held = pieces_held(monkeypatch, 512, 1024)
     told = []
     items = list(otlp._items(merged, progress=told.append))
     assert told == sorted(told) and told[-1] == merged.stat().st_size  # bytes read, per piece

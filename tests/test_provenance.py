@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from builders import set_fields
 from cli_helpers import call_main
 from doclinks import file_anchors
 
@@ -32,23 +33,10 @@ def _text(name: str) -> str:
     return (resources.files("sim") / "scenarios" / f"{name}.toml").read_text(encoding="utf-8")
 
 
-def _set_fields(data: dict, prefix: str = "") -> list[str]:
-    """Every field a TOML file sets: a distribution counts as one field, its table as a value."""
-    out = []
-    for key, value in data.items():
-        if key in ("name", "description", "sources"):
-            continue
-        if isinstance(value, dict) and "dist" not in value:
-            out += _set_fields(value, f"{prefix}{key}.")
-        else:
-            out.append(prefix + key)
-    return out
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_field_a_shipped_scenario_sets_has_a_label(name):
     sc = scenarios.resolve(name)
-    unlabelled = [f for f in _set_fields(tomllib.loads(_text(name))) if sc.label(f) is None]
+    unlabelled = [f for f in set_fields(tomllib.loads(_text(name))) if sc.label(f) is None]
     assert unlabelled == [], f"{name} sets these without a label in [sources]"
 
 

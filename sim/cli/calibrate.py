@@ -37,6 +37,10 @@ Format = Annotated[
         "(OpenTelemetry OTLP/JSON traces), postgres-log (a PostgreSQL server log).",
     ),
 ]
+PhasesOption = Annotated[
+    str | None,
+    typer.Option("--phases", help="Which named phases of a log form each part (as calibrate)."),
+]
 PhasePatternOption = Annotated[
     str | None,
     typer.Option(

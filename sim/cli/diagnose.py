@@ -14,6 +14,7 @@ from sim.cli.calibrate import (
     Inputs,
     LogLinePrefixOption,
     PhasePatternOption,
+    PhasesOption,
     StartupSpanOption,
     read_inputs,
 )
@@ -34,10 +35,7 @@ HypothesisOption = Annotated[
 def diagnose_cmd(
     logs: Inputs,
     hypothesis: HypothesisOption = None,
-    phases: Annotated[
-        str | None,
-        typer.Option("--phases", help="Which named phases of a log form each part (as calibrate)."),
-    ] = None,
+    phases: PhasesOption = None,
     fmt: Format = "auto",
     phase_pattern: PhasePatternOption = None,
     startup_span: StartupSpanOption = None,
