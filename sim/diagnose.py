@@ -66,6 +66,7 @@ class Observed:
     deploys: int
     not_measured: dict[str, str] = field(default_factory=dict)  # signal -> why
     server_refusals: int | None = None  # 53300s in a server log, when one was given
+    partial: bool = False  # the logs keep only part of each deploy (`deploys: partial`)
 
 
 def observed(runs: list) -> Observed:
@@ -89,7 +90,7 @@ def observed(runs: list) -> Observed:
         first[key] = min(first.get(key, math.inf), a.start_unix_s)
     deploy_of = _deploys(first)
     rec = {k: [] for k in ("deploy", "instance", "attempt", "start_s", "db_init_start_s")}
-    rec |= {"db_init_s": [], "outcome": [], "reason": []}
+    rec |= {"db_init_s": [], "outcome": [], "reason": [], "phase": []}
     for r, a, timed in rows:
         key = (r.run_id, r.source, a.instance)
         rec["deploy"].append(deploy_of[key])
@@ -101,11 +102,20 @@ def observed(runs: list) -> Observed:
         rec["db_init_s"].append(a.db_init_s if timed and not cut else math.nan)
         rec["outcome"].append(Outcome.READY.value if cut else a.outcome)
         rec["reason"].append("" if cut else a.reason)
+        rec["phase"].append("" if cut else a.phase)
     records = {k: np.array(v) for k, v in rec.items()}
     servers = [r.server for r in runs if r.server is not None]
     out = Observed(records, [r.source for r in runs], len(set(deploy_of.values())))
     out.server_refusals = sum(s.refusals for s in servers) if servers else None
     out.not_measured = _not_measured(signals(records), runs, out.server_refusals)
+    cut = sorted({r.source for r in runs if r.partial_deploys})
+    if cut:
+        why = (
+            f"the logs keep only part of each deploy ({', '.join(cut)}: `deploys: partial`): "
+            "their starts and failures per deploy are not whole deploys"
+        )
+        out.not_measured |= {"starts_per_deploy": why, "failures_per_deploy": why}
+        out.partial = True
     return out
 
 
@@ -165,8 +175,10 @@ class SignalTest:
 
 
 def deadlines(sc) -> list[float]:
-    """The bounds a hypothesis cuts an attempt at: the connection's and database init's."""
-    return sorted({float(sc.pool.connect_timeout_s), float(sc.startup.db_init_timeout_s)})
+    """The bounds a hypothesis cuts an attempt at: the connection's, database init's and each
+    start-up phase's own (``deadline_s``, docs/model.md "Start-up phases")."""
+    phases = {float(p.deadline_s) for p in sc.startup.phases if p.deadline_s is not None}
+    return sorted({float(sc.pool.connect_timeout_s), float(sc.startup.db_init_timeout_s), *phases})
 
 
 # -- hypotheses -----------------------------------------------------------------------------------
@@ -261,30 +273,33 @@ def _tests(obs: Observed, o: Signals, s: Signals, edges, labels, rng):
     tests, lls = [], []
     skip = obs.not_measured
     if "failure_time_in_phase_s" not in skip:
-        t, ll = _time_test(o, s, edges, labels, rng)
+        t, ll = _time_test(o, s, edges, labels, rng, obs.partial)
         tests.append(t)
         lls.append(ll)
     if "refusals" not in skip:
         tests.append(_refusal_test(obs, o, s))
     if "error_kinds" not in skip:
-        t, ll = _kinds_test(o, s, rng)
+        t, ll = _kinds_test(o, s, rng, obs.partial)
         tests.append(t)
         lls.append(ll)
     for name in ("starts_per_deploy", "failures_per_deploy"):
+        if name in skip:
+            continue
         x, y = getattr(o, name), getattr(s, name)
         seen = {"mean": float(x.mean()), "deploys": int(x.size), "values": _few(x)}
         method = "predictive: mean of as many whole simulated deploys, two-sided"
         tests.append(SignalTest(name, mean_p(x, y, rng), method, seen, _spread(y)))
     if "restart_cadence_s" not in skip:
-        tests.append(_cadence_test(o, s, rng))
+        tests.append(_cadence_test(o, s, rng, obs.partial))
     tests.sort(key=lambda t: SIGNALS.index(t.signal))
     lls = [x for x in lls if x is not None]
     return tests, (sum(lls) if lls else None)
 
 
-def _cadence_test(o: Signals, s: Signals, rng) -> SignalTest:
+def _cadence_test(o: Signals, s: Signals, rng, partial: bool) -> SignalTest:
     x, y = o.restart_cadence_s, s.restart_cadence_s
-    p, d = ks_p(x, y, s.restart_cadence_deploy, s.deploys, o.deploys, rng)
+    size = x.size if partial else None  # logs cut short: samples of the observed size
+    p, d = ks_p(x, y, s.restart_cadence_deploy, s.deploys, o.deploys, rng, size=size)
     seen = {"median_s": float(np.median(x)), "n": int(x.size), "ks_distance": d}
     note = "" if p is not None else "the hypothesis never starts an instance twice"
     method = (
@@ -294,7 +309,7 @@ def _cadence_test(o: Signals, s: Signals, rng) -> SignalTest:
     return SignalTest("restart_cadence_s", p, method, seen, _spread(y), note)
 
 
-def _time_test(o: Signals, s: Signals, edges, labels, rng):
+def _time_test(o: Signals, s: Signals, edges, labels, rng, partial: bool):
     x = binned(o.failure_time_in_phase_s, o.failure_time_deploy, o.deploys, edges).sum(axis=0)
     y = binned(s.failure_time_in_phase_s, s.failure_time_deploy, s.deploys, edges)
     seen = {
@@ -303,7 +318,7 @@ def _time_test(o: Signals, s: Signals, edges, labels, rng):
         "bins": dict(zip(labels, x.astype(int).tolist(), strict=True)),
         "phases": o.failing_phases,  # when the records name the phase a failure ended in
     }
-    p, ll = categorical_p(x, y, o.deploys, rng)
+    p, ll = categorical_p(x, y, o.deploys, rng, size=int(x.sum()) if partial else None)
     if p is None:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
         return SignalTest("failure_time_in_phase_s", None, "binned", seen, {"n": 0}, why), None
@@ -362,13 +377,13 @@ def _design_effect(share, sim_deploys: np.ndarray, obs_deploys: np.ndarray, k: i
     return 1 + max(m_obs - 1, 0.0) * rho
 
 
-def _kinds_test(o: Signals, s: Signals, rng):
+def _kinds_test(o: Signals, s: Signals, rng, partial: bool):
     x, y = o.families().sum(axis=0), s.families()
     seen = {
         "kinds": o.error_kinds,
         "families": dict(zip(FAMILY_NAMES, x.astype(int).tolist(), strict=True)),
     }
-    p, ll = categorical_p(x, y, o.deploys, rng)
+    p, ll = categorical_p(x, y, o.deploys, rng, size=int(x.sum()) if partial else None)
     if p is None:
         why = "the hypothesis produced no failure: failures_per_deploy decides"
         return SignalTest("error_kinds", None, "families", seen, {"kinds": {}}, why), None

@@ -55,6 +55,7 @@ def categorical_p(
     deploys: int,
     rng: np.random.Generator,
     draws: int = DRAWS,
+    size: int | None = None,
 ) -> tuple[float | None, float]:
     """(p, log-likelihood) of observed category counts ``obs`` (K) under simulated ones, ``sim``
     (one row of K counts per simulated deploy). The predictive is the pooled simulated shares
@@ -62,7 +63,9 @@ def categorical_p(
     not impossible); the discrepancy is the Kullback–Leibler divergence of a sample's shares from
     it; p is the share of ``draws`` samples of ``deploys`` whole simulated deploys (attempts of
     one deploy are not independent) with a divergence at least as large, counting the observation
-    itself. Samples without any count are left out; None when every one is empty."""
+    itself. Samples without any count are left out; None when every one is empty. ``size``: logs
+    that keep only part of each deploy: a sample larger than ``size`` is cut to ``size`` values
+    drawn from it without replacement."""
     pooled = sim.sum(axis=0)
     probs = (pooled + 0.5) / (pooled.sum() + 0.5 * pooled.size)
     loglik = float(np.sum(obs * np.log(probs)))
@@ -72,8 +75,17 @@ def categorical_p(
     drawn = drawn[drawn.sum(axis=1) > 0]
     if drawn.shape[0] == 0:
         return None, loglik
+    if size is not None:
+        drawn = np.array([_cut(row, size, rng) for row in drawn.astype(np.int64)], dtype=float)
     kl_obs, kl_sim = _kl(obs[None, :], probs)[0], _kl(drawn, probs)
     return float((1 + np.sum(kl_sim >= kl_obs - 1e-9)) / (drawn.shape[0] + 1)), loglik
+
+
+def _cut(counts: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` of the values counted in ``counts`` (per category), drawn without replacement."""
+    if counts.sum() <= size:
+        return counts
+    return rng.multivariate_hypergeometric(counts, size)
 
 
 def _kl(counts: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -102,12 +114,14 @@ def ks_p(
     deploys: int,
     rng: np.random.Generator,
     draws: int = DRAWS,
+    size: int | None = None,
 ) -> tuple[float | None, float]:
     """(p, distance): a Kolmogorov–Smirnov distance from the pooled simulated values with a timing
     slack of :data:`BOUND_TOLERANCE_S` (an ECDF may sit that far left or right of the other:
     clocks and log lines differ by that much); p against ``draws`` samples of ``deploys`` whole
     simulated deploys (``sim_deploy``: each value's deploy, of ``total``), counting the observation
-    itself; samples without any value are left out, None when every one is empty."""
+    itself; samples without any value are left out, None when every one is empty. ``size``: as
+    in :func:`categorical_p`, a sample cut to that many values."""
     if sim.size == 0:
         return None, 1.0
     pool = np.sort(sim)
@@ -117,6 +131,8 @@ def ks_p(
     seen = []
     for picks in rng.integers(0, total, size=(draws, max(deploys, 1))):
         x = np.concatenate([groups[k] for k in picks])
+        if size is not None and x.size > size:
+            x = rng.choice(x, size, replace=False)
         if x.size:
             seen.append(_ks(np.sort(x)[None, :], pool)[0])
     if not seen:

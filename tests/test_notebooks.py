@@ -104,6 +104,27 @@ for section in ("## Context", "## Decision", "## Options considered", "## Conseq
 assert run.run_id in adr_text  # the ADR names the campaign it rests on
 """,
     ),
+    "incident-case-study.ipynb": (
+        1,
+        """
+# the reader of a Cloud Logging export finds two starts in the cut exports
+assert cloud_starts == 2, cloud_starts
+# the attempts: 8 failures in two one-at-a-time chains, all cut at the table check's 10 s bound
+assert s.failures == 8 and s.refusals == 0 and s.starts_per_deploy.tolist() == [1, 1]
+assert s.failing_phases == {"table_check": 8} and s.error_kinds == {"phase_deadline": 8}
+assert 10.1 < s.failure_time_in_phase_s.min() and s.failure_time_in_phase_s.max() < 10.4
+assert 62 < s.restart_cadence_s.min() and s.restart_cadence_s.max() < 82
+# "What it says": capacity and slow-dependency cannot produce the logs, the path fault can
+assert d.supported is by["path-fault"], verdict(d)
+assert not by["capacity"].survives and not by["slow-dependency"].survives
+deciding = {t.signal for t in by["capacity"].deciding}
+assert {"failure_time_in_phase_s", "refusals", "error_kinds"} <= deciding, deciding
+# the exports kept part of each deploy: no count per deploy is compared
+assert set(obs.not_measured) == {"starts_per_deploy", "failures_per_deploy"}
+assert by["capacity"].simulated.starts_per_deploy.min() == 40
+assert "20" in predicted_phrase(next(t for t in by["slow-dependency"].tests if t.rejected))
+""",
+    ),
 }
 
 

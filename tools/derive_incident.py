@@ -495,6 +495,117 @@ def measure(entries: list[dict]) -> list[str]:
     return lines
 
 
+# -- the database-phase failure cycles as attempts ------------------------------------------------
+
+# Measured in this set (docs/incident/README.md): the database failure's last line to exit(3)
+# (1.44 s, n 1), exit(3) to the replacement's first warning in the database loop (10.08 s
+# median, n 6); fitted: the pause from exit(3) to the replacement's start (0.27 s, the
+# ``cloudrun`` restart preset).
+FAILURE_TO_EXIT_S = 1.44
+EXIT_TO_FIRST_WARNING_S = 10.08
+PAUSE_S = 0.27
+ATTEMPT_PHASES = ("before_table_check", "table_check")
+ATTEMPT_COLUMNS = ("timestamp", "run", "instance", "attempt", "outcome", "reason", "phase")
+
+
+def chains(insts: dict[str, dict]) -> list[list[tuple[str, dict]]]:
+    """The database-phase failure cycles that ran one instance at a time: within each revision
+    whose failures are all database failures, instances in the order of their first line; an
+    instance whose first line comes after the previous one's last line replaced it (the same
+    chain, as ``cadence`` takes them); a revision where they overlap (two or three at once: the
+    replacement of each is not identifiable) gives no chain."""
+    kinds = revision_kinds(insts)
+    by_rev: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for name, i in insts.items():
+        if kinds.get(i["revision"]) == "database":
+            by_rev[i["revision"]].append((name, i))
+    out = []
+    for _rev, chain in sorted(by_rev.items()):
+        chain.sort(key=lambda kv: kv[1]["first"])
+        if all(b["first"] >= a["last"] for (_, a), (_, b) in itertools.pairwise(chain)):
+            out.append(chain)
+    return out
+
+
+def attempt_rows(entries: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per start attempt of the one-at-a-time database-phase failure cycles, in our
+    start-up-log format, and one line per attempt saying how each of its times was derived (or
+    why it has no row)."""
+    rows, how = [], []
+    for chain in chains(instances(entries)):
+        end: tuple[float, str] | None = None  # the previous attempt's exit, and how it is known
+        for k, (name, i) in enumerate(chain, start=1):
+            start = _start(i, end)
+            failure = _failure(i)
+            table_check = i.get("migration_failed", i.get("continuing"))
+            end = None
+            if failure is not None:
+                exit_from = "exit(3)" if "exit" in i else f"failure + {FAILURE_TO_EXIT_S} s"
+                end = (i.get("exit", failure[0] + FAILURE_TO_EXIT_S), f"{name}'s {exit_from}")
+            where = f"{i['revision'][-9:]} attempt {k} {name}"
+            if start is None:
+                how.append(f"{where}: no row: its start is not known (its first lines were cut)")
+                continue
+            if failure is None or table_check is None:
+                how.append(f"{where}: no row: its lines end before its failure (cut)")
+                continue
+            rows.append(
+                {
+                    "timestamp": _iso(start[0]),
+                    "run": i["revision"].removeprefix("netra-backend-staging-"),
+                    "instance": chain[0][0],
+                    "attempt": k,
+                    "outcome": "timeout",
+                    "reason": "phase_deadline",
+                    "phase": "table_check",
+                    "phase.before_table_check": f"{table_check - start[0]:.3f}",
+                    "phase.table_check": f"{failure[0] - table_check:.3f}",
+                }
+            )
+            began = "the migration failure" if "migration_failed" in i else "phase 1's end"
+            how.append(
+                f"{where}: start = {start[1]}; table check from {began}; failure = "
+                f"{failure[1]}; {failure[0] - table_check:.3f} s into it"
+            )
+    return rows, how
+
+
+def _start(i: dict, end: tuple[float, str] | None) -> tuple[float, str] | None:
+    """When the attempt started: the previous attempt's exit plus the fitted pause, else (a
+    chain's first) its own first warning less the measured exit-to-first-warning time, net of
+    the pause; None when neither is logged."""
+    if end is not None:
+        return end[0] + PAUSE_S, f"{end[1]} + {PAUSE_S} s"
+    if "import_warning" in i:
+        lead_s = EXIT_TO_FIRST_WARNING_S - PAUSE_S
+        return i["import_warning"] - lead_s, f"own first warning - {lead_s:.2f} s"
+    return None
+
+
+def _failure(i: dict) -> tuple[float, str] | None:
+    """When the attempt's table check failed: its own failure line, else its exit(3) less the
+    measured 1.44 s from the failure's last line to exit(3)."""
+    if "db_timeout" in i:
+        return i["db_timeout"], "its PHASE FAILED line"
+    if "exit" in i:
+        return i["exit"] - FAILURE_TO_EXIT_S, f"exit(3) - {FAILURE_TO_EXIT_S} s"
+    return None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def attempts_csv(rows: list[dict]) -> str:
+    """The rows as a start-up log (docs/calibration.md): the phase map on its first line."""
+    columns = [*ATTEMPT_COLUMNS, *(f"phase.{p}" for p in ATTEMPT_PHASES)]
+    mapping = f"before={ATTEMPT_PHASES[0]};database={ATTEMPT_PHASES[1]}"
+    # The exports kept 50 lines a severity: each deploy only in part (docs/calibration.md).
+    lines = [f"# phases: {mapping}", "# deploys: partial", ",".join(columns)]
+    lines += [",".join(str(r[c]) for c in columns) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 
@@ -506,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("-o", "--out", type=Path, default=Path("docs/incident/derived-logs.jsonl"))
     m = sub.add_parser("measure", help="the figures of docs/incident/README.md")
     m.add_argument("derived", type=Path)
+    a = sub.add_parser("attempts", help="derived JSON lines → the database cycles' attempts (CSV)")
+    a.add_argument("derived", type=Path)
+    a.add_argument("-o", "--out", type=Path, default=Path("docs/incident/attempts.csv"))
     args = ap.parse_args(argv)
     if args.cmd == "derive":
         entries, report = derive(args.repo)
@@ -515,6 +629,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: {len(entries)} entries; {json.dumps(report, sort_keys=True)}")
         return 0
     entries = [json.loads(x) for x in args.derived.read_text().splitlines() if x.strip()]
+    if args.cmd == "attempts":
+        rows, how = attempt_rows(entries)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(attempts_csv(rows), encoding="utf-8")
+        tmp.replace(args.out)
+        print("\n".join([f"{args.out}: {len(rows)} attempts", *how]))
+        return 0
     print("\n".join(measure(entries)))
     return 0
 

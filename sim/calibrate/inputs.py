@@ -9,10 +9,11 @@ exported from production go through the same fitting. Every problem is an
 A production log is CSV or JSON lines, one start attempt per row (docs/calibration.md):
 ``timestamp`` (Unix seconds or ISO 8601, when the attempt started), ``instance``, ``attempt``,
 optional ``run`` (one fleet start: a deploy, a scale-out), ``outcome`` (ready | timeout | rejected
-| error) and/or ``exit_code`` (0 ready, 3 timeout, else error), and one duration in seconds per
-phase: CSV columns ``phase.<name>``, or in JSON ``"phases": {"<name>": s, …}``. Which phases form
-each part comes from ``--phases`` or from the file (a ``# phases: …`` first line in CSV, a
-``{"phase_map": …}`` first line in JSON lines).
+| error) and/or ``exit_code`` (0 ready, 3 timeout, else error), optional ``reason`` (a failed
+attempt's, in sim.records.Reason's words) and ``phase`` (the phase it failed in), and one duration
+in seconds per phase: CSV columns ``phase.<name>``, or in JSON ``"phases": {"<name>": s, …}``.
+Which phases form each part comes from ``--phases`` or from the file (a ``# phases: …`` first
+line in CSV, a ``{"phase_map": …}`` first line in JSON lines).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.records import OUTCOMES, Outcome
+from sim.records import OUTCOMES, Outcome, Reason
 from sim.scenario import Scenario
 from sim.scenario import load as load_scenario
 
 PARTS = ("before", "database", "after")
+REASONS = tuple(r.value for r in Reason)
 MINUTE_S = 60.0
 
 
@@ -121,6 +123,7 @@ class Attempt:
     where: str = ""
     init_queries_s: float | None = None  # the phases mapped to queries, when the row has them
     censored: str = ""  # lines end before ready or exit: the part they ended in ("at least")
+    phase: str = ""  # the named phase a failed attempt ended in, when the record says it
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Run:
     monitoring: Any = None  # what monitoring would have counted (cloudrun.Monitoring)
     notes: list[str] = field(default_factory=list)  # what the reader skipped, dropped, assumed
     server: Any = None  # a server log's measurements (pglog.ServerLog), beside no attempts
+    partial_deploys: bool = False  # the log keeps only part of each deploy (an export cut short)
 
     @property
     def t0_unix_s(self) -> float:
@@ -221,6 +225,7 @@ def _campaign_attempt(rec: dict, where: str, path: str, number: int) -> Attempt:
         after_db_s=values["after_db_s"] if outcome == Outcome.READY else None,
         outcome=outcome,
         reason=str(rec.get("reason") or ""),
+        phase=str(rec.get("phase") or ""),
         connection_attempts=None
         if conns is None
         else _count(conns, "connection_attempts", path, number, least=0),
@@ -277,7 +282,7 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
     if not text.strip():
         raise InputError(str(path), None, "empty: no attempt in it")
     first = text.lstrip()[:1]
-    rows, in_file = _json_rows(path) if first == "{" else _csv_rows(path, text)
+    rows, in_file, partial = _json_rows(path) if first == "{" else _csv_rows(path, text)
     if not rows:
         raise InputError(str(path), None, "no attempt rows in it")
     order = _phase_order(rows)
@@ -310,19 +315,22 @@ def read_log(path: Path, phases: str | None = None) -> list[Run]:
             abs(t / MINUTE_S - round(t / MINUTE_S)) < 1e-4 for t in starts
         )
         run = Run(run_id, str(path), "log", attempts, phase_map=pmap, minute_grid=on_grid)
-        run.deploys_by_run = has_runs
+        run.deploys_by_run, run.partial_deploys = has_runs, partial
         runs.append(run)
     return runs
 
 
-def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
+def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None, bool]:
     lines = _json_lines(path)
-    in_file = None
-    if lines and "phase_map" in lines[0][1]:
-        pm = lines[0][1]["phase_map"]
+    in_file, partial = None, False
+    if lines and ("phase_map" in lines[0][1] or "deploys" in lines[0][1]):
+        head = lines[0][1]
+        pm = head.get("phase_map", {})
         if not isinstance(pm, dict):
             raise InputError(str(path), lines[0][0], "phase_map: expected {part: [phases]}")
-        in_file = ";".join(f"{k}={','.join(map(str, v))}" for k, v in pm.items())
+        if pm:
+            in_file = ";".join(f"{k}={','.join(map(str, v))}" for k, v in pm.items())
+        partial = _deploys(head.get("deploys", ""), str(path), lines[0][0])
         lines = lines[1:]
     rows = []
     for number, obj in lines:
@@ -332,20 +340,30 @@ def _json_rows(path: Path) -> tuple[list[tuple[int, dict]], str | None]:
             raise InputError(str(path), number, "phases: expected an object {name: seconds}")
         flat.update({f"phase.{k}": v for k, v in phases.items()})
         rows.append((number, flat))
-    return rows, in_file
+    return rows, in_file, partial
 
 
-LOG_COLUMNS = ("timestamp", "instance", "attempt", "run", "outcome", "exit_code")
+def _deploys(value: object, path: str, number: int) -> bool:
+    """A log's ``deploys`` directive: ``partial`` when it keeps only part of each deploy (an
+    export cut by a line limit): its starts and failures per deploy are not whole."""
+    if value not in ("", "whole", "partial"):
+        raise InputError(path, number, f"deploys = {value!r}: expected whole or partial")
+    return value == "partial"
 
 
-def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None]:
+LOG_COLUMNS = ("timestamp", "instance", "attempt", "run", "outcome", "exit_code", "reason", "phase")
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None, bool]:
     lines = text.splitlines()
-    in_file, skip = None, 0
-    if lines and lines[0].startswith("#"):
-        head = lines[0].lstrip("#").strip()
+    in_file, skip, partial = None, 0, False
+    while skip < len(lines) and lines[skip].startswith("#"):  # `# phases: …`, `# deploys: …`
+        head = lines[skip].lstrip("#").strip()
         if head.startswith("phases:"):
             in_file = head.removeprefix("phases:").strip()
-        skip = 1
+        if head.startswith("deploys:"):
+            partial = _deploys(head.removeprefix("deploys:").strip(), str(path), skip + 1)
+        skip += 1
     reader = csv.reader(io.StringIO("\n".join(lines[skip:])))
     header = next(reader, None)
     if not header:
@@ -370,7 +388,7 @@ def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], str | None
                 f"{len(cells)} cells for {len(header)} columns (a truncated or malformed line)",
             )
         rows.append((i, {h: c.strip() for h, c in zip(header, cells, strict=True) if c.strip()}))
-    return rows, in_file
+    return rows, in_file, partial
 
 
 def _phase_order(rows: list[tuple[int, dict]]) -> list[str]:
@@ -394,6 +412,11 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         if key not in row:
             raise InputError(path, number, f"{key}: missing")
     outcome = _log_outcome(row, path, number)
+    reason, phase = _log_reason(row, outcome, path, number), str(row.get("phase") or "")
+    if phase and f"phase.{phase}" not in row:
+        raise InputError(
+            path, number, f"phase = {phase!r}: the row has no phase.{phase} (its duration)"
+        )
     sums = dict.fromkeys(PARTS, 0.0)
     queries = None
     for key, value in row.items():
@@ -410,9 +433,23 @@ def _log_attempt(row: dict, pmap: PhaseMap, path: str, number: int) -> Attempt:
         db_init_s=sums["database"],
         after_db_s=sums["after"] if outcome == Outcome.READY else None,
         outcome=outcome,
+        reason=reason,
         where=f"{path}:{number}",
         init_queries_s=queries,
+        phase=phase,
     )
+
+
+def _log_reason(row: dict, outcome: str, path: str, number: int) -> str:
+    """The optional ``reason`` of a failed attempt, in the model's words (sim.records.Reason)."""
+    reason = str(row.get("reason") or "")
+    if not reason:
+        return ""
+    if outcome == Outcome.READY:
+        raise InputError(path, number, f"reason = {reason!r}: a ready attempt has no reason")
+    if reason not in REASONS:
+        raise InputError(path, number, f"reason = {reason!r}: expected one of {', '.join(REASONS)}")
+    return reason
 
 
 def _log_outcome(row: dict, path: str, number: int) -> str:
