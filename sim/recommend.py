@@ -17,6 +17,9 @@ from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, 
 from sim.errors import UsageError
 from sim.plain import build, plain
 from sim.remedies import PathEvidence, ProbeAdvice, path_changes, path_evidence, probe_advice
+from sim.robust import RobustSettings, WorldsPlan
+from sim.robust import judge as judge_worlds
+from sim.robust import plan as worlds_plan
 from sim.runner import Results
 from sim.scenario import Scenario
 from sim.search import (
@@ -56,6 +59,8 @@ class Settings:
     connections_per_task: int = 1
     history: tuple[float, ...] | None = None  # None: the scenario's team.timeout_history_s
     criterion: float | None = None  # None: the scenario's team.success_criterion
+    # worlds 0: judged at the nominal values only
+    robust: RobustSettings = field(default_factory=RobustSettings)
 
     def check(self) -> None:
         if not 0 < self.target_success < 1:
@@ -65,6 +70,7 @@ class Settings:
                 self.target_success,
             )
         check_confidence(self.confidence)
+        self.robust.check()
         if self.criterion is not None and not 0 < self.criterion < 1:
             raise UsageError(
                 "must be between 0 and 1 exclusive (e.g. 0.95)", "criterion", self.criterion
@@ -177,6 +183,7 @@ class Recommendation:
     success_settled: Settled | None = None  # today's success verdict: where the rule stopped
     path: PathEvidence | None = None  # a faulted path today, and with its route restored
     startup_probe: ProbeAdvice | None = None  # requests failed per deploy: TCP vs HTTP probe
+    worlds: WorldsPlan | None = None  # every option judged across worlds (sim.robust)
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -187,7 +194,7 @@ class Recommendation:
                 "overrides": self.fix_change[1],
                 "search": self.fix.as_dict(),
             }
-        return {
+        out = {
             "scenario": self.scenario.name,
             "target_success": s.target_success,
             "confidence": s.confidence,
@@ -218,6 +225,9 @@ class Recommendation:
             "path": plain(self.path),
             "startup_probe": plain(self.startup_probe),
         }
+        if self.worlds is not None:  # only then: without worlds, summary.json is as it was
+            out["robust"] = self.worlds.as_dict()
+        return out
 
 
 def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recommendation:
@@ -246,7 +256,16 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         fix = _fix_search(lab, sc, settings, fix_change[1], n, ceiling)
     connector = connector_floor(lab, sc, settings.target_success, n)
     changes = _changes(sc, main, timeout, advice, connector)
-    cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix)
+    worlds = worlds_plan(
+        sc,
+        settings.robust,
+        n,
+        settings.target_success,
+        settings.confidence,
+        settings.seed,
+        lab.engine,
+    )
+    cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds)
     criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
     history = _history(lab, sc, settings, n, criterion)
     _, success, success_settled = _judged_success(lab, sc, settings, n, criterion)
@@ -274,6 +293,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         success_settled,
         None if sc.path.fault == "none" else path_evidence(lab, sc, n, today, settings.confidence),
         probe_advice(sc, today, settings.confidence),
+        worlds,
     )
 
 
@@ -431,22 +451,23 @@ def _changes(sc, main, timeout, advice, connector) -> list[Change]:
     return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
 
 
-def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
+def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds=None):
     """Candidates (today, each change alone, then larger sets while none meets) and the least
-    set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``."""
+    set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``. With
+    ``worlds`` (sim.robust), a set meets only when it also holds across the worlds."""
     seen: dict[str, Candidate] = {}
 
     def run(combo: tuple[Change, ...]) -> Candidate:
         combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)
         key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:
-            seen[key] = _candidate(lab, sc, settings, n, combo)
+            seen[key] = _candidate(lab, sc, settings, n, combo, worlds)
         return seen[key]
 
     def as_is(combo: tuple[Change, ...]) -> Candidate:
         key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:
-            seen[key] = _candidate(lab, sc, settings, n, combo)
+            seen[key] = _candidate(lab, sc, settings, n, combo, worlds)
         return seen[key]
 
     today = run(())
@@ -481,9 +502,10 @@ def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...
     return (*others, Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
 
 
-def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
+def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> Candidate:
     """A set of changes simulated and judged on P(start attempt fails) by the sequential rule
-    (``sim.sequential``): replications are added while its interval straddles ``1 − target``."""
+    (``sim.sequential``): replications are added while its interval straddles ``1 − target``.
+    With ``worlds``, also judged in every world (``sim.robust``): it meets when it also holds."""
     over = merge(combo)
     cand = sc.with_overrides(over)
     fits = Demand.of(cand).held_fits
@@ -502,8 +524,15 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
     s = lab.run(cand, reps, records=False).summary(confidence)
     name = " + ".join(c.name for c in combo) or "today's configuration"
     meets = fits and settled is not None and settled.verdict == MET
+    robust = None
+    if worlds is not None:
+        robust, starts, engine = judge_worlds(sc, over, worlds, lab.executor)
+        lab.tally(engine, robust.worlds, starts)
+        meets = meets and robust.holds
     db = cand.database
-    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled)
+    return Candidate(
+        name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled, robust
+    )
 
 
 # -- the team's history, and what monitoring would have seen -------------------------------------
