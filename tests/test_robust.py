@@ -124,6 +124,19 @@ def test_the_adr_explains_why_the_nominal_answer_does_not_hold(both):
     assert unbacked(adr.replace("## Decision\n", "## Decision\n\n(19 of 33) worlds\n"), summary)
 
 
+def test_the_report_folder_says_what_its_summary_holds(tmp_path):
+    """The command end to end (16 worlds, LHS): the folder's ADR read beside its summary.json."""
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(constructed_data()), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["-n", "400", "--jobs", "1", "--worlds", "16", "--design", "lhs", "--out", str(out)]
+    assert call_main("recommend", str(path), *args) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["robust"]["design"] == "lhs" and summary["robust"]["worlds"] == 16
+    assert summary["decision"]["configuration"] == ROBUST
+    check_side_by_side((out / "adr.md").read_text(encoding="utf-8"), summary)
+
+
 def test_without_ranges_worlds_change_nothing():
     """A scenario with no uncertain value: --worlds is ignored, the output is today's."""
     sc = scenario(REPORT_SMALL)
@@ -140,6 +153,25 @@ def test_judging_in_batches_gives_the_same_verdicts(both, monkeypatch):
     monkeypatch.setattr(sim.robust, "BATCH", 5)
     again = run(sc, 32)
     assert [c.robust for c in again.candidates] == [c.robust for c in robust.candidates]
+
+
+def test_a_dask_cluster_judges_the_same_worlds(both):
+    """``--dask``: each world's look is a task on the cluster; the verdicts are the same."""
+    distributed = pytest.importorskip("distributed")
+    from sim.robust import judge
+    from sim.runner import executor
+
+    sc, _, robust = both
+    cheap = next(c for c in robust.candidates if c.name == NOMINAL)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        executor(dask=cluster.scheduler_address) as ex,
+    ):
+        r, _, engine = judge(sc, cheap.overrides, robust.worlds, ex)
+    assert engine == "fast"
+    assert r == cheap.robust
 
 
 def test_stump_finds_the_cut_that_sorts_the_most_worlds():
