@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.engines import choose, unsupported
+from sim.engines import FAST_FIELDS, NOT_MODEL, choose, unsupported
 from sim.errors import ScenarioError, UsageError
 from sim.plain import record_dict
 from sim.runner import Executor, Serial, run_chunk
@@ -169,14 +169,17 @@ def world_scenario(sc: Scenario, p: WorldsPlan, world: int, overrides: dict) -> 
         raise ScenarioError(where, exc.field, exc.value, exc.problem) from None
 
 
-def one_engine(engine: str, worlds: Sequence[Scenario], replications: int) -> str:
-    """One engine for every world (common random numbers): ``auto`` takes the fast one whenever
-    every world can run on it."""
-    for w in worlds:
-        choose(engine, w, replications)  # a wrong or impossible engine is refused up front
+def one_engine(engine: str, nominal: Scenario, fields: Sequence[str]) -> str:
+    """One engine for every world of an option (common random numbers): ``auto`` takes the fast
+    one when it runs the option at the nominal values and knows every uncertain field (worlds
+    differ from the nominal only there), decided once, before any world is built."""
     if engine != "auto":
         return engine
-    return "fast" if all(unsupported(w) is None for w in worlds) else "reference"
+    known = all(
+        f.split(".")[0] in NOT_MODEL or f.split(".")[1] in FAST_FIELDS.get(f.split(".")[0], ())
+        for f in fields
+    )
+    return "fast" if known and unsupported(nominal) is None else "reference"
 
 
 def judge(
@@ -189,11 +192,13 @@ def judge(
     world and boundaries; with the instance starts simulated and the engine (for the counts)."""
     executor = executor or Serial()
     verdicts: list[WorldVerdict] = []
-    starts, engine = 0, p.engine
+    starts = 0
+    engine = one_engine(p.engine, sc.with_overrides(overrides), p.design.fields)
     for lo in range(0, len(p.design), BATCH):
         ids = range(lo, min(lo + BATCH, len(p.design)))
         worlds = [world_scenario(sc, p, i, overrides) for i in ids]
-        engine = one_engine(p.engine, worlds, p.first)
+        for w in worlds:
+            choose(engine, w, p.first)  # a wrong or impossible engine is refused
         judged, spent = _batch(worlds, ids, p, engine, executor)
         verdicts += judged
         starts += spent

@@ -118,7 +118,9 @@ def test_the_adr_explains_why_the_nominal_answer_does_not_hold(both):
     assert f"it misses where `{FIELD}` > {cheap['boundary']['value']:.3g}" in decision
     assert f"**{ROBUST}** holds: it meets the target in 32 of 32 worlds (100 %)" in decision
     options = adr.split("## Options considered", 1)[1]
-    assert "| meets in worlds | worst world |" in options
+    assert "| meets in worlds | worst world | misses where |" in options
+    row = next(ln for ln in options.splitlines() if ln.startswith(f"| {NOMINAL} |"))
+    assert row.endswith(f"| `{FIELD}` > {cheap['boundary']['value']:.3g} |"), row
     assert f"({cheap['met']} of 32) |" in options
     check_side_by_side(adr, summary)
     assert unbacked(adr.replace("## Decision\n", "## Decision\n\n(19 of 33) worlds\n"), summary)
@@ -172,6 +174,15 @@ def test_a_dask_cluster_judges_the_same_worlds(both):
         r, _, engine = judge(sc, cheap.overrides, robust.worlds, ex)
     assert engine == "fast"
     assert r == cheap.robust
+
+
+def test_auto_takes_the_fast_engine_when_it_knows_every_uncertain_field(both):
+    from sim import scenario as scenarios
+    from sim.robust import one_engine
+
+    default = scenarios.resolve(None)  # staging-incident: its ranges are all fast-engine fields
+    assert one_engine("auto", default, tuple(default.uncertain)) == "fast"
+    assert one_engine("reference", default, tuple(default.uncertain)) == "reference"
 
 
 def test_stump_finds_the_cut_that_sorts_the_most_worlds():

@@ -355,13 +355,15 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         "",
         "| option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
         "| work ampl. | restarts / instance | replications |"
-        + (" meets in worlds | worst world |" if across else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if across else ""),
+        + (" meets in worlds | worst world | misses where |" if across else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if across else ""),
     ]
     if across:  # P(start fails) and meets are at the assumed values; the worlds beside them
         lines[2] += (
             " Meets: at the assumed values and, with worlds, in at least "
-            f"{_pct(data.robust.robustness, 0)} of them (the last two columns)."
+            f"{_pct(data.robust.robustness, 0)} of them (the last three columns: the share of "
+            "worlds it meets in, its worst world, and the value whose one cut best sorts the "
+            "worlds where it misses from those where it meets)."
         )
     for r in data.candidates:
         f = r.p_start_failure

@@ -34,10 +34,20 @@ def worst_cell(r: Robust) -> str:
     return p if b is None else f"{p} at `{b.field}` = {value(w.values[b.field])}"
 
 
+def where_cell(r: Robust) -> str:
+    """Where an option stops meeting, as a cell."""
+    b = r.boundary
+    if b is None:
+        return "nowhere" if r.met == r.worlds else "no single value"
+    return f"`{b.field}` {'>' if b.meets_below else '<'} {b.value:.3g}"
+
+
 def columns(row: OptionRow) -> str:
-    """The two cells the Options table gains when options were judged across worlds."""
+    """The cells the Options table gains when options were judged across worlds."""
     r = row.robust
-    return " — | — |" if r is None else f" {in_worlds(r)} | {worst_cell(r)} |"
+    if r is None:
+        return " — | — | — |"
+    return f" {in_worlds(r)} | {worst_cell(r)} | {where_cell(r)} |"
 
 
 def boundary(b: Boundary | None) -> str:
