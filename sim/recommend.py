@@ -265,7 +265,14 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         settings.seed,
         lab.engine,
     )
-    cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds)
+    first = None
+    if worlds is not None:  # today's configuration across the worlds, and its worst world's changes
+        first = _candidate(lab, sc, settings, n, (), worlds)
+        if not first.meets_target:
+            changes = _with_worst_world(lab, sc, settings, n, ceiling, changes, first)
+    cands, decision = _decide(
+        lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds, first
+    )
     criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
     history = _history(lab, sc, settings, n, criterion)
     _, success, success_settled = _judged_success(lab, sc, settings, n, criterion)
@@ -427,16 +434,18 @@ def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
 # -- the least change ----------------------------------------------------------------------------
 
 
-def _changes(sc, main, timeout, advice, connector) -> list[Change]:
-    """Each change that could help on its own, in ``COST_ORDER``."""
+def _changes(sc, main, timeout, advice, connector, sized=None) -> list[Change]:
+    """Each change that could help on its own, in ``COST_ORDER``; ``sized``: the scenario the
+    pool fix was sized in (a world's; default ``sc``), ``timeout`` or ``advice`` None: none."""
     out = path_changes(sc)  # a faulted path: the route back, a retry (sim.remedies)
     if sc.pool.min_size > 1:
         out.append(Change("pool", "pool.min_size 1", {"pool.min_size": 1}))
-    fix = pool_fix(sc, advice)
+    fix = pool_fix(sized or sc, advice) if advice is not None else None
     if fix is not None and fix[1] != {"pool.min_size": 1}:
         kind = "fleet" if "fleet.instances" in fix[1] else "pool"
         out.append(Change(kind, fix[0], fix[1]))
-    for t in (main.timeout_s if main else None, timeout.aws_timeout_s):
+    aws = timeout.aws_timeout_s if timeout is not None else None
+    for t in (main.timeout_s if main else None, aws):
         if (
             t
             and t != sc.startup.db_init_timeout_s
@@ -451,11 +460,34 @@ def _changes(sc, main, timeout, advice, connector) -> list[Change]:
     return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
 
 
-def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds=None):
+def _with_worst_world(lab, sc, settings, n, ceiling, changes, today) -> list[Change]:
+    """With worlds, when today's configuration does not hold: the changes the same search finds
+    in today's worst world (its pool fix, smallest timeout and connector floor), beside those found
+    at the assumed values, so that a change sized for what is not known can be offered at all
+    (at the assumed values today's configuration may already meet and need none)."""
+    worst = sc.with_overrides(today.robust.worst_world.values)
+    target = settings.target_success
+    advice = pool_advice(worst, settings.tasks, settings.connections_per_task)
+    main = None
+    if Demand.of(worst).held_fits:
+        probe = lab.run(at_timeout(worst, ceiling), n)
+        guess = guess_timeout(probe, 1 - target, settings.confidence, ceiling)
+        main = search_timeout(lab, worst, target, n, guess, ceiling)
+    floor = connector_floor(lab, worst, target, n)
+    found = _changes(sc, main, None, advice if pool_fix(worst, advice) else None, floor, worst)
+    known = [c.overrides for c in changes]
+    extra = [c for c in found if c.overrides not in known]
+    return sorted([*changes, *extra], key=lambda c: COST_ORDER.index(c.kind))
+
+
+def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds=None, first=None):
     """Candidates (today, each change alone, then larger sets while none meets) and the least
     set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``. With
-    ``worlds`` (sim.robust), a set meets only when it also holds across the worlds."""
+    ``worlds`` (sim.robust), a set meets only when it also holds across the worlds (``first``:
+    today's configuration, already judged there)."""
     seen: dict[str, Candidate] = {}
+    if first is not None:
+        seen[json.dumps({}, sort_keys=True)] = first
 
     def run(combo: tuple[Change, ...]) -> Candidate:
         combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)

@@ -18,11 +18,13 @@ verdict can be derived by hand.
       worlds with s > 4/3 the third instance times out, fails and restarts: it misses.
     - connector.min_instances 2 (with today's min_size 2): 6 set-ups on two slots, 3 each: the
       same 3 s ≤ 4, the same boundary 4/3.
-    - both: 3 set-ups on two slots, the last at 2 s ≤ 4 for every s ≤ 2: meets in every world.
+    - connector.min_instances 3 (with max_instances 3: the floor the search finds in today's
+      worst world, where min_instances 2 is not enough): 6 set-ups on three slots, 2 each, the
+      last at 2 s ≤ 4 for every s ≤ 2: meets in every world.
 
     So the nominal answer (the cheapest single change, pool.min_size 1) meets at 1.25 but holds
-    only in the worlds with s ≤ 4/3, (4/3 − 0.5) / 1.5 = 56 % of the range, short of 90 %; no
-    single change holds, and the least pair that holds is pool.min_size 1 + min_instances 2.
+    only in the worlds with s ≤ 4/3, (4/3 − 0.5) / 1.5 = 56 % of the range, short of 90 %; the
+    least change that holds is the single connector.min_instances 3.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from sim.search import Lab
 FIELD = "connector.setup_s.value"
 BOUND_S = 4 / 3  # 3 set-ups of s seconds in turn within the 4 s deadline
 NOMINAL = "pool.min_size 1"
-ROBUST = "pool.min_size 1 + connector.min_instances 2"
+ROBUST = "connector.min_instances 3"
 
 
 def constructed_data() -> dict:
@@ -91,6 +93,25 @@ def test_the_robust_answer_differs_from_the_nominal_one_and_is_chosen(both):
     assert cheap.robust.worst_world.values[FIELD] > BOUND_S
     adopted = by_name[ROBUST].robust
     assert adopted.met == adopted.worlds == 32 and adopted.holds
+    assert not by_name["connector.min_instances 2"].meets_target
+
+
+def test_a_configuration_that_meets_only_at_the_assumed_values_is_not_kept():
+    """Today's configuration with pool.min_size 1 already: at s = 1.25 it meets and the nominal
+    answer is to keep it, with no change to offer. Across the worlds it holds only where s ≤ 4/3,
+    so the search also runs in its worst world, and finds the connector floor 2 there (3 set-ups
+    on two slots: 2 s ≤ 4 for every s ≤ 2), which holds everywhere."""
+    sc = constructed().with_overrides({"pool.min_size": 1})
+    assert "connector.setup_s.value" in sc.uncertain
+    nominal, robust = run(sc, 0), run(sc, 32)
+    assert nominal.decision.adopted.name == "today's configuration"
+    assert robust.decision.adopted.name == "connector.min_instances 2"
+    today = next(c for c in robust.candidates if not c.changes)
+    assert today.met_nominally and not today.robust.holds
+    summary = json.loads(json.dumps(robust.as_dict()))
+    adr = render(RecommendationView.from_dict(summary), sc, {}, "startsim recommend", "today")
+    assert "**Not today's configuration**, which already meets the target at the assumed" in adr
+    check_side_by_side(adr, summary)
 
 
 def test_worlds_far_from_the_threshold_settle_at_the_first_look(both):

@@ -104,8 +104,13 @@ def decision_lines(data: RecommendationView) -> list[str]:
     ]
     if missed:  # the nominal answer first: the cheapest option that meets at the assumed values
         row, r = missed[0], missed[0].robust
+        which = (
+            "which already meets the target at the assumed values"
+            if not row.kinds
+            else "the least change that meets the target at the assumed values"
+        )
         lines.append(
-            f"**Not {row.name}**, the least change that meets the target at the assumed values: "
+            f"**Not {row.name}**, {which}: "
             f"it holds in only {_pct(r.share_meeting, 0)} of the worlds ({r.met} of {r.worlds}), "
             f"below the {need} required; {boundary(r.boundary)}. Its worst world: "
             f"{world(r.worst_world)}."
