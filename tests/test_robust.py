@@ -128,7 +128,9 @@ def test_worlds_far_from_the_threshold_settle_at_the_first_look(both):
 def test_the_adr_explains_why_the_nominal_answer_does_not_hold(both):
     sc, _, robust = both
     summary = json.loads(json.dumps(robust.as_dict()))
-    adr = render(RecommendationView.from_dict(summary), sc, {}, "startsim recommend", "today")
+    view = RecommendationView.from_dict(summary)
+    assert json.dumps(view.as_dict()) == json.dumps(summary)  # the typed view keeps every key
+    adr = render(view, sc, {}, "startsim recommend", "today")
     decision = adr.split("## Decision", 1)[1].split("## Options considered", 1)[0]
     cheap = next(c for c in summary["candidates"] if c["name"] == NOMINAL)["robust"]
     assert f"Adopt **{ROBUST}**: the least change that holds across the worlds" in decision

@@ -38,7 +38,9 @@ def where_cell(r: Robust) -> str:
     """Where an option stops meeting, as a cell."""
     b = r.boundary
     if b is None:
-        return "nowhere" if r.met == r.worlds else "no single value"
+        if r.met in (0, r.worlds):
+            return "everywhere" if r.met == 0 else "nowhere"
+        return "no single value"
     return f"`{b.field}` {'>' if b.meets_below else '<'} {b.value:.3g}"
 
 
