@@ -42,6 +42,7 @@ def bench(folder: Path, worlds: int) -> dict:
     wall, rss = run(args)
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     robust = [c["robust"] for c in data["candidates"] if "robust" in c]
+    cap = data["robust"]["looks"][-1] if worlds else 0
     return {
         "worlds": worlds,
         "uncertain_fields": len(data["robust"]["fields"]) if worlds else 0,
@@ -49,6 +50,8 @@ def bench(folder: Path, worlds: int) -> dict:
         "peak_rss_mib": round(rss, 1),
         "options": len(data["candidates"]),
         "world_replications": sum(r["replications"] for r in robust),
+        # every world of every option at the sequential rule's cap: what no screening would spend
+        "exhaustive_replications": len(robust) * worlds * cap,
         "instance_starts": data["simulated_instance_starts"],
         "decision": data["decision"]["configuration"],
     }
@@ -71,6 +74,12 @@ def main() -> None:
         print(
             f"{what}: {r['wall_s']:.1f} s wall ({r['wall_s'] / base:.2f}x today's), "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB, {r['options']} options"
+            + (
+                f", {r['world_replications']:,} world replications of "
+                f"{r['exhaustive_replications']:,} at the cap"
+                if r["worlds"]
+                else ""
+            )
         )
 
 
