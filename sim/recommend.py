@@ -558,7 +558,9 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> 
     meets = fits and settled is not None and settled.verdict == MET
     robust = None
     if worlds is not None:
-        robust, starts, engine = judge_worlds(sc, over, worlds, lab.executor)
+        if lab.on_point:  # the progress bar: one look of every world
+            lab.on_point(lab.points, len(worlds.design) * worlds.first)
+        robust, starts, engine = judge_worlds(sc, over, worlds, lab.executor, lab.progress)
         lab.tally(engine, robust.worlds, starts)
         meets = meets and robust.holds
     db = cand.database

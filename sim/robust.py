@@ -23,7 +23,7 @@ of per-replication counts, whatever the design's size. Nothing here prints or wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,9 +187,11 @@ def judge(
     overrides: dict[str, Any],
     p: WorldsPlan,
     executor: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Robust, int, str]:
     """The candidate ``overrides`` in every world of ``p``: its share of worlds meeting, worst
-    world and boundaries; with the instance starts simulated and the engine (for the counts)."""
+    world and boundaries; with the instance starts simulated and the engine (for the counts).
+    ``progress(n)`` after each world's look of ``n`` new replications."""
     executor = executor or Serial()
     verdicts: list[WorldVerdict] = []
     starts = 0
@@ -199,13 +201,13 @@ def judge(
         worlds = [world_scenario(sc, p, i, overrides) for i in ids]
         for w in worlds:
             choose(engine, w, p.first)  # a wrong or impossible engine is refused
-        judged, spent = _batch(worlds, ids, p, engine, executor)
+        judged, spent = _batch(worlds, ids, p, engine, executor, progress)
         verdicts += judged
         starts += spent
     return summarize(verdicts, p), starts, engine
 
 
-def _batch(worlds, ids, p: WorldsPlan, engine: str, executor: Executor):
+def _batch(worlds, ids, p: WorldsPlan, engine: str, executor: Executor, progress=None):
     """The sequential rule run in every world of a batch at once: each look simulates only the
     new replications of the worlds still too close to call."""
     alpha = 1 - p.target_success
@@ -228,6 +230,8 @@ def _batch(worlds, ids, p: WorldsPlan, engine: str, executor: Executor):
             counts[k][0].append(fleet["failed_attempts"])
             counts[k][1].append(fleet["attempts"])
             starts += worlds[k].fleet.instances * (n - done)
+            if progress:
+                progress(n - done)
         still = []
         for k in pending:
             failed, attempts = (np.concatenate(c) for c in counts[k])
