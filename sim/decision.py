@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.errors import ScenarioError
+from sim.robust import Robust
 from sim.scenario import Scenario
 from sim.search import TIMEOUT
-from sim.sequential import NOT_MET, TOO_CLOSE, Settled
+from sim.sequential import MET, NOT_MET, TOO_CLOSE, Settled
 from sim.sizing import PoolAdvice
 from sim.stats import Summary
 
@@ -56,6 +57,12 @@ class Candidate:
     meets_target: bool
     held_fits: bool = True  # the ready fleet's connections fit the free slots
     settled: Settled | None = None  # where the sequential rule stopped; None: no look needed
+    robust: Robust | None = None  # across the worlds (sim.robust); None: nominal values only
+
+    @property
+    def met_nominally(self) -> bool:
+        """It meets the target at the scenario's nominal values (whether or not it holds)."""
+        return self.held_fits and self.settled is not None and self.settled.verdict == MET
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -67,7 +74,7 @@ class Candidate:
 
     def as_dict(self) -> dict:
         s = self.summary
-        return {
+        out = {
             "name": self.name,
             "overrides": self.overrides,
             "kinds": [c.kind for c in self.changes],
@@ -86,6 +93,9 @@ class Candidate:
             "never_ready_fraction": s.never_ready_fraction,
             "p_first_start_success": s.p_first_start_success,
         }
+        if self.robust is not None:  # only judged across worlds: else summary.json as it was
+            out["robust"] = self.robust.as_dict()
+        return out
 
 
 NEEDED = "needed"
@@ -104,7 +114,8 @@ class FieldCheck:
     @property
     def status(self) -> str:
         """``needed`` when the decision without it misses the target (a settled verdict, or the
-        ready fleet's connections no longer fit, or the other values need it), ``not needed``
+        ready fleet's connections no longer fit, or the other values need it, or it meets at the
+        nominal values but does not hold across the worlds), ``not needed``
         when it still meets it, and ``too close to call`` when the sequential rule could not
         settle which."""
         w = self.without
@@ -113,6 +124,8 @@ class FieldCheck:
         if w.meets_target:
             return NOT_NEEDED
         if not w.held_fits or w.settled is None or w.settled.verdict == NOT_MET:
+            return NEEDED
+        if w.met_nominally:  # met at the nominal values, but does not hold across the worlds
             return NEEDED
         return TOO_CLOSE
 

@@ -17,6 +17,9 @@ from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, 
 from sim.errors import UsageError
 from sim.plain import build, plain
 from sim.remedies import PathEvidence, ProbeAdvice, path_changes, path_evidence, probe_advice
+from sim.robust import RobustSettings, WorldsPlan
+from sim.robust import judge as judge_worlds
+from sim.robust import plan as worlds_plan
 from sim.runner import Results
 from sim.scenario import Scenario
 from sim.search import (
@@ -56,6 +59,8 @@ class Settings:
     connections_per_task: int = 1
     history: tuple[float, ...] | None = None  # None: the scenario's team.timeout_history_s
     criterion: float | None = None  # None: the scenario's team.success_criterion
+    # worlds 0: judged at the nominal values only
+    robust: RobustSettings = field(default_factory=RobustSettings)
 
     def check(self) -> None:
         if not 0 < self.target_success < 1:
@@ -65,6 +70,7 @@ class Settings:
                 self.target_success,
             )
         check_confidence(self.confidence)
+        self.robust.check()
         if self.criterion is not None and not 0 < self.criterion < 1:
             raise UsageError(
                 "must be between 0 and 1 exclusive (e.g. 0.95)", "criterion", self.criterion
@@ -177,6 +183,7 @@ class Recommendation:
     success_settled: Settled | None = None  # today's success verdict: where the rule stopped
     path: PathEvidence | None = None  # a faulted path today, and with its route restored
     startup_probe: ProbeAdvice | None = None  # requests failed per deploy: TCP vs HTTP probe
+    worlds: WorldsPlan | None = None  # every option judged across worlds (sim.robust)
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -187,7 +194,7 @@ class Recommendation:
                 "overrides": self.fix_change[1],
                 "search": self.fix.as_dict(),
             }
-        return {
+        out = {
             "scenario": self.scenario.name,
             "target_success": s.target_success,
             "confidence": s.confidence,
@@ -218,6 +225,9 @@ class Recommendation:
             "path": plain(self.path),
             "startup_probe": plain(self.startup_probe),
         }
+        if self.worlds is not None:  # only then: without worlds, summary.json is as it was
+            out["robust"] = self.worlds.as_dict()
+        return out
 
 
 def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recommendation:
@@ -246,7 +256,23 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         fix = _fix_search(lab, sc, settings, fix_change[1], n, ceiling)
     connector = connector_floor(lab, sc, settings.target_success, n)
     changes = _changes(sc, main, timeout, advice, connector)
-    cands, decision = _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix)
+    worlds = worlds_plan(
+        sc,
+        settings.robust,
+        n,
+        settings.target_success,
+        settings.confidence,
+        settings.seed,
+        lab.engine,
+    )
+    first = None
+    if worlds is not None:  # today's configuration across the worlds, and its worst world's changes
+        first = _candidate(lab, sc, settings, n, (), worlds)
+        if not first.meets_target:
+            changes = _with_worst_world(lab, sc, settings, n, ceiling, changes, first)
+    cands, decision = _decide(
+        lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds, first
+    )
     criterion = settings.criterion if settings.criterion is not None else sc.team.success_criterion
     history = _history(lab, sc, settings, n, criterion)
     _, success, success_settled = _judged_success(lab, sc, settings, n, criterion)
@@ -274,6 +300,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         success_settled,
         None if sc.path.fault == "none" else path_evidence(lab, sc, n, today, settings.confidence),
         probe_advice(sc, today, settings.confidence),
+        worlds,
     )
 
 
@@ -407,16 +434,18 @@ def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
 # -- the least change ----------------------------------------------------------------------------
 
 
-def _changes(sc, main, timeout, advice, connector) -> list[Change]:
-    """Each change that could help on its own, in ``COST_ORDER``."""
+def _changes(sc, main, timeout, advice, connector, sized=None) -> list[Change]:
+    """Each change that could help on its own, in ``COST_ORDER``; ``sized``: the scenario the
+    pool fix was sized in (a world's; default ``sc``), ``timeout`` or ``advice`` None: none."""
     out = path_changes(sc)  # a faulted path: the route back, a retry (sim.remedies)
     if sc.pool.min_size > 1:
         out.append(Change("pool", "pool.min_size 1", {"pool.min_size": 1}))
-    fix = pool_fix(sc, advice)
+    fix = pool_fix(sized or sc, advice) if advice is not None else None
     if fix is not None and fix[1] != {"pool.min_size": 1}:
         kind = "fleet" if "fleet.instances" in fix[1] else "pool"
         out.append(Change(kind, fix[0], fix[1]))
-    for t in (main.timeout_s if main else None, timeout.aws_timeout_s):
+    aws = timeout.aws_timeout_s if timeout is not None else None
+    for t in (main.timeout_s if main else None, aws):
         if (
             t
             and t != sc.startup.db_init_timeout_s
@@ -431,22 +460,46 @@ def _changes(sc, main, timeout, advice, connector) -> list[Change]:
     return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
 
 
-def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix):
+def _with_worst_world(lab, sc, settings, n, ceiling, changes, today) -> list[Change]:
+    """With worlds, when today's configuration does not hold: the changes the same search finds
+    in today's worst world (its pool fix, smallest timeout and connector floor), beside those found
+    at the assumed values, so that a change sized for what is not known can be offered at all
+    (at the assumed values today's configuration may already meet and need none)."""
+    worst = sc.with_overrides(today.robust.worst_world.values)
+    target = settings.target_success
+    advice = pool_advice(worst, settings.tasks, settings.connections_per_task)
+    main = None
+    if Demand.of(worst).held_fits:
+        probe = lab.run(at_timeout(worst, ceiling), n)
+        guess = guess_timeout(probe, 1 - target, settings.confidence, ceiling)
+        main = search_timeout(lab, worst, target, n, guess, ceiling)
+    floor = connector_floor(lab, worst, target, n)
+    found = _changes(sc, main, None, advice if pool_fix(worst, advice) else None, floor, worst)
+    known = [c.overrides for c in changes]
+    extra = [c for c in found if c.overrides not in known]
+    return sorted([*changes, *extra], key=lambda c: COST_ORDER.index(c.kind))
+
+
+def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds=None, first=None):
     """Candidates (today, each change alone, then larger sets while none meets) and the least
-    set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``."""
+    set that meets: fewest changes first, then the cheapest kinds in ``COST_ORDER``. With
+    ``worlds`` (sim.robust), a set meets only when it also holds across the worlds (``first``:
+    today's configuration, already judged there)."""
     seen: dict[str, Candidate] = {}
+    if first is not None:
+        seen[json.dumps({}, sort_keys=True)] = first
 
     def run(combo: tuple[Change, ...]) -> Candidate:
         combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)
         key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:
-            seen[key] = _candidate(lab, sc, settings, n, combo)
+            seen[key] = _candidate(lab, sc, settings, n, combo, worlds)
         return seen[key]
 
     def as_is(combo: tuple[Change, ...]) -> Candidate:
         key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:
-            seen[key] = _candidate(lab, sc, settings, n, combo)
+            seen[key] = _candidate(lab, sc, settings, n, combo, worlds)
         return seen[key]
 
     today = run(())
@@ -481,9 +534,10 @@ def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...
     return (*others, Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
 
 
-def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
+def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> Candidate:
     """A set of changes simulated and judged on P(start attempt fails) by the sequential rule
-    (``sim.sequential``): replications are added while its interval straddles ``1 − target``."""
+    (``sim.sequential``): replications are added while its interval straddles ``1 − target``.
+    With ``worlds``, also judged in every world (``sim.robust``): it meets when it also holds."""
     over = merge(combo)
     cand = sc.with_overrides(over)
     fits = Demand.of(cand).held_fits
@@ -502,8 +556,17 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...]) -> Candidate:
     s = lab.run(cand, reps, records=False).summary(confidence)
     name = " + ".join(c.name for c in combo) or "today's configuration"
     meets = fits and settled is not None and settled.verdict == MET
+    robust = None
+    if worlds is not None:
+        if lab.on_point:  # the progress bar: one look of every world
+            lab.on_point(lab.points, len(worlds.design) * worlds.first)
+        robust, starts, engine = judge_worlds(sc, over, worlds, lab.executor, lab.progress)
+        lab.tally(engine, robust.worlds, starts)
+        meets = meets and robust.holds
     db = cand.database
-    return Candidate(name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled)
+    return Candidate(
+        name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled, robust
+    )
 
 
 # -- the team's history, and what monitoring would have seen -------------------------------------

@@ -91,6 +91,11 @@ class Lab:
             self._cache[key] = cached
         return cached
 
+    def tally(self, engine: str, simulations: int, instance_starts: int) -> None:
+        """Count simulations run outside :meth:`run` (a candidate's worlds: sim.robust)."""
+        self.engines[engine] = self.engines.get(engine, 0) + simulations
+        self.instance_starts += instance_starts
+
     def summary(self, sc: Scenario, replications: int) -> Summary:
         return self.run(sc, replications, records=False).summary(self.confidence)
 

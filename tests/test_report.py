@@ -295,6 +295,16 @@ def check_side_by_side(adr: str, summary: dict) -> None:
     records += [summary["success"]["sequential"]] if summary["success"]["sequential"] else []
     assert int(settled) == sum(r["settled"] for r in records)
     assert int(close) == sum(not r["settled"] for r in records)
+    if "robust" in summary:  # options judged across worlds: their shares, row by row
+        for c in summary["candidates"]:
+            r = c["robust"]
+            row = next(ln for ln in options.splitlines() if ln.startswith(f"| {c['name']} |"))
+            assert f"| {100 * r['share_meeting']:.0f} % ({r['met']} of {r['worlds']}" in row, row
+        adopted = d["configuration"]
+        if adopted is not None:
+            r = next(c for c in summary["candidates"] if c["name"] == adopted)["robust"]
+            held = f"**{adopted}** holds: it meets the target in {r['met']} of {r['worlds']} worlds"
+            assert held in adr.split("## Options considered", 1)[0]
     m = summary["monitoring"]["startup_failures_per_deploy"]  # the share of deploys
     share = adr_share(m["deploys_with_any"])
     assert f"{share} of deploys see at least one failed start" in adr

@@ -18,7 +18,7 @@ from sim.advice import RareCheck, TargetRow, TimeoutAdvice
 from sim.output import dumps
 from sim.plain import build, key, plain
 from sim.recommend import Settings, recommend
-from sim.report import adr, evidence, folder, tables, view
+from sim.report import adr, evidence, folder, robust, tables, view
 from sim.report.view import PoolView, RecommendationView
 from sim.search import Step, TimeoutSearch
 from sim.sizing import PgBouncer, pool_advice
@@ -140,6 +140,7 @@ def _indexed(tree: ast.AST, keys: set[str]) -> list[str]:
 RENDERERS = [
     adr,
     evidence,
+    robust,
     folder._figure_jobs,
     tables.recommend_table,
     tables.candidates_table,

@@ -28,6 +28,7 @@ from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.folder import write_recommendation
 from sim.report.tables import candidates_table, recommend_table
 from sim.report.view import RecommendationView
+from sim.robust import ROBUSTNESS, RobustSettings
 from sim.runner import Pooled, executor
 from sim.search import Lab
 from sim.sweep import run_grid
@@ -98,6 +99,27 @@ def recommend_cmd(
     engine: EngineOption = "auto",
     svg: Svg = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")] = False,
+    worlds: Annotated[
+        int,
+        typer.Option(
+            "--worlds",
+            min=0,
+            metavar="N",
+            help="Judge every option in each of N worlds over the scenario's ranges and adopt "
+            "the least change that holds (a power of two with Sobol'); 0, the default: at the "
+            "assumed values only. Ignored without ranges.",
+        ),
+    ] = 0,
+    robustness: Annotated[
+        float,
+        typer.Option(
+            "--robustness",
+            help="Share of worlds an option must meet the target in to hold (with --worlds).",
+        ),
+    ] = ROBUSTNESS,
+    design: Annotated[
+        str, typer.Option("--design", metavar="sobol|lhs", help="Sobol' or Latin hypercube.")
+    ] = "sobol",
 ) -> None:
     """Recommend the database-init timeout, pool sizes and connector floor; write an ADR."""
     settings = Settings(
@@ -110,6 +132,7 @@ def recommend_cmd(
         connections_per_task,
         _seconds_list(history),
         criterion,
+        RobustSettings(worlds, robustness, design),
     )
     settings.check()
     sc = scenarios.resolve(scenario)

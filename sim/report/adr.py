@@ -14,7 +14,7 @@ from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
-from sim.report import assumptions, path
+from sim.report import assumptions, path, robust
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.report.view import (
     AdoptedChange,
@@ -58,7 +58,7 @@ def render(
         _decision(data, sc, cite),
         _options(data, sc, cite),
         _consequences(data, sc, figures, cite),
-        *assumptions.parts(data.assumptions, figures, cite),
+        *assumptions.parts(data.assumptions, figures, cite, robust.how_to_run(data)),
         _method(data, command, created, cite),
     ]
     return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
@@ -216,39 +216,46 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     d, v = data.decision, data.verdict
     allowed = _pct(1 - data.target_success, 3)
     lines = ["## Decision", ""]
+    worlds = robust.decision_lines(data) if robust.judged(data) else []
     if d.configuration is None:
         lines.append(
             "No configuration startsim tried met the target in simulation (see Options "
             "considered). " + _pool_line(data.pool, sc, cite)
         )
-        return "\n".join(lines)
+        return "\n\n".join(["\n".join(lines), *worlds])
     if not d.changes:
         lines.append(
             "**Keep today's configuration**: it already meets the target in simulation "
             "(see Options considered)."
         )
-        return "\n".join(lines)
+        return "\n\n".join(["\n".join(lines), *worlds])
     lines += [
-        f"Adopt **{d.configuration}**: the least change that meets the target. Changes are "
+        f"Adopt **{d.configuration}**: the least change that "
+        + ("holds across the worlds" if worlds else "meets the target")
+        + ". Changes are "
         "preferred by cost and risk: fewest first, then "
         + ", then ".join(COST_WORDS[k] for k in d.cost_order)
         + ".",
         "",
     ]
+    for w in worlds:
+        lines += [w, ""]
+    rows = {r.name: r for r in data.candidates}
     shown: dict[str, str] = {}  # changes worded by their name: how each is applied
     for c in d.changes:
         if c.apply and c.change in shown:
             continue  # one line per change the team applies, not per model field it sets
         if c.apply:
             shown[c.change] = c.apply
-            lines.append(f"- **{c.change}** ({c.why}). {_needed(c, allowed)}")
+            lines.append(f"- **{c.change}** ({c.why}). {_needed(c, allowed, rows)}")
         else:
-            lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {_needed(c, allowed)}")
+            why = _needed(c, allowed, rows)
+            lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {why}")
     for name, how in shown.items():
         lines += ["", f"How to apply **{name}**: {how}"]
     for c in d.dropped:
         lines.append(
-            f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed)} The least "
+            f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed, rows)} The least "
             "change that holds is kept."
         )
     if d.alternatives:
@@ -272,8 +279,9 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     return "\n".join(lines)
 
 
-def _needed(c: AdoptedChange, allowed: str) -> str:
-    """The checked claim about one adopted field: the decision simulated without it alone."""
+def _needed(c: AdoptedChange, allowed: str, rows: dict[str, OptionRow]) -> str:
+    """The checked claim about one adopted field: the decision simulated without it alone (and,
+    with worlds, judged in each: ``rows`` holds every option by name)."""
     f, seq = c.without_it_p_start_failure, c.without_it_sequential
     if c.without_it_invalid is not None:
         return f"Needed: the other changes need it ({c.without_it_invalid})."
@@ -287,6 +295,14 @@ def _needed(c: AdoptedChange, allowed: str) -> str:
         f"{_pct(f.ci_low)} – {_pct(f.ci_high)} against {allowed}, {seq.replications} "
         f"replications"
     )
+    without = rows.get(c.without_it or "")
+    if c.needed == "needed" and without is not None and without.met_nominally and without.robust:
+        r = without.robust
+        return (
+            f"Needed: without it ({c.without_it}) the target is met at the assumed values "
+            f"({evidence}) but holds in only {r.met} of {r.worlds} worlds; "
+            f"{robust.boundary(r.boundary)}."
+        )
     if c.needed == "needed":
         return f"Needed: without it ({c.without_it}) the target is missed: {evidence}."
     if c.needed == "not needed":
@@ -342,6 +358,7 @@ def _pool_line(pool: PoolView, sc: Scenario, cite: Cite) -> str:
 
 def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     conf = data.confidence
+    across = robust.judged(data)
     lines = [
         "## Options considered",
         "",
@@ -353,9 +370,17 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         f"replications; {conf:.0%} overall). Listed: meeting options first, cheapest first.",
         "",
         "| option | P(start fails) | interval | meets | fleet ready p95 | peak conns / free "
-        "| work ampl. | restarts / instance | replications |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| work ampl. | restarts / instance | replications |"
+        + (" meets in worlds | worst world | misses where |" if across else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if across else ""),
     ]
+    if across:  # P(start fails) and meets are at the assumed values; the worlds beside them
+        lines[2] += (
+            " Meets: at the assumed values and, with worlds, in at least "
+            f"{_pct(data.robust.robustness, 0)} of them (the last three columns: the share of "
+            "worlds it meets in, its worst world, and the value whose one cut best sorts the "
+            "worlds where it misses from those where it meets)."
+        )
     for r in data.candidates:
         f = r.p_start_failure
         lines.append(
@@ -364,6 +389,7 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"{_sec(r.fleet_ready_p95_s)} | {r.peak_db_connections_max} / "
             f"{r.free_slots} | {_num(r.work_amplification)} | "
             f"{r.restarts_per_instance:.3f} | {_spent(r.sequential, r.replications)} |"
+            + (robust.columns(r) if across else "")
         )
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
@@ -374,6 +400,8 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
 def _meets(row: OptionRow) -> str:
     if row.meets_target:
         return "yes"
+    if row.robust is not None and row.met_nominally:
+        return "no: does not hold across the worlds"
     if not row.held_fits:
         return "no: held connections exceed the free slots"
     return "too close to call" if row.sequential.verdict == TOO_CLOSE else "no"

@@ -34,9 +34,12 @@ def _where(e: FieldEffect | None) -> str:
     return f"yes, in {_pct(e.flips)} of the pairs; the target is met {side} about {e.threshold:.3g}"
 
 
-def parts(a: Assumptions | None, figures: dict[str, str], cite: Cite) -> list[str]:
-    """The ADR's section as a list: empty when the scenario gives no value as a range."""
-    return [] if a is None else [section(a, figures, cite)]
+def parts(a: Assumptions | None, figures: dict[str, str], cite: Cite, after: str = "") -> list[str]:
+    """The ADR's section as a list: empty when the scenario gives no value as a range;
+    ``after``: a paragraph closing it (how to decide across the ranges, sim.report.robust)."""
+    if a is None:
+        return []
+    return [section(a, figures, cite) + (f"\n\n{after}" if after else "")]
 
 
 def section(a: Assumptions, figures: dict[str, str], cite: Cite) -> str:

@@ -232,8 +232,12 @@ def candidates_table(data: RecommendationView) -> Table:
     table.add_column("option", ratio=1)
     for col in ("P(start fails)", "upper", "meets", "ready p95", "restarts"):
         table.add_column(col, justify="right", no_wrap=True)
+    across = data.robust is not None
+    if across:  # judged in every world (sim.robust): the share of worlds each meets in
+        table.add_column(f"worlds (≥ {data.robust.robustness:.0%})", justify="right")
     for r in data.candidates:
         f = r.p_start_failure
+        worlds = () if not across else (f"{r.robust.met}/{r.robust.worlds}",)
         table.add_row(
             r.name,
             pct(f.estimate),
@@ -241,6 +245,7 @@ def candidates_table(data: RecommendationView) -> Table:
             "yes" if r.meets_target else "no" if r.held_fits else "no: held",
             "never" if r.fleet_ready_p95_s is None else f"{r.fleet_ready_p95_s:.1f} s",
             f"{r.restarts_per_instance:.3f}",
+            *worlds,
         )
     return table
 

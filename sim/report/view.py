@@ -19,8 +19,9 @@ from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
 from sim.remedies import PathEvidence, ProbeAdvice
+from sim.robust import Robust
 from sim.sensitivity import Assumptions
-from sim.sequential import Rule, Settled
+from sim.sequential import MET, Rule, Settled
 from sim.sizing import PgBouncer
 from sim.stats import Proportion
 
@@ -114,6 +115,22 @@ class OptionRow:
     restarts_per_instance: float
     never_ready_fraction: float
     p_first_start_success: float | None
+    robust: Robust | None = None  # across the worlds (sim.robust); absent when not judged there
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OptionRow:
+        return build(cls, {"robust": None, **data})
+
+    def as_dict(self) -> dict:
+        out = record_dict(self)
+        if self.robust is None:
+            del out["robust"]
+        return out
+
+    @property
+    def met_nominally(self) -> bool:
+        """It meets the target at the nominal values (sim.decision.Candidate.met_nominally)."""
+        return self.held_fits and self.sequential is not None and self.sequential.verdict == MET
 
 
 @dataclass(frozen=True)
@@ -206,6 +223,22 @@ class ObservedFailures:
 
 
 @dataclass(frozen=True)
+class WorldsView:
+    """summary.json's ``robust`` (``sim.robust.WorldsPlan.as_dict``): the worlds every option
+    was judged in."""
+
+    method: str
+    worlds: int
+    seed: int
+    fields: tuple[dict[str, Any], ...]  # each uncertain value, as sim.worlds.Design writes it
+    design: str
+    robustness: float
+    engine: str
+    looks: tuple[int, ...]
+    too_close_counts_as: str
+
+
+@dataclass(frozen=True)
 class RecommendationView:
     """summary.json's data as ``Recommendation.as_dict()`` writes it, typed. ``connector``,
     ``fix`` and ``engines`` stay plain data: the report does not read them."""
@@ -234,6 +267,7 @@ class RecommendationView:
     assumptions: Assumptions | None = None  # across the scenario's ranges (sim.sensitivity)
     path: PathEvidence | None = None  # a faulted path today, and restored (sim.remedies)
     startup_probe: ProbeAdvice | None = None  # requests failed per deploy, TCP vs HTTP probe
+    robust: WorldsView | None = None  # the worlds every option was judged in (sim.robust)
 
     @classmethod
     def from_dict(cls, summary: dict) -> RecommendationView:
@@ -241,10 +275,14 @@ class RecommendationView:
         ``figure_grid``, ``simulated_instance_starts``) are left to the caller. A summary.json
         written before ``assumptions``, ``path`` or ``startup_probe`` existed reads as without
         them."""
-        return build(cls, {"assumptions": None, "path": None, "startup_probe": None, **summary})
+        absent = {"assumptions": None, "path": None, "startup_probe": None, "robust": None}
+        return build(cls, {**absent, **summary})
 
     def as_dict(self) -> dict:
-        return record_dict(self)
+        out = record_dict(self)
+        if self.robust is None:  # summary.json has the key only when options met worlds
+            del out["robust"]
+        return out
 
     @property
     def today(self) -> OptionRow:
