@@ -400,6 +400,69 @@ class Instance(PhasedStart):
         self.checked_out = []
 
 
+class WarmFleet:
+    """The warm instances (``fleet.warm_instances``, docs/model.md "Entities"): their
+    ``warm_instances × held_when_ready`` connections, opened before the first instance starts
+    (through the connector emulator when the campaign uses it, as an instance's are) and held
+    until :meth:`close` at the end of the campaign. They make no start attempt and leave no
+    record; the gauge counts them with the instances' connections.
+
+    They open at most the connector's starting capacity at once (``min_instances ×
+    setups_per_instance``): none waits at the connector, so none triggers a scale-out the model
+    would not make (the model's warm instances never pass the connector at all)."""
+
+    def __init__(
+        self,
+        sc: Scenario,
+        dsn: str,
+        gauge: Gauge,
+        connect: dict,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.sc, self.dsn, self.gauge, self.connect, self.secrets = sc, dsn, gauge, connect, secrets
+        self.conns: list[asyncpg.Connection] = []
+        self.errors: list[str] = []  # each failed connection: its class, SQLSTATE and message
+
+    async def open(self) -> None:
+        """Open every warm connection; a failure is kept in ``errors``, the others stay held."""
+        cx = self.sc.connector
+        gate = asyncio.Semaphore(cx.min_instances * cx.setups_per_instance)
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    con = await asyncpg.connect(
+                        self.dsn,
+                        **self.connect,
+                        timeout=self.sc.pool.connect_timeout_s,
+                        server_settings={"application_name": APPLICATION_NAME},
+                    )
+                except Exception as exc:
+                    sqlstate = getattr(exc, "sqlstate", "") or ""
+                    message = str(exc)
+                    for secret in self.secrets:
+                        message = message.replace(secret, "***")
+                    self.errors.append(f"{type(exc).__name__} {sqlstate} {message[:200]}".strip())
+                    return
+            self.conns.append(con)
+            self.gauge.opened()
+
+        await asyncio.gather(*(one() for _ in range(self.sc.warm_held)))
+
+    async def close(self) -> None:
+        """The end of the campaign: every warm connection closes now."""
+        conns, self.conns = self.conns, []
+
+        async def one(con: asyncpg.Connection) -> None:
+            try:
+                await asyncio.wait_for(con.close(), 2.0)
+            except (Exception, asyncio.CancelledError):
+                con.terminate()
+            self.gauge.closed()
+
+        await asyncio.gather(*(one(c) for c in conns))
+
+
 async def _quietly(coro) -> None:
     """A background connection: its failure loses only that connection."""
     with contextlib.suppress(Exception):

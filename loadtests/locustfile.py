@@ -59,6 +59,8 @@ SAMPLE_EVERY_S = 0.1
 INIT_WAIT_S = 60.0
 _initialised = gevent.event.Event()
 PROGRESS_FILE = "progress.json"
+WARM_FILE = "warm.json"  # what the warm instances' connections did (fleet.warm_instances)
+MASTER_WORKER = -1  # the master's connection samples: the warm connections it holds
 INSTANCE_STRIDE = 1_000_000  # instance ids: worker index × stride + the worker's own count
 log = logging.getLogger("startsim")
 
@@ -83,6 +85,7 @@ class Campaign:
         self._numbers = itertools.count()
         self.records = self.samples = None
         self.bridge = self.gauge = None
+        self.warm = None  # the warm instances' connections (fleet.warm_instances), the writer's
         if settings.run_dir is not None:
             self.records = JsonlSink(settings.run_dir / RECORDS_FILE)
             self.samples = JsonlSink(settings.run_dir / CONNECTIONS_FILE)
@@ -186,10 +189,45 @@ class Campaign:
         else:
             self.write_record(rec)
 
+    def open_warm(self) -> None:
+        """The warm instances' connections (``fleet.warm_instances``, docs/model.md
+        "Entities"): opened by the writer (a local run, or the master) before the first instance
+        starts, held to the end of the campaign, no record. Failures are logged and listed in
+        ``warm.json``; the connections that opened stay held."""
+        if self.sc.warm_held == 0 or self.warm is not None or self.is_worker:
+            return
+        from loadtests.container import Gauge, WarmFleet
+
+        if self.bridge is None:  # the master: a loop and a gauge for these connections alone
+            from loadtests.bridge import AsyncioBridge
+
+            self.bridge, self.gauge = AsyncioBridge(), Gauge()
+        s = self.settings
+        self.warm = WarmFleet(self.sc, s.dsn, self.gauge, s.connect, s.secrets)
+        self.bridge.run(self.warm.open())
+        held, wanted = len(self.warm.conns), self.sc.warm_held
+        log.info("startsim: %d warm instances hold %d of %d connections", *(
+            self.sc.fleet.warm_instances, held, wanted))  # fmt: skip
+        for error in self.warm.errors:
+            log.error("startsim: a warm connection failed: %s", error)
+        if s.run_dir is not None:
+            write_json(
+                s.run_dir / WARM_FILE,
+                {
+                    "warm_instances": self.sc.fleet.warm_instances,
+                    "held_when_ready": self.sc.pool.held_when_ready,
+                    "wanted": wanted,
+                    "held": held,
+                    "held_from_unix_s": round(time.time(), 3),  # all open (or failed) by then
+                    "errors": self.warm.errors,
+                },
+            )
+
     def sample(self) -> None:
         rec = {
             "t_unix_s": round(time.time(), 3),
-            "worker": self.worker,
+            # The master samples only the warm connections it holds: a worker id of its own.
+            "worker": MASTER_WORKER if self.is_master else self.worker,
             "open": self.gauge.open_now,
             "peak": self.gauge.take_peak(),
         }
@@ -202,18 +240,22 @@ class Campaign:
         return time.monotonic() - self.t0
 
     def close_all(self) -> None:
-        """Close every connection of every instance in this process (idempotent)."""
-        if self.bridge is None or not self.instances:
+        """Close every connection of every instance in this process, then the warm instances'
+        (idempotent)."""
+        if self.bridge is None:
             return
         insts, self.instances = self.instances, []
-        if self.settings.command:  # SIGTERM every ready process, at once, then wait for them
+        if insts and self.settings.command:  # SIGTERM every ready process, then wait for them
             gevent.joinall([gevent.spawn(i.close) for i in insts])
-            return
+        elif insts:
 
-        async def close():
-            await asyncio.gather(*(i.close() for i in insts), return_exceptions=True)
+            async def close():
+                await asyncio.gather(*(i.close() for i in insts), return_exceptions=True)
 
-        self.bridge.run(close())
+            self.bridge.run(close())
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            self.bridge.run(warm.close())
 
 
 @events.init_command_line_parser.add_listener
@@ -267,8 +309,13 @@ def _housekeeping(camp: Campaign) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kw) -> None:
-    # The horizon counts from the start, not from process start.
+    # The warm instances' connections open before any instance is spawned (Locust spawns after
+    # test_start, the master sends its spawn messages after it too); then the horizon, and the
+    # arrival plan, count from here, not from process start.
+    environment.startsim.open_warm()
     environment.startsim.t0 = time.monotonic()
+    if environment.startsim.warm is not None and environment.shape_class is not None:
+        environment.shape_class.reset_time()
 
 
 @events.test_stop.add_listener

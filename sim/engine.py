@@ -154,8 +154,9 @@ class Engine:
         self._heap: list = []
         self._seq = itertools.count()
         self.connector = ConnectorState(sc.connector)  # its rules; the timers are the engine's
-        # database
-        self.db_free = sc.database.free_slots
+        # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
+        # from t = 0 to the end, and count in the peak.
+        self.db_free = sc.database.free_slots - sc.warm_held
         # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
         # instance retries and becomes ready): their connect timeouts still matter then.
         # So may the connections a "background" pool start opens after its first one.
@@ -167,7 +168,7 @@ class Engine:
         # Path faults: which connections the path fails, in [from_s, until_s) of the run.
         self.path_on = sc.path.fault != "none"
         self.path_end_s = sc.path.window_end_s()
-        self.out = Replication()
+        self.out = Replication(peak_db_connections=sc.warm_held)
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         self.timeline = (
             {"t": [], "db_connections": [], "connector_instances": [], "instances_ready": []}
@@ -181,6 +182,8 @@ class Engine:
         heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
+        if self.sc.warm_held:
+            self._sample()  # the warm instances' connections, held from t = 0
         for inst, t in zip(self.instances, self.arrival_times(), strict=True):
             self.at(t, self.start_attempt, inst)
         heap = self._heap

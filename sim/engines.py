@@ -33,7 +33,7 @@ def expected_starts(sc: Scenario, replications: int) -> int:
 # Every scenario field the fast engine implements; a field added to the model later sends
 # scenarios that set it away from its default to the readable engine until the kernel has it.
 FAST_FIELDS = {
-    "fleet": {"instances", "arrival", "window_s", "rate_per_s", "waves"},
+    "fleet": {"instances", "arrival", "window_s", "rate_per_s", "waves", "warm_instances"},
     "startup": {"before_db_s", "db_init_timeout_s", "init_queries_s", "after_db_s", "phases"},
     "pool": {
         "min_size",

@@ -6,9 +6,10 @@ in"), so both engines, whose records are identical, agree by construction. Each 
 with a TCP probe from the moment its port is bound (``port_bound_s`` after its start, or its ready
 time if that comes first) until it exits, or for ever once ready. Requests arrive as a Poisson
 stream of ``request_rate_per_s`` over ``[0, horizon_s]`` and each goes to one of the routable
-attempts at random (none routable: it waits at the platform for the first one). A request at an
-attempt not yet ready waits for it, and fails if the attempt exits first (503) or its wait
-reaches ``request_timeout_s``.
+attempts at random (none routable: it waits at the platform for the first one); each warm
+instance (``fleet.warm_instances``) is one more, routable and ready from t = 0 to the end. A
+request at an attempt not yet ready waits for it, and fails if the attempt exits first (503) or
+its wait reaches ``request_timeout_s``.
 
 Between consecutive breakpoints (each interval's ends, ready times, and those less the request
 timeout) the routable set and every request's fate are fixed and its wait is linear in its
@@ -71,11 +72,19 @@ def expected_requests(
     exit_s: np.ndarray,
     probe: Probe,
     horizon_s: float,
+    warm: int = 0,
 ) -> Requests:
     """The expected requests of one deploy whose attempts started at ``start_s`` and became ready
-    at ``ready_s`` (inf: never) or exited at ``exit_s`` (inf: never)."""
+    at ``ready_s`` (inf: never) or exited at ``exit_s`` (inf: never), beside ``warm`` instances
+    routable and ready from t = 0 to the end (docs/model.md, "Entities")."""
     rate, timeout = probe.request_rate_per_s, probe.request_timeout_s
-    u, v = routable(*(np.asarray(a, dtype=float) for a in (start_s, ready_s, exit_s)), probe)
+    zeros, never = np.zeros(warm), np.full(warm, math.inf)
+    start_s, ready_s, exit_s = (
+        np.concatenate([zeros, np.asarray(start_s, dtype=float)]),
+        np.concatenate([zeros, np.asarray(ready_s, dtype=float)]),
+        np.concatenate([never, np.asarray(exit_s, dtype=float)]),
+    )
+    u, v = routable(start_s, ready_s, exit_s, probe)
     keep = u < v
     u, v, r = u[keep], v[keep], np.asarray(ready_s, dtype=float)[keep]
     cuts = np.concatenate([[0.0, horizon_s], u, v, r, r - timeout, u - timeout])
@@ -122,10 +131,16 @@ def _fates(m, u, v, r, timeout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def per_deploy(
-    attempts: dict[str, np.ndarray], replications: np.ndarray, probe: Probe, horizon_s: float
+    attempts: dict[str, np.ndarray],
+    replications: np.ndarray,
+    probe: Probe,
+    horizon_s: float,
+    *,
+    warm: int,
 ) -> list[Requests]:
     """:func:`expected_requests` of each replication in ``replications``, from the attempt
-    records (columns of sim.records.ATTEMPT_COLUMNS plus ``replication``)."""
+    records (columns of sim.records.ATTEMPT_COLUMNS plus ``replication``), with ``warm``
+    instances ready from t = 0 (``fleet.warm_instances``)."""
     rep = np.asarray(attempts["replication"])
     ready = np.asarray(attempts["outcome"]) == Outcome.READY
     start = np.asarray(attempts["start_s"], dtype=float)
@@ -138,7 +153,7 @@ def per_deploy(
     out = []
     for lo, hi in zip(bounds, ends, strict=True):
         idx = order[lo:hi]
-        out.append(expected_requests(start[idx], ready_s[idx], exit_s[idx], probe, horizon_s))
+        out.append(expected_requests(start[idx], ready_s[idx], exit_s[idx], probe, horizon_s, warm))
     return out
 
 

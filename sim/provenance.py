@@ -215,6 +215,9 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "fleet.window_s": _label("assumed", "unused with a burst"),
     "fleet.rate_per_s": _label("assumed", "unused unless arrivals are Poisson"),
     "fleet.waves": _label("assumed", "unused unless arrivals come in waves"),
+    "fleet.warm_instances": _label(
+        "assumed", "no instance kept warm: the fleet is the instances that cold-start"
+    ),
     "startup.before_db_s": _label("assumed", _ASSUMED_SHORT),
     "startup.db_init_timeout_s": _label("assumed", "a deadline of the incident's order"),
     "startup.init_queries_s": _label("assumed", _ASSUMED_SHORT),

@@ -148,7 +148,9 @@ def probe_advice(sc: Scenario, today: Results, confidence: float) -> ProbeAdvice
     reps = today.fleet["replication"]
 
     def figures(probe) -> dict[str, Any]:
-        per = probes.per_deploy(today.attempts, reps, probe, sc.horizon_s)
+        per = probes.per_deploy(
+            today.attempts, reps, probe, sc.horizon_s, warm=sc.fleet.warm_instances
+        )
         return probes.summary(per, confidence)
 
     slowest = _slowest_ready_s(today)

@@ -84,6 +84,10 @@ class Fleet(_Section):
     window_s: Seconds = 0.0
     rate_per_s: Annotated[float, Field(gt=0)] = 1.0
     waves: list[Wave] = Field(default_factory=list)
+    # Instances already running and ready at t = 0 (Cloud Run's --min-instances, the old
+    # revision's during a deploy): each holds pool.held_when_ready slots for the whole run and
+    # makes no start attempt (docs/model.md, "Entities"). Checked against the free slots below.
+    warm_instances: NonNegativeInt = 0
 
     _instances = field_validator("instances")(
         _at_most(MAX_INSTANCES, "one replication keeps every instance in memory")
@@ -399,6 +403,7 @@ class Scenario(_Section):
     def _bounded(self) -> Scenario:
         for check in (
             _deadline_within_horizon,
+            _warm_fits,
             _attempts_bounded,
             _opening_bounded,
             _retries,
@@ -407,6 +412,11 @@ class Scenario(_Section):
         ):
             check(self)
         return self
+
+    @property
+    def warm_held(self) -> int:
+        """Database slots the warm instances hold for the whole run, from t = 0."""
+        return self.fleet.warm_instances * self.pool.held_when_ready
 
     def label(self, dotted: str) -> Source | None:
         """The label of a field or a distribution's parameter: its own, or its field's."""
@@ -507,6 +517,22 @@ def _deadline_within_horizon(sc: Scenario) -> None:
             deadline_s,
             f"must not exceed horizon_s ({sc.horizon_s:g}): the simulation ends one deadline "
             f"after the horizon; raise horizon_s to {deadline_s:g} or more, or shorten it",
+        )
+
+
+def _warm_fits(sc: Scenario) -> None:
+    # Warm instances hold their connections before anything starts: more than the free slots
+    # could never have been running.
+    held, free = sc.warm_held, sc.database.free_slots
+    if held > free:
+        raise FieldProblem(
+            "fleet.warm_instances",
+            sc.fleet.warm_instances,
+            f"× pool.held_when_ready ({sc.pool.held_when_ready}) = {held:,} connections held "
+            f"from the start, more than the {free:,} free slots (database.max_connections "
+            f"{sc.database.max_connections} − reserved_connections "
+            f"{sc.database.reserved_connections} − other_connections "
+            f"{sc.database.other_connections})",
         )
 
 

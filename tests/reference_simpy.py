@@ -112,9 +112,12 @@ class Connector:
 class Database:
     def __init__(self, sc: Scenario) -> None:
         db = sc.database
-        self.free = db.max_connections - db.reserved_connections - db.other_connections
-        self.usable = self.free
-        self.peak = 0
+        self.usable = db.max_connections - db.reserved_connections - db.other_connections
+        # Warm instances (docs/model.md, "Entities"): running before t = 0, each holding
+        # held_when_ready slots for the whole run; they never start, so nothing else of theirs.
+        warm = sc.fleet.warm_instances * sc.pool.held_when_ready
+        self.free = self.usable - warm
+        self.peak = warm
 
     def take(self) -> bool:
         if self.free == 0:

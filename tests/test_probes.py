@@ -64,7 +64,8 @@ def requests(overrides: dict, engine: str, **probe) -> probes.Requests:
     a = run_one(sc, 0, 0, engine).attempts
     cols = {k: np.asarray(v) for k, v in a.items()}
     cols["replication"] = np.zeros(len(a["instance"]), dtype=int)
-    (one,) = probes.per_deploy(cols, np.asarray([0]), sc.probe, sc.horizon_s)
+    warm = sc.fleet.warm_instances
+    (one,) = probes.per_deploy(cols, np.asarray([0]), sc.probe, sc.horizon_s, warm=warm)
     return one
 
 
@@ -123,11 +124,36 @@ def test_one_ready_and_one_dying_instance_share_the_requests_half_and_half(engin
     assert (q.failed, q.served, q.wait_s) == pytest.approx((0.0, 40.0, 25.0))
 
 
+def test_a_warm_instance_takes_requests_from_the_start_beside_the_starting_ones(engine):
+    # ONE beside one warm instance W (fleet.warm_instances = 1: routable and ready from t = 0 to
+    # the end; its 2 held slots of 97 change nothing at the database, so the attempts are ONE's).
+    # TCP, port bound 1 s in: attempt 1 routable [1, 9), dies at 9; attempt 2 [12, ∞), ready at
+    # 19. Requests at 2/s over [0, 30] (60 expected):
+    #   [0, 1)   W alone: served at once
+    #   [1, 9)   half to W (served at once), half to attempt 1, which dies: failed 2 × 8 × ½ = 8
+    #   [9, 12)  W alone: served at once
+    #   [12, 19) half to W, half to attempt 2 until 19: waits 2 × ½ × ∫_12^19 (19 − t) dt = 24.5
+    #   [19, 30] served at once
+    # failed 8 (18 without W), served 52, waits 24.5.
+    warm = {**ONE, "fleet.warm_instances": 1}
+    q = requests(warm, engine, kind="tcp", port_bound_s=1.0, request_rate_per_s=RATE)
+    assert (q.arrived, q.failed, q.served, q.wait_s) == pytest.approx((60.0, 8.0, 52.0, 24.5))
+    # HTTP: W takes every request at once until attempt 2 is ready at 19, then they share: none
+    # fails, none waits (361 s of waits without W).
+    q = requests(warm, engine, kind="http", request_rate_per_s=RATE)
+    assert (q.failed, q.served, q.wait_s) == pytest.approx((0.0, 60.0, 0.0))
+
+
 def test_no_attempt_ever_routable_fails_every_request():
     # No attempt at all (one replication without records): every request waits in vain.
     empty = np.zeros(0)
     q = probes.expected_requests(empty, empty, empty, probes.Probe(request_rate_per_s=3.0), 10.0)
     assert (q.arrived, q.failed, q.served, q.wait_s) == (30.0, 30.0, 0.0, 0.0)
+    # Two warm instances and no attempt: every request is served at once.
+    q = probes.expected_requests(
+        empty, empty, empty, probes.Probe(request_rate_per_s=3.0), 10.0, warm=2
+    )
+    assert (q.arrived, q.failed, q.served, q.wait_s) == (30.0, 0.0, 30.0, 0.0)
 
 
 def test_summary_over_deploys_by_hand():

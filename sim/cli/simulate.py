@@ -115,7 +115,8 @@ def simulate(
 
 def _requests(sc, res) -> dict:
     """The probe's figures (sim/probes.py): failed requests per deploy and the mean wait."""
-    per = probes.per_deploy(res.attempts, res.fleet["replication"], sc.probe, sc.horizon_s)
+    reps, warm = res.fleet["replication"], sc.fleet.warm_instances
+    per = probes.per_deploy(res.attempts, reps, sc.probe, sc.horizon_s, warm=warm)
     return probes.summary(per, 0.95)
 
 

@@ -210,6 +210,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         m[L.I_CS_QUOTA], m[L.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[L.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
     m[L.I_PATH_FAULT] = _FAULTS[sc.path.fault]
+    m[L.I_WARM_HELD] = sc.warm_held
     m[L.I_KEEP] = keep
     m[L.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
     m[L.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws

@@ -36,6 +36,7 @@ from sim.fast.layout import (
     I_INSTANCES,
     I_KEEP,
     I_TILT_ROLE,
+    I_WARM_HELD,
     L_ARRIVALS,
     L_BITS,
     L_CONN_CAP,
@@ -114,7 +115,8 @@ def reset(m, x, base, index):
     m[S_REC_N] = rec_n
     m[S_CX_INST] = m[I_CX_MIN]
     m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
-    m[S_DB_FREE] = m[I_FREE_SLOTS]
+    m[S_DB_FREE] = m[I_FREE_SLOTS] - m[I_WARM_HELD]  # the warm instances' slots, from t = 0
+    m[S_PEAK] = m[I_WARM_HELD]
     m[S_API_WINDOW] = -1
     m[S_SEQ] = n  # keys below n * E_SPAN are the first starts', in instance order
     m[S_CAL_FREE] = -1

@@ -135,7 +135,8 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     I_TILT_ROLE,  # the role whose first I_TILT_DRAWS draws importance sampling tilts; -1: none
     I_TILT_DRAWS,
     I_PATH_FAULT,  # path.fault, as a place in its Literal (FAULT_NONE: off)
-) = range(24)
+    I_WARM_HELD,  # slots the warm instances hold from t = 0 (fleet.warm_instances × held)
+) = range(25)
 # Scalar state of a replication.
 (
     S_CX_INST,
@@ -158,7 +159,7 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
     S_ARRIVED,  # instances whose first start has run
     S_RING_HEAD,  # where each ring's first entry is (two slots)
-) = range(24, 44)
+) = range(25, 45)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
