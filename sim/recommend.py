@@ -304,7 +304,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     )
 
 
-# A small design: 16 base points are 208 worlds for the default scenario's 11 ranges, about a
+# A small design: 16 base points are 128 worlds for the default scenario's 6 ranges, about a
 # second on the fast engine; `startsim sensitivity` runs larger ones.
 ASSUMPTIONS_BASE = 16
 
