@@ -25,7 +25,9 @@ from pathlib import Path
 def run(args: list[str]) -> tuple[float, float]:
     """Wall seconds and peak resident set (MiB) of one ``startsim`` command."""
     start = time.perf_counter()
-    proc = subprocess.Popen(["startsim", *args], stdout=subprocess.DEVNULL)
+    # The interpreter running this script, not whatever `startsim` is on PATH.
+    command = [sys.executable, "-c", "from sim.cli import main; main()", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
