@@ -163,6 +163,9 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
             "cloudsql.call_s": lognormal(0.3, 0.5),
             "cloudsql.refresh_interval_s": 10.0,
         },
+        # Cloud Run's replacement (the cloudrun preset: a new instance 0.27 s after each exit, no
+        # growth, no limit seen), no retry: failed starts come back at once.
+        {"pool.on_failure": "close", "pool.retry_backoff_s": 0.0, "restart.preset": "cloudrun"},
         # Path faults, no retry (so each failure is an attempt's reason): about 0.3 of the
         # connections opened between 2 s and 60 s are closed after some 0.3 s, or hang until their
         # connect timeout (fixed restarts).
@@ -225,6 +228,7 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
         "workers",
         "jitter",
         "cloudsql",
+        "cloudrun",
         "path-closed",
         "path-hung",
         "phases",
