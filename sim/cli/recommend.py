@@ -28,7 +28,7 @@ from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.folder import write_recommendation
 from sim.report.tables import candidates_table, recommend_table
 from sim.report.view import RecommendationView
-from sim.robust import ROBUSTNESS, RobustSettings
+from sim.robust import DEFAULT_WORLDS, ROBUSTNESS, RobustSettings
 from sim.runner import Pooled, executor
 from sim.search import Lab
 from sim.sweep import run_grid
@@ -106,10 +106,10 @@ def recommend_cmd(
             min=0,
             metavar="N",
             help="Judge every option in each of N worlds over the scenario's ranges and adopt "
-            "the least change that holds (a power of two with Sobol'); 0, the default: at the "
-            "assumed values only. Ignored without ranges.",
+            "the least change that holds (a power of two with Sobol'); 0: at the assumed values "
+            "only. Ignored without ranges.",
         ),
-    ] = 0,
+    ] = DEFAULT_WORLDS,
     robustness: Annotated[
         float,
         typer.Option(
