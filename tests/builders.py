@@ -3,7 +3,9 @@ so that each test switches on exactly the mechanism it checks, by dotted overrid
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 from typing import Any
 
 from sim.calibrate import jsonstream
@@ -175,3 +177,12 @@ def pieces_held(monkeypatch, piece_chars: int, lookahead: int = 4096) -> list[in
 
     monkeypatch.setattr(jsonstream._Text, "more", more)
     return held
+
+
+def derive_incident_tool():
+    """``tools/derive_incident.py`` as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "derive_incident.py"
+    spec = importlib.util.spec_from_file_location("derive_incident", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

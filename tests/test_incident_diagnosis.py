@@ -5,13 +5,13 @@ the capacity story rejected, the path fault as logged accepted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import derive_incident_tool
 from cli_helpers import call_main
 
 from sim.calibrate.inputs import read_log
@@ -25,29 +25,20 @@ ATTEMPTS = INCIDENT / "attempts.csv"
 STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "derive_incident", ROOT / "tools" / "derive_incident.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _entries() -> list[dict]:
     text = (INCIDENT / "derived-logs.jsonl").read_text(encoding="utf-8")
     return [json.loads(x) for x in text.splitlines() if x.strip()]
 
 
 def test_the_shipped_attempts_are_what_the_tool_makes_from_the_shipped_logs(tmp_path):
-    tool = _tool()
+    tool = derive_incident_tool()
     out = tmp_path / "attempts.csv"
     assert tool.main(["attempts", str(INCIDENT / "derived-logs.jsonl"), "-o", str(out)]) == 0
     assert out.read_bytes() == ATTEMPTS.read_bytes()
 
 
 def test_the_attempts_and_how_each_time_was_derived():
-    rows, how = _tool().attempt_rows(_entries())
+    rows, how = derive_incident_tool().attempt_rows(_entries())
     # 00709-bg5: seven instances one at a time, the first without a row (its start was cut);
     # 00711-d6z: three, the last without a row (its lines end before its failure). 00704-ds8 ran
     # two or three instances at once: no chain. The import-error revisions are not database

@@ -4,12 +4,12 @@ among them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from builders import derive_incident_tool
 
 from sim.calibrate.cloudlogging import read_cloud_logging
 from sim.scenario import RESTART_PRESETS
@@ -18,19 +18,10 @@ ROOT = Path(__file__).parent.parent
 DERIVED = ROOT / "docs" / "incident" / "derived-logs.jsonl"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "derive_incident", ROOT / "tools" / "derive_incident.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def figures():
     entries = [json.loads(x) for x in DERIVED.read_text(encoding="utf-8").splitlines()]
-    return _tool().figures(entries)
+    return derive_incident_tool().figures(entries)
 
 
 def test_the_reader_reads_the_derived_set_as_it_is():
@@ -79,7 +70,7 @@ def test_the_timings_the_readme_quotes(figures):
     assert len(gaps) == 7 and min(gaps) > 10.1 and max(gaps) < 10.4
     # R3: the import loop's exits every ≈ 8 s, no growth over 15 failures in a row.
     # Two of its 15 gaps span exits the export lost (≥ 1.8 × the median): 13 single cycles.
-    loop, lost = _tool().steady(f["exit_gaps_s"]["netra-backend-staging-00740-47l"])
+    loop, lost = derive_incident_tool().steady(f["exit_gaps_s"]["netra-backend-staging-00740-47l"])
     assert (len(loop), lost) == (13, 2)
     assert statistics.median(loop) == pytest.approx(8.00, abs=0.005)
     assert statistics.median(loop[-6:]) <= statistics.median(loop[:6])
