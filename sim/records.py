@@ -31,6 +31,8 @@ class Reason(StrEnum):
     HUNG = "hung"  # nothing came back: the client's connect timeout gave it up
     # A start-up phase's own bound, nested inside the database-init deadline, ran out.
     PHASE_DEADLINE = "phase_deadline"
+    # Traffic after ready (docs/model.md): a checkout waited pool.timeout_s for a connection.
+    POOL_TIMEOUT = "pool_timeout"
     # Measured only: the target's fault, not the start-up path's congestion.
     AUTH = "auth"  # 28000, 28P01, 42501
     DATABASE = "database"  # 3D000: no such database
@@ -39,6 +41,30 @@ class Reason(StrEnum):
 
 
 OUTCOMES = tuple(Outcome)
+
+
+class RequestOutcome(StrEnum):
+    """How one request after ready ended (docs/model.md, "Traffic after ready")."""
+
+    SERVED = "served"  # it checked a connection out (its wait is the checkout wait)
+    FAILED = "failed"  # its checkout failed: pool_timeout, or its own connection failed
+    UNROUTED = "unrouted"  # no instance was ready when it arrived
+    WARM = "warm"  # a warm instance served it: not simulated, no wait
+    UNFINISHED = "unfinished"  # still waiting when the run ended
+
+
+# One row per request after ready (requests.csv): the instance (-1 unrouted or warm), when it
+# arrived, when its instance became ready, when it got its connection (NaN unless served), its
+# checkout wait (NaN unless served), how it ended and why (a Reason for a failure, else "").
+REQUEST_COLUMNS = (
+    "instance",
+    "arrive_s",
+    "ready_s",
+    "checkout_s",
+    "wait_s",
+    "outcome",
+    "reason",
+)
 
 # One row per start attempt (attempts.csv; records.jsonl carries the same and more).
 ATTEMPT_COLUMNS = (

@@ -39,6 +39,7 @@ from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
+from sim.traffic import MAX_REQUESTS, Traffic
 from sim.uncertainty import Spread, lift
 
 # Limits on one replication; docs/scenario.md gives each with its reason. The engine keeps an
@@ -157,6 +158,13 @@ class Pool(_Section):
     # How database init opens min_size connections (docs/model.md, "Pool-start strategies").
     start: Literal["asyncpg", "concurrent", "background", "workers"] = "asyncpg"
     workers: PositiveInt = 3  # "workers": connections opened at once (psycopg_pool num_workers)
+    # After ready, with [traffic] (docs/model.md, "Traffic after ready"): how long a checkout
+    # waits for a connection (SQLAlchemy's pool_timeout and HikariCP's connectionTimeout, 30 s by
+    # default), and how the pool grows on demand: one connection opened by each checkout that
+    # finds none idle (SQLAlchemy's QueuePool overflow, asyncpg's pool), or one at a time in the
+    # background, freed connections handed to the waiters first (HikariCP, psycopg_pool).
+    timeout_s: PositiveSeconds = 30.0
+    growth: Literal["per_waiter", "background"] = "per_waiter"
 
     _max_size = field_validator("max_size")(
         _at_most(MAX_CONNECTIONS, "no PostgreSQL server accepts more connections")
@@ -377,6 +385,7 @@ class Scenario(_Section):
     cloudsql: CloudSql = CloudSql()
     probe: Probe = Probe()  # sim/probes.py: which attempts may take requests, and the requests
     path: PathFaults = PathFaults()
+    traffic: Traffic = Traffic()  # sim/traffic.py: requests after ready, through the pools
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its
@@ -408,6 +417,7 @@ class Scenario(_Section):
             _opening_bounded,
             _retries,
             _phase_retries,
+            _requests_bounded,
             _sources_valid,
         ):
             check(self)
@@ -580,6 +590,24 @@ def _phase_retries(sc: Scenario) -> None:
     check_bounds(
         sc.startup.phases, sc.startup.db_init_timeout_s, pool.retry_backoff_s, pool.retry_jitter
     )
+
+
+def _requests_bounded(sc: Scenario) -> None:
+    traffic, horizon_s = sc.traffic, sc.horizon_s
+    for field, expected in (
+        ("rate_per_s", traffic.rate_per_s * horizon_s),
+        (
+            "rate_per_instance_per_s",
+            traffic.rate_per_instance_per_s * horizon_s * sc.fleet.instances,
+        ),
+    ):
+        if expected > MAX_REQUESTS:
+            raise FieldProblem(
+                f"traffic.{field}",
+                getattr(traffic, field),
+                f"gives {expected:,.0f} requests expected over horizon_s ({horizon_s:g}); at most "
+                f"{MAX_REQUESTS:,} fit in one replication's records",
+            )
 
 
 def _sources_valid(sc: Scenario) -> None:

@@ -48,6 +48,11 @@ ROLES = (
     "path_fault",
     "path_delay",
     "phase",
+    # Traffic after ready (docs/model.md, "Traffic after ready"): the gaps between requests, which
+    # ready instance a request goes to, and how long it holds its connection.
+    "traffic_arrival",
+    "traffic_pick",
+    "traffic_query",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -295,7 +300,17 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         _UNIT,
         params(sc.path.fail_after_s),
         _UNIT,
+        _traffic_gaps(sc.traffic),
+        _UNIT,
+        params(sc.traffic.query_s),
     ]
+
+
+def _traffic_gaps(traffic) -> tuple[int, float, float, tuple[float, ...]]:
+    """Exponential gaps of the traffic's Poisson stream (the fleet's or each instance's); a trace,
+    or no traffic, draws nothing (the mean is then a placeholder)."""
+    rate = traffic.rate_per_s or traffic.rate_per_instance_per_s
+    return (EXPONENTIAL, 1.0 / rate if rate > 0 else 1.0, 0.0, ())
 
 
 def invertible(dist) -> bool:
