@@ -5,8 +5,8 @@ connection is a SimPy process, and giving a connection up is an ``Interrupt`` to
 slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
-jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases) and leaves out
-the rest:
+jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases, traffic after
+ready with both growth rules) and leaves out the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
@@ -17,6 +17,7 @@ the rest:
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,11 @@ class Result:
     instances_ready: int
     peak_db_connections: int
     connector_instances_end: int
+    # Traffic after ready: one dict per request (sim.records.REQUEST_COLUMNS), the connections
+    # traffic opened, and the starting instances' slots held when the run ends.
+    requests: list[dict] = field(default_factory=list)
+    traffic_connections: int = 0
+    connections_held_end: int = 0
 
 
 class Connector:
@@ -165,6 +171,7 @@ class Model:
         self.db = Database(sc)
         self.api = AdminApi(sc)
         self.records: list[dict] = []
+        self.traffic = Traffic(self) if sc.traffic.on else None
 
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
@@ -178,10 +185,14 @@ class Model:
         instances = [Instance(i) for i in range(fleet.instances)]
         for inst, t in zip(instances, starts, strict=True):
             self.env.process(self.life(inst, t))
-        self.env.run()
+        if self.traffic is None:
+            self.env.run()
+        else:  # the run ends one deadline after the horizon ("Order of events")
+            self.traffic.start()
+            self.env.run(until=self.sc.horizon_s + self.sc.startup.db_init_timeout_s)
         horizon = self.sc.horizon_s
         ready = sum(i.ready_at <= horizon for i in instances)
-        return Result(
+        result = Result(
             attempts=self.records,
             fleet_ready_s=max(i.ready_at for i in instances)
             if ready == len(instances)
@@ -190,6 +201,15 @@ class Model:
             peak_db_connections=self.db.peak,
             connector_instances_end=self.connector.instances,
         )
+        if self.traffic is not None:
+            self.traffic.finish(result, instances)
+        return result
+
+    def became_ready(self, inst: Instance, kept: list[Conn]) -> None:
+        """The instance is ready now; ``kept`` is the pool it settled on (held or opening)."""
+        inst.ready_at = self.env.now
+        if self.traffic is not None:
+            self.traffic.ready(inst, kept)
 
     # -- a container: attempts, exits, restarts -----------------------------------------------
     def life(self, inst: Instance, arrival_s: float):
@@ -224,9 +244,9 @@ class Model:
             record["connection_attempts"] = inst.tried
             self.records.append(record)
             if outcome == "ready":
-                self.keep_when_ready(inst)
+                kept = self.keep_when_ready(inst)
                 yield env.timeout(self.draw(sc.startup.after_db_s))
-                inst.ready_at = env.now
+                self.became_ready(inst, kept)
                 return
             self.exit(inst)
             backoff_s = restart_backoff_s(sc, inst.attempt)
@@ -284,11 +304,10 @@ class Model:
         mine = [c for c in inst.conns if c.stage != GONE]
         for conn in mine[want:]:
             self.abandon(conn)
-        for _ in range(want - len(mine)):
-            self.open(inst, None)
+        kept = mine[:want] + [self.open(inst, None) for _ in range(want - len(mine))]
         inst.pool += 1
         yield env.timeout(self.draw(sc.startup.after_db_s))
-        inst.ready_at = env.now
+        self.became_ready(inst, kept)
         return True
 
     def phased_init(self, inst, inside, deadline_s, record, where):
@@ -418,15 +437,16 @@ class Model:
                 self.abandon(conn)
         inst.conns = []
 
-    def keep_when_ready(self, inst: Instance) -> None:
+    def keep_when_ready(self, inst: Instance) -> list[Conn]:
         # The first held_when_ready of this pool start's connections, held or still opening.
         want = self.sc.pool.held_when_ready
         mine = [c for c in inst.conns if c.pool == inst.pool and c.stage != GONE]
         for conn in mine[want:]:
             self.abandon(conn)
-        for _ in range(want - len(mine)):
-            self.open(inst, None)  # background: nobody waits for it
+        # background: nobody waits for those opened here
+        kept = mine[:want] + [self.open(inst, None) for _ in range(want - len(mine))]
         inst.pool += 1
+        return kept
 
     # -- database init: pool starts and retries -----------------------------------------------
     def db_init(self, inst: Instance, deadline_s: float, record: dict):
@@ -578,6 +598,193 @@ class Model:
             self.db.give_back()
         else:
             self.interrupt(conn, "abandoned")
+
+
+# -- traffic after ready (docs/model.md, "Traffic after ready") ---------------------------------
+
+FILLER_PAUSE_FIRST_S, FILLER_PAUSE_MAX_S = 0.01, 5.0  # HikariCP's PoolEntryCreator
+
+
+@dataclass(eq=False)  # identity: two requests alike are still two
+class Request:
+    instance: int
+    arrive_s: float
+    ready_s: float = math.nan
+    checkout_s: float = math.nan
+    wait_s: float = math.nan
+    outcome: str = ""  # "" while it waits: "unfinished" if the run ends first
+    reason: str = ""
+
+    def row(self) -> dict:
+        return {
+            "instance": self.instance,
+            "arrive_s": self.arrive_s,
+            "ready_s": self.ready_s,
+            "checkout_s": self.checkout_s,
+            "wait_s": self.wait_s,
+            "outcome": self.outcome or "unfinished",
+            "reason": self.reason,
+        }
+
+
+@dataclass(eq=False)
+class Pool:
+    """A ready instance's pool: its idle connections (longest idle first), how many it holds or
+    is opening, its FIFO queue of requests, and (``background``) its filler's wake-up."""
+
+    inst: Instance
+    idle: deque = field(default_factory=deque)
+    total: int = 0
+    queue: list[Request] = field(default_factory=list)
+    poke: simpy.Event | None = None
+
+
+class Traffic:
+    """Requests after ready: arrivals, routing, checkouts, the two growth rules."""
+
+    def __init__(self, model: Model) -> None:
+        self.m, self.env, self.sc = model, model.env, model.sc
+        self.cfg = model.sc.traffic
+        self.ready_order: list[Pool] = []  # the ready instances, in the order they became ready
+        self.requests: list[Request] = []
+        self.opened = 0
+
+    def start(self) -> None:
+        if self.cfg.rate_per_s > 0:
+            self.env.process(self.poisson(self.cfg.rate_per_s, None))
+        elif self.cfg.trace_s:
+            self.env.process(self.trace())
+
+    def finish(self, result: Result, instances: list[Instance]) -> None:
+        result.requests = [r.row() for r in self.requests]
+        result.traffic_connections = self.opened
+        result.connections_held_end = sum(c.stage == HELD for i in instances for c in i.conns)
+
+    # -- arrivals and routing -------------------------------------------------------------
+    def poisson(self, rate: float, pool: Pool | None):
+        while True:
+            gap = float(self.m.rng.exponential(1.0 / rate))
+            if self.env.now + gap >= self.sc.horizon_s:
+                return
+            yield self.env.timeout(gap)
+            self.arrive(pool)
+
+    def trace(self):
+        for t in self.cfg.trace_s:
+            if t >= self.sc.horizon_s:
+                return
+            yield self.env.timeout(t - self.env.now)
+            self.arrive(None)
+
+    def arrive(self, pool: Pool | None) -> None:
+        now = self.env.now
+        if pool is None:  # the fleet's stream: warm instances first, then the ready ones
+            n = self.sc.fleet.warm_instances + len(self.ready_order)
+            if n == 0:
+                self.requests.append(Request(-1, now, outcome="unrouted"))
+                return
+            k = int(self.m.rng.uniform() * n) - self.sc.fleet.warm_instances
+            if k < 0:
+                self.requests.append(Request(-1, now, outcome="warm"))
+                return
+            pool = self.ready_order[k]
+        req = Request(pool.inst.idx, now, ready_s=pool.inst.ready_at)
+        self.requests.append(req)
+        self.checkout(pool, req)
+
+    def ready(self, inst: Instance, kept: list[Conn]) -> None:
+        pool = Pool(inst)
+        for conn in kept:
+            if conn.stage == HELD:
+                pool.idle.append(conn)
+            elif conn.proc is not None and conn.proc.is_alive:  # still opening
+                pool.total += 1
+                conn.proc.callbacks.append(lambda ev, c=conn: self.opened_for_pool(pool, c, ev))
+        pool.total += len(pool.idle)
+        self.ready_order.append(pool)
+        if self.sc.pool.growth == "background":
+            self.env.process(self.filler(pool))
+        if self.cfg.rate_per_instance_per_s > 0:
+            self.env.process(self.poisson(self.cfg.rate_per_instance_per_s, pool))
+
+    # -- the pool ---------------------------------------------------------------------------
+    def checkout(self, pool: Pool, req: Request) -> None:
+        if pool.idle:
+            self.serve(pool, req, pool.idle.popleft())
+        elif self.sc.pool.growth == "per_waiter" and pool.total < self.sc.pool.max_size:
+            pool.total += 1
+            conn = self.open(pool)
+            conn.proc.callbacks.append(lambda ev: self.own_connection(pool, req, conn, ev))
+        else:
+            pool.queue.append(req)
+            timer = self.env.timeout(self.sc.pool.timeout_s)
+            timer.callbacks.append(lambda _: self.give_up(pool, req))
+            self.wake(pool)  # a request joining the queue sets the filler going
+
+    def open(self, pool: Pool) -> Conn:
+        self.opened += 1
+        return self.m.open(pool.inst, None)
+
+    def own_connection(self, pool: Pool, req: Request, conn: Conn, ev) -> None:
+        if ev.value == HELD:
+            self.serve(pool, req, conn)
+        else:
+            pool.total -= 1
+            req.outcome, req.reason = "failed", ev.value
+
+    def opened_for_pool(self, pool: Pool, conn: Conn, ev) -> None:
+        """A connection the pool was opening (not for one request): to the first queued request,
+        else idle."""
+        if ev.value == HELD:
+            self.hand_over(pool, conn)
+        else:
+            pool.total -= 1
+
+    def give_up(self, pool: Pool, req: Request) -> None:
+        if req in pool.queue:
+            pool.queue.remove(req)
+            req.outcome, req.reason = "failed", "pool_timeout"
+
+    def serve(self, pool: Pool, req: Request, conn: Conn) -> None:
+        now = self.env.now
+        req.checkout_s, req.wait_s, req.outcome = now, now - req.arrive_s, "served"
+        done = self.env.timeout(self.m.draw(self.cfg.query_s))
+        done.callbacks.append(lambda _: self.hand_over(pool, conn))
+
+    def hand_over(self, pool: Pool, conn: Conn) -> None:
+        if pool.queue:
+            self.serve(pool, pool.queue.pop(0), conn)
+        else:
+            pool.idle.append(conn)
+
+    # -- background growth: the filler -----------------------------------------------------
+    def wake(self, pool: Pool) -> None:
+        """The filler (``background``) looks: it keeps opening while :meth:`wanted` says so."""
+        if pool.poke is not None and not pool.poke.triggered:
+            pool.poke.succeed()
+
+    def wanted(self, pool: Pool) -> bool:
+        cfg = self.sc.pool
+        return pool.total < cfg.max_size and (
+            bool(pool.queue) or len(pool.idle) < cfg.held_when_ready
+        )
+
+    def filler(self, pool: Pool):
+        pause = 0.0
+        while True:
+            while not self.wanted(pool):
+                pool.poke = self.env.event()
+                yield pool.poke
+            pool.total += 1
+            conn = self.open(pool)
+            result = yield conn.proc
+            if result == HELD:
+                pause = 0.0
+                self.hand_over(pool, conn)
+            else:
+                pool.total -= 1
+                pause = min(2 * pause, FILLER_PAUSE_MAX_S) if pause else FILLER_PAUSE_FIRST_S
+                yield self.env.timeout(pause)
 
 
 def failure_outcome(reason: str) -> str:

@@ -16,6 +16,8 @@ import reference_simpy
 from builders import scenario, uniform
 from scipy import stats
 
+from sim.engines import run_one
+from sim.records import Reason, RequestOutcome
 from sim.runner import simulate
 
 REPLICATIONS = 300
@@ -34,6 +36,20 @@ FIGURES = (  # per replication
     "path_failures",
 )
 PATH_REASONS = ("closed", "reset", "hung")
+TRAFFIC_FIGURES = (  # per replication, with [traffic] (docs/model.md, "Traffic after ready")
+    "requests",
+    "served",
+    "waited (served after a wait)",
+    "failed: pool_timeout",
+    "failed: its connection",
+    "unrouted",
+    "warm",
+    "unfinished",
+    "p99 checkout wait in the window (s)",
+    "first served after ready (s, mean over instances)",
+    "traffic_connections",
+    "connections_held_end",
+)
 
 
 def lognormal(median: float, sigma: float) -> dict:
@@ -96,10 +112,59 @@ def engine_figures(sc) -> dict[str, np.ndarray]:
     }
 
 
+def traffic_figures(sc, requests: dict[str, list], traffic_connections: int, held_end: int) -> dict:
+    """One replication's traffic figures from its request rows (REQUEST_COLUMNS)."""
+    outcome = np.asarray(requests["outcome"], dtype=str)
+    reason = np.asarray(requests["reason"], dtype=str)
+    wait = np.asarray(requests["wait_s"], dtype=float)
+    arrive, ready = (np.asarray(requests[k], dtype=float) for k in ("arrive_s", "ready_s"))
+    checkout = np.asarray(requests["checkout_s"], dtype=float)
+    instance = np.asarray(requests["instance"], dtype=int)
+    served = outcome == RequestOutcome.SERVED
+    failed = outcome == RequestOutcome.FAILED
+    window = served & (arrive - ready <= sc.traffic.window_s)
+    first = {}
+    for i, t, r in zip(instance[served], checkout[served], ready[served], strict=True):
+        first[i] = min(first.get(i, math.inf), t - r)
+    return {
+        "requests": outcome.size,
+        "served": served.sum(),
+        "waited (served after a wait)": np.sum(served & (wait > 0)),
+        "failed: pool_timeout": np.sum(failed & (reason == Reason.POOL_TIMEOUT)),
+        "failed: its connection": np.sum(failed & (reason != Reason.POOL_TIMEOUT)),
+        "unrouted": np.sum(outcome == RequestOutcome.UNROUTED),
+        "warm": np.sum(outcome == RequestOutcome.WARM),
+        "unfinished": np.sum(outcome == RequestOutcome.UNFINISHED),
+        "p99 checkout wait in the window (s)": np.quantile(wait[window], 0.99)
+        if window.any()
+        else 0.0,
+        "first served after ready (s, mean over instances)": np.mean(list(first.values()))
+        if first
+        else 0.0,
+        "traffic_connections": traffic_connections,
+        "connections_held_end": held_end,
+    }
+
+
+def engine_traffic_figures(sc) -> dict[str, np.ndarray]:
+    rows = {k: [] for k in TRAFFIC_FIGURES}
+    for i in range(REPLICATIONS):
+        rep = run_one(sc, 2024, index=i, engine="reference")
+        figs = traffic_figures(sc, rep.requests, rep.traffic_connections, rep.connections_held_end)
+        for k, v in figs.items():
+            rows[k].append(v)
+    return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
+
+
 def reference_figures(sc) -> dict[str, np.ndarray]:
-    rows = {k: [] for k in FIGURES}
+    rows = {k: [] for k in FIGURES + (TRAFFIC_FIGURES if sc.traffic.on else ())}
     for i in range(REPLICATIONS):
         rep = reference_simpy.run(sc, seed=10_000 + i)
+        if sc.traffic.on:
+            columns = {k: [r[k] for r in rep.requests] for k in rep.requests[0]}
+            figs = traffic_figures(sc, columns, rep.traffic_connections, rep.connections_held_end)
+            for k, v in figs.items():
+                rows[k].append(v)
         att = rep.attempts
         rows["attempts"].append(len(att))
         rows["timeouts"].append(sum(r["outcome"] == "timeout" for r in att))
@@ -274,7 +339,11 @@ def test_warm_instances_held_slots_agree_with_the_simpy_reference():
 def assert_agree(sc) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Both models' figures over their own replications; fails on one beyond the bound."""
     eng, ref = engine_figures(sc), reference_figures(sc)
-    comparisons = {name: (mean_se(eng[name]), mean_se(ref[name])) for name in FIGURES}
+    names = FIGURES
+    if sc.traffic.on:
+        eng.update(engine_traffic_figures(sc))
+        names += TRAFFIC_FIGURES
+    comparisons = {name: (mean_se(eng[name]), mean_se(ref[name])) for name in names}
     comparisons["P(db init timeout) per attempt"] = (
         ratio(eng["timeouts"], eng["attempts"]),
         ratio(ref["timeouts"], ref["attempts"]),
@@ -294,6 +363,45 @@ def assert_agree(sc) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             bad.append(f"{name} (z = {z:.2f})")
     assert not bad, f"disagree beyond |z| > {z_crit:.2f}: {bad}\n" + "\n".join(report)
     return eng, ref
+
+
+# Traffic after ready on MIXED for 120 s, into 38 usable slots (the 10 ready instances hold 20):
+# requests of about a second each, so pools grow past their 2 held connections, meet 53300 once
+# the slots run out, and queue at max_size 6 for at most 2 s.
+TRAFFIC = {
+    **MIXED,
+    "horizon_s": 120.0,
+    "database.max_connections": 40,
+    "pool.timeout_s": 2.0,
+    "traffic.query_s": lognormal(1.0, 0.5),
+    "traffic.window_s": 30.0,
+}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # The fleet's stream over one warm instance and the ready ones; one connection opened
+        # per waiting request (SQLAlchemy's QueuePool overflow).
+        {"traffic.rate_per_s": 10.0, "fleet.warm_instances": 1},
+        # Each ready instance's own stream; the background filler (HikariCP).
+        {"traffic.rate_per_instance_per_s": 1.0, "pool.growth": "background"},
+        # A recorded trace from t = 0.5 s: requests before the first instance is ready are
+        # unrouted.
+        {"traffic.trace_s": [0.5 + 0.125 * k for k in range(900)], "pool.growth": "background"},
+    ],
+    ids=["per-waiter", "background", "trace"],
+)
+def test_traffic_agrees_with_the_simpy_reference(variant):
+    sc = scenario({**TRAFFIC, **variant})
+    eng, ref = assert_agree(sc)
+    # The scenario exercises what it is meant to: waits, pool growth, failed checkouts.
+    for name in ("waited (served after a wait)", "traffic_connections", "failed: pool_timeout"):
+        assert eng[name].sum() > 0 and ref[name].sum() > 0, name
+    if sc.pool.growth == "per_waiter":
+        assert eng["failed: its connection"].sum() > 0  # 53300 once the slots run out
+    if sc.traffic.trace_s:
+        assert eng["unrouted"].sum() > 0 and ref["unrouted"].sum() > 0
 
 
 def test_reference_model_reproduces_a_hand_computed_case():
