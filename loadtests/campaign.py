@@ -142,6 +142,9 @@ def check(opts: Options) -> safety.Resolved:
             f"path.fault = {fault!r}: only the connector emulator injects path faults; "
             'add --via-emulator, or set path.fault = "none"'
         )
+    settings.check_traffic(
+        opts.sc, opts.instance_command is not None, bool(opts.workers + opts.remote_workers)
+    )
     bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     if opts.remote_workers and bind.port == 0:
         raise UsageError(
@@ -214,7 +217,8 @@ def _run(opts: Options, progress, started) -> CampaignResult:
         if emulator is not None:
             _stop([emulator])
     records = read_jsonl(run_dir / RECORDS_FILE)
-    summary = summarize_records(opts.sc, records, read_jsonl(run_dir / CONNECTIONS_FILE), opts.seed)
+    samples = read_jsonl(run_dir / CONNECTIONS_FILE)
+    summary = summarize_records(opts.sc, records, samples, opts.seed, run_dir)
     summary["run_id"] = run_id
     summary["interrupted"] = stop_signal is not None
     summary["stop_signal"] = None if stop_signal is None else signal.Signals(stop_signal).name

@@ -163,6 +163,11 @@ class Instance(PhasedStart):
         self.generation = 0  # current pool start; stragglers of older ones compare against it
         self.in_init = False  # connections opened during database init count as its attempts
         self.result: AttemptResult | None = None
+        # Traffic after ready (loadtests.traffic): called on the loop the moment the instance is
+        # ready, with its ready time on time.monotonic's clock; the pool it starts, closed first
+        # by close().
+        self.on_ready = None
+        self.ready_pool = None
 
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
@@ -183,8 +188,10 @@ class Instance(PhasedStart):
                 await self._settle_ready()
             after_start = time.time()
             await asyncio.sleep(self.draw(self.sc.startup.after_db_s))
-            res.ready_unix_s = time.time()
+            res.ready_unix_s, ready_mono = time.time(), time.monotonic()
             res.after_db_s = res.ready_unix_s - after_start
+            if self.on_ready is not None:
+                self.on_ready(self, ready_mono)
         else:
             self._exit()
         res.end_unix_s = time.time()
@@ -312,12 +319,31 @@ class Instance(PhasedStart):
 
     def _adopt(self, con: TrackedConnection, res: AttemptResult) -> None:
         con.pinned = self.sc.pool.on_failure == "hold" and con.pooled
+        self._track(con)
+        res.connections_opened += 1
+
+    def _track(self, con: TrackedConnection) -> None:
+        """Count a live connection, and close it with the instance's at the end."""
         con.opened_at = time.monotonic()
         self.conns.add(con)
-        res.connections_opened += 1
         self.gauge.opened()
         # asyncpg passes the pool's proxy while checked out, so bind the connection itself.
         con.add_termination_listener(lambda _ref, con=con: self._on_terminated(con))
+
+    def held_connections(self) -> list:
+        """What the ready instance holds (its pool after ready starts with them idle): the
+        start-up phases' connections it kept, in the order they were opened, then the pool's
+        checked out. (A phased start's connections still opening in the background are left
+        out: the pool after ready starts without them.)"""
+        plain = sorted((c for c in self.conns if not c.pooled), key=lambda c: c.opened_at)
+        return [*plain, *self.checked_out]
+
+    async def dial_traffic(self) -> TrackedConnection:
+        """One more connection for the pool after ready, through the start-up's path; not
+        database-init work (no attempt counts it)."""
+        con = await self._dial()
+        self._track(con)
+        return con
 
     def _on_terminated(self, con: TrackedConnection) -> None:
         if con in self.conns:
@@ -383,6 +409,8 @@ class Instance(PhasedStart):
 
     async def close(self) -> None:
         """End of the run: close every connection this instance still has, now."""
+        if self.ready_pool is not None:  # its waiting requests first (recorded unfinished)
+            await self.ready_pool.close()
         self.generation += 1
         for task in [*self.releases, *self.background]:
             task.cancel()

@@ -25,6 +25,7 @@ if os.getcwd() in sys.path:
     sys.path.remove(os.getcwd())
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -41,6 +42,7 @@ from loadtests.arrivals import ArrivalPlan
 from loadtests.records import (
     CONNECTIONS_FILE,
     RECORDS_FILE,
+    TRAFFIC_FILE,
     JsonlSink,
     make_record,
     read_jsonl,
@@ -49,6 +51,7 @@ from loadtests.records import (
 from loadtests.settings import HarnessSettings
 from loadtests.shapes import ArrivalShape
 from sim.errors import StartsimError
+from sim.measured_requests import REQUESTS_FILE
 from sim.output import write_json
 from sim.records import Outcome
 
@@ -62,6 +65,10 @@ PROGRESS_FILE = "progress.json"
 WARM_FILE = "warm.json"  # what the warm instances' connections did (fleet.warm_instances)
 MASTER_WORKER = -1  # the master's connection samples: the warm connections it holds
 INSTANCE_STRIDE = 1_000_000  # instance ids: worker index × stride + the worker's own count
+# Traffic after ready draws from generators of its own: each instance's (its queries and, with
+# rate_per_instance_per_s, its arrivals) and the fleet's stream (arrivals and picks).
+TRAFFIC_KEY = 1
+FLEET_TRAFFIC_KEY = (0x7472_6166,)  # "traf": no instance's key, no child's of spawn()
 log = logging.getLogger("startsim")
 
 
@@ -86,9 +93,17 @@ class Campaign:
         self.records = self.samples = None
         self.bridge = self.gauge = None
         self.warm = None  # the warm instances' connections (fleet.warm_instances), the writer's
+        # Traffic after ready (loadtests.traffic): one per process that runs instances, made at
+        # the campaign's start; its records pass from the loop thread through this queue.
+        self.traffic = None
+        self.held_end = 0  # the writer's: the starting instances' connections when it stopped
+        self.request_queue: collections.deque = collections.deque()
+        self.request_records = None
         if settings.run_dir is not None:
             self.records = JsonlSink(settings.run_dir / RECORDS_FILE)
             self.samples = JsonlSink(settings.run_dir / CONNECTIONS_FILE)
+            if self.sc.traffic.on:
+                self.request_records = JsonlSink(settings.run_dir / REQUESTS_FILE)
         if not self.is_master:
             from loadtests.bridge import AsyncioBridge
             from loadtests.container import Gauge
@@ -98,6 +113,8 @@ class Campaign:
             self.runner.register_message("startsim_record", self._on_record_msg)
             self.runner.register_message("startsim_sample", self._on_sample_msg)
             self.runner.register_message("startsim_started", self._on_started_msg)
+            self.runner.register_message("startsim_request", self._on_request_msg)
+            self.runner.register_message("startsim_held_end", self._on_held_end_msg)
 
     # -- counting and writing (the master, or a local run) --------------------------------------
     def _on_record_msg(self, environment, msg, **_kw) -> None:
@@ -110,6 +127,26 @@ class Campaign:
     def _on_started_msg(self, environment, msg, **_kw) -> None:
         self.counts["started"] += 1
 
+    def _on_request_msg(self, environment, msg, **_kw) -> None:
+        for rec in msg.data:
+            self.write_request(rec)
+
+    def _on_held_end_msg(self, environment, msg, **_kw) -> None:
+        self.note_held_end(msg.data)
+
+    def note_held_end(self, held: int) -> None:
+        """The connections a process's starting instances held when its traffic stopped, added
+        up over the processes (the writer's)."""
+        self.held_end += held
+        if self.settings.run_dir is not None:
+            write_json(
+                self.settings.run_dir / TRAFFIC_FILE, {"connections_held_end": self.held_end}
+            )
+
+    def write_request(self, rec: dict) -> None:
+        if self.request_records is not None:
+            self.request_records.write({"run_id": self.settings.run_dir.name, **rec})
+
     def write_record(self, rec: dict) -> None:
         if self.records is not None:
             rec["run_id"] = self.settings.run_dir.name  # a worker knows no folder: stamped here
@@ -120,6 +157,10 @@ class Campaign:
         self.counts["finished"] += rec["final"]
 
     def finished(self) -> bool:
+        """Every instance ready or out of restarts; with traffic the run goes on to its limit,
+        as the model's requests arrive over the whole horizon."""
+        if self.sc.traffic.on:
+            return False
         return self.counts["finished"] >= self.sc.fleet.instances
 
     def write_progress(self) -> None:
@@ -133,7 +174,7 @@ class Campaign:
             return
         records = read_jsonl(folder / RECORDS_FILE)
         samples = read_jsonl(folder / CONNECTIONS_FILE)
-        summary = summarize_records(self.sc, records, samples, self.settings.seed)
+        summary = summarize_records(self.sc, records, samples, self.settings.seed, folder)
         write_json(folder / "summary.json", {**summary, "run_id": folder.name})
 
     # -- from users (a local run, or a worker) -------------------------------------------------
@@ -156,6 +197,12 @@ class Campaign:
                 self.settings.secrets,
                 connect=self.settings.connect,
             )
+            if self.sc.traffic.on:
+                key = (self.worker, number, TRAFFIC_KEY)
+                traffic_rng = np.random.default_rng(
+                    np.random.SeedSequence(self.settings.seed, spawn_key=key)
+                )
+                inst.on_ready = self._ready_pool(instance_id, traffic_rng)
         self.instances.append(inst)
         if self.is_worker:
             self.runner.send_message("startsim_started", None)
@@ -175,6 +222,79 @@ class Campaign:
         }
         env = child_env(dict(os.environ), self.settings.dsn, self.settings.connect, identity)
         return CommandInstance(list(self.settings.command), env, self.settings.secrets)
+
+    def _ready_pool(self, instance_id: int, rng: np.random.Generator):
+        """The instance's ``on_ready``: on the loop, its pool after ready starts taking requests."""
+
+        def on_ready(inst, ready_mono: float) -> None:
+            from loadtests.traffic import ReadyPool
+
+            traffic = self.traffic
+            if traffic is None or traffic.closed:
+                return
+            ready_s = ready_mono - traffic.clock.t0
+            pool = ReadyPool(
+                self.sc,
+                instance_id,
+                ready_s,
+                inst.held_connections(),
+                inst.dial_traffic,
+                traffic.clock,
+                self.request_queue.append,
+                rng,
+            )
+            inst.ready_pool = pool
+            traffic.ready(pool)
+
+        return on_ready
+
+    def start_traffic(self) -> None:
+        """At the campaign's start (its clock's 0): the process's traffic; the fleet's stream in
+        a local run (a distributed campaign with one is refused: no process sees every pool)."""
+        if not self.sc.traffic.on or self.bridge is None or self.settings.command:
+            return
+        from loadtests.traffic import CampaignTraffic, Clock
+
+        warm = 0 if self.is_worker else self.sc.fleet.warm_instances
+        traffic = CampaignTraffic(
+            self.sc, Clock(self.t0), self.request_queue.append, self.settings.limit_s, warm
+        )
+        self.traffic = traffic
+        if not self.is_worker:
+            seq = np.random.SeedSequence(self.settings.seed, spawn_key=FLEET_TRAFFIC_KEY)
+            rng = np.random.default_rng(seq)
+
+            async def start() -> None:
+                traffic.start_fleet(rng)
+
+            self.bridge.run(start())
+
+    def stop_traffic(self) -> None:
+        """No more requests: those still waiting are recorded unfinished, then written; the
+        connections the starting instances hold now (the warm instances' aside) are counted."""
+        traffic, self.traffic = self.traffic, None
+        if traffic is not None:
+            warm = len(self.warm.conns) if self.warm is not None else 0
+            held = self.gauge.open_now - warm
+            self.bridge.run(traffic.close())
+            if self.is_worker:
+                self.runner.send_message("startsim_held_end", held)
+            else:
+                self.note_held_end(held)
+        self.drain_requests()
+
+    def drain_requests(self) -> None:
+        """The request records the loop produced since the last call: written, or sent."""
+        batch = []
+        while self.request_queue:
+            batch.append(self.request_queue.popleft())
+        if not batch:
+            return
+        if self.is_worker:
+            self.runner.send_message("startsim_request", batch)
+        else:
+            for rec in batch:
+                self.write_request(rec)
 
     def run_attempt(self, inst, number: int):
         """One start attempt: the command's process (this greenlet waits), or the asyncpg life
@@ -245,6 +365,7 @@ class Campaign:
         if self.bridge is None:
             return
         insts, self.instances = self.instances, []
+        self.stop_traffic()
         if insts and self.settings.command:  # SIGTERM every ready process, then wait for them
             gevent.joinall([gevent.spawn(i.close) for i in insts])
         elif insts:
@@ -256,6 +377,7 @@ class Campaign:
         warm, self.warm = self.warm, None
         if warm is not None:
             self.bridge.run(warm.close())
+        self.drain_requests()
 
 
 @events.init_command_line_parser.add_listener
@@ -276,6 +398,11 @@ def _on_init(environment, **_kw) -> None:
     # Read once: the master sends its options to workers with every spawn, so keep the password
     # out of them (the workers have their own --dsn, read at their start).
     options.dsn = safety.redact_dsn(found.dsn)
+    try:
+        distributed = isinstance(environment.runner, MasterRunner | WorkerRunner)
+        settings.check_traffic(found.sc, bool(found.command), distributed)
+    except StartsimError as exc:
+        _refuse(exc)
     environment.startsim = camp = Campaign(environment, found)
     _initialised.set()
     if writer:
@@ -302,6 +429,7 @@ def _housekeeping(camp: Campaign) -> None:
     for n in itertools.count():
         if camp.gauge is not None:
             camp.sample()
+        camp.drain_requests()
         if n % 10 == 0:
             camp.write_progress()
         gevent.sleep(SAMPLE_EVERY_S)
@@ -316,6 +444,15 @@ def _on_test_start(environment, **_kw) -> None:
     environment.startsim.t0 = time.monotonic()
     if environment.startsim.warm is not None and environment.shape_class is not None:
         environment.shape_class.reset_time()
+    environment.startsim.start_traffic()
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment, **_kw) -> None:
+    # Before the users stop (and close their instances): no request arrives after this.
+    camp = getattr(environment, "startsim", None)
+    if camp is not None:
+        camp.stop_traffic()
 
 
 @events.test_stop.add_listener

@@ -33,6 +33,8 @@ from sim.stats import summarize
 
 RECORDS_FILE = "records.jsonl"
 CONNECTIONS_FILE = "connections.jsonl"
+# Traffic after ready: the connections the starting instances held when the campaign ended
+TRAFFIC_FILE = "traffic.json"
 
 
 def make_record(res, *, run_id: str, worker: int, instance: int, final: bool) -> dict[str, Any]:
@@ -131,10 +133,12 @@ def summarize_records(
     records: list[dict[str, Any]],
     samples: list[dict[str, Any]],
     seed: int | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """The summary in the ``startsim simulate --json`` shape, from one campaign's raw records."""
+    """The summary in the ``startsim simulate --json`` shape, from one campaign's raw records;
+    with traffic after ready, its ``traffic`` block from ``folder``'s request records."""
     instances = sc.fleet.instances
-    return {
+    summary = {
         "scenario": sc.name,
         **summarize(
             attempt_columns(records),
@@ -144,3 +148,33 @@ def summarize_records(
             seed=seed,
         ).as_dict(),
     }
+    if sc.traffic.on and folder is not None:
+        summary["traffic"] = traffic_summary(sc, folder)
+    return summary
+
+
+def traffic_summary(sc: Scenario, folder: Path) -> dict[str, Any]:
+    """``startsim simulate --json``'s ``traffic`` block (sim.afterready) over the campaign's
+    request records, one deploy; the connections held at the end as the harness counted them
+    (``traffic.json``), when it did."""
+    from sim.afterready import traffic_figures  # scipy: only for a campaign with traffic
+    from sim.measured_requests import read_requests, request_columns
+
+    requests = read_requests(folder)
+    if requests is None:
+        requests = request_columns([])
+    end = read_json(folder / TRAFFIC_FILE).get("connections_held_end")
+    fleet = {
+        "replication": np.asarray([0]),
+        "connections_held_end": np.asarray([] if end is None else [end], dtype=float),
+    }
+    return traffic_figures(requests, fleet, sc.traffic.window_s, 0.95).as_dict()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object written by the campaign, or {} if there is none (or it was cut short)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -145,6 +145,34 @@ def from_options(options, writer: bool) -> HarnessSettings:
     )
 
 
+def check_traffic(sc: Scenario, command: bool, distributed: bool) -> None:
+    """Traffic after ready (loadtests.traffic) goes through the built-in instances' pools, and
+    the fleet's stream is routed by one process, which must see every ready instance."""
+    traffic = sc.traffic
+    given = [
+        name
+        for name, on in (
+            ("rate_per_s", traffic.rate_per_s > 0),
+            ("rate_per_instance_per_s", traffic.rate_per_instance_per_s > 0),
+            ("trace_s", bool(traffic.trace_s)),
+        )
+        if on
+    ]
+    if not given:
+        return
+    if command:
+        raise UsageError(
+            f"traffic.{given[0]}: traffic after ready goes through the harness's own pools, and "
+            "a start-up command's pool is its own; run without --instance-command, or without "
+            "[traffic]"
+        )
+    if distributed and given[0] != "rate_per_instance_per_s":
+        raise UsageError(
+            f"traffic.{given[0]}: the fleet's stream is routed by one process over every ready "
+            "instance; run without workers, or give traffic.rate_per_instance_per_s"
+        )
+
+
 def _checked(item: str, allowed: list[str]) -> list[safety.Target]:
     """One ``--addresses`` entry, checked as a DSN host is: loopback, a socket, or allowed."""
     item = item.strip()
