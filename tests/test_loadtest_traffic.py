@@ -186,3 +186,21 @@ def load_text(folder: Path, text: str):
     path = folder / "s.toml"
     path.write_text('name = "driver"\n' + textwrap.dedent(text), encoding="utf-8")
     return load(path)
+
+
+def test_the_documented_request_record_is_the_real_one():
+    """docs/loadtests.md shows a request record: its keys are what the harness writes, in order,
+    and it reads back as the model's columns."""
+    import re
+
+    from loadtests.traffic import request_record
+    from sim.measured_requests import checked, request_columns
+
+    doc = (Path(__file__).parent.parent / "docs" / "loadtests.md").read_text(encoding="utf-8")
+    section = doc.split("## Traffic after ready", 1)[1]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, flags=re.S).group(1))
+    real = request_record(0, 1.0, 0.5, RequestOutcome.SERVED, "", 1.25)
+    assert list(example) == ["run_id", *real] and list(real) == list(REQUEST_COLUMNS)
+    assert real["wait_s"] == 0.25
+    cols = request_columns([checked(example, "doc", 1)])
+    assert cols["wait_s"][0] == pytest.approx(example["checkout_s"] - example["arrive_s"])
