@@ -8,6 +8,7 @@ held_when_ready 1, is ready at t = 0 holding one idle connection, unless a case 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ from sim import streams
 from sim.afterready import quantile_interval, traffic_figures
 from sim.engine import replication_key
 from sim.engines import run_one, unsupported
-from sim.records import Outcome, Reason, RequestOutcome
+from sim.records import REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
 from sim.scenario import Scenario
 
 ENGINES = [
@@ -400,3 +401,75 @@ def test_bad_traffic_input_exits_2_naming_the_field(tmp_path, capsys, toml, fiel
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
     assert not out.exists()
+
+
+# -- a closed form: a fixed pool is an M/M/c queue ------------------------------------------------
+
+
+def test_a_fixed_pool_under_poisson_requests_waits_as_erlang_c():
+    """max_size = held_when_ready = 2 (no growth), Poisson requests at 1.5/s, exponential queries
+    of mean 1 s, no timeout in reach: an M/M/2 queue with a = 1.5. Erlang C: P(wait > 0) =
+    (a²/2 · 2/(2 − a)) / (1 + a + a²/2 · 2/(2 − a)) = 4.5/7, mean wait C/(2 − 1.5) = 9/7 s. Each
+    replication's share is one value; the tolerance is 4 standard errors of their mean."""
+    sc = scenario(
+        {
+            "horizon_s": 4000.0,
+            "pool.min_size": 2,
+            "pool.held_when_ready": 2,
+            "pool.max_size": 2,
+            "pool.growth": "background",
+            "pool.timeout_s": 1e6,
+            "traffic.rate_per_instance_per_s": 1.5,
+            "traffic.query_s": {"dist": "exponential", "mean": 1.0},
+        }
+    )
+    shares, means = [], []
+    for seed in range(8):
+        rows = requests(run_one(sc, seed))
+        waits = np.array([r["wait_s"] for r in rows if r["outcome"] == RequestOutcome.SERVED])
+        assert waits.size > 0.95 * len(rows)
+        shares.append(np.mean(waits > 0))
+        means.append(waits.mean())
+    for values, expected in ((shares, 4.5 / 7), (means, 9 / 7)):
+        values = np.asarray(values)
+        se = values.std(ddof=1) / math.sqrt(values.size)
+        assert abs(values.mean() - expected) < 4 * se + 1e-9, (values.mean(), expected, se)
+
+
+def test_simulate_prints_writes_and_reports_the_traffic_figures(tmp_path, capsys):
+    path = tmp_path / "t.toml"
+    path.write_text(
+        'name = "t"\nhorizon_s = 60.0\n[fleet]\ninstances = 3\n[traffic]\nrate_per_s = 5.0\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    args = ("simulate", str(path), "-n", "4", "--jobs", "1", "--seed", "1")
+    assert call_main(*args, "--out", str(out)) == 0
+    assert "Traffic after ready" in capsys.readouterr().out
+    header = (out / "requests.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.split(",") == ["replication", *REQUEST_COLUMNS]
+    rows = (out / "replications.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert rows[-2:] == ["traffic_connections", "connections_held_end"]
+    assert call_main(*args, "--json") == 0
+    traffic = json.loads(capsys.readouterr().out)["traffic"]
+    assert set(traffic) >= {
+        "requests_per_deploy",
+        "requests_failed_per_deploy",
+        "requests_unrouted_per_deploy",
+        "checkout_wait_p50_s",
+        "checkout_wait_p99_s",
+        "first_served_s",
+        "connections_held_end",
+        "failed_by_reason",
+        "window_s",
+    }
+    assert set(traffic["requests_failed_per_deploy"]) == {"mean", "ci_low", "ci_high"}
+    assert set(traffic["checkout_wait_p99_s"]) == {"value", "ci_low", "ci_high"}
+    assert 200 < traffic["requests_per_deploy"] < 400  # about 5 × 60
+
+
+def test_simulate_without_traffic_has_no_traffic_block(tmp_path, capsys):
+    path = tmp_path / "t.toml"
+    path.write_text('name = "t"\nhorizon_s = 60.0\n[fleet]\ninstances = 2\n', encoding="utf-8")
+    assert call_main("simulate", str(path), "-n", "2", "--jobs", "1", "--json") == 0
+    assert "traffic" not in json.loads(capsys.readouterr().out)
