@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -207,3 +208,30 @@ def test_the_documented_request_record_is_the_real_one():
     assert real["wait_s"] == 0.25
     cols = request_columns([checked(example, "doc", 1)])
     assert cols["wait_s"][0] == pytest.approx(example["checkout_s"] - example["arrive_s"])
+
+
+@pytest.mark.parametrize(
+    ("traffic", "extra", "says"),
+    [
+        ("rate_per_s = 5.0", {"workers": 2}, "traffic.rate_per_s: the fleet's stream"),
+        ("trace_s = [1.0, 2.0]", {"remote_workers": 1}, "traffic.trace_s: the fleet's stream"),
+        (
+            "rate_per_instance_per_s = 1.0",
+            {"instance_command": "python -c pass"},
+            "traffic.rate_per_instance_per_s: traffic after ready goes through the harness's",
+        ),
+    ],
+    ids=["fleet-stream-workers", "trace-remote-workers", "command"],
+)
+def test_traffic_the_harness_cannot_run_is_refused_before_anything_starts(
+    tmp_path, traffic, extra, says
+):
+    from loadtests.campaign import Options, check
+    from sim.errors import UsageError
+
+    sc = load_text(tmp_path, f"[traffic]\n{traffic}\n")
+    with pytest.raises(UsageError, match=re.escape(says)):
+        check(Options(sc, "postgresql://app@127.0.0.1:5432/app", **extra))
+    # Each instance's own stream runs in distributed mode: each worker routes its own.
+    ok = load_text(tmp_path, "[traffic]\nrate_per_instance_per_s = 1.0\n")
+    check(Options(ok, "postgresql://app@127.0.0.1:5432/app", workers=2))
