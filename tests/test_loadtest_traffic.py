@@ -195,7 +195,6 @@ def load_text(folder: Path, text: str):
 def test_the_documented_request_record_is_the_real_one():
     """docs/loadtests.md shows a request record: its keys are what the harness writes, in order,
     and it reads back as the model's columns."""
-    import re
 
     from loadtests.traffic import request_record
     from sim.measured_requests import checked, request_columns
