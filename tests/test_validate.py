@@ -6,6 +6,7 @@ told apart."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -270,3 +271,37 @@ def test_a_campaign_without_requests_has_no_traffic_figure(censored):
     _, runs = censored
     v = validate(runs[:2], replications=10, seed=0)
     assert not [f for f in v.figures if "checkout" in f.name or "requests" in f.name]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"instance": 0}', "arrive_s: missing"),
+        (
+            '{"instance": 0, "arrive_s": 1.0, "ready_s": 0.5, "checkout_s": null, "wait_s": null, '
+            '"outcome": "lost", "reason": ""}',
+            "outcome = 'lost': expected one of served, failed",
+        ),
+        (
+            '{"instance": 0, "arrive_s": "soon", "ready_s": 0.5, "checkout_s": null, '
+            '"wait_s": null, "outcome": "failed", "reason": "pool_timeout"}',
+            "arrive_s = 'soon': expected seconds or null",
+        ),
+        ("[1, 2]", "not a JSON object"),
+    ],
+    ids=["missing", "outcome", "time", "not-object"],
+)
+def test_a_bad_request_record_names_its_line_and_field(tmp_path, line, says):
+    from sim.errors import InputError
+    from sim.measured_requests import read_requests
+
+    good = (
+        '{"instance": -1, "arrive_s": 0.1, "ready_s": null, "checkout_s": null, "wait_s": null, '
+        '"outcome": "unrouted", "reason": ""}'
+    )
+    (tmp_path / "requests.jsonl").write_text(f"{good}\n{line}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape(f"requests.jsonl:2: {says}")):
+        read_requests(tmp_path)
+    # A last line cut short by a kill is skipped, as the campaign's other records' is.
+    (tmp_path / "requests.jsonl").write_text(f"{good}\n{good[:30]}", encoding="utf-8")
+    assert read_requests(tmp_path)["outcome"].tolist() == ["unrouted"]
