@@ -92,6 +92,10 @@ class Validation:
     runs: list[str] = field(default_factory=list)
     confidence: float = 0.95
     replications: int = 0
+    # Traffic after ready: the checkout waits in the window, measured (the runs with request
+    # records) and simulated (their replications); empty without traffic.
+    measured_waits: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    simulated_waits: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def scenario_for(run: Run, calibrated: Scenario | None) -> Scenario:
@@ -179,6 +183,7 @@ def validate(
                 alpha,
             )
         )
+    traffic = [i for i, f in enumerate(measured) if "waits" in f]
     return Validation(
         figures,
         cond,
@@ -188,7 +193,13 @@ def validate(
         [r.run_id for r in runs],
         confidence,
         replications,
+        _pooled([measured[i]["waits"] for i in traffic]),
+        _pooled([w for i in traffic for w in simulated[i]["waits"]]),
     )
+
+
+def _pooled(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
 
 
 # -- figures of one run, measured or simulated --------------------------------------------------

@@ -17,7 +17,7 @@ from sim import scenario as scenarios
 from sim.calibrate.inputs import Attempt, Run
 from sim.engine import run_replication
 from sim.records import Outcome, reported_total
-from sim.report.validation import markdown
+from sim.report.validation import figure, markdown
 from sim.validate import (
     AGREES,
     DISAGREES,
@@ -255,6 +255,10 @@ def test_checkout_waits_a_few_microseconds_late_agree_and_a_slower_path_does_not
     assert p50.measured == 0.0  # the harness's microseconds are not the pool's wait
     assert p99.measured_interval is not None and p99.measured > 0.1  # a new connection's wait
     assert "order statistics" in p99.method
+    # validation.png gains the waits' CDFs, measured and simulated; validation.md says what.
+    assert v.measured_waits.size > 100 and v.simulated_waits.size > v.measured_waits.size
+    assert figure(v, tmp_path) == "validation.png" and (tmp_path / "validation.png").exists()
+    assert "Traffic after ready" in markdown(v, "model", "startsim validate")
     # A model whose connector sets up in a third of the time predicts p99 waits far shorter.
     quick = sc.with_overrides(
         {"connector.setup_s": {"dist": "lognormal", "median": 0.067, "sigma": 0.5}}
