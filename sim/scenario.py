@@ -12,7 +12,7 @@ import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -39,6 +39,18 @@ from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
+from sim.stack import (
+    PLATFORM_KINDS,
+    STACK_KINDS,
+    CustomPlatform,
+    CustomStack,
+    Platform,
+    Stack,
+    check_fleet,
+    derive,
+    express,
+    kind_given,
+)
 from sim.traffic import MAX_REQUESTS, Traffic
 from sim.uncertainty import Spread, lift
 
@@ -376,8 +388,12 @@ class Scenario(_Section):
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "scenario"
     description: str = ""
     horizon_s: PositiveSeconds = 600.0
+    # sim/stack.py: where the service runs and the pool library it runs, in their own words;
+    # each maps onto the model's fields below (docs/scenario.md, "Stack" and "Platform").
+    platform: Platform = CustomPlatform()
     fleet: Fleet = Fleet()
     startup: Startup = Startup()
+    stack: Stack = CustomStack()
     pool: Pool = Pool()
     connector: Connector = Connector()
     database: Database = Database()
@@ -397,6 +413,23 @@ class Scenario(_Section):
     @classmethod
     def _dotted(cls, table: Any) -> Any:
         return flatten(table)
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack_kind(cls, table: Any) -> Any:
+        return kind_given(table, "stack", STACK_KINDS)
+
+    @field_validator("platform", mode="before")
+    @classmethod
+    def _platform_kind(cls, table: Any) -> Any:
+        return kind_given(table, "platform", PLATFORM_KINDS)
+
+    @model_validator(mode="after")
+    def _settings(self) -> Scenario:
+        # Before the bounds below (pydantic runs "after" validators in the order written): they
+        # check the model's fields as the stack and the platform give them.
+        _apply_settings(self)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -504,6 +537,20 @@ class Scenario(_Section):
             for key in [k for k in table if k == dotted or k.startswith(dotted + ".")]:
                 del table[key]
 
+        # A model field the stack or the platform gives is changed through their settings
+        # (sim/stack.py, ``express``), and every field they give is derived again from them.
+        derived = derived_fields(self)
+        asked = {k: v for k, v in overrides.items() if k in derived}
+        overrides = {
+            **express(self.stack, self.platform, asked),
+            **{k: v for k, v in overrides.items() if k not in derived},
+        }
+        settings = any(k.startswith(("stack.", "platform.")) for k in overrides)
+        for dotted in derived:
+            section, name = dotted.split(".")
+            data[section].pop(name, None)
+            if settings:
+                forget(data["sources"], dotted)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
             forget(data["sources"], dotted)
@@ -514,7 +561,47 @@ class Scenario(_Section):
                 if f"restart.{key}" not in overrides:
                     data["restart"].pop(key, None)
                     forget(uncertain, f"restart.{key}")
-        return from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        out = from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        for dotted, value in asked.items():
+            if out.get(dotted) != value:
+                raise ScenarioError(
+                    source,
+                    dotted,
+                    value,
+                    f"given by [{self.stack.kind} stack / {self.platform.kind} platform] "
+                    f"settings, which give {out.get(dotted)!r} instead; change the stack's or "
+                    "the platform's settings (docs/scenario.md#stack)",
+                )
+        return out
+
+
+def _apply_settings(sc: Scenario) -> None:
+    """The model's fields as ``[stack]`` and ``[platform]`` give them (sim/stack.py, ``derive``):
+    a field the file also sets must hold the same value, else it is refused naming both."""
+    changed: dict[str, dict[str, Any]] = {}
+    for d in derive(sc.stack, sc.platform, sc.startup.phases):
+        section, name = d.field.split(".")
+        current = getattr(sc, section)
+        if name in current.model_fields_set and getattr(current, name) != d.value:
+            where = d.settings[0].split(".")[0]
+            raise FieldProblem(d.field, getattr(current, name), d.conflict(where))
+        changed.setdefault(section, {})[name] = d.value
+    for section, values in changed.items():
+        current = getattr(sc, section)
+        given = {k: getattr(current, k) for k in current.model_fields_set}
+        try:
+            rebuilt = type(current).model_validate({**given, **values})
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = ".".join([section, *(str(p) for p in err["loc"])])
+            raise FieldProblem(field, err.get("input"), err["msg"]) from None
+        object.__setattr__(sc, section, rebuilt)  # frozen: set once, while validating
+    check_fleet(sc.platform, sc.fleet.instances)
+
+
+def derived_fields(sc: Scenario) -> set[str]:
+    """The model fields the scenario's stack and platform give."""
+    return {d.field for d in derive(sc.stack, sc.platform, sc.startup.phases)}
 
 
 def _deadline_within_horizon(sc: Scenario) -> None:
@@ -642,9 +729,17 @@ def _labellable(dotted: str) -> bool:
     if section not in Scenario.model_fields:
         return False
     model = Scenario.model_fields[section].annotation
+    # [stack] and [platform] are one of several kinds: a field of any of them may be labelled.
+    kinds = [model] if isinstance(model, type) else list(get_args(model))
+    sections = [m for m in kinds if isinstance(m, type) and issubclass(m, BaseModel)]
     if not rest:
-        return not (isinstance(model, type) and issubclass(model, BaseModel))
-    return isinstance(model, type) and rest.partition(".")[0] in model.model_fields
+        return not sections
+    name = rest.partition(".")[0]
+    return any(
+        name == field or name == info.alias
+        for m in sections
+        for field, info in m.model_fields.items()
+    )
 
 
 def _lookup(data: dict, dotted: str) -> Any:
@@ -754,6 +849,8 @@ def _is_union_tag(part: object, err: dict) -> bool:
         "empirical",
         "float",  # the members of a jitter (a fraction or "full")
         "str",
+        *STACK_KINDS,  # the kinds of [stack] and [platform]
+        *PLATFORM_KINDS,
     }
 
 

@@ -250,9 +250,11 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             lines.append(f"- **{c.change}** ({c.why}). {_needed(c, allowed, rows)}")
         else:
             why = _needed(c, allowed, rows)
-            lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {why}")
+            lines.append(
+                f"- `{c.field}` {c.was} → **{c.to}** ({c.why}; {_model_field(c.field)}). {why}"
+            )
     for name, how in shown.items():
-        lines += ["", f"How to apply **{name}**: {how}"]
+        lines += ["", f"How to apply **{name}**: {how}", *_after_ready_cost(data, name)]
     for c in d.dropped:
         lines.append(
             f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed, rows)} The least "
@@ -277,6 +279,24 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"target is {d.smallest_timeout_s:g} s (verified by simulation at that value)."
         )
     return "\n".join(lines)
+
+
+def _model_field(field: str) -> str:
+    """The marker of a change the report can only word as a model field."""
+    if field.startswith(("stack.", "platform.")):
+        return "a setting of the scenario's [stack] or [platform]"
+    return (
+        "a model field: the scenario names no [stack] or [platform] whose setting applies it "
+        "(docs/scenario.md#stack)"
+    )
+
+
+def _after_ready_cost(data: RecommendationView, change: str) -> list[str]:
+    """The adopted change's cost once instances are ready (issue 23, item 6): the first minute's
+    checkout wait p99 and failed requests under the scenario's [traffic], with the change and
+    today, beside its "How to apply". Left empty until the traffic figures reach summary.json;
+    the integrator fills it here, one paragraph per change the team applies."""
+    return []
 
 
 def _needed(c: AdoptedChange, allowed: str, rows: dict[str, OptionRow]) -> str:
