@@ -47,6 +47,7 @@ from sim.stack import (
     Platform,
     Stack,
     check_fleet,
+    default_label,
     derive,
     express,
     kind_given,
@@ -473,19 +474,43 @@ class Scenario(_Section):
         """Every value of the scenario with where it comes from, fields in file order; a
         distribution's parameters labelled on their own follow their field."""
         data, defaults = self.to_dict(), Scenario().to_dict()
+        derived = {d.field: d for d in derive(self.stack, self.platform, self.startup.phases)}
         out = []
         for dotted in field_names(self):
             if dotted in ("name", "description"):
                 continue
             value, default = _lookup(data, dotted), _lookup(defaults, dotted)
             own = dotted in self.sources or dotted in self.uncertain
-            out.append(self._entry(dotted, value, value == default and not own))
+            settings = self._settings_entry(dotted, value, derived) if not own else None
+            out.append(settings or self._entry(dotted, value, value == default and not own))
             out += [
                 self._entry(key, _lookup(data, key), False)
                 for key in (*self.sources, *(k for k in self.uncertain if k not in self.sources))
                 if key.startswith(dotted + ".")
             ]
         return out
+
+    def _settings_entry(self, dotted: str, value: Any, derived: dict) -> Entry | None:
+        """A field the stack or the platform gives, labelled by the settings it comes from; a
+        setting left at its default, by the library's or the vendor's published default."""
+        d = derived.get(dotted)
+        if d is not None:
+            data = self.to_dict()
+            labels = (
+                self.label(s) or self._setting_default(s, _lookup(data, s)) for s in d.settings
+            )
+            src = next((label for label in labels if label), None)
+            detail = f"from {' and '.join(d.settings)}: {d.how}"
+            kind, note = (src.kind, src.note) if src else (UNLABELLED, "")
+            return Entry(dotted, value, kind, detail, note, False)
+        if not dotted.startswith(("stack.", "platform.")):
+            return None
+        src = self._setting_default(dotted, value)
+        return None if src is None else Entry(dotted, value, src.kind, src.detail(), src.note, True)
+
+    def _setting_default(self, dotted: str, value: Any) -> Source | None:
+        value = None if value is MISSING else value  # a setting left unset (None) is not written
+        return default_label(self.stack, self.platform, dotted, value)
 
     def _entry(self, dotted: str, value: Any, default: bool) -> Entry:
         src = DEFAULT_SOURCES.get(dotted) if default else self.label(dotted)
@@ -771,7 +796,13 @@ def field_names(scenario: Scenario | None = None) -> list[str]:
         if key == "sources":
             continue
         if isinstance(value, dict):
-            out += [f"{key}.{sub}" for sub in value]
+            for sub, inner in value.items():
+                # A table inside a section ([platform.connector]) holds fields of its own; a
+                # distribution (a table with "dist") is one field.
+                if isinstance(inner, dict) and "dist" not in inner:
+                    out += [f"{key}.{sub}.{leaf}" for leaf in inner]
+                else:
+                    out.append(f"{key}.{sub}")
         else:
             out.append(key)
     return out

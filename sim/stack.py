@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 from sim.distributions import MAX_DURATION_S, PositiveSeconds
 from sim.errors import FieldProblem
 from sim.phases import Phase
+from sim.provenance import Source
 
 
 class _Settings(BaseModel):
@@ -103,12 +104,13 @@ class VpcConnector(_Settings):
 
     @model_validator(mode="after")
     def _range(self) -> VpcConnector:
-        if self.min_instances >= self.max_instances:
+        # Serverless VPC Access wants max above min; equal is let through so that a what-if can
+        # pin the connector with no scale-out (sim.sizing.connector_floor).
+        if self.min_instances > self.max_instances:
             raise FieldProblem(
                 "platform.connector.min_instances",
                 self.min_instances,
-                f"must be less than platform.connector.max_instances ({self.max_instances}), "
-                "as Serverless VPC Access requires",
+                f"must not exceed platform.connector.max_instances ({self.max_instances})",
             )
         return self
 
@@ -587,3 +589,45 @@ def _warmup_how(s: Any) -> str:
             "for conn in conns:\n    await conn.close()  # back to the pool"
         )
     return f"The start-up's warm-up ({n} checkouts, {s.warmup}):\n\n```python\n{code}\n```"
+
+
+# -- where a setting left out comes from ---------------------------------------------------------
+
+# The docs/sources.md entry of each kind's published defaults.
+DEFAULTS_ANCHOR = {
+    "sqlalchemy": "sqlalchemy-queuepool",
+    "asyncpg": "asyncpg-pool-start",
+    "psycopg_pool": "psycopg_pool",
+    "hikari": "hikaricp",
+    "cloud_run": "cloud-run-instances-and-restarts",
+    "kubernetes": "kubernetes-rolling-update",
+    "connector": "connector-instance-range",
+}
+# startsim's own settings, not the library's or the vendor's: a value left out is assumed.
+OWN_SETTINGS = {
+    "stack.warmup_checkouts": "no warm-up: the start-up checks out nothing before it serves",
+    "stack.warmup": "unused without a warm-up; gathered at once when there is one",
+    "platform.deploy": "a scale-out, not a deploy: the minimum instances are warm",
+    "platform.max_surge": "not given: [fleet] as it is",
+}
+
+
+def default_label(stack: Any, platform: Any, dotted: str, value: Any) -> Source | None:
+    """The label of a setting the file leaves at its default: the library's or the vendor's
+    published default, or startsim's own assumption; None when ``value`` is not the default."""
+    section, _, name = dotted.partition(".")
+    model = stack if section == "stack" else platform
+    if name.startswith("connector.") and platform.kind == "cloud_run":
+        model, name, kind = VpcConnector(), name.split(".", 1)[1], "connector"
+    else:
+        kind = model.kind
+    fields = type(model).model_fields
+    field = next((f for f, info in fields.items() if name in (f, info.alias)), None)
+    if field is None or name == "kind":
+        return None
+    fresh = model if kind == "connector" else type(model)(kind=kind)
+    if getattr(fresh, field) != value:
+        return None
+    if dotted in OWN_SETTINGS:
+        return Source(kind="assumed", note=OWN_SETTINGS[dotted])
+    return Source(kind="published", anchor=DEFAULTS_ANCHOR[kind], note="the published default")
