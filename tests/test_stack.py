@@ -127,7 +127,8 @@ def test_each_platform_gives_the_model_fields_of_the_table(platform, fields):
     [
         ('[stack]\nkind = "sqlalchemy"\npool_size = 20\n[pool]\nmax_size = 40',
          "pool.max_size", ["stack.pool_size", "stack.max_overflow", "30"]),
-        ('[stack]\nkind = "asyncpg"\nmin_size = 2\n[pool]\nmin_size = 3\nmax_size = 10',
+        ('[stack]\nkind = "asyncpg"\nmin_size = 2\n'
+         '[pool]\nmin_size = 3\nmax_size = 10\nheld_when_ready = 3',
          "pool.min_size", ["stack.min_size"]),
         ('[stack]\nkind = "hikari"\nconnectionTimeout = 5000\n[pool]\ntimeout_s = 30.0',
          "pool.timeout_s", ["stack.connectionTimeout"]),
