@@ -448,8 +448,8 @@ def own_terms(sc: Scenario, kind: str, name: str, model: dict) -> Change | None:
         after = sc.with_overrides(over) if over else sc
     except ScenarioError:  # the settings cannot give it (e.g. past a connector's own range)
         return None
-    if after == sc:
-        return None
+    if after.to_dict() | {"sources": {}} == sc.to_dict() | {"sources": {}}:
+        return None  # the settings already say so (labels aside)
     named = describe(after.stack, after.platform, over)
     return Change(kind, named, over, how_to_apply(after.stack, after.platform, over))
 

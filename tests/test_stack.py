@@ -356,3 +356,8 @@ def test_the_defaults_adopted_change_is_applied_with_gcloud():
 def test_the_shipped_default_names_its_stack_and_platform_in_its_file():
     text = (resources.files("sim") / "scenarios" / "staging-incident.toml").read_text()
     assert '[stack]\nkind = "sqlalchemy"' in text and '[platform]\nkind = "cloud_run"' in text
+
+
+def test_a_change_the_settings_already_make_is_not_offered():
+    sc = _sc(STORM)
+    assert own_terms(sc, "pool", "same", {"pool.min_size": 5}) is None
