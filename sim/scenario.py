@@ -586,7 +586,15 @@ class Scenario(_Section):
                 if f"restart.{key}" not in overrides:
                     data["restart"].pop(key, None)
                     forget(uncertain, f"restart.{key}")
-        out = from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        try:
+            out = from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        except ScenarioError as exc:  # named as asked: the model field, through its setting
+            asked_as = _asked_through(self, asked, exc.field)
+            if asked_as is None:
+                raise
+            raise ScenarioError(
+                source, asked_as, asked[asked_as], f"{exc.problem} (as {exc.field})"
+            ) from None
         for dotted, value in asked.items():
             if out.get(dotted) != value:
                 raise ScenarioError(
@@ -627,6 +635,13 @@ def _apply_settings(sc: Scenario) -> None:
 def derived_fields(sc: Scenario) -> set[str]:
     """The model fields the scenario's stack and platform give."""
     return {d.field for d in derive(sc.stack, sc.platform, sc.startup.phases)}
+
+
+def _asked_through(sc: Scenario, asked: dict[str, Any], setting: str) -> str | None:
+    """The model field of ``asked`` whose change went through ``setting``, if any."""
+    return next(
+        (f for f, v in asked.items() if setting in express(sc.stack, sc.platform, {f: v})), None
+    )
 
 
 def _deadline_within_horizon(sc: Scenario) -> None:

@@ -199,8 +199,8 @@ def _derive_stack(s: Any, phases: list[Phase]) -> list[Derived]:
             raise FieldProblem(
                 "stack.warmup_checkouts",
                 s.warmup_checkouts,
-                f"must not exceed pool_size + max_overflow ({top}): a checkout past it waits "
-                "for the warm-up's own connections",
+                f"must not exceed pool.max_size ({top}: pool_size + max_overflow): a checkout "
+                "past it waits for the warm-up's own connections",
             )
         kept = kept_by_phases(phases)
         out = [

@@ -9,6 +9,7 @@ in startsim's ``docs/sources.md`` (figure, confidence, public source).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,32 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _Moved:
+    was: Any
+    to: Any
+
+
+# The model fields whose change the Consequences speak of.
+_CONSEQUENTIAL = (
+    "pool.min_size",
+    "pool.max_size",
+    "startup.db_init_timeout_s",
+    "fleet.instances",
+    "connector.min_instances",
+)
+
+
+def _model_changes(data: RecommendationView, sc: Scenario) -> dict[str, _Moved]:
+    """What the adopted set does to the model's fields, whether it names them or a stack's or a
+    platform's settings that give them (SQLAlchemy's pool_size and max_overflow: pool.max_size)."""
+    over = data.decision.overrides or {}
+    if not over:
+        return {}
+    after = sc.with_overrides(over)
+    return {f: _Moved(sc.get(f), after.get(f)) for f in _CONSEQUENTIAL if after.get(f) != sc.get(f)}
+
+
 def _model_field(field: str) -> str:
     """The marker of a change the report can only word as a model field."""
     if field.startswith(("stack.", "platform.")):
@@ -516,7 +543,7 @@ def _targets_table(t: TimeoutAdvice, cite: Cite) -> str:
 def _consequences(
     data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite
 ) -> str:
-    changed = {c.field: c for c in data.decision.changes}
+    changed = _model_changes(data, sc)
     lines = ["## Consequences", ""]
     if "pool.min_size" in changed:
         lines.append(
