@@ -95,10 +95,11 @@ STACK_KINDS = ("custom", "sqlalchemy", "asyncpg", "psycopg_pool", "hikari")
 
 
 class VpcConnector(_Settings):
-    """A Serverless VPC Access connector: 2–9 instances at its minimum, 3–10 at its maximum."""
+    """A Serverless VPC Access connector: 2–9 instances at its minimum, 3–10 at its maximum (a
+    maximum of 2, equal to the minimum, is let through: see ``_range``)."""
 
     min_instances: Annotated[int, Field(ge=2, le=9)] = 2
-    max_instances: Annotated[int, Field(ge=3, le=10)] = 10
+    max_instances: Annotated[int, Field(ge=2, le=10)] = 10
     # The set-up capacity per machine type is not published: it maps to no model field.
     machine_type: Literal["f1-micro", "e2-micro", "e2-standard-4"] = "e2-micro"
 
@@ -588,7 +589,8 @@ def _warmup_how(s: Any) -> str:
             f"for _ in range({n}):\n    conns.append(await engine.connect())\n"
             "for conn in conns:\n    await conn.close()  # back to the pool"
         )
-    return f"The start-up's warm-up ({n} checkouts, {s.warmup}):\n\n```python\n{code}\n```"
+    many = "checkout" if n == 1 else "checkouts"
+    return f"The start-up's warm-up ({n} {many}, {s.warmup}):\n\n```python\n{code}\n```"
 
 
 # -- where a setting left out comes from ---------------------------------------------------------
