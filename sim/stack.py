@@ -291,7 +291,6 @@ def _derive_platform(p: Any) -> list[Derived]:
                 "fleet.warm_instances", warm, ("platform.min_instances", "platform.deploy"), how
             ),
             Derived("probe.kind", p.startup_probe, ("platform.startup_probe",), "startup probe"),
-            Derived("restart.preset", "cloudrun", ("platform.kind",), "a new instance per failure"),
         ]
         if p.connector is not None:
             c = p.connector
@@ -311,7 +310,7 @@ def _derive_platform(p: Any) -> list[Derived]:
             ]
         return out
     if p.kind == "kubernetes":
-        out = [Derived("restart.preset", "kubernetes", ("platform.kind",), "CrashLoopBackOff")]
+        out = []
         if p.max_surge is not None:
             out.append(
                 Derived("fleet.instances", p.max_surge, ("platform.max_surge",), "maxSurge pods")
@@ -325,8 +324,9 @@ def _derive_platform(p: Any) -> list[Derived]:
 
 
 def check_fleet(platform: Any, instances: int) -> None:
-    """Cloud Run starts at most ``--max-instances`` instances."""
-    if platform.kind == "cloud_run" and instances > platform.max_instances:
+    """Cloud Run starts at most ``--max-instances`` instances of a revision (a deploy starts a
+    new revision beside the old one, each with its own maximum: not checked then)."""
+    if platform.kind == "cloud_run" and not platform.deploy and instances > platform.max_instances:
         raise FieldProblem(
             "fleet.instances",
             instances,

@@ -95,23 +95,21 @@ def test_sqlalchemy_keeps_the_connections_its_start_up_phases_keep():
     assert sc.pool.timeout_s == 10.0  # R8's pool_timeout
     assert sc.platform.kind == "cloud_run"
     assert (sc.connector.min_instances, sc.connector.max_instances) == (2, 10)
-    assert (sc.fleet.warm_instances, sc.probe.kind, sc.restart.preset) == (0, "tcp", "cloudrun")
+    assert (sc.fleet.warm_instances, sc.probe.kind) == (0, "tcp")
 
 
 @pytest.mark.parametrize(
     ("platform", "fields"),
     [
         ('kind = "cloud_run"\nmin_instances = 2',
-         {"fleet.warm_instances": 2, "probe.kind": "tcp", "restart.preset": "cloudrun",
-          "restart.policy": "fixed"}),
+         {"fleet.warm_instances": 2, "probe.kind": "tcp", "restart.preset": "custom"}),
         ('kind = "cloud_run"\nmin_instances = 2\ndeploy = true\nstartup_probe = "http"',
          {"fleet.warm_instances": 0, "probe.kind": "http"}),
         ('kind = "cloud_run"\n[platform.connector]\nmin_instances = 3\nmax_instances = 7\n'
          'machine_type = "e2-standard-4"',
          {"connector.min_instances": 3, "connector.max_instances": 7}),
         ('kind = "kubernetes"\nmax_surge = 4\nstartup_probe = "tcp"',
-         {"fleet.instances": 4, "probe.kind": "tcp", "restart.preset": "kubernetes",
-          "restart.initial_backoff_s": 10.0}),
+         {"fleet.instances": 4, "probe.kind": "tcp"}),
     ],
 )  # fmt: skip
 def test_each_platform_gives_the_model_fields_of_the_table(platform, fields):
@@ -141,6 +139,8 @@ def test_each_platform_gives_the_model_fields_of_the_table(platform, fields):
          ["platform.connector.min_instances"]),
         ('[platform]\nkind = "cloud_run"\nmax_instances = 5\n[fleet]\ninstances = 6',
          "fleet.instances", ["platform.max_instances"]),
+        ('[platform]\nkind = "cloud_run"\n[probe]\nkind = "http"', "probe.kind",
+         ["platform.startup_probe"]),
         ('[platform]\nkind = "kubernetes"\nmax_surge = 3\n[fleet]\ninstances = 4',
          "fleet.instances", ["platform.max_surge"]),
         ('[stack]\npool_size = 20', "stack.kind", ["sqlalchemy"]),
@@ -361,3 +361,10 @@ def test_the_shipped_default_names_its_stack_and_platform_in_its_file():
 def test_a_change_the_settings_already_make_is_not_offered():
     sc = _sc(STORM)
     assert own_terms(sc, "pool", "same", {"pool.min_size": 5}) is None
+
+
+def test_a_deploy_starts_beside_the_old_revision_each_with_its_own_maximum():
+    sc = _sc(
+        '[platform]\nkind = "cloud_run"\nmax_instances = 5\ndeploy = true\n[fleet]\ninstances = 6\n'
+    )
+    assert sc.fleet.instances == 6
