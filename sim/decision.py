@@ -164,8 +164,11 @@ class Decision:
     dropped: tuple[FieldCheck, ...] = ()  # fields the least change had, shown not needed
 
     def value(self, field: str) -> Any:
+        """A model field's value once the adopted set is in (a stack's settings give theirs)."""
         over = self.adopted.overrides if self.adopted else {}
-        return over.get(field, self.scenario.get(field))
+        if field in over:
+            return over[field]
+        return (self.scenario.with_overrides(over) if over else self.scenario).get(field)
 
     def as_dict(self) -> dict:
         a = self.adopted

@@ -77,8 +77,9 @@ FAST_FIELDS = {
 
 
 # Sections the engines never read (what the team tried and where each value comes from, for the
-# reports; the probe, computed from the records afterwards by sim/probes.py): no engine needs them.
-NOT_MODEL = {"team", "sources", "probe"}
+# reports; the probe, computed from the records afterwards by sim/probes.py; the stack and the
+# platform, which reach the model through the fields they give, sim/stack.py): no engine needs them.
+NOT_MODEL = {"team", "sources", "probe", "stack", "platform"}
 
 
 # Fields read only by traffic after ready (docs/model.md): without [traffic] no engine reads them,

@@ -210,6 +210,7 @@ def _label(kind: str, note: str, **more: Any) -> Source:
 _ASSUMED_SHORT = "a start-up phase that is short and variable; set what your service logs"
 DEFAULT_SOURCES: dict[str, Source] = {
     "horizon_s": _label("assumed", "long enough for a restart loop to settle"),
+    "platform.kind": _label("assumed", "no platform named: the model's own fields"),
     "fleet.instances": _label("assumed", "a mid-sized deploy wave"),
     "fleet.arrival": _label("assumed", "a deploy starts its instances together"),
     "fleet.window_s": _label("assumed", "unused with a burst"),
@@ -223,6 +224,7 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "startup.init_queries_s": _label("assumed", _ASSUMED_SHORT),
     "startup.after_db_s": _label("assumed", _ASSUMED_SHORT),
     "startup.phases": _label("assumed", "no phases: one database init, as docs/model.md says"),
+    "stack.kind": _label("assumed", "no pool library named: the model's own [pool] fields"),
     "pool.min_size": _label("assumed", "an eager pool of 20, asyncpg-style"),
     "pool.max_size": _label("assumed", "a pool of 50"),
     "pool.held_when_ready": _label("assumed", "a ready instance keeps what it opened"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_advice
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
-from sim.errors import UsageError
+from sim.errors import ScenarioError, UsageError
 from sim.plain import build, plain
 from sim.remedies import PathEvidence, ProbeAdvice, path_changes, path_evidence, probe_advice
 from sim.robust import RobustSettings, WorldsPlan
@@ -36,6 +36,7 @@ from sim.search import (
 from sim.sensitivity import SENSITIVITY_REPLICATIONS, Assumptions, SensitivitySettings, assess
 from sim.sequential import MET, Rule, Settled, at_least, at_most, settle
 from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
+from sim.stack import describe, express, how_to_apply
 from sim.stats import Proportion, Summary, check_confidence
 from sim.success import Observation, judge, observe, rates_dict, success_rates
 from sim.sweep import Grid
@@ -250,7 +251,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
     rare = _rare_checks(lab, sc, searches)
     timeout = timeout_advice(sc, settings.target_success, probe, searches, plan, rare)
     verdict = _verdict(sc, demand, main, ceiling, probe, settings)
-    fix_change = pool_fix(sc, advice)
+    fix_change = _own_fix(sc, pool_fix(sc, advice))
     fix = None
     if not verdict.timeout_helps and fix_change is not None:
         fix = _fix_search(lab, sc, settings, fix_change[1], n, ceiling)
@@ -434,30 +435,58 @@ def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
 # -- the least change ----------------------------------------------------------------------------
 
 
+def own_terms(sc: Scenario, kind: str, name: str, model: dict) -> Change | None:
+    """A change to model fields as the scenario's stack and platform apply it (sim/stack.py):
+    their settings, named in their words, with the code line, configuration or command that
+    applies it. None when no setting expresses it (SQLAlchemy has no ``held_when_ready``) or
+    the settings change nothing. With neither named (``custom``), the model fields as they are,
+    worded by the report from their fields."""
+    if sc.stack.kind == "custom" and sc.platform.kind == "custom":
+        return Change(kind, name, model)
+    over = express(sc.stack, sc.platform, model)
+    try:
+        after = sc.with_overrides(over) if over else sc
+    except ScenarioError:  # the settings cannot give it (e.g. past a connector's own range)
+        return None
+    if after.to_dict() | {"sources": {}} == sc.to_dict() | {"sources": {}}:
+        return None  # the settings already say so (labels aside)
+    named = describe(after.stack, after.platform, over)
+    return Change(kind, named, over, how_to_apply(after.stack, after.platform, over))
+
+
+def _own_fix(sc: Scenario, fix: tuple[str, dict] | None) -> tuple[str, dict] | None:
+    """The pool (or fleet) fix in the stack's and the platform's own terms."""
+    if fix is None:
+        return None
+    change = own_terms(sc, "fleet" if "fleet.instances" in fix[1] else "pool", *fix)
+    return None if change is None else (change.name, change.overrides)
+
+
 def _changes(sc, main, timeout, advice, connector, sized=None) -> list[Change]:
-    """Each change that could help on its own, in ``COST_ORDER``; ``sized``: the scenario the
-    pool fix was sized in (a world's; default ``sc``), ``timeout`` or ``advice`` None: none."""
-    out = path_changes(sc)  # a faulted path: the route back, a retry (sim.remedies)
+    """Each change that could help on its own, in ``COST_ORDER``, in the stack's and the
+    platform's own terms (``own_terms``); ``sized``: the scenario the pool fix was sized in (a
+    world's; default ``sc``), ``timeout`` or ``advice`` None: none."""
+    out: list[Change | None] = list(path_changes(sc))  # the route back, a retry (sim.remedies)
     if sc.pool.min_size > 1:
-        out.append(Change("pool", "pool.min_size 1", {"pool.min_size": 1}))
+        out.append(own_terms(sc, "pool", "pool.min_size 1", {"pool.min_size": 1}))
     fix = pool_fix(sized or sc, advice) if advice is not None else None
     if fix is not None and fix[1] != {"pool.min_size": 1}:
         kind = "fleet" if "fleet.instances" in fix[1] else "pool"
-        out.append(Change(kind, fix[0], fix[1]))
+        out.append(own_terms(sc, kind, *fix))
     aws = timeout.aws_timeout_s if timeout is not None else None
     for t in (main.timeout_s if main else None, aws):
         if (
             t
             and t != sc.startup.db_init_timeout_s
-            and all(c.overrides != {TIMEOUT: t} for c in out)
+            and all(c is None or c.overrides != {TIMEOUT: t} for c in out)
         ):
-            out.append(Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
+            out.append(own_terms(sc, "timeout", f"timeout {t:g} s", {TIMEOUT: t}))
     m = connector.min_instances
     if m and m != sc.connector.min_instances:
-        out.append(
-            Change("connector", f"connector.min_instances {m}", {"connector.min_instances": m})
-        )
-    return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
+        over = {"connector.min_instances": m}
+        out.append(own_terms(sc, "connector", f"connector.min_instances {m}", over))
+    kept = [c for c in out if c is not None]
+    return sorted(kept, key=lambda c: COST_ORDER.index(c.kind))
 
 
 def _with_worst_world(lab, sc, settings, n, ceiling, changes, today) -> list[Change]:
@@ -531,7 +560,8 @@ def _with_own_timeout(lab, sc, settings, n, combo, ceiling) -> tuple[Change, ...
     if found.timeout_s is None:
         return combo
     t = found.timeout_s
-    return (*others, Change("timeout", f"timeout {t:g} s", {TIMEOUT: t}))
+    own = own_terms(sc, "timeout", f"timeout {t:g} s", {TIMEOUT: t})
+    return combo if own is None else (*others, own)
 
 
 def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> Candidate:

@@ -27,6 +27,7 @@ import numpy as np
 from sim.engine import run_replication
 from sim.engines import choose
 from sim.errors import UsageError
+from sim.phases import connections_of
 from sim.records import (
     ATTEMPT_COLUMNS,
     FLEET_COLUMNS,
@@ -68,10 +69,17 @@ class Results:
         return how(
             *args,
             instances=sc.fleet.instances,
-            min_size=sc.pool.min_size,
+            min_size=connections_per_start(sc),
             seed=self.seed,
             confidence=confidence,
         )
+
+
+def connections_per_start(sc: Scenario) -> int:
+    """The connections one start opens once, work amplification's unit (docs/model.md): the pool
+    start's ``min_size``, or with start-up phases every phase's own (the pool phase's min_size)."""
+    phases = sc.startup.phases
+    return connections_of(phases, sc.pool.min_size) if phases else sc.pool.min_size
 
 
 def summarize_counts(

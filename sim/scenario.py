@@ -12,7 +12,7 @@ import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -39,6 +39,19 @@ from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
+from sim.stack import (
+    PLATFORM_KINDS,
+    STACK_KINDS,
+    CustomPlatform,
+    CustomStack,
+    Platform,
+    Stack,
+    check_fleet,
+    default_label,
+    derive,
+    express,
+    kind_given,
+)
 from sim.traffic import MAX_REQUESTS, Traffic
 from sim.uncertainty import Spread, lift
 
@@ -376,8 +389,12 @@ class Scenario(_Section):
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "scenario"
     description: str = ""
     horizon_s: PositiveSeconds = 600.0
+    # sim/stack.py: where the service runs and the pool library it runs, in their own words;
+    # each maps onto the model's fields below (docs/scenario.md, "Stack" and "Platform").
+    platform: Platform = CustomPlatform()
     fleet: Fleet = Fleet()
     startup: Startup = Startup()
+    stack: Stack = CustomStack()
     pool: Pool = Pool()
     connector: Connector = Connector()
     database: Database = Database()
@@ -397,6 +414,23 @@ class Scenario(_Section):
     @classmethod
     def _dotted(cls, table: Any) -> Any:
         return flatten(table)
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack_kind(cls, table: Any) -> Any:
+        return kind_given(table, "stack", STACK_KINDS)
+
+    @field_validator("platform", mode="before")
+    @classmethod
+    def _platform_kind(cls, table: Any) -> Any:
+        return kind_given(table, "platform", PLATFORM_KINDS)
+
+    @model_validator(mode="after")
+    def _settings(self) -> Scenario:
+        # Before the bounds below (pydantic runs "after" validators in the order written): they
+        # check the model's fields as the stack and the platform give them.
+        _apply_settings(self)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -440,19 +474,43 @@ class Scenario(_Section):
         """Every value of the scenario with where it comes from, fields in file order; a
         distribution's parameters labelled on their own follow their field."""
         data, defaults = self.to_dict(), Scenario().to_dict()
+        derived = {d.field: d for d in derive(self.stack, self.platform, self.startup.phases)}
         out = []
         for dotted in field_names(self):
             if dotted in ("name", "description"):
                 continue
             value, default = _lookup(data, dotted), _lookup(defaults, dotted)
             own = dotted in self.sources or dotted in self.uncertain
-            out.append(self._entry(dotted, value, value == default and not own))
+            settings = self._settings_entry(dotted, value, derived) if not own else None
+            out.append(settings or self._entry(dotted, value, value == default and not own))
             out += [
                 self._entry(key, _lookup(data, key), False)
                 for key in (*self.sources, *(k for k in self.uncertain if k not in self.sources))
                 if key.startswith(dotted + ".")
             ]
         return out
+
+    def _settings_entry(self, dotted: str, value: Any, derived: dict) -> Entry | None:
+        """A field the stack or the platform gives, labelled by the settings it comes from; a
+        setting left at its default, by the library's or the vendor's published default."""
+        d = derived.get(dotted)
+        if d is not None:
+            data = self.to_dict()
+            labels = (
+                self.label(s) or self._setting_default(s, _lookup(data, s)) for s in d.settings
+            )
+            src = next((label for label in labels if label), None)
+            detail = f"from {' and '.join(d.settings)}: {d.how}"
+            kind, note = (src.kind, src.note) if src else (UNLABELLED, "")
+            return Entry(dotted, value, kind, detail, note, False)
+        if not dotted.startswith(("stack.", "platform.")):
+            return None
+        src = self._setting_default(dotted, value)
+        return None if src is None else Entry(dotted, value, src.kind, src.detail(), src.note, True)
+
+    def _setting_default(self, dotted: str, value: Any) -> Source | None:
+        value = None if value is MISSING else value  # a setting left unset (None) is not written
+        return default_label(self.stack, self.platform, dotted, value)
 
     def _entry(self, dotted: str, value: Any, default: bool) -> Entry:
         src = DEFAULT_SOURCES.get(dotted) if default else self.label(dotted)
@@ -504,6 +562,20 @@ class Scenario(_Section):
             for key in [k for k in table if k == dotted or k.startswith(dotted + ".")]:
                 del table[key]
 
+        # A model field the stack or the platform gives is changed through their settings
+        # (sim/stack.py, ``express``), and every field they give is derived again from them.
+        derived = derived_fields(self)
+        asked = {k: v for k, v in overrides.items() if k in derived}
+        overrides = {
+            **express(self.stack, self.platform, asked),
+            **{k: v for k, v in overrides.items() if k not in derived},
+        }
+        settings = any(k.startswith(("stack.", "platform.")) for k in overrides)
+        for dotted in derived:
+            section, name = dotted.split(".")
+            data[section].pop(name, None)
+            if settings:
+                forget(data["sources"], dotted)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, source)
             forget(data["sources"], dotted)
@@ -514,7 +586,62 @@ class Scenario(_Section):
                 if f"restart.{key}" not in overrides:
                     data["restart"].pop(key, None)
                     forget(uncertain, f"restart.{key}")
-        return from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        try:
+            out = from_dict({**data, "uncertain": uncertain} if uncertain else data, source)
+        except ScenarioError as exc:  # named as asked: the model field, through its setting
+            asked_as = _asked_through(self, asked, exc.field)
+            if asked_as is None:
+                raise
+            raise ScenarioError(
+                source, asked_as, asked[asked_as], f"{exc.problem} (as {exc.field})"
+            ) from None
+        for dotted, value in asked.items():
+            if out.get(dotted) != value:
+                raise ScenarioError(
+                    source,
+                    dotted,
+                    value,
+                    f"given by [{self.stack.kind} stack / {self.platform.kind} platform] "
+                    f"settings, which give {out.get(dotted)!r} instead; change the stack's or "
+                    "the platform's settings (docs/scenario.md#stack)",
+                )
+        return out
+
+
+def _apply_settings(sc: Scenario) -> None:
+    """The model's fields as ``[stack]`` and ``[platform]`` give them (sim/stack.py, ``derive``):
+    a field the file also sets must hold the same value, else it is refused naming both."""
+    changed: dict[str, dict[str, Any]] = {}
+    for d in derive(sc.stack, sc.platform, sc.startup.phases):
+        section, name = d.field.split(".")
+        current = getattr(sc, section)
+        if name in current.model_fields_set and getattr(current, name) != d.value:
+            where = d.settings[0].split(".")[0]
+            raise FieldProblem(d.field, getattr(current, name), d.conflict(where))
+        changed.setdefault(section, {})[name] = d.value
+    for section, values in changed.items():
+        current = getattr(sc, section)
+        given = {k: getattr(current, k) for k in current.model_fields_set}
+        try:
+            rebuilt = type(current).model_validate({**given, **values})
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = ".".join([section, *(str(p) for p in err["loc"])])
+            raise FieldProblem(field, err.get("input"), err["msg"]) from None
+        object.__setattr__(sc, section, rebuilt)  # frozen: set once, while validating
+    check_fleet(sc.platform, sc.fleet.instances)
+
+
+def derived_fields(sc: Scenario) -> set[str]:
+    """The model fields the scenario's stack and platform give."""
+    return {d.field for d in derive(sc.stack, sc.platform, sc.startup.phases)}
+
+
+def _asked_through(sc: Scenario, asked: dict[str, Any], setting: str) -> str | None:
+    """The model field of ``asked`` whose change went through ``setting``, if any."""
+    return next(
+        (f for f, v in asked.items() if setting in express(sc.stack, sc.platform, {f: v})), None
+    )
 
 
 def _deadline_within_horizon(sc: Scenario) -> None:
@@ -642,9 +769,17 @@ def _labellable(dotted: str) -> bool:
     if section not in Scenario.model_fields:
         return False
     model = Scenario.model_fields[section].annotation
+    # [stack] and [platform] are one of several kinds: a field of any of them may be labelled.
+    kinds = [model] if isinstance(model, type) else list(get_args(model))
+    sections = [m for m in kinds if isinstance(m, type) and issubclass(m, BaseModel)]
     if not rest:
-        return not (isinstance(model, type) and issubclass(model, BaseModel))
-    return isinstance(model, type) and rest.partition(".")[0] in model.model_fields
+        return not sections
+    name = rest.partition(".")[0]
+    return any(
+        name == field or name == info.alias
+        for m in sections
+        for field, info in m.model_fields.items()
+    )
 
 
 def _lookup(data: dict, dotted: str) -> Any:
@@ -676,7 +811,13 @@ def field_names(scenario: Scenario | None = None) -> list[str]:
         if key == "sources":
             continue
         if isinstance(value, dict):
-            out += [f"{key}.{sub}" for sub in value]
+            for sub, inner in value.items():
+                # A table inside a section ([platform.connector]) holds fields of its own; a
+                # distribution (a table with "dist") is one field.
+                if isinstance(inner, dict) and "dist" not in inner:
+                    out += [f"{key}.{sub}.{leaf}" for leaf in inner]
+                else:
+                    out.append(f"{key}.{sub}")
         else:
             out.append(key)
     return out
@@ -754,6 +895,8 @@ def _is_union_tag(part: object, err: dict) -> bool:
         "empirical",
         "float",  # the members of a jitter (a fraction or "full")
         "str",
+        *STACK_KINDS,  # the kinds of [stack] and [platform]
+        *PLATFORM_KINDS,
     }
 
 

@@ -28,7 +28,7 @@ from scipy.stats import qmc
 
 from sim.engines import AUTO_MIN_STARTS, choose, expected_starts, unsupported
 from sim.errors import ScenarioError, UsageError
-from sim.runner import Executor, run_points, summarize_counts
+from sim.runner import Executor, connections_per_start, run_points, summarize_counts
 from sim.scenario import Scenario
 from sim.stats import Summary
 from sim.success import success_rates
@@ -185,7 +185,7 @@ def run(
             res.summary(confidence),
             res.fleet,
             w.fleet.instances,
-            w.pool.min_size,
+            connections_per_start(w),
             w.database.free_slots,
             res.engine,
         )

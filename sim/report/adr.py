@@ -9,6 +9,7 @@ in startsim's ``docs/sources.md`` (figure, confidence, public source).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,9 +251,11 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             lines.append(f"- **{c.change}** ({c.why}). {_needed(c, allowed, rows)}")
         else:
             why = _needed(c, allowed, rows)
-            lines.append(f"- `{c.field}` {c.was} → **{c.to}** ({c.why}). {why}")
+            lines.append(
+                f"- `{c.field}` {c.was} → **{c.to}** ({c.why}; {_model_field(c.field)}). {why}"
+            )
     for name, how in shown.items():
-        lines += ["", f"How to apply **{name}**: {how}"]
+        lines += ["", f"How to apply **{name}**: {how}", *_after_ready_cost(data, name)]
     for c in d.dropped:
         lines.append(
             f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed, rows)} The least "
@@ -277,6 +280,50 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"target is {d.smallest_timeout_s:g} s (verified by simulation at that value)."
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Moved:
+    was: Any
+    to: Any
+
+
+# The model fields whose change the Consequences speak of.
+_CONSEQUENTIAL = (
+    "pool.min_size",
+    "pool.max_size",
+    "startup.db_init_timeout_s",
+    "fleet.instances",
+    "connector.min_instances",
+)
+
+
+def _model_changes(data: RecommendationView, sc: Scenario) -> dict[str, _Moved]:
+    """What the adopted set does to the model's fields, whether it names them or a stack's or a
+    platform's settings that give them (SQLAlchemy's pool_size and max_overflow: pool.max_size)."""
+    over = data.decision.overrides or {}
+    if not over:
+        return {}
+    after = sc.with_overrides(over)
+    return {f: _Moved(sc.get(f), after.get(f)) for f in _CONSEQUENTIAL if after.get(f) != sc.get(f)}
+
+
+def _model_field(field: str) -> str:
+    """The marker of a change the report can only word as a model field."""
+    if field.startswith(("stack.", "platform.")):
+        return "a setting of the scenario's [stack] or [platform]"
+    return (
+        "a model field: the scenario names no [stack] or [platform] whose setting applies it "
+        "(docs/scenario.md#stack)"
+    )
+
+
+def _after_ready_cost(data: RecommendationView, change: str) -> list[str]:
+    """The adopted change's cost once instances are ready (issue 23, item 6): the first minute's
+    checkout wait p99 and failed requests under the scenario's [traffic], with the change and
+    today, beside its "How to apply". Left empty until the traffic figures reach summary.json;
+    the integrator fills it here, one paragraph per change the team applies."""
+    return []
 
 
 def _needed(c: AdoptedChange, allowed: str, rows: dict[str, OptionRow]) -> str:
@@ -496,7 +543,7 @@ def _targets_table(t: TimeoutAdvice, cite: Cite) -> str:
 def _consequences(
     data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite
 ) -> str:
-    changed = {c.field: c for c in data.decision.changes}
+    changed = _model_changes(data, sc)
     lines = ["## Consequences", ""]
     if "pool.min_size" in changed:
         lines.append(
