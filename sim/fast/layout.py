@@ -20,6 +20,7 @@ from typing import get_args
 
 from sim.records import FLEET_COLUMNS, OUTCOMES, Outcome, Reason
 from sim.scenario import Fleet, PathFaults, Pool, Restart
+from sim.streams import ROLES
 
 
 def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
@@ -62,8 +63,13 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
     PATH_FAULT,
     PATH_DELAY,
     PHASE,
-) = range(14)
-N_ROLES = 14
+    TRAFFIC_ARRIVAL,  # traffic after ready (docs/model.md): the gaps between requests,
+    TRAFFIC_PICK,  # which ready instance a request goes to,
+    TRAFFIC_QUERY,  # how long it holds its connection
+) = range(17)
+N_ROLES = len(ROLES)
+if N_ROLES != TRAFFIC_QUERY + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 17")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
