@@ -17,8 +17,9 @@ from heapq import heappop, heappush
 import numpy as np
 
 from sim import phases, streams
+from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
 from sim.connector import ConnectorState
-from sim.records import ATTEMPT_COLUMNS, Outcome, Reason
+from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
 from sim.scenario import Scenario, jittered_s
 
 # States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults").
@@ -30,12 +31,29 @@ WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k,
 
 
 class _Conn:
-    __slots__ = ("awaited", "inst", "pool", "run", "state")
+    __slots__ = ("after", "awaited", "inst", "owner", "pool", "run", "state")
 
     def __init__(self, inst: _Instance, pool: int, awaited: bool) -> None:
         self.inst, self.pool, self.state = inst, pool, QUEUED
         self.awaited = awaited  # database init waits for it: its failure fails the pool start
         self.run = inst.phase_run  # the start-up phase's run that opened it (0 without phases)
+        # Traffic after ready: whether it belongs to the ready instance's pool (sim.checkout),
+        # and for whom it is opening: a request, the filler, or None (the settled pool's).
+        self.after = False
+        self.owner = None
+
+
+class _Request:
+    """One request after ready (docs/model.md, "Traffic after ready"): one row of requests.csv."""
+
+    __slots__ = ("arrive_s", "checkout_s", "instance", "outcome", "own", "ready_s", "reason")
+
+    def __init__(self, instance: int, arrive_s: float, ready_s: float) -> None:
+        self.instance, self.arrive_s, self.ready_s = instance, arrive_s, ready_s
+        self.checkout_s = math.nan
+        self.outcome: str | None = None  # None while it waits: unfinished if the run ends so
+        self.reason = ""
+        self.own = False  # per_waiter: it waits for a connection of its own, not in the queue
 
 
 class _Instance:
@@ -59,6 +77,7 @@ class _Instance:
         "phase_start",
         "pool",
         "pool_starts",
+        "pool_state",
         "ready_at",
         "refreshes",
         "to_open",
@@ -81,6 +100,7 @@ class _Instance:
         # against it), when it began, its bound; whether database init has begun.
         self.phase_i, self.phase_run, self.phase_start, self.bound = -1, 0, 0.0, 0.0
         self.db_started = True
+        self.pool_state: PoolState | None = None  # its pool after ready, with traffic
 
 
 @dataclass
@@ -99,6 +119,12 @@ class Replication:
     tilted: bool = False
     tilt_draws: int = 0
     tilt_sum: float = 0.0
+    # Traffic after ready (docs/model.md): one row per request (REQUEST_COLUMNS; empty without
+    # traffic), the connections traffic opened, and the starting instances' connections held
+    # when the run ends.
+    requests: dict[str, list] = field(default_factory=lambda: {k: [] for k in REQUEST_COLUMNS})
+    traffic_connections: int = 0
+    connections_held_end: int = 0
 
 
 class Engine:
@@ -142,6 +168,9 @@ class Engine:
             self.draw_path_fault,
             self.draw_path_delay,
             self.draw_phase,
+            self.draw_traffic_gap,
+            self.draw_traffic_pick,
+            self.draw_traffic_query,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None
@@ -170,6 +199,11 @@ class Engine:
         self.path_end_s = sc.path.window_end_s()
         self.out = Replication(peak_db_connections=sc.warm_held)
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
+        # Traffic after ready: the requests in arrival order, the instances in the order they
+        # became ready (the routing's candidates after the warm ones).
+        self.traffic_on = sc.traffic.on
+        self.requests: list[_Request] = []
+        self.ready_order: list[_Instance] = []
         self.timeline = (
             {"t": [], "db_connections": [], "connector_instances": [], "instances_ready": []}
             if timeline
@@ -186,6 +220,8 @@ class Engine:
             self._sample()  # the warm instances' connections, held from t = 0
         for inst, t in zip(self.instances, self.arrival_times(), strict=True):
             self.at(t, self.start_attempt, inst)
+        if self.traffic_on:
+            self.start_traffic()
         heap = self._heap
         while heap and heap[0][0] <= self.end_s:
             self.now, _, handler, args = heappop(heap)
@@ -210,6 +246,9 @@ class Engine:
         out.instances_ready = sum(r <= self.sc.horizon_s for r in ready)
         out.fleet_ready_s = max(ready) if out.instances_ready == len(ready) else math.inf
         out.timeline = self.timeline
+        out.connections_held_end = sum(i.held for i in self.instances)
+        if self.requests:
+            self._request_rows()
         if self.tilted_stream is not None:
             out.tilted = self.tilted
             out.tilt_draws = self.tilted_stream.tilted_draws
@@ -460,12 +499,25 @@ class Engine:
             pool_conns = [c for c in inst.conns if c.pool == inst.pool]
         self._cancel_all(pool_conns[want:])
         inst.pool += 1  # later connections belong to no pool start
+        kept = pool_conns[:want]
         for _ in range(want - len(pool_conns)):
-            self.open_conn(inst, inst.pool, counted=False, awaited=False)
+            kept.append(self.open_conn(inst, inst.pool, counted=False, awaited=False))
+        if self.traffic_on:  # its pool after ready: these connections, held or opening
+            for conn in kept:
+                conn.after = True
+            inst.pool_state = PoolState(
+                self.sc.pool,
+                idle=[c for c in kept if c.state == HELD],
+                opening=sum(c.state != HELD for c in kept),
+            )
 
     def became_ready(self, inst: _Instance) -> None:
         inst.ready_at = self.now
         self._sample()
+        if self.traffic_on:
+            self.ready_order.append(inst)
+            if self.sc.traffic.rate_per_instance_per_s > 0:
+                self._next_arrival(self.instance_arrival, inst)
 
     def pool_failed(self, inst: _Instance, reason: str) -> None:
         if self.phases and not self.phases[inst.phase_i].pool:
@@ -544,7 +596,7 @@ class Engine:
     # -- one connection: connector, then database --------------------------------------------
     def open_conn(
         self, inst: _Instance, pool: int, counted: bool = True, awaited: bool = True
-    ) -> None:
+    ) -> _Conn:
         conn = _Conn(inst, pool, awaited)
         inst.conns[conn] = None
         if counted:
@@ -556,9 +608,10 @@ class Engine:
             self.at(timeout_at, self.conn_timeout, conn)
         if self._path_faults():
             self._fault(conn)
-            return  # it never reaches the connector nor the database
+            return conn  # it never reaches the connector nor the database
         self._begin_setups(self.connector.request(conn))  # now, or it waits in the queue
         self._maybe_scale()
+        return conn
 
     def _path_faults(self) -> bool:
         """Whether the path fails the connection opened now: one draw, in the window only."""
@@ -578,7 +631,9 @@ class Engine:
             return  # given up before the path failed it
         inst = conn.inst
         self._drop(conn)
-        if conn.awaited and conn.pool == inst.pool and inst.in_init:
+        if conn.after:
+            self.pool_conn_failed(conn, PATH_REASONS[self.sc.path.fault])
+        elif conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, PATH_REASONS[self.sc.path.fault])
 
     def _begin_setups(self, conns: list[_Conn]) -> None:
@@ -609,7 +664,9 @@ class Engine:
         inst = conn.inst
         if self.db_free == 0:
             self._drop(conn)
-            if conn.awaited and conn.pool == inst.pool and inst.in_init:
+            if conn.after:
+                self.pool_conn_failed(conn, Reason.TOO_MANY_CLIENTS)
+            elif conn.awaited and conn.pool == inst.pool and inst.in_init:
                 self.pool_failed(inst, Reason.TOO_MANY_CLIENTS)  # SQLSTATE 53300: too many clients
             return
         self.db_free -= 1
@@ -619,7 +676,10 @@ class Engine:
         if held > self.out.peak_db_connections:
             self.out.peak_db_connections = held
         self._sample()
-        self.pool_conn_ready(inst, conn)
+        if conn.after:
+            self._apply(inst, inst.pool_state.established(conn, conn.owner))
+        else:
+            self.pool_conn_ready(inst, conn)
 
     def conn_timeout(self, conn: _Conn) -> None:
         if conn.state in (HELD, GONE):
@@ -628,7 +688,9 @@ class Engine:
         # A faulted connection's timeout: nothing came back from the path before it.
         reason = Reason.HUNG if conn.state == FAULTED else Reason.CONNECT_TIMEOUT
         self.cancel(conn)
-        if conn.awaited and conn.pool == inst.pool and inst.in_init:
+        if conn.after:
+            self.pool_conn_failed(conn, reason)
+        elif conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, reason)
 
     def cancel(self, conn: _Conn) -> None:
@@ -660,6 +722,108 @@ class Engine:
             conn.inst.held -= 1
         conn.state = GONE
         conn.inst.conns.pop(conn, None)
+
+    # -- traffic after ready (docs/model.md, "Traffic after ready") ------------------------------
+    def start_traffic(self) -> None:
+        """When the run starts, after the first starts: the fleet's first gap, or the trace."""
+        traffic = self.sc.traffic
+        if traffic.rate_per_s > 0:
+            self._next_arrival(self.fleet_arrival)
+        for t in traffic.trace_s:
+            if t >= self.sc.horizon_s:
+                break
+            self.at(t, self.route)
+
+    def _next_arrival(self, handler, *args) -> None:
+        """One gap drawn; the arrival scheduled if it falls before the horizon."""
+        t = self.now + self.draw_traffic_gap()
+        if t < self.sc.horizon_s:
+            self.at(t, handler, *args)
+
+    def fleet_arrival(self) -> None:
+        self._next_arrival(self.fleet_arrival)
+        self.route()
+
+    def instance_arrival(self, inst: _Instance) -> None:
+        self._next_arrival(self.instance_arrival, inst)
+        self.checkout(inst)
+
+    def route(self) -> None:
+        """The warm instances first, then the ready ones in the order they became ready; one
+        pick among them, none when there is no candidate."""
+        warm = self.sc.fleet.warm_instances
+        n = warm + len(self.ready_order)
+        if n == 0:
+            self._new_request(-1, math.nan, RequestOutcome.UNROUTED)
+            return
+        k = min(int(self.draw_traffic_pick() * n), n - 1)
+        if k < warm:
+            self._new_request(-1, math.nan, RequestOutcome.WARM)  # its pool is settled
+            return
+        self.checkout(self.ready_order[k - warm])
+
+    def _new_request(self, instance: int, ready_s: float, outcome: str | None = None) -> _Request:
+        req = _Request(instance, self.now, ready_s)
+        req.outcome = outcome
+        self.requests.append(req)
+        return req
+
+    def checkout(self, inst: _Instance) -> None:
+        req = self._new_request(inst.idx, inst.ready_at)
+        self._apply(inst, inst.pool_state.checkout(req))
+        if req.outcome is None and not req.own:  # queued: it waits at most pool.timeout_s
+            self.at(self.now + self.sc.pool.timeout_s, self.checkout_timeout, inst, req)
+
+    def _apply(self, inst: _Instance, actions: list) -> None:
+        """Do what the pool's rules say (sim.checkout), in their order."""
+        for action in actions:
+            if isinstance(action, HandOver):
+                self._served(inst, action.conn, action.request)
+            elif isinstance(action, OpenConnection):
+                self.out.traffic_connections += 1
+                conn = self.open_conn(inst, inst.pool, counted=False, awaited=False)
+                conn.after, conn.owner = True, action.owner
+                if action.owner is not FILLER:
+                    action.owner.own = True
+            elif isinstance(action, FillerPause):
+                self.at(self.now + action.delay_s, self.filler_resume, inst)
+
+    def _served(self, inst: _Instance, conn: _Conn, req: _Request) -> None:
+        req.outcome, req.checkout_s = RequestOutcome.SERVED, self.now
+        self.at(self.now + self.draw_traffic_query(), self.query_done, inst, conn)
+
+    def query_done(self, inst: _Instance, conn: _Conn) -> None:
+        self._apply(inst, inst.pool_state.release(conn))
+
+    def filler_resume(self, inst: _Instance) -> None:
+        self._apply(inst, inst.pool_state.resume())
+
+    def checkout_timeout(self, inst: _Instance, req: _Request) -> None:
+        if inst.pool_state.timeout(req):
+            req.outcome, req.reason = RequestOutcome.FAILED, Reason.POOL_TIMEOUT
+
+    def pool_conn_failed(self, conn: _Conn, reason: str) -> None:
+        """A connection of a ready instance's pool failed while opening: the request that waited
+        for it fails with its reason; the filler pauses."""
+        owner = conn.owner
+        if owner is not None and owner is not FILLER:
+            owner.outcome, owner.reason = RequestOutcome.FAILED, reason
+        self._apply(conn.inst, conn.inst.pool_state.failed(owner))
+
+    def _request_rows(self) -> None:
+        cols = self.out.requests
+        for req in self.requests:
+            outcome = req.outcome or RequestOutcome.UNFINISHED
+            for key, value in (
+                ("instance", req.instance),
+                ("arrive_s", req.arrive_s),
+                ("ready_s", req.ready_s),
+                ("checkout_s", req.checkout_s),
+                ("wait_s", req.checkout_s - req.arrive_s),
+                ("outcome", str(outcome)),
+                ("reason", str(req.reason)),
+            ):
+                cols[key].append(value)
 
 
 MIXTURE = streams.ROLES.index("mixture")

@@ -100,6 +100,11 @@ FLEET_COLUMNS = (
     "attempts",
 )
 
+# With traffic after ready (docs/model.md), a replication row also carries the connections traffic
+# opened and the starting instances' connections held when the run ended. Not in FLEET_COLUMNS:
+# a run without traffic writes the rows it always wrote.
+TRAFFIC_FLEET_COLUMNS = ("traffic_connections", "connections_held_end")
+
 # Importance sampling's columns of a replication row (sim.rare): whether it ran the tilted
 # component, how many draws the tilt applied to, and the sum of their uniforms.
 TILT_COLUMNS = ("tilted", "tilt_draws", "tilt_sum")

@@ -7,7 +7,9 @@ numbers whether the replications run in one process or in many, and on either en
 Every replication row carries its attempt counts (attempts, failed, timed out, rejected, first
 attempts, first attempts ready): all the summary and its clustered intervals need. So a run asked
 for without records (``records=False``) keeps one small row per replication and no attempt
-record at all: a million replications fit in tens of megabytes.
+record at all: a million replications fit in tens of megabytes. With traffic after ready
+(``[traffic]``), the requests' records come back beside the attempts' (when records are kept) and
+each replication row carries TRAFFIC_FLEET_COLUMNS.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import numpy as np
 from sim.engine import run_replication
 from sim.engines import choose
 from sim.errors import UsageError
-from sim.records import ATTEMPT_COLUMNS, FLEET_COLUMNS, TILT_COLUMNS, Outcome
+from sim.records import (
+    ATTEMPT_COLUMNS,
+    FLEET_COLUMNS,
+    REQUEST_COLUMNS,
+    TILT_COLUMNS,
+    TRAFFIC_FLEET_COLUMNS,
+    Outcome,
+)
 from sim.scenario import Scenario
 from sim.stats import Summary, cluster_proportion, percentiles, summarize
 from sim.streams import Tilt
@@ -37,13 +46,16 @@ COUNT_COLUMNS = ("failed_attempts", "first_attempts", "first_ready")
 @dataclass(frozen=True)
 class Results:
     """Every attempt of every replication (``attempts``; None when the run kept no records) and
-    one row per replication (``fleet``, with its attempt counts), and the engine that ran."""
+    one row per replication (``fleet``, with its attempt counts), and the engine that ran. With
+    traffic, every request of every replication (``requests``: ``replication`` and
+    REQUEST_COLUMNS; None without traffic or records)."""
 
     scenario: Scenario
     seed: int
     attempts: dict[str, np.ndarray] | None
     fleet: dict[str, np.ndarray]
     engine: str = "reference"
+    requests: dict[str, np.ndarray] | None = None
 
     @property
     def replications(self) -> int:
@@ -120,22 +132,33 @@ def run_chunk(
     engine: str = "reference",
     records: bool = True,
     tilt: Tilt | None = None,
-) -> tuple[dict | None, dict]:
+    requests: bool = False,
+) -> tuple:
     """Replications ``indices`` as column lists; the unit of work sent to a process or a cluster.
     ``engine``: ``"reference"`` (sim.engine) or ``"fast"`` (sim.fast, the same model compiled).
     Without ``records`` the attempts come back as None (their counts are in the fleet rows).
-    With a ``tilt`` (importance sampling, sim.rare) the fleet rows carry ``TILT_COLUMNS``."""
+    With a ``tilt`` (importance sampling, sim.rare) the fleet rows carry ``TILT_COLUMNS``; with
+    traffic on, TRAFFIC_FLEET_COLUMNS. ``(attempts, fleet)``, or with ``requests``
+    ``(attempts, fleet, requests)``: the requests' columns (None without records)."""
     if engine == "fast":
         from sim import fast
 
+        if requests:  # the fast engine's traffic (sim.engines routes traffic away until then)
+            return fast.run_chunk(sc, seed, indices, tilt, records, requests=True)
         return fast.run_chunk(sc, seed, indices, tilt, records)
     attempts = {k: [] for k in ("replication", *ATTEMPT_COLUMNS)}
     tilt_columns = TILT_COLUMNS if tilt is not None else ()
-    fleet = {k: [] for k in (*FLEET_COLUMNS, *COUNT_COLUMNS, *tilt_columns)}
+    traffic_columns = TRAFFIC_FLEET_COLUMNS if sc.traffic.on else ()
+    fleet = {k: [] for k in (*FLEET_COLUMNS, *COUNT_COLUMNS, *tilt_columns, *traffic_columns)}
+    reqs = {k: [] for k in ("replication", *REQUEST_COLUMNS)}
     for i in indices:
         rep = run_replication(sc, replication_seed(seed, i), tilt=tilt)
-        for key in tilt_columns:
+        for key in (*tilt_columns, *traffic_columns):
             fleet[key].append(getattr(rep, key))
+        if requests and records:
+            reqs["replication"] += [i] * len(rep.requests["outcome"])
+            for key in REQUEST_COLUMNS:
+                reqs[key] += rep.requests[key]
         outcomes = rep.attempts["outcome"]
         attempts["replication"] += [i] * len(outcomes)
         for key in ATTEMPT_COLUMNS:
@@ -161,6 +184,8 @@ def run_chunk(
             ),
         ):
             fleet[key].append(value)
+    if requests:
+        return (attempts if records else None), fleet, (reqs if records else None)
     return (attempts if records else None), fleet
 
 
@@ -243,7 +268,10 @@ def run_points(
             from sim import fast
 
             fast.warm()  # before the pool forks its workers: they inherit the loaded kernel
-        futures = [executor.submit(run_chunk, sc, seed, p, chosen, records) for p in pieces]
+        futures = [
+            executor.submit(run_chunk, sc, seed, p, chosen, records, None, sc.traffic.on)
+            for p in pieces
+        ]
         window.append((sc, chosen, futures))
         if len(window) > ahead:
             yield _collect(*window.popleft(), pieces, seed, progress)
@@ -252,11 +280,13 @@ def run_points(
 
 
 def _collect(sc, engine, futures, pieces, seed, progress) -> Results:
-    attempts, fleet = [], []
+    attempts, fleet, requests = [], [], []
     for piece, fut in zip(pieces, futures, strict=True):
-        a, f = fut.result()
+        a, f, *r = fut.result()
         if a is not None:
             attempts.append(a)
+        if r and r[0] is not None:
+            requests.append(r[0])
         fleet.append(f)
         if progress:
             progress(len(piece))
@@ -266,6 +296,7 @@ def _collect(sc, engine, futures, pieces, seed, progress) -> Results:
         attempts=_columns(attempts) if attempts else None,
         fleet=_columns(fleet),
         engine=engine,
+        requests=_columns(requests) if requests else None,
     )
 
 

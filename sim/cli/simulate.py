@@ -10,6 +10,7 @@ from rich.console import Console
 
 from sim import probes
 from sim import scenario as scenarios
+from sim.afterready import traffic_figures, traffic_lines
 from sim.cli.options import (
     Dask,
     EngineOption,
@@ -23,7 +24,7 @@ from sim.cli.options import (
 )
 from sim.cli.worlds import WORLDS, WorldsRun, across_worlds
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
-from sim.records import FLEET_COLUMNS
+from sim.records import FLEET_COLUMNS, TRAFFIC_FLEET_COLUMNS
 from sim.report.tables import scenarios_table, summary_table
 from sim.runner import simulate as run_simulation
 from sim.success import rates_dict, success_rates
@@ -71,6 +72,7 @@ def simulate(
     if out is not None:
         prepare_out(out)
     requests = sc.probe.request_rate_per_s > 0
+    traffic = sc.traffic.on  # the requests after ready (docs/model.md): their records are kept
     with progress(f"simulate {sc.name}", replications) as bar:
         # Attempt records for attempts.csv and the probe's requests (computed from them);
         # otherwise a run keeps a row per replication.
@@ -82,22 +84,27 @@ def simulate(
             bar.update,
             dask,
             engine,
-            records=out is not None or requests,
+            records=out is not None or requests or traffic,
         )
     summary = res.summary(confidence=0.95)
+    figures = _traffic(sc, res) if traffic else None
     rates = success_rates(res.fleet, sc.fleet.instances, 0.95)
     data = {
         "scenario": sc.name,
         "engine": res.engine,
         **summary.as_dict(),
         **(_requests(sc, res) if requests else {}),
+        **({"traffic": figures.as_dict()} if figures else {}),
         "success": rates_dict(rates, sc.team.success_definition, sc.team.success_criterion),
         "sources": [e.as_dict() for e in sc.provenance()],
     }
     if out is not None:  # each file whole; summary.json last, so its presence means complete
         atomic_write(out / "scenario.toml", scenario_toml(sc))
         write_csv(out / "attempts.csv", res.attempts)
-        write_csv(out / "replications.csv", {k: res.fleet[k] for k in FLEET_COLUMNS})
+        columns = (*FLEET_COLUMNS, *(TRAFFIC_FLEET_COLUMNS if traffic else ()))
+        write_csv(out / "replications.csv", {k: res.fleet[k] for k in columns})
+        if traffic:
+            write_csv(out / "requests.csv", res.requests)
         write_json(out / "summary.json", data)
     if json_out:
         typer.echo(dumps(data))
@@ -107,9 +114,13 @@ def simulate(
         Console().print(table)
         if requests:
             Console().print(_requests_line(sc, data), highlight=False)
+        if figures:
+            for line in traffic_lines(figures):
+                Console().print(line, highlight=False)
         if out is not None:
+            also = " requests.csv," if traffic else ""
             Console(stderr=True).print(
-                f"wrote {out}/summary.json, attempts.csv, replications.csv, scenario.toml"
+                f"wrote {out}/summary.json, attempts.csv,{also} replications.csv, scenario.toml"
             )
 
 
@@ -118,6 +129,11 @@ def _requests(sc, res) -> dict:
     reps, warm = res.fleet["replication"], sc.fleet.warm_instances
     per = probes.per_deploy(res.attempts, reps, sc.probe, sc.horizon_s, warm=warm)
     return probes.summary(per, 0.95)
+
+
+def _traffic(sc, res):
+    """The figures of traffic after ready (sim/afterready.py)."""
+    return traffic_figures(res.requests, res.fleet, sc.traffic.window_s, 0.95)
 
 
 def _requests_line(sc, data: dict) -> str:
