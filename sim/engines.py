@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sim.engine import Replication, run_replication
 from sim.errors import UsageError
-from sim.records import ATTEMPT_COLUMNS
+from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS
 from sim.scenario import Scenario
 from sim.streams import Tilt
 
@@ -126,17 +126,20 @@ def run_one(
         raise UsageError("only the reference engine keeps a timeline", "engine", engine)
     from sim import fast
 
-    attempts, fleet = fast.run_chunk(sc, seed, range(index, index + 1), tilt)
+    attempts, fleet, requests = fast.replication(sc, seed, index, tilt)
     rep = Replication(
         attempts={key: attempts[key].tolist() for key in ATTEMPT_COLUMNS},
-        fleet_ready_s=float(fleet["fleet_ready_s"][0]),
-        peak_db_connections=int(fleet["peak_db_connections"][0]),
-        connector_instances_end=int(fleet["connector_instances_end"][0]),
-        connection_attempts=int(fleet["connection_attempts"][0]),
-        instances_ready=int(fleet["instances_ready"][0]),
+        fleet_ready_s=float(fleet["fleet_ready_s"]),
+        peak_db_connections=int(fleet["peak_db_connections"]),
+        connector_instances_end=int(fleet["connector_instances_end"]),
+        connection_attempts=int(fleet["connection_attempts"]),
+        instances_ready=int(fleet["instances_ready"]),
+        requests={key: requests[key].tolist() for key in REQUEST_COLUMNS},
+        traffic_connections=int(fleet["traffic_connections"]),
+        connections_held_end=int(fleet["connections_held_end"]),
     )
     if tilt is not None:
-        rep.tilted = bool(fleet["tilted"][0])
-        rep.tilt_draws = int(fleet["tilt_draws"][0])
-        rep.tilt_sum = float(fleet["tilt_sum"][0])
+        rep.tilted = bool(fleet["tilted"])
+        rep.tilt_draws = int(fleet["tilt_draws"])
+        rep.tilt_sum = float(fleet["tilt_sum"])
     return rep
