@@ -45,6 +45,8 @@ FAST_FIELDS = {
         "retry_jitter",
         "start",
         "workers",
+        "timeout_s",
+        "growth",
     },
     "connector": {
         "min_instances",
@@ -73,6 +75,7 @@ FAST_FIELDS = {
         "refresh_interval_s",
     },
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
+    "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
 }
 
 
