@@ -189,6 +189,8 @@ def traffic_lines(fig: TrafficFigures) -> list[str]:
         return "n/a" if v is None else f"{v:.4g}{unit}"
 
     def ci(low: float | None, high: float | None, unit: str = "") -> str:
+        if low is None and high is None:
+            return ""
         return f" [{num(low, unit)}, {num(high, unit)}]"
 
     f, p50, p99 = fig.requests_failed_per_deploy, fig.checkout_wait_p50_s, fig.checkout_wait_p99_s

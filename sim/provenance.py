@@ -234,6 +234,12 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "pool.retry_jitter": _label("assumed", "no jitter, as in most start-ups"),
     "pool.start": _label("published", "asyncpg create_pool", anchor="asyncpg-pool-start"),
     "pool.workers": _label("published", "psycopg_pool num_workers", anchor="psycopg_pool"),
+    "pool.timeout_s": _label(
+        "published", "SQLAlchemy's pool_timeout, 30 s", anchor="sqlalchemy-pool-timeout"
+    ),
+    "pool.growth": _label(
+        "published", "SQLAlchemy's QueuePool overflow", anchor="sqlalchemy-pool-timeout"
+    ),
     "connector.min_instances": _label("published", "", anchor="connector-instance-range"),
     "connector.max_instances": _label("published", "", anchor="connector-instance-range"),
     "connector.setups_per_instance": _label("assumed", "a connector that is not the bottleneck"),
@@ -274,6 +280,11 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "path.from_s": _label("assumed", "from the start of the run"),
     "path.until_s": _label("assumed", "to the end of the run"),
     "path.fail_after_s": _label("assumed", "not measured; a failure soon after the connect"),
+    "traffic.rate_per_s": _label("assumed", "no traffic after ready unless a scenario gives it"),
+    "traffic.rate_per_instance_per_s": _label("assumed", "no traffic after ready"),
+    "traffic.trace_s": _label("assumed", "no recorded trace"),
+    "traffic.query_s": _label("assumed", "a few short queries per request"),
+    "traffic.window_s": _label("assumed", "the first minute after ready"),
     "team.timeout_history_s": _label("assumed", "none given"),
     "team.success_criterion": _label("assumed", "none given"),
     "team.success_definition": _label("assumed", "per container start, as exit-code-3 logs count"),

@@ -116,7 +116,7 @@ def simulate(
             Console().print(_requests_line(sc, data), highlight=False)
         if figures:
             for line in traffic_lines(figures):
-                Console().print(line, highlight=False)
+                Console().print(line, highlight=False, markup=False)
         if out is not None:
             also = " requests.csv," if traffic else ""
             Console(stderr=True).print(
