@@ -84,21 +84,14 @@ FAST_FIELDS = {
 NOT_MODEL = {"team", "sources", "probe"}
 
 
-# Fields read only by traffic after ready (docs/model.md): without [traffic] no engine reads them,
-# so they send nobody away from the fast engine; with it, [traffic] itself does until the kernel
-# has it. A stack's pool timeout and growth rule then cost no speed when traffic is off.
-AFTER_READY_ONLY = {"pool": {"timeout_s", "growth"}}
-
-
 def unsupported(sc: Scenario) -> str | None:
     """Why the fast engine cannot run ``sc``, or None when it can."""
     defaults = Scenario().to_dict()
-    idle = AFTER_READY_ONLY if not sc.traffic.on else {}
     for section, fields in sc.to_dict().items():
         if not isinstance(fields, dict) or section in NOT_MODEL:
             continue
         for name, value in fields.items():
-            known = name in FAST_FIELDS.get(section, ()) or name in idle.get(section, ())
+            known = name in FAST_FIELDS.get(section, ())
             if not known and value != defaults.get(section, {}).get(name):
                 return f"{section}.{name} is not in the fast engine yet"
     return None
