@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sim.afterready import AfterReady
 from sim.errors import ScenarioError
 from sim.robust import Robust
 from sim.scenario import Scenario
@@ -58,6 +59,8 @@ class Candidate:
     held_fits: bool = True  # the ready fleet's connections fit the free slots
     settled: Settled | None = None  # where the sequential rule stopped; None: no look needed
     robust: Robust | None = None  # across the worlds (sim.robust); None: nominal values only
+    # The first minute after ready under the scenario's [traffic] (sim.afterready); None: no traffic
+    after_ready: AfterReady | None = None
 
     @property
     def met_nominally(self) -> bool:
@@ -95,6 +98,8 @@ class Candidate:
         }
         if self.robust is not None:  # only judged across worlds: else summary.json as it was
             out["robust"] = self.robust.as_dict()
+        if self.after_ready is not None:  # only with traffic: else summary.json as it was
+            out["after_ready"] = self.after_ready.as_dict()
         return out
 
 
