@@ -222,7 +222,10 @@ def start(
     goes to ``run_dir/pgbouncer.log``, a copy of its ini to ``run_dir/pgbouncer.ini``."""
     binary = find_binary()
     runner = RunAs.for_this_process()
-    folder = Path(tempfile.mkdtemp(prefix="startsim-pgbouncer-"))  # 0700
+    # 0700; as root in /tmp, which the unprivileged user can reach (a TMPDIR under root's home
+    # it could not)
+    shared = "/tmp" if runner.uid is not None and Path("/tmp").is_dir() else None
+    folder = Path(tempfile.mkdtemp(prefix="startsim-pgbouncer-", dir=shared))
     try:
         runner.own(folder)
         auth_file = folder / AUTH_FILE
