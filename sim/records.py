@@ -38,6 +38,9 @@ class Reason(StrEnum):
     DATABASE = "database"  # 3D000: no such database
     REFUSED = "refused"  # nothing listening
     OTHER = "error"
+    # Measured only, through PgBouncer (startsim loadtest --via-pgbouncer): a client waited
+    # query_wait_timeout for a server connection and PgBouncer disconnected it.
+    QUERY_WAIT_TIMEOUT = "query_wait_timeout"
 
 
 OUTCOMES = tuple(Outcome)

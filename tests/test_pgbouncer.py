@@ -1,0 +1,293 @@
+"""``[pooler]`` and ``startsim loadtest --via-pgbouncer``: the section's checks, PgBouncer's config
+as startsim writes it, and campaigns through a real PgBouncer (Debian's ``pgbouncer``, installed
+by ``.ci/run``) in front of a throwaway PostgreSQL, started by the tests themselves on loopback.
+
+The server has 8 connections, 5 for the test role (3 are reserved): four instances of two
+connections each get 53300 directly. Through PgBouncer with a pool of 2 server connections none is
+refused; their init queries wait for a server instead, and with a short ``query_wait_timeout``
+the ones that wait too long get PgBouncer's own error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import call_main
+from throwaway_pg import PASSWORD, running_server
+
+from loadtests import pgbouncer
+from loadtests.safety import Target
+from sim import scenario as scenarios
+from sim.errors import ScenarioError
+from sim.pooler import PGBOUNCER_SETTINGS, Pooler
+from sim.records import Outcome, Reason
+
+STARTSIM = [sys.executable, "-c", "from sim.cli import main; main()"]
+HAVE_PGBOUNCER = bool(shutil.which("pgbouncer") or shutil.which("pgbouncer", path=pgbouncer.SBIN))
+needs_pgbouncer = pytest.mark.skipif(
+    not HAVE_PGBOUNCER, reason="pgbouncer is not installed (.ci/run installs it)"
+)
+
+SCENARIO = """
+name = "{name}"
+horizon_s = 30.0
+[fleet]
+instances = 4
+arrival = "burst"
+[startup]
+before_db_s = {{ dist = "constant", value = 0.0 }}
+db_init_timeout_s = 10.0
+init_queries_s = {{ dist = "constant", value = {queries_s} }}
+after_db_s = {{ dist = "constant", value = 0.0 }}
+[pool]
+min_size = 2
+max_size = 2
+held_when_ready = 0
+connect_timeout_s = 5.0
+retry_backoff_s = 0.0
+[database]
+max_connections = 8
+reserved_connections = 3
+[restart]
+policy = "none"
+{pooler}
+"""
+POOLER = """
+[pooler]
+kind = "pgbouncer"
+default_pool_size = 2
+query_wait_timeout = {query_wait_timeout}
+"""
+
+
+def scenario_file(tmp_path: Path, name: str, queries_s: float, pooler: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    text = SCENARIO.format(name=name, queries_s=queries_s, pooler=pooler)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def startsim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*STARTSIM, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# -- the section ----------------------------------------------------------------------------------
+
+
+def test_the_defaults_are_pgbouncers_own():
+    p = Pooler(kind="pgbouncer")
+    assert p.settings() == {
+        "pool_mode": "session",
+        "max_client_conn": 100,
+        "default_pool_size": 20,
+        "reserve_pool_size": 0,
+        "reserve_pool_timeout": 5.0,
+        "max_db_connections": 0,
+        "server_connect_timeout": 15.0,
+        "server_login_retry": 15.0,
+        "query_wait_timeout": 120.0,
+    }
+    assert not scenarios.Scenario().pooler.on
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('kind = "pgbouncer"\npool_mode = "sessions"', "pooler.pool_mode"),
+        ('kind = "pgbouncer"\ndefault_pool_size = 0', "pooler.default_pool_size"),
+        ('kind = "pgbouncer"\nmax_client_conn = 0', "pooler.max_client_conn"),
+        ('kind = "pgbouncer"\nreserve_pool_size = -1', "pooler.reserve_pool_size"),
+        ('kind = "pgbouncer"\nquery_wait_timeout = -1', "pooler.query_wait_timeout"),
+        ('kind = "pgbouncer"\nserver_connect_timeout = 0', "pooler.server_connect_timeout"),
+        ('kind = "pgbouncer"\nlisten_port = 6432', "pooler.listen_port"),
+        ('kind = "odyssey"', "pooler.kind"),
+        ("default_pool_size = 4", "pooler.default_pool_size"),  # kind is "none"
+    ],
+)
+def test_bad_pooler_input_names_the_field(text, field):
+    with pytest.raises(ScenarioError) as err:
+        scenarios.loads(f'name = "p"\n[pooler]\n{text}\n')
+    assert err.value.field == field
+
+
+def test_bad_pooler_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "p"\n[pooler]\nkind = "pgbouncer"\npool_mode = "batch"\n')
+    out = tmp_path / "out"
+    code = call_main(
+        "loadtest", str(bad), "--dsn", "postgresql://u@127.0.0.1:1/d", "--out", str(out)
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "pooler.pool_mode" in err and "'batch'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["simulate", "recommend"])
+def test_the_model_refuses_a_pooler_it_has_no_rule_for(tmp_path, capsys, command):
+    sc = tmp_path / "p.toml"
+    sc.write_text('name = "p"\n[pooler]\nkind = "pgbouncer"\n')
+    out = tmp_path / "out"
+    code = call_main(command, str(sc), "--out", str(out))
+    err = capsys.readouterr().err
+    assert code == 2 and "no pooler rule yet" in err and "--via-pgbouncer" in err
+    assert not out.exists()
+
+
+def test_a_campaign_and_the_pooler_section_go_together(tmp_path, capsys):
+    plain = scenario_file(tmp_path, "plain", 0.1)
+    pooled = scenario_file(tmp_path, "pooled", 0.1, POOLER.format(query_wait_timeout=5))
+    dsn = "postgresql://u@127.0.0.1:1/d"
+    out = tmp_path / "out"
+    assert call_main("loadtest", str(plain), "--dsn", dsn, "--via-pgbouncer", "--out", str(out))
+    assert "pooler.kind = 'none'" in capsys.readouterr().err
+    assert call_main("loadtest", str(pooled), "--dsn", dsn, "--out", str(out)) == 2
+    assert "add --via-pgbouncer" in capsys.readouterr().err
+    code = call_main(
+        "loadtest", str(pooled), "--dsn", dsn, "--via-pgbouncer", "--remote-workers", "1"
+    )
+    assert code == 2 and "loopback only" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_without_pgbouncer_installed_the_campaign_says_how_to_install_it(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(pgbouncer, "SBIN", str(tmp_path))
+    pooled = scenario_file(tmp_path, "pooled", 0.1, POOLER.format(query_wait_timeout=5))
+    out = tmp_path / "out"
+    dsn = "postgresql://u@127.0.0.1:1/d"
+    code = call_main("loadtest", str(pooled), "--dsn", dsn, "--via-pgbouncer", "--out", str(out))
+    err = capsys.readouterr().err
+    assert code == 2 and "apt-get install pgbouncer" in err
+    assert not out.exists()
+
+
+# -- PgBouncer's config ---------------------------------------------------------------------------
+
+
+def test_the_ini_carries_the_settings_under_pgbouncers_names_and_listens_on_loopback_only():
+    p = Pooler(
+        kind="pgbouncer", pool_mode="transaction", default_pool_size=4, query_wait_timeout=2.5
+    )
+    ini = pgbouncer.render_ini(
+        p, 6500, Target("127.0.0.1", 5432), "scram-sha-256", Path("/tmp/x/userlist.txt")
+    )
+    lines = ini.splitlines()
+    assert "* = host=127.0.0.1 port=5432" in lines
+    assert {"listen_addr = 127.0.0.1", "listen_port = 6500", "unix_socket_dir ="} <= set(lines)
+    assert {"auth_type = scram-sha-256", "auth_file = /tmp/x/userlist.txt"} <= set(lines)
+    assert {"pool_mode = transaction", "default_pool_size = 4", "query_wait_timeout = 2.5"} <= set(
+        lines
+    )
+    assert all(any(line.startswith(f"{n} = ") for line in lines) for n in PGBOUNCER_SETTINGS)
+    unix = pgbouncer.render_ini(p, 6500, Target("/run/pg/.s.PGSQL.5433", 5433), "trust", Path("a"))
+    assert "* = host=/run/pg port=5433" in unix.splitlines()
+
+
+def test_the_password_goes_to_the_auth_file_only():
+    ini = pgbouncer.render_ini(
+        Pooler(kind="pgbouncer"), 1, Target("127.0.0.1", 2), "scram-sha-256", Path("u")
+    )
+    assert PASSWORD not in ini
+    assert pgbouncer.render_userlist("app", 'a"b') == '"app" "a""b"\n'
+    assert pgbouncer.auth_type(None) == "trust" and pgbouncer.auth_type("x") == "scram-sha-256"
+
+
+@needs_pgbouncer
+def test_pgbouncer_starts_on_loopback_keeps_no_password_on_disk_and_leaves_nothing(tmp_path):
+    # Nothing listens at the upstream: PgBouncer starts all the same (it dials on demand).
+    pooler = Pooler(kind="pgbouncer", default_pool_size=3)
+    running = pgbouncer.start(pooler, Target("127.0.0.1", 1), "app", PASSWORD, tmp_path)
+    try:
+        assert running.target.host == "127.0.0.1" and running.proc.poll() is None
+        assert not (running.folder / pgbouncer.AUTH_FILE).exists()  # read, then deleted
+        status = Path(f"/proc/{running.proc.pid}/status").read_text()
+        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        assert uid != 0  # PgBouncer refuses root: as root, it runs as nobody
+        assert running.describe()["default_pool_size"] == 3
+        assert PASSWORD not in json.dumps(running.describe())
+    finally:
+        running.stop()
+    assert running.proc.returncode is not None and not running.folder.exists()
+    for path in tmp_path.iterdir():
+        assert PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_the_engines_refuse_a_pooler_too():
+    from sim.engines import choose
+    from sim.errors import UsageError
+
+    sc = scenarios.loads('name = "p"\n[pooler]\nkind = "pgbouncer"\n')
+    with pytest.raises(UsageError, match="no pooler rule yet"):
+        choose("reference", sc, 1)
+
+
+# -- campaigns through a real PgBouncer -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server():
+    """max_connections 8: five slots for the test role."""
+    yield from running_server(max_connections=8)
+
+
+def campaign(server, tmp_path: Path, scenario: Path, *extra: str) -> tuple[Path, list[dict]]:
+    out = tmp_path / "results"
+    res = startsim("loadtest", str(scenario), "--dsn", server.dsn, "--out", str(out), *extra)
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.iterdir()
+    assert server.wait_no_harness_connections() == 0, "a connection was left open"
+    assert PASSWORD not in res.stdout + res.stderr
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    return run_dir, records
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@needs_pgbouncer
+def test_refusals_directly_become_waits_through_pgbouncer(small_server, tmp_path):
+    # Directly: 4 instances × 2 connections against 5 slots, no retry: some get 53300.
+    direct = scenario_file(tmp_path, "direct", 1.0)
+    _, records = campaign(small_server, tmp_path / "direct", direct)
+    assert any(r["reason"] == Reason.TOO_MANY_CLIENTS for r in records)
+    # Through PgBouncer (2 server connections): none refused; two wait for the first two's
+    # one-second init queries, and every instance is ready.
+    pooled = scenario_file(tmp_path, "pooled", 1.0, POOLER.format(query_wait_timeout=30))
+    run_dir, records = campaign(small_server, tmp_path / "pooled", pooled, "--via-pgbouncer")
+    assert len(records) == 4 and {r["outcome"] for r in records} == {Outcome.READY}
+    init_s = sorted(r["db_init_s"] for r in records)
+    assert init_s[1] < 1.8 and init_s[2] > 1.8, init_s  # the last two waited for a server
+    described = json.loads((run_dir / "campaign.json").read_text())["pooler"]
+    assert described["kind"] == "pgbouncer" and described["default_pool_size"] == 2
+    assert described["version"].startswith("PgBouncer") and described["listen"].startswith(
+        "127.0.0.1:"
+    )
+    ini = (run_dir / "pgbouncer.ini").read_text()
+    assert "default_pool_size = 2" in ini and "listen_addr = 127.0.0.1" in ini
+    assert "new connection to server" in (run_dir / "pgbouncer.log").read_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@needs_pgbouncer
+def test_a_wait_past_query_wait_timeout_fails_with_pgbouncers_error(small_server, tmp_path):
+    # Two-second init queries, two server connections, one second of patience: the two that
+    # wait are disconnected by PgBouncer (its janitor checks about once a second).
+    sc = scenario_file(tmp_path, "impatient", 2.5, POOLER.format(query_wait_timeout=1))
+    _, records = campaign(small_server, tmp_path, sc, "--via-pgbouncer")
+    failed = [r for r in records if r["outcome"] != Outcome.READY]
+    assert len(failed) == 2 and len(records) == 4
+    assert {r["reason"] for r in failed} == {Reason.QUERY_WAIT_TIMEOUT}
+    assert all("query_wait_timeout" in r["error_message"] for r in failed)
+    assert all(1.0 <= r["db_init_s"] < 2.5 for r in failed), [r["db_init_s"] for r in failed]
