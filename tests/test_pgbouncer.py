@@ -130,13 +130,14 @@ def test_bad_pooler_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["simulate", "recommend"])
-def test_the_model_refuses_a_pooler_it_has_no_rule_for(tmp_path, capsys, command):
+def test_the_model_refuses_what_its_pooler_rule_does_not_cover(tmp_path, capsys, command):
     sc = tmp_path / "p.toml"
-    sc.write_text('name = "p"\n[pooler]\nkind = "pgbouncer"\n')
+    sc.write_text('name = "p"\n[fleet]\nwarm_instances = 1\n[pooler]\nkind = "pgbouncer"\n')
     out = tmp_path / "out"
     code = call_main(command, str(sc), "--out", str(out))
     err = capsys.readouterr().err
-    assert code == 2 and "no pooler rule yet" in err and "--via-pgbouncer" in err
+    assert code == 2 and "no pooler rule for it yet" in err and "warm_instances" in err
+    assert "--via-pgbouncer" in err
     assert not out.exists()
 
 
@@ -221,13 +222,19 @@ def test_pgbouncer_starts_on_loopback_keeps_no_password_on_disk_and_leaves_nothi
         assert PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
 
 
-def test_the_engines_refuse_a_pooler_too():
+def test_the_engines_run_a_pooler_on_the_readable_engine_and_refuse_traffic_through_it():
     from sim.engines import choose
     from sim.errors import UsageError
 
     sc = scenarios.loads('name = "p"\n[pooler]\nkind = "pgbouncer"\n')
-    with pytest.raises(UsageError, match="no pooler rule yet"):
-        choose("reference", sc, 1)
+    assert choose("auto", sc, 10_000) == "reference"  # no fast twin yet
+    with pytest.raises(UsageError, match="not in the fast engine"):
+        choose("fast", sc, 1)
+    traffic = scenarios.loads(
+        'name = "p"\n[traffic]\nrate_per_s = 1.0\n[pooler]\nkind = "pgbouncer"\n'
+    )
+    with pytest.raises(UsageError, match="no pooler rule for it yet"):
+        choose("reference", traffic, 1)
 
 
 # -- campaigns through a real PgBouncer -----------------------------------------------------------
