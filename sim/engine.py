@@ -19,7 +19,7 @@ import numpy as np
 from sim import phases, streams
 from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
 from sim.connector import ConnectorState
-from sim.pooler import Expire, Grant, Launch, PoolerState, Refuse, Wake
+from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
 from sim.scenario import Scenario, jittered_s
 
@@ -173,6 +173,7 @@ class Engine:
             self.draw_traffic_gap,
             self.draw_traffic_pick,
             self.draw_traffic_query,
+            self.draw_janitor,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None
@@ -188,7 +189,10 @@ class Engine:
         # PgBouncer between the connector and the database (docs/model.md, "A pooler in front of
         # the database"): its rules (sim.pooler); the connection whose work waits for a server,
         # by the pool generation that asked, and the one each instance's work runs on.
-        self.pooler = PoolerState(sc.pooler) if sc.pooler.on else None
+        self.pooler = None
+        if sc.pooler.on:  # the janitor's phase is drawn only when its runs matter
+            phase_s = JANITOR_S * self.draw_janitor() if sc.pooler.query_wait_timeout > 0 else 0.0
+            self.pooler = PoolerState(sc.pooler, phase_s)
         self._work: dict[_Conn, int] = {}
         self._busy: dict[_Instance, _Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots

@@ -170,6 +170,7 @@ class PoolerState:
         "_retry_wake_s",
         "_waiting",
         "idle",
+        "janitor_phase_s",
         "last_launch_s",
         "login_failed",
         "opening",
@@ -178,8 +179,10 @@ class PoolerState:
         "welcome",
     )
 
-    def __init__(self, spec: Pooler) -> None:
+    def __init__(self, spec: Pooler, janitor_phase_s: float = 0.0) -> None:
         self.spec = spec
+        # The janitor runs at janitor_phase_s + k × JANITOR_S of the caller's clock (k ≥ 0).
+        self.janitor_phase_s = janitor_phase_s
         self._clients: set[Hashable] = set()  # client connections (max_client_conn bounds them)
         self.servers = 0  # server connections open or opening
         self.idle = 0  # open server connections no client holds
@@ -285,6 +288,11 @@ class PoolerState:
         self._clients.remove(client)
         return [Refuse(client, Reason.QUERY_WAIT_TIMEOUT)]
 
+    def janitor_after(self, t: float) -> float:
+        """The janitor's first run strictly after ``t``."""
+        phase = self.janitor_phase_s
+        return phase + (math.floor((t - phase) / JANITOR_S) + 1) * JANITOR_S
+
     def tick(self, now: float) -> list:
         """A moment at which a server connection may be opened (reserve pool, login retry)."""
         return self._activate(now)
@@ -294,8 +302,8 @@ class PoolerState:
         self._waiting[client] = (kind, now)
         out: list = []
         qwt = self.spec.query_wait_timeout
-        if qwt > 0:  # the janitor's first run strictly after now + query_wait_timeout
-            out.append(Expire(client, (math.floor((now + qwt) / JANITOR_S) + 1) * JANITOR_S))
+        if qwt > 0:
+            out.append(Expire(client, self.janitor_after(now + qwt)))
         if self._reserve_on():
             out.append(Wake(now + self.spec.reserve_pool_timeout))
         return [*out, *self._activate(now)]

@@ -11,11 +11,13 @@ the ones that wait too long get PgBouncer's own error.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import call_main
 from throwaway_pg import PASSWORD, running_server
@@ -298,3 +300,119 @@ def test_a_wait_past_query_wait_timeout_fails_with_pgbouncers_error(small_server
     assert {r["reason"] for r in failed} == {Reason.QUERY_WAIT_TIMEOUT}
     assert all("query_wait_timeout" in r["error_message"] for r in failed)
     assert all(1.0 <= r["db_init_s"] < 2.5 for r in failed), [r["db_init_s"] for r in failed]
+
+
+# -- the model agrees with a real PgBouncer -------------------------------------------------------
+
+# Six instances of two connections, one second of init queries, a pool of two server connections
+# and 1.5 s of query_wait_timeout, in front of 5 slots. The harness sleeps the scenario's draws;
+# the model also needs the loopback's own times, which the harness does not draw: a connection to
+# PgBouncer (the connector's set-up here: TCP, and SCRAM at PgBouncer and in asyncpg), 10-150 ms
+# in these campaigns on two shared cores (the first instances' init took 1.06-1.18 s for 1 s of
+# queries), and PgBouncer's login to PostgreSQL (accept_s: fork and SCRAM, 9-20 ms between a
+# login and its "new connection to server" in PgBouncer's log). Ranges read, not fitted.
+AGREEMENT = """
+name = "pgbouncer-agreement"
+horizon_s = 30.0
+[fleet]
+instances = 6
+arrival = "burst"
+[startup]
+before_db_s = { dist = "constant", value = 0.0 }
+db_init_timeout_s = 10.0
+init_queries_s = { dist = "constant", value = 1.0 }
+after_db_s = { dist = "constant", value = 0.0 }
+[pool]
+min_size = 2
+max_size = 2
+held_when_ready = 0
+connect_timeout_s = 5.0
+retry_backoff_s = 0.0
+[connector]
+setup_s = { dist = "uniform", low = 0.005, high = 0.15 }
+[database]
+max_connections = 8
+reserved_connections = 3
+accept_s = { dist = "uniform", low = 0.005, high = 0.03 }
+[restart]
+policy = "none"
+[pooler]
+kind = "pgbouncer"
+default_pool_size = 2
+query_wait_timeout = 1.5
+"""
+AGREEMENT_REPLICATIONS = 200
+
+
+# A real process's durations carry the records' millisecond rounding and asyncio's wake-ups on two
+# shared cores; the model's do not. Assumed: 20 ms covers both (each figure's interval is widened
+# by it).
+TIMING_TOLERANCE_S = 0.02
+QUERIES_S, QUERY_WAIT_TIMEOUT_S = 1.0, 1.5
+
+
+def groups(db_init_s, reasons) -> dict[str, float]:
+    """The figures compared: refusals (53300) and query_wait_timeout failures, counted; the mean
+    db_init_s of the two instances served first; how much longer the next two took (their wait
+    for a server: the first two's init queries); and how late query_wait_timeout fired, past its
+    setting, counted from when the first two began their queries (the janitor's lateness)."""
+    ready = sorted(d for d, r in zip(db_init_s, reasons, strict=True) if r == "")
+    waited = [d for d, r in zip(db_init_s, reasons, strict=True) if r == Reason.QUERY_WAIT_TIMEOUT]
+    first = float(np.mean(ready[:2])) if len(ready) >= 2 else math.nan
+    second = float(np.mean(ready[2:4])) if len(ready) >= 4 else math.nan
+    late = float(np.mean(waited)) - (first - QUERIES_S) - QUERY_WAIT_TIMEOUT_S if waited else 0.0
+    return {
+        "53300": sum(r == Reason.TOO_MANY_CLIENTS for r in reasons),
+        "query_wait_timeout": len(waited),
+        "served first (s)": first,
+        "waited for a server (s)": second - first,
+        "query_wait_timeout late by (s)": late,
+    }
+
+
+def model_groups(sc, replications: int) -> dict[str, np.ndarray]:
+    """:func:`groups` of each of ``replications`` replications of the model."""
+    from sim.engine import run_replication
+
+    out: dict[str, list] = {}
+    for i in range(replications):
+        a = run_replication(sc, np.random.SeedSequence(0, spawn_key=(i,))).attempts
+        for key, value in groups(a["db_init_s"], a["reason"]).items():
+            out.setdefault(key, []).append(value)
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@needs_pgbouncer
+def test_the_model_agrees_with_a_real_pgbouncer(small_server, tmp_path):
+    from sim.calibrate.inputs import read_campaign
+    from sim.validate import validate
+
+    path = tmp_path / "agreement.toml"
+    path.write_text(AGREEMENT, encoding="utf-8")
+    run_dir, records = campaign(small_server, tmp_path, path, "--via-pgbouncer")
+    sc = scenarios.load(path)
+    # Each figure of the campaign within the model's central 99 % over its replications: none
+    # refused, two timed out by query_wait_timeout (two servers serve four instances within
+    # 1.5 s), and the waits.
+    measured = groups([r["db_init_s"] for r in records], [r["reason"] for r in records])
+    model = model_groups(sc, AGREEMENT_REPLICATIONS)
+    for name, value in measured.items():
+        low, high = np.quantile(model[name], [0.005, 0.995])
+        if name == "query_wait_timeout late by (s)":
+            # Never before the setting: the rule's own bound. The model's low quantile sits above
+            # it only through the scenario's hop, drawn per connection, which makes the two that
+            # fail the slowest to ask by tens of ms; the real connections are slow or fast together.
+            low = 0.0
+        tolerance = TIMING_TOLERANCE_S if name.endswith("(s)") else 0
+        assert low - tolerance <= value <= high + tolerance, (name, value, (low, high))
+    # startsim validate's own figures on the campaign, against its own scenario.
+    v = validate([read_campaign(run_dir)], replications=AGREEMENT_REPLICATIONS, seed=0)
+    verdicts = {f.name: f.verdict for f in v.figures}
+    for name in (
+        "P(database init reaches the deadline)",
+        "P(first start succeeds)",
+        "rejections per instance",
+    ):
+        assert verdicts[name] == "agrees", (name, v.figures)

@@ -4,14 +4,18 @@ the database"): hand-computed cases with constant durations, then the rules' obj
 
 Each comment is the hand computation. Connector set-ups take no time, so a connection reaches
 PgBouncer when it is opened; a server connection takes ``accept_s`` 0.25 s. Times are sums of
-binary fractions and compared with ``==``, except a janitor's run (a multiple of ⅓ s).
+binary fractions and compared with ``==``, except a janitor's run (its phase, drawn once per
+replication, plus a multiple of ⅓ s).
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from builders import const, scenario
 
+from sim.engine import Engine
 from sim.engines import run_one
 from sim.errors import UsageError
 from sim.pooler import (
@@ -43,6 +47,14 @@ FOUR_BY_TWO = {
     "pooler.kind": "pgbouncer",
     "pooler.default_pool_size": 2,
 }
+
+
+def janitor_after(sc, t: float) -> float:
+    """The janitor's first run after ``t`` in replication 0 of seed 0: its phase is that
+    replication's one draw of the ``pooler_janitor`` role."""
+    phase_s = Engine(sc, 0).pooler.janitor_phase_s
+    assert 0 <= phase_s < JANITOR_S
+    return phase_s + (math.floor((t - phase_s) / JANITOR_S) + 1) * JANITOR_S
 
 
 def rows(sc, engine: str) -> list[dict]:
@@ -86,13 +98,15 @@ def test_without_a_pooler_the_same_fleet_meets_53300(engine):
 def test_session_mode_keeps_the_server_with_a_ready_instance(engine):
     # held_when_ready 1: in session mode instances 0 and 1 keep their first connection, and with
     # it their server, for the rest of the run. Instances 2 and 3 wait from t=0.25; the janitor
-    # (every ⅓ s from t=0) disconnects them at its first run after 0.25 + 2 = 2.25: 7/3 s.
+    # (every ⅓ s, at a phase drawn once) disconnects them at its first run after 0.25 + 2 = 2.25.
     sc = scenario(FOUR_BY_TWO | {"pool.held_when_ready": 1, "pooler.query_wait_timeout": 2.0})
     got = rows(sc, engine)
     assert [r["db_init_s"] for r in got[:2]] == [1.25, 1.5]
     assert [r["outcome"] for r in got[2:]] == [Outcome.ERROR] * 2
     assert {r["reason"] for r in got[2:]} == {Reason.QUERY_WAIT_TIMEOUT}
-    assert [r["db_init_s"] for r in got[2:]] == [pytest.approx(7 / 3)] * 2
+    fired = janitor_after(sc, 2.25)
+    assert 2.25 < fired <= 2.25 + JANITOR_S
+    assert [r["db_init_s"] for r in got[2:]] == [pytest.approx(fired)] * 2
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -138,8 +152,8 @@ def test_max_client_conn_refuses_a_client(engine):
     [
         # No query_wait_timeout: the clients wait to log in until asyncpg's own timeout, 1 s.
         (0.0, Reason.CONNECT_TIMEOUT, 1.0),
-        # 0.5 s: the janitor's first run after 0.5 s of waiting, at 2/3 s, disconnects them.
-        (0.5, Reason.QUERY_WAIT_TIMEOUT, 2 / 3),
+        # 0.5 s: the janitor's first run after 0.5 s of waiting disconnects them.
+        (0.5, Reason.QUERY_WAIT_TIMEOUT, None),
     ],
 )
 def test_clients_wait_to_log_in_while_server_logins_fail(
@@ -160,7 +174,8 @@ def test_clients_wait_to_log_in_while_server_logins_fail(
     )
     got = rows(sc, engine)
     assert [(r["outcome"], r["reason"]) for r in got] == [(Outcome.ERROR, reason)] * 2
-    assert [r["db_init_s"] for r in got] == [pytest.approx(db_init_s)] * 2
+    expected = janitor_after(sc, 0.5) if db_init_s is None else db_init_s
+    assert [r["db_init_s"] for r in got] == [pytest.approx(expected)] * 2
     assert run_one(sc, 0, engine=engine).peak_db_connections == 0
 
 
@@ -241,13 +256,15 @@ def test_servers_open_one_at_a_time_up_to_the_pool_size():
 
 def test_janitor_runs_decide_when_query_wait_timeout_fires():
     pb = PoolerState(Pooler(kind="pgbouncer", query_wait_timeout=1.0))
-    (expire, launch) = pb.arrive("a", 0.5)
+    (expire, launch) = pb.arrive("a", 0.5)  # the janitor's phase: 0
     assert launch == Launch() and expire == Expire("a", 5 * JANITOR_S)  # first run after 1.5
     assert pb.expire("a", 5 * JANITOR_S) == [Refuse("a", Reason.QUERY_WAIT_TIMEOUT)]
     assert pb.clients == 0
     exact = PoolerState(Pooler(kind="pgbouncer", query_wait_timeout=1.0))
     (expire, _) = exact.arrive("b", 0.0)
     assert expire.at_s == pytest.approx(4 / 3)  # a wait of exactly 1 s is not "longer than"
+    late = PoolerState(Pooler(kind="pgbouncer", query_wait_timeout=1.0), janitor_phase_s=0.25)
+    assert late.arrive("c", 0.0)[0] == Expire("c", 0.25 + 3 * JANITOR_S)
 
 
 def test_a_failed_login_pauses_launches_and_fast_fails_new_clients():
