@@ -193,7 +193,7 @@ class Engine:
         if sc.pooler.on:  # the janitor's phase is drawn only when its runs matter
             phase_s = JANITOR_S * self.draw_janitor() if sc.pooler.query_wait_timeout > 0 else 0.0
             self.pooler = PoolerState(sc.pooler, phase_s)
-        self._work: dict[_Conn, int] = {}
+        self._work: dict[_Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
         self._busy: dict[_Instance, _Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
         # from t = 0 to the end, and count in the peak.
@@ -487,7 +487,7 @@ class Engine:
         if self.pooler is not None:  # through PgBouncer the work first needs a server
             first = next((c for c in inst.conns if c.pool == inst.pool and c.state == HELD), None)
             if first is not None:
-                self._work[first] = inst.pool
+                self._work[first] = (inst.pool, False)
                 self._pooler_do(self.pooler.need_server(first, self.now))
                 return
         self._begin_work(inst)
@@ -507,7 +507,13 @@ class Engine:
         if pool != inst.pool or not inst.in_init:
             return
         if self.pooler is not None:
-            self._work_done(inst)
+            conn = self._work_done(inst)
+            if conn is not None and self.sc.pooler.pool_mode != "session":
+                # The connection's return to its pool (asyncpg's reset, SQLAlchemy's rollback)
+                # is a transaction of its own: it asks for a server again; init is done then.
+                self._work[conn] = (inst.pool, True)
+                self._pooler_do(self.pooler.need_server(conn, self.now))
+                return
         self._init_done(inst)
 
     def _init_done(self, inst: _Instance) -> None:
@@ -787,17 +793,22 @@ class Engine:
             conn.state = HELD
             inst.held += 1
             self.pool_conn_ready(inst, conn)
-        elif conn.state == HELD and conn in self._work:  # it has a server: the work begins
-            if self._work.pop(conn) == inst.pool and inst.in_init:
-                self._begin_work(inst, conn)
-            else:  # nobody waits for that work any more: the server goes back (transaction mode)
+        elif conn.state == HELD and conn in self._work:  # it has a server
+            pool, reset = self._work.pop(conn)
+            if pool != inst.pool or not inst.in_init or reset:
+                # The reset takes no time; or nobody waits for that work any more: the server
+                # goes back at once (transaction mode).
                 self._pooler_do(self.pooler.work_done(conn, self.now))
+                if reset and pool == inst.pool and inst.in_init:
+                    self._init_done(inst)
+            else:
+                self._begin_work(inst, conn)  # the work begins
 
     def _refused(self, conn: _Conn, reason: str) -> None:
         """PgBouncer disconnected the client: its login fails, or the work waiting on it."""
         inst = conn.inst
         logging_in = conn.state == LOGIN
-        work = self._work.pop(conn, None)
+        work = self._work.pop(conn, (None, False))[0]
         self._drop(conn)
         if logging_in:
             if conn.awaited and conn.pool == inst.pool and inst.in_init:
@@ -832,10 +843,14 @@ class Engine:
     def _server_failed(self, reason: str, kill: bool) -> None:
         self._pooler_do(self.pooler.server_failed(self.now, reason, kill))
 
-    def _work_done(self, inst: _Instance) -> None:
+    def _work_done(self, inst: _Instance) -> _Conn | None:
+        """The work on ``inst``'s connection ended: its server goes back (transaction mode).
+        Returns the connection, if still held."""
         conn = self._busy.pop(inst, None)
-        if conn is not None and conn.state == HELD:
-            self._pooler_do(self.pooler.work_done(conn, self.now))
+        if conn is None or conn.state != HELD:
+            return None
+        self._pooler_do(self.pooler.work_done(conn, self.now))
+        return conn
 
     def _expire(self, conn: _Conn) -> None:
         self._pooler_do(self.pooler.expire(conn, self.now))

@@ -148,7 +148,7 @@ class Wake:
     at_s: float
 
 
-LOGIN, WORK = "login", "work"  # what a waiting client waits for
+WAITS_TO_LOG_IN, WAITS_FOR_SERVER = "login", "work"  # what a waiting client waits for
 
 
 class PoolerState:
@@ -216,7 +216,7 @@ class PoolerState:
         self._clients.add(client)
         if self.welcome:
             return [Grant(client)]
-        return self._wait(client, LOGIN, now)
+        return self._wait(client, WAITS_TO_LOG_IN, now)
 
     def need_server(self, client: Hashable, now: float) -> list:
         """A logged-in client sends its work's first query: it needs a server connection."""
@@ -228,7 +228,7 @@ class PoolerState:
             # check_fast_fail: logins have been failing and no server is open: refused at once.
             self._clients.discard(client)
             return [Refuse(client, Reason.SERVER_LOGIN_RETRY), *self._activate(now)]
-        return self._wait(client, WORK, now)
+        return self._wait(client, WAITS_FOR_SERVER, now)
 
     def work_done(self, client: Hashable, now: float) -> list:
         """The client's work ended: in transaction (or statement) mode its server goes back to the
@@ -259,7 +259,7 @@ class PoolerState:
         self.idle += 1
         self.welcome = True
         self.login_failed = False
-        grants = [Grant(c) for c, (kind, _) in self._waiting.items() if kind == LOGIN]
+        grants = [Grant(c) for c, (kind, _) in self._waiting.items() if kind == WAITS_TO_LOG_IN]
         for grant in grants:
             del self._waiting[grant.client]
         return [*grants, *self._serve(now)]
@@ -318,7 +318,8 @@ class PoolerState:
         still wait, a server connection is opened if the rules allow."""
         out: list = []
         while self.idle:
-            first = next((c for c, (kind, _) in self._waiting.items() if kind == WORK), None)
+            waiters = (c for c, (kind, _) in self._waiting.items() if kind == WAITS_FOR_SERVER)
+            first = next(waiters, None)
             if first is None:
                 break
             del self._waiting[first]

@@ -817,7 +817,14 @@ class PooledModel(Model):
                 self.gone(inst, first)
                 return result
         yield self.env.timeout(self.draw(self.sc.startup.init_queries_s))
-        if first is not None and first.stage == HELD:
+        if first is not None and first.stage == HELD and self.sc.pooler.pool_mode != "session":
+            # The server goes back; the connection's return to its pool (its reset) is a
+            # transaction of its own, which asks for one again.
+            self.pgb.work_done(first)
+            result = yield self.pgb.need_server(first)
+            if result != "ok":
+                self.gone(inst, first)
+                return result
             self.pgb.work_done(first)
         return None
 
