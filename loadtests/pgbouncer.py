@@ -47,7 +47,12 @@ AUTH_FILE = "userlist.txt"
 # PgBouncer's own errors reach the client as SQLSTATE 08P01 with a fixed message naming the rule
 # (janitor.c, client.c); the ones a start-up meets, by their message.
 POOLER_SQLSTATE = "08P01"
-POOLER_REASONS = {"query_wait_timeout": Reason.QUERY_WAIT_TIMEOUT}
+POOLER_REASONS = {
+    "query_wait_timeout": Reason.QUERY_WAIT_TIMEOUT,
+    "no more connections allowed (max_client_conn)": Reason.MAX_CLIENT_CONN,
+}
+# check_fast_fail's refusal names the cached server error before it: matched by its end.
+LOGIN_RETRY_SUFFIX = "(server_login_retry)"
 
 
 def pooler_reason(exc: BaseException) -> str | None:
@@ -56,7 +61,10 @@ def pooler_reason(exc: BaseException) -> str | None:
     (PgBouncer sends the error, then closes the connection)."""
     for err in (exc, exc.__cause__):
         if err is not None and (getattr(err, "sqlstate", "") or "") == POOLER_SQLSTATE:
-            return POOLER_REASONS.get(str(err).strip())
+            text = str(err).strip()
+            if text.endswith(LOGIN_RETRY_SUFFIX):
+                return Reason.SERVER_LOGIN_RETRY
+            return POOLER_REASONS.get(text)
     return None
 
 

@@ -195,6 +195,27 @@ def test_the_ini_carries_the_settings_under_pgbouncers_names_and_listens_on_loop
     assert "* = host=/run/pg port=5433" in unix.splitlines()
 
 
+class PoolerError(Exception):
+    sqlstate = pgbouncer.POOLER_SQLSTATE
+
+
+def test_pgbouncers_own_errors_get_the_models_reasons():
+    for message, reason in (
+        ("query_wait_timeout", Reason.QUERY_WAIT_TIMEOUT),
+        ("no more connections allowed (max_client_conn)", Reason.MAX_CLIENT_CONN),
+        (
+            "server login has been failing, cached error: sorry, too many clients already "
+            "(server_login_retry)",
+            Reason.SERVER_LOGIN_RETRY,
+        ),
+    ):
+        assert pgbouncer.pooler_reason(PoolerError(message)) == reason
+        lost = ConnectionError("connection was closed in the middle of operation")
+        lost.__cause__ = PoolerError(message)
+        assert pgbouncer.pooler_reason(lost) == reason
+    assert pgbouncer.pooler_reason(PoolerError("something else")) is None
+
+
 def test_the_password_goes_to_the_auth_file_only():
     ini = pgbouncer.render_ini(
         Pooler(kind="pgbouncer"), 1, Target("127.0.0.1", 2), "scram-sha-256", Path("u")
