@@ -322,3 +322,42 @@ def test_transaction_mode_returns_the_server_when_the_work_ends():
     session.server_up(0.25)
     session.need_server("a", 0.25)
     assert session.work_done("a", 1.25) == [] and session.holds_server("a")
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+@pytest.mark.parametrize("seed", range(4))
+def test_invariants_through_pgbouncer(mode, seed):
+    # Random durations and restarts: the database never holds more than the pool allows, and a
+    # client never meets 53300 or server_login_retry (docs/model.md, rule 6: a pool that had one
+    # server keeps it).
+    sc = scenario(
+        {
+            "horizon_s": 60.0,
+            "fleet.instances": 12,
+            "fleet.arrival": "uniform",
+            "fleet.window_s": 3.0,
+            "pool.min_size": 3,
+            "pool.held_when_ready": 2,
+            "pool.connect_timeout_s": 5.0,
+            "pool.retry_backoff_s": 0.5,
+            "startup.db_init_timeout_s": 6.0,
+            "startup.init_queries_s": {"dist": "exponential", "mean": 0.5},
+            "connector.setup_s": {"dist": "exponential", "mean": 0.05},
+            "database.max_connections": 6,
+            "database.accept_s": {"dist": "exponential", "mean": 0.02},
+            "restart.policy": "fixed",
+            "restart.initial_backoff_s": 1.0,
+            "pooler.kind": "pgbouncer",
+            "pooler.pool_mode": mode,
+            "pooler.max_client_conn": 30,
+            "pooler.default_pool_size": 4,
+            "pooler.reserve_pool_size": 4,
+            "pooler.reserve_pool_timeout": 1.0,
+            "pooler.server_connect_timeout": 0.03,
+            "pooler.query_wait_timeout": 2.0,
+        }
+    )
+    rep = run_one(sc, seed)
+    assert rep.peak_db_connections <= 6  # pool 4 + reserve 4, but 6 slots: 53300 at the seventh
+    reasons = set(rep.attempts["reason"])
+    assert not reasons & {Reason.TOO_MANY_CLIENTS, Reason.SERVER_LOGIN_RETRY}, reasons
