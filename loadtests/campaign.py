@@ -53,6 +53,7 @@ class Options:
     max_duration_s: float = 900.0
     seed: int | None = None  # None: a fresh seed, recorded in campaign.json and summary.json
     instance_command: str | None = None  # the team's start-up, run as each instance (command.py)
+    via_pgbouncer: bool = False  # through a real PgBouncer started here (loadtests/pgbouncer.py)
 
 
 @dataclass
@@ -145,6 +146,7 @@ def check(opts: Options) -> safety.Resolved:
     settings.check_traffic(
         opts.sc, opts.instance_command is not None, bool(opts.workers + opts.remote_workers)
     )
+    _check_pooler(opts)
     bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     if opts.remote_workers and bind.port == 0:
         raise UsageError(
@@ -152,6 +154,30 @@ def check(opts: Options) -> safety.Resolved:
             "(e.g. 10.0.0.5:5557) to pass to `startsim loadtest-worker --master`"
         )
     return resolved
+
+
+def _check_pooler(opts: Options) -> None:
+    """``--via-pgbouncer`` and ``[pooler]`` go together; PgBouncer must be installed."""
+    kind = opts.sc.pooler.kind
+    if opts.via_pgbouncer and kind != "pgbouncer":
+        raise UsageError(
+            f"pooler.kind = {kind!r}: --via-pgbouncer configures PgBouncer from the scenario's "
+            '[pooler]; set kind = "pgbouncer" there (with its settings), or drop --via-pgbouncer'
+        )
+    if kind == "pgbouncer" and not opts.via_pgbouncer:
+        raise UsageError(
+            'pooler.kind = "pgbouncer": a campaign measures a pooler only through a real one; '
+            'add --via-pgbouncer, or set kind = "none"'
+        )
+    if opts.via_pgbouncer and opts.remote_workers:
+        raise UsageError(
+            f"--remote-workers = {opts.remote_workers}: PgBouncer listens on loopback only, "
+            "so only local workers (--workers) can go through it"
+        )
+    if opts.via_pgbouncer:
+        from loadtests.pgbouncer import find_binary
+
+        find_binary()
 
 
 def _check_command(command: str | None) -> None:
@@ -185,14 +211,20 @@ def _run(opts: Options, progress, started) -> CampaignResult:
     run_id, run_dir = settings.new_run_dir(opts.out, opts.sc.name)
     atomic_write(run_dir / "scenario.toml", scenario_toml(opts.sc))
     limit_s = min(opts.sc.horizon_s, opts.max_duration_s)
-    write_json(run_dir / "campaign.json", _describe(opts, run_id, limit_s, resolved))
+    described = _describe(opts, run_id, limit_s, resolved)
+    write_json(run_dir / "campaign.json", described)
     if started is not None:
         started(opts.seed, run_dir)
     children: list[subprocess.Popen] = []
-    emulator = None
+    emulator = pgbouncer = None
     stop_signal = None
     try:
         addresses = resolved.targets
+        if opts.via_pgbouncer:  # the instances (or the emulator) reach PgBouncer, it the server
+            pgbouncer = _start_pgbouncer(opts, resolved, reached, run_dir, secrets_)
+            write_json(run_dir / "campaign.json", {**described, "pooler": pgbouncer.describe()})
+            addresses = (pgbouncer.target,)
+            reached = pgbouncer.target
         if opts.via_emulator:
             if reached.is_unix:  # the emulator relays TCP: the first TCP address checked
                 reached = next(t for t in resolved.targets if not t.is_unix)
@@ -216,6 +248,8 @@ def _run(opts: Options, progress, started) -> CampaignResult:
         _stop(children[1:])
         if emulator is not None:
             _stop([emulator])
+        if pgbouncer is not None:
+            pgbouncer.stop()  # after every client: it closes its server connections
     records = read_jsonl(run_dir / RECORDS_FILE)
     samples = read_jsonl(run_dir / CONNECTIONS_FILE)
     summary = summarize_records(opts.sc, records, samples, opts.seed, run_dir)
@@ -262,9 +296,36 @@ def _describe(opts: Options, run_id: str, limit_s: float, resolved: safety.Resol
         "limit_s": limit_s,
         "seed": opts.seed,
         "instance_command": opts.instance_command,
+        # PgBouncer's settings (and, once started, its version and address), or None: direct.
+        "pooler": opts.sc.pooler.settings() if opts.via_pgbouncer else None,
         "started_unix_s": round(time.time(), 3),
         "locust_version": version("locust"),  # not imported here: it patches for gevent
     }
+
+
+def _start_pgbouncer(
+    opts: Options,
+    resolved: safety.Resolved,
+    reached: safety.Target,
+    run_dir: Path,
+    secrets_: tuple[str, ...],
+):
+    """A real PgBouncer in front of the address the preflight reached, then one connection
+    through it (as the preflight's): a misconfigured pooler is an error, not a measurement."""
+    from loadtests import pgbouncer
+
+    user = pgbouncer.dsn_user(opts.dsn)
+    running = pgbouncer.start(opts.sc.pooler, reached, user, resolved.password, run_dir, secrets_)
+    try:
+        through = safety.Resolved((running.target,), resolved.password)
+        preflight.check_connection(opts.dsn, through, opts.sc.pool.connect_timeout_s, secrets_)
+    except BaseException as exc:
+        running.stop()
+        if isinstance(exc, UsageError):
+            cause = exc.problem.removeprefix("--dsn: ")
+            raise UsageError(f"--via-pgbouncer: through PgBouncer, {cause}") from None
+        raise
+    return running
 
 
 def _child_env(opts: Options, resolved: safety.Resolved) -> dict:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from loadtests.pgbouncer import pooler_reason
 from loadtests.startup_phases import PhasedStart
 from sim.records import Outcome, Reason
 from sim.scenario import Restart, Scenario, jittered_s
@@ -42,6 +43,9 @@ SQLSTATE_REASONS = {
 def failure_reason(exc: BaseException) -> tuple[str, bool]:
     """(reason, fatal) of a failed pool start; fatal ones are the target's, not the load's."""
     sqlstate = getattr(exc, "sqlstate", "") or ""
+    pooler = pooler_reason(exc)  # PgBouncer's own refusal (--via-pgbouncer)
+    if pooler is not None:
+        return pooler, False
     if sqlstate == "53300":
         return Reason.TOO_MANY_CLIENTS, False
     if sqlstate in SQLSTATE_REASONS:

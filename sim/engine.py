@@ -19,11 +19,13 @@ import numpy as np
 from sim import phases, streams
 from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
 from sim.connector import ConnectorState
+from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
 from sim.scenario import Scenario, jittered_s
 
-# States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults").
-QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
+# States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults");
+# LOGIN: at the pooler, waiting to log in (docs/model.md, "A pooler in front of the database").
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, LOGIN = range(7)
 # The reason a path failure gives, by path.fault.
 PATH_REASONS = {"closed": Reason.CLOSED, "reset": Reason.RESET}
 
@@ -171,6 +173,7 @@ class Engine:
             self.draw_traffic_gap,
             self.draw_traffic_pick,
             self.draw_traffic_query,
+            self.draw_janitor,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None
@@ -183,6 +186,15 @@ class Engine:
         self._heap: list = []
         self._seq = itertools.count()
         self.connector = ConnectorState(sc.connector)  # its rules; the timers are the engine's
+        # PgBouncer between the connector and the database (docs/model.md, "A pooler in front of
+        # the database"): its rules (sim.pooler); the connection whose work waits for a server,
+        # by the pool generation that asked, and the one each instance's work runs on.
+        self.pooler = None
+        if sc.pooler.on:  # the janitor's phase is drawn only when its runs matter
+            phase_s = JANITOR_S * self.draw_janitor() if sc.pooler.query_wait_timeout > 0 else 0.0
+            self.pooler = PoolerState(sc.pooler, phase_s)
+        self._work: dict[_Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
+        self._busy: dict[_Instance, _Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
         # from t = 0 to the end, and count in the peak.
         self.db_free = sc.database.free_slots - sc.warm_held
@@ -391,6 +403,8 @@ class Engine:
     def phase_done(self, inst: _Instance, pool: int) -> None:
         if pool != inst.pool or not inst.in_init:
             return
+        if self.pooler is not None:
+            self._work_done(inst)
         inst.pool += 1
         if not self.phases[inst.phase_i].keep:
             self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
@@ -470,6 +484,20 @@ class Engine:
                     self.open_conn(inst, inst.pool, awaited=False)
 
     def run_queries(self, inst: _Instance) -> None:
+        if self.pooler is not None:  # through PgBouncer the work first needs a server
+            first = next((c for c in inst.conns if c.pool == inst.pool and c.state == HELD), None)
+            if first is not None:
+                self._work[first] = (inst.pool, False)
+                self._pooler_do(self.pooler.need_server(first, self.now))
+                return
+        self._begin_work(inst)
+
+    def _begin_work(self, inst: _Instance, conn: _Conn | None = None) -> None:
+        """The init queries (or the phase's work) begin, on ``conn`` through a pooler."""
+        if self.pooler is not None:
+            self._busy.pop(inst, None)
+            if conn is not None:
+                self._busy[inst] = conn
         if self.phases:  # the phase's own work instead of init_queries_s
             self.at(self.now + self.phase_duration_s(inst), self.phase_done, inst, inst.pool)
             return
@@ -478,6 +506,14 @@ class Engine:
     def db_init_done(self, inst: _Instance, pool: int) -> None:
         if pool != inst.pool or not inst.in_init:
             return
+        if self.pooler is not None:
+            conn = self._work_done(inst)
+            if conn is not None and self.sc.pooler.pool_mode != "session":
+                # The connection's return to its pool (asyncpg's reset, SQLAlchemy's rollback)
+                # is a transaction of its own: it asks for a server again; init is done then.
+                self._work[conn] = (inst.pool, True)
+                self._pooler_do(self.pooler.need_server(conn, self.now))
+                return
         self._init_done(inst)
 
     def _init_done(self, inst: _Instance) -> None:
@@ -558,7 +594,10 @@ class Engine:
         if release_s > 0:  # the server notices the dead client late: its slots stay taken a while
             for conn in [c for c in inst.conns if c.state == HELD]:
                 self._drop(conn)
-                self.at(self.now + release_s, self._free_slot)
+                if self.pooler is None:
+                    self.at(self.now + release_s, self._free_slot)
+                else:  # PgBouncer notices late: its client slot (and server) stay taken
+                    self.at(self.now + release_s, self._pooler_leave, conn)
         self._cancel_all(list(inst.conns))
         restart = self.sc.restart
         if inst.attempt <= restart.restarts_allowed:
@@ -655,6 +694,10 @@ class Engine:
         if conn.state != SETUP:
             return  # cancelled during set-up; its capacity was returned then
         self._begin_setups(self.connector.setup_done(conn))
+        if self.pooler is not None:  # it reaches PgBouncer, not the database
+            conn.state = LOGIN
+            self._pooler_do(self.pooler.arrive(conn, self.now))
+            return
         conn.state = ACCEPT
         self.at(self.now + self.draw_accept(), self.accept_done, conn)
 
@@ -701,13 +744,19 @@ class Engine:
         """Give these connections up at once; places they free at the connector are served after
         all of them left."""
         at_connector = [c for c in conns if c.state in (QUEUED, SETUP)]
+        at_pooler = []
         for conn in conns:
-            if conn.state == HELD:
+            if self.pooler is not None and conn.state in (HELD, LOGIN):
+                at_pooler.append(conn)  # a client of PgBouncer: no database slot of its own
+                self._drop(conn)
+            elif conn.state == HELD:
                 self.release(conn)
             else:
                 self._drop(conn)
         if at_connector:
             self._begin_setups(self.connector.give_up(at_connector))
+        if at_pooler:
+            self._pooler_do(self.pooler.leave(at_pooler, self.now))
 
     def release(self, conn: _Conn) -> None:
         self._drop(conn)
@@ -722,6 +771,95 @@ class Engine:
             conn.inst.held -= 1
         conn.state = GONE
         conn.inst.conns.pop(conn, None)
+
+    # -- a pooler in front of the database (docs/model.md) --------------------------------------
+    def _pooler_do(self, actions: list) -> None:
+        """Do what PgBouncer's rules say (sim.pooler), in their order."""
+        for action in actions:
+            if isinstance(action, Grant):
+                self._granted(action.client)
+            elif isinstance(action, Refuse):
+                self._refused(action.client, action.reason)
+            elif isinstance(action, Launch):
+                self._launch()
+            elif isinstance(action, Expire):
+                self.at(action.at_s, self._expire, action.client)
+            elif isinstance(action, Wake):
+                self.at(action.at_s, self._pooler_tick)
+
+    def _granted(self, conn: _Conn) -> None:
+        inst = conn.inst
+        if conn.state == LOGIN:  # logged in to PgBouncer: established, no slot of its own
+            conn.state = HELD
+            inst.held += 1
+            self.pool_conn_ready(inst, conn)
+        elif conn.state == HELD and conn in self._work:  # it has a server
+            pool, reset = self._work.pop(conn)
+            if pool != inst.pool or not inst.in_init or reset:
+                # The reset takes no time; or nobody waits for that work any more: the server
+                # goes back at once (transaction mode).
+                self._pooler_do(self.pooler.work_done(conn, self.now))
+                if reset and pool == inst.pool and inst.in_init:
+                    self._init_done(inst)
+            else:
+                self._begin_work(inst, conn)  # the work begins
+
+    def _refused(self, conn: _Conn, reason: str) -> None:
+        """PgBouncer disconnected the client: its login fails, or the work waiting on it."""
+        inst = conn.inst
+        logging_in = conn.state == LOGIN
+        work = self._work.pop(conn, (None, False))[0]
+        self._drop(conn)
+        if logging_in:
+            if conn.awaited and conn.pool == inst.pool and inst.in_init:
+                self.pool_failed(inst, reason)
+        elif work == inst.pool and inst.in_init:
+            if self.phases and not self.phases[inst.phase_i].pool:
+                self.phase_failed(inst, reason)  # the phase's work failed: no connection retry
+            else:
+                self.pool_failed(inst, reason)
+
+    def _launch(self) -> None:
+        """PgBouncer opens a server connection: ``accept_s`` (fork, authentication), then a
+        database slot or 53300; given up at ``server_connect_timeout``."""
+        accept_s = self.draw_accept()
+        timeout_s = self.sc.pooler.server_connect_timeout
+        if accept_s >= timeout_s:
+            self.at(self.now + timeout_s, self._server_failed, Reason.CONNECT_TIMEOUT, False)
+        else:
+            self.at(self.now + accept_s, self._server_login)
+
+    def _server_login(self) -> None:
+        if self.db_free == 0:
+            self._server_failed(Reason.TOO_MANY_CLIENTS, True)
+            return
+        self.db_free -= 1
+        held = self.sc.database.free_slots - self.db_free
+        if held > self.out.peak_db_connections:
+            self.out.peak_db_connections = held
+        self._sample()
+        self._pooler_do(self.pooler.server_up(self.now))
+
+    def _server_failed(self, reason: str, kill: bool) -> None:
+        self._pooler_do(self.pooler.server_failed(self.now, reason, kill))
+
+    def _work_done(self, inst: _Instance) -> _Conn | None:
+        """The work on ``inst``'s connection ended: its server goes back (transaction mode).
+        Returns the connection, if still held."""
+        conn = self._busy.pop(inst, None)
+        if conn is None or conn.state != HELD:
+            return None
+        self._pooler_do(self.pooler.work_done(conn, self.now))
+        return conn
+
+    def _expire(self, conn: _Conn) -> None:
+        self._pooler_do(self.pooler.expire(conn, self.now))
+
+    def _pooler_tick(self) -> None:
+        self._pooler_do(self.pooler.tick(self.now))
+
+    def _pooler_leave(self, conn: _Conn) -> None:
+        self._pooler_do(self.pooler.leave([conn], self.now))
 
     # -- traffic after ready (docs/model.md, "Traffic after ready") ------------------------------
     def start_traffic(self) -> None:

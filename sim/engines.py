@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sim.engine import Replication, run_replication
 from sim.errors import UsageError
+from sim.pooler import refuse_unmodelled
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS
 from sim.scenario import Scenario
 from sim.streams import Tilt
@@ -102,6 +103,7 @@ def choose(engine: str, sc: Scenario, replications: int) -> str:
     """``"fast"`` or ``"reference"`` for this run."""
     if engine not in ENGINES:
         raise UsageError(f"must be one of {', '.join(ENGINES)}", "engine", engine)
+    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)
     why_not = unsupported(sc)
     if engine == "fast" and why_not:
         raise UsageError(f"cannot run this scenario: {why_not}", "engine", engine)

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
+from sim.pooler import PGBOUNCER_SETTINGS
+
 Kind = Literal["fact", "published", "measured", "fitted", "assumed"]
 KINDS: tuple[str, ...] = Kind.__args__
 UNLABELLED = "unlabelled"
@@ -287,6 +289,11 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "traffic.trace_s": _label("assumed", "no recorded trace"),
     "traffic.query_s": _label("assumed", "a few short queries per request"),
     "traffic.window_s": _label("assumed", "the first minute after ready"),
+    "pooler.kind": _label("assumed", "no pooler: the instances connect to the database"),
+    **{
+        f"pooler.{name}": _label("published", "PgBouncer's default", anchor="pgbouncer-settings")
+        for name in PGBOUNCER_SETTINGS
+    },
     "team.timeout_history_s": _label("assumed", "none given"),
     "team.success_criterion": _label("assumed", "none given"),
     "team.success_definition": _label("assumed", "per container start, as exit-code-3 logs count"),

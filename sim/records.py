@@ -38,6 +38,13 @@ class Reason(StrEnum):
     DATABASE = "database"  # 3D000: no such database
     REFUSED = "refused"  # nothing listening
     OTHER = "error"
+    # Measured only, through PgBouncer (startsim loadtest --via-pgbouncer): a client waited
+    # query_wait_timeout for a server connection and PgBouncer disconnected it.
+    QUERY_WAIT_TIMEOUT = "query_wait_timeout"
+    # The model's PgBouncer (docs/model.md, "A pooler in front of the database"), as PgBouncer
+    # names them: a client over max_client_conn, and one refused while server logins fail.
+    MAX_CLIENT_CONN = "max_client_conn"
+    SERVER_LOGIN_RETRY = "server_login_retry"
 
 
 OUTCOMES = tuple(Outcome)

@@ -37,6 +37,7 @@ from sim.distributions import (
 )
 from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
+from sim.pooler import Pooler
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
 from sim.stack import (
@@ -403,6 +404,7 @@ class Scenario(_Section):
     probe: Probe = Probe()  # sim/probes.py: which attempts may take requests, and the requests
     path: PathFaults = PathFaults()
     traffic: Traffic = Traffic()  # sim/traffic.py: requests after ready, through the pools
+    pooler: Pooler = Pooler()  # sim/pooler.py: PgBouncer between instances and the database
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its

@@ -53,6 +53,9 @@ ROLES = (
     "traffic_arrival",
     "traffic_pick",
     "traffic_query",
+    # A pooler in front of the database (docs/model.md): the phase of PgBouncer's janitor against
+    # the run's start, one draw per replication when query_wait_timeout is on.
+    "pooler_janitor",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -303,6 +306,7 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         _traffic_gaps(sc.traffic),
         _UNIT,
         params(sc.traffic.query_s),
+        _UNIT,
     ]
 
 

@@ -802,4 +802,257 @@ def restart_backoff_s(sc: Scenario, k: int) -> float | None:
 
 
 def run(sc: Scenario, seed: int) -> Result:
-    return Model(sc, seed).run()
+    return (PooledModel if sc.pooler.on else Model)(sc, seed).run()
+
+
+# -- a pooler in front of the database (docs/model.md, "A pooler in front of the database") ----
+# Written from that section's rules 1-8, for start-ups without phases or the Cloud SQL path.
+# Connections are kept by identity (id()): the dataclasses compare by value.
+
+LOGIN = "login"  # at PgBouncer, waiting to log in
+JANITOR_S = 1.0 / 3.0  # PgBouncer's janitor runs every third of a second
+
+
+class PgBouncer:
+    """One pool: client slots, one FIFO of waiting clients, server connections opened one at a
+    time and kept open, the janitor."""
+
+    def __init__(self, env: simpy.Environment, sc: Scenario, db: Database, draw, rng) -> None:
+        self.env, self.cfg, self.db, self.draw = env, sc.pooler, db, draw
+        self.accept_s = sc.database.accept_s
+        self.clients: dict[int, Conn] = {}
+        self.linked: dict[int, Conn] = {}  # clients holding a server
+        self.waiting: list[list] = []  # [conn, kind, since, event], first in first out
+        self.servers = self.idle = 0
+        self.opening = self.welcome = self.login_failed = False
+        self.last_launch_s = -math.inf
+        self.retry_wake_s = -math.inf
+        if self.cfg.query_wait_timeout > 0:
+            end_s = sc.horizon_s + sc.startup.db_init_timeout_s
+            env.process(self.janitor(rng.uniform(0.0, JANITOR_S), end_s))
+
+    # rule 1 and 2: a client arrives and logs in
+    def arrive(self, conn: Conn):
+        if len(self.clients) >= self.cfg.max_client_conn:
+            return "max_client_conn"
+        self.clients[id(conn)] = conn
+        if self.welcome:
+            return HELD
+        return (yield self.wait(conn, LOGIN))
+
+    # rules 3 and 4: a client asks for a server for its work
+    def need_server(self, conn: Conn) -> simpy.Event:
+        if id(conn) in self.linked:
+            return self.env.event().succeed("ok")
+        if self.idle:
+            self.idle -= 1
+            self.linked[id(conn)] = conn
+            return self.env.event().succeed("ok")
+        if self.login_failed and self.servers == int(self.opening):
+            del self.clients[id(conn)]
+            return self.env.event().succeed("server_login_retry")
+        return self.wait(conn, "work")
+
+    def wait(self, conn: Conn, kind: str) -> simpy.Event:
+        event = self.env.event()
+        self.waiting.append([conn, kind, self.env.now, event])
+        if self.cfg.reserve_pool_size > 0 and self.cfg.reserve_pool_timeout > 0:
+            self.env.process(self.launch_at(self.env.now + self.cfg.reserve_pool_timeout))
+        self.launch()
+        return event
+
+    # rule 8: the work ends; a client leaves
+    def work_done(self, conn: Conn) -> None:
+        if self.cfg.pool_mode != "session" and self.linked.pop(id(conn), None) is not None:
+            self.idle += 1
+            self.serve()
+
+    def leave(self, conn: Conn) -> None:
+        if self.clients.pop(id(conn), None) is None:
+            return
+        self.waiting = [w for w in self.waiting if w[0] is not conn]
+        if self.linked.pop(id(conn), None) is not None:
+            self.idle += 1
+        self.serve()
+
+    def serve(self) -> None:
+        while self.idle:
+            first = next((w for w in self.waiting if w[1] == "work"), None)
+            if first is None:
+                break
+            self.waiting.remove(first)
+            self.idle -= 1
+            self.linked[id(first[0])] = first[0]
+            first[3].succeed("ok")
+        self.launch()
+
+    # rule 5: server connections, one at a time, within the limits
+    def launch(self) -> None:
+        if not self.waiting or self.opening or self.idle:
+            return
+        cfg, now = self.cfg, self.env.now
+        retry_at = self.last_launch_s + cfg.server_login_retry
+        if self.login_failed and now < retry_at:
+            if self.retry_wake_s != retry_at:
+                self.retry_wake_s = retry_at
+                self.env.process(self.launch_at(retry_at))
+            return
+        limit = cfg.default_pool_size
+        reserve = cfg.reserve_pool_size > 0 and cfg.reserve_pool_timeout > 0
+        if reserve and now - self.waiting[0][2] >= cfg.reserve_pool_timeout:
+            limit += cfg.reserve_pool_size
+        if self.servers >= limit or (
+            cfg.max_db_connections and self.servers >= cfg.max_db_connections
+        ):
+            return
+        self.opening, self.last_launch_s = True, now
+        self.servers += 1
+        self.env.process(self.login())
+
+    def launch_at(self, t: float):
+        yield self.env.timeout(t - self.env.now)
+        self.launch()
+
+    def login(self):
+        accept_s = self.draw(self.accept_s)
+        if accept_s >= self.cfg.server_connect_timeout:
+            yield self.env.timeout(self.cfg.server_connect_timeout)
+            self.failed("connect_timeout", kill=False)
+            return
+        yield self.env.timeout(accept_s)
+        if not self.db.take():
+            self.failed("53300", kill=True)
+            return
+        self.opening, self.welcome, self.login_failed = False, True, False
+        self.idle += 1
+        for w in [w for w in self.waiting if w[1] == LOGIN]:  # every waiting login, in order
+            self.waiting.remove(w)
+            w[3].succeed(HELD)
+        self.serve()
+
+    # rule 6: a failed server login
+    def failed(self, reason: str, kill: bool) -> None:
+        self.opening, self.login_failed = False, True
+        self.servers -= 1
+        if kill and (self.servers == 0 or not self.welcome):
+            for conn, _, _, event in self.waiting:
+                del self.clients[id(conn)]
+                event.succeed(reason)
+            self.waiting = []
+        self.launch()
+
+    # rule 7: the janitor, every third of a second from its phase
+    def janitor(self, phase_s: float, end_s: float):
+        yield self.env.timeout(phase_s)
+        while self.env.now <= end_s:
+            for w in list(self.waiting):
+                if self.env.now - w[2] > self.cfg.query_wait_timeout:
+                    self.waiting.remove(w)
+                    del self.clients[id(w[0])]
+                    w[3].succeed("query_wait_timeout")
+            yield self.env.timeout(JANITOR_S)
+
+
+class PooledModel(Model):
+    """The model with PgBouncer between the connector and the database."""
+
+    def __init__(self, sc: Scenario, seed: int) -> None:
+        super().__init__(sc, seed)
+        if sc.startup.phases or sc.cloudsql.enabled:
+            raise NotImplementedError("a pooler with phases or Cloud SQL: not in the reference")
+        self.pgb = PgBouncer(self.env, sc, self.db, self.draw, self.rng)
+
+    def connect(self, inst: Instance, conn: Conn):
+        try:
+            if conn.stage == FAULTED:
+                return (yield from self.faulted(inst, conn))
+            conn.grant = self.connector.request()
+            yield conn.grant
+            conn.stage = SETUP
+            yield self.env.timeout(self.draw(self.sc.connector.setup_s))
+            self.connector.release()
+            conn.stage = LOGIN  # at PgBouncer: no accept_s, no database slot
+            result = yield from self.pgb.arrive(conn)
+            if result != HELD:
+                self.gone(inst, conn)
+                return result
+            conn.stage = HELD
+            return HELD
+        except simpy.Interrupt as stop:
+            if conn.stage == QUEUED:
+                self.connector.give_up(conn.grant)
+            elif conn.stage == SETUP:
+                self.connector.release()
+            elif conn.stage == LOGIN:
+                self.pgb.leave(conn)
+            self.gone(inst, conn)
+            return stop.cause
+
+    @staticmethod
+    def gone(inst: Instance, conn: Conn) -> None:
+        conn.stage = GONE
+        inst.conns = [c for c in inst.conns if c is not conn]
+
+    def db_init(self, inst: Instance, deadline_s: float, record: dict):
+        env, pool = self.env, self.sc.pool
+        try:
+            while True:
+                failure = yield from self.pool_start(inst, record)
+                if failure is None:
+                    failure = yield from self.work(inst)
+                    if failure is None:
+                        return "ready", ""
+                if pool.on_failure == "close":
+                    for conn in [c for c in inst.conns if c.pool == inst.pool]:
+                        self.abandon(conn)
+                if pool.retry_backoff_s == 0:
+                    return failure_outcome(failure), failure
+                pause_s = jitter(pool.retry_backoff_s, pool.retry_jitter, self.rng)
+                if env.now + pause_s < deadline_s:
+                    yield env.timeout(pause_s)
+                else:
+                    yield env.event()
+        except simpy.Interrupt:
+            return "timeout", "deadline"
+
+    def work(self, inst: Instance):
+        """The init queries, on the start's first held connection, once it has a server."""
+        first = next((c for c in inst.conns if c.pool == inst.pool and c.stage == HELD), None)
+        if first is not None:
+            result = yield self.pgb.need_server(first)
+            if result != "ok":  # PgBouncer disconnected it
+                self.gone(inst, first)
+                return result
+        yield self.env.timeout(self.draw(self.sc.startup.init_queries_s))
+        if first is not None and first.stage == HELD and self.sc.pooler.pool_mode != "session":
+            # The server goes back; the connection's return to its pool (its reset) is a
+            # transaction of its own, which asks for one again.
+            self.pgb.work_done(first)
+            result = yield self.pgb.need_server(first)
+            if result != "ok":
+                self.gone(inst, first)
+                return result
+            self.pgb.work_done(first)
+        return None
+
+    def interrupt(self, conn: Conn, cause: str) -> None:
+        if conn.stage in (*IN_FLIGHT, LOGIN) and conn.proc.is_alive:
+            conn.proc.interrupt(cause)
+
+    def abandon(self, conn: Conn) -> None:
+        if conn.stage == HELD:
+            conn.stage = GONE
+            self.pgb.leave(conn)
+        else:
+            self.interrupt(conn, "abandoned")
+
+    def exit(self, inst: Instance) -> None:
+        release_s = self.sc.restart.exit_release_s
+        for conn in inst.conns:
+            if conn.stage == HELD and release_s > 0:
+                conn.stage = GONE
+                later = self.env.timeout(release_s)
+                later.callbacks.append(lambda _, c=conn: self.pgb.leave(c))
+            else:
+                self.abandon(conn)
+        inst.conns = []

@@ -89,13 +89,17 @@ MIXED = {
 }
 
 
-def engine_figures(sc) -> dict[str, np.ndarray]:
+def engine_figures(sc, reasons: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     res = simulate(sc, REPLICATIONS, seed=2024, jobs=1, engine="reference")
     a, f = res.attempts, res.fleet
     n = REPLICATIONS
     per_rep = np.bincount(a["replication"], minlength=n)
     first_ok = (a["attempt"] == 1) & (a["outcome"] == "ready")
-    return {
+    by_reason = {  # attempts failed for each of these reasons, per replication
+        why: np.bincount(a["replication"], weights=a["reason"] == why, minlength=n)
+        for why in reasons
+    }
+    return by_reason | {
         "attempts": per_rep,
         "timeouts": f["timed_out_attempts"],
         "rejected": f["rejected_attempts"],
@@ -156,8 +160,9 @@ def engine_traffic_figures(sc) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
 
 
-def reference_figures(sc) -> dict[str, np.ndarray]:
-    rows = {k: [] for k in FIGURES + (TRAFFIC_FIGURES if sc.traffic.on else ())}
+def reference_figures(sc, reasons: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    traffic = TRAFFIC_FIGURES if sc.traffic.on else ()
+    rows = {k: [] for k in (*FIGURES, *reasons, *traffic)}
     for i in range(REPLICATIONS):
         rep = reference_simpy.run(sc, seed=10_000 + i)
         if sc.traffic.on:
@@ -166,6 +171,8 @@ def reference_figures(sc) -> dict[str, np.ndarray]:
             for k, v in figs.items():
                 rows[k].append(v)
         att = rep.attempts
+        for why in reasons:
+            rows[why].append(sum(r["reason"] == why for r in att))
         rows["attempts"].append(len(att))
         rows["timeouts"].append(sum(r["outcome"] == "timeout" for r in att))
         rows["rejected"].append(sum(r["outcome"] == "rejected" for r in att))
@@ -336,10 +343,45 @@ def test_warm_instances_held_slots_agree_with_the_simpy_reference():
     assert eng["peak_db_connections"].max() == ref["peak_db_connections"].max() == 48
 
 
-def assert_agree(sc) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Both models' figures over their own replications; fails on one beyond the bound."""
-    eng, ref = engine_figures(sc), reference_figures(sc)
-    names = FIGURES
+# MIXED through PgBouncer (docs/model.md, "A pooler in front of the database"), no pool retry
+# (each failure is an attempt's reason): 16 client slots for up to 40 connections, a pool of 4
+# server connections plus 2 after 2 s of waiting, into 5 usable slots (the sixth server's login
+# meets 53300), server logins that time out at 12 ms about a third of the time (accept_s's
+# median is 10 ms), pausing logins 5 s, and 6 s of query_wait_timeout; session mode (ready
+# instances keep their server) and transaction mode.
+POOLED = {
+    **MIXED,
+    "database.max_connections": 7,
+    "pool.retry_backoff_s": 0.0,
+    "pooler.kind": "pgbouncer",
+    "pooler.max_client_conn": 16,
+    "pooler.default_pool_size": 4,
+    "pooler.reserve_pool_size": 2,
+    "pooler.reserve_pool_timeout": 2.0,
+    "pooler.server_connect_timeout": 0.012,
+    "pooler.server_login_retry": 5.0,
+    "pooler.query_wait_timeout": 6.0,
+}
+POOLER_REASONS = ("max_client_conn", "query_wait_timeout", "server_login_retry", "53300")
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_pooler_agrees_with_the_simpy_reference(mode):
+    sc = scenario({**POOLED, "pooler.pool_mode": mode})
+    eng, ref = assert_agree(sc, POOLER_REASONS)
+    assert eng["errors"].sum() > 0 and ref["errors"].sum() > 0
+    if mode == "session":  # ready instances keep their servers: the database fills up
+        assert eng["peak_db_connections"].max() == ref["peak_db_connections"].max() == 5
+    assert eng["max_client_conn"].sum() > 0 and ref["max_client_conn"].sum() > 0
+
+
+def assert_agree(
+    sc, reasons: tuple[str, ...] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Both models' figures over their own replications (and the attempts failed for each of
+    ``reasons``); fails on one beyond the bound."""
+    eng, ref = engine_figures(sc, reasons), reference_figures(sc, reasons)
+    names = (*FIGURES, *reasons)
     if sc.traffic.on:
         eng.update(engine_traffic_figures(sc))
         names += TRAFFIC_FIGURES

@@ -51,6 +51,14 @@ def loadtest(
         bool,
         typer.Option("--via-emulator", help="Connect through the connector emulator."),
     ] = False,
+    via_pgbouncer: Annotated[
+        bool,
+        typer.Option(
+            "--via-pgbouncer",
+            help="Connect through a real PgBouncer that startsim starts on loopback, configured "
+            "from the scenario's [pooler] (apt-get install pgbouncer).",
+        ),
+    ] = False,
     workers: Annotated[
         int, typer.Option("--workers", min=0, help="Local Locust workers (0: one process).")
     ] = 0,
@@ -106,6 +114,7 @@ def loadtest(
         max_duration_s=max_duration,
         seed=seed,
         instance_command=instance_command,
+        via_pgbouncer=via_pgbouncer,
     )
     n = opts.sc.fleet.instances
 

@@ -24,6 +24,7 @@ from sim.cli.options import (
     stamp,
 )
 from sim.output import dumps, safe_folder_name
+from sim.pooler import refuse_unmodelled
 from sim.recommend import Settings, figure_grid, figure_replications, recommend
 from sim.report.folder import write_recommendation
 from sim.report.tables import candidates_table, recommend_table
@@ -136,6 +137,7 @@ def recommend_cmd(
     )
     settings.check()
     sc = scenarios.resolve(scenario)
+    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)  # exit 2, nothing written
     settings.check_ceiling(sc)
     out = prepare_out(out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}")
     with executor(jobs, dask) as ex:

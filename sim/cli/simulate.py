@@ -24,6 +24,7 @@ from sim.cli.options import (
 )
 from sim.cli.worlds import WORLDS, WorldsRun, across_worlds
 from sim.output import atomic_write, dumps, scenario_toml, write_csv, write_json
+from sim.pooler import refuse_unmodelled
 from sim.records import FLEET_COLUMNS, TRAFFIC_FLEET_COLUMNS
 from sim.report.tables import scenarios_table, summary_table
 from sim.runner import simulate as run_simulation
@@ -65,6 +66,7 @@ def simulate(
     """Simulate the scenario and summarise start-up outcomes with 95 % intervals; with uncertain
     values, across a design of worlds."""
     sc = scenarios.resolve(scenario)
+    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)  # exit 2, nothing written
     if sc.uncertain and not nominal:
         settings = WorldsRun(replications, seed, jobs, dask, engine, worlds, design)
         across_worlds(sc, settings, json_out, out)
