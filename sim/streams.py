@@ -53,6 +53,8 @@ ROLES = (
     "traffic_arrival",
     "traffic_pick",
     "traffic_query",
+    # Direct VPC egress (docs/model.md, "Direct VPC egress"): when an attempt's egress is usable.
+    "egress_ready",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -303,6 +305,7 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         _traffic_gaps(sc.traffic),
         _UNIT,
         params(sc.traffic.query_s),
+        params(sc.egress.ready_s),
     ]
 
 

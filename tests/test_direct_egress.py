@@ -1,0 +1,199 @@
+"""Direct VPC egress (docs/model.md, "Direct VPC egress"), hand-computed.
+
+Each test's comment is the computation, following the rules of docs/model.md. Durations are
+binary fractions or whole seconds, so times are exact and the checks use ``==``. The base scenario
+(tests/builders.py) is one instance, zero durations, room everywhere, no retry and no restart.
+The fast engine does not have the rule yet: its cases are expected to fail until it does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from builders import const, scenario
+
+from sim.engines import run_one, unsupported
+from sim.errors import ScenarioError
+from sim.records import Outcome, Reason
+from sim.scenario import from_dict
+
+ENGINES = [
+    "reference",
+    pytest.param("fast", marks=pytest.mark.xfail(reason="fast twin pending", strict=False)),
+]
+
+
+def rows(sc, engine: str, seed: int = 0) -> list[dict]:
+    """The attempt records in the order they ended, one dict each."""
+    cols = run_one(sc, seed, engine=engine).attempts
+    return [dict(zip(cols, row, strict=True)) for row in zip(*cols.values(), strict=True)]
+
+
+def direct(ready_s: float, **more) -> dict:
+    return {"egress.kind": "direct", "egress.ready_s": const(ready_s), **more}
+
+
+# A connector that would show itself if it were used: one set-up at a time, each 100 s.
+SLOW_CONNECTOR = {"connector.setups_per_instance": 1, "connector.setup_s": const(100.0)}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_connections_wait_for_the_attempts_egress_then_go_straight_to_the_database(engine):
+    # The attempt starts at 0; before_db 1: database init at 1. Its egress is usable at 0 + 5.
+    # asyncpg, min_size 2: the first connection opens at 1, waits to 5, accept 0.25: held at 5.25;
+    # the second opens at 5.25 (egress ready: straight on), held at 5.5; queries 0.5: init done at
+    # 6.0, db_init_s 5.0; after_db 1: ready at 7.0. The slow connector is never used (it would
+    # have taken 200 s), and there is none at the end.
+    sc = scenario(
+        {
+            **direct(5.0),
+            **SLOW_CONNECTOR,
+            "startup.before_db_s": const(1.0),
+            "startup.init_queries_s": const(0.5),
+            "startup.after_db_s": const(1.0),
+            "database.accept_s": const(0.25),
+            "pool.min_size": 2,
+            "pool.held_when_ready": 2,
+        }
+    )
+    rep = run_one(sc, 0, engine=engine)
+    [row] = rows(sc, engine)
+    assert row["outcome"] == Outcome.READY
+    assert (row["db_init_start_s"], row["db_init_s"], row["ready_s"]) == (1.0, 5.0, 7.0)
+    assert (row["connection_attempts"], row["connections_held"]) == (2, 2)
+    assert rep.fleet_ready_s == 7.0
+    assert rep.connector_instances_end == 0
+    assert rep.peak_db_connections == 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_instance_waits_for_its_own_egress_not_for_a_shared_scale_out(engine):
+    # 30 instances at t = 0, each one connection, egress usable at 5: each connection waits to 5,
+    # held at 5 (accept 0); each init lasts 5. Through the one-slot connector of 100 s set-ups
+    # the last would have waited 3,000 s.
+    sc = scenario({**direct(5.0), **SLOW_CONNECTOR, "fleet.instances": 30})
+    rep = run_one(sc, 0, engine=engine)
+    assert [r["db_init_s"] for r in rows(sc, engine)] == [5.0] * 30
+    assert rep.fleet_ready_s == 5.0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_connect_timeout_before_the_egress_is_ready_fails_and_a_restart_waits_anew(engine):
+    # Egress usable 5 s after each attempt's start; before_db 1; connect timeout 3. Attempt 1:
+    # connection at 1, timeout at 4 < 5: error, connect_timeout, db_init_s 3. Restart after 0.5:
+    # attempt 2 starts at 4.5, a new draw: egress at 9.5; connection at 5.5, timeout at 8.5: the
+    # same again. max_restarts 1: two records, never ready.
+    sc = scenario(
+        {
+            **direct(5.0),
+            "startup.before_db_s": const(1.0),
+            "pool.connect_timeout_s": 3.0,
+            "restart.policy": "fixed",
+            "restart.initial_backoff_s": 0.5,
+            "restart.max_restarts": 1,
+        }
+    )
+    got = [(r["start_s"], r["outcome"], r["reason"], r["db_init_s"]) for r in rows(sc, engine)]
+    assert got == [
+        (0.0, Outcome.ERROR, Reason.CONNECT_TIMEOUT, 3.0),
+        (4.5, Outcome.ERROR, Reason.CONNECT_TIMEOUT, 3.0),
+    ]
+    assert math.isinf(run_one(sc, 0, engine=engine).fleet_ready_s)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_connect_timeout_at_the_instant_the_egress_is_ready_wins(engine):
+    # before_db 2, connect timeout 3: the connection opens at 2, its timeout (scheduled when it
+    # opened) at 5, the egress too at 5: the timeout was scheduled first and gives it up.
+    sc = scenario({**direct(5.0), "startup.before_db_s": const(2.0), "pool.connect_timeout_s": 3.0})
+    [row] = rows(sc, engine)
+    assert (row["outcome"], row["reason"], row["db_init_s"]) == (
+        Outcome.ERROR,
+        Reason.CONNECT_TIMEOUT,
+        3.0,
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_deadline_ends_an_attempt_still_waiting_for_its_egress(engine):
+    # db_init_timeout 4, egress at 5, before_db 0: the connection waits from 0; the deadline at
+    # 4 ends the attempt: timeout, deadline, db_init_s 4.
+    sc = scenario({**direct(5.0), "startup.db_init_timeout_s": 4.0})
+    [row] = rows(sc, engine)
+    assert (row["outcome"], row["reason"], row["db_init_s"]) == (
+        Outcome.TIMEOUT,
+        Reason.DEADLINE,
+        4.0,
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_subnet_bounds_the_fleet_and_the_rest_never_start(engine):
+    # 7 addresses, 2 per instance: 3 instances. One is warm (it holds its 1 connection from 0),
+    # so 2 of the 5 cold starts get addresses: instances 0 and 1, ready at 5 (egress 5); 2, 3, 4
+    # never start: no record, never ready, the fleet never ready.
+    sc = scenario(
+        {
+            **direct(5.0),
+            "fleet.instances": 5,
+            "fleet.warm_instances": 1,
+            "egress.subnet_addresses": 7,
+            "egress.addresses_per_instance": 2,
+        }
+    )
+    rep = run_one(sc, 0, engine=engine)
+    assert [(r["instance"], r["db_init_s"]) for r in rows(sc, engine)] == [(0, 5.0), (1, 5.0)]
+    assert rep.instances_ready == 2
+    assert math.isinf(rep.fleet_ready_s)
+    assert rep.peak_db_connections == 3  # the warm one's and the two started
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_path_faults_still_apply_and_do_not_wait_for_the_egress(engine):
+    # The path closes the connection 0.25 s after it opens at 0 (p_fault 1), before the egress
+    # at 5: error, closed, db_init_s 0.25.
+    sc = scenario({**direct(5.0), "path.fault": "closed", "path.fail_after_s": const(0.25)})
+    [row] = rows(sc, engine)
+    assert (row["outcome"], row["reason"], row["db_init_s"]) == (
+        Outcome.ERROR,
+        Reason.CLOSED,
+        0.25,
+    )
+
+
+def test_off_by_default_no_draw_and_the_same_records():
+    # kind "connector": the egress fields are not read and nothing is drawn from their role.
+    base = {
+        "fleet.instances": 4,
+        "connector.setups_per_instance": 1,
+        "connector.setup_s": {"dist": "exponential", "mean": 0.5},
+    }
+    a = run_one(scenario(base), 3)
+    b = run_one(scenario({**base, "egress.ready_s": const(99.0)}), 3)
+    assert a.attempts == b.attempts
+    assert unsupported(scenario(base)) is None
+
+
+def test_direct_egress_runs_on_the_readable_engine_until_the_fast_twin_lands():
+    assert unsupported(scenario(direct(5.0))) == "egress.kind is not in the fast engine yet"
+
+
+@pytest.mark.parametrize(
+    ("egress", "fleet", "field"),
+    [
+        ({"kind": "nat"}, {}, "egress.kind"),
+        ({"subnet_addresses": 0}, {}, "egress.subnet_addresses"),
+        ({"addresses_per_instance": 0}, {}, "egress.addresses_per_instance"),
+        ({"ready_s": {"dist": "constant", "value": -1.0}}, {}, "egress.ready_s"),
+        (
+            {"kind": "direct", "subnet_addresses": 4},
+            {"instances": 5, "warm_instances": 3},
+            "fleet.warm_instances",
+        ),
+    ],
+)
+def test_bad_egress_values_are_refused_by_name(egress, fleet, field):
+    with pytest.raises(ScenarioError) as err:
+        from_dict({"name": "bad", "egress": egress, "fleet": fleet}, "bad.toml")
+    assert err.value.field.startswith(field), err.value
