@@ -8,11 +8,17 @@ The fast engine does not have the rule yet: its cases are expected to fail until
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
+import time
 
+import asyncpg
 import pytest
 from builders import const, scenario
 
+from loadtests import safety
+from loadtests.emulator import Emulator
 from sim.engines import run_one, unsupported
 from sim.errors import ScenarioError
 from sim.records import Outcome, Reason
@@ -197,3 +203,66 @@ def test_bad_egress_values_are_refused_by_name(egress, fleet, field):
     with pytest.raises(ScenarioError) as err:
         from_dict({"name": "bad", "egress": egress, "fleet": fleet}, "bad.toml")
     assert err.value.field.startswith(field), err.value
+
+
+# -- the connector emulator's Direct VPC egress (docs/loadtests.md, "The connector emulator") ----
+
+
+def test_the_emulator_holds_each_instances_connections_until_its_egress_is_ready(
+    pg_server, tmp_path
+):
+    # Egress usable 1 s after each instance's start. Instance "a/1" opens one connection at 0
+    # (its first: its clock starts) and another at 0.5: both go through at 1.0. Instance "b/1"
+    # says it started 0.75 s ago (its name's @ suffix): its connection, opened at 0, goes through
+    # at 0.25. A connection of "c/1" with a 0.5 s connect timeout gives up first (a campaign's
+    # connect_timeout). Lower bounds are exact; upper bounds leave room for connect and auth.
+    sc = scenario(direct(1.0))
+
+    async def main():
+        log = tmp_path / "emulator.jsonl"
+        emu = Emulator(
+            sc.connector,
+            ("127.0.0.1", 0),
+            ("127.0.0.1", pg_server.port),
+            log_path=log,
+            egress=sc.egress,
+        )
+        await emu.start()
+        serving = asyncio.ensure_future(emu.serve())
+        dsn = safety.with_host_port(pg_server.dsn, "127.0.0.1", emu.port)
+        t0 = time.monotonic()
+
+        async def one(name: str, after_s: float = 0.0, timeout_s: float = 10.0):
+            await asyncio.sleep(after_s)
+            try:
+                con = await asyncpg.connect(
+                    dsn, ssl=False, timeout=timeout_s, server_settings={"application_name": name}
+                )
+            except TimeoutError:
+                return name, None
+            took = time.monotonic() - t0
+            await con.close()
+            return name, took
+
+        try:
+            return await asyncio.gather(
+                one("a/1"),
+                one("a/1", 0.5),
+                one(f"b/1@{time.time() - 0.75}"),
+                one("c/1", timeout_s=0.5),
+            )
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    (_, a0), (_, a1), (_, b), (_, c) = asyncio.run(main())
+    assert 1.0 <= a0 < 1.9 and 1.0 <= a1 < 1.9
+    assert 0.25 <= b < 0.9
+    assert c is None
+    assert pg_server.wait_no_harness_connections() == 0
+    lines = [json.loads(x) for x in (tmp_path / "emulator.jsonl").read_text().splitlines()]
+    conns = [x for x in lines if x["event"] == "connection"]
+    assert sorted(c["stage"] for c in conns) == ["queued", "ready", "ready", "ready"]
+    ready = [c for c in conns if c["stage"] == "ready"]
+    assert all(c["setup_s"] == 0 for c in ready)  # no connector: no set-up
+    assert max(c["queued_s"] for c in ready) >= 0.99  # the wait for the egress
