@@ -677,8 +677,16 @@ def _warm_fits(sc: Scenario) -> None:
 
 
 def _subnet_fits(sc: Scenario) -> None:
-    # Direct VPC egress: warm instances hold their subnet addresses before anything starts.
+    # Direct VPC egress: no connector (Cloud Run takes one or the other), and warm instances hold
+    # their subnet addresses before anything starts.
     egress, warm = sc.egress, sc.fleet.warm_instances
+    if egress.direct and sc.platform.kind == "cloud_run" and sc.platform.connector is not None:
+        raise FieldProblem(
+            "egress.kind",
+            egress.kind,
+            "conflicts with [platform.connector]: Cloud Run sends egress through a connector "
+            "(--vpc-connector) or by Direct VPC egress (--network, --subnet), not both",
+        )
     if egress.direct and warm > egress.instance_bound:
         raise FieldProblem(
             "fleet.warm_instances",

@@ -337,7 +337,7 @@ def subnet_addresses(cidr: str) -> int:
 
 
 def _derive_egress(p: Any) -> list[Derived]:
-    """Cloud Run's egress: Direct VPC egress with a network or subnet, else its connector."""
+    """Cloud Run's egress: Direct VPC egress with a network or subnet."""
     if p.direct:
         out = [
             Derived("egress.kind", "direct", ("platform.network", "platform.subnet"), "--network")
@@ -347,9 +347,7 @@ def _derive_egress(p: Any) -> list[Derived]:
             how = f"{p.subnet_range} less Google's {SUBNET_RESERVED}"
             out.append(Derived("egress.subnet_addresses", n, ("platform.subnet_range",), how))
         return out
-    if p.connector is not None:
-        return [Derived("egress.kind", "connector", ("platform.connector",), "--vpc-connector")]
-    return []
+    return []  # a connector, or none named: egress.kind as given (sim.scenario refuses direct)
 
 
 def _derive_platform(p: Any) -> list[Derived]:
@@ -477,7 +475,8 @@ def _platform_setting(p: Any, field: str, value: Any) -> dict[str, Any]:
         if field == "probe.kind":
             return {"platform.startup_probe": value}
         if field == "egress.kind" and value == "direct" and not p.direct:
-            return {**DIRECT_SETTINGS, "platform.connector": None}
+            # as --max-instances: the field too, which a file may have set to "connector"
+            return {**DIRECT_SETTINGS, "platform.connector": None, "egress.kind": value}
         if field.startswith("connector.") and p.connector is not None:
             name = field.split(".")[1]
             if name in ("min_instances", "max_instances"):
@@ -538,6 +537,8 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             continue
         if k == "fleet.instances" and platform.kind == "cloud_run":
             continue  # said by --max-instances
+        if k == "egress.kind" and platform.kind == "cloud_run":
+            continue  # said by --network, --subnet
         parts.append(f"timeout {_value(v)} s" if k == DEADLINE_FIELD else f"{k} {_value(v)}")
     return " + ".join(parts)
 

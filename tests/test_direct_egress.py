@@ -19,10 +19,12 @@ from builders import const, scenario
 
 from loadtests import safety
 from loadtests.emulator import Emulator
+from sim.decision import COST_ORDER
 from sim.engines import run_one, unsupported
 from sim.errors import ScenarioError
 from sim.records import Outcome, Reason
-from sim.scenario import from_dict
+from sim.remedies import direct_egress_change
+from sim.scenario import from_dict, loads, resolve
 
 ENGINES = [
     "reference",
@@ -266,3 +268,62 @@ def test_the_emulator_holds_each_instances_connections_until_its_egress_is_ready
     ready = [c for c in conns if c["stage"] == "ready"]
     assert all(c["setup_s"] == 0 for c in ready)  # no connector: no set-up
     assert max(c["queued_s"] for c in ready) >= 0.99  # the wait for the egress
+
+
+# -- Cloud Run's own words, and recommend's candidate ---------------------------------------------
+
+CLOUD_RUN = 'name = "x"\n[platform]\nkind = "cloud_run"\n'
+
+
+def test_cloud_runs_network_and_subnet_range_give_direct_egress_and_its_addresses():
+    # 10.8.0.0/26: 64 addresses less Google's 4 = 60, at 2 each: 30 instances.
+    sc = loads(CLOUD_RUN + 'network = "default"\nsubnet_range = "10.8.0.0/26"\n')
+    assert (sc.egress.kind, sc.egress.subnet_addresses, sc.egress.instance_bound) == (
+        "direct",
+        60,
+        30,
+    )
+    assert loads(CLOUD_RUN + 'subnet = "run"\n').egress.direct
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('network = "n"\n[platform.connector]\nmin_instances = 2\n', "platform.network"),
+        ('[platform.connector]\nmin_instances = 2\n[egress]\nkind = "direct"\n', "egress.kind"),
+        ('subnet = "s"\nsubnet_range = "10.0.0.0/28"\n', "platform.subnet_range"),
+        ('subnet_range = "10.0.0.0/24"\n', "platform.subnet_range"),
+        ('network = "n"\n[egress]\nkind = "connector"\n', "egress.kind"),
+    ],
+    ids=["connector-and-network", "connector-and-direct", "small-subnet", "range-alone", "both"],
+)
+def test_cloud_run_egress_conflicts_are_refused_by_name(text, field):
+    with pytest.raises(ScenarioError) as err:
+        loads(CLOUD_RUN + text)
+    assert err.value.field == field, err.value
+
+
+def test_recommend_offers_direct_egress_with_its_gcloud_command_beside_the_connector_floor():
+    # capacity-storm: 40 instances × 5 connections at once against 2 connector instances × 2
+    # set-ups: the connector is what the burst waits for.
+    change = direct_egress_change(resolve("capacity-storm"))
+    assert (change.kind, change.overrides) == ("direct_egress", {"egress.kind": "direct"})
+    assert (
+        "gcloud run services update SERVICE --region REGION --network=NETWORK --subnet=SUBNET "
+        "--vpc-egress=private-ranges-only --clear-vpc-connector" in change.apply
+    )
+    assert COST_ORDER.index("direct_egress") < COST_ORDER.index("connector")
+    # Under Cloud Run's own settings the change is those settings, the connector cleared.
+    sc = loads(
+        CLOUD_RUN + "[platform.connector]\nmin_instances = 2\n[fleet]\ninstances = 40\n"
+        "[pool]\nmin_size = 5\n[connector]\nsetups_per_instance = 2\n"
+    )
+    change = direct_egress_change(sc)
+    after = sc.with_overrides(change.overrides)
+    assert (after.egress.kind, after.platform.connector, after.platform.network) == (
+        "direct",
+        None,
+        "NETWORK",
+    )
+    # The staging incident's three starts fit its connector: not offered.
+    assert direct_egress_change(resolve("staging-incident")) is None
