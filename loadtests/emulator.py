@@ -17,6 +17,14 @@ the connections it accepts instead (:mod:`loadtests.faults` decides which): ``cl
 client's socket gracefully after a ``fail_after_s`` draw, ``reset`` aborts it with SO_LINGER 0 (an
 RST), ``hung`` never answers. A faulted connection never takes a set-up place nor dials the server,
 and its ``connection`` line carries the fault as its stage.
+
+With a scenario's ``[egress] kind = "direct"`` (docs/model.md, "Direct VPC egress") there is no
+connector: no place, no queue, no scale-out. Each client instance's egress becomes usable one
+``egress.ready_s`` draw after that instance's start; a connection opened before then is held (its
+bytes kept) until then, and dialled straight after. The emulator tells instances apart by the
+``application_name`` of their start-up message (one name per start attempt, e.g.
+``startsim-loadtest/3/1``) and takes the start from a ``@<unix seconds>`` suffix of that name
+(``startsim-loadtest/3/1@1795960923.86``), else from the instance's first connection it sees.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy as np
 
 from loadtests.faults import PathFaultInjector
 from sim.connector import ConnectorState
+from sim.egress import Egress
 from sim.scenario import Connector, PathFaults
 
 
@@ -123,6 +132,47 @@ class ConnectorModel:
         self._start(self.state.instance_joined())
         self.note("scale_out")  # after the join served the queue: "queued" are still waiting
         self._maybe_scale()
+
+
+class DirectEgress:
+    """Direct VPC egress's rule for the emulator: when each client instance's egress is usable
+    (``time.monotonic()``), one ``ready_s`` draw per instance, from its start."""
+
+    def __init__(self, egress: Egress, rng: np.random.Generator) -> None:
+        self.egress, self.rng = egress, rng
+        self.ready_at: dict[str, float] = {}
+
+    def usable_at(self, name: str, now: float) -> float:
+        """When instance ``name``'s egress is usable: its start (``name``'s ``@`` suffix, unix
+        seconds, else ``now``, its first connection) plus its draw, made once."""
+        key, _, stamp = name.rpartition("@") if "@" in name else (name, "", "")
+        if key not in self.ready_at:
+            start = now
+            try:
+                start = now - max(0.0, time.time() - float(stamp)) if stamp else now
+            except ValueError:
+                key = name  # not a time: the whole name is the instance's
+            delay_s = float(self.egress.ready_s.sample(self.rng, 1)[0])
+            self.ready_at[key] = start + delay_s
+        return self.ready_at[key]
+
+
+def application_name(first: bytes) -> str | None:
+    """The ``application_name`` of a complete StartupMessage (``""`` without one), or None while
+    it is incomplete; ``""`` for any other first message (an SSL or GSS request, a cancel): then
+    the name cannot be seen."""
+    if len(first) < 8:
+        return None
+    length, code = int.from_bytes(first[:4], "big"), int.from_bytes(first[4:8], "big")
+    if code != STARTUP_V3:
+        return ""
+    if len(first) < length:
+        return None
+    parts = bytes(first[8:length]).split(b"\0")
+    for key, value in zip(parts[::2], parts[1::2], strict=False):
+        if key == b"application_name":
+            return value.decode("utf-8", "replace")
+    return ""
 
 
 # The client's first message: int32 length, int32 code (PostgreSQL protocol, "Message Formats").
@@ -247,6 +297,7 @@ class Emulator:
         log_path: Path | None = None,
         log_stream: IO[str] | None = None,
         path: PathFaults | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.listen, self.upstream = listen, upstream
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
@@ -259,6 +310,10 @@ class Emulator:
         # switching them on leaves the connector's draws where they were.
         fault_rng = np.random.Generator(np.random.PCG64(seeds.spawn(1)[0]))
         self.faults = PathFaultInjector(path or PathFaults(), fault_rng, self.model.t0)
+        # Direct VPC egress: its draws from a generator of their own too (the seed's next child).
+        direct = egress is not None and egress.direct
+        egress_rng = np.random.Generator(np.random.PCG64(seeds.spawn(1)[0]))
+        self.direct = DirectEgress(egress, egress_rng) if direct else None
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self.clients: set[_Client] = set()
@@ -346,6 +401,7 @@ class _Client(_Relay):
         self.task: asyncio.Task | None = None
         self.conn = Connection(time.monotonic())
         self.watch: StartupWatch | None = StartupWatch()
+        self.hello = asyncio.Event()  # Direct VPC egress: the client's first message is in
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -359,6 +415,8 @@ class _Client(_Relay):
                 self.watch, self.conn.verdict = None, stage
         if self.peer is None:
             self.early.extend(data)
+            if application_name(self.early) is not None:
+                self.hello.set()
         else:
             self.peer.transport.write(data)
 
@@ -404,7 +462,10 @@ class _Client(_Relay):
             await self._fail(fault)
             return
         try:
-            await self.emulator.model.setup(conn)
+            if self.emulator.direct is not None:
+                await self._egress_ready()
+            else:
+                await self.emulator.model.setup(conn)
             loop = asyncio.get_running_loop()
             _, upstream = await loop.create_connection(
                 lambda: _Upstream(self), *self.emulator.upstream
@@ -420,6 +481,15 @@ class _Client(_Relay):
         if self.early:
             upstream.transport.write(bytes(self.early))
             self.early.clear()
+
+    async def _egress_ready(self) -> None:
+        """Direct VPC egress: hold the connection until its instance's egress is usable (its
+        ``queued_s``; no set-up)."""
+        await self.hello.wait()
+        name = application_name(self.early) or ""
+        now = time.monotonic()
+        await asyncio.sleep(max(0.0, self.emulator.direct.usable_at(name, now) - now))
+        self.conn.placed = self.conn.set_up = time.monotonic()
 
     async def _fail(self, fault: str) -> None:
         """The path fails this connection: no set-up place, no server. ``hung`` waits until the
@@ -454,6 +524,7 @@ def serve(
     log_path: Path | None = None,
     ready=None,
     path: PathFaults | None = None,
+    egress: Egress | None = None,
 ) -> None:
     """Run an emulator until SIGTERM or SIGINT (the checked addresses are the caller's job);
     ``ready(host, port)`` once it listens. Its log goes to ``log_path``, or stdout without one."""
@@ -468,6 +539,7 @@ def serve(
         log_path=log_path,
         log_stream=sys.stdout if log_path is None else None,
         path=path,
+        egress=egress,
     )
 
     async def main() -> None:
@@ -508,6 +580,7 @@ def _main(argv: list[str]) -> None:
         Path(config["log"]),
         ready,
         sc.path,
+        sc.egress,
     )
 
 

@@ -34,11 +34,13 @@ class Change:
 # The order in which changes are preferred, cheapest and least risky first: a pool setting costs
 # nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
 # really down; a capped fleet serves less; connector instances are paid for around the clock.
-COST_ORDER = ("pool", "retry", "timeout", "egress", "fleet", "connector")
+COST_ORDER = ("pool", "retry", "timeout", "egress", "direct_egress", "fleet", "connector")
 COST_WHY = {
     "pool": "a pool setting: free, and undone by a deploy",
     "retry": "a retry in the start-up code: a code change; each retry is one more connection",
     "egress": "the egress route: a network change, and a NAT gateway billed per hour and per GiB",
+    "direct_egress": "Direct VPC egress in place of the connector: a network change and a subnet "
+    "to size; no connector billed, but each new instance's egress takes some 20 s to pass traffic",
     "timeout": "a longer deadline: also delays noticing a database that is really down",
     "fleet": "a smaller fleet: serves less traffic",
     "connector": "connector instances kept warm: paid for around the clock",

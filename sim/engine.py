@@ -69,6 +69,7 @@ class _Instance:
         "conns",
         "db_started",
         "deadline_at",
+        "egress_at",
         "held",
         "idx",
         "in_init",
@@ -97,6 +98,7 @@ class _Instance:
         self.refreshes = 0  # Cloud SQL refreshes made by the current attempt
         self.ready_at = math.inf
         self.attempt_start = self.init_start = self.deadline_at = 0.0
+        self.egress_at = 0.0  # Direct VPC egress: when the current attempt's egress is usable
         self.conn_attempts = self.pool_starts = 0
         # Start-up phases (docs/model.md): the current one, its run (stale events compare
         # against it), when it began, its bound; whether database init has begun.
@@ -174,6 +176,7 @@ class Engine:
             self.draw_traffic_pick,
             self.draw_traffic_query,
             self.draw_janitor,
+            self.draw_egress,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None
@@ -210,6 +213,14 @@ class Engine:
         self.path_on = sc.path.fault != "none"
         self.path_end_s = sc.path.window_end_s()
         self.out = Replication(peak_db_connections=sc.warm_held)
+        # Direct VPC egress (docs/model.md): no connector; the subnet's addresses bound the fleet,
+        # warm instances first, then the cold starts in index order; the others never start.
+        self.direct = sc.egress.direct
+        self.addressed = (
+            sc.egress.instance_bound - sc.fleet.warm_instances
+            if self.direct
+            else sc.fleet.instances
+        )
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
         # Traffic after ready: the requests in arrival order, the instances in the order they
         # became ready (the routing's candidates after the warm ones).
@@ -231,7 +242,8 @@ class Engine:
         if self.sc.warm_held:
             self._sample()  # the warm instances' connections, held from t = 0
         for inst, t in zip(self.instances, self.arrival_times(), strict=True):
-            self.at(t, self.start_attempt, inst)
+            if inst.idx < self.addressed:  # else no subnet address: it never starts
+                self.at(t, self.start_attempt, inst)
         if self.traffic_on:
             self.start_traffic()
         heap = self._heap
@@ -253,7 +265,7 @@ class Engine:
 
     def _finish(self) -> Replication:
         out = self.out
-        out.connector_instances_end = self.connector.instances
+        out.connector_instances_end = self._connector_instances()
         ready = [i.ready_at for i in self.instances]
         out.instances_ready = sum(r <= self.sc.horizon_s for r in ready)
         out.fleet_ready_s = max(ready) if out.instances_ready == len(ready) else math.inf
@@ -272,8 +284,11 @@ class Engine:
             tl = self.timeline
             tl["t"].append(self.now)
             tl["db_connections"].append(self.sc.database.free_slots - self.db_free)
-            tl["connector_instances"].append(self.connector.instances)
+            tl["connector_instances"].append(self._connector_instances())
             tl["instances_ready"].append(sum(i.ready_at <= self.now for i in self.instances))
+
+    def _connector_instances(self) -> int:
+        return 0 if self.direct else self.connector.instances
 
     # -- a container's life --------------------------------------------------------------------
     def start_attempt(self, inst: _Instance) -> None:
@@ -281,6 +296,8 @@ class Engine:
             return  # no new start after the horizon: that instance counts as never ready
         inst.attempt += 1
         inst.attempt_start = self.now
+        if self.direct:  # one draw per attempt, when it starts
+            inst.egress_at = self.now + self.draw_egress()
         inst.conn_attempts = inst.pool_starts = 0
         after = self.begin_phases if self.phases else self.begin_db_init
         self.at(self.now + self.draw_before(), after, inst)
@@ -648,6 +665,9 @@ class Engine:
         if self._path_faults():
             self._fault(conn)
             return conn  # it never reaches the connector nor the database
+        if self.direct:
+            self.direct_egress(conn)
+            return conn
         self._begin_setups(self.connector.request(conn))  # now, or it waits in the queue
         self._maybe_scale()
         return conn
@@ -674,6 +694,15 @@ class Engine:
             self.pool_conn_failed(conn, PATH_REASONS[self.sc.path.fault])
         elif conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, PATH_REASONS[self.sc.path.fault])
+
+    def direct_egress(self, conn: _Conn) -> None:
+        """Direct VPC egress: the connection waits (QUEUED) until its attempt's egress is usable,
+        then goes straight to the database."""
+        if self.now < conn.inst.egress_at:
+            self.at(conn.inst.egress_at, self.direct_egress, conn)
+        elif conn.state == QUEUED:  # not given up while it waited
+            conn.state = ACCEPT
+            self.at(self.now + self.draw_accept(), self.accept_done, conn)
 
     def _begin_setups(self, conns: list[_Conn]) -> None:
         """The connections the connector lets through begin their set-ups, in its order."""

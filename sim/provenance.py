@@ -251,6 +251,20 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "connector.scale_up_delay_s": _label(
         "assumed", "not published; the audit's claim F7", cite=["F7"]
     ),
+    "egress.kind": _label("assumed", "the connector, as before; direct is a what-if"),
+    "egress.ready_s": _label(
+        "fitted",
+        "lognormal through a field report's median and p90",
+        to="median 20.2 s, p90 36.5 s",
+        source="direct-vpc-egress-readiness",
+        n=19,
+    ),
+    "egress.subnet_addresses": _label(
+        "assumed", "a /24 less the 4 addresses Google keeps; Google asks for /26 or larger"
+    ),
+    "egress.addresses_per_instance": _label(
+        "published", "instances × 2 estimates the addresses", anchor="direct-vpc-egress-addresses"
+    ),
     "database.max_connections": _label(
         "published", "a 3.75–6 GB Cloud SQL tier", anchor="cloud-sql-connection-limit-by-tier"
     ),

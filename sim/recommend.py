@@ -17,7 +17,14 @@ from sim.afterready import after_ready
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
 from sim.errors import ScenarioError, UsageError
 from sim.plain import build, plain
-from sim.remedies import PathEvidence, ProbeAdvice, path_changes, path_evidence, probe_advice
+from sim.remedies import (
+    PathEvidence,
+    ProbeAdvice,
+    direct_egress_change,
+    path_changes,
+    path_evidence,
+    probe_advice,
+)
 from sim.robust import RobustSettings, WorldsPlan
 from sim.robust import judge as judge_worlds
 from sim.robust import plan as worlds_plan
@@ -482,6 +489,7 @@ def _changes(sc, main, timeout, advice, connector, sized=None) -> list[Change]:
             and all(c is None or c.overrides != {TIMEOUT: t} for c in out)
         ):
             out.append(own_terms(sc, "timeout", f"timeout {t:g} s", {TIMEOUT: t}))
+    out.append(direct_egress_change(sc))  # the connector floor's alternative (sim.remedies)
     m = connector.min_instances
     if m and m != sc.connector.min_instances:
         over = {"connector.min_instances": m}

@@ -19,6 +19,7 @@ from sim.decision import Change
 from sim.records import Outcome
 from sim.runner import Results
 from sim.scenario import Scenario
+from sim.stack import DIRECT_HOW, express
 from sim.stats import Proportion
 
 EGRESS, RETRY = "egress", "retry"
@@ -39,6 +40,22 @@ def path_changes(sc: Scenario) -> list[Change]:
     if retry is not None:
         out.append(retry)
     return out
+
+
+DIRECT_EGRESS = "direct_egress"
+
+
+def direct_egress_change(sc: Scenario) -> Change | None:
+    """Direct VPC egress in place of the connector (docs/model.md, "Direct VPC egress"), the ADR's
+    alternative to a connector floor: offered when the connector is what a start-up burst waits
+    for, i.e. the fleet opens more connections at once than its minimum instances set up."""
+    cx, fleet = sc.connector, sc.fleet
+    if sc.egress.direct or fleet.instances * max(sc.pool.min_size, 1) <= (
+        cx.setups_per_instance * cx.min_instances
+    ):
+        return None
+    over = express(sc.stack, sc.platform, {"egress.kind": "direct"})
+    return Change(DIRECT_EGRESS, "move to Direct VPC egress", over, DIRECT_HOW)
 
 
 def retry_change(sc: Scenario) -> Change | None:

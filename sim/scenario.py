@@ -35,6 +35,7 @@ from sim.distributions import (
     Seconds,
     Uniform,
 )
+from sim.egress import Egress
 from sim.errors import MISSING, FieldProblem, ScenarioError
 from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.pooler import Pooler
@@ -398,6 +399,7 @@ class Scenario(_Section):
     stack: Stack = CustomStack()
     pool: Pool = Pool()
     connector: Connector = Connector()
+    egress: Egress = Egress()  # sim/egress.py: the connector, or Direct VPC egress
     database: Database = Database()
     restart: Restart = Restart()
     cloudsql: CloudSql = CloudSql()
@@ -449,6 +451,7 @@ class Scenario(_Section):
         for check in (
             _deadline_within_horizon,
             _warm_fits,
+            _subnet_fits,
             _attempts_bounded,
             _opening_bounded,
             _retries,
@@ -672,6 +675,27 @@ def _warm_fits(sc: Scenario) -> None:
             f"{sc.database.max_connections} − reserved_connections "
             f"{sc.database.reserved_connections} − other_connections "
             f"{sc.database.other_connections})",
+        )
+
+
+def _subnet_fits(sc: Scenario) -> None:
+    # Direct VPC egress: no connector (Cloud Run takes one or the other), and warm instances hold
+    # their subnet addresses before anything starts.
+    egress, warm = sc.egress, sc.fleet.warm_instances
+    if egress.direct and sc.platform.kind == "cloud_run" and sc.platform.connector is not None:
+        raise FieldProblem(
+            "egress.kind",
+            egress.kind,
+            "conflicts with [platform.connector]: Cloud Run sends egress through a connector "
+            "(--vpc-connector) or by Direct VPC egress (--network, --subnet), not both",
+        )
+    if egress.direct and warm > egress.instance_bound:
+        raise FieldProblem(
+            "fleet.warm_instances",
+            warm,
+            f"more than the {egress.instance_bound:,} instances the subnet's addresses hold "
+            f"(egress.subnet_addresses {egress.subnet_addresses:,} ÷ addresses_per_instance "
+            f"{egress.addresses_per_instance})",
         )
 
 

@@ -11,6 +11,7 @@ the code line, configuration or command a team applies. Nothing here touches fil
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -121,8 +122,9 @@ class CustomPlatform(_Settings):
 
 
 class CloudRun(_Settings):
-    """A Cloud Run service: ``--min-instances``, ``--max-instances``, its startup probe, and the
-    connector its egress goes through."""
+    """A Cloud Run service: ``--min-instances``, ``--max-instances``, its startup probe, and its
+    egress: through a connector (``--vpc-connector``) or Direct VPC egress (``--network``,
+    ``--subnet``, ``--vpc-egress``)."""
 
     kind: Literal["cloud_run"]
     min_instances: NonNegativeInt = 0
@@ -132,6 +134,37 @@ class CloudRun(_Settings):
     deploy: bool = False
     startup_probe: Literal["tcp", "http"] = "tcp"  # none configured: the default TCP probe
     connector: VpcConnector | None = None
+    # Direct VPC egress: the network and subnet the instances take addresses from (either names
+    # both when the subnet is named after the network), the subnet's range (its size bounds the
+    # fleet), and which traffic goes into the VPC (the database's private address either way).
+    network: str | None = None
+    subnet: str | None = None
+    subnet_range: str | None = None  # e.g. "10.8.0.0/24", as `gcloud compute networks subnets`
+    vpc_egress: Literal["private-ranges-only", "all-traffic"] = "private-ranges-only"
+
+    @property
+    def direct(self) -> bool:
+        return self.network is not None or self.subnet is not None
+
+    @model_validator(mode="after")
+    def _one_egress(self) -> CloudRun:
+        if self.direct and self.connector is not None:
+            field = "platform.network" if self.network is not None else "platform.subnet"
+            raise FieldProblem(
+                field,
+                self.network if self.network is not None else self.subnet,
+                "conflicts with [platform.connector]: Cloud Run sends egress through a connector "
+                "(--vpc-connector) or by Direct VPC egress (--network, --subnet), not both",
+            )
+        if self.subnet_range is not None:
+            if not self.direct:
+                raise FieldProblem(
+                    "platform.subnet_range",
+                    self.subnet_range,
+                    "is the Direct VPC egress subnet's: give platform.network or platform.subnet",
+                )
+            subnet_addresses(self.subnet_range)
+        return self
 
 
 class Kubernetes(_Settings):
@@ -282,6 +315,41 @@ def _at_most(field: str, value: int, top: int, other: str) -> None:
         raise FieldProblem(field, value, f"must not exceed {other} ({top})")
 
 
+# Google keeps 4 addresses of every subnet's primary range (docs/sources.md#direct-vpc-egress-
+# addresses), and asks Direct VPC egress for a /26 or larger.
+SUBNET_RESERVED, SUBNET_SMALLEST_PREFIX = 4, 26
+
+
+def subnet_addresses(cidr: str) -> int:
+    """The addresses Direct VPC egress may take from an IPv4 range such as "10.8.0.0/24"."""
+    try:
+        net = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError as exc:
+        raise FieldProblem("platform.subnet_range", cidr, f"not an IPv4 range: {exc}") from None
+    if net.prefixlen > SUBNET_SMALLEST_PREFIX:
+        raise FieldProblem(
+            "platform.subnet_range",
+            cidr,
+            f"smaller than a /{SUBNET_SMALLEST_PREFIX}: Cloud Run's Direct VPC egress asks for a "
+            f"/{SUBNET_SMALLEST_PREFIX} or larger",
+        )
+    return net.num_addresses - SUBNET_RESERVED
+
+
+def _derive_egress(p: Any) -> list[Derived]:
+    """Cloud Run's egress: Direct VPC egress with a network or subnet."""
+    if p.direct:
+        out = [
+            Derived("egress.kind", "direct", ("platform.network", "platform.subnet"), "--network")
+        ]
+        if p.subnet_range is not None:
+            n = subnet_addresses(p.subnet_range)
+            how = f"{p.subnet_range} less Google's {SUBNET_RESERVED}"
+            out.append(Derived("egress.subnet_addresses", n, ("platform.subnet_range",), how))
+        return out
+    return []  # a connector, or none named: egress.kind as given (sim.scenario refuses direct)
+
+
 def _derive_platform(p: Any) -> list[Derived]:
     if p.kind == "cloud_run":
         warm = 0 if p.deploy else p.min_instances
@@ -291,6 +359,7 @@ def _derive_platform(p: Any) -> list[Derived]:
                 "fleet.warm_instances", warm, ("platform.min_instances", "platform.deploy"), how
             ),
             Derived("probe.kind", p.startup_probe, ("platform.startup_probe",), "startup probe"),
+            *_derive_egress(p),
         ]
         if p.connector is not None:
             c = p.connector
@@ -405,6 +474,9 @@ def _platform_setting(p: Any, field: str, value: Any) -> dict[str, Any]:
             return {"platform.min_instances": value}
         if field == "probe.kind":
             return {"platform.startup_probe": value}
+        if field == "egress.kind" and value == "direct" and not p.direct:
+            # as --max-instances: the field too, which a file may have set to "connector"
+            return {**DIRECT_SETTINGS, "platform.connector": None, "egress.kind": value}
         if field.startswith("connector.") and p.connector is not None:
             name = field.split(".")[1]
             if name in ("min_instances", "max_instances"):
@@ -415,6 +487,19 @@ def _platform_setting(p: Any, field: str, value: Any) -> dict[str, Any]:
         if field == "probe.kind":
             return {"platform.startup_probe": value}
     return {}
+
+
+# Direct VPC egress in place of the connector, the network and subnet as placeholders to fill in.
+DIRECT_SETTINGS = {"platform.network": "NETWORK", "platform.subnet": "SUBNET"}
+DIRECT_HOW = (
+    "Direct VPC egress in place of the connector (Cloud Run):\n\n```sh\n"
+    "gcloud run services update SERVICE --region REGION --network=NETWORK --subnet=SUBNET "
+    "--vpc-egress=private-ranges-only --clear-vpc-connector\n```\n\n"
+    "Cost: no connector instance is billed any more; each new instance's egress passes traffic "
+    "only some 20 s after it starts (field reports: 20–40 s; Google: a minute or more), so the "
+    "start-up's database-init deadline must cover it, and the subnet needs about 2 addresses per "
+    "instance (a /26 or larger)."
+)
 
 
 # -- how a team applies it -----------------------------------------------------------------------
@@ -430,12 +515,15 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
     flags = {
         k.split(".", 1)[1]: v
         for k, v in overrides.items()
-        if k.startswith("platform.") and not k.startswith("platform.connector.")
+        if k.startswith("platform.") and not k.startswith("platform.connector")
     }
     if flags and platform.kind == "kubernetes":
         parts.append("Kubernetes " + _pairs({_CAMEL.get(k, k): v for k, v in flags.items()}))
     elif flags:
-        parts.append(f"{PLATFORM_NAMES[platform.kind]} " + _pairs(flags, "--"))
+        said = _pairs(flags, "--")
+        if overrides.get("platform.connector", 0) is None:  # Direct VPC egress in its place
+            said = f"Direct VPC egress {said}, --clear-vpc-connector"
+        parts.append(f"{PLATFORM_NAMES[platform.kind]} " + said)
     connector = {
         k.rsplit(".", 1)[1]: v
         for k, v in overrides.items()
@@ -449,6 +537,8 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             continue
         if k == "fleet.instances" and platform.kind == "cloud_run":
             continue  # said by --max-instances
+        if k == "egress.kind" and platform.kind == "cloud_run":
+            continue  # said by --network, --subnet
         parts.append(f"timeout {_value(v)} s" if k == DEADLINE_FIELD else f"{k} {_value(v)}")
     return " + ".join(parts)
 
@@ -492,6 +582,8 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             "The service's instances (Cloud Run):\n\n```sh\n"
             f"gcloud run services update SERVICE --region REGION {flags}\n```"
         )
+    if "platform.network" in overrides or "platform.subnet" in overrides:
+        blocks.append(DIRECT_HOW)
     if "platform.max_surge" in overrides:
         n = overrides["platform.max_surge"]
         blocks.append(

@@ -56,6 +56,8 @@ ROLES = (
     # A pooler in front of the database (docs/model.md): the phase of PgBouncer's janitor against
     # the run's start, one draw per replication when query_wait_timeout is on.
     "pooler_janitor",
+    # Direct VPC egress (docs/model.md, "Direct VPC egress"): when an attempt's egress is usable.
+    "egress_ready",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -307,6 +309,7 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         _UNIT,
         params(sc.traffic.query_s),
         _UNIT,
+        params(sc.egress.ready_s),
     ]
 
 

@@ -6,7 +6,7 @@ slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
 jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases, traffic after
-ready with both growth rules) and leaves out the rest:
+ready with both growth rules, Direct VPC egress) and leaves out the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
@@ -53,6 +53,7 @@ class Instance:
     tried: int = 0  # connections database init asked for in this attempt
     conns: list[Conn] = field(default_factory=list)  # in flight or held
     ready_at: float = math.inf
+    egress_at: float = 0.0  # Direct VPC egress: when the current attempt's egress is usable
 
 
 @dataclass
@@ -183,8 +184,13 @@ class Model:
         else:
             starts = sorted(self.rng.uniform(0.0, fleet.window_s, fleet.instances))
         instances = [Instance(i) for i in range(fleet.instances)]
+        # Direct VPC egress: the subnet holds instance_bound instances, the warm ones first; the
+        # cold starts beyond it, in the order they start, never do.
+        egress = self.sc.egress
+        addressed = egress.instance_bound - fleet.warm_instances if egress.direct else math.inf
         for inst, t in zip(instances, starts, strict=True):
-            self.env.process(self.life(inst, t))
+            if inst.idx < addressed:
+                self.env.process(self.life(inst, t))
         if self.traffic is None:
             self.env.run()
         else:  # the run ends one deadline after the horizon ("Order of events")
@@ -199,7 +205,7 @@ class Model:
             else math.inf,
             instances_ready=ready,
             peak_db_connections=self.db.peak,
-            connector_instances_end=self.connector.instances,
+            connector_instances_end=0 if self.sc.egress.direct else self.connector.instances,
         )
         if self.traffic is not None:
             self.traffic.finish(result, instances)
@@ -219,6 +225,8 @@ class Model:
             inst.attempt += 1
             record = {"instance": inst.idx, "attempt": inst.attempt, "start_s": env.now}
             record["pool_starts"] = inst.tried = 0
+            if sc.egress.direct:  # a new instance, a new network interface: its own delay
+                inst.egress_at = env.now + self.draw(sc.egress.ready_s)
             yield env.timeout(self.draw(sc.startup.before_db_s))
             if sc.startup.phases:
                 done = yield from self.phased_attempt(inst, record)
@@ -564,22 +572,18 @@ class Model:
         try:
             if conn.stage == FAULTED:  # never at the connector nor the database
                 return (yield from self.faulted(inst, conn))
+            if self.sc.egress.direct:  # no connector: wait for the egress, then the database
+                if env.now < inst.egress_at:
+                    yield env.timeout(inst.egress_at - env.now)
+                return (yield from self.to_database(inst, conn))
             conn.grant = self.connector.request()
             yield conn.grant
             conn.stage = SETUP
             yield env.timeout(self.draw(self.sc.connector.setup_s))
             self.connector.release()
-            conn.stage = ACCEPT
-            yield env.timeout(self.draw(self.sc.database.accept_s))
-            if not self.db.take():
-                conn.stage = GONE
-                if conn in inst.conns:
-                    inst.conns.remove(conn)
-                return "53300"
-            conn.stage = HELD
-            return HELD
+            return (yield from self.to_database(inst, conn))
         except simpy.Interrupt as stop:
-            if conn.stage == QUEUED:
+            if conn.stage == QUEUED and conn.grant is not None:
                 self.connector.give_up(conn.grant)
             elif conn.stage == SETUP:
                 self.connector.release()
@@ -587,6 +591,17 @@ class Model:
             if conn in inst.conns:
                 inst.conns.remove(conn)
             return stop.cause
+
+    def to_database(self, inst: Instance, conn: Conn):
+        conn.stage = ACCEPT
+        yield self.env.timeout(self.draw(self.sc.database.accept_s))
+        if not self.db.take():
+            conn.stage = GONE
+            if conn in inst.conns:
+                inst.conns.remove(conn)
+            return "53300"
+        conn.stage = HELD
+        return HELD
 
     def interrupt(self, conn: Conn, cause: str) -> None:
         if conn.stage in IN_FLIGHT and conn.proc.is_alive:

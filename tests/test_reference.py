@@ -375,6 +375,34 @@ def test_a_pooler_agrees_with_the_simpy_reference(mode):
     assert eng["max_client_conn"].sum() > 0 and ref["max_client_conn"].sum() > 0
 
 
+# MIXED through Direct VPC egress (docs/model.md, "Direct VPC egress"): no connector; each
+# attempt's egress usable after lognormal(6 s, 0.5), so about a fifth of the first connections
+# (opened about 1 s in, connect timeout 8 s) time out waiting for it; a subnet of 17 addresses at 2
+# each holds 8 instances, one of them warm: 7 of the 10 cold starts, 3 never start. No retry, so
+# each failure ends its attempt: a connect timeout, or a 53300 once 12 usable slots (16 less 2
+# reserved, 2 warm) fill: 7 ready instances would keep 14.
+DIRECT_EGRESS = {
+    **MIXED,
+    "database.max_connections": 16,
+    "pool.retry_backoff_s": 0.0,
+    "restart.policy": "fixed",
+    "egress.kind": "direct",
+    "egress.ready_s": lognormal(6.0, 0.5),
+    "egress.subnet_addresses": 17,
+    "egress.addresses_per_instance": 2,
+    "fleet.warm_instances": 1,
+}
+
+
+def test_direct_egress_agrees_with_the_simpy_reference():
+    sc = scenario(DIRECT_EGRESS)
+    eng, ref = assert_agree(sc)
+    for name in ("errors", "rejected"):
+        assert eng[name].sum() > 0 and ref[name].sum() > 0, name
+    assert eng["instances_ready"].max() <= 7 and ref["instances_ready"].max() <= 7
+    assert eng["connector_instances_end"].max() == ref["connector_instances_end"].max() == 0
+
+
 def assert_agree(
     sc, reasons: tuple[str, ...] = ()
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -284,7 +284,8 @@ def test_candidates_are_settings_with_the_line_that_applies_them():
     assert {c.kind for c in changes} >= {"pool", "connector"}
     for c in changes:
         model = [k for k in c.overrides if not k.startswith(("stack.", "platform."))]
-        assert model in ([], ["fleet.instances"]), c.overrides  # a capped fleet: --max-instances
+        # a capped fleet: --max-instances; Direct VPC egress: --network, --subnet
+        assert model in ([], ["fleet.instances"], ["egress.kind"]), c.overrides
         assert "pool.held_when_ready" not in c.overrides
         assert c.apply, c.name
         after = sc.with_overrides(c.overrides)  # re-derives every field consistently

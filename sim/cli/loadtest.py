@@ -213,4 +213,13 @@ def connector_emulator(
     def ready(host: str, port: int) -> None:
         err.print(f"listening on {host}:{port}", highlight=False)
 
-    serve(sc.connector, (where.host, where.port), (to.host, to.port), seed, log, ready, sc.path)
+    serve(
+        sc.connector,
+        (where.host, where.port),
+        (to.host, to.port),
+        seed,
+        log,
+        ready,
+        sc.path,
+        sc.egress,
+    )

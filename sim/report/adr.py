@@ -356,6 +356,7 @@ COST_WORDS = {
     "pool": "pool settings",
     "retry": "a retry in the start-up code",
     "egress": "the egress route",
+    "direct_egress": "Direct VPC egress",
     "timeout": "the database-init timeout",
     "fleet": "a smaller fleet",
     "connector": "connector instances",
