@@ -306,9 +306,10 @@ def test_random_scenarios_give_the_same_records_in_both_engines(sc, seed, index)
     assert_same_replication(sc, seed, index)
 
 
+@pytest.mark.parametrize("traffic", [{}, {"traffic.rate_per_s": 20.0, "pool.held_when_ready": 1}])
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
-def test_tilted_replications_give_the_same_records_and_weights(mix):
-    sc = resolve("capacity-storm").with_overrides({"connector.min_instances": 1})
+def test_tilted_replications_give_the_same_records_and_weights(mix, traffic):
+    sc = resolve("capacity-storm").with_overrides({"connector.min_instances": 1, **traffic})
     for index in range(6):
         assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))
 
@@ -332,3 +333,30 @@ def test_a_large_fleet_gives_the_same_records(arrival):
         }
     )
     assert_same_replication(sc, 5, 1)
+
+
+@pytest.mark.parametrize("growth", ["per_waiter", "background"])
+def test_a_large_fleet_with_traffic_gives_the_same_records(growth):
+    # Traffic after ready on a thousand instances: each ready pool grows through the connector
+    # that instances still starting need, requests queue and time out, and the requests' room
+    # grows; the records, the requests' included, must still be the readable engine's.
+    sc = resolve("eager-pool-storm").with_overrides(
+        {
+            "fleet.instances": 1000,
+            "fleet.arrival": "uniform",
+            "fleet.window_s": 60.0,
+            "pool.min_size": 2,
+            "pool.held_when_ready": 1,
+            "pool.max_size": 6,
+            "pool.timeout_s": 1.0,
+            "pool.growth": growth,
+            "database.max_connections": 3000,
+            "connector.max_instances": 20,
+            "traffic.rate_per_instance_per_s": 0.2,
+            "traffic.query_s": {"dist": "lognormal", "median": 0.5, "sigma": 1.0},
+        }
+    )
+    rep = run_one(sc, 7, 2, "reference")
+    outcomes = set(rep.requests["outcome"])
+    assert {"served", "failed"} <= outcomes and rep.traffic_connections > 100
+    assert_same_replication(sc, 7, 2)
