@@ -308,7 +308,9 @@ def test_random_scenarios_give_the_same_records_in_both_engines(sc, seed, index)
 
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
 def test_tilted_replications_give_the_same_records_and_weights(mix):
-    sc = resolve("capacity-storm").with_overrides({"connector.min_instances": 1})
+    # A connector of one instance: no Serverless VPC Access setting, so the model's own fields.
+    sc = resolve("capacity-storm").in_model_terms()
+    sc = sc.with_overrides({"connector.min_instances": 1})
     for index in range(6):
         assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))
 
@@ -317,7 +319,8 @@ def test_tilted_replications_give_the_same_records_and_weights(mix):
 def test_a_large_fleet_gives_the_same_records(arrival):
     # Thousands of instances: the kernel's calendar wraps round many times, its buffers grow and
     # its heap holds the restarts; the records must still be the readable engine's.
-    sc = resolve("eager-pool-storm").with_overrides(
+    sc = resolve("eager-pool-storm").in_model_terms()  # a connector of 40: a model field
+    sc = sc.with_overrides(
         {
             "fleet.instances": 1500,
             "fleet.arrival": arrival,
