@@ -175,3 +175,19 @@ def test_recommend_on_capacity_storm_offers_only_settings_with_their_lines():
     _assert_own_terms(sc, changes)
     if rec.decision.adopted is not None:
         _assert_own_terms(sc, list(rec.decision.adopted.changes))
+
+
+@pytest.mark.parametrize("name", ["capacity-storm", "gang-allocation", "staging-incident"])
+def test_in_model_terms_is_the_same_model_with_its_fields_free(name):
+    sc = scenarios.resolve(name)
+    model = sc.in_model_terms()
+    assert model.stack.kind == model.platform.kind == "custom"
+    mine, theirs = sc.to_dict(), model.to_dict()
+    for key in ("sources", "stack", "platform"):
+        mine.pop(key), theirs.pop(key)
+    assert mine == theirs
+    assert not [k for k in model.sources if k.startswith(("stack.", "platform."))]
+    assert all(model.label(d.field) for d in derive(sc.stack, sc.platform, sc.startup.phases))
+    # a what-if no setting gives: held apart from min_size, a connector of one instance
+    what_if = model.with_overrides({"pool.held_when_ready": 1, "connector.min_instances": 1})
+    assert (what_if.pool.held_when_ready, what_if.connector.min_instances) == (1, 1)
