@@ -44,7 +44,7 @@ from sim.search import (
 from sim.sensitivity import SENSITIVITY_REPLICATIONS, Assumptions, SensitivitySettings, assess
 from sim.sequential import MET, Rule, Settled, at_least, at_most, settle
 from sim.sizing import ConnectorFloor, Demand, PoolAdvice, connector_floor, pool_advice, pool_fix
-from sim.stack import describe, express, how_to_apply
+from sim.stack import describe, express, how_to_apply, unexpressed
 from sim.stats import Proportion, Summary, check_confidence
 from sim.success import Observation, judge, observe, rates_dict, success_rates
 from sim.sweep import Grid
@@ -446,12 +446,15 @@ def _fix_search(lab, sc, settings, over, n, ceiling) -> TimeoutSearch:
 def own_terms(sc: Scenario, kind: str, name: str, model: dict) -> Change | None:
     """A change to model fields as the scenario's stack and platform apply it (sim/stack.py):
     their settings, named in their words, with the code line, configuration or command that
-    applies it. None when no setting expresses it (SQLAlchemy has no ``held_when_ready``) or
-    the settings change nothing. With neither named (``custom``), the model fields as they are,
-    worded by the report from their fields."""
+    applies it. None when no setting expresses it (SQLAlchemy has no ``held_when_ready``, no
+    pool library a ``pool.on_failure``; a Kubernetes Deployment no connector) or the settings
+    change nothing. With neither named (``custom``), the model fields as they are, worded by the
+    report from their fields; a custom section beside a named one keeps its model fields too."""
     if sc.stack.kind == "custom" and sc.platform.kind == "custom":
         return Change(kind, name, model)
     over = express(sc.stack, sc.platform, model)
+    if unexpressed(sc.stack, sc.platform, over):
+        return None  # a change no real setting expresses is not offered
     try:
         after = sc.with_overrides(over) if over else sc
     except ScenarioError:  # the settings cannot give it (e.g. past a connector's own range)

@@ -612,6 +612,23 @@ class Scenario(_Section):
                 )
         return out
 
+    def in_model_terms(self) -> Scenario:
+        """The same model with ``[stack]`` and ``[platform]`` custom: every field they give
+        written as itself (labelled as the setting it came from, unless it has its own label), so
+        that a what-if may change the model's fields on their own, as no setting of the library
+        or the vendor does (``pool.held_when_ready`` apart from ``pool.min_size``, a connector of
+        one instance). ``recommend`` then words its changes as model fields."""
+        data = self.to_dict()
+        own = ("stack.", "platform.")
+        sources = {k: v for k, v in data["sources"].items() if not k.startswith(own)}
+        for d in derive(self.stack, self.platform, self.startup.phases):
+            label = next((self.label(s) for s in d.settings if self.label(s)), None)
+            if d.field not in sources and label is not None:
+                sources[d.field] = label.model_dump(exclude_defaults=True)
+        data |= {"stack": {"kind": "custom"}, "platform": {"kind": "custom"}, "sources": sources}
+        uncertain = {k: v for k, v in self.uncertain.items() if not k.startswith(own)}
+        return from_dict({**data, "uncertain": uncertain} if uncertain else data, self.name)
+
 
 def _apply_settings(sc: Scenario) -> None:
     """The model's fields as ``[stack]`` and ``[platform]`` give them (sim/stack.py, ``derive``):

@@ -425,6 +425,25 @@ def express(stack: Any, platform: Any, model: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unexpressed(stack: Any, platform: Any, overrides: dict[str, Any]) -> list[str]:
+    """The model fields ``overrides`` (as :func:`express` gives them) still sets that a named
+    stack or platform should have said in its own settings: a ``[pool]`` field under a named
+    stack, a ``[fleet]``, ``[connector]`` or ``[probe]`` field under a named platform. A custom
+    section keeps its model fields; the start-up's own deadline is the service's code
+    (:func:`how_to_apply`), and a capped fleet under Cloud Run is its ``--max-instances``."""
+    out = []
+    for field in overrides:
+        section = field.split(".")[0]
+        if field == DEADLINE_FIELD or section in ("stack", "platform"):
+            continue
+        if field == "fleet.instances" and "platform.max_instances" in overrides:
+            continue
+        named = stack if section == "pool" else platform
+        if section in ("pool", "fleet", "connector", "probe") and named.kind != "custom":
+            out.append(field)
+    return out
+
+
 # held_when_ready depends on the phases too: derived for SQLAlchemy whatever they are.
 _DERIVED_ANYWAY: dict[str, set[str]] = {"sqlalchemy": {"pool.held_when_ready"}}
 
@@ -595,7 +614,10 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
         k.rsplit(".", 1)[1]: v
         for k, v in overrides.items()
         if k.startswith("platform.connector.")
-        or k in ("connector.min_instances", "connector.max_instances")
+        or (
+            platform.kind == "cloud_run"
+            and k in ("connector.min_instances", "connector.max_instances")
+        )
     }
     if connector:
         flags = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in connector.items())

@@ -309,7 +309,9 @@ def test_random_scenarios_give_the_same_records_in_both_engines(sc, seed, index)
 @pytest.mark.parametrize("traffic", [{}, {"traffic.rate_per_s": 20.0, "pool.held_when_ready": 1}])
 @pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
 def test_tilted_replications_give_the_same_records_and_weights(mix, traffic):
-    sc = resolve("capacity-storm").with_overrides({"connector.min_instances": 1, **traffic})
+    # A connector of one instance: no Serverless VPC Access setting, so the model's own fields.
+    sc = resolve("capacity-storm").in_model_terms()
+    sc = sc.with_overrides({"connector.min_instances": 1, **traffic})
     for index in range(6):
         assert_same_replication(sc, 2, index, Tilt("scale_up", 8.0, 2, mix))
 
@@ -318,7 +320,8 @@ def test_tilted_replications_give_the_same_records_and_weights(mix, traffic):
 def test_a_large_fleet_gives_the_same_records(arrival):
     # Thousands of instances: the kernel's calendar wraps round many times, its buffers grow and
     # its heap holds the restarts; the records must still be the readable engine's.
-    sc = resolve("eager-pool-storm").with_overrides(
+    sc = resolve("eager-pool-storm").in_model_terms()  # a connector of 40: a model field
+    sc = sc.with_overrides(
         {
             "fleet.instances": 1500,
             "fleet.arrival": arrival,

@@ -344,7 +344,8 @@ def test_the_built_in_instance_opens_its_pool_the_way_pool_start_says(pg_server,
 
     from loadtests.container import Gauge, Instance
 
-    sc = scenarios.resolve("gang-allocation").with_overrides(
+    sc = scenarios.resolve("gang-allocation").in_model_terms()  # the model's pool fields
+    sc = sc.with_overrides(
         {
             "pool.start": start,
             "pool.workers": 2,

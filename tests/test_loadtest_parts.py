@@ -374,7 +374,8 @@ def test_the_documented_record_format_is_the_real_one():
 def test_a_ready_instance_holds_held_when_ready_connections(pg_server, min_size, held):
     from loadtests.container import Gauge, Instance
 
-    sc = scenarios.resolve("gang-allocation").with_overrides(
+    sc = scenarios.resolve("gang-allocation").in_model_terms()  # held apart from min_size
+    sc = sc.with_overrides(
         {"pool.min_size": min_size, "pool.max_size": 6, "pool.held_when_ready": held}
     )
 

@@ -22,14 +22,19 @@ MIGRATIONS = {
 
 
 def _scenario(phases: list[dict], held: int):
-    return scenarios.resolve("gang-allocation").with_overrides(
-        {
-            "startup.before_db_s": const(0.0),
-            "startup.after_db_s": const(0.0),
-            "startup.db_init_timeout_s": 20.0,
-            "pool.held_when_ready": held,
-            "startup.phases": phases,
-        }
+    # held_when_ready apart from min_size: the model's own fields, no asyncpg setting
+    return (
+        scenarios.resolve("gang-allocation")
+        .in_model_terms()
+        .with_overrides(
+            {
+                "startup.before_db_s": const(0.0),
+                "startup.after_db_s": const(0.0),
+                "startup.db_init_timeout_s": 20.0,
+                "pool.held_when_ready": held,
+                "startup.phases": phases,
+            }
+        )
     )
 
 
