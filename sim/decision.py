@@ -5,6 +5,7 @@ of cost and risk. Pure data and selection; ``sim.recommend`` simulates the optio
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,20 +29,64 @@ class Change:
     # How the team applies it in its own platform and code (Markdown: a command, a config
     # snippet, a code line); "" where the report words the change from its field.
     apply: str = ""
+    # What it costs a month where it is paid for (sim.costs: published prices, 730 h); None for
+    # a paid change whose price is unknown, and for a change with no bill of its own.
+    monthly_usd: float | None = None
 
 
 # The order in which changes are preferred, cheapest and least risky first: a pool setting costs
 # nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
-# really down; a capped fleet serves less; connector instances are paid for around the clock.
-COST_ORDER = ("pool", "retry", "timeout", "egress", "fleet", "connector")
+# really down; a capped fleet serves less; a bigger database tier and connector instances are
+# paid for around the clock, and among those the cheapest by monthly cost is preferred (PAID).
+COST_ORDER = (
+    "pool",
+    "retry",
+    "lazy_refresh",
+    "jitter",
+    "timeout",
+    "quota",
+    "egress",
+    "fleet",
+    "surge",
+    "tier",
+    "connector",
+)
+PAID = ("tier", "connector")
 COST_WHY = {
     "pool": "a pool setting: free, and undone by a deploy",
     "retry": "a retry in the start-up code: a code change; each retry is one more connection",
+    "lazy_refresh": "the Cloud SQL connector's lazy refresh: one line of start-up code",
+    "jitter": "restart jitter: a random pause before each restart, a code or platform setting",
     "egress": "the egress route: a network change, and a NAT gateway billed per hour and per GiB",
     "timeout": "a longer deadline: also delays noticing a database that is really down",
+    "quota": "an Admin API quota increase: free, but a request Google may take days to grant",
     "fleet": "a smaller fleet: serves less traffic",
-    "connector": "connector instances kept warm: paid for around the clock",
+    "surge": "a smaller surge: a deploy in waves takes longer to finish",
+    "tier": "a bigger Cloud SQL tier: paid for around the clock (its monthly cost); the cheapest "
+    "paid option that meets is preferred",
+    "connector": "connector instances kept warm: paid for around the clock (their monthly cost); "
+    "the cheapest paid option that meets is preferred",
 }
+
+
+def _rank(kind: str) -> int:
+    """A kind's place in COST_ORDER, the paid kinds sharing the first paid place (their monthly
+    cost orders them)."""
+    if kind in PAID:
+        return COST_ORDER.index(PAID[0])
+    return COST_ORDER.index(kind)
+
+
+def monthly_cost(changes) -> float | None:
+    """The monthly cost of a set of changes: the sum of its paid changes' costs; None when one
+    of them has no known price; 0 when it has no paid change."""
+    total = 0.0
+    for c in changes:
+        if c.kind in PAID:
+            if c.monthly_usd is None:
+                return None
+            total += c.monthly_usd
+    return total
 
 
 @dataclass(frozen=True)
@@ -69,8 +114,20 @@ class Candidate:
         return merge(self.changes)
 
     @property
-    def cost(self) -> tuple[int, ...]:
-        return (len(self.changes), *sorted(COST_ORDER.index(c.kind) for c in self.changes))
+    def cost(self) -> tuple:
+        """Fewest changes first; then the cheapest kinds in COST_ORDER, the paid ones (PAID)
+        ranked together; then the lowest monthly cost (an unknown one last); then COST_ORDER."""
+        month = monthly_cost(self.changes)
+        return (
+            len(self.changes),
+            *sorted(_rank(c.kind) for c in self.changes),
+            math.inf if month is None else month,
+            *sorted(COST_ORDER.index(c.kind) for c in self.changes),
+        )
+
+    @property
+    def monthly_usd(self) -> float | None:
+        return monthly_cost(self.changes)
 
     def as_dict(self) -> dict:
         s = self.summary
@@ -78,6 +135,8 @@ class Candidate:
             "name": self.name,
             "overrides": self.overrides,
             "kinds": [c.kind for c in self.changes],
+            "monthly_usd": self.monthly_usd,
+            "apply": "\n\n".join(c.apply for c in self.changes if c.apply),
             "replications": self.replications,
             "p_start_failure": s.p_start_failure.as_dict(),
             "p_db_init_timeout": s.p_db_init_timeout.as_dict(),

@@ -438,10 +438,78 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"{r.restarts_per_instance:.3f} | {_spent(r.sequential, r.replications)} |"
             + (robust.columns(r) if across else "")
         )
+    lines += _paid_and_remedies(data, cite)
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
         lines += ["", _pool_line(data.pool, sc, cite)]
     return "\n".join(lines)
+
+
+# The kinds of change the section below lists with their cost and command (sim.decision).
+PRICED_KINDS = ("tier", "connector")
+QUOTA_KINDS = ("quota", "jitter", "surge", "lazy_refresh")
+
+
+def _paid_and_remedies(data: RecommendationView, cite: Cite) -> list[str]:
+    """Each option with a paid change or an Admin API quota remedy: its verdict, its monthly
+    cost where a published price gives one, and the command or code that applies it; and, with
+    [cloudsql] on, the quota, the 429s counted in simulation and the remedy adopted."""
+    rows = [r for r in data.candidates if set(r.kinds) & {*PRICED_KINDS, *QUOTA_KINDS}]
+    lines: list[str] = []
+    quota = data.cloudsql_quota
+    if quota is not None:
+        lines += ["", _quota_paragraph(data, cite)]
+    if not rows:
+        return lines
+    lines += [
+        "",
+        "Paid options and the Admin API quota's remedies, each with its verdict, what it adds to "
+        "the monthly bill (published prices, 730 hours a month, "
+        f"{cite('sources.md', 'connector-prices', 'connector prices')} and "
+        f"{cite('sources.md', 'cloud-sql-prices', 'Cloud SQL prices')}; unknown where no "
+        "published price was found) and how it is applied. Among paid options that meet, the "
+        "cheapest by monthly cost is preferred.",
+        "",
+    ]
+    for r in rows:
+        paid = set(r.kinds) & set(PRICED_KINDS)
+        cost = f"; adds {_usd(r.monthly_usd)}" if paid else ""
+        lines.append(f"- **{r.name}**: {_verdict_word(r)}{cost}.")
+        if r.apply:
+            lines += ["", _indent(r.apply), ""]
+    return lines
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "an unknown amount a month (no published price found)"
+    return f"${x:,.2f} a month"
+
+
+def _verdict_word(r: OptionRow) -> str:
+    m = _meets(r)
+    return "meets the target" if m == "yes" else f"does not meet the target ({m})"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(("    " + line) if line else "" for line in text.splitlines())
+
+
+def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
+    q = data.cloudsql_quota
+    link = cite("sources.md", "cloud-sql-admin-api-quota", "published")
+    text = (
+        f"**The Admin API quota.** Each start refreshes its certificate first: "
+        f"{q.calls_per_refresh} calls against the {q.quota} ({q.quota_per_minute} a minute by "
+        f"default, {link}). In simulation, today's configuration has "
+        f"{q.throttled_today:,.0f} calls a run answered 429 (mean of {q.replications} runs)"
+    )
+    if q.adopted is None:
+        return text + "; no change meets the target."
+    kinds = next((r.kinds for r in data.candidates if r.name == q.adopted), ())
+    remedy = [k for k in kinds if k in QUOTA_KINDS]
+    what = "the quota's remedy" if remedy else "the change"
+    return text + f"; {what} adopted, {q.adopted}, leaves {q.throttled_adopted:,.0f} (same runs)."
 
 
 def _meets(row: OptionRow) -> str:
