@@ -4,6 +4,11 @@ rules (tests/reference_simpy.py), the readable engine (sim/engine.py) and the fa
 
     .venv/bin/python benchmarks/engine_bench.py            # everything (about ten minutes)
     .venv/bin/python benchmarks/engine_bench.py --quick    # a tenth of the replications, no sweep
+    .venv/bin/python benchmarks/engine_bench.py --compare 0b591ca   # the fast engine: REV vs here
+
+``--compare REV`` puts the fast engine of commit REV (``git archive`` into a temporary folder,
+its kernel compiled into its own cache) beside this tree's, without traffic, process by process in
+alternation (``--rounds``, default 5), and adds this tree's rows with ``[traffic]`` on.
 
 Runs keep no attempt records (``records=False``, what ``startsim simulate`` does without
 ``--out``): the summary comes from each replication's counts. The streaming row runs a million
@@ -21,8 +26,10 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +44,22 @@ BURST = {
 }
 
 
+# Traffic after ready (docs/model.md): the scenario with requests on, for the rows with traffic.
+TRAFFIC = {
+    "capacity-storm+traffic": ("capacity-storm", {"traffic.rate_per_s": 10.0}),
+    "capacity-storm+traffic/instance": (
+        "capacity-storm",
+        {"traffic.rate_per_instance_per_s": 0.25, "pool.growth": "background"},
+    ),
+}
+
+
 def scenario(name: str):
     from sim.scenario import from_dict, resolve
 
+    if name in TRAFFIC:
+        base, overrides = TRAFFIC[name]
+        return resolve(base).with_overrides(overrides)
     return from_dict(BURST, "bench") if name == "burst-10k" else resolve(name)
 
 
@@ -56,11 +76,13 @@ def worker(engine: str, name: str, replications: int, jobs: int) -> dict:
         import reference_simpy
 
         attempts = sum(len(reference_simpy.run(sc, i).attempts) for i in range(replications))
+        requests = 0
     else:
         from sim.runner import simulate
 
         res = simulate(sc, replications, 0, jobs=jobs, engine=engine, records=False)
         attempts = int(res.fleet["attempts"].sum())
+        requests = int(res.fleet["requests"].sum()) if "requests" in res.fleet else 0
     wall = time.perf_counter() - start
     starts = sc.fleet.instances * replications
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -74,14 +96,23 @@ def worker(engine: str, name: str, replications: int, jobs: int) -> dict:
         "instance_starts": starts,
         "starts_per_s": starts / wall,
         "attempts": attempts,
+        "requests": requests,
         "peak_mb": max(peak_mb, children),
+        "sim": sys.modules["sim"].__file__,
     }
 
 
-def run_worker(*args) -> dict:
+def run_worker(*args, tree: Path = ROOT) -> dict:
+    """One worker process, importing ``sim`` from ``tree`` (this one, or an older commit's)."""
     cmd = [sys.executable, __file__, "--worker", *map(str, args)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd[2:])} in {tree} failed:\n{out.stderr}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(result["sim"]).resolve().parent.parent != tree.resolve():
+        raise RuntimeError(f"the worker imported sim from {result['sim']}, not from {tree}")
+    return result
 
 
 def streaming_row(replications: int) -> list[str]:
@@ -196,12 +227,95 @@ SWEEP = [
 ]
 
 
+# The fast engine without traffic, before and after: replications per scenario (a second or so).
+COMPARE = {"capacity-storm": 50_000, "gang-allocation": 50_000, "burst-10k": 400}
+TRAFFIC_REPLICATIONS = 5_000
+
+
+def _commit(rev: str, tree: Path = ROOT) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", rev], check=True, capture_output=True
+    )
+    return out.stdout.decode().strip()
+
+
+def compare_table(rev: str, rounds: int, quick: bool) -> list[str]:
+    """The fast engine of ``rev`` and of this tree, no traffic, one process each run, in
+    alternation (ABBA: each round swaps which goes first): the fastest and the median wall seconds
+    over ``rounds``, instance starts per second at the fastest, and this tree's change (fastest
+    against fastest: on a shared machine the fastest run is the least disturbed). Then this tree
+    with traffic on."""
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        check=True,
+        capture_output=True,
+    ).stdout.strip()
+    old_name, here = _commit(rev), f"{_commit('HEAD')}{' + changes' if dirty else ''}"
+    print(f"fast engine, one process, no records: {old_name} against {here}", flush=True)
+    rows = [
+        f"| scenario | replications | {old_name} wall s, fastest (median) | "
+        f"{here} wall s, fastest (median) | {old_name} starts/s | {here} starts/s | "
+        "change, fastest | change, median |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print(*rows, sep="\n", flush=True)
+    with tempfile.TemporaryDirectory(prefix="startsim-bench-") as tmp:
+        old = Path(tmp)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        trees = {"old": old, "new": ROOT}
+        for name, n in COMPARE.items():
+            n = n // 10 if quick else n
+            for tree in trees.values():  # compile or load each kernel once, untimed
+                run_worker("fast", name, 1, 1, tree=tree)
+            walls: dict[str, list[float]] = {"old": [], "new": []}
+            for i in range(rounds):
+                for label in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                    walls[label].append(run_worker("fast", name, n, 1, tree=trees[label])["wall_s"])
+            best = {k: min(v) for k, v in walls.items()}
+            med = {k: statistics.median(v) for k, v in walls.items()}
+            starts = n * scenario(name).fleet.instances
+            rows.append(
+                f"| {name} | {n:,} | {best['old']:.3f} ({med['old']:.3f}) | "
+                f"{best['new']:.3f} ({med['new']:.3f}) | {starts / best['old']:,.0f} | "
+                f"{starts / best['new']:,.0f} | {best['new'] / best['old'] - 1:+.1%} | "
+                f"{med['new'] / med['old'] - 1:+.1%} |"
+            )
+            print(rows[-1], flush=True)
+    traffic = [
+        "",
+        "| scenario (this tree, traffic on) | replications | wall s | instance starts/s | "
+        "requests | requests/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    print(*traffic, sep="\n", flush=True)
+    for name in TRAFFIC:
+        n = TRAFFIC_REPLICATIONS // 10 if quick else TRAFFIC_REPLICATIONS
+        run_worker("fast", name, 1, 1)
+        r = run_worker("fast", name, n, 1)
+        traffic.append(
+            f"| {name} | {n:,} | {r['wall_s']:.3f} | {r['starts_per_s']:,.0f} | "
+            f"{r['requests']:,} | {r['requests'] / r['wall_s']:,.0f} |"
+        )
+        print(traffic[-1], flush=True)
+    return rows + traffic
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         engine, name, reps, jobs = sys.argv[2:6]
         print(json.dumps(worker(engine, name, int(reps), int(jobs))))
         return
     quick = "--quick" in sys.argv[1:]
+    if "--compare" in sys.argv[1:]:
+        rev = sys.argv[sys.argv.index("--compare") + 1]
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 5
+        print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+        compare_table(rev, rounds, quick)
+        print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
+        return
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, load average before: {os.getloadavg()[0]:.2f}",

@@ -19,6 +19,8 @@ import numpy as np
 from scipy.stats import binom
 
 from sim.records import RequestOutcome
+from sim.sequential import NOT_MET, at_most
+from sim.stats import Proportion, clustered_proportion
 
 
 @dataclass(frozen=True)
@@ -207,3 +209,81 @@ def traffic_lines(fig: TrafficFigures) -> list[str]:
         f"{num(fig.first_served_s.mean, ' s')} (mean); connections held at the end "
         f"{num(fig.connections_held_end.mean)} (mean)",
     ]
+
+
+# -- the after-ready cost of a configuration (recommend, docs/recommend.md) ----------------------
+
+
+NONE_SERVED = "none served"  # no request reached a ready instance: nothing to judge
+
+
+@dataclass(frozen=True)
+class AfterReady:
+    """What a configuration costs the first ``window_s`` after each instance is ready, under the
+    scenario's traffic: the share of those requests that fail (clustered by deploy), judged
+    against ``1 − target`` like a start-up (``verdict``: met, not met, too close to call), and
+    the figures the ADR puts beside today's."""
+
+    window_s: float
+    rate: str  # the traffic, in words: "0.2 requests/s to the fleet"
+    requests_per_deploy: float  # arriving within the window of a ready instance, served or failed
+    failed_share: Proportion
+    verdict: str
+    failed_per_deploy: MeanInterval
+    checkout_wait_p50_s: QuantileInterval
+    checkout_wait_p99_s: QuantileInterval
+    first_served_median_s: float | None
+    connections_held_end: float | None
+    unrouted_per_deploy: float
+
+    @property
+    def breaks(self) -> bool:
+        """More of the first minute's requests fail than the target allows, beyond doubt."""
+        return self.verdict == NOT_MET
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["failed_share"] = self.failed_share.as_dict()
+        return out
+
+
+def traffic_words(traffic) -> str:
+    """The scenario's traffic in a few words, for the ADR."""
+    if traffic.rate_per_s > 0:
+        return f"{traffic.rate_per_s:g} requests/s to the fleet"
+    if traffic.rate_per_instance_per_s > 0:
+        return f"{traffic.rate_per_instance_per_s:g} requests/s to each ready instance"
+    return f"a recorded trace of {len(traffic.trace_s):,} requests"
+
+
+def after_ready(
+    requests: dict[str, np.ndarray],
+    fleet: dict[str, np.ndarray],
+    traffic,
+    alpha: float,
+    confidence: float = 0.95,
+) -> AfterReady:
+    """The after-ready cost of one run: its request records and replication rows, the scenario's
+    ``[traffic]``, and the share of failed requests allowed (``1 − target``)."""
+    fig = traffic_figures(requests, fleet, traffic.window_s, confidence)
+    outcome = np.asarray(requests["outcome"])
+    since = np.asarray(requests["arrive_s"], float) - np.asarray(requests["ready_s"], float)
+    decided = (outcome == RequestOutcome.SERVED) | (outcome == RequestOutcome.FAILED)
+    first = decided & (since <= traffic.window_s)
+    failed = outcome[first] == RequestOutcome.FAILED
+    share = clustered_proportion(failed, np.asarray(requests["replication"])[first], confidence)
+    verdict = at_most(share.ci_low, share.ci_high, alpha) if share.trials else NONE_SERVED
+    deploys = max(len(np.asarray(fleet["replication"])), 1)
+    return AfterReady(
+        window_s=traffic.window_s,
+        rate=traffic_words(traffic),
+        requests_per_deploy=float(first.sum()) / deploys,
+        failed_share=share,
+        verdict=verdict,
+        failed_per_deploy=fig.requests_failed_per_deploy,
+        checkout_wait_p50_s=fig.checkout_wait_p50_s,
+        checkout_wait_p99_s=fig.checkout_wait_p99_s,
+        first_served_median_s=fig.first_served_s.median,
+        connections_held_end=fig.connections_held_end.mean,
+        unrouted_per_deploy=fig.requests_unrouted_per_deploy,
+    )

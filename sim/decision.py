@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sim.afterready import AfterReady
 from sim.errors import ScenarioError
 from sim.robust import Robust
 from sim.scenario import Scenario
@@ -103,6 +104,8 @@ class Candidate:
     held_fits: bool = True  # the ready fleet's connections fit the free slots
     settled: Settled | None = None  # where the sequential rule stopped; None: no look needed
     robust: Robust | None = None  # across the worlds (sim.robust); None: nominal values only
+    # The first minute after ready under the scenario's [traffic] (sim.afterready); None: no traffic
+    after_ready: AfterReady | None = None
 
     @property
     def met_nominally(self) -> bool:
@@ -154,6 +157,8 @@ class Candidate:
         }
         if self.robust is not None:  # only judged across worlds: else summary.json as it was
             out["robust"] = self.robust.as_dict()
+        if self.after_ready is not None:  # only with traffic: else summary.json as it was
+            out["after_ready"] = self.after_ready.as_dict()
         return out
 
 
@@ -307,16 +312,27 @@ def _check(as_is, adopted: Candidate, change: Change, field: str) -> FieldCheck:
         return FieldCheck(change, field, None, str(e))
 
 
+# A setting that only names what a model field's value stands for (the machine type behind a
+# connector's assumed capacity, the tier behind max_connections): checked and dropped with it.
+COMPANIONS = {
+    "connector.setups_per_instance": "platform.connector.machine_type",
+    "database.max_connections": "platform.database_tier",
+}
+
+
 def _fields(changes: tuple[Change, ...]) -> list[tuple[Change, str]]:
-    """Every (change, field) of a set, the costliest kind first (the first to drop)."""
-    pairs = [(c, f) for c in changes for f in c.overrides]
+    """Every (change, field) of a set, the costliest kind first (the first to drop); a companion
+    setting rides with its field."""
+    riders = set(COMPANIONS.values())
+    pairs = [(c, f) for c in changes for f in c.overrides if f not in riders]
     return sorted(pairs, key=lambda cf: -COST_ORDER.index(cf[0].kind))
 
 
 def without_field(changes: tuple[Change, ...], change: Change, field: str) -> tuple[Change, ...]:
     """The set with one field of one change taken out (the change goes when it was its only
     field; otherwise it is renamed after the fields it keeps)."""
-    rest = {f: v for f, v in change.overrides.items() if f != field}
+    gone = {field, COMPANIONS.get(field)}
+    rest = {f: v for f, v in change.overrides.items() if f not in gone}
     kept = Change(
         change.kind,
         " + ".join(f"{f} {v:g}" if isinstance(v, float) else f"{f} {v}" for f, v in rest.items()),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sim.engine import Replication, run_replication
 from sim.errors import UsageError
-from sim.records import ATTEMPT_COLUMNS
+from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS
 from sim.scenario import Scenario
 from sim.streams import Tilt
 
@@ -45,6 +45,8 @@ FAST_FIELDS = {
         "retry_jitter",
         "start",
         "workers",
+        "timeout_s",
+        "growth",
     },
     "connector": {
         "min_instances",
@@ -73,6 +75,7 @@ FAST_FIELDS = {
         "refresh_interval_s",
     },
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
+    "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
 }
 
 
@@ -82,21 +85,14 @@ FAST_FIELDS = {
 NOT_MODEL = {"team", "sources", "probe", "stack", "platform"}
 
 
-# Fields read only by traffic after ready (docs/model.md): without [traffic] no engine reads them,
-# so they send nobody away from the fast engine; with it, [traffic] itself does until the kernel
-# has it. A stack's pool timeout and growth rule then cost no speed when traffic is off.
-AFTER_READY_ONLY = {"pool": {"timeout_s", "growth"}}
-
-
 def unsupported(sc: Scenario) -> str | None:
     """Why the fast engine cannot run ``sc``, or None when it can."""
     defaults = Scenario().to_dict()
-    idle = AFTER_READY_ONLY if not sc.traffic.on else {}
     for section, fields in sc.to_dict().items():
         if not isinstance(fields, dict) or section in NOT_MODEL:
             continue
         for name, value in fields.items():
-            known = name in FAST_FIELDS.get(section, ()) or name in idle.get(section, ())
+            known = name in FAST_FIELDS.get(section, ())
             if not known and value != defaults.get(section, {}).get(name):
                 return f"{section}.{name} is not in the fast engine yet"
     return None
@@ -134,17 +130,20 @@ def run_one(
         raise UsageError("only the reference engine keeps a timeline", "engine", engine)
     from sim import fast
 
-    attempts, fleet = fast.run_chunk(sc, seed, range(index, index + 1), tilt)
+    attempts, fleet, requests = fast.replication(sc, seed, index, tilt)
     rep = Replication(
         attempts={key: attempts[key].tolist() for key in ATTEMPT_COLUMNS},
-        fleet_ready_s=float(fleet["fleet_ready_s"][0]),
-        peak_db_connections=int(fleet["peak_db_connections"][0]),
-        connector_instances_end=int(fleet["connector_instances_end"][0]),
-        connection_attempts=int(fleet["connection_attempts"][0]),
-        instances_ready=int(fleet["instances_ready"][0]),
+        fleet_ready_s=float(fleet["fleet_ready_s"]),
+        peak_db_connections=int(fleet["peak_db_connections"]),
+        connector_instances_end=int(fleet["connector_instances_end"]),
+        connection_attempts=int(fleet["connection_attempts"]),
+        instances_ready=int(fleet["instances_ready"]),
+        requests={key: requests[key].tolist() for key in REQUEST_COLUMNS},
+        traffic_connections=int(fleet["traffic_connections"]),
+        connections_held_end=int(fleet["connections_held_end"]),
     )
     if tilt is not None:
-        rep.tilted = bool(fleet["tilted"][0])
-        rep.tilt_draws = int(fleet["tilt_draws"][0])
-        rep.tilt_sum = float(fleet["tilt_sum"][0])
+        rep.tilted = bool(fleet["tilted"])
+        rep.tilt_draws = int(fleet["tilt_draws"])
+        rep.tilt_sum = float(fleet["tilt_sum"])
     return rep

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_advice
+from sim.afterready import after_ready
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
 from sim.errors import ScenarioError, UsageError
 from sim.plain import build, plain
@@ -638,6 +639,10 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> 
     s = lab.run(cand, reps, records=False).summary(confidence)
     name = " + ".join(c.name for c in combo) or "today's configuration"
     meets = fits and settled is not None and settled.verdict == MET
+    after = _after_ready(lab, cand, reps, alpha, confidence)
+    # A change that meets the start-up target but breaks the first minute's requests under the
+    # scenario's traffic is not adopted (docs/recommend.md#the-cost-after-ready).
+    meets = meets and (after is None or not after.breaks)
     robust = None
     if worlds is not None:
         if lab.on_point:  # the progress bar: one look of every world
@@ -647,8 +652,18 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> 
         meets = meets and robust.holds
     db = cand.database
     return Candidate(
-        name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled, robust
+        name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled, robust, after
     )
+
+
+def _after_ready(lab, cand: Scenario, reps: int, alpha: float, confidence: float):
+    """The first minute after ready under ``cand``'s traffic, on the candidate's own
+    replications (with the request records); None without traffic. Judged at the nominal values
+    only, not across the worlds."""
+    if not cand.traffic.on:
+        return None
+    res = lab.run(cand, reps, records=True)
+    return after_ready(res.requests, res.fleet, cand.traffic, alpha, confidence)
 
 
 # -- the team's history, and what monitoring would have seen -------------------------------------

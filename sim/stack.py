@@ -544,7 +544,9 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
         or k in ("connector.min_instances", "connector.max_instances")
     }
     if "machine_type" in connector:
-        blocks.append(machine_how(connector))
+        c = platform.connector
+        now = {"min_instances": c.min_instances, "max_instances": c.max_instances}
+        blocks.append(machine_how(now | connector))
     elif connector:
         flags = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in connector.items())
         blocks.append(

@@ -1,6 +1,6 @@
 """Both engines draw the same random numbers (sim.streams), so they must write the same records for
 every scenario: random durations of every kind, jitter, arrivals, the Cloud SQL path, path faults,
-restarts.
+restarts, traffic after ready (its requests' records too).
 
 The property test draws scenarios over every field of the model and compares the readable engine
 (the truth) with the fast one, record for record, value for value. A difference is a bug in one of
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sim import streams
 from sim.engines import NOT_MODEL, run_one
 from sim.fast import draws
+from sim.records import REQUEST_COLUMNS
 from sim.scenario import Restart, Scenario, builtin_names, resolve
 from sim.streams import Tilt
 
@@ -33,6 +34,8 @@ def _fields(rep) -> tuple:
         rep.connector_instances_end,
         rep.connection_attempts,
         rep.instances_ready,
+        rep.traffic_connections,
+        rep.connections_held_end,
     )
 
 
@@ -42,6 +45,9 @@ def assert_same_replication(sc: Scenario, seed: int, index: int = 0, tilt=None) 
     for key, values in ref.attempts.items():
         # assert_array_equal: a failed attempt's ready_s is NaN in both, and NaN != NaN.
         np.testing.assert_array_equal(values, fst.attempts[key], err_msg=key)
+    assert list(ref.requests) == list(fst.requests) == list(REQUEST_COLUMNS)
+    for key, values in ref.requests.items():
+        np.testing.assert_array_equal(values, fst.requests[key], err_msg=f"requests: {key}")
     assert _fields(ref) == _fields(fst)
     assert (ref.tilted, ref.tilt_draws, ref.tilt_sum) == (fst.tilted, fst.tilt_draws, fst.tilt_sum)
 
@@ -178,6 +184,30 @@ def phase_lists(draw) -> list[dict]:
 
 
 @st.composite
+def traffic(draw, horizon_s: float) -> dict:
+    """Traffic after ready (docs/model.md): off, or requests by the fleet's rate, each ready
+    instance's or a recorded trace (some of it past the horizon), at rates where pools grow,
+    queue, time out and meet 53300s."""
+    source = draw(st.sampled_from(["off", "rate_per_s", "rate_per_instance_per_s", "trace_s"]))
+    fields = {
+        "traffic.rate_per_s": 0.0,
+        "traffic.rate_per_instance_per_s": 0.0,
+        "traffic.trace_s": [],
+        "traffic.query_s": draw(durations(0.2)),
+        "traffic.window_s": draw(_positive(0.1, 120.0)),
+    }
+    if source == "rate_per_s":
+        fields["traffic.rate_per_s"] = draw(_positive(0.05, 40.0))
+    elif source == "rate_per_instance_per_s":
+        fields["traffic.rate_per_instance_per_s"] = draw(_positive(0.05, 10.0))
+    elif source == "trace_s":
+        times = draw(st.lists(_positive(0.0, 1.2 * horizon_s), min_size=1, max_size=300))
+        # Bursts: several requests at the same instant, as a trace rounded to the millisecond has.
+        fields["traffic.trace_s"] = sorted(times + times[: draw(st.integers(0, len(times)))])
+    return fields
+
+
+@st.composite
 def scenarios(draw) -> Scenario:
     """A scenario over every field the model reads, at sizes where queues, rejections, timeouts,
     retries and restarts all happen."""
@@ -201,9 +231,10 @@ def scenarios(draw) -> Scenario:
     warm = draw(st.integers(0, min(free // held, 6) if held else 3))
     path_from = draw(st.one_of(st.just(0.0), _positive(0.0, 60.0)))
     path_until = draw(st.one_of(st.none(), _positive(0.1, 100.0).map(lambda d: path_from + d)))
+    horizon_s = draw(_positive(30.0, 200.0))
     return scenario(
         {
-            "horizon_s": draw(_positive(30.0, 200.0)),
+            "horizon_s": horizon_s,
             "fleet.instances": instances,
             "fleet.arrival": arrival,
             "fleet.window_s": draw(_positive(0.0, 30.0)),
@@ -224,6 +255,8 @@ def scenarios(draw) -> Scenario:
             "pool.retry_jitter": draw(JITTER),
             "pool.start": draw(st.sampled_from(["asyncpg", "concurrent", "background", "workers"])),
             "pool.workers": draw(st.integers(1, 4)),
+            "pool.timeout_s": draw(_positive(0.01, 10.0)),
+            "pool.growth": draw(st.sampled_from(["per_waiter", "background"])),
             "connector.min_instances": cx_min,
             "connector.max_instances": draw(st.integers(cx_min, 4)),
             "connector.setups_per_instance": draw(st.integers(1, 5)),
@@ -254,6 +287,7 @@ def scenarios(draw) -> Scenario:
             "path.from_s": path_from,
             "path.until_s": path_until,
             "path.fail_after_s": draw(durations(0.5)),
+            **draw(traffic(horizon_s)),
         }
     )
 

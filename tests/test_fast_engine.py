@@ -439,6 +439,16 @@ def test_auto_takes_the_fast_engine_for_large_runs_only():
     assert unsupported(sc) is None
 
 
+def test_traffic_after_ready_takes_the_fast_engine_too():
+    sc = resolve("staging-incident").with_overrides(
+        {"traffic.rate_per_s": 5.0, "pool.growth": "background", "pool.timeout_s": 2.0}
+    )
+    assert unsupported(sc) is None
+    assert choose("auto", sc, 1000) == "fast"
+    trace = sc.with_overrides({"traffic.rate_per_s": 0.0, "traffic.trace_s": [1.0, 2.0]})
+    assert unsupported(trace) is None
+
+
 def test_an_unknown_engine_is_refused_by_name():
     with pytest.raises(UsageError) as err:
         choose("quick", resolve("staging-incident"), 10)
@@ -460,9 +470,10 @@ def test_same_seed_same_numbers_whatever_the_chunks():
 
 
 def test_buffers_grow_and_the_replication_runs_again():
-    # A first guess far too small for this replication: every buffer overflows and grows.
-    sc = scenario(CASES["gang allocation (hold)"])
-    small = {"conns": 1, "heap": 1, "rings": 1, "queue": 1, "records": 1}
+    # A first guess far too small for this replication: every buffer overflows and grows, the
+    # requests' records too (traffic after ready).
+    sc = scenario({**CASES["gang allocation (hold)"], "traffic.rate_per_s": 2.0})
+    small = {"conns": 1, "heap": 1, "rings": 1, "queue": 1, "records": 1, "requests": 1}
     buf = fast.Buffers(sc, 0, None, small)
     from sim.fast import layout
     from sim.fast.kernel import run_block
@@ -473,9 +484,12 @@ def test_buffers_grow_and_the_replication_runs_again():
         first, code = run_block(buf.m, buf.x, buf.base, 0, 1, fleet, 0)
         if code:
             buf, grown = buf.grown(code), grown + 1
-    assert grown >= 5
+    assert grown >= 6
     ref = run_replication(sc, replication_seed(0, 0))
     assert buf.records()[0][:, layout.R_ATTEMPT].tolist() == ref.attempts["attempt"]
+    arrive_s = buf.requests()[1][:, layout.Q_ARRIVE].tolist()
+    assert len(arrive_s) > 100
+    assert arrive_s == ref.requests["arrive_s"]
 
 
 @pytest.mark.parametrize("reach", [2.0**-10, 1.0, 2.0**10])
@@ -660,7 +674,7 @@ def test_a_later_run_starts_with_the_room_an_earlier_one_needed(monkeypatch):
     the next run of that fleet size in the process starts with the room that was needed."""
     sc = scenario({**CASES["gang allocation (hold)"], "fleet.instances": 9})
     fast._NEEDED.pop(9, None)
-    tiny = {"conns": 1, "heap": 1, "rings": 1, "queue": 1, "records": 1}
+    tiny = {"conns": 1, "heap": 1, "rings": 1, "queue": 1, "records": 1, "requests": 0}
     with monkeypatch.context() as mp:
         mp.setattr(fast, "first_sizes", lambda *args, **kwargs: dict(tiny))
         grown, _ = fast.run_raw(sc, 0, range(3), keep=False)

@@ -16,10 +16,11 @@ from typing import get_args
 import pytest
 
 from sim import fast
+from sim.checkout import PoolState
 from sim.connector import ConnectorState
 from sim.engine import Engine
 from sim.fast import layout
-from sim.records import Outcome, Reason
+from sim.records import Outcome, Reason, RequestOutcome
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 from sim.streams import ROLES
 
@@ -40,7 +41,7 @@ TWINS = {
     "run_queries": "handlers.run_queries",
     "db_init_done": "handlers.db_init_done",
     "_settle_ready_pool": "handlers.settle_ready_pool",
-    "became_ready": "inlined in handlers.init_done",
+    "became_ready": "handlers.became_ready",  # without traffic, its time noted in init_done
     "pool_failed": "handlers.pool_failed",
     "retry": "inlined in handlers.dispatch",
     "deadline": "inlined in handlers.dispatch",
@@ -75,6 +76,21 @@ TWINS = {
     "phase_done": "handlers.phase_done",
     "phase_duration_s": "handlers.phase_duration",
     "_init_done": "handlers.init_done",
+    # Traffic after ready (docs/model.md, "Traffic after ready").
+    "start_traffic": "handlers.start_traffic",
+    "_next_arrival": "handlers.next_arrival",
+    "fleet_arrival": "inlined in handlers.traffic_event",
+    "instance_arrival": "inlined in handlers.traffic_event",
+    "route": "handlers.route",
+    "_new_request": "handlers.new_request",
+    "checkout": "handlers.checkout",
+    "_apply": "none: the kernel does each of the pool's actions where the pool decides it",
+    "_served": "handlers.served",
+    "query_done": "inlined in handlers.traffic_event",
+    "filler_resume": "inlined in handlers.traffic_event",
+    "checkout_timeout": "handlers.checkout_timeout",
+    "pool_conn_failed": "handlers.pool_conn_failed",
+    "_request_rows": "none: each request's record is written as it goes (handlers.new_request)",
 }
 
 
@@ -89,6 +105,28 @@ CONNECTOR_TWINS = {
     "instance_joined": "handlers.scaled_up",
     "_serve": "handlers.serve_queue",
 }
+
+
+# A ready pool's rules after ready are one object too, sim.checkout.PoolState; the kernel keeps a
+# compiled copy per instance in its flat arrays. Each method → the kernel function doing its work.
+CHECKOUT_TWINS = {
+    "checkout": "handlers.checkout",
+    "established": "handlers.established",
+    "failed": "handlers.pool_conn_failed",
+    "resume": "handlers.traffic_event",
+    "release": "handlers.traffic_event",
+    "timeout": "handlers.checkout_timeout",
+    "_opened": "handlers.established",  # and pool_conn_failed
+    "_give": "handlers.give",
+    "_fill": "handlers.fill_pool",
+}
+
+
+def test_every_rule_of_a_ready_pool_has_its_twin_in_the_kernel():
+    methods = {n for n, m in vars(PoolState).items() if inspect.isfunction(m)}
+    assert methods - {"__init__"} == set(CHECKOUT_TWINS)
+    for method, twin in CHECKOUT_TWINS.items():
+        assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"
 
 
 def test_every_rule_of_the_connector_has_its_twin_in_the_kernel():
@@ -131,7 +169,10 @@ def test_each_twin_exists_in_the_kernel(handler):
 def test_the_handlers_are_in_the_handlers_module_and_the_loop_in_the_kernel():
     # One job per module: what an event does in sim.fast.handlers, the queue's scheduling in
     # sim.fast.queue, the loop over replications in sim.fast.kernel.
-    twins = [t.removeprefix("inlined in ") for t in (*TWINS.values(), *CONNECTOR_TWINS.values())]
+    twins = [
+        t.removeprefix("inlined in ")
+        for t in (*TWINS.values(), *CONNECTOR_TWINS.values(), *CHECKOUT_TWINS.values())
+    ]
     modules = {t.partition(".")[0] for t in twins if not t.startswith("none: ")}
     assert modules == {"handlers", "queue", "kernel"}
     for twin in twins:
@@ -154,6 +195,7 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         Reason.RESET,
         Reason.HUNG,
         Reason.PHASE_DEADLINE,
+        Reason.POOL_TIMEOUT,
     )
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
     assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
@@ -163,6 +205,18 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
     assert fast.REASON_NAMES[layout.R_RESET] == Reason.RESET
     assert fast.REASON_NAMES[layout.R_HUNG] == Reason.HUNG
     assert fast.REASON_NAMES[layout.R_PHASE_DEADLINE] == Reason.PHASE_DEADLINE
+    assert fast.REASON_NAMES[layout.R_POOL_TIMEOUT] == Reason.POOL_TIMEOUT
+    assert fast.REQUEST_OUTCOME_NAMES.tolist() == [str(o) for o in RequestOutcome]
+    assert [
+        list(RequestOutcome).index(o)
+        for o in (
+            RequestOutcome.SERVED,
+            RequestOutcome.FAILED,
+            RequestOutcome.UNROUTED,
+            RequestOutcome.WARM,
+            RequestOutcome.UNFINISHED,
+        )
+    ] == [layout.SERVED, layout.FAILED, layout.UNROUTED, layout.WARM, layout.UNFINISHED]
 
 
 @pytest.mark.parametrize(
@@ -172,6 +226,7 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         (Fleet.model_fields["arrival"].annotation, fast._ARRIVALS),
         (Restart.model_fields["policy"].annotation, fast._POLICIES),
         (PathFaults.model_fields["fault"].annotation, fast._FAULTS),
+        (Pool.model_fields["growth"].annotation, fast._GROWTHS),
     ],
 )
 def test_every_choice_of_the_scenario_has_a_kernel_code(literal, codes):
@@ -195,6 +250,9 @@ def test_the_kernels_roles_are_the_streams():
         "PATH_FAULT": "path_fault",
         "PATH_DELAY": "path_delay",
         "PHASE": "phase",
+        "TRAFFIC_ARRIVAL": "traffic_arrival",
+        "TRAFFIC_PICK": "traffic_pick",
+        "TRAFFIC_QUERY": "traffic_query",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
     assert len(ROLES) == layout.N_ROLES

@@ -23,10 +23,7 @@ from sim.engines import run_one, unsupported
 from sim.records import REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
 from sim.scenario import Scenario
 
-ENGINES = [
-    "reference",
-    pytest.param("fast", marks=pytest.mark.xfail(reason="fast twin pending", strict=False)),
-]
+ENGINES = ["reference", "fast"]
 SLOW_CONNECTION = {"connector.setup_s": const(0.3), "database.accept_s": const(0.2)}
 
 
@@ -376,8 +373,8 @@ def test_the_order_statistic_interval_covers_its_quantile():
 # -- routing and input ----------------------------------------------------------------------------
 
 
-def test_traffic_goes_to_the_readable_engine_until_the_fast_twin_has_it():
-    assert unsupported(scenario({"traffic.rate_per_s": 1.0})) is not None
+def test_traffic_runs_on_the_fast_engine_too():
+    assert unsupported(scenario({"traffic.rate_per_s": 1.0})) is None
     assert unsupported(scenario({"pool.growth": "background", "pool.timeout_s": 5.0})) is None
 
 

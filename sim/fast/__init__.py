@@ -28,16 +28,31 @@ import numpy as np
 
 from sim.distributions import Constant
 from sim.phases import connections_of
-from sim.records import OUTCOMES, TILT_COLUMNS, Outcome, Reason
+from sim.records import (
+    OUTCOMES,
+    REQUEST_COLUMNS,
+    TILT_COLUMNS,
+    TRAFFIC_FLEET_COLUMNS,
+    Outcome,
+    Reason,
+    RequestOutcome,
+)
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 
 
 def _vocabularies() -> bytes:
     """The words whose places the kernel's codes are (sim.records, the scenario's Literals)."""
-    literals = ((Pool, "start"), (Fleet, "arrival"), (Restart, "policy"), (PathFaults, "fault"))
+    literals = (
+        (Pool, "start"),
+        (Pool, "growth"),
+        (Fleet, "arrival"),
+        (Restart, "policy"),
+        (PathFaults, "fault"),
+    )
     words = (
         tuple(Outcome),
         tuple(Reason),
+        tuple(RequestOutcome),
         *(get_args(m.model_fields[f].annotation) for m, f in literals),
     )
     return repr(words).encode()
@@ -74,11 +89,13 @@ from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt:
 # The kernel's codes are places in the vocabularies (sim.records, the scenario's Literals).
 OUTCOME_NAMES = np.array([str(o) for o in OUTCOMES])
 REASON_NAMES = np.array([str(r) for r in L.MODEL_REASONS])
+REQUEST_OUTCOME_NAMES = np.array([str(o) for o in L.REQUEST_OUTCOMES])
 POOL_STARTS = L.STARTS
 _STARTS = {name: code for code, name in enumerate(L.STARTS)}
 _ARRIVALS = {name: code for code, name in enumerate(L.ARRIVALS)}
 _POLICIES = {name: code for code, name in enumerate(L.POLICIES)}
 _FAULTS = {name: code for code, name in enumerate(L.FAULTS)}
+_GROWTHS = {name: code for code, name in enumerate(L.GROWTHS)}
 
 
 def _jitter(value) -> tuple[int, float]:
@@ -110,7 +127,7 @@ class Buffers:
     def reseeded(self, seed: int) -> Buffers:
         """These buffers, for a run of ``seed`` (each replication resets the state it uses)."""
         self.seed, self.base = seed, _base(seed)
-        self.m[L.S_REC_N] = 0
+        self.m[L.S_REC_N] = self.m[L.S_REQ_N] = 0
         return self
 
     def grown(self, code: int) -> Buffers:
@@ -120,17 +137,20 @@ class Buffers:
             L.FULL_CONNS: "conns",
             L.FULL_QUEUE: "queue",
             L.FULL_RING: "rings",
+            L.FULL_REQUESTS: "requests",
         }.get(code, "records")
         sizes = {**self.sizes, name: 2 * self.sizes[name]}
         new = Buffers(self.sc, self.seed, self.tilt, sizes, self.keep)
-        kept = self.m[L.S_REC_N]
-        for region, width, arr, new_arr in (
-            (L.L_REC_I, L.NR, self.m, new.m),
-            (L.L_REC_F, L.NRF, self.x, new.x),
+        for count, regions in (
+            (L.S_REC_N, ((L.L_REC_I, L.NR, "m"), (L.L_REC_F, L.NRF, "x"))),
+            (L.S_REQ_N, ((L.L_REQ_I, L.NQ, "m"), (L.L_REQ_F, L.NQF, "x"))),
         ):
-            old_at, new_at = self.m[region], new.m[region]
-            new_arr[new_at : new_at + kept * width] = arr[old_at : old_at + kept * width]
-        new.m[L.S_REC_N] = kept
+            kept = self.m[count]
+            for region, width, arr in regions:
+                old, fresh = getattr(self, arr), getattr(new, arr)
+                old_at, new_at = self.m[region], new.m[region]
+                fresh[new_at : new_at + kept * width] = old[old_at : old_at + kept * width]
+            new.m[count] = kept
         return new
 
     def records(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +159,13 @@ class Buffers:
         ri = m[m[L.L_REC_I] : m[L.L_REC_I] + n * L.NR].reshape(n, L.NR)
         rf = x[m[L.L_REC_F] : m[L.L_REC_F] + n * L.NRF].reshape(n, L.NRF)
         return ri, rf
+
+    def requests(self) -> tuple[np.ndarray, np.ndarray]:
+        """The request records so far (traffic after ready): ints (n × NQ), floats (n × NQF)."""
+        n, m, x = self.m[L.S_REQ_N], self.m, self.x
+        qi = m[m[L.L_REQ_I] : m[L.L_REQ_I] + n * L.NQ].reshape(n, L.NQ)
+        qf = x[m[L.L_REQ_F] : m[L.L_REQ_F] + n * L.NQF].reshape(n, L.NQF)
+        return qi, qf
 
 
 def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[np.ndarray, ...]:
@@ -162,7 +189,14 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     waves_at = values_at + values.size
     phase_x = waves_at + len(waves)
     phase_values = phase_x + len(phases) * L.NPX
-    x = np.zeros(phase_values + ph_values.size)
+    # Traffic after ready: the request records' floats and the trace's times before the horizon
+    # (none without traffic).
+    req_f = phase_values + ph_values.size
+    trace_at = req_f + sizes["requests"] * L.NQF
+    trace = [t for t in sc.traffic.trace_s if t < sc.horizon_s]
+    x = np.zeros(trace_at + len(trace))
+    x[trace_at:] = trace
+    x[L.F_POOL_TIMEOUT] = pool.timeout_s
     x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
     x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
     x[L.F_CONNECT], x[L.F_RETRY] = pool.connect_timeout_s, pool.retry_backoff_s
@@ -184,7 +218,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         x[L.F_THETA], x[L.F_MIX] = tilt.theta, tilt.mix
     x[values_at:waves_at] = values
     x[waves_at:phase_x] = waves
-    x[phase_values:] = ph_values
+    x[phase_values:req_f] = ph_values
     # Ints: scenario, state, streams, layout, instances, connections, free list, heap, calendar
     # (nodes, buckets, bits), rings, queue, records.
     conn_at = L.M_INST + n * L.NI
@@ -197,7 +231,27 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     queue_at = ring_i + 6 * sizes["rings"]
     phase_i = queue_at + 2 * sizes["queue"]
     rec_i = phase_i + len(phases) * L.NPH
-    m = np.zeros(rec_i + sizes["records"] * L.NR, np.int64)
+    # Traffic after ready (none without it): each instance's pool, the ready order, each
+    # connection slot's owner, the request records.
+    traffic = sc.traffic.on
+    traffic_at = rec_i + sizes["records"] * L.NR
+    ready_order = traffic_at + (n * L.NT if traffic else 0)
+    owner_at = ready_order + (n if traffic else 0)
+    req_i = owner_at + (sizes["conns"] if traffic else 0)
+    m = np.zeros(req_i + sizes["requests"] * L.NQ, np.int64)
+    if traffic:
+        m[L.I_TRAFFIC] = (
+            L.TRAFFIC_FLEET
+            if sc.traffic.rate_per_s > 0
+            else L.TRAFFIC_INSTANCE
+            if sc.traffic.rate_per_instance_per_s > 0
+            else L.TRAFFIC_TRACE
+        )
+    m[L.I_GROWTH], m[L.I_MAX_SIZE] = _GROWTHS[pool.growth], pool.max_size
+    m[L.I_WARM], m[L.I_TRACE_N] = fleet.warm_instances, len(trace)
+    m[L.L_TRAFFIC], m[L.L_READY_ORDER], m[L.L_OWNER] = traffic_at, ready_order, owner_at
+    m[L.L_REQ_I], m[L.L_REQ_F], m[L.L_REQ_CAP] = req_i, req_f, sizes["requests"]
+    m[L.L_TRACE] = trace_at
     m[L.I_INSTANCES], m[L.I_MIN_SIZE] = n, pool.min_size
     m[L.I_HELD_WHEN_READY], m[L.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
     m[L.I_START], m[L.I_WORKERS] = _STARTS[start], pool.workers
@@ -289,9 +343,26 @@ def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str,
         "rings": conns + attempts + 64,
         "queue": conns,
         "records": max(64, (3 * n * replications) if keep else attempts),
+        "requests": _request_room(sc, replications if keep else 1),
     }
     needed = _NEEDED.get(n, {})
     return {k: max(v, needed.get(k, 0)) for k, v in sizes.items()}
+
+
+def _request_room(sc: Scenario, replications: int) -> int:
+    """Room for the requests of ``replications`` replications (traffic after ready): those
+    expected, six standard deviations more (Poisson counts), and a little; none without
+    traffic. A run that needs more grows it."""
+    traffic = sc.traffic
+    if not traffic.on:
+        return 0
+    if traffic.trace_s:
+        each = sum(t < sc.horizon_s for t in traffic.trace_s)
+    else:
+        rate = traffic.rate_per_s or traffic.rate_per_instance_per_s * sc.fleet.instances
+        each = rate * sc.horizon_s
+    expected = each * replications
+    return int(expected + 6 * expected**0.5) + 64
 
 
 # Per fleet size, the room the largest replication run in this process needed (records aside,
@@ -358,7 +429,7 @@ class Shelf:
         with self._lock:
             seen = _NEEDED.setdefault(instances, {})
             for region, size in sizes.items():
-                if region != "records":
+                if region not in ("records", "requests"):
                     seen[region] = max(size, seen.get(region, 0))
 
 
@@ -410,22 +481,34 @@ def run_chunk(
     indices: range,
     tilt: Tilt | None = None,
     records: bool = True,
-) -> tuple[dict | None, dict]:
-    """Replications ``indices`` as columns, like :func:`sim.runner.run_chunk` (attempts None
-    without ``records``)."""
+    requests: bool = False,
+) -> tuple:
+    """Replications ``indices`` as columns, like :func:`sim.runner.run_chunk`: ``(attempts,
+    fleet)``, attempts None without ``records``; with ``requests``, ``(attempts, fleet,
+    requests)``, the requests' columns (None without records). With traffic on the fleet rows
+    carry TRAFFIC_FLEET_COLUMNS."""
     buf, fleet = run_raw(sc, seed, indices, tilt, records)
     out = {"replication": np.arange(indices.start, indices.stop)}
     for row, name in enumerate(L.FLEET):
         if name in TILT_COLUMNS and tilt is None:
             continue
+        if (name in TRAFFIC_FLEET_COLUMNS and not sc.traffic.on) or name == "requests":
+            continue
         floats = name in ("fleet_ready_s", "tilt_sum")
         # Without records these rows are the run's whole memory: counts fit in 32 bits.
         out[name] = fleet[row] if floats else fleet[row].astype(np.int64 if records else np.int32)
     if not records:
-        return None, out
+        return (None, out, None) if requests else (None, out)
+    attempts = _attempt_columns(sc, buf)
+    if requests:
+        return attempts, out, _request_columns(buf)
+    return attempts, out
+
+
+def _attempt_columns(sc: Scenario, buf: Buffers) -> dict[str, np.ndarray]:
     ri, rf = buf.records()
     phase_names = np.array(["", *(ph.name for ph in sc.startup.phases)])
-    attempts = {
+    return {
         "replication": ri[:, L.R_REP].copy(),
         "instance": ri[:, L.R_INSTANCE].copy(),
         "attempt": ri[:, L.R_ATTEMPT].copy(),
@@ -441,4 +524,28 @@ def run_chunk(
         "phase": phase_names[ri[:, L.R_PHASE]],
         "phase_start_s": rf[:, L.R_PHASE_START].copy(),
     }
-    return attempts, out
+
+
+def _request_columns(buf: Buffers) -> dict[str, np.ndarray]:
+    """The requests' records (docs/model.md, "Traffic after ready"): ``replication`` and
+    REQUEST_COLUMNS, in arrival order within each replication."""
+    qi, qf = buf.requests()
+    columns = {
+        "replication": qi[:, L.Q_REP].copy(),
+        "instance": qi[:, L.Q_INST].copy(),
+        "arrive_s": qf[:, L.Q_ARRIVE].copy(),
+        "ready_s": qf[:, L.Q_READY].copy(),
+        "checkout_s": qf[:, L.Q_CHECKOUT].copy(),
+        "wait_s": qf[:, L.Q_CHECKOUT] - qf[:, L.Q_ARRIVE],
+        "outcome": REQUEST_OUTCOME_NAMES[qi[:, L.Q_OUTCOME]],
+        "reason": REASON_NAMES[qi[:, L.Q_REASON]],
+    }
+    return {k: columns[k] for k in ("replication", *REQUEST_COLUMNS)}
+
+
+def replication(sc: Scenario, seed: int, index: int, tilt: Tilt | None = None) -> tuple:
+    """One replication, everything the kernel knows of it: its attempts' columns, every row of
+    ``layout.FLEET`` (traffic's included, even off), its requests' columns."""
+    buf, fleet = run_raw(sc, seed, range(index, index + 1), tilt, True)
+    rows = {name: fleet[row][0] for row, name in enumerate(L.FLEET)}
+    return _attempt_columns(sc, buf), rows, _request_columns(buf)

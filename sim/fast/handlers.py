@@ -19,7 +19,7 @@ import math
 import numba as nb
 import numpy as np
 
-from sim.fast.draws import draw, fill, inverse_cdf, tilted, unit
+from sim.fast.draws import as_bits, as_float, draw, fill, inverse_cdf, tilted, unit
 from sim.fast.layout import (
     A_ATTEMPT,
     A_BEFORE_INIT,
@@ -62,21 +62,29 @@ from sim.fast.layout import (
     DRAW_BLOCK,
     E_ACCEPT_DONE,
     E_BEGIN,
+    E_CHECKOUT_TIMEOUT,
     E_CONN_TIMEOUT,
     E_DEADLINE,
+    E_FILLER_RESUME,
+    E_FLEET_ARRIVAL,
     E_FREE_SLOT,
     E_INIT_DONE,
+    E_INSTANCE_ARRIVAL,
     E_PATH_FAILED,
     E_PHASE_DEADLINE,
     E_PHASE_DONE,
     E_PHASE_RETRY,
     E_PHASES,
+    E_QUERY_DONE,
+    E_READY,
     E_REFRESH,
     E_REFRESH_DONE,
     E_RETRY,
     E_SCALED,
     E_SETUP_DONE,
+    E_SPAN,
     E_START,
+    E_TRACE,
     ERROR,
     F_CONNECT,
     F_CS_INTERVAL,
@@ -85,6 +93,7 @@ from sim.fast.layout import (
     F_P_FAULT,
     F_PATH_FROM,
     F_PATH_UNTIL,
+    F_POOL_TIMEOUT,
     F_RELEASE,
     F_RESTART_INITIAL,
     F_RESTART_JITTER,
@@ -94,6 +103,7 @@ from sim.fast.layout import (
     F_RETRY_JITTER,
     F_THETA,
     F_TIMEOUT,
+    FAILED,
     FAULT_HUNG,
     FAULT_NONE,
     FAULT_RESET,
@@ -101,6 +111,7 @@ from sim.fast.layout import (
     FULL_CONNS,
     FULL_QUEUE,
     FULL_RECORDS,
+    FULL_REQUESTS,
     GONE,
     HELD,
     I_CLOUDSQL,
@@ -110,8 +121,11 @@ from sim.fast.layout import (
     I_CX_MAX,
     I_CX_PER,
     I_FREE_SLOTS,
+    I_GROWTH,
     I_HELD_WHEN_READY,
     I_HOLD,
+    I_INSTANCES,
+    I_MAX_SIZE,
     I_MIN_SIZE,
     I_PATH_FAULT,
     I_POLICY,
@@ -122,19 +136,30 @@ from sim.fast.layout import (
     I_STRAGGLERS,
     I_TILT_DRAWS,
     I_TILT_ROLE,
+    I_TRACE_N,
+    I_TRAFFIC,
+    I_WARM,
     I_WORKERS,
+    IN_READY_POOL,
     J_FULL,
     J_NONE,
     L_CONN,
     L_FREE,
+    L_OWNER,
     L_PHASE_I,
     L_PHASE_X,
     L_PHASES,
     L_Q_CAP,
     L_QUEUE,
+    L_READY_ORDER,
     L_REC_CAP,
     L_REC_F,
     L_REC_I,
+    L_REQ_CAP,
+    L_REQ_F,
+    L_REQ_I,
+    L_TRACE,
+    L_TRAFFIC,
     M_INST,
     M_KB,
     M_KC,
@@ -146,11 +171,17 @@ from sim.fast.layout import (
     NI,
     NPH,
     NPX,
+    NQ,
+    NQF,
     NR,
     NRF,
+    NT,
+    OWNER_FILLER,
+    OWNER_NONE,
     P_FIXED,
     PATH_DELAY,
     PATH_FAULT,
+    PER_WAITER,
     PH_CONCURRENT,
     PH_CONNS,
     PH_CONTINUE,
@@ -168,6 +199,14 @@ from sim.fast.layout import (
     PX_DEADLINE,
     PX_JITTER,
     PX_RETRY,
+    Q_ARRIVE,
+    Q_CHECKOUT,
+    Q_INST,
+    Q_NEXT,
+    Q_OUTCOME,
+    Q_OWN,
+    Q_READY,
+    Q_REASON,
     QUERIES,
     QUEUED,
     R_53300,
@@ -187,6 +226,7 @@ from sim.fast.layout import (
     R_PHASE_DEADLINE,
     R_PHASE_START,
     R_POOL_STARTS,
+    R_POOL_TIMEOUT,
     R_READY,
     R_REASON,
     R_RESET,
@@ -209,21 +249,42 @@ from sim.fast.layout import (
     S_PEAK,
     S_Q_HEAD,
     S_Q_TAIL,
+    S_READY_N,
     S_REC_N,
+    S_REQ_N,
     S_TILT_K,
     S_TILTED,
+    S_TRAFFIC_CONNS,
     SCALE,
+    SERVED,
     SETUP,
     SETUP_S,
+    T_BACKOFF,
+    T_BUSY,
+    T_FILLING,
+    T_IDLE,
     T_NOW,
+    T_OPENING,
+    T_QHEAD,
+    T_QTAIL,
+    T_QUEUED,
     T_VSUM,
     TIMEOUT,
+    TRAFFIC_ARRIVAL,
+    TRAFFIC_FLEET,
+    TRAFFIC_INSTANCE,
+    TRAFFIC_PICK,
+    TRAFFIC_QUERY,
+    UNFINISHED,
+    UNROUTED,
+    WARM,
     WORKERS,
     X_BLOCKS,
     X_DIST,
     X_INST,
 )
-from sim.fast.queue import at, later
+from sim.fast.queue import at, heap_add, later
+from sim.traffic import ADDER_BACKOFF_FIRST_S, ADDER_BACKOFF_MAX_S
 
 # -- draws, and whether a pending timer still matters ----------------------------------------------
 
@@ -533,6 +594,8 @@ def start_pool(m, x, inst):
 def pool_conn_ready(m, x, inst, conn):
     ii, ci = M_INST + inst * NI, m[L_CONN] + conn * NC
     if not m[ci + C_AWAITED] or m[ci + C_POOL] != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
+        if m[ci + C_AWAITED] == IN_READY_POOL:  # a ready pool's (never in init again)
+            established(m, x, inst, m[m[L_OWNER] + conn])
         return
     if m[L_PHASES] and not m[phase_at(m, ii) + PH_POOL]:
         phase_conn_ready(m, x, inst)
@@ -577,9 +640,12 @@ def init_done(m, x, inst):
     ready = x[T_NOW] + rnd(m, x, AFTER)
     record(m, x, inst, READY, R_NONE, ready)
     settle_ready_pool(m, x, inst)
-    # became_ready would only note its time: note it now, if the run lasts until then.
+    # Without traffic became_ready would only note its time: note it now, if the run lasts until
+    # then. With traffic it also opens the instance to requests: the engine's event.
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
+    if m[I_TRAFFIC]:
+        at(m, x, ready, E_READY, inst, 0)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -602,6 +668,8 @@ def settle_ready_pool(m, x, inst):
     m[ii + A_POOL] += 1
     for _ in range(want - min(kept, want)):
         open_conn(m, x, inst, m[ii + A_POOL], False, False)
+    if m[I_TRAFFIC]:
+        ready_pool(m, x, inst, pool)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -752,8 +820,11 @@ def path_failed(m, x, conn, gen):
     inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
     drop(m, conn)
     ii = M_INST + inst * NI
+    reason = R_RESET if m[I_PATH_FAULT] == FAULT_RESET else R_CLOSED
     if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
-        pool_failed(m, x, inst, R_RESET if m[I_PATH_FAULT] == FAULT_RESET else R_CLOSED)
+        pool_failed(m, x, inst, reason)
+    elif awaited == IN_READY_POOL:  # a ready pool's: never in init again
+        pool_conn_failed(m, x, inst, conn, reason)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -815,6 +886,8 @@ def accept_done(m, x, conn, gen):
         drop(m, conn)
         if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
             pool_failed(m, x, inst, R_53300)  # SQLSTATE 53300: too many clients
+        elif awaited == IN_READY_POOL:
+            pool_conn_failed(m, x, inst, conn, R_53300)
         return
     m[S_DB_FREE] -= 1
     m[ci + C_STATE] = HELD
@@ -837,6 +910,8 @@ def conn_timeout(m, x, conn, gen):
     ii = M_INST + inst * NI
     if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
         pool_failed(m, x, inst, reason)
+    elif awaited == IN_READY_POOL:
+        pool_conn_failed(m, x, inst, conn, reason)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -901,6 +976,270 @@ def drop(m, conn):
     m[S_FREE_TOP] += 1
 
 
+# -- traffic after ready (docs/model.md, "Traffic after ready"; sim.checkout's PoolState) ---------
+#
+# Only with [traffic] on. A ready pool's connections are alike once held (none is ever closed), so
+# its idle and checked-out ones are counts; a connection still opening knows its owner (L_OWNER:
+# a request's record, OWNER_FILLER or OWNER_NONE). A request is its record (L_REQ_I, L_REQ_F), in
+# arrival order; while it waits its outcome is UNFINISHED, which it stays if the run ends so.
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def pool_at(m, inst):
+    """Where the instance's pool after ready is (NT ints)."""
+    return m[L_TRAFFIC] + inst * NT
+
+
+@nb.njit(cache=True, _nrt=False)
+def ready_pool(m, x, inst, settled):
+    """The engine's PoolState, made when database init is done: the connections the settled pool
+    kept (of pool start ``settled``, every one with phases) and those opened to reach
+    held_when_ready, idle if held, else opening for nobody."""
+    ii, ti = M_INST + inst * NI, pool_at(m, inst)
+    m[ti : ti + NT] = 0
+    m[ti + T_QHEAD] = m[ti + T_QTAIL] = -1
+    m[ti + T_BACKOFF] = as_bits(ADDER_BACKOFF_FIRST_S)
+    now_pool = m[ii + A_POOL]
+    conn = m[ii + A_HEAD]
+    while conn >= 0:
+        ci = m[L_CONN] + conn * NC
+        if m[L_PHASES] or m[ci + C_POOL] == settled or m[ci + C_POOL] == now_pool:
+            m[ci + C_AWAITED] = IN_READY_POOL
+            m[m[L_OWNER] + conn] = OWNER_NONE
+            if m[ci + C_STATE] == HELD:
+                m[ti + T_IDLE] += 1
+            else:
+                m[ti + T_OPENING] += 1
+        conn = m[ci + C_NEXT]
+
+
+@nb.njit(cache=True, _nrt=False)
+def start_traffic(m, x):
+    """When the run starts, after the first starts: the fleet's first gap, or the trace's first
+    request (each of the trace's requests keeps the key it would have had if all were scheduled
+    now, in order: its place after the first starts)."""
+    if m[I_TRAFFIC] == TRAFFIC_FLEET:
+        next_arrival(m, x, E_FLEET_ARRIVAL, 0)
+    elif m[I_TRACE_N]:
+        trace_next(m, x, 0)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def trace_next(m, x, j):
+    heap_add(m, x, x[m[L_TRACE] + j], (m[I_INSTANCES] + j) * E_SPAN + E_TRACE, j, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def next_arrival(m, x, typ, inst):
+    """One gap drawn; the arrival scheduled if it falls before the horizon."""
+    t = x[T_NOW] + rnd(m, x, TRAFFIC_ARRIVAL)
+    if t < x[F_HORIZON]:
+        at(m, x, t, typ, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def became_ready(m, x, inst):
+    m[m[L_READY_ORDER] + m[S_READY_N]] = inst
+    m[S_READY_N] += 1
+    if m[I_TRAFFIC] == TRAFFIC_INSTANCE:
+        next_arrival(m, x, E_INSTANCE_ARRIVAL, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def route(m, x):
+    """The warm instances first, then the ready ones in the order they became ready; one pick
+    among them, none when there is no candidate."""
+    warm = m[I_WARM]
+    n = warm + m[S_READY_N]
+    if n == 0:
+        new_request(m, x, -1, np.nan, UNROUTED)
+        return
+    k = min(np.int64(rnd(m, x, TRAFFIC_PICK) * n), n - 1)
+    if k < warm:
+        new_request(m, x, -1, np.nan, WARM)  # its pool is settled
+        return
+    checkout(m, x, m[m[L_READY_ORDER] + k - warm])
+
+
+@nb.njit(cache=True, _nrt=False)
+def new_request(m, x, inst, ready, outcome):
+    """A request's record, in arrival order; −1 when the room is full (the run stops)."""
+    n = m[S_REQ_N]
+    if n == m[L_REQ_CAP]:
+        m[S_OVERFLOW] = FULL_REQUESTS
+        return -1
+    q, f = m[L_REQ_I] + n * NQ, m[L_REQ_F] + n * NQF
+    m[q + Q_INST], m[q + Q_OUTCOME], m[q + Q_REASON] = inst, outcome, R_NONE
+    m[q + Q_NEXT], m[q + Q_OWN] = -1, 0
+    x[f + Q_ARRIVE], x[f + Q_READY], x[f + Q_CHECKOUT] = x[T_NOW], ready, np.nan
+    m[S_REQ_N] = n + 1
+    return n
+
+
+@nb.njit(cache=True, _nrt=False)
+def checkout(m, x, inst):
+    """PoolState.checkout: the one idle longest, else by pool.growth; a request left queued
+    waits at most pool.timeout_s."""
+    req = new_request(m, x, inst, x[X_INST + inst * NF + B_READY], UNFINISHED)
+    if req < 0:
+        return
+    ti = pool_at(m, inst)
+    if m[ti + T_IDLE]:
+        m[ti + T_IDLE] -= 1
+        m[ti + T_BUSY] += 1
+        served(m, x, inst, req)
+        return
+    if m[I_GROWTH] == PER_WAITER:
+        if total(m, ti) < m[I_MAX_SIZE]:
+            m[ti + T_OPENING] += 1
+            m[m[L_REQ_I] + req * NQ + Q_OWN] = 1  # SQLAlchemy's overflow: its own connection
+            open_for(m, x, inst, req)
+            return
+        enqueue(m, ti, req)
+    else:
+        enqueue(m, ti, req)
+        fill_pool(m, x, inst)
+    at(m, x, x[T_NOW] + x[F_POOL_TIMEOUT], E_CHECKOUT_TIMEOUT, inst, req)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def total(m, ti):
+    """Connections held (idle or checked out) or opening."""
+    return m[ti + T_IDLE] + m[ti + T_BUSY] + m[ti + T_OPENING]
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def enqueue(m, ti, req):
+    tail = m[ti + T_QTAIL]
+    if tail >= 0:
+        m[m[L_REQ_I] + tail * NQ + Q_NEXT] = req
+    else:
+        m[ti + T_QHEAD] = req
+    m[ti + T_QTAIL] = req
+    m[ti + T_QUEUED] += 1
+
+
+@nb.njit(cache=True, _nrt=False)
+def open_for(m, x, inst, owner):
+    """One connection of the ready pool, opened for ``owner`` (a request, or the filler)."""
+    m[S_TRAFFIC_CONNS] += 1
+    top = m[S_FREE_TOP]
+    conn = m[m[L_FREE] + top - 1] if top else -1  # the slot open_conn takes
+    open_conn(m, x, inst, m[M_INST + inst * NI + A_POOL], False, False)
+    if conn >= 0:
+        m[m[L_CONN] + conn * NC + C_AWAITED] = IN_READY_POOL
+        m[m[L_OWNER] + conn] = owner
+
+
+@nb.njit(cache=True, _nrt=False)
+def served(m, x, inst, req):
+    """The request checks a connection out now; it gives it back one traffic.query_s later."""
+    m[m[L_REQ_I] + req * NQ + Q_OUTCOME] = SERVED
+    x[m[L_REQ_F] + req * NQF + Q_CHECKOUT] = x[T_NOW]
+    at(m, x, x[T_NOW] + rnd(m, x, TRAFFIC_QUERY), E_QUERY_DONE, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def give(m, x, inst):
+    """A connection free now: to the first queued request, else idle."""
+    ti = pool_at(m, inst)
+    if m[ti + T_QUEUED]:
+        req = m[ti + T_QHEAD]
+        while m[m[L_REQ_I] + req * NQ + Q_OUTCOME] != UNFINISHED:  # timed out: skip it
+            req = m[m[L_REQ_I] + req * NQ + Q_NEXT]
+        nxt = m[m[L_REQ_I] + req * NQ + Q_NEXT]
+        m[ti + T_QHEAD] = nxt
+        if nxt < 0:
+            m[ti + T_QTAIL] = -1
+        m[ti + T_QUEUED] -= 1
+        m[ti + T_BUSY] += 1
+        served(m, x, inst, req)
+        return
+    m[ti + T_IDLE] += 1
+
+
+@nb.njit(cache=True, _nrt=False)
+def fill_pool(m, x, inst):
+    """HikariCP's shouldContinueCreating: one connection at a time while total < max_size and
+    (a request is queued or fewer than held_when_ready are idle)."""
+    ti = pool_at(m, inst)
+    if m[ti + T_FILLING] or total(m, ti) >= m[I_MAX_SIZE]:
+        return
+    if not m[ti + T_QUEUED] and m[ti + T_IDLE] >= m[I_HELD_WHEN_READY]:
+        return
+    m[ti + T_FILLING] = 1
+    m[ti + T_OPENING] += 1
+    open_for(m, x, inst, OWNER_FILLER)
+
+
+@nb.njit(cache=True, _nrt=False)
+def established(m, x, inst, owner):
+    """PoolState.established: its request takes it; else the first queued request, else idle;
+    the filler then looks again, its pause reset."""
+    ti = pool_at(m, inst)
+    m[ti + T_OPENING] -= 1
+    if owner >= 0:
+        m[ti + T_BUSY] += 1
+        served(m, x, inst, owner)
+        return
+    give(m, x, inst)
+    if owner == OWNER_FILLER:
+        m[ti + T_FILLING] = 0
+        m[ti + T_BACKOFF] = as_bits(ADDER_BACKOFF_FIRST_S)
+        fill_pool(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def pool_conn_failed(m, x, inst, conn, reason):
+    """A connection of a ready pool failed while opening: the request that waited for it fails
+    with its reason; the filler pauses, 10 ms doubling at each failure in a row to 5 s."""
+    owner = m[m[L_OWNER] + conn]
+    ti = pool_at(m, inst)
+    if owner >= 0:
+        q = m[L_REQ_I] + owner * NQ
+        m[q + Q_OUTCOME], m[q + Q_REASON] = FAILED, reason
+    m[ti + T_OPENING] -= 1
+    if owner == OWNER_FILLER:
+        pause = as_float(m[ti + T_BACKOFF])
+        m[ti + T_BACKOFF] = as_bits(min(2 * pause, ADDER_BACKOFF_MAX_S))
+        at(m, x, x[T_NOW] + pause, E_FILLER_RESUME, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def checkout_timeout(m, x, inst, req):
+    """A queued request's pool.timeout_s: if it still waits in the queue, it fails."""
+    q = m[L_REQ_I] + req * NQ
+    if m[q + Q_OUTCOME] == UNFINISHED and not m[q + Q_OWN]:
+        m[q + Q_OUTCOME], m[q + Q_REASON] = FAILED, R_POOL_TIMEOUT
+        m[pool_at(m, inst) + T_QUEUED] -= 1
+
+
+@nb.njit(cache=True, _nrt=False)
+def traffic_event(m, x, typ, a, b):
+    """The handlers of traffic's events (dispatch's last branch: none of them without traffic)."""
+    if typ == E_QUERY_DONE:  # the engine's query_done: PoolState.release
+        ti = pool_at(m, a)
+        m[ti + T_BUSY] -= 1
+        give(m, x, a)
+    elif typ == E_FLEET_ARRIVAL:  # the engine's fleet_arrival
+        next_arrival(m, x, E_FLEET_ARRIVAL, 0)
+        route(m, x)
+    elif typ == E_INSTANCE_ARRIVAL:  # the engine's instance_arrival
+        next_arrival(m, x, E_INSTANCE_ARRIVAL, a)
+        checkout(m, x, a)
+    elif typ == E_TRACE:
+        if a + 1 < m[I_TRACE_N]:
+            trace_next(m, x, a + 1)
+        route(m, x)
+    elif typ == E_CHECKOUT_TIMEOUT:
+        checkout_timeout(m, x, a, b)
+    elif typ == E_READY:
+        became_ready(m, x, a)
+    elif typ == E_FILLER_RESUME:  # the engine's filler_resume: PoolState.resume
+        m[pool_at(m, a) + T_FILLING] = 0
+        fill_pool(m, x, a)
+
+
 # -- the handler of each event type ----------------------------------------------------------------
 
 
@@ -947,3 +1286,5 @@ def dispatch(m, x, typ, a, b):
         m[S_DB_FREE] += 1
     elif typ == E_PATH_FAILED:
         path_failed(m, x, a, b)
+    else:
+        traffic_event(m, x, typ, a, b)

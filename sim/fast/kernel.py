@@ -18,9 +18,17 @@ import numba as nb
 import numpy as np
 
 from sim.fast.draws import replication_key, stream_state, unit
-from sim.fast.handlers import deadline_live, dispatch, rnd, start_attempt, timeout_live
+from sim.fast.handlers import (
+    deadline_live,
+    dispatch,
+    rnd,
+    start_attempt,
+    start_traffic,
+    timeout_live,
+)
 from sim.fast.layout import (
     A_HEAD,
+    A_HELD,
     A_TAIL,
     ARRIVAL,
     B_READY,
@@ -36,6 +44,8 @@ from sim.fast.layout import (
     I_INSTANCES,
     I_KEEP,
     I_TILT_ROLE,
+    I_TRACE_N,
+    I_TRAFFIC,
     I_WARM_HELD,
     L_ARRIVALS,
     L_BITS,
@@ -43,6 +53,7 @@ from sim.fast.layout import (
     L_FREE,
     L_NB,
     L_REC_I,
+    L_REQ_I,
     L_RING_CAP,
     L_RING_I,
     L_WAVES,
@@ -54,9 +65,11 @@ from sim.fast.layout import (
     N_ROLES,
     NF,
     NI,
+    NQ,
     NR,
     OK,
     POISSON,
+    Q_REP,
     R_ATTEMPT,
     R_OUTCOME,
     R_REP,
@@ -73,11 +86,13 @@ from sim.fast.layout import (
     S_OVERFLOW,
     S_PEAK,
     S_REC_N,
+    S_REQ_N,
     S_RING_HEAD,
     S_RING_N,
     S_SEQ,
     S_TILT_K,
     S_TILTED,
+    S_TRAFFIC_CONNS,
     T_NOW,
     T_VSUM,
     TIMEOUT,
@@ -110,15 +125,17 @@ def skip_stale(m, ring):
 @nb.njit(cache=True, _nrt=False)
 def reset(m, x, base, index):
     n = m[I_INSTANCES]
-    rec_n = m[S_REC_N]  # records accumulate over the replications of a block
+    rec_n, req_n = m[S_REC_N], m[S_REQ_N]  # records accumulate over the replications of a block
     m[S_CX_INST:M_KC] = 0
-    m[S_REC_N] = rec_n
+    m[S_REC_N], m[S_REQ_N] = rec_n, req_n
     m[S_CX_INST] = m[I_CX_MIN]
     m[S_CX_CAP] = m[I_CX_PER] * m[I_CX_MIN]
     m[S_DB_FREE] = m[I_FREE_SLOTS] - m[I_WARM_HELD]  # the warm instances' slots, from t = 0
     m[S_PEAK] = m[I_WARM_HELD]
     m[S_API_WINDOW] = -1
-    m[S_SEQ] = n  # keys below n * E_SPAN are the first starts', in instance order
+    # Keys below n * E_SPAN are the first starts', in instance order; a trace's requests come
+    # next, as if scheduled when the run starts (handlers.start_traffic).
+    m[S_SEQ] = n + m[I_TRACE_N]
     m[S_CAL_FREE] = -1
     bits = m[L_BITS]
     m[bits : bits + (m[L_NB] >> 6) + (m[L_NB] >> 12)] = 0
@@ -189,12 +206,14 @@ def run_block(m, x, base, first, stop, fleet, row0):
     Returns the replication it stopped at and a code: OK, or the buffer to grow first."""
     horizon, n = x[F_HORIZON], m[I_INSTANCES]
     for index in range(first, stop):
-        rec0 = m[S_REC_N]
+        rec0, req0 = m[S_REC_N], m[S_REQ_N]
         reset(m, x, base, index)
         arrivals(m, x)
+        if m[I_TRAFFIC]:
+            start_traffic(m, x)
         code = run_one(m, x)
         if code != OK:
-            m[S_REC_N] = rec0  # the replication runs again, from scratch, once grown
+            m[S_REC_N], m[S_REQ_N] = rec0, req0  # it runs again, from scratch, once grown
             return index, code
         rec_n = m[S_REC_N]
         rejected, timed_out, failed, firsts, first_ready = 0, 0, 0, 0, 0
@@ -208,11 +227,12 @@ def run_block(m, x, base, first, stop, fleet, row0):
             if m[ri + R_ATTEMPT] == 1:
                 firsts += 1
                 first_ready += outcome == READY
-        ready, last = 0, 0.0
+        ready, last, held = 0, 0.0, 0
         for inst in range(n):
             t = x[X_INST + inst * NF + B_READY]
             ready += t <= horizon
             last = max(last, t)
+            held += m[M_INST + inst * NI + A_HELD]
         col = row0 + index - first
         fleet[0, col] = last if ready == n else np.inf
         fleet[1, col], fleet[2, col] = m[S_PEAK], m[S_CX_INST]
@@ -220,6 +240,12 @@ def run_block(m, x, base, first, stop, fleet, row0):
         fleet[5, col], fleet[6, col], fleet[7, col] = rejected, timed_out, rec_n - rec0
         fleet[8, col], fleet[9, col], fleet[10, col] = failed, firsts, first_ready
         fleet[11, col], fleet[12, col], fleet[13, col] = m[S_TILTED], m[S_TILT_K], x[T_VSUM]
+        fleet[14, col], fleet[15, col] = m[S_TRAFFIC_CONNS], held
+        fleet[16, col] = m[S_REQ_N] - req0
+        if m[I_TRAFFIC]:
+            for r in range(req0, m[S_REQ_N]):
+                m[m[L_REQ_I] + r * NQ + Q_REP] = index
         if not m[I_KEEP]:
             m[S_REC_N] = rec0  # counted: the records' room serves the next replication
+            m[S_REQ_N] = req0
     return stop, OK

@@ -18,8 +18,16 @@ from __future__ import annotations
 
 from typing import get_args
 
-from sim.records import FLEET_COLUMNS, OUTCOMES, Outcome, Reason
+from sim.records import (
+    FLEET_COLUMNS,
+    OUTCOMES,
+    TRAFFIC_FLEET_COLUMNS,
+    Outcome,
+    Reason,
+    RequestOutcome,
+)
 from sim.scenario import Fleet, PathFaults, Pool, Restart
+from sim.streams import ROLES
 
 
 def _places(vocabulary: tuple, names: tuple) -> tuple[int, ...]:
@@ -40,9 +48,31 @@ MODEL_REASONS = (
     Reason.RESET,
     Reason.HUNG,
     Reason.PHASE_DEADLINE,
+    Reason.POOL_TIMEOUT,
 )
-R_NONE, R_DEADLINE, R_53300, R_CONNECT_TIMEOUT, R_CLOSED, R_RESET, R_HUNG, R_PHASE_DEADLINE = range(
-    len(MODEL_REASONS)
+(
+    R_NONE,
+    R_DEADLINE,
+    R_53300,
+    R_CONNECT_TIMEOUT,
+    R_CLOSED,
+    R_RESET,
+    R_HUNG,
+    R_PHASE_DEADLINE,
+    R_POOL_TIMEOUT,
+) = range(len(MODEL_REASONS))
+# A request's outcome (traffic after ready), as codes: places in RequestOutcome. A request still
+# waiting is UNFINISHED, which it stays if the run ends so.
+REQUEST_OUTCOMES = tuple(RequestOutcome)
+SERVED, FAILED, UNROUTED, WARM, UNFINISHED = _places(
+    REQUEST_OUTCOMES,
+    (
+        RequestOutcome.SERVED,
+        RequestOutcome.FAILED,
+        RequestOutcome.UNROUTED,
+        RequestOutcome.WARM,
+        RequestOutcome.UNFINISHED,
+    ),
 )
 # Connection states, as in sim.engine.
 QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
@@ -62,8 +92,13 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
     PATH_FAULT,
     PATH_DELAY,
     PHASE,
-) = range(14)
-N_ROLES = 14
+    TRAFFIC_ARRIVAL,  # traffic after ready (docs/model.md): the gaps between requests,
+    TRAFFIC_PICK,  # which ready instance a request goes to,
+    TRAFFIC_QUERY,  # how long it holds its connection
+) = range(17)
+N_ROLES = len(ROLES)
+if N_ROLES != TRAFFIC_QUERY + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 17")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
@@ -78,6 +113,15 @@ FAULTS = get_args(PathFaults.model_fields["fault"].annotation)
 FAULT_NONE, FAULT_CLOSED, FAULT_RESET, FAULT_HUNG = _places(
     FAULTS, ("none", "closed", "reset", "hung")
 )
+GROWTHS = get_args(Pool.model_fields["growth"].annotation)
+PER_WAITER, GROWTH_BACKGROUND = _places(GROWTHS, ("per_waiter", "background"))
+# Traffic after ready: off, or where the requests come from.
+TRAFFIC_OFF, TRAFFIC_FLEET, TRAFFIC_INSTANCE, TRAFFIC_TRACE = range(4)
+# A connection of a ready instance's pool (traffic on) has this in C_AWAITED: database init never
+# waits for it (the instance is out of init for good, so every test of "awaited" fails as for 0).
+IN_READY_POOL = 2
+# Whom a connection of a ready pool opens for (its owner; a request's own is the request's record).
+OWNER_NONE, OWNER_FILLER = -1, -2
 # Event types.
 (
     E_START,
@@ -97,16 +141,24 @@ FAULT_NONE, FAULT_CLOSED, FAULT_RESET, FAULT_HUNG = _places(
     E_PHASE_DEADLINE,
     E_PHASE_DONE,
     E_PHASE_RETRY,
-) = range(17)
+    # Traffic after ready (docs/model.md): only with [traffic] on.
+    E_READY,  # the engine's became_ready (without traffic the ready time is only noted)
+    E_FLEET_ARRIVAL,  # a request of the fleet's Poisson stream
+    E_INSTANCE_ARRIVAL,  # a request of one ready instance's own stream
+    E_TRACE,  # a request of the recorded trace (the engine's route)
+    E_QUERY_DONE,  # a request gives its connection back
+    E_CHECKOUT_TIMEOUT,  # a queued request's pool.timeout_s
+    E_FILLER_RESUME,  # the background filler's pause is over
+) = range(24)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
-if E_PHASE_RETRY >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
-    raise ValueError(f"{E_PHASE_RETRY + 1} event types do not fit in keys of span {E_SPAN}")
+if E_FILLER_RESUME >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
+    raise ValueError(f"{E_FILLER_RESUME + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
 DEADLINES, CONN_TIMEOUTS = range(2)
 # Overflow codes: which buffer to grow.
-OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
+OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING, FULL_REQUESTS = range(7)
 
 # -- the int64 array m -----------------------------------------------------------------------------
 # Scenario integers.
@@ -136,7 +188,12 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     I_TILT_DRAWS,
     I_PATH_FAULT,  # path.fault, as a place in its Literal (FAULT_NONE: off)
     I_WARM_HELD,  # slots the warm instances hold from t = 0 (fleet.warm_instances × held)
-) = range(25)
+    I_TRAFFIC,  # traffic after ready: TRAFFIC_OFF, or where the requests come from
+    I_GROWTH,  # pool.growth, as a place in its Literal
+    I_MAX_SIZE,  # pool.max_size
+    I_WARM,  # fleet.warm_instances (the first candidates of a request's routing)
+    I_TRACE_N,  # the trace's requests before the horizon
+) = range(30)
 # Scalar state of a replication.
 (
     S_CX_INST,
@@ -158,8 +215,11 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING = range(6)
     S_TILTED,  # this replication runs the tilted component of the mixture
     S_TILT_K,  # draws of the tilted role made so far that the tilt applies to
     S_ARRIVED,  # instances whose first start has run
+    S_READY_N,  # traffic: instances in the routing's ready order so far
+    S_REQ_N,  # traffic: request records so far (they accumulate over a block's replications)
+    S_TRAFFIC_CONNS,  # traffic: connections traffic opened
     S_RING_HEAD,  # where each ring's first entry is (two slots)
-) = range(25, 45)
+) = range(30, 53)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
@@ -195,8 +255,15 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_PHASES,  # how many start-up phases (0: none)
     L_PHASE_I,  # phase ints: NPH per phase
     L_PHASE_X,  # phase floats: NPX per phase
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 23)
-M_INST = L_PHASE_X + 1  # instance ints: NI per instance
+    L_TRAFFIC,  # traffic: each instance's pool after ready, NT ints per instance
+    L_READY_ORDER,  # traffic: the instances in the order they became ready
+    L_OWNER,  # traffic: per connection slot, whom a ready pool's connection opens for
+    L_REQ_I,  # traffic: request records, NQ ints each
+    L_REQ_F,  # traffic: request records, NQF floats each
+    L_REQ_CAP,
+    L_TRACE,  # traffic: the trace's times before the horizon (in x)
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 30)
+M_INST = L_TRACE + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -253,6 +320,25 @@ NC = 8
 NR = 9
 R_START, R_INIT_START, R_INIT_S, R_READY, R_PHASE_START = range(5)
 NRF = 5
+# A ready instance's pool after ready (sim.checkout's PoolState): connections idle, checked out
+# and opening; requests queued (a first-in first-out list through Q_NEXT; one that timed out
+# stays in it, skipped when it comes first); the filler, and its next pause (a float's bits).
+(
+    T_IDLE,
+    T_BUSY,
+    T_OPENING,
+    T_QUEUED,
+    T_QHEAD,
+    T_QTAIL,
+    T_FILLING,
+    T_BACKOFF,
+) = range(8)
+NT = 8
+# Request records: ints and floats (wait_s is checkout_s − arrive_s, computed when read).
+Q_REP, Q_INST, Q_OUTCOME, Q_REASON, Q_NEXT, Q_OWN = range(6)
+NQ = 6
+Q_ARRIVE, Q_READY, Q_CHECKOUT = range(3)
+NQF = 3
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (
@@ -273,11 +359,12 @@ NRF = 5
     F_P_FAULT,  # path.p_fault
     F_PATH_FROM,  # path.from_s
     F_PATH_UNTIL,  # path.until_s, inf for no end
-) = range(17)
-T_NOW, T_VSUM = 17, 18  # T_VSUM: the sum of the tilted draws' uniforms
-F_THETA, F_MIX = 19, 20  # the tilt θ, and the share of replications that run tilted
-F_INV_W = 21  # 1 / the calendar's bucket width
-X_DIST = 22  # per role: two parameters
+    F_POOL_TIMEOUT,  # pool.timeout_s (traffic after ready)
+) = range(18)
+T_NOW, T_VSUM = 18, 19  # T_VSUM: the sum of the tilted draws' uniforms
+F_THETA, F_MIX = 20, 21  # the tilt θ, and the share of replications that run tilted
+F_INV_W = 22  # 1 / the calendar's bucket width
+X_DIST = 23  # per role: two parameters
 DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
 X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
 X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance
@@ -285,7 +372,8 @@ B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE, B_PHASE_START, B_BOUND = ran
 NF = 6
 
 # The replication row: the records' fleet columns (less the replication number), then the counts
-# that summarise a run without records, then the importance sampler's.
+# that summarise a run without records, then the importance sampler's, then traffic's (and its
+# requests, counted for the benchmarks).
 FLEET = (
     *FLEET_COLUMNS[1:],
     "failed_attempts",
@@ -294,4 +382,6 @@ FLEET = (
     "tilted",
     "tilt_draws",
     "tilt_sum",
+    *TRAFFIC_FLEET_COLUMNS,
+    "requests",
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
-from sim.report import assumptions, path, robust
+from sim.report import assumptions, firstminute, path, robust
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.report.view import (
     AdoptedChange,
@@ -235,7 +235,7 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         + ("holds across the worlds" if worlds else "meets the target")
         + ". Changes are "
         "preferred by cost and risk: fewest first, then "
-        + ", then ".join(COST_WORDS[k] for k in d.cost_order)
+        + ", then ".join(_order_words(d.cost_order))
         + ".",
         "",
     ]
@@ -255,7 +255,7 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
                 f"- `{c.field}` {c.was} → **{c.to}** ({c.why}; {_model_field(c.field)}). {why}"
             )
     for name, how in shown.items():
-        lines += ["", f"How to apply **{name}**: {how}", *_after_ready_cost(data, name)]
+        lines += ["", f"How to apply **{name}**: {how}"]
     for c in d.dropped:
         lines.append(
             f"- Not adopted: `{c.field}` {c.was} → {c.to}. {_needed(c, allowed, rows)} The least "
@@ -318,14 +318,6 @@ def _model_field(field: str) -> str:
     )
 
 
-def _after_ready_cost(data: RecommendationView, change: str) -> list[str]:
-    """The adopted change's cost once instances are ready (issue 23, item 6): the first minute's
-    checkout wait p99 and failed requests under the scenario's [traffic], with the change and
-    today, beside its "How to apply". Left empty until the traffic figures reach summary.json;
-    the integrator fills it here, one paragraph per change the team applies."""
-    return []
-
-
 def _needed(c: AdoptedChange, allowed: str, rows: dict[str, OptionRow]) -> str:
     """The checked claim about one adopted field: the decision simulated without it alone (and,
     with worlds, judged in each: ``rows`` holds every option by name)."""
@@ -367,7 +359,18 @@ COST_WORDS = {
     "timeout": "the database-init timeout",
     "fleet": "a smaller fleet",
     "connector": "connector instances",
+    "lazy_refresh": "the Cloud SQL connector's lazy refresh",
+    "jitter": "restart jitter",
+    "quota": "an Admin API quota increase",
+    "surge": "a smaller surge",
+    "tier": "a bigger Cloud SQL tier or connector instances, the cheaper a month first",
 }
+
+
+def _order_words(order: tuple[str, ...]) -> list[str]:
+    """COST_ORDER in words; the paid kinds (a tier, connector instances) share one place."""
+    paid = "tier" in order
+    return [COST_WORDS[k] for k in order if k in COST_WORDS and not (paid and k == "connector")]
 
 
 def _opt_s(x: float | None) -> str:
@@ -438,6 +441,9 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
             f"{r.restarts_per_instance:.3f} | {_spent(r.sequential, r.replications)} |"
             + (robust.columns(r) if across else "")
         )
+    after = firstminute.table(data)
+    if after:
+        lines += ["", after]
     lines += _paid_and_remedies(data, cite)
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
@@ -515,6 +521,8 @@ def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
 def _meets(row: OptionRow) -> str:
     if row.meets_target:
         return "yes"
+    if row.met_nominally and row.after_ready is not None and row.after_ready.breaks:
+        return "no: fails the first minute's requests after ready"
     if row.robust is not None and row.met_nominally:
         return "no: does not hold across the worlds"
     if not row.held_fits:
@@ -623,9 +631,13 @@ def _consequences(
         c = changed["pool.max_size"]
         lines.append(
             f"- With `max_size` {c.to} (today {c.was}) an instance runs at most {c.to} "
-            "queries at once; how long a burst of traffic then waits for a connection depends "
-            "on the traffic, which startsim does not model: measure it under load (or size the "
-            "pool's checkout timeout) before adopting."
+            "queries at once"
+            + (
+                "; what that costs a burst of requests is below."
+                if data.today.after_ready is not None
+                else "; give the scenario its `[traffic]` to see what that costs a burst of "
+                "requests (docs/model.md, traffic after ready)."
+            )
         )
     if TIMEOUT_FIELD in changed and changed[TIMEOUT_FIELD].to > changed[TIMEOUT_FIELD].was:
         c = changed[TIMEOUT_FIELD]
@@ -641,6 +653,7 @@ def _consequences(
             "- Connector instances above the minimum are billed while idle, and the connector "
             f"never scales in ({cite('sources.md', 'connector-never-scales-in', 'sources')})."
         )
+    lines += firstminute.consequence_lines(data)
     if not data.verdict.timeout_helps:
         lines.append(
             "- Raising the timeout is not an option: waiting longer keeps rejected instances in "

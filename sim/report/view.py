@@ -5,8 +5,8 @@ rebuilds the typed view from summary.json's data (``Recommendation.as_dict()``, 
 back, as ``results/example/`` is), so the ADR renders the same from a run as from its folder.
 ``view.as_dict()`` gives the data back unchanged (tests/test_report_view.py). The records reuse
 the core's types where summary.json holds them whole (``TimeoutAdvice``, ``DeployMonitoring``,
-``Verdict``, ``PgBouncer``, ``Proportion``, ``Entry``) and mirror the rest field by field, in
-summary.json's order.
+``Verdict``, ``PgBouncer``, ``Proportion``, ``Entry``, ``AfterReady``) and mirror the rest field
+by field, in summary.json's order.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
+from sim.afterready import AfterReady
 from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
@@ -116,17 +117,20 @@ class OptionRow:
     never_ready_fraction: float
     p_first_start_success: float | None
     robust: Robust | None = None  # across the worlds (sim.robust); absent when not judged there
+    after_ready: AfterReady | None = None  # under the scenario's traffic; absent without it
     monthly_usd: float | None = None  # what its paid changes add a month (sim.costs); None: unknown
     apply: str = ""  # the commands and code that apply it
 
     @classmethod
     def from_dict(cls, data: dict) -> OptionRow:
-        return build(cls, {"robust": None, "monthly_usd": None, "apply": "", **data})
+        absent = {"robust": None, "after_ready": None, "monthly_usd": None, "apply": ""}
+        return build(cls, {**absent, **data})
 
     def as_dict(self) -> dict:
         out = record_dict(self)
-        if self.robust is None:
-            del out["robust"]
+        for optional in ("robust", "after_ready"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
     @property
