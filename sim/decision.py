@@ -138,8 +138,6 @@ class Candidate:
             "name": self.name,
             "overrides": self.overrides,
             "kinds": [c.kind for c in self.changes],
-            "monthly_usd": self.monthly_usd,
-            "apply": "\n\n".join(c.apply for c in self.changes if c.apply),
             "replications": self.replications,
             "p_start_failure": s.p_start_failure.as_dict(),
             "p_db_init_timeout": s.p_db_init_timeout.as_dict(),
@@ -159,6 +157,8 @@ class Candidate:
             out["robust"] = self.robust.as_dict()
         if self.after_ready is not None:  # only with traffic: else summary.json as it was
             out["after_ready"] = self.after_ready.as_dict()
+        out["monthly_usd"] = self.monthly_usd  # what its paid changes add a month (sim.costs)
+        out["apply"] = "\n\n".join(c.apply for c in self.changes if c.apply)
         return out
 
 

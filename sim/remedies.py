@@ -447,6 +447,7 @@ class QuotaEvidence:
     throttled_today: float
     throttled_adopted: float | None
     adopted: str | None
+    throttled_by_remedy: dict[str, float]  # each of the quota's own remedies (quota_changes)
 
 
 QUOTA_REPLICATIONS = 20
@@ -467,6 +468,7 @@ def quota_evidence(sc: Scenario, adopted: dict | None, name: str | None, seed: i
         return float(np.mean(counts))
 
     after = None if not adopted else throttled(sc.with_overrides(adopted))
+    remedies = {c.name: throttled(sc.with_overrides(c.overrides)) for c in quota_changes(sc)}
     return QuotaEvidence(
         QUOTA_NAME,
         sc.cloudsql.quota_per_minute,
@@ -475,4 +477,5 @@ def quota_evidence(sc: Scenario, adopted: dict | None, name: str | None, seed: i
         throttled(sc),
         after,
         name,
+        remedies,
     )

@@ -494,7 +494,9 @@ def _usd(x: float | None) -> str:
 
 def _verdict_word(r: OptionRow) -> str:
     m = _meets(r)
-    return "meets the target" if m == "yes" else f"does not meet the target ({m})"
+    if m == "yes":
+        return "meets the target"
+    return "does not meet the target" if m == "no" else f"does not meet the target ({m})"
 
 
 def _indent(text: str) -> str:
@@ -511,11 +513,20 @@ def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
         f"{q.throttled_today:,.0f} calls a run answered 429 (mean of {q.replications} runs)"
     )
     if q.adopted is None:
-        return text + "; no change meets the target."
-    kinds = next((r.kinds for r in data.candidates if r.name == q.adopted), ())
-    remedy = [k for k in kinds if k in QUOTA_KINDS]
-    what = "the quota's remedy" if remedy else "the change"
-    return text + f"; {what} adopted, {q.adopted}, leaves {q.throttled_adopted:,.0f} (same runs)."
+        text += "; no change meets the target."
+    else:
+        kinds = next((r.kinds for r in data.candidates if r.name == q.adopted), ())
+        what = "the quota's remedy" if set(kinds) & set(QUOTA_KINDS) else "the change"
+        text += f"; {what} adopted, {q.adopted}, leaves {q.throttled_adopted:,.0f} (same runs)."
+    rows = {r.name: r for r in data.candidates}
+    own = [
+        f"{name}: {n:,.0f} 429s, "
+        + (_verdict_word(rows[name]) if name in rows else "not simulated as an option")
+        for name, n in q.throttled_by_remedy.items()
+    ]
+    if own:
+        text += " The quota's own remedies, the same way: " + "; ".join(own) + "."
+    return text
 
 
 def _meets(row: OptionRow) -> str:
