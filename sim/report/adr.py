@@ -470,7 +470,7 @@ def _paid_and_remedies(data: RecommendationView, cite: Cite) -> list[str]:
     lines += [
         "",
         "Paid options and the Admin API quota's remedies, each with its verdict, what it adds to "
-        "the monthly bill (published prices, 730 hours a month, "
+        "the monthly bill (published prices per hour, billed around the clock: "
         f"{cite('sources.md', 'connector-prices', 'connector prices')} and "
         f"{cite('sources.md', 'cloud-sql-prices', 'Cloud SQL prices')}; unknown where no "
         "published price was found) and how it is applied. Among paid options that meet, the "
@@ -482,7 +482,7 @@ def _paid_and_remedies(data: RecommendationView, cite: Cite) -> list[str]:
         cost = f"; adds {_usd(r.monthly_usd)}" if paid else ""
         lines.append(f"- **{r.name}**: {_verdict_word(r)}{cost}.")
         if r.apply:
-            lines += ["", _indent(r.apply), ""]
+            lines += ["", r.apply, ""]
     return lines
 
 
@@ -497,10 +497,6 @@ def _verdict_word(r: OptionRow) -> str:
     if m == "yes":
         return "meets the target"
     return "does not meet the target" if m == "no" else f"does not meet the target ({m})"
-
-
-def _indent(text: str) -> str:
-    return "\n".join(("    " + line) if line else "" for line in text.splitlines())
 
 
 def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
