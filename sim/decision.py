@@ -53,6 +53,9 @@ COST_ORDER = (
     "connector",
 )
 PAID = ("tier", "connector")
+# A machine type's set-up capacity is assumed (sim.costs): at equal cost, a change that needs it
+# comes after one that does not.
+ASSUMED_CAPACITY = "connector.setups_per_instance"
 COST_WHY = {
     "pool": "a pool setting: free, and undone by a deploy",
     "retry": "a retry in the start-up code: a code change; each retry is one more connection",
@@ -119,12 +122,14 @@ class Candidate:
     @property
     def cost(self) -> tuple:
         """Fewest changes first; then the cheapest kinds in COST_ORDER, the paid ones (PAID)
-        ranked together; then the lowest monthly cost (an unknown one last); then COST_ORDER."""
+        ranked together; then the lowest monthly cost (an unknown one last); then a change that
+        rests on no assumed capacity (a machine type's) before one that does; then COST_ORDER."""
         month = monthly_cost(self.changes)
         return (
             len(self.changes),
             *sorted(_rank(c.kind) for c in self.changes),
             math.inf if month is None else month,
+            sum(ASSUMED_CAPACITY in c.overrides for c in self.changes),
             *sorted(COST_ORDER.index(c.kind) for c in self.changes),
         )
 

@@ -24,6 +24,7 @@ from sim.remedies import (
     connector_cost,
     machine_change,
     machine_overrides,
+    on_google_cloud,
     path_changes,
     path_evidence,
     probe_advice,
@@ -334,7 +335,8 @@ def _with_paid_and_quota(lab, sc: Scenario, target: float, n: int, changes) -> l
     """Beside the changes found so far: the connector floor priced, a connector of a bigger
     machine type (at today's floor, and at the floor it needs), a bigger Cloud SQL tier, and with
     [cloudsql] on the Admin API quota's remedies (sim.remedies); each priced where a published
-    price exists (sim.costs), in COST_ORDER."""
+    price exists (sim.costs), in COST_ORDER. The machine type and the tier only where the
+    scenario runs on Google Cloud (Cloud Run, or the Cloud SQL path on)."""
     out = []
     for c in changes:
         if c.kind == "connector":
@@ -344,6 +346,8 @@ def _with_paid_and_quota(lab, sc: Scenario, target: float, n: int, changes) -> l
             cost = None if m is None else connector_cost(sc, today_machine_type(sc), m)
             c = replace(c, monthly_usd=cost)
         out.append(c)
+    if not on_google_cloud(sc):  # a platform of its own: no machine type, no tier to price
+        return sorted([*out, *quota_changes(sc)], key=lambda c: COST_ORDER.index(c.kind))
     big = "e2-standard-4"
     if today_machine_type(sc) != big:
         out.append(machine_change(sc, big, None))

@@ -230,6 +230,12 @@ def path_evidence(lab, sc: Scenario, n: int, today: Results, confidence: float) 
 # -- paid options: a bigger Cloud SQL tier, a connector of another machine type ------------------
 
 
+def on_google_cloud(sc: Scenario) -> bool:
+    """The scenario runs on Cloud Run or connects through the Cloud SQL path: its connector is a
+    Serverless VPC Access connector with a machine type, its database a Cloud SQL tier."""
+    return sc.platform.kind == "cloud_run" or sc.cloudsql.enabled
+
+
 def today_tier(sc: Scenario) -> Tier | None:
     """The tier today's database is on: the platform's setting, else the cheapest tier whose
     default is today's max_connections (an assumption the ADR states); None when none is."""
