@@ -153,6 +153,10 @@ def test_among_paid_options_that_meet_the_cheapest_by_monthly_cost_wins():
     assert [c.name for c in ranked] == ["pool", "tier", "floor 3", "e2-standard-4"]
     adopted, others = least_change([floor, unknown, tier], lambda combo: _cand(*combo))
     assert adopted.name == "tier" and [c.name for c in others] == ["floor 3", "e2-standard-4"]
+    # both unknown: the floor, which rests on no assumed capacity, before the machine type
+    unknown_floor = Change("connector", "floor 4", {"connector.min_instances": 4}, "")
+    adopted, _ = least_change([unknown, unknown_floor], lambda combo: _cand(*combo))
+    assert adopted.name == "floor 4"
     # one that misses is never preferred, however cheap
     adopted, _ = least_change([floor, tier], lambda combo: _cand(*combo, meets=combo != (tier,)))
     assert adopted.name == "floor 3"
