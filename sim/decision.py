@@ -5,6 +5,7 @@ of cost and risk. Pure data and selection; ``sim.recommend`` simulates the optio
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,22 +30,70 @@ class Change:
     # How the team applies it in its own platform and code (Markdown: a command, a config
     # snippet, a code line); "" where the report words the change from its field.
     apply: str = ""
+    # What it costs a month where it is paid for (sim.costs: published prices, 730 h); None for
+    # a paid change whose price is unknown, and for a change with no bill of its own.
+    monthly_usd: float | None = None
 
 
 # The order in which changes are preferred, cheapest and least risky first: a pool setting costs
 # nothing and is undone by a deploy; a longer timeout also delays noticing a database that is
-# really down; a capped fleet serves less; connector instances are paid for around the clock.
-COST_ORDER = ("pool", "retry", "timeout", "egress", "direct_egress", "fleet", "connector")
+# really down; a capped fleet serves less; a bigger database tier and connector instances are
+# paid for around the clock, and among those the cheapest by monthly cost is preferred (PAID).
+COST_ORDER = (
+    "pool",
+    "retry",
+    "lazy_refresh",
+    "jitter",
+    "timeout",
+    "quota",
+    "egress",
+    "direct_egress",
+    "fleet",
+    "surge",
+    "tier",
+    "connector",
+)
+PAID = ("tier", "connector")
+# A machine type's set-up capacity is assumed (sim.costs): at equal cost, a change that needs it
+# comes after one that does not.
+ASSUMED_CAPACITY = "connector.setups_per_instance"
 COST_WHY = {
     "pool": "a pool setting: free, and undone by a deploy",
     "retry": "a retry in the start-up code: a code change; each retry is one more connection",
+    "lazy_refresh": "the Cloud SQL connector's lazy refresh: one line of start-up code",
+    "jitter": "restart jitter: a random pause before each restart, a code or platform setting",
     "egress": "the egress route: a network change, and a NAT gateway billed per hour and per GiB",
     "direct_egress": "Direct VPC egress in place of the connector: a network change and a subnet "
     "to size; no connector billed, but each new instance's egress takes some 20 s to pass traffic",
     "timeout": "a longer deadline: also delays noticing a database that is really down",
+    "quota": "an Admin API quota increase: free, but a request Google may take days to grant",
     "fleet": "a smaller fleet: serves less traffic",
-    "connector": "connector instances kept warm: paid for around the clock",
+    "surge": "a smaller surge: a deploy in waves takes longer to finish",
+    "tier": "a bigger Cloud SQL tier: paid for around the clock (its monthly cost); the cheapest "
+    "paid option that meets is preferred",
+    "connector": "connector instances kept warm: paid for around the clock (their monthly cost); "
+    "the cheapest paid option that meets is preferred",
 }
+
+
+def _rank(kind: str) -> int:
+    """A kind's place in COST_ORDER, the paid kinds sharing the first paid place (their monthly
+    cost orders them)."""
+    if kind in PAID:
+        return COST_ORDER.index(PAID[0])
+    return COST_ORDER.index(kind)
+
+
+def monthly_cost(changes) -> float | None:
+    """The monthly cost of a set of changes: the sum of its paid changes' costs; None when one
+    of them has no known price; 0 when it has no paid change."""
+    total = 0.0
+    for c in changes:
+        if c.kind in PAID:
+            if c.monthly_usd is None:
+                return None
+            total += c.monthly_usd
+    return total
 
 
 @dataclass(frozen=True)
@@ -74,8 +123,22 @@ class Candidate:
         return merge(self.changes)
 
     @property
-    def cost(self) -> tuple[int, ...]:
-        return (len(self.changes), *sorted(COST_ORDER.index(c.kind) for c in self.changes))
+    def cost(self) -> tuple:
+        """Fewest changes first; then the cheapest kinds in COST_ORDER, the paid ones (PAID)
+        ranked together; then the lowest monthly cost (an unknown one last); then a change that
+        rests on no assumed capacity (a machine type's) before one that does; then COST_ORDER."""
+        month = monthly_cost(self.changes)
+        return (
+            len(self.changes),
+            *sorted(_rank(c.kind) for c in self.changes),
+            math.inf if month is None else month,
+            sum(ASSUMED_CAPACITY in c.overrides for c in self.changes),
+            *sorted(COST_ORDER.index(c.kind) for c in self.changes),
+        )
+
+    @property
+    def monthly_usd(self) -> float | None:
+        return monthly_cost(self.changes)
 
     def as_dict(self) -> dict:
         s = self.summary
@@ -102,6 +165,8 @@ class Candidate:
             out["robust"] = self.robust.as_dict()
         if self.after_ready is not None:  # only with traffic: else summary.json as it was
             out["after_ready"] = self.after_ready.as_dict()
+        out["monthly_usd"] = self.monthly_usd  # what its paid changes add a month (sim.costs)
+        out["apply"] = "\n\n".join(c.apply for c in self.changes if c.apply)
         return out
 
 
@@ -255,16 +320,27 @@ def _check(as_is, adopted: Candidate, change: Change, field: str) -> FieldCheck:
         return FieldCheck(change, field, None, str(e))
 
 
+# A setting that only names what a model field's value stands for (the machine type behind a
+# connector's assumed capacity, the tier behind max_connections): checked and dropped with it.
+COMPANIONS = {
+    "connector.setups_per_instance": "platform.connector.machine_type",
+    "database.max_connections": "platform.database_tier",
+}
+
+
 def _fields(changes: tuple[Change, ...]) -> list[tuple[Change, str]]:
-    """Every (change, field) of a set, the costliest kind first (the first to drop)."""
-    pairs = [(c, f) for c in changes for f in c.overrides]
+    """Every (change, field) of a set, the costliest kind first (the first to drop); a companion
+    setting rides with its field."""
+    riders = set(COMPANIONS.values())
+    pairs = [(c, f) for c in changes for f in c.overrides if f not in riders]
     return sorted(pairs, key=lambda cf: -COST_ORDER.index(cf[0].kind))
 
 
 def without_field(changes: tuple[Change, ...], change: Change, field: str) -> tuple[Change, ...]:
     """The set with one field of one change taken out (the change goes when it was its only
     field; otherwise it is renamed after the fields it keeps)."""
-    rest = {f: v for f, v in change.overrides.items() if f != field}
+    gone = {field, COMPANIONS.get(field)}
+    rest = {f: v for f, v in change.overrides.items() if f not in gone}
     kept = Change(
         change.kind,
         " + ".join(f"{f} {v:g}" if isinstance(v, float) else f"{f} {v}" for f, v in rest.items()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_advice
 from sim.afterready import after_ready
@@ -20,10 +20,19 @@ from sim.plain import build, plain
 from sim.remedies import (
     PathEvidence,
     ProbeAdvice,
+    QuotaEvidence,
+    connector_cost,
     direct_egress_change,
+    machine_change,
+    machine_overrides,
+    on_google_cloud,
     path_changes,
     path_evidence,
     probe_advice,
+    quota_changes,
+    quota_evidence,
+    tier_change,
+    today_machine_type,
 )
 from sim.robust import RobustSettings, WorldsPlan
 from sim.robust import judge as judge_worlds
@@ -193,6 +202,7 @@ class Recommendation:
     path: PathEvidence | None = None  # a faulted path today, and with its route restored
     startup_probe: ProbeAdvice | None = None  # requests failed per deploy: TCP vs HTTP probe
     worlds: WorldsPlan | None = None  # every option judged across worlds (sim.robust)
+    quota: QuotaEvidence | None = None  # the Admin API quota and its 429s, with [cloudsql] on
 
     def as_dict(self) -> dict:
         s = self.settings
@@ -236,6 +246,8 @@ class Recommendation:
         }
         if self.worlds is not None:  # only then: without worlds, summary.json is as it was
             out["robust"] = self.worlds.as_dict()
+        if self.quota is not None:  # only with [cloudsql] on
+            out["cloudsql_quota"] = plain(self.quota)
         return out
 
 
@@ -265,6 +277,7 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         fix = _fix_search(lab, sc, settings, fix_change[1], n, ceiling)
     connector = connector_floor(lab, sc, settings.target_success, n)
     changes = _changes(sc, main, timeout, advice, connector)
+    changes = _with_paid_and_quota(lab, sc, settings.target_success, n, changes)
     worlds = worlds_plan(
         sc,
         settings.robust,
@@ -310,7 +323,44 @@ def recommend(sc: Scenario, settings: Settings, lab: Lab | None = None) -> Recom
         None if sc.path.fault == "none" else path_evidence(lab, sc, n, today, settings.confidence),
         probe_advice(sc, today, settings.confidence),
         worlds,
+        _quota(sc, decision, settings.seed),
     )
+
+
+def _quota(sc: Scenario, decision: Decision, seed: int) -> QuotaEvidence | None:
+    a = decision.adopted
+    return quota_evidence(sc, a.overrides if a else None, a.name if a else None, seed)
+
+
+def _with_paid_and_quota(lab, sc: Scenario, target: float, n: int, changes) -> list[Change]:
+    """Beside the changes found so far: the connector floor priced, a connector of a bigger
+    machine type (at today's floor, and at the floor it needs), a bigger Cloud SQL tier, and with
+    [cloudsql] on the Admin API quota's remedies (sim.remedies); each priced where a published
+    price exists (sim.costs), in COST_ORDER. The machine type and the tier only where the
+    scenario runs on Google Cloud (Cloud Run, or the Cloud SQL path on)."""
+    out = []
+    for c in changes:
+        if c.kind == "connector":
+            m = c.overrides.get(
+                "platform.connector.min_instances", c.overrides.get("connector.min_instances")
+            )
+            cost = None if m is None else connector_cost(sc, today_machine_type(sc), m)
+            c = replace(c, monthly_usd=cost)
+        out.append(c)
+    if not on_google_cloud(sc):  # a platform of its own: no machine type, no tier to price
+        return sorted([*out, *quota_changes(sc)], key=lambda c: COST_ORDER.index(c.kind))
+    big = "e2-standard-4"
+    if today_machine_type(sc) != big:
+        out.append(machine_change(sc, big, None))
+        floor = connector_floor(lab, sc.with_overrides(machine_overrides(sc, big)), target, n)
+        m = floor.min_instances
+        if m is not None and m != sc.connector.min_instances:
+            out.append(machine_change(sc, big, m))
+    tier = tier_change(sc)
+    if tier is not None:
+        out.append(tier)
+    out += quota_changes(sc)
+    return sorted(out, key=lambda c: COST_ORDER.index(c.kind))
 
 
 # A small design: 16 base points are 128 worlds for the default scenario's 6 ranges, about a

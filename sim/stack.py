@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
+from sim.costs import MACHINE_CAPACITY, cheapest_tier, parse_tier
 from sim.distributions import MAX_DURATION_S, PositiveSeconds
 from sim.errors import FieldProblem
 from sim.phases import Phase
@@ -101,7 +102,9 @@ class VpcConnector(_Settings):
 
     min_instances: Annotated[int, Field(ge=2, le=9)] = 2
     max_instances: Annotated[int, Field(ge=2, le=10)] = 10
-    # The set-up capacity per machine type is not published: it maps to no model field.
+    # The set-up capacity per machine type is not published: the scenario's
+    # connector.setups_per_instance is its machine type's, and a change of machine type scales it
+    # by an assumed factor (sim.costs.MACHINE_CAPACITY, labelled assumed, with its range).
     machine_type: Literal["f1-micro", "e2-micro", "e2-standard-4"] = "e2-micro"
 
     @model_validator(mode="after")
@@ -164,6 +167,19 @@ class CloudRun(_Settings):
                     "is the Direct VPC egress subnet's: give platform.network or platform.subnet",
                 )
             subnet_addresses(self.subnet_range)
+        return self
+
+    # The Cloud SQL instance's tier (gcloud's --tier): gives database.max_connections, its
+    # published default for the tier's memory (sim.costs); None: [database] as given.
+    database_tier: str | None = None
+
+    @model_validator(mode="after")
+    def _tier(self) -> CloudRun:
+        if self.database_tier is not None:
+            try:
+                parse_tier(self.database_tier)
+            except ValueError as e:
+                raise FieldProblem("platform.database_tier", self.database_tier, str(e)) from None
         return self
 
 
@@ -377,6 +393,16 @@ def _derive_platform(p: Any) -> list[Derived]:
                     "--max-instances",
                 ),
             ]
+        if p.database_tier is not None:
+            tier = parse_tier(p.database_tier)
+            out.append(
+                Derived(
+                    "database.max_connections",
+                    tier.max_connections,
+                    ("platform.database_tier",),
+                    f"{tier.name}'s default for {tier.memory_gb:g} GB",
+                )
+            )
         return out
     if p.kind == "kubernetes":
         out = []
@@ -496,6 +522,10 @@ def _platform_setting(p: Any, field: str, value: Any) -> dict[str, Any]:
         if field == "egress.kind" and value == "direct" and not p.direct:
             # as --max-instances: the field too, which a file may have set to "connector"
             return {**DIRECT_SETTINGS, "platform.connector": None, "egress.kind": value}
+        if field == "database.max_connections" and p.database_tier is not None:
+            tier = cheapest_tier(value)  # the tier whose default it is, if any
+            ok = tier is not None and tier.max_connections == value
+            return {TIER_SETTING: tier.name} if ok else {}
         if field.startswith("connector.") and p.connector is not None:
             name = field.split(".")[1]
             if name in ("min_instances", "max_instances"):
@@ -534,7 +564,9 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
     flags = {
         k.split(".", 1)[1]: v
         for k, v in overrides.items()
-        if k.startswith("platform.") and not k.startswith("platform.connector")
+        if k.startswith("platform.")
+        and not k.startswith("platform.connector")
+        and k != TIER_SETTING
     }
     if flags and platform.kind == "kubernetes":
         parts.append("Kubernetes " + _pairs({_CAMEL.get(k, k): v for k, v in flags.items()}))
@@ -551,9 +583,15 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
     }
     if connector:
         parts.append("connector " + _pairs(connector, "--"))
+    if TIER_SETTING in overrides:
+        parts.append(f"Cloud SQL tier {overrides[TIER_SETTING]}")
     for k, v in overrides.items():
         if k.startswith(("stack.", "platform.")) or k.rsplit(".", 1)[1] in connector:
             continue
+        if k == "connector.setups_per_instance" and "platform.connector.machine_type" in overrides:
+            continue  # said by --machine-type (its assumed capacity)
+        if k == "database.max_connections" and TIER_SETTING in overrides:
+            continue  # said by the tier
         if k == "fleet.instances" and platform.kind == "cloud_run":
             continue  # said by --max-instances
         if k == "egress.kind" and platform.kind == "cloud_run":
@@ -563,6 +601,7 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
 
 
 DEADLINE_FIELD = "startup.db_init_timeout_s"
+TIER_SETTING = "platform.database_tier"
 _CAMEL = {"max_surge": "maxSurge", "startup_probe": "startupProbe"}
 STACK_NAMES = {
     "custom": "pool",
@@ -619,7 +658,11 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             and k in ("connector.min_instances", "connector.max_instances")
         )
     }
-    if connector:
+    if "machine_type" in connector:
+        c = platform.connector
+        now = {"min_instances": c.min_instances, "max_instances": c.max_instances}
+        blocks.append(machine_how(now | connector))
+    elif connector:
         flags = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in connector.items())
         blocks.append(
             "The Serverless VPC Access connector:\n\n```sh\n"
@@ -627,6 +670,8 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             f"{flags}\n```\n\nCost: connector instances are billed around the clock, and a "
             "connector never scales in."
         )
+    if TIER_SETTING in overrides:
+        blocks.append(tier_how(overrides[TIER_SETTING]))
     if DEADLINE_FIELD in overrides:
         t = overrides[DEADLINE_FIELD]
         blocks.append(
@@ -635,6 +680,37 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
             f"await asyncio.wait_for(init_database(), timeout={_value(t)})\n```"
         )
     return "\n\n".join(blocks)
+
+
+def machine_how(connector: dict[str, Any]) -> str:
+    """A connector's machine type cannot be changed in place: a new connector, and the service
+    moved onto it."""
+    flags = " ".join(
+        f"--{k.replace('_', '-')}={v}" for k, v in connector.items() if k != "machine_type"
+    )
+    t = connector["machine_type"]
+    f = MACHINE_CAPACITY[t]
+    return (
+        "A connector of another machine type (the machine type of an existing connector cannot "
+        "be updated in place: create a new one, move the service to it, then delete the old "
+        "one):\n\n```sh\n"
+        f"gcloud compute networks vpc-access connectors create CONNECTOR-{t} --region REGION "
+        f"--network NETWORK --range RANGE --machine-type {t} {flags}\n"
+        f"gcloud run services update SERVICE --region REGION --vpc-connector CONNECTOR-{t}\n"
+        "```\n\n"
+        f"Capacity: {t}'s set-ups per instance are assumed to be {f.factor:g} × e2-micro's "
+        f"(range {f.low:g}-{f.high:g}): not published. Cost: each instance is billed around the "
+        "clock, and a connector never scales in."
+    )
+
+
+def tier_how(tier: str) -> str:
+    """The command that moves the Cloud SQL instance to ``tier`` (a restart)."""
+    return (
+        "The Cloud SQL instance's tier (the instance restarts; its default max_connections "
+        "follows the new memory unless the `max_connections` flag is set):\n\n```sh\n"
+        f"gcloud sql instances patch INSTANCE --tier={tier}\n```"
+    )
 
 
 def _stack_how(s: Any, overrides: dict[str, Any]) -> str:
@@ -725,6 +801,7 @@ OWN_SETTINGS = {
     "stack.warmup": "unused without a warm-up; gathered at once when there is one",
     "platform.deploy": "a scale-out, not a deploy: the minimum instances are warm",
     "platform.max_surge": "not given: [fleet] as it is",
+    "platform.database_tier": "not given: [database] as it is",
 }
 
 

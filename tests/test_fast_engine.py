@@ -441,8 +441,12 @@ def test_auto_takes_the_fast_engine_for_large_runs_only():
 
 def test_traffic_after_ready_takes_the_fast_engine_too():
     # The model's own pool fields: growth and timeout set directly, not through SQLAlchemy's.
-    sc = resolve("staging-incident").in_model_terms().with_overrides(
-        {"traffic.rate_per_s": 5.0, "pool.growth": "background", "pool.timeout_s": 2.0}
+    sc = (
+        resolve("staging-incident")
+        .in_model_terms()
+        .with_overrides(
+            {"traffic.rate_per_s": 5.0, "pool.growth": "background", "pool.timeout_s": 2.0}
+        )
     )
     assert unsupported(sc) is None
     assert choose("auto", sc, 1000) == "fast"

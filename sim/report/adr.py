@@ -235,7 +235,7 @@ def _decision(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
         + ("holds across the worlds" if worlds else "meets the target")
         + ". Changes are "
         "preferred by cost and risk: fewest first, then "
-        + ", then ".join(COST_WORDS[k] for k in d.cost_order)
+        + ", then ".join(_order_words(d.cost_order))
         + ".",
         "",
     ]
@@ -360,7 +360,18 @@ COST_WORDS = {
     "timeout": "the database-init timeout",
     "fleet": "a smaller fleet",
     "connector": "connector instances",
+    "lazy_refresh": "the Cloud SQL connector's lazy refresh",
+    "jitter": "restart jitter",
+    "quota": "an Admin API quota increase",
+    "surge": "a smaller surge",
+    "tier": "a bigger Cloud SQL tier or connector instances, the cheaper a month first",
 }
+
+
+def _order_words(order: tuple[str, ...]) -> list[str]:
+    """COST_ORDER in words; the paid kinds (a tier, connector instances) share one place."""
+    paid = "tier" in order
+    return [COST_WORDS[k] for k in order if k in COST_WORDS and not (paid and k == "connector")]
 
 
 def _opt_s(x: float | None) -> str:
@@ -434,10 +445,85 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     after = firstminute.table(data)
     if after:
         lines += ["", after]
+    lines += _paid_and_remedies(data, cite)
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
         lines += ["", _pool_line(data.pool, sc, cite)]
     return "\n".join(lines)
+
+
+# The kinds of change the section below lists with their cost and command (sim.decision).
+PRICED_KINDS = ("tier", "connector")
+QUOTA_KINDS = ("quota", "jitter", "surge", "lazy_refresh")
+
+
+def _paid_and_remedies(data: RecommendationView, cite: Cite) -> list[str]:
+    """Each option with a paid change or an Admin API quota remedy: its verdict, its monthly
+    cost where a published price gives one, and the command or code that applies it; and, with
+    [cloudsql] on, the quota, the 429s counted in simulation and the remedy adopted."""
+    rows = [r for r in data.candidates if set(r.kinds) & {*PRICED_KINDS, *QUOTA_KINDS}]
+    lines: list[str] = []
+    quota = data.cloudsql_quota
+    if quota is not None:
+        lines += ["", _quota_paragraph(data, cite)]
+    if not rows:
+        return lines
+    lines += [
+        "",
+        "Paid options and the Admin API quota's remedies, each with its verdict, what it adds to "
+        "the monthly bill (published prices per hour, billed around the clock: "
+        f"{cite('sources.md', 'connector-prices', 'connector prices')} and "
+        f"{cite('sources.md', 'cloud-sql-prices', 'Cloud SQL prices')}; unknown where no "
+        "published price was found) and how it is applied. Among paid options that meet, the "
+        "cheapest by monthly cost is preferred.",
+        "",
+    ]
+    for r in rows:
+        paid = set(r.kinds) & set(PRICED_KINDS)
+        cost = f"; adds {_usd(r.monthly_usd)}" if paid else ""
+        lines.append(f"- **{r.name}**: {_verdict_word(r)}{cost}.")
+        if r.apply:
+            lines += ["", r.apply, ""]
+    return lines
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "an unknown amount a month (no published price found)"
+    return f"${x:,.2f} a month"
+
+
+def _verdict_word(r: OptionRow) -> str:
+    m = _meets(r)
+    if m == "yes":
+        return "meets the target"
+    return "does not meet the target" if m == "no" else f"does not meet the target ({m})"
+
+
+def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
+    q = data.cloudsql_quota
+    link = cite("sources.md", "cloud-sql-admin-api-quota", "published")
+    text = (
+        f"**The Admin API quota.** Each start refreshes its certificate first: "
+        f"{q.calls_per_refresh} calls against the {q.quota} ({q.quota_per_minute} a minute by "
+        f"default, {link}). In simulation, today's configuration has "
+        f"{q.throttled_today:,.0f} calls a run answered 429 (mean of {q.replications} runs)"
+    )
+    if q.adopted is None:
+        text += "; no change meets the target."
+    else:
+        kinds = next((r.kinds for r in data.candidates if r.name == q.adopted), ())
+        what = "the quota's remedy" if set(kinds) & set(QUOTA_KINDS) else "the change"
+        text += f"; {what} adopted, {q.adopted}, leaves {q.throttled_adopted:,.0f} (same runs)."
+    rows = {r.name: r for r in data.candidates}
+    own = [
+        f"{name}: {n:,.0f} 429s, "
+        + (_verdict_word(rows[name]) if name in rows else "not simulated as an option")
+        for name, n in q.throttled_by_remedy.items()
+    ]
+    if own:
+        text += " The quota's own remedies, the same way: " + "; ".join(own) + "."
+    return text
 
 
 def _meets(row: OptionRow) -> str:

@@ -19,7 +19,7 @@ from sim.afterready import AfterReady
 from sim.plain import KEY, build, record_dict
 from sim.provenance import Entry
 from sim.recommend import Verdict
-from sim.remedies import PathEvidence, ProbeAdvice
+from sim.remedies import PathEvidence, ProbeAdvice, QuotaEvidence
 from sim.robust import Robust
 from sim.sensitivity import Assumptions
 from sim.sequential import MET, Rule, Settled
@@ -118,10 +118,13 @@ class OptionRow:
     p_first_start_success: float | None
     robust: Robust | None = None  # across the worlds (sim.robust); absent when not judged there
     after_ready: AfterReady | None = None  # under the scenario's traffic; absent without it
+    monthly_usd: float | None = None  # what its paid changes add a month (sim.costs); None: unknown
+    apply: str = ""  # the commands and code that apply it
 
     @classmethod
     def from_dict(cls, data: dict) -> OptionRow:
-        return build(cls, {"robust": None, "after_ready": None, **data})
+        absent = {"robust": None, "after_ready": None, "monthly_usd": None, "apply": ""}
+        return build(cls, {**absent, **data})
 
     def as_dict(self) -> dict:
         out = record_dict(self)
@@ -271,6 +274,7 @@ class RecommendationView:
     path: PathEvidence | None = None  # a faulted path today, and restored (sim.remedies)
     startup_probe: ProbeAdvice | None = None  # requests failed per deploy, TCP vs HTTP probe
     robust: WorldsView | None = None  # the worlds every option was judged in (sim.robust)
+    cloudsql_quota: QuotaEvidence | None = None  # the Admin API quota's 429s (sim.remedies)
 
     @classmethod
     def from_dict(cls, summary: dict) -> RecommendationView:
@@ -279,12 +283,14 @@ class RecommendationView:
         written before ``assumptions``, ``path`` or ``startup_probe`` existed reads as without
         them."""
         absent = {"assumptions": None, "path": None, "startup_probe": None, "robust": None}
-        return build(cls, {**absent, **summary})
+        return build(cls, {**absent, "cloudsql_quota": None, **summary})
 
     def as_dict(self) -> dict:
         out = record_dict(self)
         if self.robust is None:  # summary.json has the key only when options met worlds
             del out["robust"]
+        if self.cloudsql_quota is None:  # only with [cloudsql] on
+            del out["cloudsql_quota"]
         return out
 
     @property
