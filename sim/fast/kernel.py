@@ -232,7 +232,9 @@ def run_block(m, x, base, first, stop, fleet, row0):
             t = x[X_INST + inst * NF + B_READY]
             ready += t <= horizon
             last = max(last, t)
-            held += m[M_INST + inst * NI + A_HELD]
+        if m[I_TRAFFIC] or m[I_KEEP]:  # connections held at the end: traffic's figure
+            for inst in range(n):
+                held += m[M_INST + inst * NI + A_HELD]
         col = row0 + index - first
         fleet[0, col] = last if ready == n else np.inf
         fleet[1, col], fleet[2, col] = m[S_PEAK], m[S_CX_INST]
