@@ -95,10 +95,12 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
     TRAFFIC_ARRIVAL,  # traffic after ready (docs/model.md): the gaps between requests,
     TRAFFIC_PICK,  # which ready instance a request goes to,
     TRAFFIC_QUERY,  # how long it holds its connection
-) = range(17)
+    POOLER_JANITOR,  # a pooler in front of the database: the phase of PgBouncer's janitor
+    EGRESS_READY,  # Direct VPC egress: when an attempt's egress is usable
+) = range(19)
 N_ROLES = len(ROLES)
-if N_ROLES != TRAFFIC_QUERY + 1:  # pragma: no cover - a role added to sim.streams fails at import
-    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 17")
+if N_ROLES != EGRESS_READY + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 19")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
