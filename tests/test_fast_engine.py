@@ -440,7 +440,8 @@ def test_auto_takes_the_fast_engine_for_large_runs_only():
 
 
 def test_traffic_after_ready_takes_the_fast_engine_too():
-    sc = resolve("staging-incident").with_overrides(
+    # capacity-storm: no [stack] or [platform], which would give pool.growth themselves.
+    sc = resolve("capacity-storm").with_overrides(
         {"traffic.rate_per_s": 5.0, "pool.growth": "background", "pool.timeout_s": 2.0}
     )
     assert unsupported(sc) is None
