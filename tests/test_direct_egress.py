@@ -3,7 +3,7 @@
 Each test's comment is the computation, following the rules of docs/model.md. Durations are
 binary fractions or whole seconds, so times are exact and the checks use ``==``. The base scenario
 (tests/builders.py) is one instance, zero durations, room everywhere, no retry and no restart.
-The fast engine does not have the rule yet: its cases are expected to fail until it does.
+The hand-computed cases run on both engines.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from sim.records import Outcome, Reason
 from sim.remedies import direct_egress_change
 from sim.scenario import from_dict, loads, resolve
 
-ENGINES = [
-    "reference",
-    pytest.param("fast", marks=pytest.mark.xfail(reason="fast twin pending", strict=False)),
-]
+ENGINES = ["reference", "fast"]
 
 
 def rows(sc, engine: str, seed: int = 0) -> list[dict]:
@@ -183,8 +180,8 @@ def test_off_by_default_no_draw_and_the_same_records():
     assert unsupported(scenario(base)) is None
 
 
-def test_direct_egress_runs_on_the_readable_engine_until_the_fast_twin_lands():
-    assert unsupported(scenario(direct(5.0))) == "egress.kind is not in the fast engine yet"
+def test_direct_egress_runs_on_the_fast_engine_too():
+    assert unsupported(scenario(direct(5.0))) is None
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,23 @@ TWINS = {
     "checkout_timeout": "handlers.checkout_timeout",
     "pool_conn_failed": "handlers.pool_conn_failed",
     "_request_rows": "none: each request's record is written as it goes (handlers.new_request)",
+    # Direct VPC egress (docs/model.md, "Direct VPC egress").
+    "direct_egress": "handlers.direct_egress",
+    "_connector_instances": "none: with Direct VPC egress the kernel has no connector instance "
+    "(sim.fast's layout starts it with none, and nothing scales it out)",
+    # A pooler in front of the database (docs/model.md): no twin yet; sim.engines sends a scenario
+    # with [pooler] to the readable engine.
+    "_begin_work": "none: the pooler's (without it the work begins in handlers.run_queries)",
+    "_pooler_do": "none: the pooler runs on the readable engine only, for now",
+    "_granted": "none: the pooler runs on the readable engine only, for now",
+    "_refused": "none: the pooler runs on the readable engine only, for now",
+    "_launch": "none: the pooler runs on the readable engine only, for now",
+    "_server_login": "none: the pooler runs on the readable engine only, for now",
+    "_server_failed": "none: the pooler runs on the readable engine only, for now",
+    "_work_done": "none: the pooler runs on the readable engine only, for now",
+    "_expire": "none: the pooler runs on the readable engine only, for now",
+    "_pooler_tick": "none: the pooler runs on the readable engine only, for now",
+    "_pooler_leave": "none: the pooler runs on the readable engine only, for now",
 }
 
 
@@ -253,6 +270,8 @@ def test_the_kernels_roles_are_the_streams():
         "TRAFFIC_ARRIVAL": "traffic_arrival",
         "TRAFFIC_PICK": "traffic_pick",
         "TRAFFIC_QUERY": "traffic_query",
+        "POOLER_JANITOR": "pooler_janitor",
+        "EGRESS_READY": "egress_ready",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
     assert len(ROLES) == layout.N_ROLES

@@ -256,6 +256,13 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     m[L.I_HELD_WHEN_READY], m[L.I_HOLD] = pool.held_when_ready, pool.on_failure == "hold"
     m[L.I_START], m[L.I_WORKERS] = _STARTS[start], pool.workers
     m[L.I_CX_MIN], m[L.I_CX_MAX] = cx.min_instances, cx.max_instances
+    # Direct VPC egress (docs/model.md): no connector (none counted at the end), and only the
+    # instances the subnet's addresses allow start, warm ones first.
+    egress = sc.egress
+    m[L.I_DIRECT] = egress.direct
+    m[L.I_ADDRESSED] = egress.instance_bound - fleet.warm_instances if egress.direct else n
+    if egress.direct:
+        m[L.I_CX_MIN] = 0
     m[L.I_CX_PER], m[L.I_FREE_SLOTS] = cx.setups_per_instance, db.free_slots
     m[L.I_POLICY], m[L.I_RESTARTS] = _POLICIES[rs.policy], rs.restarts_allowed
     m[L.I_RETRY_JITTER], m[L.I_RESTART_JITTER] = retry_mode, restart_mode
@@ -323,6 +330,8 @@ def _reach(sc: Scenario) -> float:
         steps.append(sc.cloudsql.call_s)
     if sc.path.fault in ("closed", "reset"):
         steps.append(sc.path.fail_after_s)
+    if sc.egress.direct:
+        steps.append(sc.egress.ready_s)
     end = sc.horizon_s + sc.startup.db_init_timeout_s
     return min(max(4.0 * max(d.mean() for d in steps), end / 2**20), end)
 

@@ -43,6 +43,7 @@ from sim.fast.layout import (
     B_ATTEMPT_START,
     B_BOUND,
     B_DEADLINE,
+    B_EGRESS,
     B_INIT_START,
     B_PHASE_START,
     B_READY,
@@ -65,6 +66,7 @@ from sim.fast.layout import (
     E_CHECKOUT_TIMEOUT,
     E_CONN_TIMEOUT,
     E_DEADLINE,
+    E_EGRESS,
     E_FILLER_RESUME,
     E_FLEET_ARRIVAL,
     E_FREE_SLOT,
@@ -85,6 +87,8 @@ from sim.fast.layout import (
     E_SPAN,
     E_START,
     E_TRACE,
+    EGRESS,
+    EGRESS_READY,
     ERROR,
     F_CONNECT,
     F_CS_INTERVAL,
@@ -120,6 +124,7 @@ from sim.fast.layout import (
     I_CS_QUOTA,
     I_CX_MAX,
     I_CX_PER,
+    I_DIRECT,
     I_FREE_SLOTS,
     I_GROWTH,
     I_HELD_WHEN_READY,
@@ -358,6 +363,8 @@ def start_attempt(m, x, inst):
     ii, fi = M_INST + inst * NI, X_INST + inst * NF
     m[ii + A_ATTEMPT] += 1
     x[fi + B_ATTEMPT_START] = now
+    if m[I_DIRECT]:  # one draw per attempt, when it starts
+        x[fi + B_EGRESS] = now + rnd(m, x, EGRESS_READY)
     m[ii + A_CONN_ATTEMPTS] = 0
     m[ii + A_POOL_STARTS] = 0
     after = E_PHASES if m[L_PHASES] else E_BEGIN
@@ -784,6 +791,10 @@ def open_conn(m, x, inst, pool, counted, awaited):
         if m[I_PATH_FAULT] != FAULT_HUNG:
             at(m, x, x[T_NOW] + rnd(m, x, PATH_DELAY), E_PATH_FAILED, conn, m[ci + C_GEN])
         return
+    if m[I_DIRECT]:
+        m[ci + C_STATE] = EGRESS
+        direct_egress(m, x, conn, m[ci + C_GEN])
+        return
     if m[S_CX_BUSY] < m[S_CX_CAP]:
         begin_setup(m, x, conn)
         return
@@ -825,6 +836,21 @@ def path_failed(m, x, conn, gen):
         pool_failed(m, x, inst, reason)
     elif awaited == IN_READY_POOL:  # a ready pool's: never in init again
         pool_conn_failed(m, x, inst, conn, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def direct_egress(m, x, conn, gen):
+    """Direct VPC egress: the connection waits (EGRESS) until its attempt's egress is usable,
+    then goes straight to the database."""
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen:
+        return  # given up while it waited (the engine's GONE connection does nothing either)
+    egress_at = x[X_INST + m[ci + C_INST] * NF + B_EGRESS]
+    if x[T_NOW] < egress_at:
+        at(m, x, egress_at, E_EGRESS, conn, gen)
+    elif m[ci + C_STATE] == EGRESS:
+        m[ci + C_STATE] = ACCEPT
+        at(m, x, x[T_NOW] + rnd(m, x, ACCEPT_S), E_ACCEPT_DONE, conn, gen)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -1286,5 +1312,7 @@ def dispatch(m, x, typ, a, b):
         m[S_DB_FREE] += 1
     elif typ == E_PATH_FAILED:
         path_failed(m, x, a, b)
+    elif typ == E_EGRESS:
+        direct_egress(m, x, a, b)
     else:
         traffic_event(m, x, typ, a, b)

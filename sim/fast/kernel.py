@@ -37,6 +37,7 @@ from sim.fast.layout import (
     F_END,
     F_HORIZON,
     F_MIX,
+    I_ADDRESSED,
     I_ARRIVAL,
     I_CX_MIN,
     I_CX_PER,
@@ -190,7 +191,8 @@ def run_one(m, x):
         if src == 3:
             k = m[S_ARRIVED]
             m[S_ARRIVED] = k + 1
-            start_attempt(m, x, k)
+            if k < m[I_ADDRESSED]:  # else no subnet address (Direct VPC egress): it never starts
+                start_attempt(m, x, k)
         else:
             typ, a, b = remove(m, x, src, bucket)
             dispatch(m, x, typ, a, b)

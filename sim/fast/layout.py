@@ -74,8 +74,9 @@ SERVED, FAILED, UNROUTED, WARM, UNFINISHED = _places(
         RequestOutcome.UNFINISHED,
     ),
 )
-# Connection states, as in sim.engine.
-QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
+# Connection states, as in sim.engine; EGRESS: the engine's QUEUED under Direct VPC egress (the
+# connection waits for its attempt's egress, in no connector's queue).
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, EGRESS = range(7)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
 (
     ARRIVAL,
@@ -95,10 +96,12 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED = range(6)
     TRAFFIC_ARRIVAL,  # traffic after ready (docs/model.md): the gaps between requests,
     TRAFFIC_PICK,  # which ready instance a request goes to,
     TRAFFIC_QUERY,  # how long it holds its connection
-) = range(17)
+    POOLER_JANITOR,  # a pooler in front of the database: the phase of PgBouncer's janitor
+    EGRESS_READY,  # Direct VPC egress: when an attempt's egress is usable
+) = range(19)
 N_ROLES = len(ROLES)
-if N_ROLES != TRAFFIC_QUERY + 1:  # pragma: no cover - a role added to sim.streams fails at import
-    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 17")
+if N_ROLES != EGRESS_READY + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 19")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
@@ -149,12 +152,14 @@ OWNER_NONE, OWNER_FILLER = -1, -2
     E_QUERY_DONE,  # a request gives its connection back
     E_CHECKOUT_TIMEOUT,  # a queued request's pool.timeout_s
     E_FILLER_RESUME,  # the background filler's pause is over
-) = range(24)
+    E_EGRESS,  # Direct VPC egress (docs/model.md): the engine's direct_egress, when it is usable
+) = range(25)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
-if E_FILLER_RESUME >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
-    raise ValueError(f"{E_FILLER_RESUME + 1} event types do not fit in keys of span {E_SPAN}")
+E_LAST = E_EGRESS
+if E_LAST >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
+    raise ValueError(f"{E_LAST + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
 DEADLINES, CONN_TIMEOUTS = range(2)
 # Overflow codes: which buffer to grow.
@@ -193,7 +198,9 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING, FULL_REQUESTS = 
     I_MAX_SIZE,  # pool.max_size
     I_WARM,  # fleet.warm_instances (the first candidates of a request's routing)
     I_TRACE_N,  # the trace's requests before the horizon
-) = range(30)
+    I_DIRECT,  # Direct VPC egress (docs/model.md): no connector
+    I_ADDRESSED,  # the instances that start: those the subnet's addresses allow (all without it)
+) = range(32)
 # Scalar state of a replication.
 (
     S_CX_INST,
@@ -219,7 +226,7 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING, FULL_REQUESTS = 
     S_REQ_N,  # traffic: request records so far (they accumulate over a block's replications)
     S_TRAFFIC_CONNS,  # traffic: connections traffic opened
     S_RING_HEAD,  # where each ring's first entry is (two slots)
-) = range(30, 53)
+) = range(32, 55)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
@@ -368,8 +375,9 @@ X_DIST = 23  # per role: two parameters
 DRAW_BLOCK = 32  # draws made at a time per role (not the tilted ones)
 X_BLOCKS = X_DIST + 3 * N_ROLES  # per role: a block of draws made ahead, and a block of scratch
 X_INST = X_BLOCKS + N_ROLES * 2 * DRAW_BLOCK  # instance floats: NF per instance
-B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE, B_PHASE_START, B_BOUND = range(6)
-NF = 6
+# B_EGRESS: Direct VPC egress, when the current attempt's egress is usable.
+B_READY, B_ATTEMPT_START, B_INIT_START, B_DEADLINE, B_PHASE_START, B_BOUND, B_EGRESS = range(7)
+NF = 7
 
 # The replication row: the records' fleet columns (less the replication number), then the counts
 # that summarise a run without records, then the importance sampler's, then traffic's (and its
