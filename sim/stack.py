@@ -456,7 +456,8 @@ def unexpressed(stack: Any, platform: Any, overrides: dict[str, Any]) -> list[st
     stack or platform should have said in its own settings: a ``[pool]`` field under a named
     stack, a ``[fleet]``, ``[connector]`` or ``[probe]`` field under a named platform. A custom
     section keeps its model fields; the start-up's own deadline is the service's code
-    (:func:`how_to_apply`), and a capped fleet under Cloud Run is its ``--max-instances``."""
+    (:func:`how_to_apply`), a capped fleet under Cloud Run is its ``--max-instances``, and a
+    connector machine type carries its assumed set-up capacity."""
     out = []
     for field in overrides:
         section = field.split(".")[0]
@@ -464,6 +465,11 @@ def unexpressed(stack: Any, platform: Any, overrides: dict[str, Any]) -> list[st
             continue
         if field == "fleet.instances" and "platform.max_instances" in overrides:
             continue
+        if (
+            field == "connector.setups_per_instance"
+            and "platform.connector.machine_type" in overrides
+        ):
+            continue  # the machine type's assumed capacity (sim.costs), which it carries
         named = stack if section == "pool" else platform
         if section in ("pool", "fleet", "connector", "probe") and named.kind != "custom":
             out.append(field)

@@ -18,14 +18,17 @@ from sim.robust import RobustSettings
 from sim.sizing import ConnectorFloor, pool_advice
 from sim.stack import DEADLINE_FIELD, derive, unexpressed
 
-# Scenarios that may still name neither (the model's own fields, marked as such in the ADR):
-# cloudsql-quota-storm gets its stack in its own change.
-CUSTOM = {"cloudsql-quota-storm"}
+# Scenarios that may still name neither (the model's own fields, marked as such in the ADR).
+CUSTOM: set[str] = set()
 
 # The model's fields each scenario had before it named its stack and platform; the settings must
 # give them unchanged (so `startsim simulate` gives the same figures).
 MODEL = {
     "capacity-storm": dict(
+        min_size=5, max_size=50, held_when_ready=5, start="concurrent", workers=3,
+        timeout_s=30.0, growth="per_waiter", connector=(2, 10), warm=0, probe="http",
+    ),
+    "cloudsql-quota-storm": dict(
         min_size=5, max_size=50, held_when_ready=5, start="concurrent", workers=3,
         timeout_s=30.0, growth="per_waiter", connector=(2, 10), warm=0, probe="http",
     ),
