@@ -302,15 +302,18 @@ def test_cloud_run_egress_conflicts_are_refused_by_name(text, field):
 
 def test_recommend_offers_direct_egress_with_its_gcloud_command_beside_the_connector_floor():
     # capacity-storm: 40 instances × 5 connections at once against 2 connector instances × 2
-    # set-ups: the connector is what the burst waits for.
-    change = direct_egress_change(resolve("capacity-storm"))
+    # set-ups: the connector is what the burst waits for. In the model's own terms first.
+    change = direct_egress_change(resolve("capacity-storm").in_model_terms())
     assert (change.kind, change.overrides) == ("direct_egress", {"egress.kind": "direct"})
     assert (
         "gcloud run services update SERVICE --region REGION --network=NETWORK --subnet=SUBNET "
         "--vpc-egress=private-ranges-only --clear-vpc-connector" in change.apply
     )
     assert COST_ORDER.index("direct_egress") < COST_ORDER.index("connector")
-    # Under Cloud Run's own settings the change is those settings, the connector cleared.
+    # Under Cloud Run's own settings (capacity-storm's too) the change is those settings, the
+    # connector cleared.
+    named = direct_egress_change(resolve("capacity-storm"))
+    assert named.overrides["platform.connector"] is None, named.overrides
     sc = loads(
         CLOUD_RUN + "[platform.connector]\nmin_instances = 2\n[fleet]\ninstances = 40\n"
         "[pool]\nmin_size = 5\n[connector]\nsetups_per_instance = 2\n"
