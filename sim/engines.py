@@ -104,7 +104,7 @@ def choose(engine: str, sc: Scenario, replications: int) -> str:
     """``"fast"`` or ``"reference"`` for this run."""
     if engine not in ENGINES:
         raise UsageError(f"must be one of {', '.join(ENGINES)}", "engine", engine)
-    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)
+    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on, sc.egress.kind == "direct")
     why_not = unsupported(sc)
     if engine == "fast" and why_not:
         raise UsageError(f"cannot run this scenario: {why_not}", "engine", engine)

@@ -96,11 +96,15 @@ class Pooler(BaseModel):
         return {name: getattr(self, name) for name in PGBOUNCER_SETTINGS}
 
 
-def refuse_unmodelled(pooler: Pooler, warm_instances: int, traffic_on: bool) -> None:
+def refuse_unmodelled(
+    pooler: Pooler, warm_instances: int, traffic_on: bool, direct_egress: bool = False
+) -> None:
     """Refuse to simulate what the pooler rule does not cover yet (exit 2, nothing written):
-    traffic after ready and warm instances through PgBouncer."""
+    traffic after ready, warm instances and Direct VPC egress through PgBouncer."""
     if not pooler.on:
         return
+    if direct_egress:  # the egress rule leads straight to the database, past the pooler
+        raise UsageError(UNMODELLED.format(what='egress.kind = "direct"'))
     if traffic_on:
         raise UsageError(UNMODELLED.format(what="[traffic]"))
     if warm_instances:

@@ -16,7 +16,7 @@ import pytest
 from builders import const, scenario
 
 from sim.engine import Engine
-from sim.engines import run_one
+from sim.engines import choose, run_one
 from sim.errors import UsageError
 from sim.pooler import (
     JANITOR_S,
@@ -361,3 +361,10 @@ def test_invariants_through_pgbouncer(mode, seed):
     assert rep.peak_db_connections <= 6  # pool 4 + reserve 4, but 6 slots: 53300 at the seventh
     reasons = set(rep.attempts["reason"])
     assert not reasons & {Reason.TOO_MANY_CLIENTS, Reason.SERVER_LOGIN_RETRY}, reasons
+
+
+def test_a_pooler_behind_direct_vpc_egress_is_refused_not_simulated_past_it():
+    # Direct VPC egress leads a connection straight to the database: the pooler would be skipped.
+    sc = scenario({"egress.kind": "direct", "pooler.kind": "pgbouncer"})
+    with pytest.raises(UsageError, match=r'egress\.kind = "direct"'):
+        choose("reference", sc, 1)

@@ -137,7 +137,9 @@ def recommend_cmd(
     )
     settings.check()
     sc = scenarios.resolve(scenario)
-    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)  # exit 2, nothing written
+    refuse_unmodelled(
+        sc.pooler, sc.fleet.warm_instances, sc.traffic.on, sc.egress.kind == "direct"
+    )  # exit 2, nothing written
     settings.check_ceiling(sc)
     out = prepare_out(out or RESULTS / f"{stamp()}-{safe_folder_name(sc.name)}")
     with executor(jobs, dask) as ex:

@@ -66,7 +66,9 @@ def simulate(
     """Simulate the scenario and summarise start-up outcomes with 95 % intervals; with uncertain
     values, across a design of worlds."""
     sc = scenarios.resolve(scenario)
-    refuse_unmodelled(sc.pooler, sc.fleet.warm_instances, sc.traffic.on)  # exit 2, nothing written
+    refuse_unmodelled(
+        sc.pooler, sc.fleet.warm_instances, sc.traffic.on, sc.egress.kind == "direct"
+    )  # exit 2, nothing written
     if sc.uncertain and not nominal:
         settings = WorldsRun(replications, seed, jobs, dask, engine, worlds, design)
         across_worlds(sc, settings, json_out, out)
