@@ -254,7 +254,7 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "egress.kind": _label("assumed", "the connector, as before; direct is a what-if"),
     "egress.ready_s": _label(
         "fitted",
-        "lognormal through a field report's median and p90",
+        "lognormal through a field report's median and p90 (not the incident's)",
         to="median 20.2 s, p90 36.5 s",
         source="direct-vpc-egress-readiness",
         n=19,

@@ -358,21 +358,25 @@ def test_a_large_fleet_with_traffic_gives_the_same_records(growth):
     # Traffic after ready on a thousand instances: each ready pool grows through the connector
     # that instances still starting need, requests queue and time out, and the requests' room
     # grows; the records, the requests' included, must still be the readable engine's.
-    sc = resolve("eager-pool-storm").with_overrides(
-        {
-            "fleet.instances": 1000,
-            "fleet.arrival": "uniform",
-            "fleet.window_s": 60.0,
-            "pool.min_size": 2,
-            "pool.held_when_ready": 1,
-            "pool.max_size": 6,
-            "pool.timeout_s": 1.0,
-            "pool.growth": growth,
-            "database.max_connections": 3000,
-            "connector.max_instances": 20,
-            "traffic.rate_per_instance_per_s": 0.2,
-            "traffic.query_s": {"dist": "lognormal", "median": 0.5, "sigma": 1.0},
-        }
+    sc = (
+        resolve("eager-pool-storm")
+        .in_model_terms()
+        .with_overrides(
+            {
+                "fleet.instances": 1000,
+                "fleet.arrival": "uniform",
+                "fleet.window_s": 60.0,
+                "pool.min_size": 2,
+                "pool.held_when_ready": 1,
+                "pool.max_size": 6,
+                "pool.timeout_s": 1.0,
+                "pool.growth": growth,
+                "database.max_connections": 3000,
+                "connector.max_instances": 20,
+                "traffic.rate_per_instance_per_s": 0.2,
+                "traffic.query_s": {"dist": "lognormal", "median": 0.5, "sigma": 1.0},
+            }
+        )
     )
     rep = run_one(sc, 7, 2, "reference")
     outcomes = set(rep.requests["outcome"])

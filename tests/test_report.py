@@ -187,8 +187,8 @@ def _numbers(data) -> list[float]:
         return [float(data)]
     if isinstance(data, dict):
         return [x for v in data.values() for x in _numbers(v)]
-    if isinstance(data, list):
-        return [x for v in data for x in _numbers(v)]
+    if isinstance(data, list):  # a count of what it lists is backed by it too
+        return [float(len(data)), *(x for v in data for x in _numbers(v))]
     return []
 
 
