@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.children import die_with_parent
-from loadtests.safety import Target
+from loadtests.safety import Target, parsed_dsn
 from sim.errors import UsageError
 from sim.pooler import Pooler
 from sim.records import Reason
@@ -71,26 +71,7 @@ def pooler_reason(exc: BaseException) -> str | None:
 def dsn_user(dsn: str) -> str:
     """The user asyncpg logs in as for ``dsn``: the DSN's, else PGUSER, else the OS user (asyncpg's
     own parser, as :func:`loadtests.safety.resolve_dsn` uses it)."""
-    from asyncpg import connect_utils
-
-    _addrs, params = connect_utils._parse_connect_dsn_and_args(
-        dsn=dsn,
-        host=None,
-        port=None,
-        user=None,
-        password=None,
-        passfile=None,
-        database=None,
-        ssl=None,
-        service=None,
-        servicefile=None,
-        direct_tls=None,
-        server_settings=None,
-        target_session_attrs=None,
-        krbsrvname=None,
-        gsslib=None,
-    )
-    return params.user
+    return parsed_dsn(dsn)[1].user
 
 
 def find_binary() -> str:

@@ -73,12 +73,13 @@ def resolve_dsn(dsn: str, allowed: list[str], resolver: Resolver = socket.getadd
     return Resolved(tuple(targets), password)
 
 
-def _asyncpg_addresses(dsn: str) -> tuple[list[tuple[str, int]], str | None]:
-    """asyncpg's own host list for the DSN and the environment, as ``(host, port)`` pairs."""
+def parsed_dsn(dsn: str):
+    """asyncpg's own reading of the DSN and the environment: its addresses and its parameters
+    (user, password …); a DSN it refuses is a usage error naming the DSN, password redacted."""
     from asyncpg import connect_utils, exceptions
 
     try:
-        addrs, params = connect_utils._parse_connect_dsn_and_args(
+        return connect_utils._parse_connect_dsn_and_args(
             dsn=dsn,
             host=None,
             port=None,
@@ -98,6 +99,11 @@ def _asyncpg_addresses(dsn: str) -> tuple[list[tuple[str, int]], str | None]:
     except (exceptions.ClientConfigurationError, exceptions.InterfaceError, ValueError) as exc:
         problem = _scrub(str(exc), dsn_password(dsn)).splitlines()[0]
         raise UsageError(f"--dsn = {redact_dsn(dsn)!r}: {problem}") from None
+
+
+def _asyncpg_addresses(dsn: str) -> tuple[list[tuple[str, int]], str | None]:
+    """asyncpg's own host list for the DSN and the environment, as ``(host, port)`` pairs."""
+    addrs, params = parsed_dsn(dsn)
     out = []
     for addr in addrs:
         if isinstance(addr, str):  # a Unix socket: asyncpg has joined dir and .s.PGSQL.PORT
