@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import re
+import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -239,7 +240,7 @@ def test_the_documented_request_record_is_the_real_one():
         ("trace_s = [1.0, 2.0]", {"remote_workers": 1}, "traffic.trace_s: the fleet's stream"),
         (
             "rate_per_instance_per_s = 1.0",
-            {"instance_command": "python -c pass"},
+            {"instance_command": f"{sys.executable} -c pass"},  # on PATH or not
             "traffic.rate_per_instance_per_s: traffic after ready goes through the harness's",
         ),
     ],
