@@ -177,6 +177,7 @@ class Engine:
             self.draw_traffic_query,
             self.draw_janitor,
             self.draw_egress,
+            self.draw_breaker_u,
         ) = draws
         self.tilted = on
         self.tilted_stream = draws[streams.ROLES.index(tilt.role)] if tilt else None

@@ -301,7 +301,7 @@ def scenarios(draw) -> Scenario:
 
 # Sections of the model the fast engine does not have yet: a scenario that sets one runs on the
 # readable engine (sim.engines), so there is nothing to compare.
-NOT_FAST_YET = {"pooler"}
+NOT_FAST_YET = {"pooler", "breaker", "rollout"}
 
 
 def test_the_property_test_draws_every_field_the_model_reads():

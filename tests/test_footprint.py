@@ -272,6 +272,7 @@ def test_the_kernels_roles_are_the_streams():
         "TRAFFIC_QUERY": "traffic_query",
         "POOLER_JANITOR": "pooler_janitor",
         "EGRESS_READY": "egress_ready",
+        "BREAKER_JITTER": "breaker_jitter",
     }
     assert sorted(kernel_names.values()) == sorted(ROLES)
     assert len(ROLES) == layout.N_ROLES

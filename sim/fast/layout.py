@@ -98,10 +98,11 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, EGRESS = range(7)
     TRAFFIC_QUERY,  # how long it holds its connection
     POOLER_JANITOR,  # a pooler in front of the database: the phase of PgBouncer's janitor
     EGRESS_READY,  # Direct VPC egress: when an attempt's egress is usable
-) = range(19)
+    BREAKER_JITTER,  # circuit breakers: the jitter of a wait for an open breaker
+) = range(20)
 N_ROLES = len(ROLES)
-if N_ROLES != EGRESS_READY + 1:  # pragma: no cover - a role added to sim.streams fails at import
-    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 19")
+if N_ROLES != BREAKER_JITTER + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 20")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
