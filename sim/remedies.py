@@ -177,7 +177,12 @@ def probe_advice(sc: Scenario, today: Results, confidence: float) -> ProbeAdvice
 
     def figures(probe) -> dict[str, Any]:
         per = probes.per_deploy(
-            today.attempts, reps, probe, sc.horizon_s, warm=sc.fleet.warm_instances
+            today.attempts,
+            reps,
+            probe,
+            sc.horizon_s,
+            warm=sc.fleet.warm_instances,
+            stays_up=sc.breaker.stays_up,
         )
         return probes.summary(per, confidence)
 
