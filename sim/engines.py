@@ -80,6 +80,7 @@ FAST_FIELDS = {
     "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
     "breaker": {"form", "fail_max", "reset_timeout_s", "open_jitter", "retry_s"},
+    "rollout": {"kind", "old_instances", "max_surge", "max_unavailable", "steps", "old_linger_s"},
 }
 
 

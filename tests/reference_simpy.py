@@ -6,7 +6,7 @@ slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
 jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases, traffic after
-ready with both growth rules, Direct VPC egress) and leaves out the rest:
+ready with both growth rules, Direct VPC egress, both kinds of roll-out) and leaves out the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import simpy
@@ -123,8 +124,14 @@ class Database:
         # Warm instances (docs/model.md, "Entities"): running before t = 0, each holding
         # held_when_ready slots for the whole run; they never start, so nothing else of theirs.
         warm = sc.fleet.warm_instances * sc.pool.held_when_ready
-        self.free = self.usable - warm
-        self.peak = warm
+        # A roll-out's old instances ("A roll-out", rule 1): ready at t = 0, each holding
+        # held_when_ready slots until it is let go.
+        ro = sc.rollout
+        old = (sc.fleet.instances if ro.old_instances is None else ro.old_instances) * (
+            sc.pool.held_when_ready if ro.kind != "none" else 0
+        )
+        self.free = self.usable - warm - old
+        self.peak = warm + old
 
     def take(self) -> bool:
         if self.free == 0:
@@ -173,6 +180,7 @@ class Model:
         self.api = AdminApi(sc)
         self.records: list[dict] = []
         self.traffic = Traffic(self) if sc.traffic.on else None
+        self.roll = RollOut(self) if sc.rollout.kind != "none" else None
 
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
@@ -188,7 +196,11 @@ class Model:
         # cold starts beyond it, in the order they start, never do.
         egress = self.sc.egress
         addressed = egress.instance_bound - fleet.warm_instances if egress.direct else math.inf
-        for inst, t in zip(instances, starts, strict=True):
+        self.instances = instances
+        created = self.roll.act() if self.roll is not None else range(0)  # t = 0, first
+        if self.roll is not None and self.sc.rollout.kind == "kubernetes":
+            starts = [0.0] * len(created)  # only the pods the rolling update creates start
+        for inst, t in zip(instances, starts, strict=False):
             if inst.idx < addressed:
                 self.env.process(self.life(inst, t))
         if self.traffic is None:
@@ -216,6 +228,10 @@ class Model:
         inst.ready_at = self.env.now
         if self.traffic is not None:
             self.traffic.ready(inst, kept)
+        if self.roll is not None:  # rule 2: the controller acts after each new one's ready
+            self.roll.ready += 1
+            for idx in self.roll.act():
+                self.env.process(self.life(self.instances[idx], 0.0))
 
     # -- a container: attempts, exits, restarts -----------------------------------------------
     def life(self, inst: Instance, arrival_s: float):
@@ -814,6 +830,58 @@ def restart_backoff_s(sc: Scenario, k: int) -> float | None:
     if restart.policy == "fixed":
         return restart.initial_backoff_s
     return min(restart.initial_backoff_s * restart.multiplier ** (k - 1), restart.max_backoff_s)
+
+
+class RollOut:
+    """docs/model.md, "A roll-out: old instances replaced by new ones", rules 2-4: how many old
+    instances remain, new ones created and ready; :meth:`act` lets old ones go and says which new
+    ones to create (Kubernetes; Cloud Run's start as [fleet] says)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model, sc = model, model.sc
+        ro, self.r = sc.rollout, sc.fleet.instances
+        self.first_old = self.old = self.r if ro.old_instances is None else ro.old_instances
+        self.created = self.ready = 0
+        # maxSurge rounded up, maxUnavailable down, as percentages of R; both 0 pods: 1 unavailable
+        self.s = _pods(ro.max_surge, self.r, math.ceil)
+        self.u = _pods(ro.max_unavailable, self.r, math.floor)
+        if self.s == self.u == 0:
+            self.u = 1
+
+    def act(self) -> range:
+        sc, r = self.model.sc, self.r
+        if sc.rollout.kind == "kubernetes":
+            keep = min(self.old, max(0, r - self.u - self.ready))  # at least R − u ready
+            top = min(r, r + self.s - keep)  # at most R + s pods
+        else:
+            reached = [
+                Fraction(step)
+                for step in sc.rollout.steps
+                if self.ready >= math.ceil(Fraction(step) * r / 100)
+            ]
+            share = max(reached, default=Fraction(0))
+            keep = min(self.old, math.ceil(self.first_old * (1 - share / 100)))
+            top = self.created  # none created by the controller
+        gone, self.old = self.old - keep, keep
+        if gone and sc.rollout.old_linger_s > 0:  # their slots free when they have shut down
+            self.model.env.process(self._shut_down(gone * sc.pool.held_when_ready))
+        elif gone:
+            for _ in range(gone * sc.pool.held_when_ready):
+                self.model.db.give_back()
+        new = range(self.created, max(top, self.created))
+        self.created = max(top, self.created)
+        return new
+
+    def _shut_down(self, slots: int):
+        yield self.model.env.timeout(self.model.sc.rollout.old_linger_s)
+        for _ in range(slots):
+            self.model.db.give_back()
+
+
+def _pods(value: int | str, replicas: int, rounding) -> int:
+    if isinstance(value, int):
+        return value
+    return rounding(Fraction(int(value.rstrip("%")) * replicas, 100))
 
 
 def run(sc: Scenario, seed: int) -> Result:
