@@ -59,7 +59,7 @@ def scenario(name: str):
 
     if name in TRAFFIC:
         base, overrides = TRAFFIC[name]
-        return resolve(base).with_overrides(overrides)
+        return resolve(base).in_model_terms().with_overrides(overrides)
     return from_dict(BURST, "bench") if name == "burst-10k" else resolve(name)
 
 
