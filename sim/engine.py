@@ -21,6 +21,7 @@ from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolStat
 from sim.connector import ConnectorState
 from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
+from sim.rollout import Moves
 from sim.scenario import Scenario, jittered_s
 
 # States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults");
@@ -200,8 +201,11 @@ class Engine:
         self._work: dict[_Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
         self._busy: dict[_Instance, _Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
-        # from t = 0 to the end, and count in the peak.
-        self.db_free = sc.database.free_slots - sc.warm_held
+        # from t = 0 to the end, and count in the peak; a roll-out's old instances hold theirs
+        # from t = 0 until they are let go (docs/model.md, "A roll-out").
+        self.rollout = sc.rollout.state(sc.fleet.instances) if sc.rollout.on else None
+        self.held_at_start = sc.warm_held + sc.rollout_held
+        self.db_free = sc.database.free_slots - self.held_at_start
         # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
         # instance retries and becomes ready): their connect timeouts still matter then.
         # So may the connections a "background" pool start opens after its first one.
@@ -213,7 +217,7 @@ class Engine:
         # Path faults: which connections the path fails, in [from_s, until_s) of the run.
         self.path_on = sc.path.fault != "none"
         self.path_end_s = sc.path.window_end_s()
-        self.out = Replication(peak_db_connections=sc.warm_held)
+        self.out = Replication(peak_db_connections=self.held_at_start)
         # Direct VPC egress (docs/model.md): no connector; the subnet's addresses bound the fleet,
         # warm instances first, then the cold starts in index order; the others never start.
         self.direct = sc.egress.direct
@@ -240,11 +244,17 @@ class Engine:
         heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
-        if self.sc.warm_held:
-            self._sample()  # the warm instances' connections, held from t = 0
-        for inst, t in zip(self.instances, self.arrival_times(), strict=True):
+        if self.held_at_start:
+            self._sample()  # the warm (or old) instances' connections, held from t = 0
+        # A roll-out's controller acts at t = 0, before any arrival; a Kubernetes one creates
+        # (starts) the new instances itself, in index order.
+        moves = self.rollout.moves() if self.rollout else Moves(0, 0)
+        gated = self.sc.rollout.kind == "kubernetes"
+        times = [0.0] * moves.start if gated else self.arrival_times()
+        for inst, t in zip(self.instances, times, strict=False):
             if inst.idx < self.addressed:  # else no subnet address: it never starts
                 self.at(t, self.start_attempt, inst)
+        self._let_go(moves.release)
         if self.traffic_on:
             self.start_traffic()
         heap = self._heap
@@ -572,6 +582,33 @@ class Engine:
             self.ready_order.append(inst)
             if self.sc.traffic.rate_per_instance_per_s > 0:
                 self._next_arrival(self.instance_arrival, inst)
+        if self.rollout is not None:  # an instance becomes ready once: its first time
+            self._rollout_acts(self.rollout.became_ready())
+
+    # -- a roll-out (docs/model.md, "A roll-out: old instances replaced by new ones") ----------
+    def _rollout_acts(self, moves: Moves) -> None:
+        """Let old instances go, and (Kubernetes) start the new ones created, in index order."""
+        self._let_go(moves.release)
+        if self.sc.rollout.kind == "kubernetes":
+            created = self.rollout.created
+            for inst in self.instances[created - moves.start : created]:
+                if inst.idx < self.addressed:
+                    self.start_attempt(inst)
+
+    def _let_go(self, old: int) -> None:
+        """``old`` old instances let go: their slots free ``old_linger_s`` later."""
+        slots = old * self.sc.pool.held_when_ready
+        if not slots:
+            return
+        linger_s = self.sc.rollout.old_linger_s
+        if linger_s > 0:
+            self.at(self.now + linger_s, self._free_slots, slots)
+        else:
+            self._free_slots(slots)
+
+    def _free_slots(self, slots: int) -> None:
+        self.db_free += slots
+        self._sample()
 
     def pool_failed(self, inst: _Instance, reason: str) -> None:
         if self.phases and not self.phases[inst.phase_i].pool:
