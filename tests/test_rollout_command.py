@@ -210,18 +210,22 @@ def test_a_cloud_run_scenario_takes_steps_not_plans(capsys):
     assert "--steps 50,40: must be percentages of traffic" in " ".join(err.split())
 
 
+@pytest.mark.parametrize("engine", ["reference", "fast"])
 def test_surge_into_tight_slots_is_refused_in_every_deploy_and_one_at_a_time_never(
-    capsys, tight_file
+    capsys, tight_file, engine
 ):
     # 100%/0: four new pods open 5 each beside the old ones' 20, in 25 slots: every deploy sees
     # 53300. 1/0: one new pod at a time fills the 25 slots exactly and never asks for more.
-    args = ("rollout", tight_file, "-n", "20", "--jobs", "1", "--json")
+    args = ("rollout", tight_file, "-n", "20", "--jobs", "1", "--json", "--engine", engine)
     code, out, _ = run_cli(capsys, *args, "--plan", "100%/0", "--plan", "1/0")
     assert code == 0
-    surge, one = json.loads(out)["plans"]
+    data = json.loads(out)
+    assert data["engine"] == engine
+    surge, one = data["plans"]
     assert surge["p_53300"]["events"] == 20 and surge["p_53300"]["estimate"] == 1.0
     assert one["p_53300"]["events"] == 0 and one["p_53300"]["ci_high"] < 0.2
     assert surge["budget"]["fits"] is False and one["budget"]["fits"] is True
     assert one["peak_db_connections"]["max"] == 25  # the budget, reached
     assert one["fleet_ready_s"]["p95"] is not None and surge["fleet_ready_s"]["p95"] is None
     assert not surge["meets_target"]
+    assert one["p_db_full"]["estimate"] == 1.0  # full, never over: the upper bound is loose here
