@@ -58,7 +58,8 @@ class RolloutPlan:
 
     def apply(self, sc: Scenario) -> Scenario:
         """``sc`` deployed with this plan (its other ``[rollout]`` fields kept)."""
-        return sc.with_overrides(self.overrides(), source=f"startsim rollout --plan {self.label}")
+        option = "--plan" if self.kind == "kubernetes" else "--steps"
+        return sc.with_overrides(self.overrides(), source=f"startsim rollout {option} {self.label}")
 
 
 def _amount(text: str, plan: str) -> Amount:

@@ -229,3 +229,11 @@ def test_surge_into_tight_slots_is_refused_in_every_deploy_and_one_at_a_time_nev
     assert one["fleet_ready_s"]["p95"] is not None and surge["fleet_ready_s"]["p95"] is None
     assert not surge["meets_target"]
     assert one["p_db_full"]["estimate"] == 1.0  # full, never over: the upper bound is loose here
+
+
+def test_old_instances_beyond_the_free_slots_are_refused_naming_the_field(capsys):
+    # gang-allocation's 60 instances × 3 connections: 180 held before any new one starts, of 100.
+    code, out, err = run_cli(capsys, "rollout", "gang-allocation", "-n", "2")
+    assert code == 2 and out == ""
+    said = " ".join(err.split())
+    assert "--plan 25%/25%: rollout.old_instances = 60" in said and "100 free slots" in said
