@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.errors import UsageError
-from sim.rollout import Amount, Rollout, pods
+from sim.rollout import Amount, Rollout, given_zero
 from sim.scenario import Scenario
 from sim.stats import Proportion, Summary, cluster_proportion
 
@@ -70,8 +70,9 @@ def _amount(text: str, plan: str) -> Amount:
     return f"{int(text[:-1])}%"
 
 
-def parse_plan(text: str, replicas: int) -> RolloutPlan:
-    """``"SURGE/UNAVAILABLE"`` (e.g. ``"25%/25%"``, ``"1/0"``) for ``replicas`` new pods."""
+def parse_plan(text: str) -> RolloutPlan:
+    """``"SURGE/UNAVAILABLE"`` (e.g. ``"25%/25%"``, ``"1/0"``), refused as Kubernetes' validation
+    refuses it: both given as 0 (both rounded to 0 pods is 1 unavailable, sim.rollout)."""
     m = _KUBE_PLAN.match(text)
     if m is None:
         raise UsageError(
@@ -81,10 +82,10 @@ def parse_plan(text: str, replicas: int) -> RolloutPlan:
             text,
         )
     surge, unavailable = _amount(m.group(1), text), _amount(m.group(2), text)
-    if (pods(surge, replicas, True), pods(unavailable, replicas, False)) == (0, 0):
+    if given_zero(surge) and given_zero(unavailable):  # both rounded to 0: 1 unavailable
         raise UsageError(
-            f"surge and unavailable are both 0 pods of {replicas} (Kubernetes refuses it: the "
-            "roll-out could never make progress)",
+            "surge and unavailable cannot both be 0 (Kubernetes refuses it: the roll-out could "
+            "never make progress)",
             "plan",
             text,
         )
@@ -138,18 +139,11 @@ def default_plans(sc: Scenario) -> list[RolloutPlan]:
     else:
         own = [f"{ro.max_surge}/{ro.max_unavailable}"] if ro.on else []
         texts = [*own, "25%/25%", "1/0", *(["0/1"] if n >= 2 else []), "100%/0"]
-        plans = [p for p in (_maybe_plan(t, n) for t in texts) if p is not None]
+        plans = [parse_plan(t) for t in texts]
         key = [
             Rollout(max_surge=p.max_surge, max_unavailable=p.max_unavailable).plan(n) for p in plans
         ]
     return [p for i, p in enumerate(plans) if key[i] not in key[:i]]
-
-
-def _maybe_plan(text: str, replicas: int) -> RolloutPlan | None:
-    try:
-        return parse_plan(text, replicas)
-    except UsageError:  # 25%/25% of one replica is 0/0: no such plan
-        return None
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def test_budget_is_old_kept_times_held_plus_new_times_what_they_open(
     plan, surge, unavailable, peak_pods, old, new, connections
 ):
     sc = scenario(SMALL)
-    b = plan_budget(parse_plan(plan, 4).apply(sc))
+    b = plan_budget(parse_plan(plan).apply(sc))
     assert (b.surge_pods, b.unavailable_pods, b.peak_pods) == (surge, unavailable, peak_pods)
     assert (b.old_kept, b.new_pods, b.connections) == (old, new, connections)
     assert b.free_slots == sc.database.free_slots == 10_000  # the base scenario's
@@ -97,9 +97,9 @@ def test_cloud_run_budget_is_the_whole_new_revision_beside_the_old():
 
 
 def test_budget_that_does_not_fit():
-    b = plan_budget(parse_plan("100%/0", 4).apply(scenario(TIGHT)))
+    b = plan_budget(parse_plan("100%/0").apply(scenario(TIGHT)))
     assert (b.connections, b.free_slots, b.fits) == (40, 25, False)
-    b = plan_budget(parse_plan("1/0", 4).apply(scenario(TIGHT)))
+    b = plan_budget(parse_plan("1/0").apply(scenario(TIGHT)))
     assert (b.connections, b.free_slots, b.fits) == (25, 25, True)
 
 
@@ -108,7 +108,7 @@ def test_budget_that_does_not_fit():
 
 def test_percentages_round_as_kubernetes_does():
     sc = scenario({"fleet.instances": 3})
-    b = plan_budget(parse_plan("25%/25%", 3).apply(sc))
+    b = plan_budget(parse_plan("25%/25%").apply(sc))
     assert (b.surge_pods, b.unavailable_pods) == (1, 0)  # 0.75 up, 0.75 down
 
 
@@ -128,10 +128,15 @@ def test_target_is_the_teams_or_one_percent():
     assert team_target(scenario({"team.success_criterion": 0.95})) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("text", ["0/0", "0%/10%", "abc", "1", "-1/0", "101%/0", "1.5/0"])
+def test_both_rounded_to_0_pods_is_one_unavailable_as_kubernetes_resolves_it():
+    b = plan_budget(parse_plan("0%/10%").apply(scenario({"fleet.instances": 4})))
+    assert (b.surge_pods, b.unavailable_pods, b.peak_pods) == (0, 1, 4)
+
+
+@pytest.mark.parametrize("text", ["0/0", "0%/0", "abc", "1", "-1/0", "101%/0", "1.5/0"])
 def test_a_bad_plan_is_refused_naming_it(text):
     with pytest.raises(UsageError) as err:
-        parse_plan(text, 4)
+        parse_plan(text)
     assert (err.value.option, err.value.value) == ("plan", text)
 
 
@@ -184,7 +189,7 @@ def test_table_and_json(capsys, tight_file, tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--plan", "0/0"], "--plan 0/0: surge and unavailable are both 0"),
+        (["--plan", "0/0"], "--plan 0/0: surge and unavailable cannot both be 0"),
         (["--plan", "abc"], "--plan abc: must be SURGE/UNAVAILABLE"),
         (["--plan", "25%/x"], "--plan 25%/x: must be SURGE/UNAVAILABLE"),
         (["--steps", "10,100"], "--steps 10,100: test is rolled out by Kubernetes"),

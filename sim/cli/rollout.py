@@ -158,7 +158,7 @@ def _plans(sc, plan: list[str], steps: list[str]) -> list[RolloutPlan]:
             steps[0],
         )
     if plan:
-        return [parse_plan(t, sc.fleet.instances) for t in plan]
+        return [parse_plan(t) for t in plan]
     if steps:
         return [parse_steps(t) for t in steps]
     return default_plans(sc)
