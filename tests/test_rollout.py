@@ -15,6 +15,7 @@ from cli_helpers import call_main
 
 from sim.engines import run_one
 from sim.errors import FieldProblem
+from sim.output import scenario_toml
 from sim.records import Outcome, Reason
 from sim.rollout import Moves, Rollout, RolloutState
 from sim.scenario import loads
@@ -317,3 +318,17 @@ def test_bad_kubernetes_settings_exit_2_naming_the_setting(case, tmp_path, capsy
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rolling_update_round_trips_through_its_written_file_and_in_model_terms():
+    sc = _k8s("replicas = 8\nmax_surge = 1")
+    assert loads(scenario_toml(sc)) == sc
+    model = sc.in_model_terms()  # [platform] custom, each field it gave written as itself
+    assert (model.platform.kind, model.fleet.instances) == ("custom", 8)
+    assert (model.rollout.kind, model.rollout.max_surge, model.rollout.max_unavailable) == (
+        "kubernetes",
+        1,
+        "25%",
+    )
+    assert loads(scenario_toml(model)) == model
+    assert run_one(model, 3).attempts == run_one(sc, 3).attempts
