@@ -19,6 +19,7 @@ from sim.cli import (
     diagnose,
     loadtest,
     recommend,
+    rollout,
     sensitivity,
     simulate,
     sweep,
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.command("simulate")(simulate.simulate)
 app.command("sweep")(sweep.sweep)
 app.command("recommend")(recommend.recommend_cmd)
+app.command("rollout")(rollout.rollout)
 app.command("sensitivity")(sensitivity.sensitivity)
 app.command("loadtest")(loadtest.loadtest)
 app.command("loadtest-worker")(loadtest.loadtest_worker)
