@@ -10,7 +10,7 @@ from collections.abc import Callable
 from sim.options import BREAKER, POOLER, SURGE
 from sim.report.view import OptionRow, RecommendationView
 
-KINDS = (BREAKER, SURGE, POOLER)
+FIX_KINDS = (BREAKER, SURGE, POOLER)
 FIGURE_CAPTION = "Each form of circuit breaker: start-up tries per instance and instances ready"
 
 
@@ -32,7 +32,7 @@ def section(
     data: RecommendationView, figures: dict[str, str], verdict: Callable[[OptionRow], str]
 ) -> list[str]:
     """The lines of the paragraph (empty when no such option was weighed)."""
-    rows = [r for r in data.candidates if len(r.kinds) == 1 and r.kinds[0] in KINDS]
+    rows = [r for r in data.candidates if len(r.kinds) == 1 and r.kinds[0] in FIX_KINDS]
     if not rows:
         return []
     lines = [
