@@ -78,6 +78,18 @@ FAST_FIELDS = {
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
     "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
+    "pooler": {
+        "kind",
+        "pool_mode",
+        "max_client_conn",
+        "default_pool_size",
+        "reserve_pool_size",
+        "reserve_pool_timeout",
+        "max_db_connections",
+        "server_connect_timeout",
+        "server_login_retry",
+        "query_wait_timeout",
+    },
 }
 
 

@@ -1,6 +1,6 @@
 """Both engines draw the same random numbers (sim.streams), so they must write the same records for
 every scenario: random durations of every kind, jitter, arrivals, the Cloud SQL path, path faults,
-restarts, traffic after ready (its requests' records too), Direct VPC egress.
+restarts, traffic after ready (its requests' records too), Direct VPC egress, a pooler.
 
 The property test draws scenarios over every field of the model and compares the readable engine
 (the truth) with the fast one, record for record, value for value. A difference is a bug in one of
@@ -208,6 +208,38 @@ def traffic(draw, horizon_s: float) -> dict:
 
 
 @st.composite
+def pooler(draw) -> dict:
+    """A pooler in front of the database (docs/model.md), one time in three: PgBouncer in either
+    mode, at sizes where clients wait for a server, time out (query_wait_timeout), are refused
+    over max_client_conn, where the reserve and the database cap open or hold back servers, and
+    server logins meet 53300 or time out and pause the next."""
+    if draw(st.integers(0, 2)):
+        return {}
+    return {
+        "pooler.kind": "pgbouncer",
+        "pooler.pool_mode": draw(st.sampled_from(["session", "transaction", "statement"])),
+        "pooler.max_client_conn": draw(st.integers(1, 40)),
+        "pooler.default_pool_size": draw(st.integers(1, 6)),
+        "pooler.reserve_pool_size": draw(st.integers(0, 3)),
+        "pooler.reserve_pool_timeout": draw(st.one_of(st.just(0.0), _positive(0.01, 3.0))),
+        "pooler.max_db_connections": draw(st.integers(0, 6)),
+        "pooler.server_connect_timeout": draw(_positive(0.01, 1.0)),
+        "pooler.server_login_retry": draw(st.one_of(st.just(0.0), _positive(0.01, 5.0))),
+        "pooler.query_wait_timeout": draw(st.one_of(st.just(0.0), _positive(0.05, 10.0))),
+    }
+
+
+# What the pooler rule does not cover (sim.pooler.refuse_unmodelled) is off when a pooler is drawn.
+WITH_A_POOLER = {
+    "fleet.warm_instances": 0,
+    "egress.kind": "connector",
+    "traffic.rate_per_s": 0.0,
+    "traffic.rate_per_instance_per_s": 0.0,
+    "traffic.trace_s": [],
+}
+
+
+@st.composite
 def scenarios(draw) -> Scenario:
     """A scenario over every field the model reads, at sizes where queues, rejections, timeouts,
     retries and restarts all happen."""
@@ -235,6 +267,7 @@ def scenarios(draw) -> Scenario:
     # Direct VPC egress: a subnet that holds the warm instances, and from none to all the others.
     per_instance = draw(st.integers(1, 3))
     subnet = per_instance * draw(st.integers(warm, warm + instances + 1)) + draw(st.integers(0, 2))
+    pgbouncer = draw(pooler())
     return scenario(
         {
             "horizon_s": horizon_s,
@@ -295,13 +328,15 @@ def scenarios(draw) -> Scenario:
             "egress.subnet_addresses": max(subnet, 1),
             "egress.addresses_per_instance": per_instance,
             **draw(traffic(horizon_s)),
+            **pgbouncer,
+            **(WITH_A_POOLER if pgbouncer else {}),
         }
     )
 
 
 # Sections of the model the fast engine does not have yet: a scenario that sets one runs on the
 # readable engine (sim.engines), so there is nothing to compare.
-NOT_FAST_YET = {"pooler"}
+NOT_FAST_YET: set[str] = set()
 
 
 def test_the_property_test_draws_every_field_the_model_reads():

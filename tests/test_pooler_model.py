@@ -31,10 +31,7 @@ from sim.pooler import (
 )
 from sim.records import Outcome, Reason
 
-ENGINES = [
-    "reference",
-    pytest.param("fast", marks=pytest.mark.xfail(reason="fast twin pending", strict=False)),
-]
+ENGINES = ["reference", "fast"]
 
 # Four instances of two connections (asyncpg's start: the first alone, then the second), one
 # second of init queries, a pool of two server connections.

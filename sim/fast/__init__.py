@@ -82,6 +82,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
 from sim.fast import layout as L  # noqa: E402  (after the cache folder is set)
+from sim.fast import pooler as P  # noqa: E402
 from sim.fast.draws import pack  # noqa: E402
 from sim.fast.kernel import run_block  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
@@ -194,8 +195,10 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     req_f = phase_values + ph_values.size
     trace_at = req_f + sizes["requests"] * L.NQF
     trace = [t for t in sc.traffic.trace_s if t < sc.horizon_s]
-    x = np.zeros(trace_at + len(trace))
-    x[trace_at:] = trace
+    pooler_x = trace_at + len(trace)  # a pooler's floats (none without one)
+    pb = sc.pooler
+    x = np.zeros(pooler_x + (P.NPBX if pb.on else 0))
+    x[trace_at:pooler_x] = trace
     x[L.F_POOL_TIMEOUT] = pool.timeout_s
     x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
     x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
@@ -238,7 +241,15 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     ready_order = traffic_at + (n * L.NT if traffic else 0)
     owner_at = ready_order + (n if traffic else 0)
     req_i = owner_at + (sizes["conns"] if traffic else 0)
-    m = np.zeros(req_i + sizes["requests"] * L.NQ, np.int64)
+    # A pooler (none without one): its ints, per connection slot and instance, then its stack.
+    pooler_at = req_i + sizes["requests"] * L.NQ
+    stack_cap = 8 * sizes["conns"] + 64
+    pooler_end = pooler_at
+    if pb.on:
+        pooler_end += P.NPB + sizes["conns"] * P.NPS + n * P.NPI + 4 * stack_cap
+    m = np.zeros(pooler_end, np.int64)
+    if pb.on:
+        _pooler_layout(m, x, pb, pooler_at, pooler_x, sizes["conns"], n, stack_cap)
     if traffic:
         m[L.I_TRAFFIC] = (
             L.TRAFFIC_FLEET
@@ -306,6 +317,24 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
 
 
 _ZERO = Constant(dist="constant", value=0.0)  # pack needs one distribution
+
+
+def _pooler_layout(m, x, pb, at: int, at_x: int, conns: int, n: int, stack_cap: int) -> None:
+    """PgBouncer's settings and the places of its region (sim.fast.pooler)."""
+    m[L.L_POOLER], m[L.L_POOLER_X] = at, at_x
+    m[at + P.PB_SERVER_BACK] = pb.pool_mode != "session"
+    m[at + P.PB_MAX_CLIENT], m[at + P.PB_POOL_SIZE] = pb.max_client_conn, pb.default_pool_size
+    reserve_on = pb.reserve_pool_size > 0 and pb.reserve_pool_timeout > 0
+    m[at + P.PB_RESERVE] = pb.reserve_pool_size if reserve_on else 0
+    m[at + P.PB_MAX_DB] = pb.max_db_connections
+    m[at + P.PB_SLOTS] = at + P.NPB
+    m[at + P.PB_INSTS] = at + P.NPB + conns * P.NPS
+    m[at + P.PB_STACK] = m[at + P.PB_INSTS] + n * P.NPI
+    m[at + P.PB_STACK_CAP] = stack_cap
+    x[at_x + P.PBX_RESERVE_TIMEOUT] = pb.reserve_pool_timeout
+    x[at_x + P.PBX_CONNECT_TIMEOUT] = pb.server_connect_timeout
+    x[at_x + P.PBX_LOGIN_RETRY] = pb.server_login_retry
+    x[at_x + P.PBX_QUERY_WAIT] = pb.query_wait_timeout
 
 
 def _buckets(instances: int) -> int:

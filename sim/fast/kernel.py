@@ -34,6 +34,7 @@ from sim.fast.layout import (
     B_READY,
     DEADLINES,
     DRAW_BLOCK,
+    E_SERVER_LOGIN,
     F_END,
     F_HORIZON,
     F_MIX,
@@ -53,6 +54,7 @@ from sim.fast.layout import (
     L_CONN_CAP,
     L_FREE,
     L_NB,
+    L_POOLER,
     L_REC_I,
     L_REQ_I,
     L_RING_CAP,
@@ -101,6 +103,7 @@ from sim.fast.layout import (
     WAVES,
     X_INST,
 )
+from sim.fast.pooler_engine import pooler_do, pooler_event, reset_pooler
 from sim.fast.queue import earliest, remove, take
 
 # -- a replication: reset, first starts, the loop --------------------------------------------------
@@ -157,6 +160,8 @@ def reset(m, x, base, index):
     for j in range(conns):
         m[m[L_FREE] + j] = conns - 1 - j  # slot 0 on top
     m[S_FREE_TOP] = conns
+    if m[L_POOLER]:
+        reset_pooler(m, x)
 
 
 @nb.njit(cache=True)  # sorting needs numba's runtime
@@ -195,7 +200,12 @@ def run_one(m, x):
                 start_attempt(m, x, k)
         else:
             typ, a, b = remove(m, x, src, bucket)
-            dispatch(m, x, typ, a, b)
+            if typ >= E_SERVER_LOGIN:  # a pooler's (sim.fast.pooler_engine)
+                pooler_event(m, x, typ, a, b)
+            else:
+                dispatch(m, x, typ, a, b)
+            if m[L_POOLER]:  # what PgBouncer answered, and what the handlers left for after
+                pooler_do(m, x)
             if src < 2:
                 skip_stale(m, src)
         if m[S_OVERFLOW]:
