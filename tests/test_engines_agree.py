@@ -224,7 +224,9 @@ def pooler(draw) -> dict:
         "pooler.reserve_pool_timeout": draw(st.one_of(st.just(0.0), _positive(0.01, 3.0))),
         "pooler.max_db_connections": draw(st.integers(0, 6)),
         "pooler.server_connect_timeout": draw(_positive(0.01, 1.0)),
-        "pooler.server_login_retry": draw(st.one_of(st.just(0.0), _positive(0.01, 5.0))),
+        # Never 0: a database with no slot left and an accept_s of 0 would relaunch the failed
+        # server login at the same instant for ever (in both engines).
+        "pooler.server_login_retry": draw(_positive(0.05, 5.0)),
         "pooler.query_wait_timeout": draw(st.one_of(st.just(0.0), _positive(0.05, 10.0))),
     }
 
