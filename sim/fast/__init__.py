@@ -4,7 +4,8 @@
 readable engine (one row per attempt, one per replication; with ``records=False`` only the
 replication rows, whose counts are all the statistics need), from a compiled port of
 ``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`, with :mod:`sim.fast.layout`,
-:mod:`sim.fast.queue` and :mod:`sim.fast.handlers`). Replication ``i`` draws from the
+:mod:`sim.fast.queue` and :mod:`sim.fast.handlers`; with a pooler :mod:`sim.fast.pooler` and
+:mod:`sim.fast.pooler_engine`). Replication ``i`` draws from the
 counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
 (:mod:`sim.fast.draws`):
 the readable engine's numbers, so both engines write the same records for every scenario

@@ -5,6 +5,8 @@ flat arrays, and the codes), :mod:`sim.fast.queue` (where pending events wait, a
 :mod:`sim.fast.handlers` (what each event does, handler for handler the readable engine's), and
 this one: resetting a replication, its first starts, the loop that takes the next event and runs
 its handler, and :func:`run_block`, which runs replications one after another and sums them up.
+With a pooler, two more: :mod:`sim.fast.pooler` (PgBouncer's rules) and
+:mod:`sim.fast.pooler_engine` (its events, and its answers done after each event).
 
 Why ``_nrt=False``: with numba's runtime on, every call that passes ``m`` and ``x`` counts their
 references up and down with atomic instructions; profiled on a burst, those counts took more than
