@@ -36,6 +36,7 @@ from sim.fast.layout import (
     B_READY,
     DEADLINES,
     DRAW_BLOCK,
+    E_POOLER_LEAVE,
     E_SERVER_LOGIN,
     F_END,
     F_HORIZON,
@@ -202,7 +203,7 @@ def run_one(m, x):
                 start_attempt(m, x, k)
         else:
             typ, a, b = remove(m, x, src, bucket)
-            if typ >= E_SERVER_LOGIN:  # a pooler's (sim.fast.pooler_engine)
+            if E_SERVER_LOGIN <= typ <= E_POOLER_LEAVE:  # a pooler's (sim.fast.pooler_engine)
                 pooler_event(m, x, typ, a, b)
             else:
                 dispatch(m, x, typ, a, b)
