@@ -45,9 +45,11 @@ COST_ORDER = (
     "lazy_refresh",
     "jitter",
     "timeout",
+    "breaker",
     "quota",
     "egress",
     "direct_egress",
+    "pooler",
     "fleet",
     "surge",
     "tier",
@@ -66,6 +68,9 @@ COST_WHY = {
     "direct_egress": "Direct VPC egress in place of the connector: a network change and a subnet "
     "to size; no connector billed, but each new instance's egress takes some 20 s to pass traffic",
     "timeout": "a longer deadline: also delays noticing a database that is really down",
+    "breaker": "a circuit breaker: code in the start-up, and for the forms that stay up a "
+    "readiness endpoint (and a Redis for a breaker the fleet shares)",
+    "pooler": "PgBouncer in front of the database: a process to run and keep, and one more hop",
     "quota": "an Admin API quota increase: free, but a request Google may take days to grant",
     "fleet": "a smaller fleet: serves less traffic",
     "surge": "a smaller surge: a deploy in waves takes longer to finish",

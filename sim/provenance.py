@@ -308,6 +308,23 @@ DEFAULT_SOURCES: dict[str, Source] = {
         f"pooler.{name}": _label("published", "PgBouncer's default", anchor="pgbouncer-settings")
         for name in PGBOUNCER_SETTINGS
     },
+    "breaker.form": _label("assumed", "no breaker unless a scenario names one"),
+    "breaker.fail_max": _label("published", "pybreaker's default", anchor="circuit-breakers"),
+    "breaker.reset_timeout_s": _label(
+        "published", "pybreaker's default", anchor="circuit-breakers"
+    ),
+    "breaker.open_jitter": _label("assumed", "no jitter: pybreaker has none"),
+    "breaker.retry_s": _label("assumed", "an application's own pause between tries"),
+    "rollout.kind": _label("assumed", "no roll-out unless a scenario names one"),
+    "rollout.old_instances": _label("assumed", "a revision replaced by one of the same size"),
+    "rollout.max_surge": _label(
+        "published", "Kubernetes' default", anchor="kubernetes-rolling-update"
+    ),
+    "rollout.max_unavailable": _label(
+        "published", "Kubernetes' default", anchor="kubernetes-rolling-update"
+    ),
+    "rollout.steps": _label("assumed", "all traffic at once, Cloud Run's default"),
+    "rollout.old_linger_s": _label("assumed", "an old instance's slots free when it is let go"),
     "team.timeout_history_s": _label("assumed", "none given"),
     "team.success_criterion": _label("assumed", "none given"),
     "team.success_definition": _label("assumed", "per container start, as exit-code-3 logs count"),

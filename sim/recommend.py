@@ -16,6 +16,7 @@ from sim.advice import RareCheck, TimeoutAdvice, monitoring, on_grid, timeout_ad
 from sim.afterready import after_ready
 from sim.decision import COST_ORDER, Candidate, Change, Decision, least_change, merge, pruned
 from sim.errors import ScenarioError, UsageError
+from sim.options import breaker_changes, pooler_change, surge_change
 from sim.plain import build, plain
 from sim.remedies import (
     PathEvidence,
@@ -333,12 +334,13 @@ def _quota(sc: Scenario, decision: Decision, seed: int) -> QuotaEvidence | None:
 
 
 def _with_paid_and_quota(lab, sc: Scenario, target: float, n: int, changes) -> list[Change]:
-    """Beside the changes found so far: the connector floor priced, a connector of a bigger
+    """Beside the changes found so far: a circuit breaker of each form, a surge limit and
+    PgBouncer (sim.options); the connector floor priced, a connector of a bigger
     machine type (at today's floor, and at the floor it needs), a bigger Cloud SQL tier, and with
     [cloudsql] on the Admin API quota's remedies (sim.remedies); each priced where a published
     price exists (sim.costs), in COST_ORDER. The machine type and the tier only where the
     scenario runs on Google Cloud (Cloud Run, or the Cloud SQL path on)."""
-    out = []
+    out = [*breaker_changes(sc), *(c for c in (surge_change(sc), pooler_change(sc)) if c)]
     for c in changes:
         if c.kind == "connector":
             m = c.overrides.get(
@@ -544,6 +546,9 @@ def _changes(sc, main, timeout, advice, connector, sized=None) -> list[Change]:
             out.append(own_terms(sc, "timeout", f"timeout {t:g} s", {TIMEOUT: t}))
     out.append(direct_egress_change(sc))  # the connector floor's alternative (sim.remedies)
     m = connector.min_instances
+    if m is None and connector.steps and on_google_cloud(sc):
+        # No floor meets: the largest one tried is still an option the ADR weighs, with its cost.
+        m = int(max(s.value for s in connector.steps))
     if m and m != sc.connector.min_instances:
         over = {"connector.min_instances": m}
         out.append(own_terms(sc, "connector", f"connector.min_instances {m}", over))

@@ -58,12 +58,12 @@ DIRECT_EGRESS = "direct_egress"
 
 def direct_egress_change(sc: Scenario) -> Change | None:
     """Direct VPC egress in place of the connector (docs/model.md, "Direct VPC egress"), the ADR's
-    alternative to a connector floor: offered when the connector is what a start-up burst waits
-    for, i.e. the fleet opens more connections at once than its minimum instances set up."""
+    alternative to a connector floor: offered on Cloud Run (where the team can make the move), and
+    wherever the connector is what a start-up burst waits for, i.e. the fleet opens more
+    connections at once than its minimum instances set up."""
     cx, fleet = sc.connector, sc.fleet
-    if sc.egress.direct or fleet.instances * max(sc.pool.min_size, 1) <= (
-        cx.setups_per_instance * cx.min_instances
-    ):
+    burst = fleet.instances * max(sc.pool.min_size, 1) > cx.setups_per_instance * cx.min_instances
+    if sc.egress.direct or sc.pooler.on or not (burst or sc.platform.kind == "cloud_run"):
         return None
     over = express(sc.stack, sc.platform, {"egress.kind": "direct"})
     return Change(DIRECT_EGRESS, "move to Direct VPC egress", over, DIRECT_HOW)
@@ -177,7 +177,12 @@ def probe_advice(sc: Scenario, today: Results, confidence: float) -> ProbeAdvice
 
     def figures(probe) -> dict[str, Any]:
         per = probes.per_deploy(
-            today.attempts, reps, probe, sc.horizon_s, warm=sc.fleet.warm_instances
+            today.attempts,
+            reps,
+            probe,
+            sc.horizon_s,
+            warm=sc.fleet.warm_instances,
+            stays_up=sc.breaker.stays_up,
         )
         return probes.summary(per, confidence)
 

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from sim.breaker import Breaker
 from sim.distributions import (
     MAX_DURATION_S,
     Constant,
@@ -41,6 +42,7 @@ from sim.phases import Jitter, Phase, check_bounds, check_order, connections_of
 from sim.pooler import Pooler
 from sim.probes import Probe
 from sim.provenance import DEFAULT_SOURCES, UNLABELLED, Entry, Source, flatten
+from sim.rollout import Rollout
 from sim.stack import (
     PLATFORM_KINDS,
     STACK_KINDS,
@@ -407,6 +409,8 @@ class Scenario(_Section):
     path: PathFaults = PathFaults()
     traffic: Traffic = Traffic()  # sim/traffic.py: requests after ready, through the pools
     pooler: Pooler = Pooler()  # sim/pooler.py: PgBouncer between instances and the database
+    breaker: Breaker = Breaker()  # sim/breaker.py: a circuit breaker around each try
+    rollout: Rollout = Rollout()  # sim/rollout.py: old instances replaced while new ones start
     team: Team = Team()
     sources: dict[str, Source] = Field(default_factory=dict)  # sim/provenance.py
     # Values a file gives as a range (sim/uncertainty.py), by dotted field; each field holds its
@@ -452,6 +456,8 @@ class Scenario(_Section):
             _deadline_within_horizon,
             _warm_fits,
             _subnet_fits,
+            _rollout_fits,
+            _breaker_fits,
             _attempts_bounded,
             _opening_bounded,
             _retries,
@@ -716,7 +722,68 @@ def _subnet_fits(sc: Scenario) -> None:
         )
 
 
+# What the rollout and breaker rules do not cover yet: refused (exit 2) rather than simulated as
+# if the other rule were not there.
+_NOT_WITH = "not modelled together with {what} yet (docs/model.md, {where})"
+
+
+def _rollout_fits(sc: Scenario) -> None:
+    ro = sc.rollout
+    if not ro.on:
+        return
+    where = '"Rollout"'
+    for field, value, given, what in (
+        (
+            "fleet.warm_instances",
+            sc.fleet.warm_instances,
+            0,
+            "warm instances (the old revision's instances are rollout.old_instances)",
+        ),
+        ("pooler.kind", sc.pooler.kind, "none", "a pooler"),
+        ("traffic.rate_per_s", sc.traffic.on, False, "traffic after ready"),
+        ("probe.request_rate_per_s", sc.probe.request_rate_per_s, 0.0, "the probe's requests"),
+    ):
+        if value != given:
+            raise FieldProblem(field, value, _NOT_WITH.format(what=what, where=where))
+    if ro.kind == "kubernetes" and sc.fleet.arrival != "burst":
+        raise FieldProblem(
+            "fleet.arrival",
+            sc.fleet.arrival,
+            'must be "burst" with rollout.kind = "kubernetes": the rolling update decides when '
+            "each new pod starts",
+        )
+    ro.check(sc.fleet.instances)
+    held, free = ro.old(sc.fleet.instances) * sc.pool.held_when_ready, sc.database.free_slots
+    if held > free:
+        raise FieldProblem(
+            "rollout.old_instances",
+            ro.old(sc.fleet.instances),
+            f"× pool.held_when_ready ({sc.pool.held_when_ready}) = {held:,} connections held "
+            f"from the start, more than the {free:,} free slots",
+        )
+
+
+def _breaker_fits(sc: Scenario) -> None:
+    if sc.breaker.stays_up and sc.pooler.on:
+        raise FieldProblem(
+            "breaker.form",
+            sc.breaker.form,
+            _NOT_WITH.format(what="a pooler", where='"Circuit breakers"'),
+        )
+
+
 def _attempts_bounded(sc: Scenario) -> None:
+    if sc.breaker.stays_up:  # no restart: tries, bounded by the breaker's pauses
+        tries = sc.breaker.tries_bound(sc.horizon_s)
+        if sc.fleet.instances * tries > MAX_ATTEMPTS:
+            raise FieldProblem(
+                "breaker.retry_s",
+                sc.breaker.retry_s,
+                f"fleet.instances ({sc.fleet.instances:,}) × up to {tries:,} tries each within "
+                f"horizon_s = {sc.fleet.instances * tries:,} attempt records per replication; "
+                f"at most {MAX_ATTEMPTS:,} fit in memory",
+            )
+        return
     attempts = sc.fleet.instances * (sc.restart.restarts_allowed + 1)
     if attempts > MAX_ATTEMPTS:
         raise FieldProblem(

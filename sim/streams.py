@@ -58,6 +58,9 @@ ROLES = (
     "pooler_janitor",
     # Direct VPC egress (docs/model.md, "Direct VPC egress"): when an attempt's egress is usable.
     "egress_ready",
+    # Circuit breakers (docs/model.md, "Circuit breakers"): the jitter of a wait for an open
+    # breaker, one uniform draw per wait when breaker.open_jitter > 0.
+    "breaker_jitter",
 )
 
 # Distribution kinds, as both engines see them; IN_ORDER (given values in order) is the readable
@@ -310,6 +313,7 @@ def role_params(sc) -> list[tuple[int, float, float, tuple[float, ...]]]:
         params(sc.traffic.query_s),
         _UNIT,
         params(sc.egress.ready_s),
+        _UNIT,
     ]
 
 

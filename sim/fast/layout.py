@@ -105,10 +105,11 @@ QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, EGRESS, LOGIN = range(8)
     TRAFFIC_QUERY,  # how long it holds its connection
     POOLER_JANITOR,  # a pooler in front of the database: the phase of PgBouncer's janitor
     EGRESS_READY,  # Direct VPC egress: when an attempt's egress is usable
-) = range(19)
+    BREAKER_JITTER,  # circuit breakers: the jitter of a wait for an open breaker
+) = range(20)
 N_ROLES = len(ROLES)
-if N_ROLES != EGRESS_READY + 1:  # pragma: no cover - a role added to sim.streams fails at import
-    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 19")
+if N_ROLES != BREAKER_JITTER + 1:  # pragma: no cover - a role added to sim.streams fails at import
+    raise ValueError(f"sim.streams has {N_ROLES} roles, the fast engine's layout names 20")
 # Pool-start strategies, arrival patterns, restart policies: places in the scenario's Literals.
 STARTS = get_args(Pool.model_fields["start"].annotation)
 ASYNCPG, CONCURRENT, BACKGROUND, WORKERS = _places(
@@ -160,13 +161,14 @@ OWNER_NONE, OWNER_FILLER = -1, -2
     E_CHECKOUT_TIMEOUT,  # a queued request's pool.timeout_s
     E_FILLER_RESUME,  # the background filler's pause is over
     E_EGRESS,  # Direct VPC egress (docs/model.md): the engine's direct_egress, when it is usable
+    E_TRY_DUE,  # circuit breakers (docs/model.md): a stay-up try is due, the engine's try_due
     # A pooler in front of the database (docs/model.md): only with [pooler] (sim.fast.pooler).
     E_SERVER_LOGIN,  # the server connection being opened logs in, or meets 53300
     E_SERVER_FAILED,  # it is given up at server_connect_timeout
     E_EXPIRE,  # the janitor's run after a client's query_wait_timeout
     E_POOLER_TICK,  # the reserve pool's or the login retry's moment
     E_POOLER_LEAVE,  # PgBouncer notices an exited instance's client late (exit_release_s)
-) = range(30)
+) = range(31)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
@@ -282,9 +284,11 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_REQ_F,  # traffic: request records, NQF floats each
     L_REQ_CAP,
     L_TRACE,  # traffic: the trace's times before the horizon (in x)
+    L_BREAKER_I,  # circuit breakers: their settings and each breaker's ints (BK_…)
+    L_BREAKER_X,  # circuit breakers: their settings and each breaker's open_until (BX_…)
     L_POOLER,  # a pooler (sim.fast.pooler): its ints, per connection slot and instance; 0: none
     L_POOLER_X,  # its floats
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 32)
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 34)
 M_INST = L_POOLER_X + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
@@ -361,6 +365,17 @@ Q_REP, Q_INST, Q_OUTCOME, Q_REASON, Q_NEXT, Q_OWN = range(6)
 NQ = 6
 Q_ARRIVE, Q_READY, Q_CHECKOUT = range(3)
 NQF = 3
+
+# Circuit breakers (docs/model.md, "Circuit breakers"; sim.breaker's BreakerState): the mode (off
+# for none and in_process, whose records are no breaker's), fail_max, then per breaker (one per
+# instance, or the fleet's one) its state and its failures in a row; in x the open time, the
+# jitter, retry_s, then per breaker its open_until.
+BREAKER_OFF, BREAKER_OWN, BREAKER_SHARED = range(3)
+BK_CLOSED, BK_OPEN, BK_HALF_OPEN = range(3)
+BK_MODE, BK_FAIL_MAX, BK_FIRST = range(3)
+BK_STATE, BK_FAILS = range(2)
+NBK = 2
+BX_RESET, BX_JITTER, BX_RETRY, BX_FIRST = range(4)
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (

@@ -112,7 +112,8 @@ NPBX = 7
     K_DB_INIT_DONE,  # instance, connection: db_init_done's rest, once its server went back
     K_RESET_DONE,  # instance, pool, reset: _granted's init_done after the reset's server
     K_CONN_TIMEOUT,  # instance, pool, awaited × 16 + reason: conn_timeout's rest
-) = range(14)
+    K_NEXT_TRY,  # instance: a stay-up exit's next try, after its connections left
+) = range(15)
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")

@@ -24,6 +24,7 @@ from sim.fast.handlers import (
     free_conn,
     init_done,
     next_phase,
+    next_try,
     open_background,
     phase_at,
     phase_done_rest,
@@ -80,6 +81,7 @@ from sim.fast.pooler import (
     K_DB_INIT_DONE,
     K_EXIT,
     K_NEXT_PHASE,
+    K_NEXT_TRY,
     K_PHASE_DONE,
     K_POOL_FAILED,
     K_RESET_DONE,
@@ -166,6 +168,8 @@ def rest(m, x, kind, a, b, c):
             init_done(m, x, a)
     elif kind == K_CONN_TIMEOUT:
         conn_timeout_rest(m, x, a, -1, b, c >> 4, c & 15)
+    elif kind == K_NEXT_TRY:
+        next_try(m, x, a)
 
 
 @nb.njit(cache=True, _nrt=False)

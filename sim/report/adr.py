@@ -15,7 +15,7 @@ from typing import Any
 
 from sim.advice import DeployMonitoring, TimeoutAdvice
 from sim.provenance import Entry
-from sim.report import assumptions, firstminute, path, robust
+from sim.report import assumptions, firstminute, fixes, path, robust
 from sim.report.evidence import Cite, known_and_assumed, observed_section, success_section
 from sim.report.view import (
     AdoptedChange,
@@ -57,7 +57,7 @@ def render(
         _context(data, sc, figures, cite),
         path.section(data.path, data.startup_probe, data.confidence, cite),
         _decision(data, sc, cite),
-        _options(data, sc, cite),
+        _options(data, sc, figures, cite),
         _consequences(data, sc, figures, cite),
         *assumptions.parts(data.assumptions, figures, cite, robust.how_to_run(data)),
         _method(data, command, created, cite),
@@ -407,7 +407,7 @@ def _pool_line(pool: PoolView, sc: Scenario, cite: Cite) -> str:
     )
 
 
-def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
+def _options(data: RecommendationView, sc: Scenario, figures: dict[str, str], cite: Cite) -> str:
     conf = data.confidence
     across = robust.judged(data)
     lines = [
@@ -446,6 +446,7 @@ def _options(data: RecommendationView, sc: Scenario, cite: Cite) -> str:
     if after:
         lines += ["", after]
     lines += _paid_and_remedies(data, cite)
+    lines += fixes.section(data, figures, _verdict_word)
     lines += ["", _history_table(data), "", _targets_table(data.timeout, cite)]
     if data.pool.pool_setting_fits:
         lines += ["", _pool_line(data.pool, sc, cite)]

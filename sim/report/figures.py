@@ -291,3 +291,49 @@ def p_fail_against(
     )
     fig.tight_layout()
     return fig
+
+
+BREAKER_LABELS = {
+    "none": "no breaker (today)",
+    "in_process": "(a) in the process, exit 3",
+    "stay_up": "(b) stay up, own breaker",
+    "shared": "(c) stay up, fleet-shared breaker",
+}
+
+
+def breaker_forms(
+    times_s: Sequence[float],
+    tries: dict[str, Sequence[float]],
+    ready: dict[str, Sequence[float]],
+    recovers_at_s: float | None,
+    subtitle: str,
+) -> Figure:
+    """What each form of circuit breaker does: start-up tries begun per instance (the restart
+    loop's work), and the share of instances ready, over time; (a) lies on today's curve."""
+    fig, (left, right) = subplots(1, 2, figsize=(11.0, 4.2))
+    for i, form in enumerate(tries):
+        style = {"color": f"C{i}", "lw": 2.6 if form == "none" else 1.5}
+        if form == "in_process":
+            style |= {"ls": "--"}  # drawn over today's: it is the same curve
+        left.step(times_s, tries[form], where="post", label=BREAKER_LABELS[form], **style)
+        right.step(times_s, ready[form], where="post", label=BREAKER_LABELS[form], **style)
+    left.set_ylabel("start-up tries begun per instance")
+    right.set_ylabel("share of instances ready")
+    right.set_ylim(0, 1.05)
+    for ax in (left, right):
+        ax.set_xlabel("time since the deploy (s)")
+        ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)
+        if recovers_at_s is not None:
+            ax.axvline(recovers_at_s, color="black", ls=":", lw=1.2)
+            ax.annotate(
+                "path recovers",
+                (recovers_at_s, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=7,
+            )
+    left.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Circuit breakers at start-up: {subtitle}", fontsize=11)
+    return fig

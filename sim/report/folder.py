@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sim.engine import run_replication
+from sim.options import BREAKER, BREAKER_FIGURE_REPLICATIONS, breaker_curves, breaker_scenarios
 from sim.output import atomic_write, scenario_toml, write_json
 from sim.recommend import Recommendation
 from sim.records import Outcome
 from sim.report.assumptions import figure_jobs
 from sim.report.view import RecommendationView
-from sim.runner import Executor, Serial, replication_seed
+from sim.runner import Executor, Serial, evaluate, replication_seed
 from sim.scenario import Scenario
 from sim.sweep import Grid
 
@@ -57,7 +58,12 @@ def draw_figure(stem: str, builder: str, args: tuple, out: Path, svg: bool) -> s
     it; returns the PNG's file name. Plain data in, so it runs in any local process."""
     from sim.report import figures
 
-    fig = _timeline(*args) if builder == "timeline" else getattr(figures, builder)(*args)
+    if builder == "timeline":
+        fig = _timeline(*args)
+    elif builder == "breakers":
+        fig = _breakers(*args)
+    else:
+        fig = getattr(figures, builder)(*args)
     return figures.save(fig, out, stem, svg)[0]
 
 
@@ -100,6 +106,8 @@ def _figure_jobs(
             for v in sorted({t.current_s, d.db_init_timeout_s or t.current_s})
         ]
         jobs["restarts"] = ("restarts-vs-fleet", "restarts_vs_fleet", (series,))
+    if any(BREAKER in r.kinds for r in view.candidates):
+        jobs["breakers"] = ("breaker-forms", "breakers", (sc, view.seed))
     if view.assumptions is not None:  # the tornado, and P(start fails) against the key unknown
         jobs |= figure_jobs(view.assumptions, sc.name)
     return jobs
@@ -114,6 +122,19 @@ def _timeline(sc, seed: int, overrides: dict, configuration: str):
         chosen = sc.with_overrides(overrides)
         panels.append((configuration, run_replication(chosen, first, timeline=True).timeline))
     return figures.timeline(panels, sc.database.free_slots, sc.database.max_connections)
+
+
+def _breakers(sc, seed: int):
+    """Each form of breaker on the scenario (sim.options), on the readable engine: a few dozen
+    replications with their records, a picture and not a decision."""
+    from sim.report import figures
+
+    forms, recover = breaker_scenarios(sc)
+    reps = BREAKER_FIGURE_REPLICATIONS
+    runs = {f: evaluate(s, reps, seed, Serial(), None, 1, "reference") for f, s in forms.items()}
+    c = breaker_curves(runs, sc.horizon_s, recover)
+    subtitle = f"{sc.name}, {c.replications} replications each"
+    return figures.breaker_forms(c.times_s, c.tries, c.ready, c.recovers_at_s, subtitle)
 
 
 def _short(sc) -> str:
