@@ -54,11 +54,26 @@ TRAFFIC = {
 }
 
 
+# A pooler in front of the database (docs/model.md): the storm through PgBouncer in transaction
+# mode, its 200 connections as clients of a pool of 20 server connections.
+POOLER = {
+    "capacity-storm+pgbouncer": (
+        "capacity-storm",
+        {
+            "pooler.kind": "pgbouncer",
+            "pooler.pool_mode": "transaction",
+            "pooler.max_client_conn": 400,
+            "pooler.query_wait_timeout": 5.0,
+        },
+    ),
+}
+
+
 def scenario(name: str):
     from sim.scenario import from_dict, resolve
 
-    if name in TRAFFIC:
-        base, overrides = TRAFFIC[name]
+    if name in TRAFFIC or name in POOLER:
+        base, overrides = {**TRAFFIC, **POOLER}[name]
         return resolve(base).in_model_terms().with_overrides(overrides)
     return from_dict(BURST, "bench") if name == "burst-10k" else resolve(name)
 
@@ -170,7 +185,12 @@ def cli(args: list[str]) -> float:
 
 # Replications per scenario, the same for every engine and process count (the issue's "equal
 # replications"): enough that the fast engine's fixed costs (a process pool, buffers) are small.
-REPLICATIONS = {"capacity-storm": 5_000, "gang-allocation": 5_000, "burst-10k": 40}
+REPLICATIONS = {
+    "capacity-storm": 5_000,
+    "capacity-storm+pgbouncer": 5_000,
+    "gang-allocation": 5_000,
+    "burst-10k": 40,
+}
 # The burst's throughput on its own (the issue's 5 million starts per second): the fast engine
 # alone, sustained for a few seconds, so that starting the process pool (about 0.05 s) does not
 # count.

@@ -81,6 +81,18 @@ FAST_FIELDS = {
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
     "breaker": {"form", "fail_max", "reset_timeout_s", "open_jitter", "retry_s"},
     "rollout": {"kind", "old_instances", "max_surge", "max_unavailable", "steps", "old_linger_s"},
+    "pooler": {
+        "kind",
+        "pool_mode",
+        "max_client_conn",
+        "default_pool_size",
+        "reserve_pool_size",
+        "reserve_pool_timeout",
+        "max_db_connections",
+        "server_connect_timeout",
+        "server_login_retry",
+        "query_wait_timeout",
+    },
 }
 
 

@@ -21,6 +21,7 @@ from sim.checkout import PoolState
 from sim.connector import ConnectorState
 from sim.engine import Engine
 from sim.fast import layout
+from sim.pooler import PoolerState
 from sim.records import Outcome, Reason, RequestOutcome
 from sim.rollout import RolloutState
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
@@ -99,19 +100,18 @@ TWINS = {
     "try_due": "handlers.try_due",
     "_connector_instances": "none: with Direct VPC egress the kernel has no connector instance "
     "(sim.fast's layout starts it with none, and nothing scales it out)",
-    # A pooler in front of the database (docs/model.md): no twin yet; sim.engines sends a scenario
-    # with [pooler] to the readable engine.
-    "_begin_work": "none: the pooler's (without it the work begins in handlers.run_queries)",
-    "_pooler_do": "none: the pooler runs on the readable engine only, for now",
-    "_granted": "none: the pooler runs on the readable engine only, for now",
-    "_refused": "none: the pooler runs on the readable engine only, for now",
-    "_launch": "none: the pooler runs on the readable engine only, for now",
-    "_server_login": "none: the pooler runs on the readable engine only, for now",
-    "_server_failed": "none: the pooler runs on the readable engine only, for now",
-    "_work_done": "none: the pooler runs on the readable engine only, for now",
-    "_expire": "none: the pooler runs on the readable engine only, for now",
-    "_pooler_tick": "none: the pooler runs on the readable engine only, for now",
-    "_pooler_leave": "none: the pooler runs on the readable engine only, for now",
+    # A pooler in front of the database (docs/model.md, "A pooler in front of the database").
+    "_begin_work": "handlers.begin_work",
+    "_pooler_do": "pooler_engine.pooler_do",  # a loop over a stack instead of the recursion
+    "_granted": "pooler_engine.granted",
+    "_refused": "pooler_engine.refused",
+    "_launch": "pooler_engine.launch",
+    "_server_login": "inlined in pooler_engine.pooler_event",
+    "_server_failed": "inlined in pooler_engine.pooler_event",
+    "_work_done": "handlers.take_busy",  # and its pooler call where it is asked (pooler.work_done)
+    "_expire": "inlined in pooler_engine.pooler_event",
+    "_pooler_tick": "inlined in pooler_engine.pooler_event",
+    "_pooler_leave": "inlined in pooler_engine.pooler_event",
     # A roll-out (docs/model.md, "A roll-out: old instances replaced by new ones").
     "_rollout_acts": "handlers.rollout_moves",  # at t = 0, handlers.rollout_begin calls it
     "_let_go": "inlined in handlers.rollout_moves",
@@ -129,6 +129,29 @@ CONNECTOR_TWINS = {
     "begin_scale_out": "handlers.maybe_scale",
     "instance_joined": "handlers.scaled_up",
     "_serve": "handlers.serve_queue",
+}
+
+
+# PgBouncer's rules are one object too, sim.pooler.PoolerState; the kernel keeps a compiled copy
+# in the pooler's region of its flat arrays (sim.fast.pooler). Each method → its twin.
+POOLER_TWINS = {
+    "clients": "none: a count in the pooler's region (PB_CLIENTS)",
+    "waiting": "none: a list through the client slots (PB_WHEAD)",
+    "holds_server": "none: a flag per client slot (PS_LINKED)",
+    "arrive": "pooler.arrive",
+    "need_server": "pooler.need_server",
+    "work_done": "pooler.work_done",
+    "leave": "pooler.leaving",  # and all_left, once every client leaving at once has
+    "server_up": "pooler.server_up",
+    "server_failed": "pooler.server_failed",
+    "expire": "pooler.expire",
+    "janitor_after": "pooler.janitor_at",
+    "tick": "pooler.tick",
+    "_wait": "pooler.wait",
+    "_link": "pooler.link",
+    "_serve": "pooler.serve",
+    "_reserve_on": "none: a setting of the pooler's region (PB_RESERVE is 0 without it)",
+    "_activate": "pooler.activate",
 }
 
 
@@ -171,6 +194,16 @@ def test_every_rule_of_a_ready_pool_has_its_twin_in_the_kernel():
         assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"
 
 
+def test_every_rule_of_the_pooler_has_its_twin_in_the_kernel():
+    methods = {
+        n for n, m in vars(PoolerState).items() if inspect.isfunction(m) or isinstance(m, property)
+    }
+    assert methods - {"__init__"} == set(POOLER_TWINS)
+    for method, twin in POOLER_TWINS.items():
+        if not twin.startswith("none: "):
+            assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"
+
+
 def test_every_rule_of_the_connector_has_its_twin_in_the_kernel():
     methods = {n for n, m in vars(ConnectorState).items() if inspect.isfunction(m)}
     assert methods - {"__init__"} == set(CONNECTOR_TWINS)
@@ -211,6 +244,7 @@ def test_each_twin_exists_in_the_kernel(handler):
 def test_the_handlers_are_in_the_handlers_module_and_the_loop_in_the_kernel():
     # One job per module: what an event does in sim.fast.handlers, the queue's scheduling in
     # sim.fast.queue, the loop over replications in sim.fast.kernel.
+    # A pooler's: its rules in sim.fast.pooler, the engine's side of them in pooler_engine.
     twins = [
         t.removeprefix("inlined in ")
         for t in (
@@ -218,10 +252,11 @@ def test_the_handlers_are_in_the_handlers_module_and_the_loop_in_the_kernel():
             *CONNECTOR_TWINS.values(),
             *CHECKOUT_TWINS.values(),
             *BREAKER_TWINS.values(),
+            *POOLER_TWINS.values(),
         )
     ]
     modules = {t.partition(".")[0] for t in twins if not t.startswith("none: ")}
-    assert modules == {"handlers", "queue", "kernel"}
+    assert modules == {"handlers", "queue", "kernel", "pooler", "pooler_engine"}
     for twin in twins:
         if not twin.startswith("none: "):
             module = twin.partition(".")[0]
@@ -243,6 +278,9 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
         Reason.HUNG,
         Reason.PHASE_DEADLINE,
         Reason.POOL_TIMEOUT,
+        Reason.MAX_CLIENT_CONN,
+        Reason.SERVER_LOGIN_RETRY,
+        Reason.QUERY_WAIT_TIMEOUT,
     )
     assert fast.REASON_NAMES.tolist() == ["", *map(str, model_reasons)]
     assert fast.REASON_NAMES[layout.R_DEADLINE] == Reason.DEADLINE
@@ -253,6 +291,9 @@ def test_outcome_and_reason_codes_are_the_vocabularys():
     assert fast.REASON_NAMES[layout.R_HUNG] == Reason.HUNG
     assert fast.REASON_NAMES[layout.R_PHASE_DEADLINE] == Reason.PHASE_DEADLINE
     assert fast.REASON_NAMES[layout.R_POOL_TIMEOUT] == Reason.POOL_TIMEOUT
+    assert fast.REASON_NAMES[layout.R_MAX_CLIENT_CONN] == Reason.MAX_CLIENT_CONN
+    assert fast.REASON_NAMES[layout.R_SERVER_LOGIN_RETRY] == Reason.SERVER_LOGIN_RETRY
+    assert fast.REASON_NAMES[layout.R_QUERY_WAIT_TIMEOUT] == Reason.QUERY_WAIT_TIMEOUT
     assert fast.REQUEST_OUTCOME_NAMES.tolist() == [str(o) for o in RequestOutcome]
     assert [
         list(RequestOutcome).index(o)

@@ -245,19 +245,20 @@ def test_pgbouncer_starts_on_loopback_keeps_no_password_on_disk_and_leaves_nothi
         assert PASSWORD not in path.read_text(encoding="utf-8", errors="replace"), path
 
 
-def test_the_engines_run_a_pooler_on_the_readable_engine_and_refuse_traffic_through_it():
+def test_the_engines_run_a_pooler_on_either_engine_and_refuse_traffic_through_it():
     from sim.engines import choose
     from sim.errors import UsageError
 
     sc = scenarios.loads('name = "p"\n[pooler]\nkind = "pgbouncer"\n')
-    assert choose("auto", sc, 10_000) == "reference"  # no fast twin yet
-    with pytest.raises(UsageError, match="not in the fast engine"):
-        choose("fast", sc, 1)
+    assert choose("auto", sc, 10_000) == "fast"  # the fast engine has the pooler's twin
+    assert choose("auto", sc, 1) == "reference"
+    assert choose("fast", sc, 1) == "fast"
     traffic = scenarios.loads(
         'name = "p"\n[traffic]\nrate_per_s = 1.0\n[pooler]\nkind = "pgbouncer"\n'
     )
-    with pytest.raises(UsageError, match="no pooler rule for it yet"):
-        choose("reference", traffic, 1)
+    for engine in ("reference", "fast", "auto"):
+        with pytest.raises(UsageError, match="no pooler rule for it yet"):
+            choose(engine, traffic, 1)
 
 
 # -- campaigns through a real PgBouncer -----------------------------------------------------------

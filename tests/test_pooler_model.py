@@ -31,10 +31,7 @@ from sim.pooler import (
 )
 from sim.records import Outcome, Reason
 
-ENGINES = [
-    "reference",
-    pytest.param("fast", marks=pytest.mark.xfail(reason="fast twin pending", strict=False)),
-]
+ENGINES = ["reference", "fast"]
 
 # Four instances of two connections (asyncpg's start: the first alone, then the second), one
 # second of init queries, a pool of two server connections.
@@ -129,6 +126,35 @@ def test_transaction_mode_gives_the_server_back_after_the_queries(engine):
     got = rows(sc, engine)
     assert [r["db_init_s"] for r in got] == [2.25, 2.25, 2.25, 2.5]
     assert [r["connections_held"] for r in got] == [2] * 4
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("release_s", "second"), [(0.0, Outcome.READY), (0.25, Outcome.TIMEOUT)])
+def test_an_exited_instance_keeps_its_server_until_pgbouncer_notices(engine, release_s, second):
+    # A pool of one server; instance 0 starts at 0, instance 1 at 0.6, each with a deadline of
+    # 0.7 s and 0.5 s of queries. Instance 0 logs in at 0.25 (the server's login), its queries
+    # [0.25, 0.75) outlive its deadline: it exits at 0.7. Instance 1 waits for the server from 0.6.
+    # Noticed at once, the exit gives the server to instance 1 at 0.7: queries [0.7, 1.2), ready
+    # (0.6 s of init). Noticed exit_release_s = 0.25 s late, the server is free only at 0.95:
+    # instance 1's deadline (1.3) comes before its queries' end (1.45).
+    sc = scenario(
+        {
+            "fleet.instances": 2,
+            "fleet.arrival": "waves",
+            "fleet.waves": [{"at_s": 0.0, "count": 1}, {"at_s": 0.6, "count": 1}],
+            "pool.min_size": 1,
+            "pool.held_when_ready": 0,
+            "startup.init_queries_s": const(0.5),
+            "startup.db_init_timeout_s": 0.7,
+            "database.accept_s": const(0.25),
+            "restart.exit_release_s": release_s,
+            "pooler.kind": "pgbouncer",
+            "pooler.default_pool_size": 1,
+        }
+    )
+    got = rows(sc, engine)
+    assert [r["outcome"] for r in got] == [Outcome.TIMEOUT, second]
+    assert [r["db_init_s"] for r in got] == pytest.approx([0.7, 0.6 if release_s == 0 else 0.7])
 
 
 @pytest.mark.parametrize("engine", ENGINES)

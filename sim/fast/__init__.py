@@ -4,7 +4,8 @@
 readable engine (one row per attempt, one per replication; with ``records=False`` only the
 replication rows, whose counts are all the statistics need), from a compiled port of
 ``sim/engine.py``'s event loop (:mod:`sim.fast.kernel`, with :mod:`sim.fast.layout`,
-:mod:`sim.fast.queue` and :mod:`sim.fast.handlers`). Replication ``i`` draws from the
+:mod:`sim.fast.queue` and :mod:`sim.fast.handlers`; with a pooler :mod:`sim.fast.pooler` and
+:mod:`sim.fast.pooler_engine`). Replication ``i`` draws from the
 counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
 (:mod:`sim.fast.draws`):
 the readable engine's numbers, so both engines write the same records for every scenario
@@ -84,6 +85,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _cache_dir()
 
 from sim.fast import layout as L  # noqa: E402  (after the cache folder is set)
+from sim.fast import pooler as P  # noqa: E402
 from sim.fast.draws import pack  # noqa: E402
 from sim.fast.kernel import run_block  # noqa: E402
 from sim.streams import ROLES, Tilt, role_params, seed_base  # noqa: E402 (Tilt: for callers)
@@ -203,7 +205,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     breakers = {L.BREAKER_OFF: 0, L.BREAKER_OWN: n, L.BREAKER_SHARED: 1}[mode]
     rollout_x = trace_at + len(trace)  # a roll-out's old_linger_s and Cloud Run's steps
     breaker_x = rollout_x + 1 + len(sc.rollout.steps)
-    x = np.zeros(breaker_x + L.BX_FIRST + breakers)
+    pooler_x = breaker_x + L.BX_FIRST + breakers  # a pooler's floats (none without one)
+    pb = sc.pooler
+    x = np.zeros(pooler_x + (P.NPBX if pb.on else 0))
     x[trace_at:rollout_x] = trace
     x[breaker_x + L.BX_RESET] = brk.reset_timeout_s
     x[breaker_x + L.BX_JITTER], x[breaker_x + L.BX_RETRY] = brk.open_jitter, brk.retry_s
@@ -251,8 +255,16 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     req_i = owner_at + (sizes["conns"] if traffic else 0)
     rollout_at = req_i + sizes["requests"] * L.NQ
     breaker_i = rollout_at + L.NRO
-    m = np.zeros(breaker_i + L.BK_FIRST + breakers * L.NBK, np.int64)
+    # A pooler (none without one): its ints, per connection slot and instance, then its stack.
+    pooler_at = breaker_i + L.BK_FIRST + breakers * L.NBK
+    stack_cap = 8 * sizes["conns"] + 64
+    pooler_end = pooler_at
+    if pb.on:
+        pooler_end += P.NPB + sizes["conns"] * P.NPS + n * P.NPI + 4 * stack_cap
+    m = np.zeros(pooler_end, np.int64)
     _rollout(sc, m, x, rollout_at, rollout_x)
+    if pb.on:
+        _pooler_layout(m, x, pb, pooler_at, pooler_x, sizes["conns"], n, stack_cap)
     m[L.L_BREAKER_I], m[L.L_BREAKER_X] = breaker_i, breaker_x
     m[breaker_i + L.BK_MODE], m[breaker_i + L.BK_FAIL_MAX] = mode, brk.fail_max
     if traffic:
@@ -336,6 +348,24 @@ def _rollout(sc: Scenario, m: np.ndarray, x: np.ndarray, at: int, at_x: int) -> 
 
 
 _ZERO = Constant(dist="constant", value=0.0)  # pack needs one distribution
+
+
+def _pooler_layout(m, x, pb, at: int, at_x: int, conns: int, n: int, stack_cap: int) -> None:
+    """PgBouncer's settings and the places of its region (sim.fast.pooler)."""
+    m[L.L_POOLER], m[L.L_POOLER_X] = at, at_x
+    m[at + P.PB_SERVER_BACK] = pb.pool_mode != "session"
+    m[at + P.PB_MAX_CLIENT], m[at + P.PB_POOL_SIZE] = pb.max_client_conn, pb.default_pool_size
+    reserve_on = pb.reserve_pool_size > 0 and pb.reserve_pool_timeout > 0
+    m[at + P.PB_RESERVE] = pb.reserve_pool_size if reserve_on else 0
+    m[at + P.PB_MAX_DB] = pb.max_db_connections
+    m[at + P.PB_SLOTS] = at + P.NPB
+    m[at + P.PB_INSTS] = at + P.NPB + conns * P.NPS
+    m[at + P.PB_STACK] = m[at + P.PB_INSTS] + n * P.NPI
+    m[at + P.PB_STACK_CAP] = stack_cap
+    x[at_x + P.PBX_RESERVE_TIMEOUT] = pb.reserve_pool_timeout
+    x[at_x + P.PBX_CONNECT_TIMEOUT] = pb.server_connect_timeout
+    x[at_x + P.PBX_LOGIN_RETRY] = pb.server_login_retry
+    x[at_x + P.PBX_QUERY_WAIT] = pb.query_wait_timeout
 
 
 def _buckets(instances: int) -> int:

@@ -93,6 +93,7 @@ from sim.fast.layout import (
     E_PHASE_DONE,
     E_PHASE_RETRY,
     E_PHASES,
+    E_POOLER_LEAVE,
     E_QUERY_DONE,
     E_READY,
     E_REFRESH,
@@ -175,6 +176,7 @@ from sim.fast.layout import (
     L_PHASE_I,
     L_PHASE_X,
     L_PHASES,
+    L_POOLER,
     L_Q_CAP,
     L_QUEUE,
     L_READY_ORDER,
@@ -187,6 +189,7 @@ from sim.fast.layout import (
     L_ROLLOUT,
     L_TRACE,
     L_TRAFFIC,
+    LOGIN,
     M_INST,
     M_KB,
     M_KC,
@@ -323,6 +326,31 @@ from sim.fast.layout import (
     X_BLOCKS,
     X_DIST,
     X_INST,
+)
+from sim.fast.pooler import (
+    K_BACKGROUND,
+    K_CONN_TIMEOUT,
+    K_DB_INIT_DONE,
+    K_EXIT,
+    K_NEXT_PHASE,
+    K_NEXT_TRY,
+    K_PHASE_DONE,
+    K_POOL_FAILED,
+    K_SETTLE,
+    PB_SERVER_BACK,
+    PI_BUSY,
+    PI_BUSY_GEN,
+    PS_WORK,
+    PS_WORK_POOL,
+    PS_WORK_RESET,
+    all_left,
+    arrive,
+    busy_at,
+    leaving,
+    need_server,
+    push,
+    slot_at,
+    work_done,
 )
 from sim.fast.queue import at, heap_add, later
 from sim.traffic import ADDER_BACKOFF_FIRST_S, ADDER_BACKOFF_MAX_S
@@ -504,7 +532,8 @@ def begin_db_init(m, x, inst):
         if m[L_PHASES]:  # what the phases before it opened is given up
             m[ii + A_IN_INIT] = 0
             m[ii + A_POOL] += 1
-            cancel_all(m, x, inst)
+            if cancel_all(m, x, inst):
+                all_left(m, x, now)
         return
     m[ii + A_IN_INIT] = 1
     m[ii + A_BEFORE_INIT] = 0
@@ -628,7 +657,10 @@ def phase_failed(m, x, inst, reason):
     ii = M_INST + inst * NI
     if m[phase_at(m, ii) + PH_CONTINUE]:
         m[ii + A_POOL] += 1
-        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
+        if cancel_run(m, x, inst, m[ii + A_PHASE_RUN]):  # next_phase once PgBouncer's are done
+            push(m, K_NEXT_PHASE, inst, 0, 0)
+            all_left(m, x, x[T_NOW])
+            return
         next_phase(m, x, inst)
         return
     outcome = ERROR
@@ -644,9 +676,23 @@ def phase_done(m, x, inst, pool):
     ii = M_INST + inst * NI
     if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
         return
+    if m[L_POOLER]:  # its server goes back first (sim.fast.pooler: the rest once that is done)
+        conn = take_busy(m, inst)
+        push(m, K_PHASE_DONE, inst, 0, 0)
+        if conn >= 0:
+            work_done(m, x, conn, x[T_NOW])
+        return
+    phase_done_rest(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def phase_done_rest(m, x, inst):
+    ii = M_INST + inst * NI
     m[ii + A_POOL] += 1
-    if not m[phase_at(m, ii) + PH_KEEP]:
-        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
+    if not m[phase_at(m, ii) + PH_KEEP] and cancel_run(m, x, inst, m[ii + A_PHASE_RUN]):
+        push(m, K_NEXT_PHASE, inst, 0, 0)
+        all_left(m, x, x[T_NOW])
+        return
     next_phase(m, x, inst)
 
 
@@ -734,15 +780,47 @@ def pool_conn_ready(m, x, inst, conn):
         m[ii + A_TO_OPEN] -= 1
         open_conn(m, x, inst, m[ii + A_POOL], True, True)
     if m[ii + A_PENDING] == 0:
+        if start == BACKGROUND and m[L_POOLER]:  # its other connections once the work asked
+            push(m, K_BACKGROUND, inst, 0, 0)
+            run_queries(m, x, inst)
+            return
         run_queries(m, x, inst)
         if start == BACKGROUND:
-            for _ in range(size - 1):
-                open_conn(m, x, inst, m[ii + A_POOL], True, False)
+            open_background(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def open_background(m, x, inst):
+    """A background start's other connections: init goes on, nobody waits for them."""
+    for _ in range(m[I_MIN_SIZE] - 1):
+        open_conn(m, x, inst, m[M_INST + inst * NI + A_POOL], True, False)
 
 
 @nb.njit(cache=True, _nrt=False)
 def run_queries(m, x, inst):
+    if m[L_POOLER]:  # through PgBouncer the work first needs a server: the first one held
+        ii = M_INST + inst * NI
+        conn = m[ii + A_HEAD]
+        while conn >= 0:
+            ci = m[L_CONN] + conn * NC
+            if m[ci + C_POOL] == m[ii + A_POOL] and m[ci + C_STATE] == HELD:
+                s = slot_at(m, conn)
+                m[s + PS_WORK], m[s + PS_WORK_POOL], m[s + PS_WORK_RESET] = 1, m[ii + A_POOL], 0
+                need_server(m, x, conn, x[T_NOW])
+                return
+            conn = m[ci + C_NEXT]
+    begin_work(m, x, inst, -1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def begin_work(m, x, inst, conn):
+    """The init queries (or the phase's work) begin, on ``conn`` through a pooler."""
     pool = m[M_INST + inst * NI + A_POOL]
+    if m[L_POOLER]:
+        b = busy_at(m, inst)
+        m[b + PI_BUSY] = conn
+        if conn >= 0:
+            m[b + PI_BUSY_GEN] = m[m[L_CONN] + conn * NC + C_GEN]
     if m[L_PHASES]:  # the phase's own work instead of init_queries_s
         at(m, x, x[T_NOW] + phase_duration(m, x, inst), E_PHASE_DONE, inst, pool)
         return
@@ -754,7 +832,44 @@ def db_init_done(m, x, inst, pool):
     ii = M_INST + inst * NI
     if pool != m[ii + A_POOL] or not m[ii + A_IN_INIT]:
         return
+    if m[L_POOLER]:  # its server goes back first (sim.fast.pooler: the rest once that is done)
+        conn = take_busy(m, inst)
+        push(m, K_DB_INIT_DONE, inst, conn, 0)
+        if conn >= 0:
+            work_done(m, x, conn, x[T_NOW])
+        return
     init_done(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def db_init_done_rest(m, x, inst, conn):
+    """In transaction mode the connection's return to its pool (asyncpg's reset) is a
+    transaction of its own: it asks for a server again; init is done then."""
+    if conn >= 0 and m[m[L_POOLER] + PB_SERVER_BACK]:
+        s = slot_at(m, conn)
+        m[s + PS_WORK], m[s + PS_WORK_POOL], m[s + PS_WORK_RESET] = (
+            1,
+            m[M_INST + inst * NI + A_POOL],
+            1,
+        )
+        need_server(m, x, conn, x[T_NOW])
+        return
+    init_done(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def take_busy(m, inst):
+    """The engine's _work_done, up to its pooler call: the connection the instance's work ran
+    on, if still held (−1 if not), no longer busy."""
+    b = busy_at(m, inst)
+    conn, gen = m[b + PI_BUSY], m[b + PI_BUSY_GEN]
+    m[b + PI_BUSY] = -1
+    if conn < 0:
+        return -1
+    ci = m[L_CONN] + conn * NC
+    if m[ci + C_GEN] != gen or m[ci + C_STATE] != HELD:
+        return -1
+    return conn
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -766,11 +881,11 @@ def init_done(m, x, inst):
     # The after-db draw first, for the record's ready time (its own stream: same values).
     ready = x[T_NOW] + rnd(m, x, AFTER)
     record(m, x, inst, READY, R_NONE, ready)
-    settle_ready_pool(m, x, inst)
     # Without traffic became_ready would only note its time: note it now, if the run lasts until
     # then. With traffic it also opens the instance to requests: the engine's event.
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
+    settle_ready_pool(m, x, inst)
     if m[I_TRAFFIC] or m[m[L_ROLLOUT] + RO_KIND] != RO_NONE:
         at(m, x, ready, E_READY, inst, 0)
 
@@ -781,7 +896,7 @@ def settle_ready_pool(m, x, inst):
     connector serves its queue after all of them left, as in cancel_all), open the missing."""
     ii = M_INST + inst * NI
     want, pool = m[I_HELD_WHEN_READY], m[ii + A_POOL]
-    kept = 0
+    kept, gone = 0, False
     conn = m[ii + A_HEAD]
     while conn >= 0:
         ci = m[L_CONN] + conn * NC
@@ -789,11 +904,22 @@ def settle_ready_pool(m, x, inst):
         if m[L_PHASES] or m[ci + C_POOL] == pool:  # with phases: every one kept
             kept += 1
             if kept > want:
-                cancel(m, x, conn, False)
+                gone |= cancel(m, x, conn, False)
         conn = nxt
     serve_queue(m, x)
+    missing = want - min(kept, want)
+    if gone:  # the rest once PgBouncer's actions are done
+        push(m, K_SETTLE, inst, missing, pool)
+        all_left(m, x, x[T_NOW])
+        return
+    settle_rest(m, x, inst, missing, pool)
+
+
+@nb.njit(cache=True, _nrt=False)
+def settle_rest(m, x, inst, missing, pool):
+    ii = M_INST + inst * NI
     m[ii + A_POOL] += 1
-    for _ in range(want - min(kept, want)):
+    for _ in range(missing):
         open_conn(m, x, inst, m[ii + A_POOL], False, False)
     if m[I_TRAFFIC]:
         ready_pool(m, x, inst, pool)
@@ -806,8 +932,17 @@ def pool_failed(m, x, inst, reason):
         phase_conn_failed(m, x, inst, reason)
         return
     m[ii + A_POOL] += 1
-    if not m[I_HOLD]:  # this phase's connections (every one without phases)
-        cancel_run(m, x, inst, m[ii + A_PHASE_RUN])
+    # this phase's connections (every one without phases)
+    if not m[I_HOLD] and cancel_run(m, x, inst, m[ii + A_PHASE_RUN]):
+        push(m, K_POOL_FAILED, inst, reason, 0)  # the rest once PgBouncer's actions are done
+        all_left(m, x, x[T_NOW])
+        return
+    pool_failed_rest(m, x, inst, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def pool_failed_rest(m, x, inst, reason):
+    ii = M_INST + inst * NI
     backoff = x[F_RETRY]
     if backoff > 0:
         if m[I_RETRY_JITTER] != J_NONE:
@@ -840,19 +975,43 @@ def exit_attempt(m, x, inst, outcome, reason):
         record(m, x, inst, outcome, reason, np.nan)
     if m[m[L_BREAKER_I] + BK_MODE] != BREAKER_OFF:  # it stays up: pool closed, next try later
         breaker_failed(m, x, inst)
-        cancel_all(m, x, inst)
-        at(m, x, x[T_NOW] + x[m[L_BREAKER_X] + BX_RETRY], E_START, inst, 0)
+        if cancel_all(m, x, inst):  # the next try once PgBouncer's actions are done
+            push(m, K_NEXT_TRY, inst, 0, 0)
+            all_left(m, x, x[T_NOW])
+            return
+        next_try(m, x, inst)
         return
     if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
         conn = m[ii + A_HEAD]
         while conn >= 0:
             ci = m[L_CONN] + conn * NC
             nxt = m[ci + C_NEXT]
-            if m[ci + C_STATE] == HELD:
+            if m[ci + C_STATE] == HELD and m[L_POOLER]:
+                # PgBouncer notices late: its client slot (and server) stay taken, and so does
+                # the connection's slot, the client's name, until it leaves
+                unlink(m, conn)
+                at(m, x, x[T_NOW] + x[F_RELEASE], E_POOLER_LEAVE, conn, 0)
+            elif m[ci + C_STATE] == HELD:
                 drop(m, conn)
                 at(m, x, x[T_NOW] + x[F_RELEASE], E_FREE_SLOT, 0, 0)
             conn = nxt
-    cancel_all(m, x, inst)
+    if cancel_all(m, x, inst):  # the restart once PgBouncer's actions are done
+        push(m, K_EXIT, inst, 0, 0)
+        all_left(m, x, x[T_NOW])
+        return
+    exit_rest(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False)
+def next_try(m, x, inst):
+    """A stay-up instance's next try, breaker.retry_s after its failed one."""
+    at(m, x, x[T_NOW] + x[m[L_BREAKER_X] + BX_RETRY], E_START, inst, 0)
+
+
+@nb.njit(cache=True, _nrt=False)
+def exit_rest(m, x, inst):
+    """The restart, after the exit."""
+    ii = M_INST + inst * NI
     if m[ii + A_ATTEMPT] <= m[I_RESTARTS]:
         pause = restart_backoff(m, x, m[ii + A_ATTEMPT])
         if m[I_RESTART_JITTER] != J_NONE:
@@ -1021,6 +1180,10 @@ def setup_done(m, x, conn, gen):
         return  # cancelled during set-up; its capacity was returned then
     m[S_CX_BUSY] -= 1
     serve_queue(m, x)
+    if m[L_POOLER]:  # it reaches PgBouncer, not the database
+        m[ci + C_STATE] = LOGIN
+        arrive(m, x, conn, x[T_NOW])
+        return
     m[ci + C_STATE] = ACCEPT
     at(m, x, x[T_NOW] + rnd(m, x, ACCEPT_S), E_ACCEPT_DONE, conn, gen)
 
@@ -1057,7 +1220,15 @@ def conn_timeout(m, x, conn, gen):
     inst, awaited, pool = m[ci + C_INST], m[ci + C_AWAITED], m[ci + C_POOL]
     # A faulted connection's timeout: nothing came back from the path before it.
     reason = R_HUNG if m[ci + C_STATE] == FAULTED else R_CONNECT_TIMEOUT
-    cancel(m, x, conn, True)
+    if cancel(m, x, conn, True):  # it left PgBouncer: the rest once its actions are done
+        push(m, K_CONN_TIMEOUT, inst, pool, awaited * 16 + reason)
+        all_left(m, x, x[T_NOW])
+        return
+    conn_timeout_rest(m, x, inst, conn, pool, awaited, reason)
+
+
+@nb.njit(cache=True, _nrt=False)
+def conn_timeout_rest(m, x, inst, conn, pool, awaited, reason):
     ii = M_INST + inst * NI
     if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:
         pool_failed(m, x, inst, reason)
@@ -1067,8 +1238,13 @@ def conn_timeout(m, x, conn, gen):
 
 @nb.njit(cache=True, _nrt=False)
 def cancel(m, x, conn, serve):
-    """The client gives the connection up, wherever it is."""
+    """The client gives the connection up, wherever it is. Returns whether it left PgBouncer
+    (its caller then ends the pooler's leave: sim.fast.pooler.all_left)."""
     state = m[m[L_CONN] + conn * NC + C_STATE]
+    if m[L_POOLER] and state in (HELD, LOGIN):
+        leaving(m, conn)  # a client of PgBouncer: no database slot of its own
+        drop(m, conn)
+        return True
     if state == QUEUED:
         m[S_CX_WAIT] -= 1
     elif state == SETUP:
@@ -1076,38 +1252,57 @@ def cancel(m, x, conn, serve):
     elif state == HELD:  # the engine's release: the slot is free at once
         drop(m, conn)
         m[S_DB_FREE] += 1
-        return
+        return False
     drop(m, conn)
     if serve:
         serve_queue(m, x)
+    return False
 
 
 @nb.njit(cache=True, _nrt=False)
 def cancel_all(m, x, inst):
+    """Every connection of the instance given up; whether any left PgBouncer."""
+    gone = False
     conn = m[M_INST + inst * NI + A_HEAD]
     while conn >= 0:
         nxt = m[m[L_CONN] + conn * NC + C_NEXT]
-        cancel(m, x, conn, False)
+        gone |= cancel(m, x, conn, False)
         conn = nxt
     serve_queue(m, x)
+    return gone
 
 
 @nb.njit(cache=True, _nrt=False)
 def cancel_run(m, x, inst, run):
     """cancel_all, for the connections one phase run opened."""
+    gone = False
     conn = m[M_INST + inst * NI + A_HEAD]
     while conn >= 0:
         ci = m[L_CONN] + conn * NC
         nxt = m[ci + C_NEXT]
         if m[ci + C_RUN] == run:
-            cancel(m, x, conn, False)
+            gone |= cancel(m, x, conn, False)
         conn = nxt
     serve_queue(m, x)
+    return gone
 
 
 @nb.njit(cache=True, _nrt=False)
 def drop(m, conn):
     """Forget the connection: off its instance's list, its slot free for reuse."""
+    unlink(m, conn)
+    free_conn(m, conn)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def free_conn(m, conn):
+    m[m[L_FREE] + m[S_FREE_TOP]] = conn
+    m[S_FREE_TOP] += 1
+
+
+@nb.njit(cache=True, _nrt=False)
+def unlink(m, conn):
+    """Off its instance's list, gone (its pending events stale), its slot not free yet."""
     ci = m[L_CONN] + conn * NC
     ii = M_INST + m[ci + C_INST] * NI
     if m[ci + C_STATE] == HELD:
@@ -1123,8 +1318,6 @@ def drop(m, conn):
         m[m[L_CONN] + nxt * NC + C_PREV] = prev
     else:
         m[ii + A_TAIL] = prev
-    m[m[L_FREE] + m[S_FREE_TOP]] = conn
-    m[S_FREE_TOP] += 1
 
 
 # -- traffic after ready (docs/model.md, "Traffic after ready"; sim.checkout's PoolState) ---------

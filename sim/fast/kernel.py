@@ -5,6 +5,8 @@ flat arrays, and the codes), :mod:`sim.fast.queue` (where pending events wait, a
 :mod:`sim.fast.handlers` (what each event does, handler for handler the readable engine's), and
 this one: resetting a replication, its first starts, the loop that takes the next event and runs
 its handler, and :func:`run_block`, which runs replications one after another and sums them up.
+With a pooler, two more: :mod:`sim.fast.pooler` (PgBouncer's rules) and
+:mod:`sim.fast.pooler_engine` (its events, and its answers done after each event).
 
 Why ``_nrt=False``: with numba's runtime on, every call that passes ``m`` and ``x`` counts their
 references up and down with atomic instructions; profiled on a burst, those counts took more than
@@ -36,6 +38,8 @@ from sim.fast.layout import (
     B_READY,
     DEADLINES,
     DRAW_BLOCK,
+    E_POOLER_LEAVE,
+    E_SERVER_LOGIN,
     F_END,
     F_HORIZON,
     F_MIX,
@@ -55,6 +59,7 @@ from sim.fast.layout import (
     L_CONN_CAP,
     L_FREE,
     L_NB,
+    L_POOLER,
     L_REC_I,
     L_REQ_I,
     L_RING_CAP,
@@ -106,6 +111,7 @@ from sim.fast.layout import (
     WAVES,
     X_INST,
 )
+from sim.fast.pooler_engine import pooler_do, pooler_event, reset_pooler
 from sim.fast.queue import earliest, remove, take
 
 # -- a replication: reset, first starts, the loop --------------------------------------------------
@@ -163,6 +169,8 @@ def reset(m, x, base, index):
     for j in range(conns):
         m[m[L_FREE] + j] = conns - 1 - j  # slot 0 on top
     m[S_FREE_TOP] = conns
+    if m[L_POOLER]:
+        reset_pooler(m, x)
 
 
 @nb.njit(cache=True)  # sorting needs numba's runtime
@@ -201,7 +209,12 @@ def run_one(m, x):
                 start_attempt(m, x, k)
         else:
             typ, a, b = remove(m, x, src, bucket)
-            dispatch(m, x, typ, a, b)
+            if E_SERVER_LOGIN <= typ <= E_POOLER_LEAVE:  # a pooler's (sim.fast.pooler_engine)
+                pooler_event(m, x, typ, a, b)
+            else:
+                dispatch(m, x, typ, a, b)
+            if m[L_POOLER]:  # what PgBouncer answered, and what the handlers left for after
+                pooler_do(m, x)
             if src < 2:
                 skip_stale(m, src)
         if m[S_OVERFLOW]:

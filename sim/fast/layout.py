@@ -50,6 +50,9 @@ MODEL_REASONS = (
     Reason.HUNG,
     Reason.PHASE_DEADLINE,
     Reason.POOL_TIMEOUT,
+    Reason.MAX_CLIENT_CONN,  # a pooler in front of the database (docs/model.md): its refusals
+    Reason.SERVER_LOGIN_RETRY,
+    Reason.QUERY_WAIT_TIMEOUT,
 )
 (
     R_NONE,
@@ -61,6 +64,9 @@ MODEL_REASONS = (
     R_HUNG,
     R_PHASE_DEADLINE,
     R_POOL_TIMEOUT,
+    R_MAX_CLIENT_CONN,
+    R_SERVER_LOGIN_RETRY,
+    R_QUERY_WAIT_TIMEOUT,
 ) = range(len(MODEL_REASONS))
 # A request's outcome (traffic after ready), as codes: places in RequestOutcome. A request still
 # waiting is UNFINISHED, which it stays if the run ends so.
@@ -76,8 +82,9 @@ SERVED, FAILED, UNROUTED, WARM, UNFINISHED = _places(
     ),
 )
 # Connection states, as in sim.engine; EGRESS: the engine's QUEUED under Direct VPC egress (the
-# connection waits for its attempt's egress, in no connector's queue).
-QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, EGRESS = range(7)
+# connection waits for its attempt's egress, in no connector's queue); LOGIN: at the pooler,
+# waiting to log in.
+QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, EGRESS, LOGIN = range(8)
 # Roles of the random streams (MIX: which importance-sampling component a replication runs).
 (
     ARRIVAL,
@@ -157,11 +164,17 @@ OWNER_NONE, OWNER_FILLER = -1, -2
     E_EGRESS,  # Direct VPC egress (docs/model.md): the engine's direct_egress, when it is usable
     E_TRY_DUE,  # circuit breakers (docs/model.md): a stay-up try is due, the engine's try_due
     E_OLD_GONE,  # a roll-out (docs/model.md): old instances' slots free, old_linger_s after
-) = range(27)
+    # A pooler in front of the database (docs/model.md): only with [pooler] (sim.fast.pooler).
+    E_SERVER_LOGIN,  # the server connection being opened logs in, or meets 53300
+    E_SERVER_FAILED,  # it is given up at server_connect_timeout
+    E_EXPIRE,  # the janitor's run after a client's query_wait_timeout
+    E_POOLER_TICK,  # the reserve pool's or the login retry's moment
+    E_POOLER_LEAVE,  # PgBouncer notices an exited instance's client late (exit_release_s)
+) = range(32)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
-E_LAST = E_OLD_GONE
+E_LAST = E_POOLER_LEAVE
 if E_LAST >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
     raise ValueError(f"{E_LAST + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
@@ -276,8 +289,10 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_BREAKER_I,  # circuit breakers: their settings and each breaker's ints (BK_…)
     L_BREAKER_X,  # circuit breakers: their settings and each breaker's open_until (BX_…)
     L_ROLLOUT,  # a roll-out (docs/model.md): its controller, NRO ints
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 33)
-M_INST = L_ROLLOUT + 1  # instance ints: NI per instance
+    L_POOLER,  # a pooler (sim.fast.pooler): its ints, per connection slot and instance; 0: none
+    L_POOLER_X,  # its floats
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 35)
+M_INST = L_POOLER_X + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
