@@ -121,6 +121,9 @@ class Replication:
     connector_instances_end: int = 0
     connection_attempts: int = 0  # connections opened by database init, all attempts
     instances_ready: int = 0
+    # Connections the database refused with 53300 (PgBouncer's server logins included), every
+    # one: with a pool that retries, a refusal need not end its attempt as rejected.
+    refused_connections: int = 0
     timeline: dict[str, list] | None = None
     # Importance sampling (sim.rare): whether this replication ran the tilted component, how
     # many draws the tilt applied to, and the sum of their uniforms.
@@ -816,6 +819,7 @@ class Engine:
             return
         inst = conn.inst
         if self.db_free == 0:
+            self.out.refused_connections += 1
             self._drop(conn)
             if conn.after:
                 self.pool_conn_failed(conn, Reason.TOO_MANY_CLIENTS)
@@ -941,6 +945,7 @@ class Engine:
 
     def _server_login(self) -> None:
         if self.db_free == 0:
+            self.out.refused_connections += 1
             self._server_failed(Reason.TOO_MANY_CLIENTS, True)
             return
         self.db_free -= 1

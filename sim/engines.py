@@ -156,6 +156,7 @@ def run_one(
         connector_instances_end=int(fleet["connector_instances_end"]),
         connection_attempts=int(fleet["connection_attempts"]),
         instances_ready=int(fleet["instances_ready"]),
+        refused_connections=int(fleet["refused_connections"]),
         requests={key: requests[key].tolist() for key in REQUEST_COLUMNS},
         traffic_connections=int(fleet["traffic_connections"]),
         connections_held_end=int(fleet["connections_held_end"]),

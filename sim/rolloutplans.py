@@ -10,11 +10,10 @@ instance kept holding ``pool.held_when_ready`` and every new one created holding
 whichever is more). An old instance's slots count as free the moment it is let go
 (``rollout.old_linger_s`` is left to the simulation).
 
-P(53300) is the share of deploys (replications) with at least one start attempt refused by the
-server (outcome ``rejected``, SQLSTATE 53300), with a Wilson interval. A pool that retries after a
-refusal (``pool.retry_backoff_s`` > 0) turns it into a timeout, not a rejected attempt, so the
-share of deploys whose connections reached the free slots (``p_db_full``: no refusal can happen
-without it) is given beside it as its upper bound.
+P(53300) is the share of deploys (replications) in which the server refused at least one
+connection (SQLSTATE 53300; the engines count every refusal, so a pool that retries after one,
+whose attempt then ends as a timeout, still counts), with a Wilson interval. Beside it, the share
+of deploys whose connections reached the free slots (``p_db_full``).
 """
 
 from __future__ import annotations
@@ -211,7 +210,7 @@ def plan_figures(
 ) -> PlanFigures:
     """From the replication rows (one a deploy) and their summary."""
     ones = np.ones(len(fleet["replication"]), dtype=np.int64)
-    refused = (fleet["rejected_attempts"] > 0).astype(np.int64)
+    refused = (fleet["refused_connections"] > 0).astype(np.int64)
     full = (fleet["peak_db_connections"] >= free_slots).astype(np.int64)
     ready = summary.fleet_ready_s
     return PlanFigures(

@@ -41,7 +41,7 @@ from sim.stats import Summary, cluster_proportion, percentiles, summarize
 from sim.streams import Tilt
 
 # Attempt counts per replication, beyond FLEET_COLUMNS: with them a summary needs no record.
-COUNT_COLUMNS = ("failed_attempts", "first_attempts", "first_ready")
+COUNT_COLUMNS = ("failed_attempts", "first_attempts", "first_ready", "refused_connections")
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,7 @@ def run_chunk(
             ("connector_instances_end", rep.connector_instances_end),
             ("connection_attempts", rep.connection_attempts),
             ("instances_ready", rep.instances_ready),
+            ("refused_connections", rep.refused_connections),
             ("rejected_attempts", outcomes.count(Outcome.REJECTED)),
             ("timed_out_attempts", outcomes.count(Outcome.TIMEOUT)),
             ("attempts", len(outcomes)),

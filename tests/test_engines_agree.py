@@ -34,6 +34,7 @@ def _fields(rep) -> tuple:
         rep.connector_instances_end,
         rep.connection_attempts,
         rep.instances_ready,
+        rep.refused_connections,
         rep.traffic_connections,
         rep.connections_held_end,
     )

@@ -295,6 +295,7 @@ from sim.fast.layout import (
     S_Q_TAIL,
     S_READY_N,
     S_REC_N,
+    S_REFUSED,
     S_REQ_N,
     S_TILT_K,
     S_TILTED,
@@ -1196,6 +1197,7 @@ def accept_done(m, x, conn, gen):
     inst = m[ci + C_INST]
     ii = M_INST + inst * NI
     if m[S_DB_FREE] == 0:
+        m[S_REFUSED] += 1
         awaited, pool = m[ci + C_AWAITED], m[ci + C_POOL]
         drop(m, conn)
         if awaited and pool == m[ii + A_POOL] and m[ii + A_IN_INIT]:

@@ -97,6 +97,7 @@ from sim.fast.layout import (
     S_OVERFLOW,
     S_PEAK,
     S_REC_N,
+    S_REFUSED,
     S_REQ_N,
     S_RING_HEAD,
     S_RING_N,
@@ -266,7 +267,7 @@ def run_block(m, x, base, first, stop, fleet, row0):
         fleet[8, col], fleet[9, col], fleet[10, col] = failed, firsts, first_ready
         fleet[11, col], fleet[12, col], fleet[13, col] = m[S_TILTED], m[S_TILT_K], x[T_VSUM]
         fleet[14, col], fleet[15, col] = m[S_TRAFFIC_CONNS], held
-        fleet[16, col] = m[S_REQ_N] - req0
+        fleet[16, col], fleet[17, col] = m[S_REQ_N] - req0, m[S_REFUSED]
         if m[I_TRAFFIC]:
             for r in range(req0, m[S_REQ_N]):
                 m[m[L_REQ_I] + r * NQ + Q_REP] = index

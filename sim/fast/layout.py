@@ -242,8 +242,9 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING, FULL_REQUESTS = 
     S_READY_N,  # traffic: instances in the routing's ready order so far
     S_REQ_N,  # traffic: request records so far (they accumulate over a block's replications)
     S_TRAFFIC_CONNS,  # traffic: connections traffic opened
+    S_REFUSED,  # connections the database refused with 53300 (PgBouncer's logins included)
     S_RING_HEAD,  # where each ring's first entry is (two slots)
-) = range(32, 55)
+) = range(32, 56)
 S_RING_N = S_RING_HEAD + 2  # how many entries each ring holds (two slots)
 S_HEAP_N = S_RING_N + 2  # how many entries the heap holds
 S_CAL_N = S_HEAP_N + 1  # how many events the calendar holds
@@ -445,4 +446,5 @@ FLEET = (
     "tilt_sum",
     *TRAFFIC_FLEET_COLUMNS,
     "requests",
+    "refused_connections",
 )

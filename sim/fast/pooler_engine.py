@@ -68,6 +68,7 @@ from sim.fast.layout import (
     S_DB_FREE,
     S_OVERFLOW,
     S_PEAK,
+    S_REFUSED,
     T_NOW,
 )
 from sim.fast.pooler import (
@@ -235,6 +236,7 @@ def pooler_event(m, x, typ, a, b):
     now = x[T_NOW]
     if typ == E_SERVER_LOGIN:
         if m[S_DB_FREE] == 0:
+            m[S_REFUSED] += 1
             server_failed(m, x, now, R_53300, 1)
             return
         m[S_DB_FREE] -= 1

@@ -57,8 +57,8 @@ def legend(target: float) -> str:
     """What the columns mean, printed under the table."""
     return (
         "s/u: surge/unavailable pods; pods: old and new at once, at most; budget: their "
-        "connections at the plan's worst moment / free slots (✗: more); 53300: deploys with an "
-        "attempt refused, ≤ its 95 % upper bound; full: deploys that filled the free slots; "
+        "connections at the plan's worst moment / free slots (✗: more); 53300: deploys with a "
+        "connection refused, ≤ its 95 % upper bound; full: deploys that filled the free slots; "
         "fail: start attempts failed; ready: the roll-out's p50/p95; conns: peak p50/max; "
         f"✓: the budget fits and 53300's bound is below {100 * target:g} %"
     )
