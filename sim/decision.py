@@ -56,6 +56,9 @@ COST_ORDER = (
     "connector",
 )
 PAID = ("tier", "connector")
+# Weighed alone, never in a set with other changes: a breaker and a pooler change how the
+# start-up and the path work, and are options to compare, not values to combine.
+ALONE = ("breaker", "pooler")
 # A machine type's set-up capacity is assumed (sim.costs): at equal cost, a change that needs it
 # comes after one that does not.
 ASSUMED_CAPACITY = "connector.setups_per_instance"
@@ -267,17 +270,19 @@ class Decision:
 
 
 def least_change(
-    changes: list[Change], run: Callable[[tuple[Change, ...]], Candidate]
+    changes: list[Change], run: Callable[[tuple[Change, ...]], Candidate | None]
 ) -> tuple[Candidate | None, list[Candidate]]:
     """The first set of changes that meets the target, trying sets of one change, then of two,
     and so on; among sets of one size the cheapest in ``COST_ORDER``. Returns it and the other
     sets of that size that also meet (or ``None`` and ``[]``). Only one timeout change enters a
-    set (``run`` gives it the set's own smallest timeout)."""
+    set (``run`` gives it the set's own smallest timeout; None for a set the model refuses).
+    Changes of the ``ALONE`` kinds enter only sets of one."""
     pool = [c for c in changes if c.kind != "timeout"]
     timeouts = [c for c in changes if c.kind == "timeout"][:1]
     for size in range(1, len(pool) + len(timeouts) + 1):
-        combos = itertools.combinations(pool + timeouts, size)
-        results = [run(c) for c in combos if not redundant(c)]
+        kept = pool if size == 1 else [c for c in pool if c.kind not in ALONE]
+        combos = itertools.combinations(kept + timeouts, size)
+        results = [r for r in (run(c) for c in combos if not redundant(c)) if r is not None]
         meeting = sorted((c for c in results if c.meets_target), key=lambda c: c.cost)
         if meeting:
             return meeting[0], meeting[1:]
@@ -285,9 +290,12 @@ def least_change(
 
 
 def redundant(combo: tuple[Change, ...]) -> bool:
-    """A set where one change already contains another's overrides adds nothing."""
+    """A set where one change already contains another's overrides adds nothing; one where two
+    changes set the same field to different values (two forms of breaker) is not a set."""
     for a, b in itertools.permutations(combo, 2):
         if a.overrides.items() <= b.overrides.items():
+            return True
+        if any(a.overrides[k] != b.overrides[k] for k in a.overrides.keys() & b.overrides.keys()):
             return True
     return False
 

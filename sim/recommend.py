@@ -585,7 +585,11 @@ def _decide(lab, sc, settings, n, changes, ceiling, advice, main, fix, worlds=No
     if first is not None:
         seen[json.dumps({}, sort_keys=True)] = first
 
-    def run(combo: tuple[Change, ...]) -> Candidate:
+    def run(combo: tuple[Change, ...]) -> Candidate | None:
+        try:
+            sc.with_overrides(merge(combo))
+        except ScenarioError:  # a set the model refuses (a stay-up breaker and a pooler)
+            return None
         combo = _with_own_timeout(lab, sc, settings, n, combo, ceiling)
         key = json.dumps(merge(combo), sort_keys=True)
         if key not in seen:

@@ -49,7 +49,8 @@ def links(markdown: str) -> tuple[list[str], list[str]]:
 def test_adr_parses_and_every_linked_figure_exists(report):
     text = (report / "adr.md").read_text(encoding="utf-8")
     images, hrefs = links(text)
-    assert len(images) == 4
+    # the CDF, the timeline, the heatmap, the restarts, and what each form of breaker does
+    assert len(images) == 5 and "breaker-forms.png" in images
     for target in images:
         assert (report / target).is_file(), target
         assert imread(report / target).std() > 0  # a PNG that decodes, not one flat colour
@@ -66,7 +67,7 @@ def test_figures_drawn_in_worker_processes_are_the_same_files(report, tmp_path):
     args = ["recommend", str(report.parent / "small.toml"), "-n", "400", "--jobs", "2"]
     assert call_main(*args, "--out", str(out)) == 0
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert len(pngs) == 4
+    assert len(pngs) == 5
     for name in pngs:
         assert (out / name).read_bytes() == (report / name).read_bytes(), name
 
@@ -115,7 +116,7 @@ def test_summary_carries_the_decision_and_the_figures(report):
     assert f"Adopt **{d['configuration']}**" in text
     for change in d["changes"]:  # each adopted change, with why it is needed
         assert f"`{change['field']}` {change['from']} → **{change['to']}**" in text
-    assert set(data["figures"]) == {"cdf", "heatmap", "timeline", "restarts"}
+    assert set(data["figures"]) == {"cdf", "heatmap", "timeline", "restarts", "breakers"}
     assert data["figure_grid"]["vary"]["fleet.instances"] == [1, 2, 3, 4]
     assert (report / "scenario.toml").is_file()
 

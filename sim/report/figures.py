@@ -334,6 +334,6 @@ def breaker_forms(
                 textcoords="offset points",
                 fontsize=7,
             )
-    left.legend(fontsize=7, loc="upper left")
+    left.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Circuit breakers at start-up: {subtitle}", fontsize=11)
     return fig

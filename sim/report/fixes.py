@@ -14,17 +14,18 @@ FIX_KINDS = (BREAKER, SURGE, POOLER)
 FIGURE_CAPTION = "Each form of circuit breaker: start-up tries per instance and instances ready"
 
 
-def _ready_p95(r: OptionRow) -> str:
-    s = r.fleet_ready_p95_s
-    return "never" if s is None or s == float("inf") else f"{s:.3g} s"
+def _pct(x: float) -> str:  # as the options table writes them, so each is summary.json's
+    return f"{100 * x:.2f} %"
 
 
 def _line(r: OptionRow, verdict: Callable[[OptionRow], str]) -> str:
     f = r.p_start_failure
+    ready = r.fleet_ready_p95_s
+    ready_s = "never (some instance not ready)" if ready is None else f"{ready:.1f} s"
     return (
-        f"- **{r.name}**: {verdict(r)}; P(start attempt fails) {100 * f.estimate:.2f} % "
-        f"(interval {100 * f.ci_low:.2f} – {100 * f.ci_high:.2f} %), fleet ready p95 "
-        f"{_ready_p95(r)}, {r.restarts_per_instance:.3g} tries after the first per instance."
+        f"- **{r.name}**: {verdict(r)}; P(start attempt fails) {_pct(f.estimate)} (interval "
+        f"{_pct(f.ci_low)} – {_pct(f.ci_high)}), fleet ready p95 {ready_s}, "
+        f"{r.restarts_per_instance:.3f} tries after the first per instance."
     )
 
 
