@@ -747,7 +747,7 @@ def _rollout_fits(sc: Scenario) -> None:
             "warm instances (the old revision's instances are rollout.old_instances)",
         ),
         ("pooler.kind", sc.pooler.kind, "none", "a pooler"),
-        ("traffic.rate_per_s", sc.traffic.on, False, "traffic after ready"),
+        (*_traffic_source(sc), "traffic after ready"),
         ("probe.request_rate_per_s", sc.probe.request_rate_per_s, 0.0, "the probe's requests"),
     ):
         if value != given:
@@ -768,6 +768,16 @@ def _rollout_fits(sc: Scenario) -> None:
             f"× pool.held_when_ready ({sc.pool.held_when_ready}) = {held:,} connections held "
             f"from the start, more than the {free:,} free slots",
         )
+
+
+def _traffic_source(sc: Scenario) -> tuple[str, Any, Any]:
+    """The ``[traffic]`` field that turns traffic on (field, value, its value when off)."""
+    t = sc.traffic
+    if t.rate_per_instance_per_s:
+        return "traffic.rate_per_instance_per_s", t.rate_per_instance_per_s, 0.0
+    if t.trace_s:
+        return "traffic.trace_s", t.trace_s, []
+    return "traffic.rate_per_s", t.rate_per_s, 0.0
 
 
 def _breaker_fits(sc: Scenario) -> None:

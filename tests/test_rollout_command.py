@@ -156,6 +156,7 @@ def test_table_and_json(capsys, tight_file, tmp_path):
     assert set(data) == {
         "scenario",
         "assumed",
+        "left_out",
         "engine",
         "replications",
         "seed",
@@ -233,7 +234,7 @@ def test_surge_into_tight_slots_is_refused_in_every_deploy_and_one_at_a_time_nev
     assert one["peak_db_connections"]["max"] == 25  # the budget, reached
     assert one["fleet_ready_s"]["p95"] is not None and surge["fleet_ready_s"]["p95"] is None
     assert not surge["meets_target"]
-    assert one["p_db_full"]["estimate"] == 1.0  # full, never over: the upper bound is loose here
+    assert one["p_db_full"]["estimate"] == 1.0  # full, never over
 
 
 def test_old_instances_beyond_the_free_slots_are_refused_naming_the_field(capsys):
@@ -242,3 +243,29 @@ def test_old_instances_beyond_the_free_slots_are_refused_naming_the_field(capsys
     assert code == 2 and out == ""
     said = " ".join(err.split())
     assert "--plan 25%/25%: rollout.old_instances = 60" in said and "100 free slots" in said
+
+
+def test_what_a_roll_out_does_not_carry_is_left_out_and_said_so(capsys):
+    # The default scenario has traffic after ready and the probe's requests, which the roll-out
+    # rule does not carry yet: the plans are simulated without them, and the output says so.
+    args = ("rollout", "staging-incident", "-n", "20", "--jobs", "1", "--json")
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    data = json.loads(out)
+    assert data["left_out"].startswith(
+        "left out, not modelled with a roll-out yet: traffic.rate_per_s, probe.request_rate_per_s"
+    )
+    assert [p["plan"] for p in data["plans"]][:1] == ["100"]
+
+
+def test_a_fleet_in_waves_is_rolled_out_by_kubernetes_all_at_once():
+    sc = scenario(
+        {
+            "fleet.instances": 4,
+            "fleet.arrival": "waves",
+            "pool.held_when_ready": 1,
+            "fleet.waves": [{"at_s": 0.0, "count": 2}, {"at_s": 5.0, "count": 2}],
+        }
+    )
+    deployed = parse_plan("1/0").apply(sc)
+    assert deployed.fleet.arrival == "burst" and deployed.rollout.kind == "kubernetes"

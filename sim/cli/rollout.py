@@ -37,6 +37,7 @@ from sim.rolloutplans import (
     plan_figures,
     rollout_kind,
     team_target,
+    without_unmodelled,
 )
 from sim.runner import executor, run_points
 from sim.search import replications_for
@@ -95,7 +96,7 @@ def rollout(
 ) -> None:
     """Compare roll-out plans: each one's connection budget against the free slots, and P(53300),
     the share of deploys with a refused connection, simulated."""
-    sc = scenarios.resolve(scenario)
+    sc, left_out = without_unmodelled(scenarios.resolve(scenario))
     plans = _plans(sc, plan or [], steps or [])
     target = team_target(sc) if target is None else target
     check_target(target)
@@ -114,10 +115,11 @@ def rollout(
         )
         for p, b, r in zip(plans, budgets, results, strict=True)
     ]
-    note = assumed(sc)
+    note = "; ".join(n for n in (assumed(sc), left_out) if n) or None
     data = {
         "scenario": sc.name,
         "assumed": note,
+        "left_out": left_out,
         "engine": "/".join(sorted(engines)),
         "replications": n,
         "seed": seed,
