@@ -1,0 +1,246 @@
+"""A start-up that stays up behind a circuit breaker, in a load campaign (docs/loadtests.md, "A
+start-up that stays up"; docs/model.md, "Circuit breakers"): the built-in instance and the
+example start-up (a real process, real asyncpg connections) try again through a
+``sim.breaker.BreakerState`` instead of exiting. Against the throwaway PostgreSQL, whose 17 free
+slots the test holds all but one of until a few tries have failed with 53300 (each try wants
+two connections; the campaign's preflight connection needs the one): the measured tries, their
+starts and their waits for the open breaker are the rule's, hand-computed with constant
+durations."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import sys
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from test_loadtest import campaign, startsim
+
+from loadtests.records import read_jsonl
+from sim.breaker import BreakerState
+from sim.records import Outcome, Reason
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "sqlalchemy_startup.py"
+HELD_SLOTS = 16  # of the pg_server fixture's 17 free (max_connections 20, 3 reserved)
+TOLERANCE_S = 0.25  # the harness's own timing on a shared 2-core machine
+
+# Instances that start at once, two connections each, no retry within a try (a refused
+# connection fails the try at once: 53300), no restart; a breaker that opens after fail_max
+# failed tries for reset_timeout_s, and a try retry_s after each failed one.
+SCENARIO = """
+name = "breaker"
+horizon_s = 20.0
+[fleet]
+instances = {instances}
+arrival = "burst"
+[startup]
+before_db_s = {{ dist = "constant", value = 0.0 }}
+db_init_timeout_s = 5.0
+init_queries_s = {{ dist = "constant", value = 0.01 }}
+after_db_s = {{ dist = "constant", value = 0.0 }}
+[pool]
+min_size = 2
+max_size = 2
+held_when_ready = 2
+connect_timeout_s = 3.0
+retry_backoff_s = 0.0
+[database]
+max_connections = 20
+reserved_connections = 3
+[restart]
+policy = "none"
+[breaker]
+form = "{form}"
+fail_max = 2
+reset_timeout_s = 2.0
+retry_s = 0.5
+"""
+
+
+def scenario_file(tmp_path: Path, form: str, instances: int = 1) -> Path:
+    path = tmp_path / f"breaker-{form}.toml"
+    path.write_text(SCENARIO.format(form=form, instances=instances), encoding="utf-8")
+    return path
+
+
+class SlotHolder:
+    """Holds all but one free slot of the server from a thread of its own until ``release_after``
+    attempt records exist in the campaign's results (or ``limit_s`` passed)."""
+
+    def __init__(self, dsn: str, out: Path, release_after: int, limit_s: float = 60.0) -> None:
+        self.dsn, self.out, self.release_after, self.limit_s = dsn, out, release_after, limit_s
+        self.opened = threading.Event()
+        self.released_at: float | None = None  # Unix seconds
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> SlotHolder:
+        self.thread.start()
+        assert self.opened.wait(30), "could not fill the server's free slots"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.thread.join(30)
+
+    def _records(self) -> int:
+        return sum(len(read_jsonl(p)) for p in self.out.glob("*/records.jsonl"))
+
+    async def _run(self) -> None:
+        conns = [
+            await asyncpg.connect(self.dsn, server_settings={"application_name": "slot-holder"})
+            for _ in range(HELD_SLOTS)
+        ]
+        self.opened.set()
+        end = time.monotonic() + self.limit_s
+        while self._records() < self.release_after and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        for con in conns:
+            await con.close()
+        self.released_at = time.time()
+
+
+def by_instance(records: list[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["instance"], r["attempt"])):
+        out.setdefault(r["instance"], []).append(r)
+    return out
+
+
+def init_start(r: dict) -> float:
+    return r["start_unix_s"] + r["before_db_s"]
+
+
+def try_end(r: dict) -> float:
+    return init_start(r) + r["db_init_s"]
+
+
+def replay(tries: list[dict], fail_max: int = 2, reset_s: float = 2.0, retry_s: float = 0.5):
+    """The rule replayed over the measured tries (all of one breaker), in time order: each try
+    after its instance's first is due ``retry_s`` after that instance's last try ended, and asks
+    the breaker then (again at the open time's end while it is open); each try ends when it was
+    measured to end, ready or failed. Returns (try, due, admitted) for the tries after the
+    first of each instance."""
+    state = BreakerState(fail_max, reset_s)
+    tries = sorted(tries, key=lambda r: (r["instance"], r["attempt"]))
+    nxt = {id(a): b for a, b in itertools.pairwise(tries) if a["instance"] == b["instance"]}
+    events = [(init_start(r), 1, i, r) for i, r in enumerate(tries) if r["attempt"] == 1]
+    heapq.heapify(events)
+    due: dict[int, float] = {}
+    out = []
+    while events:
+        t, kind, i, r = heapq.heappop(events)
+        if kind == 0:  # it ends (before an ask at the same instant)
+            if r["outcome"] == Outcome.READY:
+                state.succeeded()
+                continue
+            state.failed(t)
+            if id(r) in nxt:
+                b = nxt[id(r)]
+                due[id(b)] = t + retry_s
+                heapq.heappush(events, (t + retry_s, 1, i + 1, b))
+        elif state.admits(t):
+            if id(r) in due:
+                out.append((r, due[id(r)], t))
+            heapq.heappush(events, (max(try_end(r), t), 0, i, r))
+        else:
+            heapq.heappush(events, (state.wait_until(0.0, 0.0), 1, i, r))
+    return out
+
+
+def assert_follows_the_rule(tries: list[dict], **rule) -> None:
+    for r, due, at in replay(tries, **rule):
+        assert abs(r["start_unix_s"] - due) < TOLERANCE_S, (r, due)
+        assert abs(init_start(r) - at) < TOLERANCE_S, (r, at)
+
+
+def test_a_start_up_that_stays_up_tries_through_its_breaker(pg_server, tmp_path):
+    """One instance: 53300, 53300 (the breaker opens for 2 s), a try due at 1.0 s waits for the
+    open time's end (2.5 s), fails half-open (open again until 4.5 s), the try due at 3.0 s waits
+    until 4.5 s and is ready (the slots were freed at about 2.6 s). Four tries, one process."""
+    path = scenario_file(tmp_path, "stay_up")
+    with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=3) as holder:
+        _, records = campaign(pg_server, tmp_path, path, "--seed", "1")
+    tries = by_instance(records)[0]
+    assert [r["attempt"] for r in tries] == [1, 2, 3, 4]
+    outcomes = [(r["outcome"], r["reason"]) for r in tries]
+    assert outcomes == [(Outcome.REJECTED, Reason.TOO_MANY_CLIENTS)] * 3 + [(Outcome.READY, "")]
+    assert [r["final"] for r in tries] == [False, False, False, True]
+    t0 = tries[0]["start_unix_s"]
+    for r, start_s, wait_s in zip(tries, [0.0, 0.5, 1.0, 3.0], [0.0, 0.0, 1.5, 1.5], strict=True):
+        assert abs(r["start_unix_s"] - t0 - start_s) < TOLERANCE_S, r
+        assert abs(r["before_db_s"] - wait_s) < TOLERANCE_S, r
+    assert abs(tries[3]["ready_unix_s"] - t0 - 4.5) < TOLERANCE_S
+    assert holder.released_at < tries[3]["ready_unix_s"] - 1.0
+    assert_follows_the_rule(tries)
+
+
+def test_in_process_exits_as_without_a_breaker(pg_server, tmp_path):
+    """in_process: the breaker dies with the process, which makes one try and exits (no
+    restart here): one record, rejected, final."""
+    path = scenario_file(tmp_path, "in_process")
+    with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=1):
+        _, records = campaign(pg_server, tmp_path, path, "--seed", "1")
+    assert [(r["attempt"], r["outcome"], r["final"]) for r in records] == [
+        (1, Outcome.REJECTED, True)
+    ]
+
+
+def test_a_shared_breaker_holds_the_whole_fleet(pg_server, tmp_path):
+    """Two instances, one breaker: their first failures (t ≈ 0) open it until 2.0 s; both tries
+    due at 0.5 s wait until then, both fail half-open (the first to end opens it until 4.0 s,
+    the second changes nothing), both tries due at 2.5 s wait until 4.0 s and are ready."""
+    path = scenario_file(tmp_path, "shared", instances=2)
+    with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=4):
+        _, records = campaign(pg_server, tmp_path, path, "--seed", "1")
+    fleet = by_instance(records)
+    assert len(fleet) == 2
+    t0 = min(r["start_unix_s"] for r in records)
+    for tries in fleet.values():
+        assert [r["outcome"] for r in tries] == [Outcome.REJECTED] * 2 + [Outcome.READY]
+        for r, start_s, wait_s in zip(tries, [0.0, 0.5, 2.5], [0.0, 1.5, 1.5], strict=True):
+            assert abs(r["start_unix_s"] - t0 - start_s) < TOLERANCE_S, r
+            assert abs(r["before_db_s"] - wait_s) < TOLERANCE_S, r
+    assert_follows_the_rule(records)
+
+
+def test_a_shared_breaker_is_refused_where_it_cannot_be_shared(pg_server, tmp_path):
+    path = scenario_file(tmp_path, "shared", instances=2)
+    out = tmp_path / "results"
+    for extra, words in (
+        (["--workers", "1"], "workers"),
+        (["--instance-command", f"{sys.executable} {EXAMPLE}"], "--instance-command"),
+    ):
+        res = startsim("loadtest", str(path), "--dsn", pg_server.dsn, "--out", str(out), *extra)
+        assert res.returncode == 2, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith('error: breaker.form = "shared"') and words in line, line
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_example_stays_up_as_a_real_process(pg_server, tmp_path):
+    """examples/sqlalchemy_startup.py in its stay-up mode (the scenario's [breaker], passed in
+    STARTSIM_BREAKER_*): one process, its tries recorded as attempts, the breaker's waits
+    the rule's (its first try starts after the interpreter's own start-up)."""
+    pytest.importorskip("sqlalchemy")
+    path = scenario_file(tmp_path, "stay_up")
+    command = f"{sys.executable} {EXAMPLE} --warmup-connections 2 --db-init-timeout-s 5"
+    with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=3):
+        _, records = campaign(
+            pg_server, tmp_path, path, "--seed", "1", "--instance-command", command
+        )
+    tries = by_instance(records)[0]
+    assert [r["attempt"] for r in tries] == [1, 2, 3, 4]
+    assert [r["outcome"] for r in tries] == [Outcome.REJECTED] * 3 + [Outcome.READY]
+    assert all(r["sqlstate"] == Reason.TOO_MANY_CLIENTS for r in tries[:3])
+    assert [r["exit_code"] for r in tries] == [None] * 4  # one process, never exited
+    for a, b, wait_s in zip(tries, tries[1:], [0.0, 1.5, 1.5], strict=False):
+        assert abs(b["start_unix_s"] - try_end(a) - 0.5) < TOLERANCE_S, b
+        assert abs(b["before_db_s"] - wait_s) < TOLERANCE_S, b
+    assert_follows_the_rule(tries)
