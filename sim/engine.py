@@ -17,6 +17,7 @@ from heapq import heappop, heappush
 import numpy as np
 
 from sim import phases, streams
+from sim.breaker import BreakerState, due_again
 from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
 from sim.connector import ConnectorState
 from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
@@ -65,6 +66,7 @@ class _Instance:
         "attempt",
         "attempt_start",
         "bound",
+        "breaker",
         "conn_attempts",
         "conns",
         "db_started",
@@ -105,6 +107,7 @@ class _Instance:
         self.phase_i, self.phase_run, self.phase_start, self.bound = -1, 0, 0.0, 0.0
         self.db_started = True
         self.pool_state: PoolState | None = None  # its pool after ready, with traffic
+        self.breaker: BreakerState | None = None  # stay_up, shared: the breaker it asks
 
 
 @dataclass
@@ -223,6 +226,18 @@ class Engine:
             else sc.fleet.instances
         )
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
+        # Circuit breakers (docs/model.md): under stay_up and shared a failed try leaves the
+        # process up; each instance asks its own breaker, or all of them the fleet's one.
+        # in_process changes nothing (its breaker never reaches fail_max).
+        self.stays_up = sc.breaker.stays_up
+        if self.stays_up:
+            fleet_breaker = BreakerState(sc.breaker.fail_max, sc.breaker.reset_timeout_s)
+            for inst in self.instances:
+                inst.breaker = (
+                    fleet_breaker
+                    if sc.breaker.shared
+                    else BreakerState(sc.breaker.fail_max, sc.breaker.reset_timeout_s)
+                )
         # Traffic after ready: the requests in arrival order, the instances in the order they
         # became ready (the routing's candidates after the warm ones).
         self.traffic_on = sc.traffic.on
@@ -297,11 +312,32 @@ class Engine:
             return  # no new start after the horizon: that instance counts as never ready
         inst.attempt += 1
         inst.attempt_start = self.now
-        if self.direct:  # one draw per attempt, when it starts
+        # One draw per attempt, when it starts; a process that stays up keeps its egress.
+        if self.direct and (inst.attempt == 1 or not self.stays_up):
             inst.egress_at = self.now + self.draw_egress()
         inst.conn_attempts = inst.pool_starts = 0
+        if self.stays_up:  # a try: the first after before_db_s, the next ones at once
+            if inst.attempt == 1:
+                self.at(self.now + self.draw_before(), self.try_due, inst)
+            else:
+                self.try_due(inst)
+            return
         after = self.begin_phases if self.phases else self.begin_db_init
         self.at(self.now + self.draw_before(), after, inst)
+
+    def try_due(self, inst: _Instance) -> None:
+        """Stay-up (docs/model.md, "Circuit breakers"): a try is due; it begins if the breaker
+        admits it, else it is due again when the wait for the open breaker ends."""
+        if self.now > self.sc.horizon_s:
+            return  # like a database init after the horizon: no record
+        b = self.sc.breaker
+        again = due_again(inst.breaker, self.now, b.open_jitter, self.draw_breaker_u)
+        if again is not None:
+            self.at(again, self.try_due, inst)
+        elif self.phases:
+            self.begin_phases(inst)
+        else:
+            self.begin_db_init(inst)
 
     def begin_db_init(self, inst: _Instance) -> None:
         if self.now > self.sc.horizon_s:
@@ -536,6 +572,8 @@ class Engine:
 
     def _init_done(self, inst: _Instance) -> None:
         inst.in_init = False
+        if inst.breaker is not None:
+            inst.breaker.succeeded()
         # The after-db draw is taken first, for the record's ready time: each role draws from its
         # own stream, so the values drawn are the same whatever the order.
         ready_s = self.now + self.draw_after()
@@ -608,6 +646,11 @@ class Engine:
         inst.pool += 1
         if inst.db_started or self.now <= self.sc.horizon_s:  # see begin_phases
             self._record(inst, outcome, reason)
+        if self.stays_up:  # the process stays up: its pool closed at once, the next try later
+            inst.breaker.failed(self.now)
+            self._cancel_all(list(inst.conns))
+            self.at(self.now + self.sc.breaker.retry_s, self.start_attempt, inst)
+            return
         release_s = self.sc.restart.exit_release_s
         if release_s > 0:  # the server notices the dead client late: its slots stay taken a while
             for conn in [c for c in inst.conns if c.state == HELD]:
