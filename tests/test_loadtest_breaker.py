@@ -23,7 +23,9 @@ from test_loadtest import campaign, startsim
 
 from loadtests.records import read_jsonl
 from sim.breaker import BreakerState
+from sim.calibrate.inputs import read_campaign
 from sim.records import Outcome, Reason
+from sim.validate import AGREES, validate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -155,6 +157,12 @@ def replay(tries: list[dict], fail_max: int = 2, reset_s: float = 2.0, retry_s: 
 
 
 def assert_follows_the_rule(tries: list[dict], **rule) -> None:
+    t0 = min(r["start_unix_s"] for r in tries)
+    for r in sorted(tries, key=lambda r: (r["instance"], r["attempt"])):
+        print(  # the figures docs/loadtests.md quotes
+            f"instance {r['instance']} try {r['attempt']}: due {r['start_unix_s'] - t0:.3f} s, "
+            f"waited {r['before_db_s']:.3f} s, {r['outcome']} after {r['db_init_s']:.3f} s"
+        )
     for r, due, at in replay(tries, **rule):
         assert abs(r["start_unix_s"] - due) < TOLERANCE_S, (r, due)
         assert abs(init_start(r) - at) < TOLERANCE_S, (r, at)
@@ -244,3 +252,68 @@ def test_the_example_stays_up_as_a_real_process(pg_server, tmp_path):
         assert abs(b["start_unix_s"] - try_end(a) - 0.5) < TOLERANCE_S, b
         assert abs(b["before_db_s"] - wait_s) < TOLERANCE_S, b
     assert_follows_the_rule(tries)
+
+
+# Six instances of four connections each, in two waves: the first four fill 16 of the 17 free
+# slots and hold them through 3 s of init queries (then keep one each); the two of the second
+# wave (at 1 s) are refused (53300), again 0.5 s later, and their breakers open for 4 s; at
+# about 5.5 s both try half-open, find 13 free slots, and are ready about 3 s later. Tries per
+# instance 1, 1, 1, 1, 3, 3; fleet ready at about 8.5 s. No slot holder: the fleet's own
+# contention, which the model reproduces, so `validate` compares the two.
+VALIDATED = """
+name = "breaker-validate"
+horizon_s = 20.0
+[fleet]
+instances = 6
+arrival = "waves"
+waves = [{ at_s = 0.0, count = 4 }, { at_s = 1.0, count = 2 }]
+[startup]
+before_db_s = { dist = "constant", value = 0.0 }
+db_init_timeout_s = 10.0
+init_queries_s = { dist = "lognormal", median = 3.0, sigma = 0.1 }
+after_db_s = { dist = "constant", value = 0.0 }
+[pool]
+min_size = 4
+max_size = 4
+held_when_ready = 1
+start = "concurrent"
+connect_timeout_s = 3.0
+retry_backoff_s = 0.0
+[database]
+max_connections = 20
+reserved_connections = 3
+accept_s = { dist = "lognormal", median = 0.035, sigma = 0.3 }
+[restart]
+policy = "none"
+[connector]
+min_instances = 1
+max_instances = 1
+setups_per_instance = 64
+setup_s = { dist = "constant", value = 0.002 }
+[breaker]
+form = "stay_up"
+fail_max = 2
+reset_timeout_s = 4.0
+retry_s = 0.5
+"""
+
+
+def test_validate_compares_a_stay_up_campaign_with_the_model(pg_server, tmp_path):
+    path = tmp_path / "breaker-validate.toml"
+    path.write_text(VALIDATED, encoding="utf-8")
+    run_dir, records = campaign(pg_server, tmp_path, path, "--seed", "3")
+    tries = sorted(len(t) for t in by_instance(records).values())
+    assert tries == [1, 1, 1, 1, 3, 3], tries
+    v = validate([read_campaign(run_dir)], replications=100, seed=1)
+    figures = {f.name: f for f in v.figures}
+    report = "\n".join(
+        f"{f.name}: measured {f.measured:.4g}, predicted {f.predicted:.4g} "
+        f"{f.predicted_interval}, {f.verdict}"
+        for f in v.figures
+    )
+    print(report)
+    print("refused tries' db_init_s:", [r["db_init_s"] for r in records if not r["final"]])
+    for name in ("restarts per instance", "rejections per instance", "fleet time-to-ready (s)"):
+        assert figures[name].verdict == AGREES, report
+    assert 7.5 < figures["fleet time-to-ready (s)"].measured < 9.5
+    assert figures["restarts per instance"].measured == pytest.approx(4 / 6)
