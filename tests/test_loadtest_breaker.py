@@ -21,13 +21,16 @@ import asyncpg
 import pytest
 from test_loadtest import campaign, startsim
 
+from loadtests.command import FAILED_LINE, READY_LINE, CommandResult, apply_line, child_env
 from loadtests.records import read_jsonl
-from sim.breaker import BreakerState
+from loadtests.settings import check_breaker
+from loadtests.stayup import admitted, breaker_env
+from sim.breaker import Breaker, BreakerState
 from sim.calibrate.inputs import read_campaign
+from sim.errors import UsageError
 from sim.records import Outcome, Reason
+from sim.scenario import load
 from sim.validate import AGREES, validate
-
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "sqlalchemy_startup.py"
@@ -168,6 +171,8 @@ def assert_follows_the_rule(tries: list[dict], **rule) -> None:
         assert abs(init_start(r) - at) < TOLERANCE_S, (r, at)
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_a_start_up_that_stays_up_tries_through_its_breaker(pg_server, tmp_path):
     """One instance: 53300, 53300 (the breaker opens for 2 s), a try due at 1.0 s waits for the
     open time's end (2.5 s), fails half-open (open again until 4.5 s), the try due at 3.0 s waits
@@ -189,6 +194,8 @@ def test_a_start_up_that_stays_up_tries_through_its_breaker(pg_server, tmp_path)
     assert_follows_the_rule(tries)
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_in_process_exits_as_without_a_breaker(pg_server, tmp_path):
     """in_process: the breaker dies with the process, which makes one try and exits (no
     restart here): one record, rejected, final."""
@@ -200,6 +207,8 @@ def test_in_process_exits_as_without_a_breaker(pg_server, tmp_path):
     ]
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_a_shared_breaker_holds_the_whole_fleet(pg_server, tmp_path):
     """Two instances, one breaker: their first failures (t ≈ 0) open it until 2.0 s; both tries
     due at 0.5 s wait until then, both fail half-open (the first to end opens it until 4.0 s,
@@ -218,6 +227,8 @@ def test_a_shared_breaker_holds_the_whole_fleet(pg_server, tmp_path):
     assert_follows_the_rule(records)
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_a_shared_breaker_is_refused_where_it_cannot_be_shared(pg_server, tmp_path):
     path = scenario_file(tmp_path, "shared", instances=2)
     out = tmp_path / "results"
@@ -232,6 +243,8 @@ def test_a_shared_breaker_is_refused_where_it_cannot_be_shared(pg_server, tmp_pa
         assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_the_example_stays_up_as_a_real_process(pg_server, tmp_path):
     """examples/sqlalchemy_startup.py in its stay-up mode (the scenario's [breaker], passed in
     STARTSIM_BREAKER_*): one process, its tries recorded as attempts, the breaker's waits
@@ -298,6 +311,8 @@ retry_s = 0.5
 """
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_validate_compares_a_stay_up_campaign_with_the_model(pg_server, tmp_path):
     path = tmp_path / "breaker-validate.toml"
     path.write_text(VALIDATED, encoding="utf-8")
@@ -317,3 +332,74 @@ def test_validate_compares_a_stay_up_campaign_with_the_model(pg_server, tmp_path
         assert figures[name].verdict == AGREES, report
     assert 7.5 < figures["fleet time-to-ready (s)"].measured < 9.5
     assert figures["restarts per instance"].measured == pytest.approx(4 / 6)
+
+
+# -- the parts, without a server -------------------------------------------------------------
+
+
+def test_a_stay_up_process_says_its_try_failed_and_when_the_next_is_due():
+    res = CommandResult(2, start_unix_s=100.0)
+    assert apply_line(res, '{"try": 2}', 101.0) == ""
+    assert res.start_unix_s == 101.0  # the try was due when the line came
+    assert apply_line(res, '{"phase": "database", "s": 0.5}', 103.0) == ""
+    assert res.before_db_s == pytest.approx(1.5)  # its wait for the breaker
+    assert apply_line(res, '{"sqlstate": "53300"}', 103.0) == ""
+    assert apply_line(res, '{"try_failed": 1}', 103.0) == FAILED_LINE
+    assert res.exit_code == 1
+    for line in ('{"try_failed": 0}', '{"try_failed": true}', '{"try_failed": "3"}'):
+        assert apply_line(CommandResult(1, start_unix_s=0.0), line, 1.0) == ""
+    assert apply_line(res, '{"ready": true}', 104.0) == READY_LINE
+
+
+def test_the_scenario_breaker_reaches_the_command(tmp_path):
+    path = scenario_file(tmp_path, "stay_up")
+    env = breaker_env(load(path).breaker)
+    assert env == {
+        "STARTSIM_BREAKER_FORM": "stay_up",
+        "STARTSIM_BREAKER_FAIL_MAX": "2",
+        "STARTSIM_BREAKER_RESET_TIMEOUT_S": "2.0",
+        "STARTSIM_BREAKER_OPEN_JITTER": "0.0",
+        "STARTSIM_BREAKER_RETRY_S": "0.5",
+    }
+    connect = {"host": ["127.0.0.1"], "port": [5432]}
+    child = child_env({}, "postgresql://app@127.0.0.1:5432/app", connect, env)
+    assert child["STARTSIM_BREAKER_FORM"] == "stay_up"
+    assert breaker_env(Breaker()) == {}  # no [breaker]: nothing for the command
+
+
+def test_shared_is_refused_with_workers_or_a_command_only(tmp_path):
+    shared = load(scenario_file(tmp_path, "shared"))
+    check_breaker(shared, command=False, distributed=False)
+    for command, distributed in ((True, False), (False, True)):
+        with pytest.raises(UsageError, match=r'breaker\.form = "shared"'):
+            check_breaker(shared, command, distributed)
+    check_breaker(load(scenario_file(tmp_path, "stay_up")), command=True, distributed=True)
+
+
+def test_a_wait_for_the_open_breaker_ends_at_its_open_time_plus_its_jitter():
+    """admitted() on a fake clock: refused while open, one draw per wait, no try past the
+    horizon."""
+    now = [0.0]
+    draws = iter([0.5, 0.25])
+
+    async def run(last_s: float) -> tuple[bool, list[float]]:
+        state = BreakerState(1, 2.0)
+        state.failed(0.0)  # open until 2.0
+        sleeps = []
+
+        async def fake_sleep(s):
+            sleeps.append(s)
+            now[0] += s
+
+        real, asyncio.sleep = asyncio.sleep, fake_sleep
+        try:
+            ok = await admitted(state, 0.5, lambda: next(draws), last_s, clock=lambda: now[0])
+        finally:
+            asyncio.sleep = real
+        return ok, sleeps
+
+    ok, sleeps = asyncio.run(run(10.0))
+    assert ok and sleeps == [2.0 + 2.0 * 0.5 * 0.5]  # open_until + reset × jitter × u
+    now[0] = 0.0
+    ok, sleeps = asyncio.run(run(2.2))  # 2.0 + 2.0 × 0.5 × 0.25 = 2.25: past the horizon
+    assert not ok and sleeps == []
