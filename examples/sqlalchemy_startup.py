@@ -202,7 +202,8 @@ async def stay_up(cfg: dict[str, str], stop: asyncio.Event) -> AsyncEngine | Non
     ``sim.breaker.BreakerState``): after a failed try the pool is closed, and the next try is due
     ``BREAKER_RETRY_S`` later; while the breaker is open it waits for the open time's end (plus
     its jitter). The ready try's engine, or None when stopped first."""
-    from sim.breaker import BreakerState  # startsim's, not a dependency of a team's service
+    # startsim's, not a dependency of a team's service: pybreaker's code in docs/loadtests.md
+    from sim.breaker import BreakerState, due_again
 
     breaker = BreakerState(int(cfg["BREAKER_FAIL_MAX"]), float(cfg["BREAKER_RESET_TIMEOUT_S"]))
     jitter, retry_s = float(cfg["BREAKER_OPEN_JITTER"]), float(cfg["BREAKER_RETRY_S"])
@@ -210,9 +211,8 @@ async def stay_up(cfg: dict[str, str], stop: asyncio.Event) -> AsyncEngine | Non
     for number in itertools.count(1):
         if number > 1:
             report(**{"try": number})  # the try is due now (the harness starts its record)
-        while not breaker.admits(time.monotonic()):
-            until = breaker.wait_until(rng.random() if jitter else 0.0, jitter)
-            if await stopped(stop, until - time.monotonic()):
+        while (until := due_again(breaker, time.monotonic(), jitter, rng.random)) is not None:
+            if await stopped(stop, until - time.monotonic()):  # open: wait for its time's end
                 return None
         engine, held = make_engine(cfg), []
         code = await one_try(engine, cfg, held)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
-from sim.breaker import Breaker, BreakerState
+from sim.breaker import Breaker, BreakerState, due_again
 
 # What the harness tells a start-up command about the scenario's breaker (the example reads them).
 BREAKER_ENV = {
@@ -62,9 +62,9 @@ async def admitted(
         now = clock()
         if now >= last_s:
             return False
-        if state.admits(now):
+        again = due_again(state, now, jitter, draw)  # the engines' own question
+        if again is None:
             return True
-        until = state.wait_until(draw() if jitter else 0.0, jitter)
-        if until >= last_s:
+        if again >= last_s:
             return False
-        await asyncio.sleep(until - now)
+        await asyncio.sleep(again - now)
