@@ -26,8 +26,9 @@ RESTART_WEIGHT = 10
 
 def expected_starts(sc: Scenario, replications: int) -> int:
     """The instance starts ``auto`` weighs: instances × replications, times RESTART_WEIGHT (at
-    most the restarts allowed plus one) when instances may restart."""
-    weight = min(sc.restart.restarts_allowed + 1, RESTART_WEIGHT)
+    most the restarts allowed plus one) when instances may restart or stay up to try again."""
+    tries = RESTART_WEIGHT if sc.breaker.stays_up else sc.restart.restarts_allowed + 1
+    weight = min(tries, RESTART_WEIGHT)
     return sc.fleet.instances * replications * weight
 
 
@@ -78,6 +79,7 @@ FAST_FIELDS = {
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
     "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
+    "breaker": {"form", "fail_max", "reset_timeout_s", "open_jitter", "retry_s"},
 }
 
 

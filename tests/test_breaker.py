@@ -10,11 +10,12 @@ hand-computed cases run on both engines.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from builders import const, scenario
 from cli_helpers import call_main
 
-from sim import streams
+from sim import probes, streams
 from sim.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerState
 from sim.engine import replication_key
 from sim.engines import run_one
@@ -130,7 +131,7 @@ def test_in_process_gives_the_records_of_no_breaker(engine, fail_max):
     with_breaker = run_one(
         scenario({**base, **breaker("in_process", fail_max=fail_max)}), 3, engine=engine
     )
-    assert with_breaker.attempts == none.attempts
+    np.testing.assert_equal(with_breaker.attempts, none.attempts)  # NaN ready_s equal too
     assert with_breaker.fleet_ready_s == none.fleet_ready_s
 
 
@@ -351,3 +352,31 @@ def test_bad_breakers_are_refused_naming_the_field(
     assert field in err and value in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_under_a_tcp_probe_a_stay_up_instance_is_routable_across_its_tries(engine):
+    # Tries at 0 and 2 are reset at 1 and 3; the try at 4 is ready at 4. One request a second
+    # over [0, 10), TCP probe bound at once. As one process (stay-up), the instance is routable
+    # from 0 without a break: every request is served, those before 4 wait until 4 (summed wait
+    # ∫₀⁴ (4 − t) dt = 8). Read as three attempts routable over [0, 1), [2, 3), [4, ∞), those
+    # arriving in [0, 3) would reach a try that exits (in the gap [1, 2) they would wait at the
+    # platform for the try at 2): 3 failed.
+    sc = scenario(
+        {
+            **resets_until(3.0),
+            **breaker("stay_up"),
+            "horizon_s": 10.0,
+            "startup.db_init_timeout_s": 5.0,
+            "probe.kind": "tcp",
+            "probe.request_rate_per_s": 1.0,
+        }
+    )
+    a = run_one(sc, 0, engine=engine).attempts
+    cols = {k: np.asarray(v) for k, v in a.items()}
+    cols["replication"] = np.zeros(len(a["instance"]), dtype=int)
+    reps = np.asarray([0])
+    (up,) = probes.per_deploy(cols, reps, sc.probe, sc.horizon_s, warm=0, stays_up=True)
+    assert (up.arrived, up.failed, up.served, up.wait_s) == (10.0, 0.0, 10.0, 8.0)
+    (apart,) = probes.per_deploy(cols, reps, sc.probe, sc.horizon_s, warm=0)
+    assert apart.failed == 3.0

@@ -208,6 +208,23 @@ def traffic(draw, horizon_s: float) -> dict:
 
 
 @st.composite
+def breakers(draw) -> dict:
+    """Circuit breakers (docs/model.md): none half the time, else one of the three forms, its
+    waits jittered or not; pauses long enough that a stay-up fleet makes hundreds of tries, not
+    thousands."""
+    form = draw(st.sampled_from(["none", "none", "in_process", "stay_up", "shared"]))
+    if form == "none":
+        return {}
+    return {
+        "breaker.form": form,
+        "breaker.fail_max": draw(st.integers(1, 5)),
+        "breaker.reset_timeout_s": draw(_positive(0.5, 30.0)),
+        "breaker.open_jitter": draw(st.one_of(st.just(0.0), _positive(0.01, 1.0))),
+        "breaker.retry_s": draw(_positive(0.5, 5.0)),
+    }
+
+
+@st.composite
 def scenarios(draw) -> Scenario:
     """A scenario over every field the model reads, at sizes where queues, rejections, timeouts,
     retries and restarts all happen."""
@@ -295,13 +312,14 @@ def scenarios(draw) -> Scenario:
             "egress.subnet_addresses": max(subnet, 1),
             "egress.addresses_per_instance": per_instance,
             **draw(traffic(horizon_s)),
+            **draw(breakers()),
         }
     )
 
 
 # Sections of the model the fast engine does not have yet: a scenario that sets one runs on the
 # readable engine (sim.engines), so there is nothing to compare.
-NOT_FAST_YET = {"pooler", "breaker", "rollout"}
+NOT_FAST_YET = {"pooler", "rollout"}
 
 
 def test_the_property_test_draws_every_field_the_model_reads():

@@ -16,6 +16,7 @@ from typing import get_args
 import pytest
 
 from sim import fast
+from sim.breaker import BreakerState
 from sim.checkout import PoolState
 from sim.connector import ConnectorState
 from sim.engine import Engine
@@ -93,6 +94,8 @@ TWINS = {
     "_request_rows": "none: each request's record is written as it goes (handlers.new_request)",
     # Direct VPC egress (docs/model.md, "Direct VPC egress").
     "direct_egress": "handlers.direct_egress",
+    # Circuit breakers (docs/model.md, "Circuit breakers").
+    "try_due": "handlers.try_due",
     "_connector_instances": "none: with Direct VPC egress the kernel has no connector instance "
     "(sim.fast's layout starts it with none, and nothing scales it out)",
     # A pooler in front of the database (docs/model.md): no twin yet; sim.engines sends a scenario
@@ -137,6 +140,23 @@ CHECKOUT_TWINS = {
     "_give": "handlers.give",
     "_fill": "handlers.fill_pool",
 }
+
+
+# A circuit breaker's rules are one object, sim.breaker.BreakerState; the kernel keeps a compiled
+# copy per breaker (each instance's, or the fleet's) in its flat arrays.
+BREAKER_TWINS = {
+    "admits": "handlers.breaker_admits",
+    "wait_until": "handlers.try_due",
+    "failed": "handlers.breaker_failed",
+    "succeeded": "handlers.breaker_succeeded",
+}
+
+
+def test_every_rule_of_a_breaker_has_its_twin_in_the_kernel():
+    methods = {n for n, m in vars(BreakerState).items() if inspect.isfunction(m)}
+    assert methods - {"__init__"} == set(BREAKER_TWINS)
+    for method, twin in BREAKER_TWINS.items():
+        assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"
 
 
 def test_every_rule_of_a_ready_pool_has_its_twin_in_the_kernel():
@@ -188,7 +208,12 @@ def test_the_handlers_are_in_the_handlers_module_and_the_loop_in_the_kernel():
     # sim.fast.queue, the loop over replications in sim.fast.kernel.
     twins = [
         t.removeprefix("inlined in ")
-        for t in (*TWINS.values(), *CONNECTOR_TWINS.values(), *CHECKOUT_TWINS.values())
+        for t in (
+            *TWINS.values(),
+            *CONNECTOR_TWINS.values(),
+            *CHECKOUT_TWINS.values(),
+            *BREAKER_TWINS.values(),
+        )
     ]
     modules = {t.partition(".")[0] for t in twins if not t.startswith("none: ")}
     assert modules == {"handlers", "queue", "kernel"}

@@ -194,8 +194,16 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     req_f = phase_values + ph_values.size
     trace_at = req_f + sizes["requests"] * L.NQF
     trace = [t for t in sc.traffic.trace_s if t < sc.horizon_s]
-    x = np.zeros(trace_at + len(trace))
-    x[trace_at:] = trace
+    # Circuit breakers (docs/model.md): their settings, and one breaker per instance or the
+    # fleet's one (none for none and in_process: their records are no breaker's).
+    brk = sc.breaker
+    mode = (L.BREAKER_SHARED if brk.shared else L.BREAKER_OWN) if brk.stays_up else L.BREAKER_OFF
+    breakers = {L.BREAKER_OFF: 0, L.BREAKER_OWN: n, L.BREAKER_SHARED: 1}[mode]
+    breaker_x = trace_at + len(trace)
+    x = np.zeros(breaker_x + L.BX_FIRST + breakers)
+    x[trace_at:breaker_x] = trace
+    x[breaker_x + L.BX_RESET] = brk.reset_timeout_s
+    x[breaker_x + L.BX_JITTER], x[breaker_x + L.BX_RETRY] = brk.open_jitter, brk.retry_s
     x[L.F_POOL_TIMEOUT] = pool.timeout_s
     x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
     x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
@@ -238,7 +246,10 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     ready_order = traffic_at + (n * L.NT if traffic else 0)
     owner_at = ready_order + (n if traffic else 0)
     req_i = owner_at + (sizes["conns"] if traffic else 0)
-    m = np.zeros(req_i + sizes["requests"] * L.NQ, np.int64)
+    breaker_i = req_i + sizes["requests"] * L.NQ
+    m = np.zeros(breaker_i + L.BK_FIRST + breakers * L.NBK, np.int64)
+    m[L.L_BREAKER_I], m[L.L_BREAKER_X] = breaker_i, breaker_x
+    m[breaker_i + L.BK_MODE], m[breaker_i + L.BK_FAIL_MAX] = mode, brk.fail_max
     if traffic:
         m[L.I_TRAFFIC] = (
             L.TRAFFIC_FLEET
@@ -343,7 +354,8 @@ def first_sizes(sc: Scenario, replications: int, keep: bool = True) -> dict[str,
     hold every attempt's deadline. Sizes a replication of this fleet size needed before in this
     process are the floor (:data:`_NEEDED`)."""
     n = sc.fleet.instances
-    attempts = n * (sc.restart.restarts_allowed + 1)
+    tries = sc.breaker.tries_bound(sc.horizon_s) if sc.breaker.stays_up else 0
+    attempts = n * max(sc.restart.restarts_allowed + 1, tries)
     each = connections_of(sc.startup.phases, sc.pool.min_size)
     conns = 2 * n * max(sc.pool.min_size, sc.pool.held_when_ready, each, 1) + 16
     sizes = {

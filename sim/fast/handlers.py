@@ -49,6 +49,21 @@ from sim.fast.layout import (
     B_READY,
     BACKGROUND,
     BEFORE,
+    BK_CLOSED,
+    BK_FAIL_MAX,
+    BK_FAILS,
+    BK_FIRST,
+    BK_HALF_OPEN,
+    BK_MODE,
+    BK_OPEN,
+    BK_STATE,
+    BREAKER_JITTER,
+    BREAKER_OFF,
+    BREAKER_SHARED,
+    BX_FIRST,
+    BX_JITTER,
+    BX_RESET,
+    BX_RETRY,
     C_AWAITED,
     C_GEN,
     C_INST,
@@ -87,6 +102,7 @@ from sim.fast.layout import (
     E_SPAN,
     E_START,
     E_TRACE,
+    E_TRY_DUE,
     EGRESS,
     EGRESS_READY,
     ERROR,
@@ -148,6 +164,8 @@ from sim.fast.layout import (
     IN_READY_POOL,
     J_FULL,
     J_NONE,
+    L_BREAKER_I,
+    L_BREAKER_X,
     L_CONN,
     L_FREE,
     L_OWNER,
@@ -171,6 +189,7 @@ from sim.fast.layout import (
     M_KIND,
     M_KS,
     M_VOFF,
+    NBK,
     NC,
     NF,
     NI,
@@ -363,12 +382,94 @@ def start_attempt(m, x, inst):
     ii, fi = M_INST + inst * NI, X_INST + inst * NF
     m[ii + A_ATTEMPT] += 1
     x[fi + B_ATTEMPT_START] = now
-    if m[I_DIRECT]:  # one draw per attempt, when it starts
+    stays_up = m[m[L_BREAKER_I] + BK_MODE] != BREAKER_OFF
+    # One draw per attempt, when it starts; a process that stays up keeps its egress.
+    if m[I_DIRECT] and (m[ii + A_ATTEMPT] == 1 or not stays_up):
         x[fi + B_EGRESS] = now + rnd(m, x, EGRESS_READY)
     m[ii + A_CONN_ATTEMPTS] = 0
     m[ii + A_POOL_STARTS] = 0
+    if stays_up:  # a try: the first after before_db_s, the next ones at once
+        if m[ii + A_ATTEMPT] == 1:
+            at(m, x, now + rnd(m, x, BEFORE), E_TRY_DUE, inst, 0)
+        else:
+            try_due(m, x, inst)
+        return
     after = E_PHASES if m[L_PHASES] else E_BEGIN
     at(m, x, now + rnd(m, x, BEFORE), after, inst, 0)
+
+
+# -- circuit breakers (docs/model.md, "Circuit breakers"; sim.breaker's BreakerState) ------------
+
+
+@nb.njit(cache=True, _nrt=False)
+def try_due(m, x, inst):
+    """A stay-up try is due: it begins if the breaker admits it, else it is due again when the
+    wait for the open breaker ends (one breaker_jitter draw when open_jitter > 0)."""
+    if x[T_NOW] > x[F_HORIZON]:
+        return
+    if not breaker_admits(m, x, inst):
+        bx = m[L_BREAKER_X]
+        jitter = x[bx + BX_JITTER]
+        u = rnd(m, x, BREAKER_JITTER) if jitter != 0.0 else 0.0
+        open_until = x[breaker_at(m, inst)[1]]
+        at(m, x, open_until + x[bx + BX_RESET] * jitter * u, E_TRY_DUE, inst, 0)
+    elif m[L_PHASES]:
+        begin_phases(m, x, inst)
+    else:
+        begin_db_init(m, x, inst)
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def breaker_at(m, inst):
+    """Where the breaker ``inst`` asks keeps its ints and its open_until: its own, or the
+    fleet's."""
+    j = 0 if m[m[L_BREAKER_I] + BK_MODE] == BREAKER_SHARED else inst
+    return m[L_BREAKER_I] + BK_FIRST + j * NBK, m[L_BREAKER_X] + BX_FIRST + j
+
+
+@nb.njit(cache=True, _nrt=False)
+def breakers_reset(m, x, n):
+    """Every breaker closed, no failure counted, before a replication."""
+    mode = m[m[L_BREAKER_I] + BK_MODE]
+    if mode == BREAKER_OFF:
+        return
+    for j in range(1 if mode == BREAKER_SHARED else n):
+        bi = m[L_BREAKER_I] + BK_FIRST + j * NBK
+        m[bi + BK_STATE], m[bi + BK_FAILS] = BK_CLOSED, 0
+        x[m[L_BREAKER_X] + BX_FIRST + j] = -np.inf
+
+
+@nb.njit(cache=True, _nrt=False)
+def breaker_admits(m, x, inst):
+    """BreakerState.admits: an open breaker whose time has passed turns half-open."""
+    bi, bx = breaker_at(m, inst)
+    if m[bi + BK_STATE] == BK_OPEN:
+        if x[T_NOW] < x[bx]:
+            return False
+        m[bi + BK_STATE] = BK_HALF_OPEN
+    return True
+
+
+@nb.njit(cache=True, _nrt=False)
+def breaker_failed(m, x, inst):
+    """BreakerState.failed: the fail_max-th failure in a row, or one half-open, opens it."""
+    bi, bx = breaker_at(m, inst)
+    if m[bi + BK_STATE] == BK_OPEN:
+        return
+    if m[bi + BK_STATE] == BK_CLOSED:
+        m[bi + BK_FAILS] += 1
+        if m[bi + BK_FAILS] < m[m[L_BREAKER_I] + BK_FAIL_MAX]:
+            return
+    m[bi + BK_STATE] = BK_OPEN
+    x[bx] = x[T_NOW] + x[m[L_BREAKER_X] + BX_RESET]
+
+
+@nb.njit(cache=True, _nrt=False)
+def breaker_succeeded(m, x, inst):
+    """BreakerState.succeeded: closed, its count back to 0 (nothing while open)."""
+    bi = breaker_at(m, inst)[0]
+    if m[bi + BK_STATE] != BK_OPEN:
+        m[bi + BK_STATE], m[bi + BK_FAILS] = BK_CLOSED, 0
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
@@ -643,6 +744,8 @@ def db_init_done(m, x, inst, pool):
 def init_done(m, x, inst):
     ii = M_INST + inst * NI
     m[ii + A_IN_INIT] = 0
+    if m[m[L_BREAKER_I] + BK_MODE] != BREAKER_OFF:
+        breaker_succeeded(m, x, inst)
     # The after-db draw first, for the record's ready time (its own stream: same values).
     ready = x[T_NOW] + rnd(m, x, AFTER)
     record(m, x, inst, READY, R_NONE, ready)
@@ -718,6 +821,11 @@ def exit_attempt(m, x, inst, outcome, reason):
     m[ii + A_POOL] += 1
     if not m[ii + A_BEFORE_INIT] or x[T_NOW] <= x[F_HORIZON]:
         record(m, x, inst, outcome, reason, np.nan)
+    if m[m[L_BREAKER_I] + BK_MODE] != BREAKER_OFF:  # it stays up: pool closed, next try later
+        breaker_failed(m, x, inst)
+        cancel_all(m, x, inst)
+        at(m, x, x[T_NOW] + x[m[L_BREAKER_X] + BX_RETRY], E_START, inst, 0)
+        return
     if x[F_RELEASE] > 0:  # the server notices the dead client late: its slots stay taken a while
         conn = m[ii + A_HEAD]
         while conn >= 0:
@@ -1314,5 +1422,7 @@ def dispatch(m, x, typ, a, b):
         path_failed(m, x, a, b)
     elif typ == E_EGRESS:
         direct_egress(m, x, a, b)
+    elif typ == E_TRY_DUE:
+        try_due(m, x, a)
     else:
         traffic_event(m, x, typ, a, b)

@@ -19,6 +19,7 @@ import numpy as np
 
 from sim.fast.draws import replication_key, stream_state, unit
 from sim.fast.handlers import (
+    breakers_reset,
     deadline_live,
     dispatch,
     rnd,
@@ -153,6 +154,7 @@ def reset(m, x, base, index):
         m[M_INST + inst * NI + A_HEAD] = -1
         m[M_INST + inst * NI + A_TAIL] = -1
         x[X_INST + inst * NF + B_READY] = np.inf
+    breakers_reset(m, x, n)
     conns = m[L_CONN_CAP]
     for j in range(conns):
         m[m[L_FREE] + j] = conns - 1 - j  # slot 0 on top

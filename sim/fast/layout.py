@@ -154,11 +154,12 @@ OWNER_NONE, OWNER_FILLER = -1, -2
     E_CHECKOUT_TIMEOUT,  # a queued request's pool.timeout_s
     E_FILLER_RESUME,  # the background filler's pause is over
     E_EGRESS,  # Direct VPC egress (docs/model.md): the engine's direct_egress, when it is usable
-) = range(25)
+    E_TRY_DUE,  # circuit breakers (docs/model.md): a stay-up try is due, the engine's try_due
+) = range(26)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
-E_LAST = E_EGRESS
+E_LAST = E_TRY_DUE
 if E_LAST >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
     raise ValueError(f"{E_LAST + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
@@ -270,8 +271,10 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_REQ_F,  # traffic: request records, NQF floats each
     L_REQ_CAP,
     L_TRACE,  # traffic: the trace's times before the horizon (in x)
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 30)
-M_INST = L_TRACE + 1  # instance ints: NI per instance
+    L_BREAKER_I,  # circuit breakers: their settings and each breaker's ints (BK_…)
+    L_BREAKER_X,  # circuit breakers: their settings and each breaker's open_until (BX_…)
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 32)
+M_INST = L_BREAKER_X + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -347,6 +350,17 @@ Q_REP, Q_INST, Q_OUTCOME, Q_REASON, Q_NEXT, Q_OWN = range(6)
 NQ = 6
 Q_ARRIVE, Q_READY, Q_CHECKOUT = range(3)
 NQF = 3
+
+# Circuit breakers (docs/model.md, "Circuit breakers"; sim.breaker's BreakerState): the mode (off
+# for none and in_process, whose records are no breaker's), fail_max, then per breaker (one per
+# instance, or the fleet's one) its state and its failures in a row; in x the open time, the
+# jitter, retry_s, then per breaker its open_until.
+BREAKER_OFF, BREAKER_OWN, BREAKER_SHARED = range(3)
+BK_CLOSED, BK_OPEN, BK_HALF_OPEN = range(3)
+BK_MODE, BK_FAIL_MAX, BK_FIRST = range(3)
+BK_STATE, BK_FAILS = range(2)
+NBK = 2
+BX_RESET, BX_JITTER, BX_RETRY, BX_FIRST = range(4)
 
 # -- the float64 array x ---------------------------------------------------------------------------
 (
