@@ -60,6 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 EXIT_TIMEOUT = 3  # database init past its deadline, as the incident's service exits (F2)
 EXIT_FAILED = 1  # any other failure of database init (e.g. 53300 with no retry)
+EXIT_STOPPED = 128 + signal.SIGTERM  # staying up, told to stop before a try was ready
 SETTINGS = {
     "DATABASE_URL": "",
     "WARMUP_CONNECTIONS": "5",
@@ -161,7 +162,7 @@ async def main(cfg: dict[str, str]) -> int:
     if cfg["BREAKER_FORM"] == "stay_up":
         engine = await stay_up(cfg, stop)
         if engine is None:
-            return 0  # stopped (SIGTERM) before it was ready
+            return EXIT_STOPPED  # stopped (SIGTERM) before it was ready: not a ready exit
     else:
         engine = make_engine(cfg)
         code = await one_try(engine, cfg, [])

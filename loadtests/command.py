@@ -227,6 +227,9 @@ class CommandInstance:
             db_end = res.start_unix_s + res.before_db_s + res.db_init_s
             res.after_db_s = max(0.0, res.end_unix_s - db_end)
         if resumed and res.start_unix_s + res.before_db_s >= self.last_unix_s:
+            if self.live is not None:  # it stays up, unread, until the campaign stops it
+                self.live = None
+                gevent.spawn(_drain, proc.stdout)
             return None  # a stay-up try whose database init began after the horizon
         return res
 
