@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from loadtests.settings import check_breaker
 from loadtests.stayup import admitted, breaker_env
 from sim.breaker import Breaker, BreakerState
 from sim.calibrate.inputs import read_campaign
+from sim.engines import run_one
 from sim.errors import UsageError
 from sim.records import Outcome, Reason
 from sim.scenario import load
@@ -42,13 +44,14 @@ TOLERANCE_S = 0.25  # the harness's own timing on a shared 2-core machine
 # failed tries for reset_timeout_s, and a try retry_s after each failed one.
 SCENARIO = """
 name = "breaker"
-horizon_s = 20.0
+horizon_s = {horizon_s}
 [fleet]
 instances = {instances}
 arrival = "burst"
+warm_instances = {warm}
 [startup]
 before_db_s = {{ dist = "constant", value = 0.0 }}
-db_init_timeout_s = 5.0
+db_init_timeout_s = 2.0
 init_queries_s = {{ dist = "constant", value = 0.01 }}
 after_db_s = {{ dist = "constant", value = 0.0 }}
 [pool]
@@ -82,20 +85,30 @@ pool = true
 """
 
 
-def scenario_file(tmp_path: Path, form: str, instances: int = 1, phases: bool = False) -> Path:
+def scenario_file(
+    tmp_path: Path,
+    form: str,
+    instances: int = 1,
+    phases: bool = False,
+    horizon_s: float = 20.0,
+    warm: int = 0,
+) -> Path:
     path = tmp_path / f"breaker-{form}.toml"
-    text = SCENARIO.format(form=form, instances=instances) + (PHASES if phases else "")
+    text = SCENARIO.format(form=form, instances=instances, horizon_s=horizon_s, warm=warm)
+    text += PHASES if phases else ""
     path.write_text(text, encoding="utf-8")
     return path
 
 
 class SlotHolder:
     """Holds all but one free slot of the server from a thread of its own until ``release_after``
-    attempt records exist in the campaign's results (or ``limit_s`` passed)."""
+    attempt records exist in the campaign's results (or the campaign ended, or ``limit_s``
+    passed)."""
 
     def __init__(self, dsn: str, out: Path, release_after: int, limit_s: float = 60.0) -> None:
         self.dsn, self.out, self.release_after, self.limit_s = dsn, out, release_after, limit_s
         self.opened = threading.Event()
+        self.done = threading.Event()  # the campaign is over: release now
         self.released_at: float | None = None  # Unix seconds
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -105,6 +118,7 @@ class SlotHolder:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.done.set()
         self.thread.join(30)
 
     def _records(self) -> int:
@@ -117,7 +131,12 @@ class SlotHolder:
         ]
         self.opened.set()
         end = time.monotonic() + self.limit_s
-        while self._records() < self.release_after and time.monotonic() < end:
+        while (
+            self._records() < self.release_after
+            and time.monotonic() < end
+            and not self.done.is_set()
+            and not any(self.out.glob("*/summary.json"))  # the campaign is over
+        ):
             await asyncio.sleep(0.02)
         for con in conns:
             await con.close()
@@ -218,6 +237,24 @@ def test_a_start_up_that_stays_up_tries_through_its_breaker(pg_server, tmp_path,
 
 @pytest.mark.postgres
 @pytest.mark.slow
+def test_a_try_due_after_the_horizon_does_not_begin(pg_server, tmp_path):
+    """Eight warm instances hold 16 slots for the whole run (the model's way of slots that never
+    come back), so within a 2.9 s horizon: tries at about 0 and 0.5 s, the third waits until
+    about 2.5 s (before the horizon) and fails; the fourth, due about 3.0 s, does not begin:
+    three records, none ready, none final. The model says the same."""
+    path = scenario_file(tmp_path, "stay_up", horizon_s=2.9, warm=8)
+    run_dir, records = campaign(pg_server, tmp_path, path, "--seed", "1")
+    assert [(r["attempt"], r["outcome"], r["final"]) for r in records] == [
+        (k, Outcome.REJECTED, False) for k in (1, 2, 3)
+    ]
+    assert_tries(records, [0.0, 0.0, 1.5])
+    model = run_one(load(path), 1).attempts
+    assert sorted(int(a) for a in model["attempt"]) == [1, 2, 3]
+    assert json.loads((run_dir / "summary.json").read_text())["never_ready_fraction"] == 1.0
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_in_process_exits_as_without_a_breaker(pg_server, tmp_path):
     """in_process: the breaker dies with the process, which makes one try and exits (no
     restart here): one record, rejected, final."""
@@ -274,7 +311,7 @@ def test_the_example_stays_up_as_a_real_process(pg_server, tmp_path):
     the rule's (its first try starts after the interpreter's own start-up)."""
     pytest.importorskip("sqlalchemy")
     path = scenario_file(tmp_path, "stay_up")
-    command = f"{sys.executable} {EXAMPLE} --warmup-connections 2 --db-init-timeout-s 5"
+    command = f"{sys.executable} {EXAMPLE} --warmup-connections 2 --db-init-timeout-s 2"
     with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=3):
         _, records = campaign(
             pg_server, tmp_path, path, "--seed", "1", "--instance-command", command
