@@ -35,6 +35,7 @@ the process prints ``{"try_failed": 3}`` (the code it would have exited with), c
 waits ``BREAKER_RETRY_S``, prints ``{"try": 2}`` and asks its breaker (``sim.breaker.BreakerState``,
 pybreaker's rules: while open, it waits for the open time's end) before database init again;
 its readiness stays false until a try is ready (docs/loadtests.md, "A start-up that stays up").
+Stopped (SIGTERM) before then, it exits 143 (an exit 0 would read as ready).
 ``in_process`` exits as without a breaker: a process makes one try, its breaker dies with it.
 
 Install its dependencies with ``pip install -e ".[examples]"``. Run by hand::
