@@ -177,6 +177,11 @@ class CommandInstance:
         self.live: tuple[subprocess.Popen, object] | None = None
         self.last_unix_s = math.inf
 
+    def stays_up(self) -> bool:
+        """Whether its process is still up after a failed try (it said ``try_failed``): its next
+        try is its own; one that exited is restarted as ``[restart]`` says."""
+        return self.live is not None
+
     def attempt(self, number: int) -> CommandResult | None:
         """Run the command until it is ready or exits, or (a start-up that stays up) until its
         try fails; the next attempt then reads the same process's next try. Blocks this greenlet

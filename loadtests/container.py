@@ -184,6 +184,10 @@ class Instance(PhasedStart):
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
 
+    def stays_up(self) -> bool:
+        """Whether a failed try leaves it up, its next try its own (a breaker that stays up)."""
+        return self.breaker is not None
+
     async def attempt(self, number: int) -> AttemptResult | None:
         """One start attempt: before-db phase, database init, after-db phase (if ready). With a
         breaker that stays up, attempts after the first are the process's next tries (no

@@ -500,15 +500,16 @@ class ColdStartUser(User):
     @task
     def life(self) -> None:
         camp, sc = self.camp, self.camp.sc
-        # A start-up that stays up behind its breaker makes its next try itself, retry_s after
-        # a failed one (no exit, no restart): the instance times it (loadtests.stayup).
-        stays = sc.breaker.stays_up
         for attempt in itertools.count(1):
             if camp.elapsed_s() >= sc.horizon_s:
                 break  # no new start after the horizon, as in the model
             res = camp.run_attempt(self.inst, attempt)
             if res is None:
                 break  # its next try would begin after the horizon: no record
+            # A start-up that stays up behind its breaker makes its next try itself, retry_s
+            # after a failed one (no exit, no restart): the instance times it (loadtests.stayup).
+            # A start-up command that exited anyway is restarted as [restart] says.
+            stays = self.inst.stays_up()
             ready = res.outcome == Outcome.READY
             final = ready or (not stays and attempt > sc.restart.restarts_allowed)
             self._fire(res)

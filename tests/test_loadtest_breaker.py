@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -461,3 +462,21 @@ def test_a_wait_for_the_open_breaker_ends_at_its_open_time_plus_its_jitter():
     now[0] = 0.0
     ok, sleeps = asyncio.run(run(2.2))  # 2.0 + 2.0 × 0.5 × 0.25 = 2.25: past the horizon
     assert not ok and sleeps == []
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_command_without_a_stay_up_mode_is_restarted_as_restart_says(pg_server, tmp_path):
+    """The scenario stays up, the command exits all the same (the example with its own
+    BREAKER_FORM=none): its exit is a restart as [restart] says (none here), not a try."""
+    pytest.importorskip("sqlalchemy")
+    path = scenario_file(tmp_path, "stay_up")
+    command = f"{sys.executable} {EXAMPLE} --warmup-connections 2 --db-init-timeout-s 2"
+    env = dict(os.environ, BREAKER_FORM="none")
+    with SlotHolder(pg_server.dsn, tmp_path / "results", release_after=99):
+        _, records = campaign(
+            pg_server, tmp_path, path, "--seed", "1", "--instance-command", command, env=env
+        )
+    assert [(r["attempt"], r["outcome"], r["exit_code"], r["final"]) for r in records] == [
+        (1, Outcome.REJECTED, 1, True)
+    ]
