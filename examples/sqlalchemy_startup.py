@@ -25,6 +25,18 @@ line, e.g. ``--warmup-connections 4 --warmup-start asyncpg``):
 | ``POOL_SIZE``, ``MAX_OVERFLOW`` | 20, 30 | SQLAlchemy's QueuePool sizes |
 | ``BEFORE_DB_S``, ``AFTER_DB_S`` | 0, 0 | other start-up work before and after database init |
 | ``HOLD_S`` | (until SIGTERM) | how long a ready process keeps running |
+| ``BREAKER_FORM`` | ``STARTSIM_BREAKER_FORM``, else none | ``stay_up``: stay up through a breaker |
+| ``BREAKER_FAIL_MAX``, ``BREAKER_RESET_TIMEOUT_S`` | 5, 60 | the breaker's (pybreaker's defaults) |
+| ``BREAKER_OPEN_JITTER``, ``BREAKER_RETRY_S`` | 0, 1 | its wait's jitter, the pause between tries |
+
+The ``BREAKER_*`` settings default to the ``STARTSIM_BREAKER_*`` variables, which ``startsim
+loadtest`` sets from the scenario's ``[breaker]``. With ``stay_up`` a failed try does not exit:
+the process prints ``{"try_failed": 3}`` (the code it would have exited with), closes its pool,
+waits ``BREAKER_RETRY_S``, prints ``{"try": 2}`` and asks its breaker (``sim.breaker.BreakerState``,
+pybreaker's rules: while open, it waits for the open time's end) before database init again;
+its readiness stays false until a try is ready (docs/loadtests.md, "A start-up that stays up").
+Stopped (SIGTERM) before then, it exits 143 (an exit 0 would read as ready).
+``in_process`` exits as without a breaker: a process makes one try, its breaker dies with it.
 
 Install its dependencies with ``pip install -e ".[examples]"``. Run by hand::
 
@@ -36,8 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -47,6 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 EXIT_TIMEOUT = 3  # database init past its deadline, as the incident's service exits (F2)
 EXIT_FAILED = 1  # any other failure of database init (e.g. 53300 with no retry)
+EXIT_STOPPED = 128 + signal.SIGTERM  # staying up, told to stop before a try was ready
 SETTINGS = {
     "DATABASE_URL": "",
     "WARMUP_CONNECTIONS": "5",
@@ -58,12 +73,22 @@ SETTINGS = {
     "BEFORE_DB_S": "0",
     "AFTER_DB_S": "0",
     "HOLD_S": "",
+    "BREAKER_FORM": "none",
+    "BREAKER_FAIL_MAX": "5",
+    "BREAKER_RESET_TIMEOUT_S": "60",
+    "BREAKER_OPEN_JITTER": "0",
+    "BREAKER_RETRY_S": "1",
 }
 
 
 def settings(argv: list[str]) -> dict[str, str]:
     """The environment's settings, overridden by ``--warmup-connections 4``-style arguments."""
-    out = {name: os.environ.get(name, default) for name, default in SETTINGS.items()}
+    out = {
+        name: os.environ.get(name, os.environ.get(f"STARTSIM_{name}", default))
+        if name.startswith("BREAKER_")
+        else os.environ.get(name, default)
+        for name, default in SETTINGS.items()
+    }
     for flag, value in zip(argv[::2], argv[1::2], strict=False):
         name = flag.removeprefix("--").replace("-", "_").upper()
         if name not in SETTINGS:
@@ -73,6 +98,11 @@ def settings(argv: list[str]) -> dict[str, str]:
         sys.exit("DATABASE_URL is required")
     if out["WARMUP_START"] not in ("concurrent", "asyncpg"):
         sys.exit(f"WARMUP_START = {out['WARMUP_START']!r}: concurrent or asyncpg")
+    if out["BREAKER_FORM"] not in ("none", "in_process", "stay_up"):
+        sys.exit(
+            f"BREAKER_FORM = {out['BREAKER_FORM']!r}: none, in_process or stay_up (a shared "
+            "breaker would live in Redis, which this example does not use)"
+        )
     return out
 
 
@@ -95,13 +125,11 @@ def make_engine(cfg: dict[str, str]) -> AsyncEngine:
 
 
 async def warm_up(
-    engine: AsyncEngine, k: int, start: str, counts: dict[str, int]
-) -> list[AsyncConnection]:
-    """Check out K connections: all at once, or the first alone and then the rest at once.
-
-    A failed checkout fails the warm-up at once (``gather``); the others are left to the exit.
-    """
-    held: list[AsyncConnection] = []
+    engine: AsyncEngine, k: int, start: str, counts: dict[str, int], held: list[AsyncConnection]
+) -> None:
+    """Check out K connections into ``held``: all at once, or the first alone and then the rest
+    at once. A failed checkout fails the warm-up at once (``gather``); the others are left to
+    the exit (or, staying up, closed with the pool)."""
 
     async def checkout() -> None:
         counts["connection_attempts"] += 1
@@ -112,11 +140,12 @@ async def warm_up(
         await checkout()
         k -= 1
     await asyncio.gather(*(checkout() for _ in range(k)))
-    return held
 
 
-async def database_init(engine: AsyncEngine, cfg: dict[str, str], counts: dict[str, int]) -> None:
-    held = await warm_up(engine, int(cfg["WARMUP_CONNECTIONS"]), cfg["WARMUP_START"], counts)
+async def database_init(
+    engine: AsyncEngine, cfg: dict[str, str], counts: dict[str, int], held: list
+) -> None:
+    await warm_up(engine, int(cfg["WARMUP_CONNECTIONS"]), cfg["WARMUP_START"], counts, held)
     if held:
         t0 = time.monotonic()
         await held[0].execute(text("select 1"))  # the init queries
@@ -131,21 +160,15 @@ async def main(cfg: dict[str, str]) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await asyncio.sleep(float(cfg["BEFORE_DB_S"]))
-    engine = make_engine(cfg)
-    counts = {"connection_attempts": 0, "connections_opened": 0, "pool_starts": 1}
-    t0 = time.monotonic()
-    try:
-        async with asyncio.timeout(float(cfg["DB_INIT_TIMEOUT_S"])):
-            await database_init(engine, cfg, counts)
-    except TimeoutError:
-        report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
-        return EXIT_TIMEOUT  # exit at once: the kernel closes whatever is still open
-    except Exception as exc:
-        report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
-        report(sqlstate=getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
-        print(f"database init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
+    if cfg["BREAKER_FORM"] == "stay_up":
+        engine = await stay_up(cfg, stop)
+        if engine is None:
+            return EXIT_STOPPED  # stopped (SIGTERM) before it was ready: not a ready exit
+    else:
+        engine = make_engine(cfg)
+        code = await one_try(engine, cfg, [])
+        if code:
+            return code  # exit at once: the kernel closes whatever is still open
     t1 = time.monotonic()
     await asyncio.sleep(float(cfg["AFTER_DB_S"]))
     report(phase="after_db", s=round(time.monotonic() - t1, 3))
@@ -155,6 +178,66 @@ async def main(cfg: dict[str, str]) -> int:
         await asyncio.wait_for(stop.wait(), hold_s)
     await engine.dispose()
     return 0
+
+
+async def one_try(engine: AsyncEngine, cfg: dict[str, str], held: list) -> int:
+    """Database init under its deadline: 0 when it is done, else the code to exit with
+    (``EXIT_TIMEOUT`` past the deadline); its ``database`` line either way."""
+    counts = {"connection_attempts": 0, "connections_opened": 0, "pool_starts": 1}
+    t0 = time.monotonic()
+    code = 0
+    try:
+        async with asyncio.timeout(float(cfg["DB_INIT_TIMEOUT_S"])):
+            await database_init(engine, cfg, counts, held)
+    except TimeoutError:
+        code = EXIT_TIMEOUT
+    except Exception as exc:
+        report(sqlstate=getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
+        print(f"database init failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    report(phase="database", s=round(time.monotonic() - t0, 3), **counts)
+    return code
+
+
+async def stay_up(cfg: dict[str, str], stop: asyncio.Event) -> AsyncEngine | None:
+    """Tries until one is ready, through a circuit breaker (pybreaker's rules, as
+    ``sim.breaker.BreakerState``): after a failed try the pool is closed, and the next try is due
+    ``BREAKER_RETRY_S`` later; while the breaker is open it waits for the open time's end (plus
+    its jitter). The ready try's engine, or None when stopped first."""
+    # startsim's, not a dependency of a team's service: pybreaker's code in docs/loadtests.md
+    from sim.breaker import BreakerState, due_again
+
+    breaker = BreakerState(int(cfg["BREAKER_FAIL_MAX"]), float(cfg["BREAKER_RESET_TIMEOUT_S"]))
+    jitter, retry_s = float(cfg["BREAKER_OPEN_JITTER"]), float(cfg["BREAKER_RETRY_S"])
+    rng = random.Random()
+    for number in itertools.count(1):
+        if number > 1:
+            report(**{"try": number})  # the try is due now (the harness starts its record)
+        while (until := due_again(breaker, time.monotonic(), jitter, rng.random)) is not None:
+            if await stopped(stop, until - time.monotonic()):  # open: wait for its time's end
+                return None
+        engine, held = make_engine(cfg), []
+        code = await one_try(engine, cfg, held)
+        if code == 0:
+            breaker.succeeded()
+            return engine
+        breaker.failed(time.monotonic())
+        for conn in held:  # readiness stays false; the pool closes, connections and all
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await engine.dispose()
+        report(try_failed=code)
+        if await stopped(stop, retry_s):
+            return None
+    return None
+
+
+async def stopped(stop: asyncio.Event, wait_s: float) -> bool:
+    """Wait ``wait_s`` seconds, or less if the process is told to stop; True when it is."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max(0.0, wait_s))
+    return stop.is_set()
 
 
 if __name__ == "__main__":

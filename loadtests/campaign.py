@@ -143,9 +143,9 @@ def check(opts: Options) -> safety.Resolved:
             f"path.fault = {fault!r}: only the connector emulator injects path faults; "
             'add --via-emulator, or set path.fault = "none"'
         )
-    settings.check_traffic(
-        opts.sc, opts.instance_command is not None, bool(opts.workers + opts.remote_workers)
-    )
+    distributed = bool(opts.workers + opts.remote_workers)
+    settings.check_traffic(opts.sc, opts.instance_command is not None, distributed)
+    settings.check_breaker(opts.sc, opts.instance_command is not None, distributed)
     _check_pooler(opts)
     bind = safety.check_host_port(opts.master_bind, "--master-bind", opts.allow_targets)
     if opts.remote_workers and bind.port == 0:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -42,6 +43,7 @@ from sim.records import Outcome, Reason
 
 EXIT_TIMEOUT = 3  # the incident's service: database init past its deadline
 INSTANCE_STOP_GRACE_S = 5.0  # after SIGTERM at the end of a campaign, then SIGKILL
+READY_LINE, FAILED_LINE = "ready", "failed"  # what a stdout line may say (apply_line)
 STDERR_KEPT = 300  # characters of a failed attempt's stderr kept in its record
 COUNTERS = ("connection_attempts", "connections_opened", "connections_held", "pool_starts")
 # Where libpq and asyncpg look for another target: the child gets the checked one instead.
@@ -117,14 +119,18 @@ class CommandResult(AttemptResult):
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def apply_line(res: CommandResult, line: str, arrived_unix_s: float) -> bool:
-    """Take one stdout line into the result; True when it says the instance is ready."""
+def apply_line(res: CommandResult, line: str, arrived_unix_s: float) -> str:
+    """Take one stdout line into the result; :data:`READY_LINE` when it says the instance is
+    ready, :data:`FAILED_LINE` when a start-up that stays up says its try failed (the code it
+    would have exited with goes into ``exit_code``), else ``""``."""
     try:
         obj = json.loads(line)
     except ValueError:
-        return False
+        return ""
     if not isinstance(obj, dict):
-        return False
+        return ""
+    if isinstance(obj.get("try"), int):  # a stay-up process's next try is due now
+        res.start_unix_s = arrived_unix_s
     phase, seconds = obj.get("phase"), obj.get("s")
     if isinstance(phase, str) and isinstance(seconds, int | float) and seconds >= 0:
         res.phases[phase] = round(float(seconds), 3)
@@ -136,7 +142,13 @@ def apply_line(res: CommandResult, line: str, arrived_unix_s: float) -> bool:
     for key in COUNTERS:
         if isinstance(obj.get(key), int):
             setattr(res, key, obj[key])
-    return obj.get("ready") is True
+    if obj.get("ready") is True:
+        return READY_LINE
+    code = obj.get("try_failed")
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        res.exit_code = code
+        return FAILED_LINE
+    return ""
 
 
 def classify_exit(res: CommandResult, code: int) -> None:
@@ -160,34 +172,53 @@ class CommandInstance:
     def __init__(self, argv: list[str], env: dict[str, str], secrets: tuple[str, ...] = ()) -> None:
         self.argv, self.env, self.secrets = argv, env, secrets
         self.procs: list[subprocess.Popen] = []  # ready ones, kept until the campaign ends
+        # A start-up that stays up (docs/loadtests.md, "A start-up that stays up"): the process
+        # whose next try the next attempt reads, and the horizon in Unix seconds (the campaign's)
+        self.live: tuple[subprocess.Popen, object] | None = None
+        self.last_unix_s = math.inf
 
-    def attempt(self, number: int) -> CommandResult:
-        """Run the command until it is ready or exits; blocks this greenlet only."""
+    def stays_up(self) -> bool:
+        """Whether its process is still up after a failed try (it said ``try_failed``): its next
+        try is its own; one that exited is restarted as ``[restart]`` says."""
+        return self.live is not None
+
+    def attempt(self, number: int) -> CommandResult | None:
+        """Run the command until it is ready or exits, or (a start-up that stays up) until its
+        try fails; the next attempt then reads the same process's next try. Blocks this greenlet
+        only. None: a try that began after the horizon (no record)."""
         import gevent
 
-        res = CommandResult(number, time.time())
-        env = dict(self.env, STARTSIM_ATTEMPT=str(number))
-        proc = subprocess.Popen(
-            self.argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own group: SIGTERM reaches a wrapper's children too
-            preexec_fn=die_with_parent,
-        )
-        self.procs.append(proc)
-        stderr = gevent.spawn(_tail, proc.stderr)
-        ready = False
+        res = CommandResult(number, time.time())  # a next try's: from its "try" line
+        resumed = self.live is not None
+        if not resumed:
+            env = dict(self.env, STARTSIM_ATTEMPT=str(number))
+            proc = subprocess.Popen(
+                self.argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own group: SIGTERM reaches a wrapper's children too
+                preexec_fn=die_with_parent,
+            )
+            self.procs.append(proc)
+            self.live = (proc, gevent.spawn(_tail, proc.stderr))
+        proc, stderr = self.live
+        said = ""
         for raw in proc.stdout:
-            if apply_line(res, raw.decode("utf-8", "replace"), time.time()):
-                ready = True
-                res.outcome, res.reason = Outcome.READY, ""
+            said = apply_line(res, raw.decode("utf-8", "replace"), time.time())
+            if said:
                 break
         res.end_unix_s = time.time()
-        if ready:
+        if said == READY_LINE:
+            res.outcome, res.reason = Outcome.READY, ""
+            self.live = None
             gevent.spawn(_drain, proc.stdout)  # it may go on printing: never let the pipe fill
+        elif said == FAILED_LINE:  # still up: its next try follows on the same stdout
+            classify_exit(res, res.exit_code)
+            res.exit_code = None
         else:
+            self.live = None
             classify_exit(res, proc.wait())
             res.end_unix_s = time.time()
             self.procs.remove(proc)
@@ -200,6 +231,11 @@ class CommandInstance:
             res.ready_unix_s = res.end_unix_s
             db_end = res.start_unix_s + res.before_db_s + res.db_init_s
             res.after_db_s = max(0.0, res.end_unix_s - db_end)
+        if resumed and res.start_unix_s + res.before_db_s >= self.last_unix_s:
+            if self.live is not None:  # it stays up, unread, until the campaign stops it
+                self.live = None
+                gevent.spawn(_drain, proc.stdout)
+            return None  # a stay-up try whose database init began after the horizon
         return res
 
     def _redact(self, text: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from loadtests.pgbouncer import pooler_reason
 from loadtests.startup_phases import PhasedStart
+from loadtests.stayup import admitted
 from sim.records import Outcome, Reason
 from sim.scenario import Restart, Scenario, jittered_s
 
@@ -172,20 +174,44 @@ class Instance(PhasedStart):
         # by close().
         self.on_ready = None
         self.ready_pool = None
+        # A start-up that stays up (breaker.form "stay_up" or "shared", loadtests.stayup): its
+        # breaker (the campaign's own for "shared"), when its next try is due, and the horizon,
+        # all on time.monotonic's clock; the campaign sets breaker and last_s.
+        self.breaker = None
+        self.next_due = -math.inf
+        self.last_s = math.inf
 
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
 
-    async def attempt(self, number: int) -> AttemptResult:
-        """One start attempt: before-db phase, database init, after-db phase (if ready)."""
+    def stays_up(self) -> bool:
+        """Whether a failed try leaves it up, its next try its own (a breaker that stays up)."""
+        return self.breaker is not None
+
+    async def attempt(self, number: int) -> AttemptResult | None:
+        """One start attempt: before-db phase, database init, after-db phase (if ready). With a
+        breaker that stays up, attempts after the first are the process's next tries (no
+        before-db phase): None when the try would begin after the horizon (no record)."""
+        stays = self.breaker is not None
+        if stays and number > 1:  # the try is due retry_s after the last one failed
+            if self.next_due >= self.last_s:
+                return None
+            await asyncio.sleep(max(0.0, self.next_due - time.monotonic()))
         res = self.result = AttemptResult(number, time.time())
-        await asyncio.sleep(self.draw(self.sc.startup.before_db_s))
+        if not stays or number == 1:
+            await asyncio.sleep(self.draw(self.sc.startup.before_db_s))
+        if stays:
+            cfg = self.sc.breaker
+            if not await admitted(self.breaker, cfg.open_jitter, self.rng.random, self.last_s):
+                return None
         if self.sc.startup.phases:
             await self._phased_attempt(res)
         else:
             await self._single_init(res)
         res.connections_held = len(self.conns)
         if res.outcome == Outcome.READY:
+            if stays:
+                self.breaker.succeeded()  # the try ends ready at database init's end
             if self.sc.startup.phases:
                 await self._settle_phased()
             else:
@@ -196,10 +222,29 @@ class Instance(PhasedStart):
             res.after_db_s = res.ready_unix_s - after_start
             if self.on_ready is not None:
                 self.on_ready(self, ready_mono)
+        elif stays:
+            self._close_try()
         else:
             self._exit()
         res.end_unix_s = time.time()
         return res
+
+    def _close_try(self) -> None:
+        """A failed try of a start-up that stays up: its breaker counts it, the application
+        closes its pool (every connection goes now, no exit_release_s; those in flight are
+        abandoned), and the next try is due ``retry_s`` later."""
+        now = time.monotonic()
+        self.breaker.failed(now)
+        self.next_due = now + self.sc.breaker.retry_s
+        self.generation += 1
+        for task in list(self.background):
+            task.cancel()
+        for con in list(self.conns):
+            con.pinned = True
+            self._spawn(con.close_for_real())
+        if self.pool is not None:
+            self.pool.terminate()
+        self.pool, self.checked_out = None, []
 
     async def _single_init(self, res: AttemptResult) -> None:
         """Database init without phases: the pool start under the deadline."""

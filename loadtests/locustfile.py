@@ -99,6 +99,7 @@ class Campaign:
         self.held_end = 0  # the writer's: the starting instances' connections when it stopped
         self.request_queue: collections.deque = collections.deque()
         self.request_records = None
+        self.shared_breaker = None  # breaker.form = "shared": the fleet's one (loadtests.stayup)
         if settings.run_dir is not None:
             self.records = JsonlSink(settings.run_dir / RECORDS_FILE)
             self.samples = JsonlSink(settings.run_dir / CONNECTIONS_FILE)
@@ -197,6 +198,7 @@ class Campaign:
                 self.settings.secrets,
                 connect=self.settings.connect,
             )
+            inst.breaker = self._breaker()
             if self.sc.traffic.on:
                 key = (self.worker, number, TRAFFIC_KEY)
                 traffic_rng = np.random.default_rng(
@@ -210,15 +212,28 @@ class Campaign:
             self.counts["started"] += 1
         return instance_id, inst, rng
 
+    def _breaker(self):
+        """The instance's breaker (loadtests.stayup): its own under ``stay_up``, the campaign's
+        one under ``shared`` (every instance runs in this process: settings.check_breaker)."""
+        from loadtests.stayup import breaker_state
+
+        if not self.sc.breaker.shared:
+            return breaker_state(self.sc.breaker)
+        if self.shared_breaker is None:
+            self.shared_breaker = breaker_state(self.sc.breaker)
+        return self.shared_breaker
+
     def _command_instance(self, instance_id: int):
         import os
 
         from loadtests.command import CommandInstance, child_env
+        from loadtests.stayup import breaker_env
 
         identity = {
             "STARTSIM_INSTANCE": str(instance_id),
             "STARTSIM_WORKER": str(self.worker),
             "STARTSIM_RUN_ID": self.settings.run_dir.name if self.settings.run_dir else "",
+            **breaker_env(self.sc.breaker),  # the example's stay-up mode reads them
         }
         env = child_env(dict(os.environ), self.settings.dsn, self.settings.connect, identity)
         return CommandInstance(list(self.settings.command), env, self.settings.secrets)
@@ -300,7 +315,9 @@ class Campaign:
         """One start attempt: the command's process (this greenlet waits), or the asyncpg life
         on the asyncio bridge."""
         if self.settings.command:
+            inst.last_unix_s = time.time() + self.sc.horizon_s - self.elapsed_s()
             return inst.attempt(number)
+        inst.last_s = self.t0 + self.sc.horizon_s  # a stay-up try begins before it, or never
         return self.bridge.run(inst.attempt(number))
 
     def report(self, rec: dict) -> None:
@@ -401,6 +418,7 @@ def _on_init(environment, **_kw) -> None:
     try:
         distributed = isinstance(environment.runner, MasterRunner | WorkerRunner)
         settings.check_traffic(found.sc, bool(found.command), distributed)
+        settings.check_breaker(found.sc, bool(found.command), distributed)
     except StartsimError as exc:
         _refuse(exc)
     environment.startsim = camp = Campaign(environment, found)
@@ -486,7 +504,14 @@ class ColdStartUser(User):
             if camp.elapsed_s() >= sc.horizon_s:
                 break  # no new start after the horizon, as in the model
             res = camp.run_attempt(self.inst, attempt)
-            final = res.outcome == Outcome.READY or attempt > sc.restart.restarts_allowed
+            if res is None:
+                break  # its next try would begin after the horizon: no record
+            # A start-up that stays up behind its breaker makes its next try itself, retry_s
+            # after a failed one (no exit, no restart): the instance times it (loadtests.stayup).
+            # A start-up command that exited anyway is restarted as [restart] says.
+            stays = self.inst.stays_up()
+            ready = res.outcome == Outcome.READY
+            final = ready or (not stays and attempt > sc.restart.restarts_allowed)
             self._fire(res)
             camp.report(
                 make_record(
@@ -499,6 +524,8 @@ class ColdStartUser(User):
             )
             if final:
                 break
+            if stays:
+                continue
             from loadtests.container import restart_pause_s
 
             gevent.sleep(restart_pause_s(sc.restart, attempt, self.rng))

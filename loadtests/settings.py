@@ -173,6 +173,26 @@ def check_traffic(sc: Scenario, command: bool, distributed: bool) -> None:
         )
 
 
+def check_breaker(sc: Scenario, command: bool, distributed: bool) -> None:
+    """A ``shared`` breaker is one object for the whole fleet (loadtests.stayup): the harness
+    can share it between the instances of one process only, not with workers' processes, nor
+    with start-up commands (each its own process; a team would share it through Redis)."""
+    if not sc.breaker.shared:
+        return
+    if command:
+        raise UsageError(
+            'breaker.form = "shared": each --instance-command process would have its own '
+            "breaker, and the harness cannot share one with them (a team would keep it in "
+            'Redis); run without --instance-command, or with breaker.form = "stay_up"'
+        )
+    if distributed:
+        raise UsageError(
+            'breaker.form = "shared": one breaker for the whole fleet lives in one process, and '
+            "workers run instances in processes of their own; run without workers, or with "
+            'breaker.form = "stay_up"'
+        )
+
+
 def _checked(item: str, allowed: list[str]) -> list[safety.Target]:
     """One ``--addresses`` entry, checked as a DSN host is: loopback, a socket, or allowed."""
     item = item.strip()

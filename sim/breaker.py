@@ -15,8 +15,9 @@ The rule is docs/model.md, "Circuit breakers". A breaker wraps one *try*: what a
   fleet tries, a fleet-wide admission in front of the connector.
 
 :class:`BreakerState` is one breaker as a sans-I/O object (no clock, no I/O, no random draw, as
-:mod:`sim.checkout` and :mod:`sim.pooler`): the readable engine, the fast engine's twin and the
-example start-up's stay-up mode (``loadtests.startup_phases``) ask it the same questions.
+:mod:`sim.checkout` and :mod:`sim.pooler`): the readable engine, the fast engine's twin, a
+campaign's instances (``loadtests.stayup``) and the example start-up's stay-up mode
+(``examples/sqlalchemy_startup.py``) ask it the same questions.
 """
 
 from __future__ import annotations
