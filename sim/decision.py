@@ -120,6 +120,9 @@ class Candidate:
     robust: Robust | None = None  # across the worlds (sim.robust); None: nominal values only
     # The first minute after ready under the scenario's [traffic] (sim.afterready); None: no traffic
     after_ready: AfterReady | None = None
+    # Why it cannot be adopted however its start-ups fare ("" when it can): it was simulated
+    # without something the scenario has (PgBouncer without its traffic after ready).
+    not_judged: str = ""
 
     @property
     def met_nominally(self) -> bool:
@@ -175,6 +178,8 @@ class Candidate:
             out["after_ready"] = self.after_ready.as_dict()
         out["monthly_usd"] = self.monthly_usd  # what its paid changes add a month (sim.costs)
         out["apply"] = "\n\n".join(c.apply for c in self.changes if c.apply)
+        if self.not_judged:  # only then: else summary.json as it was
+            out["not_judged"] = self.not_judged
         return out
 
 

@@ -23,6 +23,7 @@ from sim.runner import Results
 from sim.scenario import Scenario
 
 BREAKER, SURGE, POOLER = "breaker", "surge", "pooler"
+FIX_KINDS = (BREAKER, SURGE, POOLER)  # the kinds of change this module offers
 # The open time's jitter offered with a breaker that stays up: up to +20 % of reset_timeout, so
 # instances whose breakers opened together do not all try again in the same instant. Assumed.
 OPEN_JITTER = 0.2
@@ -193,7 +194,7 @@ def pooler_change(sc: Scenario) -> Change | None:
         "pooler.max_client_conn": clients,
     }
     name = f"PgBouncer in transaction mode, default_pool_size {size}"
-    if sc.traffic.on:
+    if sc.traffic.on:  # weighed on its start-ups, never adopted (sim.recommend.NOT_JUDGED)
         over |= {
             "traffic.rate_per_s": 0.0,
             "traffic.rate_per_instance_per_s": 0.0,

@@ -65,6 +65,7 @@ COMMON_TARGETS = (0.95, 0.99, 0.999)
 RARE_TARGET = 0.999
 RARE_REPLICATIONS = 10_000
 EVIDENCE_REPLICATIONS = 100  # when arithmetic already rules every timeout out: a confirming run
+NOT_JUDGED = "simulated without the scenario's traffic after ready, which is not modelled with it"
 
 
 @dataclass(frozen=True)
@@ -661,6 +662,10 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> 
     # A change that meets the start-up target but breaks the first minute's requests under the
     # scenario's traffic is not adopted (docs/recommend.md#the-cost-after-ready).
     meets = meets and (after is None or not after.breaks)
+    # A change simulated without the scenario's traffic (PgBouncer: sim.options) is weighed, never
+    # adopted: its first minute after ready is not known.
+    unjudged = NOT_JUDGED if sc.traffic.on and not cand.traffic.on else ""
+    meets = meets and not unjudged
     robust = None
     if worlds is not None:
         if lab.on_point:  # the progress bar: one look of every world
@@ -670,7 +675,18 @@ def _candidate(lab, sc, settings, n, combo: tuple[Change, ...], worlds=None) -> 
         meets = meets and robust.holds
     db = cand.database
     return Candidate(
-        name, combo, reps, s, db.free_slots, db.max_connections, meets, fits, settled, robust, after
+        name,
+        combo,
+        reps,
+        s,
+        db.free_slots,
+        db.max_connections,
+        meets,
+        fits,
+        settled,
+        robust,
+        after,
+        unjudged,
     )
 
 

@@ -325,5 +325,9 @@ def test_recommend_offers_direct_egress_with_its_gcloud_command_beside_the_conne
         None,
         "NETWORK",
     )
-    # The staging incident's three starts fit its connector: not offered.
-    assert direct_egress_change(resolve("staging-incident")) is None
+    # On Cloud Run it is offered even where the burst fits the connector (the staging incident's
+    # three starts): a move the team can make, weighed in the default ADR. Off Cloud Run, only
+    # where the connector is what the burst waits for.
+    assert direct_egress_change(resolve("staging-incident")) is not None
+    fits = resolve("staging-incident").in_model_terms()
+    assert direct_egress_change(fits) is None

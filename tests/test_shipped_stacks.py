@@ -13,6 +13,7 @@ import pytest
 from sim import scenario as scenarios
 from sim.decision import Change
 from sim.diagnose import load_hypothesis, shipped_hypotheses
+from sim.options import FIX_KINDS
 from sim.recommend import Settings, _changes, own_terms, recommend
 from sim.robust import RobustSettings
 from sim.sizing import ConnectorFloor, pool_advice
@@ -109,8 +110,12 @@ def _floor(sc, m: int) -> ConnectorFloor:
 def _assert_own_terms(sc, changes: list[Change]) -> None:
     """Each change is a setting of the named stack or platform, or the start-up's own deadline,
     with the line that applies it; a model field only where its section names nothing (custom),
-    and then worded by the report from its field."""
+    and then worded by the report from its field. A breaker, a surge limit or a pooler (the
+    team's own code, a deploy plan, a process to run) always comes with its code or command."""
     for c in changes:
+        if c.kind in FIX_KINDS:  # the team's own code or a rollout plan (sim.options)
+            assert c.apply, c.name
+            continue
         assert unexpressed(sc.stack, sc.platform, c.overrides) == [], c.overrides
         assert not any(k.startswith("pool.") for k in c.overrides), c.overrides
         own = [k for k in c.overrides if k.startswith(("stack.", "platform."))]

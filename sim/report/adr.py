@@ -530,6 +530,8 @@ def _quota_paragraph(data: RecommendationView, cite: Cite) -> str:
 def _meets(row: OptionRow) -> str:
     if row.meets_target:
         return "yes"
+    if row.not_judged:
+        return f"not adopted: {row.not_judged}"
     if row.met_nominally and row.after_ready is not None and row.after_ready.breaks:
         return "no: fails the first minute's requests after ready"
     if row.robust is not None and row.met_nominally:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sim.options import BREAKER, POOLER, SURGE
+from sim.options import FIX_KINDS
 from sim.report.view import OptionRow, RecommendationView
 
-FIX_KINDS = (BREAKER, SURGE, POOLER)
 FIGURE_CAPTION = "Each form of circuit breaker: start-up tries per instance and instances ready"
 
 

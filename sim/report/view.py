@@ -120,10 +120,17 @@ class OptionRow:
     after_ready: AfterReady | None = None  # under the scenario's traffic; absent without it
     monthly_usd: float | None = None  # what its paid changes add a month (sim.costs); None: unknown
     apply: str = ""  # the commands and code that apply it
+    not_judged: str = ""  # why it cannot be adopted (sim.decision.Candidate.not_judged)
 
     @classmethod
     def from_dict(cls, data: dict) -> OptionRow:
-        absent = {"robust": None, "after_ready": None, "monthly_usd": None, "apply": ""}
+        absent = {
+            "robust": None,
+            "after_ready": None,
+            "monthly_usd": None,
+            "apply": "",
+            "not_judged": "",
+        }
         return build(cls, {**absent, **data})
 
     def as_dict(self) -> dict:
@@ -131,6 +138,8 @@ class OptionRow:
         for optional in ("robust", "after_ready"):
             if out[optional] is None:
                 del out[optional]
+        if not out["not_judged"]:
+            del out["not_judged"]
         return out
 
     @property
