@@ -22,6 +22,7 @@ example start-up's stay-up mode (``loadtests.startup_phases``) ask it the same q
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -143,3 +144,13 @@ class BreakerState:
         if self.state != OPEN:
             self.state = CLOSED
             self.fails = 0
+
+
+def due_again(
+    state: BreakerState, now: float, jitter: float, draw_u: Callable[[], float]
+) -> float | None:
+    """A try is due at ``now``: None when ``state`` admits it, else when it is due again (the
+    wait's end, with one ``draw_u()`` when ``jitter`` is above 0)."""
+    if state.admits(now):
+        return None
+    return state.wait_until(draw_u() if jitter else 0.0, jitter)

@@ -17,10 +17,12 @@ from heapq import heappop, heappush
 import numpy as np
 
 from sim import phases, streams
+from sim.breaker import BreakerState, due_again
 from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
 from sim.connector import ConnectorState
 from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
+from sim.rollout import Moves
 from sim.scenario import Scenario, jittered_s
 
 # States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults");
@@ -65,6 +67,7 @@ class _Instance:
         "attempt",
         "attempt_start",
         "bound",
+        "breaker",
         "conn_attempts",
         "conns",
         "db_started",
@@ -105,6 +108,7 @@ class _Instance:
         self.phase_i, self.phase_run, self.phase_start, self.bound = -1, 0, 0.0, 0.0
         self.db_started = True
         self.pool_state: PoolState | None = None  # its pool after ready, with traffic
+        self.breaker: BreakerState | None = None  # stay_up, shared: the breaker it asks
 
 
 @dataclass
@@ -200,8 +204,11 @@ class Engine:
         self._work: dict[_Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
         self._busy: dict[_Instance, _Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
-        # from t = 0 to the end, and count in the peak.
-        self.db_free = sc.database.free_slots - sc.warm_held
+        # from t = 0 to the end, and count in the peak; a roll-out's old instances hold theirs
+        # from t = 0 until they are let go (docs/model.md, "A roll-out").
+        self.rollout = sc.rollout.state(sc.fleet.instances) if sc.rollout.on else None
+        self.held_at_start = sc.warm_held + sc.rollout_held
+        self.db_free = sc.database.free_slots - self.held_at_start
         # With "hold" and retries, a failed pool start's stragglers may outlive the deadline (the
         # instance retries and becomes ready): their connect timeouts still matter then.
         # So may the connections a "background" pool start opens after its first one.
@@ -213,7 +220,7 @@ class Engine:
         # Path faults: which connections the path fails, in [from_s, until_s) of the run.
         self.path_on = sc.path.fault != "none"
         self.path_end_s = sc.path.window_end_s()
-        self.out = Replication(peak_db_connections=sc.warm_held)
+        self.out = Replication(peak_db_connections=self.held_at_start)
         # Direct VPC egress (docs/model.md): no connector; the subnet's addresses bound the fleet,
         # warm instances first, then the cold starts in index order; the others never start.
         self.direct = sc.egress.direct
@@ -223,6 +230,18 @@ class Engine:
             else sc.fleet.instances
         )
         self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
+        # Circuit breakers (docs/model.md): under stay_up and shared a failed try leaves the
+        # process up; each instance asks its own breaker, or all of them the fleet's one.
+        # in_process changes nothing (its breaker never reaches fail_max).
+        self.stays_up = sc.breaker.stays_up
+        if self.stays_up:
+            fleet_breaker = BreakerState(sc.breaker.fail_max, sc.breaker.reset_timeout_s)
+            for inst in self.instances:
+                inst.breaker = (
+                    fleet_breaker
+                    if sc.breaker.shared
+                    else BreakerState(sc.breaker.fail_max, sc.breaker.reset_timeout_s)
+                )
         # Traffic after ready: the requests in arrival order, the instances in the order they
         # became ready (the routing's candidates after the warm ones).
         self.traffic_on = sc.traffic.on
@@ -240,11 +259,17 @@ class Engine:
         heappush(self._heap, (t, next(self._seq), handler, args))
 
     def run(self) -> Replication:
-        if self.sc.warm_held:
-            self._sample()  # the warm instances' connections, held from t = 0
-        for inst, t in zip(self.instances, self.arrival_times(), strict=True):
+        if self.held_at_start:
+            self._sample()  # the warm (or old) instances' connections, held from t = 0
+        # A roll-out's controller acts at t = 0, before any arrival; a Kubernetes one creates
+        # (starts) the new instances itself, in index order.
+        moves = self.rollout.moves() if self.rollout else Moves(0, 0)
+        gated = self.sc.rollout.kind == "kubernetes"
+        times = [0.0] * moves.start if gated else self.arrival_times()
+        for inst, t in zip(self.instances, times, strict=False):
             if inst.idx < self.addressed:  # else no subnet address: it never starts
                 self.at(t, self.start_attempt, inst)
+        self._let_go(moves.release)
         if self.traffic_on:
             self.start_traffic()
         heap = self._heap
@@ -297,11 +322,32 @@ class Engine:
             return  # no new start after the horizon: that instance counts as never ready
         inst.attempt += 1
         inst.attempt_start = self.now
-        if self.direct:  # one draw per attempt, when it starts
+        # One draw per attempt, when it starts; a process that stays up keeps its egress.
+        if self.direct and (inst.attempt == 1 or not self.stays_up):
             inst.egress_at = self.now + self.draw_egress()
         inst.conn_attempts = inst.pool_starts = 0
+        if self.stays_up:  # a try: the first after before_db_s, the next ones at once
+            if inst.attempt == 1:
+                self.at(self.now + self.draw_before(), self.try_due, inst)
+            else:
+                self.try_due(inst)
+            return
         after = self.begin_phases if self.phases else self.begin_db_init
         self.at(self.now + self.draw_before(), after, inst)
+
+    def try_due(self, inst: _Instance) -> None:
+        """Stay-up (docs/model.md, "Circuit breakers"): a try is due; it begins if the breaker
+        admits it, else it is due again when the wait for the open breaker ends."""
+        if self.now > self.sc.horizon_s:
+            return  # like a database init after the horizon: no record
+        b = self.sc.breaker
+        again = due_again(inst.breaker, self.now, b.open_jitter, self.draw_breaker_u)
+        if again is not None:
+            self.at(again, self.try_due, inst)
+        elif self.phases:
+            self.begin_phases(inst)
+        else:
+            self.begin_db_init(inst)
 
     def begin_db_init(self, inst: _Instance) -> None:
         if self.now > self.sc.horizon_s:
@@ -536,6 +582,8 @@ class Engine:
 
     def _init_done(self, inst: _Instance) -> None:
         inst.in_init = False
+        if inst.breaker is not None:
+            inst.breaker.succeeded()
         # The after-db draw is taken first, for the record's ready time: each role draws from its
         # own stream, so the values drawn are the same whatever the order.
         ready_s = self.now + self.draw_after()
@@ -572,6 +620,33 @@ class Engine:
             self.ready_order.append(inst)
             if self.sc.traffic.rate_per_instance_per_s > 0:
                 self._next_arrival(self.instance_arrival, inst)
+        if self.rollout is not None:  # an instance becomes ready once: its first time
+            self._rollout_acts(self.rollout.became_ready())
+
+    # -- a roll-out (docs/model.md, "A roll-out: old instances replaced by new ones") ----------
+    def _rollout_acts(self, moves: Moves) -> None:
+        """Let old instances go, and (Kubernetes) start the new ones created, in index order."""
+        self._let_go(moves.release)
+        if self.sc.rollout.kind == "kubernetes":
+            created = self.rollout.created
+            for inst in self.instances[created - moves.start : created]:
+                if inst.idx < self.addressed:
+                    self.start_attempt(inst)
+
+    def _let_go(self, old: int) -> None:
+        """``old`` old instances let go: their slots free ``old_linger_s`` later."""
+        slots = old * self.sc.pool.held_when_ready
+        if not slots:
+            return
+        linger_s = self.sc.rollout.old_linger_s
+        if linger_s > 0:
+            self.at(self.now + linger_s, self._free_slots, slots)
+        else:
+            self._free_slots(slots)
+
+    def _free_slots(self, slots: int) -> None:
+        self.db_free += slots
+        self._sample()
 
     def pool_failed(self, inst: _Instance, reason: str) -> None:
         if self.phases and not self.phases[inst.phase_i].pool:
@@ -608,6 +683,11 @@ class Engine:
         inst.pool += 1
         if inst.db_started or self.now <= self.sc.horizon_s:  # see begin_phases
             self._record(inst, outcome, reason)
+        if self.stays_up:  # the process stays up: its pool closed at once, the next try later
+            inst.breaker.failed(self.now)
+            self._cancel_all(list(inst.conns))
+            self.at(self.now + self.sc.breaker.retry_s, self.start_attempt, inst)
+            return
         release_s = self.sc.restart.exit_release_s
         if release_s > 0:  # the server notices the dead client late: its slots stay taken a while
             for conn in [c for c in inst.conns if c.state == HELD]:

@@ -137,16 +137,21 @@ def per_deploy(
     horizon_s: float,
     *,
     warm: int,
+    stays_up: bool = False,
 ) -> list[Requests]:
     """:func:`expected_requests` of each replication in ``replications``, from the attempt
     records (columns of sim.records.ATTEMPT_COLUMNS plus ``replication``), with ``warm``
-    instances ready from t = 0 (``fleet.warm_instances``)."""
+    instances ready from t = 0 (``fleet.warm_instances``). With ``stays_up`` (a breaker that
+    keeps the process up, docs/model.md "Circuit breakers") an instance's tries are one process:
+    routable from its first try's start on, never exiting, ready when a try is."""
     rep = np.asarray(attempts["replication"])
     ready = np.asarray(attempts["outcome"]) == Outcome.READY
     start = np.asarray(attempts["start_s"], dtype=float)
     ready_s = np.where(ready, np.asarray(attempts["ready_s"], dtype=float), math.inf)
     ended = np.asarray(attempts["db_init_start_s"], float) + np.asarray(attempts["db_init_s"])
     exit_s = np.where(ready, math.inf, ended)
+    if stays_up:
+        rep, start, ready_s, exit_s = _processes(rep, attempts["instance"], start, ready_s)
     order = np.argsort(rep, kind="stable")
     bounds = np.searchsorted(rep[order], np.asarray(replications), side="left")
     ends = np.searchsorted(rep[order], np.asarray(replications), side="right")
@@ -155,6 +160,21 @@ def per_deploy(
         idx = order[lo:hi]
         out.append(expected_requests(start[idx], ready_s[idx], exit_s[idx], probe, horizon_s, warm))
     return out
+
+
+def _processes(rep, instance, start, ready_s) -> tuple[np.ndarray, ...]:
+    """One row per (replication, instance): its first try's start, its ready time (inf: never),
+    and no exit."""
+    if not rep.size:
+        return rep, start, ready_s, ready_s.copy()
+    instance = np.asarray(instance)
+    order = np.lexsort((instance, rep))
+    rep, instance = rep[order], instance[order]
+    new = np.concatenate([[True], (rep[1:] != rep[:-1]) | (instance[1:] != instance[:-1])])
+    first = np.flatnonzero(new)
+    ready_s = np.minimum.reduceat(ready_s[order], first)
+    start = np.minimum.reduceat(start[order], first)
+    return rep[first], start, ready_s, np.full_like(ready_s, math.inf)
 
 
 def summary(requests: list[Requests], confidence: float = 0.95) -> dict[str, object]:

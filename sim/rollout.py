@@ -130,7 +130,17 @@ class Moves:
 class RolloutState:
     """The roll-out's controller: how many old instances remain, new ones created and ready."""
 
-    __slots__ = ("created", "kind", "old", "ready", "replicas", "steps", "surge", "unavailable")
+    __slots__ = (
+        "created",
+        "initial",
+        "kind",
+        "old",
+        "ready",
+        "replicas",
+        "steps",
+        "surge",
+        "unavailable",
+    )
 
     def __init__(
         self,
@@ -144,6 +154,7 @@ class RolloutState:
         self.kind = kind
         self.replicas = replicas
         self.old = old
+        self.initial = old  # O: Cloud Run's shares are of the old revision's first count
         self.created = 0
         self.ready = 0
         self.surge = surge
@@ -167,7 +178,7 @@ class RolloutState:
             for step in self.steps:
                 if self.ready >= math.ceil(step / 100.0 * self.replicas - 1e-9):
                     share = step
-            keep = min(self.old, math.ceil(self.old * (1.0 - share / 100.0) - 1e-9))
+            keep = min(self.old, math.ceil(self.initial * (1.0 - share / 100.0) - 1e-9))
             cap = self.replicas
         release, self.old = self.old - keep, keep
         start = max(0, cap - self.created)

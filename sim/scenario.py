@@ -473,6 +473,13 @@ class Scenario(_Section):
         """Database slots the warm instances hold for the whole run, from t = 0."""
         return self.fleet.warm_instances * self.pool.held_when_ready
 
+    @property
+    def rollout_held(self) -> int:
+        """Database slots a roll-out's old instances hold from t = 0 (0 without a roll-out)."""
+        if not self.rollout.on:
+            return 0
+        return self.rollout.old(self.fleet.instances) * self.pool.held_when_ready
+
     def label(self, dotted: str) -> Source | None:
         """The label of a field or a distribution's parameter: its own, or its field's."""
         while dotted:
@@ -753,7 +760,7 @@ def _rollout_fits(sc: Scenario) -> None:
             "each new pod starts",
         )
     ro.check(sc.fleet.instances)
-    held, free = ro.old(sc.fleet.instances) * sc.pool.held_when_ready, sc.database.free_slots
+    held, free = sc.rollout_held, sc.database.free_slots
     if held > free:
         raise FieldProblem(
             "rollout.old_instances",

@@ -131,7 +131,9 @@ def simulate(
 def _requests(sc, res) -> dict:
     """The probe's figures (sim/probes.py): failed requests per deploy and the mean wait."""
     reps, warm = res.fleet["replication"], sc.fleet.warm_instances
-    per = probes.per_deploy(res.attempts, reps, sc.probe, sc.horizon_s, warm=warm)
+    per = probes.per_deploy(
+        res.attempts, reps, sc.probe, sc.horizon_s, warm=warm, stays_up=sc.breaker.stays_up
+    )
     return probes.summary(per, 0.95)
 
 
