@@ -17,7 +17,7 @@ import pytest
 import reference_simpy
 from builders import const, scenario
 from scipy import stats
-from test_reference import MIXED, mean_se
+from test_reference import MIXED, lognormal, mean_se
 
 from sim.engines import run_one
 from sim.records import Outcome, Reason
@@ -131,13 +131,25 @@ BREAKER = {
     [
         # Each instance's own breaker: open after 2 failed tries in a row, for 15 s.
         {"breaker.form": "stay_up", "breaker.fail_max": 2, "breaker.reset_timeout_s": 15.0},
-        # With MIXED's pool retries every second within the 15 s deadline: tries time out.
+        # With MIXED's pool retries every second within a 10 s deadline: tries time out, and
+        # each timeout opens the instance's breaker for 15 s.
+        {
+            "breaker.form": "stay_up",
+            "breaker.fail_max": 1,
+            "breaker.reset_timeout_s": 15.0,
+            "pool.retry_backoff_s": 1.0,
+            "pool.connect_timeout_s": 8.0,
+            "startup.db_init_timeout_s": 10.0,
+        },
+        # Direct VPC egress usable after lognormal(6 s, 0.5) from the process's start, kept across
+        # its tries (one draw per instance): first tries time out waiting for it, later ones
+        # find it usable.
         {
             "breaker.form": "stay_up",
             "breaker.fail_max": 2,
             "breaker.reset_timeout_s": 15.0,
-            "pool.retry_backoff_s": 1.0,
-            "pool.connect_timeout_s": 8.0,
+            "egress.kind": "direct",
+            "egress.ready_s": lognormal(6.0, 0.5),
         },
         # One breaker for the fleet: the fleet's 3 failed tries in a row open it for 5 s, and
         # every instance waits; without jitter they all try again the instant it turns half-open.
@@ -148,8 +160,26 @@ BREAKER = {
             "breaker.reset_timeout_s": 5.0,
             "breaker.open_jitter": 0.5,
         },
+        # The Cloud SQL path's 6 refreshes a minute: each try refreshes as a new attempt does.
+        {
+            "breaker.form": "shared",
+            "breaker.fail_max": 3,
+            "breaker.reset_timeout_s": 5.0,
+            "breaker.open_jitter": 0.5,
+            "cloudsql.enabled": True,
+            "cloudsql.quota_per_minute": 12,
+            "cloudsql.call_s": lognormal(0.3, 0.5),
+            "cloudsql.refresh_interval_s": 10.0,
+        },
     ],
-    ids=["stay_up", "stay_up-retry", "shared", "shared-jitter"],
+    ids=[
+        "stay_up",
+        "stay_up-retry",
+        "stay_up-egress",
+        "shared",
+        "shared-jitter",
+        "shared-cloudsql",
+    ],
 )
 def test_breaker_agrees_with_the_simpy_reference(variant):
     sc = scenario({**BREAKER, **variant})
@@ -194,6 +224,15 @@ ROLLOUT = {
             "rollout.old_linger_s": 3.0,
             "database.max_connections": 23,
         },
+        # 5 old instances, surge 50 % of 8 (4), unavailable 1: four new ones at t = 0, then one
+        # more for each ready, while the old go down to 7 − ready.
+        {
+            "rollout.kind": "kubernetes",
+            "rollout.max_surge": "50%",
+            "rollout.max_unavailable": 1,
+            "rollout.old_instances": 5,
+            "database.max_connections": 26,
+        },
         # Cloud Run, all traffic at once: 8 new instances over 5 s beside the 8 old ones until
         # every new one is ready: 16 + 32 for 34 slots.
         {
@@ -211,7 +250,13 @@ ROLLOUT = {
             "database.max_connections": 36,
         },
     ],
-    ids=["kubernetes-25%", "kubernetes-surge1", "cloud_run-100", "cloud_run-50-100"],
+    ids=[
+        "kubernetes-25%",
+        "kubernetes-surge1",
+        "kubernetes-50%-old5",
+        "cloud_run-100",
+        "cloud_run-50-100",
+    ],
 )
 def test_rollout_agrees_with_the_simpy_reference(variant):
     sc = scenario({**ROLLOUT, **variant})
@@ -222,6 +267,26 @@ def test_rollout_agrees_with_the_simpy_reference(variant):
         assert 0 < figs["P(any 53300 per deploy)"].mean() < 1
         if sc.rollout.kind == "kubernetes":
             assert figs["last first start (s, never = horizon)"].min() > 0
+
+
+def test_a_stalled_kubernetes_rollout_agrees_with_the_simpy_reference():
+    # Surge 1, unavailable 0 into 18 usable slots: the old 8 hold 16, the first new instance's
+    # 4 connections meet 53300 at every start until its restarts run out (5): it never becomes
+    # ready, so no old instance is let go and no other new one is created; the roll-out stalls.
+    sc = scenario(
+        {
+            **ROLLOUT,
+            "rollout.kind": "kubernetes",
+            "rollout.max_surge": 1,
+            "rollout.max_unavailable": 0,
+            "database.max_connections": 20,
+        }
+    )
+    eng, ref = assert_agree(sc)
+    for figs in (eng, ref):
+        assert figs["instances_ready"].max() == 0
+        assert figs["tries per instance"].max() == 6 / 8  # instance 0's 1 + 5 restarts
+        assert figs["peak_db_connections"].max() == 18
 
 
 # -- the reference alone on hand-computed cases (constant durations) ---------------------------
