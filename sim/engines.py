@@ -78,6 +78,7 @@ FAST_FIELDS = {
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
     "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
+    "rollout": {"kind", "old_instances", "max_surge", "max_unavailable", "steps", "old_linger_s"},
 }
 
 

@@ -8,7 +8,9 @@ ready:
 - ``kubernetes``: a Deployment's RollingUpdate. At most ``replicas + max_surge`` pods at once (old
   ones and every new one created, ready or not), and at least ``replicas − max_unavailable`` ready
   (old ones and ready new ones); percentages of ``replicas`` round up for the surge and down for
-  the unavailable, as Kubernetes does (apps/v1, 25 % each by default).
+  the unavailable, as Kubernetes does (apps/v1, 25 % each by default). Both given as 0 is refused
+  (Kubernetes' validation); both rounded to 0 pods gives 1 unavailable (its controller's
+  ``ResolveFenceposts``).
 - ``cloud_run``: a revision roll-out. Every new instance starts as ``[fleet]`` says; traffic moves
   in ``steps`` (percent of it on the new revision; ``[100]``: all at once), each when enough new
   instances are ready to carry it, and the old revision keeps instances for the traffic it has
@@ -56,6 +58,11 @@ def _amount(value: Amount) -> Amount:
     return value
 
 
+def _given_zero(value: Amount) -> bool:
+    """0 or "0%": what Kubernetes' validation reads as zero, before any rounding."""
+    return value == 0 if isinstance(value, int) else int(value[:-1]) == 0
+
+
 def pods(value: Amount, replicas: int, round_up: bool) -> int:
     """``value`` as a number of pods: a percentage of ``replicas``, rounded up (the surge) or
     down (the unavailable), as Kubernetes' intstr.GetScaledValueFromIntOrPercent."""
@@ -97,20 +104,26 @@ class Rollout(BaseModel):
         return replicas if self.old_instances is None else self.old_instances
 
     def plan(self, replicas: int) -> tuple[int, int]:
-        """Kubernetes' (surge, unavailable) in pods for ``replicas``."""
-        return (
-            pods(self.max_surge, replicas, round_up=True),
-            pods(self.max_unavailable, replicas, round_up=False),
-        )
+        """Kubernetes' (surge, unavailable) in pods for ``replicas``: both rounded to 0 gives 1
+        unavailable, as the deployment controller's ``ResolveFenceposts`` does ("on the theory
+        that surge might not work due to quota")."""
+        surge = pods(self.max_surge, replicas, round_up=True)
+        unavailable = pods(self.max_unavailable, replicas, round_up=False)
+        return (surge, 1) if surge == unavailable == 0 else (surge, unavailable)
 
     def check(self, replicas: int) -> None:
-        """What Kubernetes itself refuses: a surge and an unavailable both 0."""
-        if self.kind == "kubernetes" and self.plan(replicas) == (0, 0):
+        """What Kubernetes' validation refuses: max_surge and max_unavailable both given as 0
+        (or "0%"), for any ``replicas``: the roll-out could never make progress."""
+        if (
+            self.kind == "kubernetes"
+            and _given_zero(self.max_surge)
+            and _given_zero(self.max_unavailable)
+        ):
             raise FieldProblem(
                 "rollout.max_surge",
                 self.max_surge,
-                "max_surge and max_unavailable cannot both be 0 pods (Kubernetes refuses it: "
-                "the roll-out could never make progress)",
+                "max_surge and max_unavailable cannot both be 0 (Kubernetes refuses it: the "
+                "roll-out could never make progress)",
             )
 
     def state(self, replicas: int) -> RolloutState:

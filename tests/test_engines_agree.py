@@ -23,6 +23,7 @@ from sim import streams
 from sim.engines import FAST_FIELDS, NOT_MODEL, run_one
 from sim.fast import draws
 from sim.records import REQUEST_COLUMNS
+from sim.rollout import Rollout
 from sim.scenario import Restart, Scenario, builtin_names, resolve
 from sim.streams import Tilt
 
@@ -207,6 +208,37 @@ def traffic(draw, horizon_s: float) -> dict:
     return fields
 
 
+AMOUNTS = st.one_of(st.integers(0, 4), st.integers(0, 100).map(lambda p: f"{p}%"))
+
+
+@st.composite
+def rollout(draw, instances: int, arrival: str, held: int, free: int) -> dict:
+    """A roll-out (docs/model.md): none (most often), Kubernetes' (on a burst) or Cloud Run's,
+    with old instances whose slots fit the free ones (often filling most of them)."""
+    kinds = ["none", "none", "cloud_run"] + (["kubernetes"] * 2 if arrival == "burst" else [])
+    kind = draw(st.sampled_from(kinds))
+    surge, unavailable = draw(AMOUNTS), draw(AMOUNTS)
+    fields = {
+        "rollout.kind": kind,
+        "rollout.old_instances": draw(
+            st.one_of(st.none(), st.integers(0, min(free // held, 16) if held else 16))
+        ),
+        "rollout.max_surge": surge,
+        "rollout.max_unavailable": unavailable,
+        "rollout.steps": draw(
+            st.lists(_positive(1.0, 99.0), max_size=3).map(lambda s: [*sorted(set(s)), 100.0])
+        ),
+        "rollout.old_linger_s": draw(st.one_of(st.just(0.0), _positive(0.1, 10.0))),
+    }
+    if fields["rollout.old_instances"] is None and instances * held > free:
+        fields["rollout.old_instances"] = free // held  # R old ones would not fit
+    if kind == "kubernetes" and Rollout(max_surge=surge, max_unavailable=unavailable).plan(
+        instances
+    ) == (0, 0):
+        fields["rollout.max_surge"] = 1
+    return fields
+
+
 @st.composite
 def scenarios(draw) -> Scenario:
     """A scenario over every field the model reads, at sizes where queues, rejections, timeouts,
@@ -235,73 +267,84 @@ def scenarios(draw) -> Scenario:
     # Direct VPC egress: a subnet that holds the warm instances, and from none to all the others.
     per_instance = draw(st.integers(1, 3))
     subnet = per_instance * draw(st.integers(warm, warm + instances + 1)) + draw(st.integers(0, 2))
-    return scenario(
-        {
-            "horizon_s": horizon_s,
-            "fleet.instances": instances,
-            "fleet.arrival": arrival,
-            "fleet.window_s": draw(_positive(0.0, 30.0)),
-            "fleet.rate_per_s": draw(_positive(0.1, 5.0)),
-            "fleet.waves": waves,
-            "fleet.warm_instances": warm,
-            "startup.before_db_s": draw(durations(1.0)),
-            "startup.db_init_timeout_s": draw(_positive(0.5, 30.0)),
-            "startup.init_queries_s": draw(durations(0.1)),
-            "startup.after_db_s": draw(durations(1.0)),
-            "startup.phases": draw(st.one_of(st.just([]), phase_lists())),
-            "pool.min_size": min_size,
-            "pool.max_size": max_size,
-            "pool.held_when_ready": held,
-            "pool.connect_timeout_s": draw(_positive(0.1, 20.0)),
-            "pool.on_failure": draw(st.sampled_from(["close", "hold"])),
-            "pool.retry_backoff_s": draw(st.one_of(st.just(0.0), _positive(0.1, 3.0))),
-            "pool.retry_jitter": draw(JITTER),
-            "pool.start": draw(st.sampled_from(["asyncpg", "concurrent", "background", "workers"])),
-            "pool.workers": draw(st.integers(1, 4)),
-            "pool.timeout_s": draw(_positive(0.01, 10.0)),
-            "pool.growth": draw(st.sampled_from(["per_waiter", "background"])),
-            "connector.min_instances": cx_min,
-            "connector.max_instances": draw(st.integers(cx_min, 4)),
-            "connector.setups_per_instance": draw(st.integers(1, 5)),
-            "connector.setup_s": draw(durations(0.5)),
-            "connector.scale_up_delay_s": draw(durations(5.0)),
-            "database.max_connections": other + reserved + free,
-            "database.reserved_connections": reserved,
-            "database.other_connections": other,
-            "database.accept_s": draw(durations(0.05)),
-            "restart.preset": draw(
-                st.sampled_from(get_args(Restart.model_fields["preset"].annotation))
-            ),
-            "restart.policy": draw(st.sampled_from(["none", "fixed", "exponential"])),
-            "restart.initial_backoff_s": draw(_positive(0.0, 10.0)),
-            "restart.max_backoff_s": draw(_positive(0.0, 60.0)),
-            "restart.multiplier": draw(_positive(1.0, 3.0)),
-            "restart.jitter": draw(JITTER),
-            "restart.max_restarts": draw(st.integers(0, 4)),
-            "restart.exit_release_s": draw(st.one_of(st.just(0.0), _positive(0.1, 5.0))),
-            "cloudsql.enabled": draw(st.booleans()),
-            "cloudsql.calls_per_refresh": draw(st.integers(1, 3)),
-            "cloudsql.quota_per_minute": draw(st.integers(1, 30)),
-            "cloudsql.call_s": draw(durations(0.3)),
-            "cloudsql.refresh_burst": draw(st.integers(1, 3)),
-            "cloudsql.refresh_interval_s": draw(_positive(0.5, 40.0)),
-            "path.fault": draw(st.sampled_from(["none", "closed", "reset", "hung"])),
-            "path.p_fault": draw(st.one_of(st.just(1.0), _positive(0.01, 1.0))),
-            "path.from_s": path_from,
-            "path.until_s": path_until,
-            "path.fail_after_s": draw(durations(0.5)),
-            "egress.kind": draw(st.sampled_from(["connector", "direct"])),
-            "egress.ready_s": draw(durations(2.0)),
-            "egress.subnet_addresses": max(subnet, 1),
-            "egress.addresses_per_instance": per_instance,
-            **draw(traffic(horizon_s)),
-        }
-    )
+    roll = draw(rollout(instances, arrival, held, free))
+    if roll["rollout.kind"] != "none":  # not modelled with warm instances nor traffic yet
+        warm = 0
+    fields = {
+        "horizon_s": horizon_s,
+        "fleet.instances": instances,
+        "fleet.arrival": arrival,
+        "fleet.window_s": draw(_positive(0.0, 30.0)),
+        "fleet.rate_per_s": draw(_positive(0.1, 5.0)),
+        "fleet.waves": waves,
+        "fleet.warm_instances": warm,
+        "startup.before_db_s": draw(durations(1.0)),
+        "startup.db_init_timeout_s": draw(_positive(0.5, 30.0)),
+        "startup.init_queries_s": draw(durations(0.1)),
+        "startup.after_db_s": draw(durations(1.0)),
+        "startup.phases": draw(st.one_of(st.just([]), phase_lists())),
+        "pool.min_size": min_size,
+        "pool.max_size": max_size,
+        "pool.held_when_ready": held,
+        "pool.connect_timeout_s": draw(_positive(0.1, 20.0)),
+        "pool.on_failure": draw(st.sampled_from(["close", "hold"])),
+        "pool.retry_backoff_s": draw(st.one_of(st.just(0.0), _positive(0.1, 3.0))),
+        "pool.retry_jitter": draw(JITTER),
+        "pool.start": draw(st.sampled_from(["asyncpg", "concurrent", "background", "workers"])),
+        "pool.workers": draw(st.integers(1, 4)),
+        "pool.timeout_s": draw(_positive(0.01, 10.0)),
+        "pool.growth": draw(st.sampled_from(["per_waiter", "background"])),
+        "connector.min_instances": cx_min,
+        "connector.max_instances": draw(st.integers(cx_min, 4)),
+        "connector.setups_per_instance": draw(st.integers(1, 5)),
+        "connector.setup_s": draw(durations(0.5)),
+        "connector.scale_up_delay_s": draw(durations(5.0)),
+        "database.max_connections": other + reserved + free,
+        "database.reserved_connections": reserved,
+        "database.other_connections": other,
+        "database.accept_s": draw(durations(0.05)),
+        "restart.preset": draw(
+            st.sampled_from(get_args(Restart.model_fields["preset"].annotation))
+        ),
+        "restart.policy": draw(st.sampled_from(["none", "fixed", "exponential"])),
+        "restart.initial_backoff_s": draw(_positive(0.0, 10.0)),
+        "restart.max_backoff_s": draw(_positive(0.0, 60.0)),
+        "restart.multiplier": draw(_positive(1.0, 3.0)),
+        "restart.jitter": draw(JITTER),
+        "restart.max_restarts": draw(st.integers(0, 4)),
+        "restart.exit_release_s": draw(st.one_of(st.just(0.0), _positive(0.1, 5.0))),
+        "cloudsql.enabled": draw(st.booleans()),
+        "cloudsql.calls_per_refresh": draw(st.integers(1, 3)),
+        "cloudsql.quota_per_minute": draw(st.integers(1, 30)),
+        "cloudsql.call_s": draw(durations(0.3)),
+        "cloudsql.refresh_burst": draw(st.integers(1, 3)),
+        "cloudsql.refresh_interval_s": draw(_positive(0.5, 40.0)),
+        "path.fault": draw(st.sampled_from(["none", "closed", "reset", "hung"])),
+        "path.p_fault": draw(st.one_of(st.just(1.0), _positive(0.01, 1.0))),
+        "path.from_s": path_from,
+        "path.until_s": path_until,
+        "path.fail_after_s": draw(durations(0.5)),
+        "egress.kind": draw(st.sampled_from(["connector", "direct"])),
+        "egress.ready_s": draw(durations(2.0)),
+        "egress.subnet_addresses": max(subnet, 1),
+        "egress.addresses_per_instance": per_instance,
+        **draw(traffic(horizon_s)),
+        **roll,
+    }
+    if roll["rollout.kind"] != "none":
+        fields.update(
+            {
+                "traffic.rate_per_s": 0.0,
+                "traffic.rate_per_instance_per_s": 0.0,
+                "traffic.trace_s": [],
+            }
+        )
+    return scenario(fields)
 
 
 # Sections of the model the fast engine does not have yet: a scenario that sets one runs on the
 # readable engine (sim.engines), so there is nothing to compare.
-NOT_FAST_YET = {"pooler", "breaker", "rollout"}
+NOT_FAST_YET = {"pooler", "breaker"}
 
 
 def test_the_property_test_draws_every_field_the_model_reads():

@@ -37,6 +37,7 @@ from sim.records import (
     Reason,
     RequestOutcome,
 )
+from sim.rollout import Rollout
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 
 
@@ -48,6 +49,7 @@ def _vocabularies() -> bytes:
         (Fleet, "arrival"),
         (Restart, "policy"),
         (PathFaults, "fault"),
+        (Rollout, "kind"),
     )
     words = (
         tuple(Outcome),
@@ -194,8 +196,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     req_f = phase_values + ph_values.size
     trace_at = req_f + sizes["requests"] * L.NQF
     trace = [t for t in sc.traffic.trace_s if t < sc.horizon_s]
-    x = np.zeros(trace_at + len(trace))
-    x[trace_at:] = trace
+    rollout_x = trace_at + len(trace)  # a roll-out's old_linger_s and Cloud Run's steps
+    x = np.zeros(rollout_x + 1 + len(sc.rollout.steps))
+    x[trace_at:rollout_x] = trace
     x[L.F_POOL_TIMEOUT] = pool.timeout_s
     x[L.F_HORIZON], x[L.F_TIMEOUT] = sc.horizon_s, sc.startup.db_init_timeout_s
     x[L.F_END] = sc.horizon_s + sc.startup.db_init_timeout_s
@@ -238,7 +241,9 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
     ready_order = traffic_at + (n * L.NT if traffic else 0)
     owner_at = ready_order + (n if traffic else 0)
     req_i = owner_at + (sizes["conns"] if traffic else 0)
-    m = np.zeros(req_i + sizes["requests"] * L.NQ, np.int64)
+    rollout_at = req_i + sizes["requests"] * L.NQ
+    m = np.zeros(rollout_at + L.NRO, np.int64)
+    _rollout(sc, m, x, rollout_at, rollout_x)
     if traffic:
         m[L.I_TRAFFIC] = (
             L.TRAFFIC_FLEET
@@ -271,7 +276,7 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         m[L.I_CS_QUOTA], m[L.I_CS_BURST] = cs.quota_per_minute, cs.refresh_burst
     m[L.I_ARRIVAL] = _ARRIVALS[fleet.arrival]
     m[L.I_PATH_FAULT] = _FAULTS[sc.path.fault]
-    m[L.I_WARM_HELD] = sc.warm_held
+    m[L.I_WARM_HELD] = sc.warm_held + sc.rollout_held  # one or the other (sim.scenario)
     m[L.I_KEEP] = keep
     m[L.I_TILT_ROLE] = -1 if tilt is None else ROLES.index(tilt.role)
     m[L.I_TILT_DRAWS] = 0 if tilt is None else tilt.draws
@@ -303,6 +308,20 @@ def _layout(sc: Scenario, tilt: Tilt | None, sizes: dict, keep: bool) -> tuple[n
         x[px + L.PX_A], x[px + L.PX_B] = ph_dist[j]
         x[px + L.PX_RETRY], x[px + L.PX_JITTER] = ph.retry_backoff_s, fraction
     return m, x
+
+
+def _rollout(sc: Scenario, m: np.ndarray, x: np.ndarray, at: int, at_x: int) -> None:
+    """A roll-out's controller (docs/model.md, "A roll-out"): what RolloutState starts from."""
+    ro, n = sc.rollout, sc.fleet.instances
+    state = ro.state(n)
+    m[L.L_ROLLOUT] = at
+    m[at + L.RO_KIND] = L.ROLLOUT_KINDS.index(ro.kind)
+    m[at + L.RO_REPLICAS], m[at + L.RO_INITIAL] = n, state.old
+    m[at + L.RO_SURGE], m[at + L.RO_UNAVAILABLE] = state.surge, state.unavailable
+    m[at + L.RO_SLOTS] = sc.pool.held_when_ready
+    m[at + L.RO_STEPS_N], m[at + L.RO_X] = len(ro.steps), at_x
+    x[at_x] = ro.old_linger_s
+    x[at_x + 1 : at_x + 1 + len(ro.steps)] = ro.steps
 
 
 _ZERO = Constant(dist="constant", value=0.0)  # pack needs one distribution

@@ -72,6 +72,7 @@ from sim.fast.layout import (
     E_FREE_SLOT,
     E_INIT_DONE,
     E_INSTANCE_ARRIVAL,
+    E_OLD_GONE,
     E_PATH_FAILED,
     E_PHASE_DEADLINE,
     E_PHASE_DONE,
@@ -118,6 +119,7 @@ from sim.fast.layout import (
     FULL_REQUESTS,
     GONE,
     HELD,
+    I_ADDRESSED,
     I_CLOUDSQL,
     I_CS_BURST,
     I_CS_CALLS,
@@ -148,6 +150,7 @@ from sim.fast.layout import (
     IN_READY_POOL,
     J_FULL,
     J_NONE,
+    L_ARRIVALS,
     L_CONN,
     L_FREE,
     L_OWNER,
@@ -163,6 +166,7 @@ from sim.fast.layout import (
     L_REQ_CAP,
     L_REQ_F,
     L_REQ_I,
+    L_ROLLOUT,
     L_TRACE,
     L_TRAFFIC,
     M_INST,
@@ -240,6 +244,19 @@ from sim.fast.layout import (
     REJECTED,
     RESTART_U,
     RETRY_U,
+    RO_CREATED,
+    RO_INITIAL,
+    RO_KIND,
+    RO_KUBERNETES,
+    RO_NONE,
+    RO_OLD,
+    RO_READY,
+    RO_REPLICAS,
+    RO_SLOTS,
+    RO_STEPS_N,
+    RO_SURGE,
+    RO_UNAVAILABLE,
+    RO_X,
     S_API_USED,
     S_API_WINDOW,
     S_CONN_ATTEMPTS,
@@ -651,7 +668,7 @@ def init_done(m, x, inst):
     # then. With traffic it also opens the instance to requests: the engine's event.
     if ready <= x[F_END]:
         x[X_INST + inst * NF + B_READY] = ready
-    if m[I_TRAFFIC]:
+    if m[I_TRAFFIC] or m[m[L_ROLLOUT] + RO_KIND] != RO_NONE:
         at(m, x, ready, E_READY, inst, 0)
 
 
@@ -1260,10 +1277,66 @@ def traffic_event(m, x, typ, a, b):
     elif typ == E_CHECKOUT_TIMEOUT:
         checkout_timeout(m, x, a, b)
     elif typ == E_READY:
-        became_ready(m, x, a)
+        if m[I_TRAFFIC]:
+            became_ready(m, x, a)
+        if m[m[L_ROLLOUT] + RO_KIND] != RO_NONE:  # an instance becomes ready once: its first
+            m[m[L_ROLLOUT] + RO_READY] += 1
+            rollout_moves(m, x, True)
     elif typ == E_FILLER_RESUME:  # the engine's filler_resume: PoolState.resume
         m[pool_at(m, a) + T_FILLING] = 0
         fill_pool(m, x, a)
+
+
+# -- a roll-out (docs/model.md, "A roll-out: old instances replaced by new ones") -----------------
+
+
+@nb.njit(cache=True, _nrt=False)
+def rollout_begin(m, x):
+    """At t = 0, before any arrival: the controller's first moves. A Kubernetes roll-out starts
+    only the new instances it creates (the others' first starts never come by themselves)."""
+    r = m[L_ROLLOUT]
+    m[r + RO_OLD], m[r + RO_CREATED], m[r + RO_READY] = m[r + RO_INITIAL], 0, 0
+    start = rollout_moves(m, x, False)
+    if m[r + RO_KIND] == RO_KUBERNETES:
+        for inst in range(start, m[I_INSTANCES]):
+            x[m[L_ARRIVALS] + inst] = np.inf
+
+
+@nb.njit(cache=True, _nrt=False)
+def rollout_moves(m, x, starts):
+    """sim.rollout's RolloutState.moves, then the engine's _rollout_acts: old instances let go
+    (their slots free old_linger_s later), and with ``starts`` a Kubernetes roll-out's new
+    instances started in index order (at t = 0 rollout_begin lets their first starts come
+    instead). Returns how many it created."""
+    r = m[L_ROLLOUT]
+    replicas, old, ready = m[r + RO_REPLICAS], m[r + RO_OLD], m[r + RO_READY]
+    if m[r + RO_KIND] == RO_KUBERNETES:
+        keep = min(old, max(0, replicas - m[r + RO_UNAVAILABLE] - ready))
+        cap = min(replicas, replicas + m[r + RO_SURGE] - keep)
+    else:  # cloud_run: the old revision keeps what traffic it has left
+        share, xs = 0.0, m[r + RO_X] + 1
+        for j in range(m[r + RO_STEPS_N]):
+            step = x[xs + j]
+            if ready >= int(np.ceil(step / 100.0 * replicas - 1e-9)):
+                share = step
+        keep = min(old, int(np.ceil(m[r + RO_INITIAL] * (1.0 - share / 100.0) - 1e-9)))
+        cap = replicas
+    m[r + RO_OLD] = keep
+    created = m[r + RO_CREATED]
+    start = max(0, cap - created)
+    m[r + RO_CREATED] = created + start
+    slots = (old - keep) * m[r + RO_SLOTS]
+    if slots:
+        linger = x[m[r + RO_X]]
+        if linger > 0:
+            at(m, x, x[T_NOW] + linger, E_OLD_GONE, slots, 0)
+        else:
+            m[S_DB_FREE] += slots
+    if starts and m[r + RO_KIND] == RO_KUBERNETES:
+        for inst in range(created, created + start):
+            if inst < m[I_ADDRESSED]:
+                start_attempt(m, x, inst)
+    return start
 
 
 # -- the handler of each event type ----------------------------------------------------------------
@@ -1314,5 +1387,7 @@ def dispatch(m, x, typ, a, b):
         path_failed(m, x, a, b)
     elif typ == E_EGRESS:
         direct_egress(m, x, a, b)
+    elif typ == E_OLD_GONE:  # the engine's _free_slots
+        m[S_DB_FREE] += a
     else:
         traffic_event(m, x, typ, a, b)

@@ -22,6 +22,7 @@ from sim.fast.handlers import (
     deadline_live,
     dispatch,
     rnd,
+    rollout_begin,
     start_attempt,
     start_traffic,
     timeout_live,
@@ -57,6 +58,7 @@ from sim.fast.layout import (
     L_REQ_I,
     L_RING_CAP,
     L_RING_I,
+    L_ROLLOUT,
     L_WAVES,
     M_INST,
     M_KB,
@@ -76,6 +78,8 @@ from sim.fast.layout import (
     R_REP,
     READY,
     REJECTED,
+    RO_KIND,
+    RO_NONE,
     S_API_WINDOW,
     S_ARRIVED,
     S_CAL_FREE,
@@ -211,6 +215,8 @@ def run_block(m, x, base, first, stop, fleet, row0):
         rec0, req0 = m[S_REC_N], m[S_REQ_N]
         reset(m, x, base, index)
         arrivals(m, x)
+        if m[m[L_ROLLOUT] + RO_KIND] != RO_NONE:
+            rollout_begin(m, x)
         if m[I_TRAFFIC]:
             start_traffic(m, x)
         code = run_one(m, x)

@@ -26,6 +26,7 @@ from sim.records import (
     Reason,
     RequestOutcome,
 )
+from sim.rollout import Rollout
 from sim.scenario import Fleet, PathFaults, Pool, Restart
 from sim.streams import ROLES
 
@@ -154,11 +155,12 @@ OWNER_NONE, OWNER_FILLER = -1, -2
     E_CHECKOUT_TIMEOUT,  # a queued request's pool.timeout_s
     E_FILLER_RESUME,  # the background filler's pause is over
     E_EGRESS,  # Direct VPC egress (docs/model.md): the engine's direct_egress, when it is usable
-) = range(25)
+    E_OLD_GONE,  # a roll-out (docs/model.md): old instances' slots free, old_linger_s after
+) = range(26)
 # An event's key is its sequence number × E_SPAN + its type: room for E_SPAN types (16 were too
 # few once path faults and start-up phases both came).
 E_SPAN = 32
-E_LAST = E_EGRESS
+E_LAST = E_OLD_GONE
 if E_LAST >= E_SPAN:  # pragma: no cover - a new event type past the room fails at import
     raise ValueError(f"{E_LAST + 1} event types do not fit in keys of span {E_SPAN}")
 # The two rings of events due a constant time after they are scheduled.
@@ -193,7 +195,7 @@ OK, FULL_HEAP, FULL_CONNS, FULL_QUEUE, FULL_RECORDS, FULL_RING, FULL_REQUESTS = 
     I_TILT_ROLE,  # the role whose first I_TILT_DRAWS draws importance sampling tilts; -1: none
     I_TILT_DRAWS,
     I_PATH_FAULT,  # path.fault, as a place in its Literal (FAULT_NONE: off)
-    I_WARM_HELD,  # slots the warm instances hold from t = 0 (fleet.warm_instances × held)
+    I_WARM_HELD,  # slots held from t = 0: the warm instances', or a roll-out's old ones'
     I_TRAFFIC,  # traffic after ready: TRAFFIC_OFF, or where the requests come from
     I_GROWTH,  # pool.growth, as a place in its Literal
     I_MAX_SIZE,  # pool.max_size
@@ -270,8 +272,9 @@ M_KB = M_VOFF + 2 * N_ROLES  # per role: the draw number of the first value in i
     L_REQ_F,  # traffic: request records, NQF floats each
     L_REQ_CAP,
     L_TRACE,  # traffic: the trace's times before the horizon (in x)
-) = range(M_KB + N_ROLES, M_KB + N_ROLES + 30)
-M_INST = L_TRACE + 1  # instance ints: NI per instance
+    L_ROLLOUT,  # a roll-out (docs/model.md): its controller, NRO ints
+) = range(M_KB + N_ROLES, M_KB + N_ROLES + 31)
+M_INST = L_ROLLOUT + 1  # instance ints: NI per instance
 (
     A_ATTEMPT,
     A_POOL,
@@ -306,6 +309,26 @@ NI = 14
 NPH = 11
 PX_DEADLINE, PX_A, PX_B, PX_RETRY, PX_JITTER = range(5)
 NPX = 5
+# A roll-out's controller (sim.rollout's RolloutState; docs/model.md, "A roll-out"): its kind (a
+# place in rollout.kind's Literal), R, the old instances at t = 0 (O), the surge and unavailable
+# in pods, the slots each old instance holds, Cloud Run's steps (how many, and where in x: the
+# old_linger_s, then the steps); then its state: old instances left, new ones created and ready.
+ROLLOUT_KINDS = get_args(Rollout.model_fields["kind"].annotation)
+RO_NONE, RO_KUBERNETES, RO_CLOUD_RUN = _places(ROLLOUT_KINDS, ("none", "kubernetes", "cloud_run"))
+(
+    RO_KIND,
+    RO_REPLICAS,
+    RO_INITIAL,
+    RO_SURGE,
+    RO_UNAVAILABLE,
+    RO_SLOTS,
+    RO_STEPS_N,
+    RO_X,
+    RO_OLD,
+    RO_CREATED,
+    RO_READY,
+) = range(11)
+NRO = 11
 # Calendar nodes: the event's time (its float's bits, so that the whole event is read at once
 # from one place), key, arguments, and the next node of its bucket.
 N_TIME, N_KEY, N_A, N_B, N_NEXT = range(5)
