@@ -45,7 +45,8 @@ Amount = int | str
 Share = Annotated[float, Field(gt=0.0, le=100.0)]
 
 
-def _amount(value: Amount) -> Amount:
+def amount(value: Amount) -> Amount:
+    """``value`` if it is a number of pods or a percentage from '0%' to '100%'."""
     if isinstance(value, bool):
         raise ValueError("must be a number of pods or a percentage such as '25%'")
     if isinstance(value, int):
@@ -58,7 +59,7 @@ def _amount(value: Amount) -> Amount:
     return value
 
 
-def _given_zero(value: Amount) -> bool:
+def given_zero(value: Amount) -> bool:
     """0 or "0%": what Kubernetes' validation reads as zero, before any rounding."""
     return value == 0 if isinstance(value, int) else int(value[:-1]) == 0
 
@@ -86,7 +87,7 @@ class Rollout(BaseModel):
     steps: list[Share] = Field(default_factory=lambda: [100.0])  # cloud_run: percent of traffic
     old_linger_s: Seconds = 0.0  # from being let go to its slots being free
 
-    _amounts = field_validator("max_surge", "max_unavailable")(_amount)
+    _amounts = field_validator("max_surge", "max_unavailable")(amount)
 
     @field_validator("steps")
     @classmethod
@@ -116,8 +117,8 @@ class Rollout(BaseModel):
         (or "0%"), for any ``replicas``: the roll-out could never make progress."""
         if (
             self.kind == "kubernetes"
-            and _given_zero(self.max_surge)
-            and _given_zero(self.max_unavailable)
+            and given_zero(self.max_surge)
+            and given_zero(self.max_unavailable)
         ):
             raise FieldProblem(
                 "rollout.max_surge",

@@ -12,6 +12,7 @@ the code line, configuration or command a team applies. Nothing here touches fil
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from sim.distributions import MAX_DURATION_S, PositiveSeconds
 from sim.errors import FieldProblem
 from sim.phases import Phase
 from sim.provenance import Source
+from sim.rollout import DEFAULT_SURGE, DEFAULT_UNAVAILABLE, Amount, amount, given_zero
 
 
 class _Settings(BaseModel):
@@ -184,11 +186,57 @@ class CloudRun(_Settings):
 
 
 class Kubernetes(_Settings):
-    """A Deployment's rolling update and its pods' startup probe."""
+    """A Deployment's rolling update and its pods' startup probe. With ``replicas`` the run is
+    the rolling update itself (``[rollout] kind = "kubernetes"``): ``max_surge`` and
+    ``max_unavailable`` are the Deployment's (pods, or a percentage such as "25%"; 25 % each
+    when left out, apps/v1's defaults). Without it, ``max_surge`` is the pods one step starts
+    together (``fleet.instances``), as before ``replicas`` existed."""
 
     kind: Literal["kubernetes"]
-    max_surge: PositiveInt | None = None  # pods one step starts together; None: [fleet] as given
+    replicas: PositiveInt | None = None  # the Deployment's; None: no roll-out
+    max_surge: Amount | None = None  # None: 25 % with replicas; without, [fleet] as given
+    max_unavailable: Amount | None = None  # None: 25 % (only with replicas)
     startup_probe: Literal["tcp", "http"] | None = None  # None: [probe] as given
+
+    @model_validator(mode="after")
+    def _amounts(self) -> Kubernetes:
+        for name in ("max_surge", "max_unavailable"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                amount(value)
+            except ValueError as e:
+                raise FieldProblem(f"platform.{name}", value, str(e)) from None
+        both = (self.max_surge, self.max_unavailable)
+        if self.replicas is not None and all(v is not None and given_zero(v) for v in both):
+            raise FieldProblem(
+                "platform.max_surge",
+                self.max_surge,
+                "max_surge and max_unavailable cannot both be 0 (Kubernetes refuses it: the "
+                "roll-out could never make progress)",
+            )
+        if self.replicas is None:
+            if self.max_unavailable is not None:
+                raise FieldProblem(
+                    "platform.max_unavailable",
+                    self.max_unavailable,
+                    "needs platform.replicas (the Deployment's roll-out)",
+                )
+            if self.max_surge is not None and (
+                isinstance(self.max_surge, str) or self.max_surge < 1
+            ):
+                raise FieldProblem(
+                    "platform.max_surge",
+                    self.max_surge,
+                    "without platform.replicas it is the pods one step starts together: a "
+                    "number from 1 (a percentage needs platform.replicas)",
+                )
+        return self
+
+    @property
+    def rolls_out(self) -> bool:
+        return self.replicas is not None
 
 
 Platform = Annotated[CustomPlatform | CloudRun | Kubernetes, Field(discriminator="kind")]
@@ -406,7 +454,21 @@ def _derive_platform(p: Any) -> list[Derived]:
         return out
     if p.kind == "kubernetes":
         out = []
-        if p.max_surge is not None:
+        if p.rolls_out:
+            surge = DEFAULT_SURGE if p.max_surge is None else p.max_surge
+            unavailable = DEFAULT_UNAVAILABLE if p.max_unavailable is None else p.max_unavailable
+            out += [
+                Derived("rollout.kind", "kubernetes", ("platform.replicas",), "a rolling update"),
+                Derived("fleet.instances", p.replicas, ("platform.replicas",), "replicas"),
+                Derived("rollout.max_surge", surge, ("platform.max_surge",), "maxSurge"),
+                Derived(
+                    "rollout.max_unavailable",
+                    unavailable,
+                    ("platform.max_unavailable",),
+                    "maxUnavailable",
+                ),
+            ]
+        elif p.max_surge is not None:
             out.append(
                 Derived("fleet.instances", p.max_surge, ("platform.max_surge",), "maxSurge pods")
             )
@@ -538,10 +600,30 @@ def _platform_setting(p: Any, field: str, value: Any) -> dict[str, Any]:
                 return {f"platform.connector.{name}": value}
     if p.kind == "kubernetes":
         if field == "fleet.instances":
-            return {"platform.max_surge": value}
+            return {"platform.replicas" if p.rolls_out else "platform.max_surge": value}
+        if field in ("rollout.max_surge", "rollout.max_unavailable") and p.rolls_out:
+            return {"platform." + field.split(".")[1]: value}
         if field == "probe.kind":
             return {"platform.startup_probe": value}
     return {}
+
+
+def rolling_update_how(platform: Any, overrides: dict[str, Any]) -> str:
+    """``kubectl patch`` of the Deployment's rolling update. A roll-out plan (``replicas``
+    given) writes maxSurge and maxUnavailable both, so that the one left alone is what the plan
+    assumed rather than whatever the Deployment had."""
+    rolling = {}
+    for name, default in (("max_surge", DEFAULT_SURGE), ("max_unavailable", DEFAULT_UNAVAILABLE)):
+        value = overrides.get(f"platform.{name}", getattr(platform, name))
+        if value is None and platform.rolls_out:
+            value = default
+        if value is not None:
+            rolling[_CAMEL[name]] = value
+    patch = json.dumps({"spec": {"strategy": {"rollingUpdate": rolling}}}, separators=(",", ":"))
+    return (
+        "The Deployment's rolling update (Kubernetes):\n\n```sh\n"
+        f"kubectl patch deployment DEPLOYMENT -p '{patch}'\n```"
+    )
 
 
 # Direct VPC egress in place of the connector, the network and subnet as placeholders to fill in.
@@ -608,7 +690,11 @@ def describe(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
 
 DEADLINE_FIELD = "startup.db_init_timeout_s"
 TIER_SETTING = "platform.database_tier"
-_CAMEL = {"max_surge": "maxSurge", "startup_probe": "startupProbe"}
+_CAMEL = {
+    "max_surge": "maxSurge",
+    "max_unavailable": "maxUnavailable",
+    "startup_probe": "startupProbe",
+}
 STACK_NAMES = {
     "custom": "pool",
     "sqlalchemy": "SQLAlchemy",
@@ -648,13 +734,8 @@ def how_to_apply(stack: Any, platform: Any, overrides: dict[str, Any]) -> str:
         )
     if "platform.network" in overrides or "platform.subnet" in overrides:
         blocks.append(DIRECT_HOW)
-    if "platform.max_surge" in overrides:
-        n = overrides["platform.max_surge"]
-        blocks.append(
-            "The Deployment's rolling update (Kubernetes):\n\n```sh\n"
-            "kubectl patch deployment DEPLOYMENT -p "
-            f'\'{{"spec":{{"strategy":{{"rollingUpdate":{{"maxSurge":{n}}}}}}}}}\'\n```'
-        )
+    if "platform.max_surge" in overrides or "platform.max_unavailable" in overrides:
+        blocks.append(rolling_update_how(platform, overrides))
     connector = {
         k.rsplit(".", 1)[1]: v
         for k, v in overrides.items()
@@ -806,9 +887,14 @@ OWN_SETTINGS = {
     "stack.warmup_checkouts": "no warm-up: the start-up checks out nothing before it serves",
     "stack.warmup": "unused without a warm-up; gathered at once when there is one",
     "platform.deploy": "a scale-out, not a deploy: the minimum instances are warm",
-    "platform.max_surge": "not given: [fleet] as it is",
+    "platform.max_surge": "not given: [fleet] as it is (with platform.replicas: 25 %)",
+    "platform.replicas": "not given: no roll-out, [fleet] as it is",
     "platform.database_tier": "not given: [database] as it is",
 }
+
+
+# A Deployment's rolling update: left out, Kubernetes' own 25 % when the run is a roll-out.
+ROLLING_UPDATE = ("platform.max_surge", "platform.max_unavailable")
 
 
 def default_label(stack: Any, platform: Any, dotted: str, value: Any) -> Source | None:
@@ -827,6 +913,8 @@ def default_label(stack: Any, platform: Any, dotted: str, value: Any) -> Source 
     fresh = model if kind == "connector" else type(model)(kind=kind)
     if getattr(fresh, field) != value:
         return None
+    if dotted in ROLLING_UPDATE and platform.kind == "kubernetes" and platform.rolls_out:
+        return Source(kind="published", anchor=DEFAULTS_ANCHOR[kind], note="apps/v1's 25 %")
     if dotted in OWN_SETTINGS:
         return Source(kind="assumed", note=OWN_SETTINGS[dotted])
     return Source(kind="published", anchor=DEFAULTS_ANCHOR[kind], note="the published default")

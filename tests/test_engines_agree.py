@@ -23,7 +23,6 @@ from sim import streams
 from sim.engines import FAST_FIELDS, NOT_MODEL, run_one
 from sim.fast import draws
 from sim.records import REQUEST_COLUMNS
-from sim.rollout import Rollout
 from sim.scenario import Restart, Scenario, builtin_names, resolve
 from sim.streams import Tilt
 
@@ -232,10 +231,8 @@ def rollout(draw, instances: int, arrival: str, held: int, free: int) -> dict:
     }
     if fields["rollout.old_instances"] is None and instances * held > free:
         fields["rollout.old_instances"] = free // held  # R old ones would not fit
-    if kind == "kubernetes" and Rollout(max_surge=surge, max_unavailable=unavailable).plan(
-        instances
-    ) == (0, 0):
-        fields["rollout.max_surge"] = 1
+    if kind == "kubernetes" and surge in (0, "0%") and unavailable in (0, "0%"):
+        fields["rollout.max_surge"] = 1  # both given as 0: refused, as Kubernetes refuses it
     return fields
 
 

@@ -17,6 +17,8 @@ from sim.engines import run_one
 from sim.errors import FieldProblem
 from sim.records import Outcome, Reason
 from sim.rollout import Moves, Rollout, RolloutState
+from sim.scenario import loads
+from sim.stack import default_label, express, how_to_apply
 
 # Every start takes 10 s before the database, then nothing takes time; each instance opens and
 # keeps 2 connections; room for everything.
@@ -240,6 +242,77 @@ def test_bad_roll_outs_exit_2_naming_the_field(case, tmp_path, capsys):
     path.write_text(
         f'name = "r"\n[fleet]\ninstances = 4\n{fleet}[rollout]\n{rollout}', encoding="utf-8"
     )
+    assert call_main("simulate", str(path), "-n", "1", "--out", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+# -- Kubernetes in its own words: [platform] replicas, max_surge, max_unavailable -----------------
+
+SMALL_POOL = 'name = "k"\n[pool]\nmin_size = 2\nheld_when_ready = 2\n'
+
+
+def _k8s(platform: str):
+    return loads(f'{SMALL_POOL}[platform]\nkind = "kubernetes"\n{platform}\n')
+
+
+def test_replicas_make_the_run_a_rolling_update_at_kubernetes_defaults():
+    sc = _k8s("replicas = 10")
+    assert sc.fleet.instances == 10
+    assert (sc.rollout.kind, sc.rollout.max_surge, sc.rollout.max_unavailable) == (
+        "kubernetes",
+        "25%",
+        "25%",
+    )
+    assert sc.rollout.plan(10) == (3, 2)
+    # left out, the two are Kubernetes' published defaults in the reports' labels
+    label = default_label(sc.stack, sc.platform, "platform.max_unavailable", None)
+    assert label is not None and label.kind == "published"
+
+
+def test_max_surge_and_max_unavailable_go_to_the_roll_out_as_given():
+    sc = _k8s('replicas = 8\nmax_surge = 1\nmax_unavailable = "0%"')
+    assert (sc.fleet.instances, sc.rollout.max_surge, sc.rollout.max_unavailable) == (8, 1, "0%")
+
+
+def test_without_replicas_max_surge_keeps_its_meaning_of_pods_started_together():
+    sc = _k8s("max_surge = 3")
+    assert (sc.fleet.instances, sc.rollout.kind) == (3, "none")
+
+
+def test_a_roll_out_plan_is_applied_with_max_surge_and_max_unavailable_both():
+    sc = _k8s("replicas = 8\nmax_unavailable = 0")
+    overrides = express(sc.stack, sc.platform, {"rollout.max_surge": 2})
+    assert overrides == {"platform.max_surge": 2}
+    after = sc.with_overrides(overrides)
+    assert after.rollout.max_surge == 2
+    how = how_to_apply(after.stack, after.platform, overrides)
+    assert '"rollingUpdate":{"maxSurge":2,"maxUnavailable":0}' in how
+    # maxUnavailable left out of the file: Kubernetes' 25 %, written out all the same
+    left_out = _k8s("replicas = 8")
+    how = how_to_apply(left_out.stack, left_out.platform, {"platform.max_surge": 1})
+    assert '{"maxSurge":1,"maxUnavailable":"25%"}' in how
+    assert express(sc.stack, sc.platform, {"fleet.instances": 6}) == {"platform.replicas": 6}
+
+
+BAD_PLATFORM = {
+    "a percentage without replicas": ('max_surge = "25%"', "platform.max_surge"),
+    "max_unavailable without replicas": ("max_unavailable = 1", "platform.max_unavailable"),
+    "both 0": ("replicas = 4\nmax_surge = 0\nmax_unavailable = 0", "platform.max_surge"),
+    "120 %": ('replicas = 4\nmax_unavailable = "120%"', "platform.max_unavailable"),
+    "replicas beside another fleet size": (
+        "replicas = 4\n[fleet]\ninstances = 5",
+        "fleet.instances",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLATFORM))
+def test_bad_kubernetes_settings_exit_2_naming_the_setting(case, tmp_path, capsys):
+    platform, field = BAD_PLATFORM[case]
+    path = tmp_path / "k.toml"
+    path.write_text(f'{SMALL_POOL}[platform]\nkind = "kubernetes"\n{platform}\n', encoding="utf-8")
     assert call_main("simulate", str(path), "-n", "1", "--out", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
