@@ -213,6 +213,8 @@ class RollingController:
         self.old, self.created, self.ready = self.o, 0, 0
         self.surge = as_pods(ro.max_surge, self.r, up=True)
         self.unavailable = as_pods(ro.max_unavailable, self.r, up=False)
+        if self.surge == self.unavailable == 0:  # both rounded to 0 pods gives u = 1
+            self.unavailable = 1
         self.steps = [Fraction(step) for step in ro.steps]
 
     def act(self) -> tuple[int, int]:

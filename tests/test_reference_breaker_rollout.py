@@ -405,6 +405,25 @@ def test_reference_kubernetes_surge_one_starts_one_at_a_time():
     assert rep.fleet_ready_s == 8.0 and rep.peak_db_connections == 5
 
 
+def test_reference_kubernetes_both_rounded_to_zero_lets_one_old_instance_go():
+    # R = 3, surge 0, unavailable 25 % of 3 rounded down to 0 pods: u = 1. At t = 0 one old
+    # instance goes (keep 3 − 1 − 0 = 2) and one new one starts (up to 3 + 0 − 2 = 1), ready at
+    # 2; then the next, ready at 4, and the last, ready at 6.
+    sc = scenario(
+        {
+            "fleet.instances": 3,
+            "startup.before_db_s": const(1.0),
+            "startup.after_db_s": const(1.0),
+            "rollout.kind": "kubernetes",
+            "rollout.max_surge": 0,
+            "rollout.max_unavailable": "25%",
+        }
+    )
+    rep = reference_simpy.run(sc, seed=0)
+    assert [(r["start_s"], r["ready_s"]) for r in rep.attempts] == [(0, 2), (2, 4), (4, 6)]
+    assert rep.peak_db_connections == 3  # 2 old + 1 starting, then never more
+
+
 @pytest.mark.parametrize(
     ("steps", "linger_s", "peak"),
     [([100.0], 0.0, 8), ([50.0, 100.0], 0.0, 6), ([50.0, 100.0], 10.0, 8)],
