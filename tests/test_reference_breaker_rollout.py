@@ -39,6 +39,7 @@ FIGURES = (  # per replication
     "instances_ready",
     "connection_attempts",
     "time before database init (s, summed over tries)",
+    "later tries that waited before database init",
 )
 
 
@@ -72,6 +73,8 @@ def figures(sc, rows: dict[str, list], peak: int, instances_ready: int) -> dict[
         "instances_ready": instances_ready,
         "connection_attempts": np.sum(np.asarray(rows["connection_attempts"], dtype=int)),
         "time before database init (s, summed over tries)": waited.sum(),
+        # A restart draws before_db_s; a stay-up try waits only for an open breaker.
+        "later tries that waited before database init": np.sum(~firsts & (waited > 0)),
     }
 
 
@@ -99,7 +102,7 @@ def reference_figures(sc) -> dict[str, np.ndarray]:
 def assert_agree(sc) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Both models' figures over their own replications; fails on one beyond the bound."""
     eng, ref = engine_figures(sc), reference_figures(sc)
-    z_crit = stats.norm.ppf(1 - ALPHA / 2 / len(FIGURES))  # ≈ 3.9 for 14 figures
+    z_crit = stats.norm.ppf(1 - ALPHA / 2 / len(FIGURES))  # ≈ 3.9 for 15 figures
     report, bad = [], []
     for name in FIGURES:
         (m_e, se_e), (m_r, se_r) = mean_se(eng[name]), mean_se(ref[name])
@@ -141,6 +144,15 @@ BREAKER = {
             "pool.connect_timeout_s": 8.0,
             "startup.db_init_timeout_s": 10.0,
         },
+        # Set-ups for all at once: tries fail by 53300 within a second of their start, and the
+        # slots a failed try held free at once (no restart.exit_release_s, 10 s here).
+        {
+            "breaker.form": "stay_up",
+            "breaker.fail_max": 2,
+            "breaker.reset_timeout_s": 15.0,
+            "connector.setups_per_instance": 10,
+            "restart.exit_release_s": 10.0,
+        },
         # Direct VPC egress usable after lognormal(6 s, 0.5) from the process's start, kept across
         # its tries (one draw per instance): first tries time out waiting for it, later ones
         # find it usable.
@@ -178,6 +190,7 @@ BREAKER = {
     ids=[
         "stay_up",
         "stay_up-retry",
+        "stay_up-fast-connector",
         "stay_up-egress",
         "shared",
         "shared-jitter",
@@ -188,14 +201,13 @@ BREAKER = {
 def test_breaker_agrees_with_the_simpy_reference(variant):
     sc = scenario({**BREAKER, **variant})
     eng, ref = assert_agree(sc)
-    # The scenario exercises what it is meant to: failed tries, tries again, waits on the breaker
-    # (every try but the first waits only for the breaker; the first waits before_db_s, ~1 s).
-    failures = "timed-out attempts" if sc.pool.retry_backoff_s > 0 else "error attempts"
+    # The scenario exercises what it is meant to: failed tries, tries again, tries refused by
+    # an open breaker (a try after the first waits before its database init only for that).
+    failures = "timed-out attempts" if sc.pool.retry_backoff_s > 0 else "rejected attempts"
     for figs in (eng, ref):
         assert figs[failures].sum() > 0
-        assert figs["tries per instance"].mean() > 1.5
-        waits = figs["time before database init (s, summed over tries)"].mean()
-        assert waits > 3 * sc.fleet.instances
+        assert figs["tries per instance"].mean() > 1.1
+        assert figs["later tries that waited before database init"].sum() > 0
 
 
 # A roll-out of 8 new instances over 8 old ones holding 2 slots each, 4 connections per pool
