@@ -144,13 +144,15 @@ BREAKER = {
             "pool.connect_timeout_s": 8.0,
             "startup.db_init_timeout_s": 10.0,
         },
-        # Set-ups for all at once: tries fail by 53300 within a second of their start, and the
-        # slots a failed try held free at once (no restart.exit_release_s, 10 s here).
+        # Set-ups for all at once: tries fail by 53300 within a second of their start, still
+        # holding what they opened (on_failure "hold"), which the application's close frees at
+        # once (no restart.exit_release_s, 10 s here).
         {
             "breaker.form": "stay_up",
             "breaker.fail_max": 2,
             "breaker.reset_timeout_s": 15.0,
             "connector.setups_per_instance": 10,
+            "pool.on_failure": "hold",
             "restart.exit_release_s": 10.0,
         },
         # Direct VPC egress usable after lognormal(6 s, 0.5) from the process's start, kept across
