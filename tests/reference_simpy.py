@@ -13,7 +13,7 @@ and both roll-outs) and leaves out the rest:
 - no timeline, and the attempt records carry only what the comparison needs;
 - a breaker with start-up phases (a stay-up try through phases);
 - the breaker's and the roll-out's controllers are its own small classes written from the
-  document's sentences (:class:`CircuitBreaker`, :class:`RollingController`), not
+  document's sentences (:class:`CircuitBreaker`, :class:`RollOut`), not
   ``sim.breaker.BreakerState`` or ``sim.rollout.RolloutState``;
 - its random draws come from one generator in its own order, so it agrees with the engine in
   distribution, never draw for draw.
@@ -201,7 +201,7 @@ class CircuitBreaker:
             self.state, self.fails = "closed", 0
 
 
-class RollingController:
+class RollOut:
     """The roll-out's controller, from docs/model.md's words: old instances left, new ones
     created and ready; it acts at t = 0 and after each new instance's first ready, returning
     (new instances to start now, old instances to let go now)."""
@@ -254,7 +254,7 @@ class Model:
         self.traffic = Traffic(self) if sc.traffic.on else None
         self.fleet_breaker = CircuitBreaker(sc.breaker)  # the shared form's, one for the fleet
         self.instances: list[Instance] = []
-        self.deploy = RollingController(sc) if sc.rollout.kind != "none" else None
+        self.deploy = RollOut(sc) if sc.rollout.kind != "none" else None
         if self.deploy is not None:  # the old revision's instances hold their slots from t = 0
             held = self.deploy.old * sc.pool.held_when_ready
             self.db.free -= held

@@ -21,6 +21,7 @@ from sim.connector import ConnectorState
 from sim.engine import Engine
 from sim.fast import layout
 from sim.records import Outcome, Reason, RequestOutcome
+from sim.rollout import RolloutState
 from sim.scenario import Fleet, PathFaults, Pool, Restart, Scenario
 from sim.streams import ROLES
 
@@ -108,6 +109,10 @@ TWINS = {
     "_expire": "none: the pooler runs on the readable engine only, for now",
     "_pooler_tick": "none: the pooler runs on the readable engine only, for now",
     "_pooler_leave": "none: the pooler runs on the readable engine only, for now",
+    # A roll-out (docs/model.md, "A roll-out: old instances replaced by new ones").
+    "_rollout_acts": "handlers.rollout_moves",  # at t = 0, handlers.rollout_begin calls it
+    "_let_go": "inlined in handlers.rollout_moves",
+    "_free_slots": "inlined in handlers.dispatch",
 }
 
 
@@ -294,3 +299,18 @@ def test_no_getattr_default_stands_in_for_a_scenario_field():
     for path in [*root.glob("sim/**/*.py"), *root.glob("loadtests/**/*.py")]:
         for name in re.findall(r'getattr\(\s*[\w.]+\s*,\s*"(\w+)"\s*,', path.read_text()):
             assert name not in fields, f"{path.relative_to(root)}: getattr(…, {name!r}, default)"
+
+
+# A roll-out's controller is one object, sim.rollout.RolloutState, which the readable engine
+# drives; the kernel keeps a compiled copy in its flat arrays (layout's RO_ slots).
+ROLLOUT_TWINS = {
+    "moves": "handlers.rollout_moves",
+    "became_ready": "handlers.traffic_event",  # its E_READY branch counts the ready one
+}
+
+
+def test_every_rule_of_the_roll_out_has_its_twin_in_the_kernel():
+    methods = {n for n, m in vars(RolloutState).items() if inspect.isfunction(m)}
+    assert methods - {"__init__"} == set(ROLLOUT_TWINS)
+    for method, twin in ROLLOUT_TWINS.items():
+        assert callable(_function(twin)), f"{method}: sim.fast.{twin} is gone"

@@ -12,9 +12,11 @@ import math
 import pytest
 from builders import const, scenario
 from cli_helpers import call_main
+from test_reference import MIXED, assert_agree
 
 from sim.engines import run_one
 from sim.errors import FieldProblem
+from sim.output import scenario_toml
 from sim.records import Outcome, Reason
 from sim.rollout import Moves, Rollout, RolloutState
 from sim.scenario import loads
@@ -317,3 +319,51 @@ def test_bad_kubernetes_settings_exit_2_naming_the_setting(case, tmp_path, capsy
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rolling_update_round_trips_through_its_written_file_and_in_model_terms():
+    sc = _k8s("replicas = 8\nmax_surge = 1")
+    assert loads(scenario_toml(sc)) == sc
+    model = sc.in_model_terms()  # [platform] custom, each field it gave written as itself
+    assert (model.platform.kind, model.fleet.instances) == ("custom", 8)
+    assert (model.rollout.kind, model.rollout.max_surge, model.rollout.max_unavailable) == (
+        "kubernetes",
+        1,
+        "25%",
+    )
+    assert loads(scenario_toml(model)) == model
+    assert run_one(model, 3).attempts == run_one(sc, 3).attempts
+
+
+# -- the SimPy reference, written from docs/model.md, agrees in distribution -----------------------
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # 10 new instances over 5 s beside 5 old ones holding 10 of the 22 usable slots; traffic
+        # moves a quarter at a time; old instances shut down 2 s after they are let go.
+        {
+            "rollout.kind": "cloud_run",
+            "rollout.old_instances": 5,
+            "rollout.steps": [25.0, 50.0, 100.0],
+            "rollout.old_linger_s": 2.0,
+        },
+        # A rolling update of 10 pods beside 6 old ones (12 slots), 2 surge and 1 unavailable.
+        {
+            "fleet.arrival": "burst",
+            "rollout.kind": "kubernetes",
+            "rollout.old_instances": 6,
+            "rollout.max_surge": 2,
+            "rollout.max_unavailable": 1,
+            "rollout.old_linger_s": 3.0,
+        },
+    ],
+    ids=["cloud_run", "kubernetes"],
+)
+def test_roll_outs_agree_with_the_simpy_reference(variant):
+    sc = scenario({**MIXED, "pool.on_failure": "close", **variant})
+    eng, ref = assert_agree(sc)
+    held = sc.rollout_held
+    assert eng["peak_db_connections"].min() >= held and ref["peak_db_connections"].min() >= held
+    assert eng["timeouts"].sum() > 0 and ref["timeouts"].sum() > 0  # the slots are scarce

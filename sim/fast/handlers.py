@@ -1325,7 +1325,7 @@ def rollout_moves(m, x, starts):
     created = m[r + RO_CREATED]
     start = max(0, cap - created)
     m[r + RO_CREATED] = created + start
-    slots = (old - keep) * m[r + RO_SLOTS]
+    slots = (old - keep) * m[r + RO_SLOTS]  # the engine's _let_go
     if slots:
         linger = x[m[r + RO_X]]
         if linger > 0:
