@@ -6,10 +6,15 @@ slower than the engine and meant to be read next to the document, rule by rule.
 
 It covers what ``tests/test_reference.py`` uses (every ``pool.start`` strategy, restart and retry
 jitter, the restart multiplier, the Cloud SQL path, path faults, start-up phases, traffic after
-ready with both growth rules, Direct VPC egress, both kinds of roll-out) and leaves out the rest:
+ready with both growth rules, Direct VPC egress, the ``stay_up`` and ``shared`` circuit breakers
+and both roll-outs) and leaves out the rest:
 
 - arrivals ``burst`` and ``uniform`` only (not ``poisson`` or ``waves``);
 - no timeline, and the attempt records carry only what the comparison needs;
+- a breaker with start-up phases (a stay-up try through phases);
+- the breaker's and the roll-out's controllers are its own small classes written from the
+  document's sentences (:class:`CircuitBreaker`, :class:`RollOut`), not
+  ``sim.breaker.BreakerState`` or ``sim.rollout.RolloutState``;
 - its random draws come from one generator in its own order, so it agrees with the engine in
   distribution, never draw for draw.
 """
@@ -124,14 +129,8 @@ class Database:
         # Warm instances (docs/model.md, "Entities"): running before t = 0, each holding
         # held_when_ready slots for the whole run; they never start, so nothing else of theirs.
         warm = sc.fleet.warm_instances * sc.pool.held_when_ready
-        # A roll-out's old instances ("A roll-out", rule 1): ready at t = 0, each holding
-        # held_when_ready slots until it is let go.
-        ro = sc.rollout
-        old = (sc.fleet.instances if ro.old_instances is None else ro.old_instances) * (
-            sc.pool.held_when_ready if ro.kind != "none" else 0
-        )
-        self.free = self.usable - warm - old
-        self.peak = warm + old
+        self.free = self.usable - warm
+        self.peak = warm
 
     def take(self) -> bool:
         if self.free == 0:
@@ -140,8 +139,8 @@ class Database:
         self.peak = max(self.peak, self.usable - self.free)
         return True
 
-    def give_back(self) -> None:
-        self.free += 1
+    def give_back(self, slots: int = 1) -> None:
+        self.free += slots
 
 
 class AdminApi:
@@ -168,6 +167,79 @@ def jitter(pause_s: float, how: float | str, rng: np.random.Generator) -> float:
     return pause_s
 
 
+class CircuitBreaker:
+    """One breaker, from docs/model.md's words: closed (counting failed tries in a row), open
+    until ``open_until``, half-open (every try passes; the first to end decides)."""
+
+    def __init__(self, cfg) -> None:
+        self.fail_max, self.reset_s = cfg.fail_max, cfg.reset_timeout_s
+        self.jitter = cfg.open_jitter
+        self.state, self.fails, self.open_until = "closed", 0, -math.inf
+
+    def admits(self, now: float) -> bool:
+        if self.state == "open":
+            if now < self.open_until:
+                return False
+            self.state = "half-open"  # the first try due at or after open_until passes
+        return True
+
+    def reopens_at(self, u: float) -> float:
+        """When a refused try is due again: the open time's end plus its jitter."""
+        return self.open_until + self.reset_s * self.jitter * u
+
+    def failed(self, now: float) -> None:
+        if self.state == "open":
+            return  # a try that ends while the breaker is open changes nothing
+        if self.state == "closed":
+            self.fails += 1
+            if self.fails < self.fail_max:
+                return
+        self.state, self.open_until = "open", now + self.reset_s
+
+    def ready(self) -> None:
+        if self.state != "open":
+            self.state, self.fails = "closed", 0
+
+
+class RollOut:
+    """The roll-out's controller, from docs/model.md's words: old instances left, new ones
+    created and ready; it acts at t = 0 and after each new instance's first ready, returning
+    (new instances to start now, old instances to let go now)."""
+
+    def __init__(self, sc: Scenario) -> None:
+        ro = sc.rollout
+        self.kind, self.r = ro.kind, sc.fleet.instances
+        self.o = self.r if ro.old_instances is None else ro.old_instances
+        self.old, self.created, self.ready = self.o, 0, 0
+        self.surge = as_pods(ro.max_surge, self.r, up=True)
+        self.unavailable = as_pods(ro.max_unavailable, self.r, up=False)
+        if self.surge == self.unavailable == 0:  # both rounded to 0 pods gives u = 1
+            self.unavailable = 1
+        self.steps = [Fraction(step) for step in ro.steps]
+
+    def act(self) -> tuple[int, int]:
+        r = self.r
+        if self.kind == "kubernetes":
+            keep = min(self.old, max(0, r - self.unavailable - self.ready))
+            start = max(0, min(r, r + self.surge - keep) - self.created)
+        else:  # cloud_run: the new ones start as [fleet] says
+            reached = [s for s in self.steps if self.ready >= math.ceil(s * r / 100)]
+            share = reached[-1] if reached else Fraction(0)
+            keep = min(self.old, math.ceil(self.o * (1 - share / 100)))
+            start = 0
+        let_go, self.old = self.old - keep, keep
+        self.created += start
+        return start, let_go
+
+
+def as_pods(amount: int | str, replicas: int, up: bool) -> int:
+    """A number of pods, or "p%" of replicas rounded up (the surge) or down (the unavailable)."""
+    if isinstance(amount, int):
+        return amount
+    share = Fraction(int(amount.rstrip("%")) * replicas, 100)
+    return math.ceil(share) if up else math.floor(share)
+
+
 class Model:
     def __init__(self, sc: Scenario, seed: int) -> None:
         if sc.fleet.arrival not in ("burst", "uniform"):
@@ -180,7 +252,13 @@ class Model:
         self.api = AdminApi(sc)
         self.records: list[dict] = []
         self.traffic = Traffic(self) if sc.traffic.on else None
-        self.roll = RollOut(self) if sc.rollout.kind != "none" else None
+        self.fleet_breaker = CircuitBreaker(sc.breaker)  # the shared form's, one for the fleet
+        self.instances: list[Instance] = []
+        self.deploy = RollOut(sc) if sc.rollout.kind != "none" else None
+        if self.deploy is not None:  # the old revision's instances hold their slots from t = 0
+            held = self.deploy.old * sc.pool.held_when_ready
+            self.db.free -= held
+            self.db.peak += held
 
     def draw(self, dist) -> float:
         return float(dist.sample(self.rng, 1)[0])
@@ -191,18 +269,17 @@ class Model:
             starts = [0.0] * fleet.instances
         else:
             starts = sorted(self.rng.uniform(0.0, fleet.window_s, fleet.instances))
-        instances = [Instance(i) for i in range(fleet.instances)]
+        instances = self.instances = [Instance(i) for i in range(fleet.instances)]
         # Direct VPC egress: the subnet holds instance_bound instances, the warm ones first; the
         # cold starts beyond it, in the order they start, never do.
         egress = self.sc.egress
         addressed = egress.instance_bound - fleet.warm_instances if egress.direct else math.inf
-        self.instances = instances
-        created = self.roll.act() if self.roll is not None else range(0)  # t = 0, first
-        if self.roll is not None and self.sc.rollout.kind == "kubernetes":
-            starts = [0.0] * len(created)  # only the pods the rolling update creates start
-        for inst, t in zip(instances, starts, strict=False):
-            if inst.idx < addressed:
-                self.env.process(self.life(inst, t))
+        if self.deploy is not None:
+            self.roll()  # at t = 0, before any arrival
+        if self.deploy is None or self.deploy.kind == "cloud_run":
+            for inst, t in zip(instances, starts, strict=True):
+                if inst.idx < addressed:
+                    self.env.process(self.life(inst, t))
         if self.traffic is None:
             self.env.run()
         else:  # the run ends one deadline after the horizon ("Order of events")
@@ -228,15 +305,31 @@ class Model:
         inst.ready_at = self.env.now
         if self.traffic is not None:
             self.traffic.ready(inst, kept)
-        if self.roll is not None:  # rule 2: the controller acts after each new one's ready
-            self.roll.ready += 1
-            for idx in self.roll.act():
-                self.env.process(self.life(self.instances[idx], 0.0))
+        if self.deploy is not None:  # an instance becomes ready once: its first time
+            self.deploy.ready += 1
+            self.roll()
+
+    def roll(self) -> None:
+        """The roll-out's controller acts now: old instances let go free their slots
+        old_linger_s later; (kubernetes) the next new instances, in index order, start now."""
+        start, let_go = self.deploy.act()
+        slots = let_go * self.sc.pool.held_when_ready
+        linger_s = self.sc.rollout.old_linger_s
+        if slots and linger_s > 0:
+            self.env.timeout(linger_s).callbacks.append(lambda _: self.db.give_back(slots))
+        elif slots:
+            self.db.give_back(slots)
+        first = self.deploy.created - start
+        for inst in self.instances[first : first + start]:
+            self.env.process(self.life(inst, 0.0))
 
     # -- a container: attempts, exits, restarts -----------------------------------------------
     def life(self, inst: Instance, arrival_s: float):
         env, sc = self.env, self.sc
         yield env.timeout(arrival_s)
+        if sc.breaker.form in ("stay_up", "shared"):
+            yield from self.stay_up_life(inst)
+            return
         while env.now < sc.horizon_s:  # no attempt starts at or after the horizon
             inst.attempt += 1
             record = {"instance": inst.idx, "attempt": inst.attempt, "start_s": env.now}
@@ -255,28 +348,77 @@ class Model:
                     return
                 yield env.timeout(jitter(backoff_s, sc.restart.jitter, self.rng))
                 continue
-            t0 = env.now
-            init = env.process(self.db_init(inst, t0 + sc.startup.db_init_timeout_s, record))
-            deadline = env.timeout(sc.startup.db_init_timeout_s)
-            yield init | deadline
-            if init.triggered:
-                outcome, reason = init.value
-            else:
-                init.interrupt()  # database init is cut short wherever it is
-                outcome, reason = "timeout", "deadline"
-            record.update(outcome=outcome, reason=reason, db_init_s=env.now - t0)
-            record["connection_attempts"] = inst.tried
-            self.records.append(record)
+            outcome = yield from self.database_init(inst, record)
             if outcome == "ready":
-                kept = self.keep_when_ready(inst)
-                yield env.timeout(self.draw(sc.startup.after_db_s))
-                self.became_ready(inst, kept)
+                yield from self.settle_and_ready(inst, record)
                 return
             self.exit(inst)
             backoff_s = restart_backoff_s(sc, inst.attempt)
             if backoff_s is None:
                 return
             yield env.timeout(jitter(backoff_s, sc.restart.jitter, self.rng))
+
+    def database_init(self, inst: Instance, record: dict):
+        """Database init from now, bounded by its deadline; writes the attempt's record and
+        returns its outcome."""
+        env, sc = self.env, self.sc
+        t0 = env.now
+        init = env.process(self.db_init(inst, t0 + sc.startup.db_init_timeout_s, record))
+        deadline = env.timeout(sc.startup.db_init_timeout_s)
+        yield init | deadline
+        if init.triggered:
+            outcome, reason = init.value
+        else:
+            init.interrupt()  # database init is cut short wherever it is
+            outcome, reason = "timeout", "deadline"
+        record.update(outcome=outcome, reason=reason, db_init_start_s=t0, db_init_s=env.now - t0)
+        record["connection_attempts"] = inst.tried
+        record["ready_s"] = math.nan
+        self.records.append(record)
+        return outcome
+
+    def settle_and_ready(self, inst: Instance, record: dict):
+        """Database init is done: settle on held_when_ready, then after_db_s to ready."""
+        kept = self.keep_when_ready(inst)
+        yield self.env.timeout(self.draw(self.sc.startup.after_db_s))
+        record["ready_s"] = self.env.now
+        self.became_ready(inst, kept)
+
+    # -- circuit breakers (docs/model.md, "Circuit breakers"): stay_up and shared --------------
+    def stay_up_life(self, inst: Instance):
+        """A process that does not exit: tries, each asking its breaker (the instance's own, or
+        the fleet's), ``retry_s`` apart after a failure, until one is ready."""
+        env, sc = self.env, self.sc
+        cfg = sc.breaker
+        breaker = self.fleet_breaker if cfg.form == "shared" else CircuitBreaker(cfg)
+        if sc.startup.phases:
+            raise NotImplementedError("a breaker with start-up phases: not in the reference")
+        if sc.egress.direct:  # one process, one network interface: one delay for all its tries
+            inst.egress_at = env.now + self.draw(sc.egress.ready_s)
+        first = True
+        while env.now < sc.horizon_s:  # a try due after the horizon does not begin
+            inst.attempt += 1
+            record = {"instance": inst.idx, "attempt": inst.attempt, "start_s": env.now}
+            record["pool_starts"] = inst.tried = 0
+            if first:  # the process's first attempt; later tries find the process up
+                yield env.timeout(self.draw(sc.startup.before_db_s))
+                first = False
+            while not breaker.admits(env.now):  # open: wait, then the try is due again
+                u = float(self.rng.uniform()) if cfg.open_jitter else 0.0
+                yield env.timeout(breaker.reopens_at(u) - env.now)
+            if env.now > sc.horizon_s:
+                return  # its database init would begin after the horizon: no record
+            outcome = yield from self.database_init(inst, record)
+            if outcome == "ready":
+                breaker.ready()
+                yield from self.settle_and_ready(inst, record)
+                return
+            # The application closes its pool: held slots free at once, in flight abandoned.
+            for conn in list(inst.conns):
+                self.abandon(conn)
+            inst.conns = []
+            breaker.failed(env.now)
+            yield env.timeout(cfg.retry_s)
 
     # -- start-up phases (docs/model.md, "Start-up phases") ----------------------------------
     def phased_attempt(self, inst: Instance, record: dict):
@@ -830,58 +972,6 @@ def restart_backoff_s(sc: Scenario, k: int) -> float | None:
     if restart.policy == "fixed":
         return restart.initial_backoff_s
     return min(restart.initial_backoff_s * restart.multiplier ** (k - 1), restart.max_backoff_s)
-
-
-class RollOut:
-    """docs/model.md, "A roll-out: old instances replaced by new ones", rules 2-4: how many old
-    instances remain, new ones created and ready; :meth:`act` lets old ones go and says which new
-    ones to create (Kubernetes; Cloud Run's start as [fleet] says)."""
-
-    def __init__(self, model: Model) -> None:
-        self.model, sc = model, model.sc
-        ro, self.r = sc.rollout, sc.fleet.instances
-        self.first_old = self.old = self.r if ro.old_instances is None else ro.old_instances
-        self.created = self.ready = 0
-        # maxSurge rounded up, maxUnavailable down, as percentages of R; both 0 pods: 1 unavailable
-        self.s = _pods(ro.max_surge, self.r, math.ceil)
-        self.u = _pods(ro.max_unavailable, self.r, math.floor)
-        if self.s == self.u == 0:
-            self.u = 1
-
-    def act(self) -> range:
-        sc, r = self.model.sc, self.r
-        if sc.rollout.kind == "kubernetes":
-            keep = min(self.old, max(0, r - self.u - self.ready))  # at least R − u ready
-            top = min(r, r + self.s - keep)  # at most R + s pods
-        else:
-            reached = [
-                Fraction(step)
-                for step in sc.rollout.steps
-                if self.ready >= math.ceil(Fraction(step) * r / 100)
-            ]
-            share = max(reached, default=Fraction(0))
-            keep = min(self.old, math.ceil(self.first_old * (1 - share / 100)))
-            top = self.created  # none created by the controller
-        gone, self.old = self.old - keep, keep
-        if gone and sc.rollout.old_linger_s > 0:  # their slots free when they have shut down
-            self.model.env.process(self._shut_down(gone * sc.pool.held_when_ready))
-        elif gone:
-            for _ in range(gone * sc.pool.held_when_ready):
-                self.model.db.give_back()
-        new = range(self.created, max(top, self.created))
-        self.created = max(top, self.created)
-        return new
-
-    def _shut_down(self, slots: int):
-        yield self.model.env.timeout(self.model.sc.rollout.old_linger_s)
-        for _ in range(slots):
-            self.model.db.give_back()
-
-
-def _pods(value: int | str, replicas: int, rounding) -> int:
-    if isinstance(value, int):
-        return value
-    return rounding(Fraction(int(value.rstrip("%")) * replicas, 100))
 
 
 def run(sc: Scenario, seed: int) -> Result:
