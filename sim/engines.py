@@ -6,9 +6,10 @@ Kept free of numba so that choosing costs nothing when the readable engine runs.
 
 from __future__ import annotations
 
+from sim.breaker import BREAKER_SETTINGS
 from sim.engine import Replication, run_replication
 from sim.errors import UsageError
-from sim.pooler import refuse_unmodelled
+from sim.pooler import PGBOUNCER_SETTINGS, refuse_unmodelled
 from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS
 from sim.scenario import Scenario
 from sim.streams import Tilt
@@ -79,20 +80,9 @@ FAST_FIELDS = {
     "path": {"fault", "p_fault", "from_s", "until_s", "fail_after_s"},
     "traffic": {"rate_per_s", "rate_per_instance_per_s", "trace_s", "query_s", "window_s"},
     "egress": {"kind", "ready_s", "subnet_addresses", "addresses_per_instance"},
-    "breaker": {"form", "fail_max", "reset_timeout_s", "open_jitter", "retry_s"},
+    "breaker": {"form", *BREAKER_SETTINGS},
     "rollout": {"kind", "old_instances", "max_surge", "max_unavailable", "steps", "old_linger_s"},
-    "pooler": {
-        "kind",
-        "pool_mode",
-        "max_client_conn",
-        "default_pool_size",
-        "reserve_pool_size",
-        "reserve_pool_timeout",
-        "max_db_connections",
-        "server_connect_timeout",
-        "server_login_retry",
-        "query_wait_timeout",
-    },
+    "pooler": {"kind", *PGBOUNCER_SETTINGS},
 }
 
 
