@@ -18,97 +18,28 @@ import numpy as np
 
 from sim import phases, streams
 from sim.breaker import BreakerState, due_again
-from sim.checkout import FILLER, FillerPause, HandOver, OpenConnection, PoolState
+from sim.checkout import PoolState
 from sim.connector import ConnectorState
-from sim.pooler import JANITOR_S, Expire, Grant, Launch, PoolerState, Refuse, Wake
-from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason, RequestOutcome
+from sim.engine_pooler import PoolerHandlers
+from sim.engine_state import (
+    ACCEPT,
+    FAULTED,
+    GONE,
+    HELD,
+    LOGIN,
+    PATH_REASONS,
+    QUEUED,
+    SETUP,
+    WINDOW_S,
+    Conn,
+    Container,
+    SimRequest,
+)
+from sim.engine_traffic import TrafficHandlers
+from sim.pooler import JANITOR_S, PoolerState
+from sim.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS, Outcome, Reason
 from sim.rollout import Moves
 from sim.scenario import Scenario, jittered_s
-
-# States of one connection attempt; FAULTED: the path fails it (docs/model.md, "Path faults");
-# LOGIN: at the pooler, waiting to log in (docs/model.md, "A pooler in front of the database").
-QUEUED, SETUP, ACCEPT, HELD, GONE, FAULTED, LOGIN = range(7)
-# The reason a path failure gives, by path.fault.
-PATH_REASONS = {"closed": Reason.CLOSED, "reset": Reason.RESET}
-
-WINDOW_S = 60.0  # the Admin API quota counts requests per minute: windows [60k, 60k + 60)
-
-
-class _Conn:
-    __slots__ = ("after", "awaited", "inst", "owner", "pool", "run", "state")
-
-    def __init__(self, inst: _Instance, pool: int, awaited: bool) -> None:
-        self.inst, self.pool, self.state = inst, pool, QUEUED
-        self.awaited = awaited  # database init waits for it: its failure fails the pool start
-        self.run = inst.phase_run  # the start-up phase's run that opened it (0 without phases)
-        # Traffic after ready: whether it belongs to the ready instance's pool (sim.checkout),
-        # and for whom it is opening: a request, the filler, or None (the settled pool's).
-        self.after = False
-        self.owner = None
-
-
-class _Request:
-    """One request after ready (docs/model.md, "Traffic after ready"): one row of requests.csv."""
-
-    __slots__ = ("arrive_s", "checkout_s", "instance", "outcome", "own", "ready_s", "reason")
-
-    def __init__(self, instance: int, arrive_s: float, ready_s: float) -> None:
-        self.instance, self.arrive_s, self.ready_s = instance, arrive_s, ready_s
-        self.checkout_s = math.nan
-        self.outcome: str | None = None  # None while it waits: unfinished if the run ends so
-        self.reason = ""
-        self.own = False  # per_waiter: it waits for a connection of its own, not in the queue
-
-
-class _Instance:
-    """One container instance across its restarts."""
-
-    __slots__ = (
-        "attempt",
-        "attempt_start",
-        "bound",
-        "breaker",
-        "conn_attempts",
-        "conns",
-        "db_started",
-        "deadline_at",
-        "egress_at",
-        "held",
-        "idx",
-        "in_init",
-        "init_start",
-        "pending",
-        "phase_i",
-        "phase_run",
-        "phase_start",
-        "pool",
-        "pool_starts",
-        "pool_state",
-        "ready_at",
-        "refreshes",
-        "to_open",
-    )
-
-    def __init__(self, idx: int) -> None:
-        self.idx = idx
-        self.attempt = 0  # 1-based number of the current start attempt
-        self.pool = 0  # generation of the current pool start; stale events compare against it
-        self.in_init = False
-        self.conns: dict[_Conn, None] = {}  # every live connection, in flight or held, in order
-        self.held = 0
-        self.pending = 0  # connections the current pool start still waits for
-        self.to_open = 0  # "workers": connections of the pool start not opened yet
-        self.refreshes = 0  # Cloud SQL refreshes made by the current attempt
-        self.ready_at = math.inf
-        self.attempt_start = self.init_start = self.deadline_at = 0.0
-        self.egress_at = 0.0  # Direct VPC egress: when the current attempt's egress is usable
-        self.conn_attempts = self.pool_starts = 0
-        # Start-up phases (docs/model.md): the current one, its run (stale events compare
-        # against it), when it began, its bound; whether database init has begun.
-        self.phase_i, self.phase_run, self.phase_start, self.bound = -1, 0, 0.0, 0.0
-        self.db_started = True
-        self.pool_state: PoolState | None = None  # its pool after ready, with traffic
-        self.breaker: BreakerState | None = None  # stay_up, shared: the breaker it asks
 
 
 @dataclass
@@ -138,7 +69,7 @@ class Replication:
     connections_held_end: int = 0
 
 
-class Engine:
+class Engine(PoolerHandlers, TrafficHandlers):
     """State and event handlers of one replication. Use :func:`run_replication`."""
 
     def __init__(
@@ -204,8 +135,8 @@ class Engine:
         if sc.pooler.on:  # the janitor's phase is drawn only when its runs matter
             phase_s = JANITOR_S * self.draw_janitor() if sc.pooler.query_wait_timeout > 0 else 0.0
             self.pooler = PoolerState(sc.pooler, phase_s)
-        self._work: dict[_Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
-        self._busy: dict[_Instance, _Conn] = {}
+        self._work: dict[Conn, tuple[int, bool]] = {}  # (generation, for the pool's reset)
+        self._busy: dict[Container, Conn] = {}
         # database: the warm instances' connections (docs/model.md, "Entities") hold their slots
         # from t = 0 to the end, and count in the peak; a roll-out's old instances hold theirs
         # from t = 0 until they are let go (docs/model.md, "A roll-out").
@@ -232,7 +163,7 @@ class Engine:
             if self.direct
             else sc.fleet.instances
         )
-        self.instances = [_Instance(i) for i in range(sc.fleet.instances)]
+        self.instances = [Container(i) for i in range(sc.fleet.instances)]
         # Circuit breakers (docs/model.md): under stay_up and shared a failed try leaves the
         # process up; each instance asks its own breaker, or all of them the fleet's one.
         # in_process changes nothing (its breaker never reaches fail_max).
@@ -248,8 +179,8 @@ class Engine:
         # Traffic after ready: the requests in arrival order, the instances in the order they
         # became ready (the routing's candidates after the warm ones).
         self.traffic_on = sc.traffic.on
-        self.requests: list[_Request] = []
-        self.ready_order: list[_Instance] = []
+        self.requests: list[SimRequest] = []
+        self.ready_order: list[Container] = []
         self.timeline = (
             {"t": [], "db_connections": [], "connector_instances": [], "instances_ready": []}
             if timeline
@@ -320,7 +251,7 @@ class Engine:
         return 0 if self.direct else self.connector.instances
 
     # -- a container's life --------------------------------------------------------------------
-    def start_attempt(self, inst: _Instance) -> None:
+    def start_attempt(self, inst: Container) -> None:
         if self.now >= self.sc.horizon_s:
             return  # no new start after the horizon: that instance counts as never ready
         inst.attempt += 1
@@ -338,7 +269,7 @@ class Engine:
         after = self.begin_phases if self.phases else self.begin_db_init
         self.at(self.now + self.draw_before(), after, inst)
 
-    def try_due(self, inst: _Instance) -> None:
+    def try_due(self, inst: Container) -> None:
         """Stay-up (docs/model.md, "Circuit breakers"): a try is due; it begins if the breaker
         admits it, else it is due again when the wait for the open breaker ends."""
         if self.now > self.sc.horizon_s:
@@ -352,7 +283,7 @@ class Engine:
         else:
             self.begin_db_init(inst)
 
-    def begin_db_init(self, inst: _Instance) -> None:
+    def begin_db_init(self, inst: Container) -> None:
         if self.now > self.sc.horizon_s:
             # like a start after the horizon: never ready, and no record
             if self.phases:  # what the phases before it opened is given up
@@ -373,7 +304,7 @@ class Engine:
         else:
             self._begin_init_work(inst)
 
-    def _begin_init_work(self, inst: _Instance) -> None:
+    def _begin_init_work(self, inst: Container) -> None:
         """Database init's first connections: the pool start, or the current phase's."""
         if self.phases:
             self._phase_work(inst)
@@ -381,7 +312,7 @@ class Engine:
             self.start_pool(inst)
 
     # -- start-up phases (docs/model.md, "Start-up phases") -------------------------------------
-    def begin_phases(self, inst: _Instance) -> None:
+    def begin_phases(self, inst: Container) -> None:
         """After before_db_s: the phases before database init, if any, then database init."""
         if self.now > self.sc.horizon_s:
             return  # still before its database init at the horizon: no record
@@ -390,7 +321,7 @@ class Engine:
         inst.deadline_at = math.inf
         self.next_phase(inst)
 
-    def next_phase(self, inst: _Instance) -> None:
+    def next_phase(self, inst: Container) -> None:
         inst.phase_i += 1
         if inst.phase_i == len(self.phases):
             self._init_done(inst)
@@ -401,7 +332,7 @@ class Engine:
             self._enter_phase(inst)
             self._phase_work(inst)
 
-    def _enter_phase(self, inst: _Instance) -> None:
+    def _enter_phase(self, inst: Container) -> None:
         """The current phase begins: its start, its bound, and its own deadline if that comes
         strictly before the bound it is nested in."""
         ph = self.phases[inst.phase_i]
@@ -413,7 +344,7 @@ class Engine:
         else:
             inst.bound = inst.deadline_at
 
-    def _phase_work(self, inst: _Instance) -> None:
+    def _phase_work(self, inst: Container) -> None:
         ph = self.phases[inst.phase_i]
         if ph.pool:
             self.start_pool(inst)
@@ -428,7 +359,7 @@ class Engine:
         for _ in range(first):
             self.open_conn(inst, inst.pool)
 
-    def phase_conn_ready(self, inst: _Instance) -> None:
+    def phase_conn_ready(self, inst: Container) -> None:
         inst.pending -= 1
         if inst.to_open:  # sequential: the next one
             inst.to_open -= 1
@@ -436,7 +367,7 @@ class Engine:
         if inst.pending == 0:
             self.run_queries(inst)
 
-    def phase_conn_failed(self, inst: _Instance, reason: str) -> None:
+    def phase_conn_failed(self, inst: Container, reason: str) -> None:
         ph = self.phases[inst.phase_i]
         pause = ph.retry_backoff_s
         if pause > 0:
@@ -447,15 +378,15 @@ class Engine:
             return  # otherwise the phase waits for its bound
         self.phase_failed(inst, reason)
 
-    def phase_retry(self, inst: _Instance, pool: int) -> None:
+    def phase_retry(self, inst: Container, pool: int) -> None:
         if pool == inst.pool and inst.in_init:
             self.open_conn(inst, inst.pool)
 
-    def phase_deadline(self, inst: _Instance, run: int) -> None:
+    def phase_deadline(self, inst: Container, run: int) -> None:
         if run == inst.phase_run and inst.in_init:
             self.phase_failed(inst, Reason.PHASE_DEADLINE)
 
-    def phase_failed(self, inst: _Instance, reason: str) -> None:
+    def phase_failed(self, inst: Container, reason: str) -> None:
         if self.phases[inst.phase_i].on_failure == "continue":
             inst.pool += 1
             self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
@@ -467,7 +398,7 @@ class Engine:
         }.get(reason, Outcome.ERROR)
         self.exit(inst, outcome, reason)
 
-    def phase_done(self, inst: _Instance, pool: int) -> None:
+    def phase_done(self, inst: Container, pool: int) -> None:
         if pool != inst.pool or not inst.in_init:
             return
         if self.pooler is not None:
@@ -477,7 +408,7 @@ class Engine:
             self._cancel_all([c for c in inst.conns if c.run == inst.phase_run])
         self.next_phase(inst)
 
-    def phase_duration_s(self, inst: _Instance) -> float:
+    def phase_duration_s(self, inst: Container) -> float:
         """The current phase's work: the next draw of the phase stream, by its distribution."""
         stream = self.draw_phase
         k = stream.k
@@ -485,7 +416,7 @@ class Engine:
         return phases.duration_s(self.phase_specs[inst.phase_i], stream.state, k)
 
     # -- Cloud SQL: Admin API calls before the first connection ---------------------------------
-    def refresh(self, inst: _Instance, attempt: int, run: int) -> None:
+    def refresh(self, inst: Container, attempt: int, run: int) -> None:
         """One refresh: its calls count against the project's per-minute quota; any over it 429."""
         if inst.attempt != attempt or not inst.in_init or inst.phase_run != run:
             return
@@ -498,7 +429,7 @@ class Engine:
         ok = accepted == cs.calls_per_refresh
         self.at(self.now + self.draw_api(), self.refresh_done, inst, attempt, run, ok)
 
-    def refresh_done(self, inst: _Instance, attempt: int, run: int, ok: bool) -> None:
+    def refresh_done(self, inst: Container, attempt: int, run: int, ok: bool) -> None:
         if inst.attempt != attempt or not inst.in_init or inst.phase_run != run:
             return
         if ok:
@@ -513,7 +444,7 @@ class Engine:
         self.at(max(self.now, not_before), self.refresh, inst, attempt, run)
 
     # -- database init: pool starts -------------------------------------------------------------
-    def start_pool(self, inst: _Instance) -> None:
+    def start_pool(self, inst: Container) -> None:
         """Open ``min_size`` connections the way ``pool.start`` says (docs/model.md)."""
         inst.pool += 1
         inst.pool_starts += 1
@@ -530,7 +461,7 @@ class Engine:
         for _ in range(first):
             self.open_conn(inst, inst.pool)
 
-    def pool_conn_ready(self, inst: _Instance, conn: _Conn) -> None:
+    def pool_conn_ready(self, inst: Container, conn: Conn) -> None:
         if not conn.awaited or conn.pool != inst.pool or not inst.in_init:
             return  # a straggler ("hold"), a background connection: it simply stays held
         if self.phases and not self.phases[inst.phase_i].pool:
@@ -550,7 +481,7 @@ class Engine:
                 for _ in range(size - 1):
                     self.open_conn(inst, inst.pool, awaited=False)
 
-    def run_queries(self, inst: _Instance) -> None:
+    def run_queries(self, inst: Container) -> None:
         if self.pooler is not None:  # through PgBouncer the work first needs a server
             first = next((c for c in inst.conns if c.pool == inst.pool and c.state == HELD), None)
             if first is not None:
@@ -559,7 +490,7 @@ class Engine:
                 return
         self._begin_work(inst)
 
-    def _begin_work(self, inst: _Instance, conn: _Conn | None = None) -> None:
+    def _begin_work(self, inst: Container, conn: Conn | None = None) -> None:
         """The init queries (or the phase's work) begin, on ``conn`` through a pooler."""
         if self.pooler is not None:
             self._busy.pop(inst, None)
@@ -570,7 +501,7 @@ class Engine:
             return
         self.at(self.now + self.draw_queries(), self.db_init_done, inst, inst.pool)
 
-    def db_init_done(self, inst: _Instance, pool: int) -> None:
+    def db_init_done(self, inst: Container, pool: int) -> None:
         if pool != inst.pool or not inst.in_init:
             return
         if self.pooler is not None:
@@ -583,7 +514,7 @@ class Engine:
                 return
         self._init_done(inst)
 
-    def _init_done(self, inst: _Instance) -> None:
+    def _init_done(self, inst: Container) -> None:
         inst.in_init = False
         if inst.breaker is not None:
             inst.breaker.succeeded()
@@ -594,7 +525,7 @@ class Engine:
         self._settle_ready_pool(inst)
         self.at(ready_s, self.became_ready, inst)
 
-    def _settle_ready_pool(self, inst: _Instance) -> None:
+    def _settle_ready_pool(self, inst: Container) -> None:
         """A ready instance keeps its pool's first ``held_when_ready`` connections, held or still
         opening in the background; it gives up the rest at once and opens the missing ones."""
         want = self.sc.pool.held_when_ready
@@ -616,7 +547,7 @@ class Engine:
                 opening=sum(c.state != HELD for c in kept),
             )
 
-    def became_ready(self, inst: _Instance) -> None:
+    def became_ready(self, inst: Container) -> None:
         inst.ready_at = self.now
         self._sample()
         if self.traffic_on:
@@ -651,7 +582,7 @@ class Engine:
         self.db_free += slots
         self._sample()
 
-    def pool_failed(self, inst: _Instance, reason: str) -> None:
+    def pool_failed(self, inst: Container, reason: str) -> None:
         if self.phases and not self.phases[inst.phase_i].pool:
             self.phase_conn_failed(inst, reason)
             return
@@ -672,15 +603,15 @@ class Engine:
         outcome = Outcome.REJECTED if reason == Reason.TOO_MANY_CLIENTS else Outcome.ERROR
         self.exit(inst, outcome, reason)
 
-    def retry(self, inst: _Instance, attempt: int, run: int) -> None:
+    def retry(self, inst: Container, attempt: int, run: int) -> None:
         if inst.attempt == attempt and inst.in_init and inst.phase_run == run:
             self.start_pool(inst)
 
-    def deadline(self, inst: _Instance, attempt: int) -> None:
+    def deadline(self, inst: Container, attempt: int) -> None:
         if inst.attempt == attempt and inst.in_init:
             self.exit(inst, Outcome.TIMEOUT, Reason.DEADLINE)
 
-    def exit(self, inst: _Instance, outcome: str, reason: str) -> None:
+    def exit(self, inst: Container, outcome: str, reason: str) -> None:
         """Exit code 3: record, drop every connection, and schedule the restart."""
         inst.in_init = False
         inst.pool += 1
@@ -708,7 +639,7 @@ class Engine:
             self.at(self.now + pause, self.start_attempt, inst)
 
     def _record(
-        self, inst: _Instance, outcome: str, reason: str, ready_s: float = math.nan
+        self, inst: Container, outcome: str, reason: str, ready_s: float = math.nan
     ) -> None:
         cols = self.out.attempts
         init_start = inst.init_start if inst.db_started else self.now  # it never began
@@ -735,9 +666,9 @@ class Engine:
 
     # -- one connection: connector, then database --------------------------------------------
     def open_conn(
-        self, inst: _Instance, pool: int, counted: bool = True, awaited: bool = True
-    ) -> _Conn:
-        conn = _Conn(inst, pool, awaited)
+        self, inst: Container, pool: int, counted: bool = True, awaited: bool = True
+    ) -> Conn:
+        conn = Conn(inst, pool, awaited)
         inst.conns[conn] = None
         if counted:
             inst.conn_attempts += 1
@@ -763,13 +694,13 @@ class Engine:
             return False
         return self.draw_path_fault() < path.p_fault
 
-    def _fault(self, conn: _Conn) -> None:
+    def _fault(self, conn: Conn) -> None:
         """A faulted connection: closed or reset after a fail_after_s draw; hung, never."""
         conn.state = FAULTED
         if self.sc.path.fault in PATH_REASONS:
             self.at(self.now + self.draw_path_delay(), self.path_failed, conn)
 
-    def path_failed(self, conn: _Conn) -> None:
+    def path_failed(self, conn: Conn) -> None:
         if conn.state != FAULTED:
             return  # given up before the path failed it
         inst = conn.inst
@@ -779,7 +710,7 @@ class Engine:
         elif conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, PATH_REASONS[self.sc.path.fault])
 
-    def direct_egress(self, conn: _Conn) -> None:
+    def direct_egress(self, conn: Conn) -> None:
         """Direct VPC egress: the connection waits (QUEUED) until its attempt's egress is usable,
         then goes straight to the database."""
         if self.now < conn.inst.egress_at:
@@ -788,7 +719,7 @@ class Engine:
             conn.state = ACCEPT
             self.at(self.now + self.draw_accept(), self.accept_done, conn)
 
-    def _begin_setups(self, conns: list[_Conn]) -> None:
+    def _begin_setups(self, conns: list[Conn]) -> None:
         """The connections the connector lets through begin their set-ups, in its order."""
         for conn in conns:
             conn.state = SETUP
@@ -803,7 +734,7 @@ class Engine:
         self._maybe_scale()
         self._sample()
 
-    def setup_done(self, conn: _Conn) -> None:
+    def setup_done(self, conn: Conn) -> None:
         if conn.state != SETUP:
             return  # cancelled during set-up; its capacity was returned then
         self._begin_setups(self.connector.setup_done(conn))
@@ -814,7 +745,7 @@ class Engine:
         conn.state = ACCEPT
         self.at(self.now + self.draw_accept(), self.accept_done, conn)
 
-    def accept_done(self, conn: _Conn) -> None:
+    def accept_done(self, conn: Conn) -> None:
         if conn.state != ACCEPT:
             return
         inst = conn.inst
@@ -838,7 +769,7 @@ class Engine:
         else:
             self.pool_conn_ready(inst, conn)
 
-    def conn_timeout(self, conn: _Conn) -> None:
+    def conn_timeout(self, conn: Conn) -> None:
         if conn.state in (HELD, GONE):
             return
         inst = conn.inst
@@ -850,11 +781,11 @@ class Engine:
         elif conn.awaited and conn.pool == inst.pool and inst.in_init:
             self.pool_failed(inst, reason)
 
-    def cancel(self, conn: _Conn) -> None:
+    def cancel(self, conn: Conn) -> None:
         """The client gives the connection up, wherever it is."""
         self._cancel_all([conn])
 
-    def _cancel_all(self, conns: list[_Conn]) -> None:
+    def _cancel_all(self, conns: list[Conn]) -> None:
         """Give these connections up at once; places they free at the connector are served after
         all of them left."""
         at_connector = [c for c in conns if c.state in (QUEUED, SETUP)]
@@ -872,7 +803,7 @@ class Engine:
         if at_pooler:
             self._pooler_do(self.pooler.leave(at_pooler, self.now))
 
-    def release(self, conn: _Conn) -> None:
+    def release(self, conn: Conn) -> None:
         self._drop(conn)
         self._free_slot()
 
@@ -880,203 +811,11 @@ class Engine:
         self.db_free += 1
         self._sample()
 
-    def _drop(self, conn: _Conn) -> None:
+    def _drop(self, conn: Conn) -> None:
         if conn.state == HELD:
             conn.inst.held -= 1
         conn.state = GONE
         conn.inst.conns.pop(conn, None)
-
-    # -- a pooler in front of the database (docs/model.md) --------------------------------------
-    def _pooler_do(self, actions: list) -> None:
-        """Do what PgBouncer's rules say (sim.pooler), in their order."""
-        for action in actions:
-            if isinstance(action, Grant):
-                self._granted(action.client)
-            elif isinstance(action, Refuse):
-                self._refused(action.client, action.reason)
-            elif isinstance(action, Launch):
-                self._launch()
-            elif isinstance(action, Expire):
-                self.at(action.at_s, self._expire, action.client)
-            elif isinstance(action, Wake):
-                self.at(action.at_s, self._pooler_tick)
-
-    def _granted(self, conn: _Conn) -> None:
-        inst = conn.inst
-        if conn.state == LOGIN:  # logged in to PgBouncer: established, no slot of its own
-            conn.state = HELD
-            inst.held += 1
-            self.pool_conn_ready(inst, conn)
-        elif conn.state == HELD and conn in self._work:  # it has a server
-            pool, reset = self._work.pop(conn)
-            if pool != inst.pool or not inst.in_init or reset:
-                # The reset takes no time; or nobody waits for that work any more: the server
-                # goes back at once (transaction mode).
-                self._pooler_do(self.pooler.work_done(conn, self.now))
-                if reset and pool == inst.pool and inst.in_init:
-                    self._init_done(inst)
-            else:
-                self._begin_work(inst, conn)  # the work begins
-
-    def _refused(self, conn: _Conn, reason: str) -> None:
-        """PgBouncer disconnected the client: its login fails, or the work waiting on it."""
-        inst = conn.inst
-        logging_in = conn.state == LOGIN
-        work = self._work.pop(conn, (None, False))[0]
-        self._drop(conn)
-        if logging_in:
-            if conn.awaited and conn.pool == inst.pool and inst.in_init:
-                self.pool_failed(inst, reason)
-        elif work == inst.pool and inst.in_init:
-            if self.phases and not self.phases[inst.phase_i].pool:
-                self.phase_failed(inst, reason)  # the phase's work failed: no connection retry
-            else:
-                self.pool_failed(inst, reason)
-
-    def _launch(self) -> None:
-        """PgBouncer opens a server connection: ``accept_s`` (fork, authentication), then a
-        database slot or 53300; given up at ``server_connect_timeout``."""
-        accept_s = self.draw_accept()
-        timeout_s = self.sc.pooler.server_connect_timeout
-        if accept_s >= timeout_s:
-            self.at(self.now + timeout_s, self._server_failed, Reason.CONNECT_TIMEOUT, False)
-        else:
-            self.at(self.now + accept_s, self._server_login)
-
-    def _server_login(self) -> None:
-        if self.db_free == 0:
-            self.out.refused_connections += 1
-            self._server_failed(Reason.TOO_MANY_CLIENTS, True)
-            return
-        self.db_free -= 1
-        held = self.sc.database.free_slots - self.db_free
-        if held > self.out.peak_db_connections:
-            self.out.peak_db_connections = held
-        self._sample()
-        self._pooler_do(self.pooler.server_up(self.now))
-
-    def _server_failed(self, reason: str, kill: bool) -> None:
-        self._pooler_do(self.pooler.server_failed(self.now, reason, kill))
-
-    def _work_done(self, inst: _Instance) -> _Conn | None:
-        """The work on ``inst``'s connection ended: its server goes back (transaction mode).
-        Returns the connection, if still held."""
-        conn = self._busy.pop(inst, None)
-        if conn is None or conn.state != HELD:
-            return None
-        self._pooler_do(self.pooler.work_done(conn, self.now))
-        return conn
-
-    def _expire(self, conn: _Conn) -> None:
-        self._pooler_do(self.pooler.expire(conn, self.now))
-
-    def _pooler_tick(self) -> None:
-        self._pooler_do(self.pooler.tick(self.now))
-
-    def _pooler_leave(self, conn: _Conn) -> None:
-        self._pooler_do(self.pooler.leave([conn], self.now))
-
-    # -- traffic after ready (docs/model.md, "Traffic after ready") ------------------------------
-    def start_traffic(self) -> None:
-        """When the run starts, after the first starts: the fleet's first gap, or the trace."""
-        traffic = self.sc.traffic
-        if traffic.rate_per_s > 0:
-            self._next_arrival(self.fleet_arrival)
-        for t in traffic.trace_s:
-            if t >= self.sc.horizon_s:
-                break
-            self.at(t, self.route)
-
-    def _next_arrival(self, handler, *args) -> None:
-        """One gap drawn; the arrival scheduled if it falls before the horizon."""
-        t = self.now + self.draw_traffic_gap()
-        if t < self.sc.horizon_s:
-            self.at(t, handler, *args)
-
-    def fleet_arrival(self) -> None:
-        self._next_arrival(self.fleet_arrival)
-        self.route()
-
-    def instance_arrival(self, inst: _Instance) -> None:
-        self._next_arrival(self.instance_arrival, inst)
-        self.checkout(inst)
-
-    def route(self) -> None:
-        """The warm instances first, then the ready ones in the order they became ready; one
-        pick among them, none when there is no candidate."""
-        warm = self.sc.fleet.warm_instances
-        n = warm + len(self.ready_order)
-        if n == 0:
-            self._new_request(-1, math.nan, RequestOutcome.UNROUTED)
-            return
-        k = min(int(self.draw_traffic_pick() * n), n - 1)
-        if k < warm:
-            self._new_request(-1, math.nan, RequestOutcome.WARM)  # its pool is settled
-            return
-        self.checkout(self.ready_order[k - warm])
-
-    def _new_request(self, instance: int, ready_s: float, outcome: str | None = None) -> _Request:
-        req = _Request(instance, self.now, ready_s)
-        req.outcome = outcome
-        self.requests.append(req)
-        return req
-
-    def checkout(self, inst: _Instance) -> None:
-        req = self._new_request(inst.idx, inst.ready_at)
-        self._apply(inst, inst.pool_state.checkout(req))
-        if req.outcome is None and not req.own:  # queued: it waits at most pool.timeout_s
-            self.at(self.now + self.sc.pool.timeout_s, self.checkout_timeout, inst, req)
-
-    def _apply(self, inst: _Instance, actions: list) -> None:
-        """Do what the pool's rules say (sim.checkout), in their order."""
-        for action in actions:
-            if isinstance(action, HandOver):
-                self._served(inst, action.conn, action.request)
-            elif isinstance(action, OpenConnection):
-                self.out.traffic_connections += 1
-                conn = self.open_conn(inst, inst.pool, counted=False, awaited=False)
-                conn.after, conn.owner = True, action.owner
-                if action.owner is not FILLER:
-                    action.owner.own = True
-            elif isinstance(action, FillerPause):
-                self.at(self.now + action.delay_s, self.filler_resume, inst)
-
-    def _served(self, inst: _Instance, conn: _Conn, req: _Request) -> None:
-        req.outcome, req.checkout_s = RequestOutcome.SERVED, self.now
-        self.at(self.now + self.draw_traffic_query(), self.query_done, inst, conn)
-
-    def query_done(self, inst: _Instance, conn: _Conn) -> None:
-        self._apply(inst, inst.pool_state.release(conn))
-
-    def filler_resume(self, inst: _Instance) -> None:
-        self._apply(inst, inst.pool_state.resume())
-
-    def checkout_timeout(self, inst: _Instance, req: _Request) -> None:
-        if inst.pool_state.timeout(req):
-            req.outcome, req.reason = RequestOutcome.FAILED, Reason.POOL_TIMEOUT
-
-    def pool_conn_failed(self, conn: _Conn, reason: str) -> None:
-        """A connection of a ready instance's pool failed while opening: the request that waited
-        for it fails with its reason; the filler pauses."""
-        owner = conn.owner
-        if owner is not None and owner is not FILLER:
-            owner.outcome, owner.reason = RequestOutcome.FAILED, reason
-        self._apply(conn.inst, conn.inst.pool_state.failed(owner))
-
-    def _request_rows(self) -> None:
-        cols = self.out.requests
-        for req in self.requests:
-            outcome = req.outcome or RequestOutcome.UNFINISHED
-            for key, value in (
-                ("instance", req.instance),
-                ("arrive_s", req.arrive_s),
-                ("ready_s", req.ready_s),
-                ("checkout_s", req.checkout_s),
-                ("wait_s", req.checkout_s - req.arrive_s),
-                ("outcome", str(outcome)),
-                ("reason", str(req.reason)),
-            ):
-                cols[key].append(value)
 
 
 MIXTURE = streams.ROLES.index("mixture")

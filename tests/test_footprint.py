@@ -218,9 +218,13 @@ def _function(qualified: str):
 
 
 def _handlers() -> set[str]:
+    """The engine's methods, those of its mixins (sim/engine_pooler.py, engine_traffic.py)
+    included."""
     return {
         name
-        for name, member in vars(Engine).items()
+        for klass in Engine.__mro__
+        if klass.__module__.startswith("sim.")
+        for name, member in vars(klass).items()
         if inspect.isfunction(member) and name != "__init__"
     }
 
