@@ -11,7 +11,7 @@ counter-based streams of :mod:`sim.streams`, keyed by ``(seed, i)``, compiled
 the readable engine's numbers, so both engines write the same records for every scenario
 (tests/test_engines_agree.py).
 
-The first call compiles the kernel (about 30 seconds) and caches it in
+The first call compiles the kernel (about two minutes on two cores) and caches it in
 ``~/.cache/startsim/``; later processes load it in well under a second.
 """
 
@@ -518,7 +518,7 @@ _checked = False
 
 def _say_if_compiling() -> None:
     """Before this process's first kernel call: when nothing is cached for this version yet, say
-    on stderr why the first run waits (else a progress bar sits at 0 % for about 30 s)."""
+    on stderr why the first run waits (else a progress bar sits at 0 % for a couple of minutes)."""
     global _checked
     if _checked:
         return
@@ -526,7 +526,7 @@ def _say_if_compiling() -> None:
     folder = Path(numba.config.CACHE_DIR)
     if not (folder.is_dir() and any(folder.rglob("*.nbi"))):
         print(
-            f"startsim: compiling the fast engine, once per version (about 30 s); "
+            f"startsim: compiling the fast engine, once per version (about 2 minutes); "
             f"cached in {folder}",
             file=sys.stderr,
             flush=True,
