@@ -40,11 +40,16 @@ def breaker_changes(sc: Scenario) -> list[Change]:
     ):
         if form == sc.breaker.form or (form != "in_process" and sc.pooler.on):
             continue
-        over: dict = {"breaker.form": form}
-        if form != "in_process":
-            over["breaker.open_jitter"] = OPEN_JITTER
-        out.append(Change(BREAKER, name, over, how))
+        out.append(Change(BREAKER, name, breaker_overrides(form), how))
     return out
+
+
+def breaker_overrides(form: str) -> dict:
+    """The ``[breaker]`` fields of a form as offered: pybreaker's defaults, and the open time
+    jittered for the forms that stay up (none has no field to set)."""
+    if form in ("none", "in_process"):
+        return {"breaker.form": form}
+    return {"breaker.form": form, "breaker.open_jitter": OPEN_JITTER}
 
 
 _PARAMS = f"fail_max {FAIL_MAX}, reset_timeout {RESET_TIMEOUT_S:g} s"
@@ -256,10 +261,7 @@ def breaker_scenarios(sc: Scenario) -> tuple[dict[str, Scenario], float | None]:
     for form in FORMS_SHOWN:
         if form in ("stay_up", "shared") and sc.pooler.on:
             continue
-        over: dict = {"breaker.form": form}
-        if form in ("stay_up", "shared"):
-            over["breaker.open_jitter"] = OPEN_JITTER
-        out[form] = base.with_overrides(over)
+        out[form] = base.with_overrides(breaker_overrides(form))
     return out, recover
 
 
